@@ -1,0 +1,1 @@
+"""ThingLinks edge: the Twisted process that holds device connections. Imports no Django."""

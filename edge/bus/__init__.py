@@ -1,0 +1,1 @@
+"""The Redis bus between webapp and edge (see docs/bus.md)."""

@@ -1,0 +1,54 @@
+"""Redis key names shared by webapp and edge (docs/bus.md). The only place they are spelled."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "tl:"
+
+    @classmethod
+    def from_env(cls) -> Keys:
+        return cls(os.environ.get("REDIS_PREFIX", "tl:"))
+
+    def device(self, identifier: str) -> str:
+        return f"{self.prefix}dev:{identifier}"
+
+    def product(self, identifier: str) -> str:
+        return f"{self.prefix}prod:{identifier}"
+
+    @property
+    def registry_channel(self) -> str:
+        return f"{self.prefix}registry"
+
+    @property
+    def uplink(self) -> str:
+        return f"{self.prefix}uplink"
+
+    @property
+    def route(self) -> str:
+        return f"{self.prefix}route"
+
+    def downlink(self, node: str) -> str:
+        return f"{self.prefix}down:{node}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}nodes"
+
+    @property
+    def mqtt_subs(self) -> str:
+        return f"{self.prefix}mqtt:subs"
+
+    def mqtt_forward(self, node: str) -> str:
+        return f"{self.prefix}mqtt:fwd:{node}"
+
+    def latest(self, identifier: str) -> str:
+        return f"{self.prefix}latest:{identifier}"
+
+
+UPLINK_GROUP = "ingest"
+UPLINK_MAXLEN = 1_000_000
