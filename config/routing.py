@@ -1,0 +1,3 @@
+"""WebSocket routes (`/ws/…`)."""
+
+websocket_urlpatterns: list = []

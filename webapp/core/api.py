@@ -1,0 +1,18 @@
+"""The API root router and authentication endpoints."""
+
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from webapp.devices.api import DeviceViewSet
+from webapp.products.api import ProductViewSet
+
+router = DefaultRouter()
+router.register("products", ProductViewSet, basename="product")
+router.register("devices", DeviceViewSet, basename="device")
+
+urlpatterns = [
+    path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("", include(router.urls)),
+]

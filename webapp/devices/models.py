@@ -1,0 +1,76 @@
+"""Devices, their credentials and their shadow."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from webapp.devices.choices import ConnectStatus, DeviceStatus, NodeType
+from webapp.products.models import identifier_validator
+
+
+class Device(models.Model):
+    identifier = models.CharField(_("identifier"), max_length=64, unique=True,
+                                  validators=[identifier_validator])
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    product = models.ForeignKey("products.Product", verbose_name=_("product"),
+                                on_delete=models.PROTECT, related_name="devices")
+    # Fernet token of the secret (edge.crypto); the plain secret is shown once, never stored.
+    secret_encrypted = models.TextField(_("secret (encrypted)"), editable=False)
+    status = models.CharField(_("status"), max_length=16, choices=DeviceStatus.choices,
+                              default=DeviceStatus.UNACTIVATED)
+    connect_status = models.CharField(_("connection"), max_length=16,
+                                      choices=ConnectStatus.choices,
+                                      default=ConnectStatus.UNCONNECTED)
+    last_seen = models.DateTimeField(_("last seen"), null=True, blank=True)
+    last_status_ts = models.BigIntegerField(_("last status event (ms)"), default=0,
+                                            editable=False)
+    node_type = models.CharField(_("node type"), max_length=16, choices=NodeType.choices,
+                                 default=NodeType.DIRECT)
+    gateway = models.ForeignKey("self", verbose_name=_("gateway"), null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="sub_devices")
+    fw_version = models.CharField(_("firmware version"), max_length=50, blank=True)
+    sw_version = models.CharField(_("software version"), max_length=50, blank=True)
+    tags = models.JSONField(_("tags"), default=dict, blank=True)
+    department = models.ForeignKey("system.Department", verbose_name=_("department"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="devices")
+    latitude = models.DecimalField(_("latitude"), max_digits=10, decimal_places=7, null=True,
+                                   blank=True)
+    longitude = models.DecimalField(_("longitude"), max_digits=10, decimal_places=7, null=True,
+                                    blank=True)
+    address = models.CharField(_("address"), max_length=200, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("device")
+        verbose_name_plural = _("devices")
+        ordering = ("identifier",)
+        indexes = [models.Index(fields=("product", "connect_status"))]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+
+class DeviceShadow(models.Model):
+    """Desired and reported state of a device, versioned for optimistic concurrency."""
+
+    device = models.OneToOneField(Device, verbose_name=_("device"), on_delete=models.CASCADE,
+                                  related_name="shadow", primary_key=True)
+    desired = models.JSONField(_("desired"), default=dict, blank=True)
+    reported = models.JSONField(_("reported"), default=dict, blank=True)
+    version = models.PositiveIntegerField(_("version"), default=0)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("device shadow")
+        verbose_name_plural = _("device shadows")
+
+    def __str__(self) -> str:
+        return f"shadow of {self.device_id}"

@@ -1,0 +1,85 @@
+"""Publishing device credentials and product models to Redis for the edge (docs/bus.md).
+
+Called after commit by the actions, and in full by `manage.py sync_registry` on start, so that
+a CONNECT at the edge never waits on the SQL database.
+"""
+
+from __future__ import annotations
+
+import json
+
+from webapp.core.redis import get_redis, keys
+from webapp.devices.models import Device
+from webapp.products.models import Product
+from webapp.products.thingmodel import compact_model
+
+
+def _device_fields(device: Device) -> dict[str, str]:
+    return {
+        "product": device.product.identifier,
+        "secret": device.secret_encrypted,
+        "status": device.status,
+        "node_type": device.node_type,
+        "gateway": device.gateway.identifier if device.gateway_id else "",
+    }
+
+
+def publish_device(device: Device) -> None:
+    k = keys()
+    r = get_redis()
+    pipe = r.pipeline()
+    pipe.delete(k.device(device.identifier))
+    pipe.hset(k.device(device.identifier), mapping=_device_fields(device))
+    pipe.publish(k.registry_channel, f"dev:{device.identifier}")
+    pipe.execute()
+
+
+def unpublish_device(identifier: str) -> None:
+    k = keys()
+    r = get_redis()
+    pipe = r.pipeline()
+    pipe.delete(k.device(identifier), k.latest(identifier))
+    pipe.publish(k.registry_channel, f"dev:{identifier}")
+    pipe.execute()
+
+
+def publish_product(product: Product) -> None:
+    k = keys()
+    r = get_redis()
+    fields = {
+        "model": json.dumps(compact_model(product), separators=(",", ":")),
+        "type": product.product_type,
+        "status": product.status,
+    }
+    pipe = r.pipeline()
+    pipe.hset(k.product(product.identifier), mapping=fields)
+    pipe.publish(k.registry_channel, f"prod:{product.identifier}")
+    pipe.execute()
+
+
+def unpublish_product(identifier: str) -> None:
+    k = keys()
+    r = get_redis()
+    r.delete(k.product(identifier))
+    r.publish(k.registry_channel, f"prod:{identifier}")
+
+
+def republish_all(batch: int = 1000) -> tuple[int, int]:
+    """Publish every product and device; returns (products, devices)."""
+    k = keys()
+    r = get_redis()
+    products = 0
+    for product in Product.objects.all():
+        publish_product(product)
+        products += 1
+    devices = 0
+    pipe = r.pipeline(transaction=False)
+    for device in Device.objects.select_related("product", "gateway").iterator(chunk_size=batch):
+        pipe.delete(k.device(device.identifier))
+        pipe.hset(k.device(device.identifier), mapping=_device_fields(device))
+        devices += 1
+        if devices % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    r.publish(k.registry_channel, "all")
+    return products, devices

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from webapp.devices.models import Device
+from webapp.products.models import IDENTIFIER_RE, Product
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    identifier = serializers.RegexField(IDENTIFIER_RE, max_length=64)
+    product = serializers.SlugRelatedField(slug_field="identifier",
+                                           queryset=Product.objects.all())
+    gateway = serializers.SlugRelatedField(slug_field="identifier", read_only=True)
+    secret = serializers.CharField(write_only=True, required=False, min_length=8,
+                                   max_length=128, help_text=_(
+                                       "Optional: your own secret; generated when omitted. "
+                                       "Shown only in the response of create and rotate."))
+
+    class Meta:
+        model = Device
+        fields = ("id", "identifier", "name", "product", "status", "connect_status",
+                  "last_seen", "node_type", "gateway", "fw_version", "sw_version", "tags",
+                  "department", "latitude", "longitude", "address", "description", "secret",
+                  "created", "updated")
+        read_only_fields = ("id", "connect_status", "last_seen", "node_type", "gateway",
+                            "created", "updated")
+
+    def validate_identifier(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.identifier:
+            raise serializers.ValidationError(_("the identifier of a device cannot change"))
+        return value
+
+    def validate_product(self, value: Product) -> Product:
+        if self.instance is not None and value != self.instance.product:
+            raise serializers.ValidationError(_("a device cannot move to another product"))
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is not None and "secret" in attrs:
+            raise serializers.ValidationError(
+                {"secret": _("use the rotate-secret action to change a secret")})
+        return attrs
+
+
+class CreatedDeviceSerializer(DeviceSerializer):
+    """The response of create and rotate: the only time the plain secret is shown."""
+
+    secret = serializers.CharField(read_only=True)
+
+
+class TelemetryQuerySerializer(serializers.Serializer):
+    service = serializers.CharField()
+    property = serializers.CharField(required=False, help_text=_(
+        "One property, or several separated by commas; all of the service when omitted."))
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+    interval = serializers.RegexField(r"^\d+(ms|s|m|h|d)$", required=False)
+    agg = serializers.ChoiceField(choices=["avg", "min", "max", "sum", "count", "first",
+                                           "last"], required=False, default="avg")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=10000,
+                                     default=1000)
+    cursor = serializers.IntegerField(required=False)
+    order = serializers.ChoiceField(choices=["asc", "desc"], required=False, default="asc")

@@ -1,0 +1,46 @@
+"""Periodic device housekeeping (Celery beat)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from celery import shared_task
+
+from webapp.core.redis import get_redis, keys
+from webapp.devices import actions
+from webapp.devices.choices import ConnectStatus, NodeType
+from webapp.devices.models import Device
+
+NODE_STALE_MS = 30_000
+
+
+@shared_task(name="devices.sweep_offline")
+def sweep_offline() -> int:
+    """Mark offline the devices whose edge node stopped heart-beating (crashed or killed).
+
+    A clean disconnect is reported by the edge itself; this catches the connections an edge
+    took down with it. Returns how many devices were marked offline.
+    """
+    r = get_redis()
+    k = keys()
+    now = int(time.time() * 1000)
+    alive: set[str] = set()
+    for node, raw in r.hgetall(k.nodes).items():
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            continue
+        if now - int(beat.get("ts", 0)) < NODE_STALE_MS:
+            alive.add(node.decode())
+    routes = {d.decode(): n.decode() for d, n in r.hgetall(k.route).items()}
+    marked = 0
+    # Sub-devices are online through their gateway, which this sweep covers.
+    online = Device.objects.filter(connect_status=ConnectStatus.ONLINE).exclude(
+        node_type=NodeType.SUB).values_list("identifier", flat=True)
+    for identifier in online.iterator(chunk_size=2000):
+        if routes.get(identifier) in alive:
+            continue
+        if actions.record_connect_status(identifier, ConnectStatus.OFFLINE, now):
+            marked += 1
+    return marked

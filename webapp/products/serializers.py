@@ -1,0 +1,114 @@
+"""The API form of products and thing models (CONTRACT §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from webapp.products.choices import AccessMode, Datatype
+from webapp.products.models import CODE_RE, Product
+from webapp.products.thingmodel import export_services
+
+RESERVED_PROPERTY_CODES = frozenset({"device", "ts", "received"})
+
+
+class TypedFieldSerializer(serializers.Serializer):
+    code = serializers.RegexField(CODE_RE, max_length=50)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    datatype = serializers.ChoiceField(choices=Datatype.choices)
+    unit = serializers.CharField(max_length=20, required=False, allow_blank=True, default="")
+    min = serializers.FloatField(required=False, allow_null=True, default=None)
+    max = serializers.FloatField(required=False, allow_null=True, default=None)
+    step = serializers.FloatField(required=False, allow_null=True, default=None)
+    max_length = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                          max_value=65535, default=None)
+    enum_values = serializers.ListField(required=False, default=list)
+    required = serializers.BooleanField(required=False, default=False)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("min") is not None and attrs.get("max") is not None \
+                and attrs["min"] > attrs["max"]:
+            raise serializers.ValidationError({"min": _("min is greater than max")})
+        if attrs["datatype"] == Datatype.ENUM and not attrs.get("enum_values"):
+            raise serializers.ValidationError({"enum_values": _("an enum needs its values")})
+        return attrs
+
+
+class PropertySerializer(TypedFieldSerializer):
+    access = serializers.ChoiceField(choices=AccessMode.choices, required=False,
+                                     default=AccessMode.RE)
+
+    def validate_code(self, value: str) -> str:
+        if value.lower() in RESERVED_PROPERTY_CODES:
+            raise serializers.ValidationError(_("{code} is a reserved name").format(code=value))
+        return value
+
+
+class CommandSerializer(serializers.Serializer):
+    code = serializers.RegexField(CODE_RE, max_length=50)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    requests = TypedFieldSerializer(many=True, required=False, default=list)
+    responses = TypedFieldSerializer(many=True, required=False, default=list)
+
+
+class EventSerializer(serializers.Serializer):
+    code = serializers.RegexField(CODE_RE, max_length=50)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    params = TypedFieldSerializer(many=True, required=False, default=list)
+
+
+def _unique_codes(items: list[dict[str, Any]], what: str) -> None:
+    seen: set[str] = set()
+    for item in items:
+        folded = item["code"].lower()
+        if folded in seen:
+            raise serializers.ValidationError(
+                _("duplicate {what} code {code!r} (codes are case-insensitive)").format(
+                    what=what, code=item["code"]))
+        seen.add(folded)
+
+
+class ServiceSerializer(serializers.Serializer):
+    code = serializers.RegexField(CODE_RE, max_length=50)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    properties = PropertySerializer(many=True, required=False, default=list)
+    commands = CommandSerializer(many=True, required=False, default=list)
+    events = EventSerializer(many=True, required=False, default=list)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        _unique_codes(attrs["properties"], "property")
+        _unique_codes(attrs["commands"], "command")
+        _unique_codes(attrs["events"], "event")
+        return attrs
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    services = ServiceSerializer(many=True, required=False, write_only=True)
+    device_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Product
+        fields = ("id", "identifier", "name", "product_type", "protocol", "data_format",
+                  "manufacturer", "model", "device_type", "description", "status",
+                  "department", "services", "device_count", "created", "updated")
+        read_only_fields = ("id", "created", "updated")
+
+    def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _unique_codes(value, "service")
+        return value
+
+    def validate_identifier(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.identifier:
+            raise serializers.ValidationError(_("the identifier of a product cannot change"))
+        return value
+
+    def to_representation(self, instance: Product) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["services"] = export_services(instance)
+        return data

@@ -1,0 +1,12 @@
+import django_filters
+
+from webapp.telemetry.models import DeviceMessage
+
+
+class DeviceMessageFilterSet(django_filters.FilterSet):
+    start = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
+    end = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
+
+    class Meta:
+        model = DeviceMessage
+        fields = ("direction", "result", "topic")

@@ -1,0 +1,43 @@
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from webapp.core.redis import get_redis, keys
+from webapp.devices.registry import republish_all
+from webapp.telemetry.backends import get_backend
+from webapp.telemetry.ingest import IngestWorker
+
+log = logging.getLogger("webapp.telemetry.ingest")
+
+
+class Command(BaseCommand):
+    help = "Run the ingest worker: uplink stream -> time series, message log, device status."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--consumer", default=f"{socket.gethostname()}-{os.getpid()}")
+        parser.add_argument("--count", type=int, default=200)
+        parser.add_argument("--no-republish", action="store_true",
+                            help="do not publish the device registry to Redis on start")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stopping = False
+
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if not options["no_republish"]:
+            products, devices = republish_all()
+            log.info("published %d products and %d devices to the edge registry",
+                     products, devices)
+        worker = IngestWorker(get_redis(), keys(), get_backend(), options["consumer"],
+                              count=options["count"])
+        log.info("ingest worker %s reading %s", options["consumer"], keys().uplink)
+        worker.run(stop=lambda: stopping)
+        log.info("ingest worker stopped")
