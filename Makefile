@@ -1,0 +1,49 @@
+# ThingLinks (Python). The two commands: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint typecheck migrations-check install install-test install-dev bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.base.stamp: $(PY) requirements/base.txt requirements/edge.txt
+	$(PIP) install -r requirements/base.txt
+	@touch $@
+
+$(VENV)/.test.stamp: $(VENV)/.base.stamp requirements/test.txt
+	$(PIP) install -r requirements/test.txt
+	@touch $@
+
+$(VENV)/.dev.stamp: $(VENV)/.test.stamp requirements/dev.txt
+	$(PIP) install -r requirements/dev.txt
+	@touch $@
+
+install: $(VENV)/.base.stamp
+install-test: $(VENV)/.test.stamp
+install-dev: $(VENV)/.dev.stamp
+
+## Start everything in the foreground (web :8000, MQTT :11883, ingest, Celery worker and beat).
+run: install
+	$(PY) manage.py runplatform
+
+## Install the test requirements and run the whole suite.
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy edge webapp config
+
+migrations-check: install
+	$(PY) manage.py makemigrations --check --dry-run
+
+## Benchmarks (see docs/performance.md); BENCH_ARGS=--small for a quick proof run.
+bench: install-test
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf var/test-redis .pytest_cache .mypy_cache .ruff_cache
