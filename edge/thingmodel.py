@@ -118,8 +118,9 @@ class ThingModel:
                 code=code,
                 properties=_fields(svc.get("properties") or {}),
                 commands={
-                    c: CommandSpec(c, _fields(spec.get("requests") or {}),
-                                   _fields(spec.get("responses") or {}))
+                    c: CommandSpec(
+                        c, _fields(spec.get("requests") or {}), _fields(spec.get("responses") or {})
+                    )
                     for c, spec in (svc.get("commands") or {}).items()
                 },
                 events={
@@ -135,11 +136,9 @@ class ThingModel:
         """Validate reported property values; valid ones are kept even when others fail."""
         spec = self.services.get(service)
         if spec is None:
-            return {}, [Problem("unknown_service", service, None,
-                                f"unknown service {service!r}")]
+            return {}, [Problem("unknown_service", service, None, f"unknown service {service!r}")]
         if not isinstance(data, Mapping):
-            return {}, [Problem("wrong_type", service, None,
-                                "service data must be a JSON object")]
+            return {}, [Problem("wrong_type", service, None, "service data must be a JSON object")]
         return _validate_values(spec.properties, data, service, enforce_required=False)
 
     def validate_command_params(
@@ -148,12 +147,17 @@ class ThingModel:
         """Validate a command's request parameters (or, with ``response``, its reply)."""
         spec = self.services.get(service)
         if spec is None:
-            return {}, [Problem("unknown_service", service, None,
-                                f"unknown service {service!r}")]
+            return {}, [Problem("unknown_service", service, None, f"unknown service {service!r}")]
         cmd = spec.commands.get(command)
         if cmd is None:
-            return {}, [Problem("unknown_command", service, None,
-                                f"unknown command {command!r} in service {service!r}")]
+            return {}, [
+                Problem(
+                    "unknown_command",
+                    service,
+                    None,
+                    f"unknown command {command!r} in service {service!r}",
+                )
+            ]
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
@@ -166,12 +170,17 @@ class ThingModel:
     ) -> tuple[dict[str, Any], list[Problem]]:
         spec = self.services.get(service)
         if spec is None:
-            return {}, [Problem("unknown_service", service, None,
-                                f"unknown service {service!r}")]
+            return {}, [Problem("unknown_service", service, None, f"unknown service {service!r}")]
         ev = spec.events.get(event)
         if ev is None:
-            return {}, [Problem("unknown_event", service, None,
-                                f"unknown event {event!r} in service {service!r}")]
+            return {}, [
+                Problem(
+                    "unknown_event",
+                    service,
+                    None,
+                    f"unknown event {event!r} in service {service!r}",
+                )
+            ]
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
@@ -199,16 +208,25 @@ def _number_or_none(value: Any) -> float | None:
 
 
 def _validate_values(
-    fields: Mapping[str, FieldSpec], data: Mapping[str, Any], service: str,
-    *, enforce_required: bool,
+    fields: Mapping[str, FieldSpec],
+    data: Mapping[str, Any],
+    service: str,
+    *,
+    enforce_required: bool,
 ) -> tuple[dict[str, Any], list[Problem]]:
     accepted: dict[str, Any] = {}
     problems: list[Problem] = []
     for code, value in data.items():
         field = fields.get(code)
         if field is None:
-            problems.append(Problem("unknown_property", service, code,
-                                    f"unknown property {code!r} in service {service!r}"))
+            problems.append(
+                Problem(
+                    "unknown_property",
+                    service,
+                    code,
+                    f"unknown property {code!r} in service {service!r}",
+                )
+            )
             continue
         normalised, problem = field.check(value, service)
         if problem is None:
@@ -218,18 +236,15 @@ def _validate_values(
     if enforce_required:
         for code, field in fields.items():
             if field.required and code not in data:
-                problems.append(Problem("missing_required", service, code,
-                                        f"{code} is required"))
+                problems.append(Problem("missing_required", service, code, f"{code} is required"))
     return accepted, problems
 
 
 def _range(spec: FieldSpec, value: float) -> None:
     if spec.min is not None and value < spec.min:
-        raise _Refused("out_of_range",
-                       f"{spec.code}={_fmt(value)} is below min {_fmt(spec.min)}")
+        raise _Refused("out_of_range", f"{spec.code}={_fmt(value)} is below min {_fmt(spec.min)}")
     if spec.max is not None and value > spec.max:
-        raise _Refused("out_of_range",
-                       f"{spec.code}={_fmt(value)} is above max {_fmt(spec.max)}")
+        raise _Refused("out_of_range", f"{spec.code}={_fmt(value)} is above max {_fmt(spec.max)}")
 
 
 def _fmt(number: float) -> str:
@@ -237,8 +252,9 @@ def _fmt(number: float) -> str:
 
 
 def _wrong(spec: FieldSpec, value: Any, expected: str) -> _Refused:
-    return _Refused("wrong_type",
-                    f"{spec.code} must be {expected}, got {type(value).__name__} {value!r:.40}")
+    return _Refused(
+        "wrong_type", f"{spec.code} must be {expected}, got {type(value).__name__} {value!r:.40}"
+    )
 
 
 def _integer(spec: FieldSpec, value: Any, bounds: tuple[int, int]) -> int:
@@ -328,8 +344,9 @@ def _check_json(spec: FieldSpec, value: Any) -> Any:
     if spec.max_length is not None:
         size = len(json.dumps(value, separators=(",", ":")))
         if size > spec.max_length:
-            raise _Refused("too_long",
-                           f"{spec.code} is {size} bytes of JSON, max {spec.max_length}")
+            raise _Refused(
+                "too_long", f"{spec.code} is {size} bytes of JSON, max {spec.max_length}"
+            )
     return value
 
 

@@ -1,0 +1,716 @@
+"""One client's MQTT connection as a state machine: packets in, packets out, no I/O.
+
+The Twisted protocol (``edge.mqtt.protocol``) feeds received bytes to :meth:`data_received`
+and gives the connection two callables, ``write`` and ``close``. Output is buffered and written
+once per batch by :meth:`Broker.flush`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.python.failure import Failure
+
+from .broker import OPEN_ACL, Acl, AuthResult, Broker, Message, Outgoing, Session
+from .codec import Decoder, encode
+from .errors import MqttError, ProtocolError, Reason, UnsupportedProtocolVersion
+from .packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from .properties import NO_PROPERTIES, Properties
+from .topics import split_shared, valid_filter
+
+AWAIT_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
+
+# MQTT 5 CONNACK reason → MQTT 3.1.1 return code.
+V311_CONNACK = {
+    Reason.UNSUPPORTED_PROTOCOL_VERSION: 0x01,
+    Reason.CLIENT_IDENTIFIER_NOT_VALID: 0x02,
+    Reason.SERVER_UNAVAILABLE: 0x03,
+    Reason.SERVER_BUSY: 0x03,
+    Reason.BAD_USER_NAME_OR_PASSWORD: 0x04,
+    Reason.NOT_AUTHORIZED: 0x05,
+    Reason.BANNED: 0x05,
+    Reason.BAD_AUTHENTICATION_METHOD: 0x05,
+}
+AUTH_FAILURES = frozenset({Reason.BAD_USER_NAME_OR_PASSWORD, Reason.NOT_AUTHORIZED, Reason.BANNED})
+
+
+def _forwarded(props: Properties) -> Properties:
+    """The PUBLISH properties a receiver gets (3.3.2.3): alias and subscription ids removed."""
+    if props is NO_PROPERTIES or (props.topic_alias is None and not props.subscription_identifiers):
+        return props
+    return props.with_(topic_alias=None, subscription_identifiers=())
+
+
+def _all(values: list[Any]) -> list[Any] | Deferred[list[Any]]:
+    if not any(isinstance(v, Deferred) for v in values):
+        return values
+    return gatherResults(
+        [v if isinstance(v, Deferred) else succeed(v) for v in values], consumeErrors=True
+    )
+
+
+class MqttConnection:
+    """The server side of one MQTT network connection."""
+
+    __slots__ = (
+        "_acks",
+        "_backlog",
+        "_blocked",
+        "_close_transport",
+        "_dirty",
+        "_out",
+        "_write",
+        "acl",
+        "aliases_in",
+        "attributes",
+        "broker",
+        "client_id",
+        "close_reason",
+        "connect",
+        "decoder",
+        "identity",
+        "keep_alive",
+        "last_seen",
+        "max_outgoing_size",
+        "opened_at",
+        "peer",
+        "send_quota",
+        "session",
+        "state",
+        "version",
+        "will",
+    )
+
+    def __init__(
+        self, broker: Broker, peer: str, write: Callable[[bytes], None], close: Callable[[], None]
+    ) -> None:
+        self.broker = broker
+        self.peer = peer
+        self._write = write
+        self._close_transport = close
+        self.decoder = Decoder(max_packet_size=broker.config.max_packet_size)
+        self.version = MQTT_3_1_1
+        self.state = AWAIT_CONNECT
+        self.session: Session | None = None
+        self.connect: Connect | None = None
+        self.client_id = ""
+        self.identity: str | None = None
+        self.acl: Acl = OPEN_ACL
+        self.attributes: dict[str, Any] = {}
+        self.keep_alive = 0
+        self.opened_at = self.last_seen = broker.clock.seconds()
+        self.send_quota = 65535
+        self.max_outgoing_size: int | None = None
+        self.aliases_in: dict[int, str] = {}
+        self.will: Message | None = None
+        self.close_reason: str | None = None
+        self._out: list[bytes] = []
+        self._dirty = False
+        self._backlog: deque[Packet] = deque()
+        self._blocked = False
+        self._acks: deque[list[Any]] = deque()
+        broker.connections.add(self)
+
+    def __repr__(self) -> str:
+        return f"<MqttConnection {self.client_id or '?'} {self.peer}>"
+
+    @property
+    def v5(self) -> bool:
+        return self.version == MQTT_5
+
+    # -- input --------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        self.last_seen = self.broker.clock.seconds()
+        self.broker.stats["bytes_in"] += len(data)
+        try:
+            for packet in self.decoder.feed(data):
+                if self._blocked:
+                    self._backlog.append(packet)
+                else:
+                    self._run(packet)
+                if self.state == CLOSED:
+                    return
+        except MqttError as exc:
+            self.protocol_violation(exc)
+
+    def _run(self, packet: Packet) -> None:
+        try:
+            waiting = self._handle(packet)
+        except MqttError as exc:
+            self.protocol_violation(exc)
+            return
+        if waiting is not None and not waiting.called:
+            self._blocked = True
+            waiting.addErrback(self._failed)
+            waiting.addBoth(self._unblock)
+
+    def _unblock(self, _: object) -> None:
+        self._blocked = False
+        while self._backlog and not self._blocked and self.state != CLOSED:
+            self._run(self._backlog.popleft())
+        self.broker.flush()
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(MqttError):
+            self.protocol_violation(failure.value)
+        else:
+            self.broker.log_failure(failure, self)
+            self.close(Reason.UNSPECIFIED_ERROR, "error")
+
+    def _handle(self, packet: Packet) -> Deferred[Any] | None:
+        if self.state == AWAIT_CONNECT:
+            assert isinstance(packet, Connect)
+            return self._on_connect(packet)
+        kind = type(packet)
+        if kind is Publish:
+            return self._on_publish(packet)  # type: ignore[arg-type]
+        if kind is PubAck:
+            self._on_puback(packet)  # type: ignore[arg-type]
+        elif kind is PubRec:
+            self._on_pubrec(packet)  # type: ignore[arg-type]
+        elif kind is PubRel:
+            self._on_pubrel(packet)  # type: ignore[arg-type]
+        elif kind is PubComp:
+            self._on_pubcomp(packet)  # type: ignore[arg-type]
+        elif kind is Subscribe:
+            return self._on_subscribe(packet)  # type: ignore[arg-type]
+        elif kind is Unsubscribe:
+            self._on_unsubscribe(packet)  # type: ignore[arg-type]
+        elif kind is PingReq:
+            self.send(PingResp())
+        elif kind is Disconnect:
+            self._on_disconnect(packet)  # type: ignore[arg-type]
+        elif kind is Auth:
+            raise ProtocolError("AUTH without an authentication method")
+        else:
+            raise ProtocolError(f"{kind.__name__} may not be sent by a client")
+        return None
+
+    # -- CONNECT ------------------------------------------------------------------------------
+
+    def _on_connect(self, connect: Connect) -> Deferred[Any] | None:
+        self.connect = connect
+        self.version = MQTT_5 if connect.protocol_level == MQTT_5 else MQTT_3_1_1
+        self.state = AUTHENTICATING
+        props = connect.properties
+        if self.v5 and props.authentication_method is not None:
+            self.refuse(
+                Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"
+            )
+            return None
+        self.client_id = connect.client_id
+        if not self.client_id:
+            if not self.v5 and not connect.clean_start:
+                self.refuse(
+                    Reason.CLIENT_IDENTIFIER_NOT_VALID, "empty client id with a persistent session"
+                )
+                return None
+            self.client_id = self.broker.new_client_id()
+        self.keep_alive = connect.keep_alive
+        if self.v5:
+            self.send_quota = props.receive_maximum or 65535
+            self.max_outgoing_size = props.maximum_packet_size
+        result = self.broker.hooks.authenticate(self)
+        if isinstance(result, Deferred):
+            return result.addCallback(self._authenticated)
+        return self._authenticated(result)
+
+    def _authenticated(self, result: AuthResult) -> Deferred[Any] | None:
+        if self.state == CLOSED:
+            return None
+        if not result.ok:
+            self.refuse(result.reason, result.detail or "refused")
+            return None
+        self.identity = result.identity
+        self.acl = result.acl
+        self.attributes = result.attributes
+        will = self.connect.will if self.connect is not None else None
+        if will is None:
+            self._accept()
+            return None
+        allowed = self.acl.may_publish(will.topic)
+        if isinstance(allowed, Deferred):
+            return allowed.addCallback(self._will_checked)
+        self._will_checked(allowed)
+        return None
+
+    def _will_checked(self, allowed: bool) -> None:
+        if self.state == CLOSED:
+            return
+        if not allowed:
+            self.refuse(Reason.NOT_AUTHORIZED, "will topic not allowed")
+            return
+        self._accept()
+
+    def refuse(self, reason: int, detail: str) -> None:
+        """Answer the CONNECT with a refusal and close."""
+        if reason in AUTH_FAILURES:
+            self.broker.stats["auth_failures"] += 1
+        self.broker.log.info(
+            "refused {client} from {peer}: {detail}",
+            client=self.client_id,
+            peer=self.peer,
+            detail=detail,
+        )
+        code = reason if self.v5 else V311_CONNACK.get(Reason(reason), 0x03)
+        self.send(ConnAck(code))
+        self.close(None, "refused")
+
+    def _accept(self) -> None:
+        assert self.connect is not None
+        broker = self.broker
+        connect = self.connect
+        config = broker.config
+        broker.take_over(self)
+        session = broker.sessions.get(self.client_id)
+        if session is not None and connect.clean_start:
+            broker.discard_session(session)
+            session = None
+        present = session is not None
+        if session is None:
+            session = broker.sessions[self.client_id] = Session(self.client_id)
+        elif session.will_call is not None:
+            # Reconnected within the will delay: the will is not sent (3.1.3.2.2).
+            if session.will_call.active():
+                session.will_call.cancel()
+            session.will = session.will_call = None
+        session.connection = self
+        session.expires_at = None
+        self.session = session
+        props = connect.properties
+        connack = Properties()
+        if self.v5:
+            requested = props.session_expiry_interval or 0
+            session.expiry_interval = min(requested, config.max_session_expiry)
+            changes: dict[str, Any] = {
+                "receive_maximum": config.receive_maximum,
+                "topic_alias_maximum": config.topic_alias_maximum,
+                "maximum_packet_size": config.max_packet_size,
+            }
+            if session.expiry_interval != requested:
+                changes["session_expiry_interval"] = session.expiry_interval
+            if not connect.client_id:
+                changes["assigned_client_identifier"] = self.client_id
+            if self.keep_alive > config.max_keep_alive or self.keep_alive == 0:
+                self.keep_alive = config.max_keep_alive
+                changes["server_keep_alive"] = self.keep_alive
+            connack = connack.with_(**changes)
+        else:
+            session.expiry_interval = 0 if connect.clean_start else config.max_session_expiry
+        if connect.will is not None:
+            will = connect.will
+            expiry = will.properties.message_expiry_interval
+            self.will = Message(
+                will.topic,
+                will.payload,
+                will.qos,
+                will.retain,
+                will.properties.with_(will_delay_interval=None)
+                if will.properties
+                else NO_PROPERTIES,
+                None if expiry is None else broker.clock.seconds() + expiry,
+                self.client_id,
+            )
+        self.state = CONNECTED
+        self.send(ConnAck(0, present, connack))
+        if self.identity is not None:
+            broker.by_identity[self.identity] = self
+        broker.log.info(
+            "{client} connected from {peer} (MQTT {version}, identity {identity})",
+            client=self.client_id,
+            peer=self.peer,
+            version="5.0" if self.v5 else "3.1.1",
+            identity=self.identity or "anonymous",
+        )
+        broker.hooks.client_connected(self)
+        for packet_id, outgoing in list(session.inflight.items()):
+            if outgoing.released:
+                self.send(PubRel(packet_id))
+            else:
+                self.send_message(
+                    outgoing.message,
+                    outgoing.qos,
+                    outgoing.retain,
+                    outgoing.subscription_ids,
+                    packet_id,
+                    dup=True,
+                )
+        self._drain_pending()
+
+    # -- PUBLISH from the client --------------------------------------------------------------
+
+    def _on_publish(self, publish: Publish) -> Deferred[Any] | None:
+        assert self.session is not None
+        topic = publish.topic
+        props = publish.properties
+        if self.v5 and props.topic_alias is not None:
+            alias = props.topic_alias
+            if alias > self.broker.config.topic_alias_maximum:
+                raise ProtocolError(
+                    f"topic alias {alias} above the maximum", Reason.TOPIC_ALIAS_INVALID
+                )
+            if topic:
+                self.aliases_in[alias] = topic
+            else:
+                known = self.aliases_in.get(alias)
+                if known is None:
+                    raise ProtocolError(f"topic alias {alias} is not defined")
+                topic = known
+        if publish.qos == 2 and publish.packet_id in self.session.qos2_received:
+            self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
+            return None
+        if publish.qos and len(self._acks) >= self.broker.config.receive_maximum and self.v5:
+            raise ProtocolError("receive maximum exceeded", Reason.RECEIVE_MAXIMUM_EXCEEDED)
+        expiry = props.message_expiry_interval
+        message = Message(
+            topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            _forwarded(props),
+            None if expiry is None else self.broker.clock.seconds() + expiry,
+            self.client_id,
+        )
+        self.broker.stats["messages_in"] += 1
+        allowed = self.acl.may_publish(topic)
+        if isinstance(allowed, Deferred):
+            return allowed.addCallback(self._publish_checked, publish, message)
+        self._publish_checked(allowed, publish, message)
+        return None
+
+    def _publish_checked(self, allowed: bool, publish: Publish, message: Message) -> None:
+        if self.state == CLOSED:
+            return
+        if not allowed:
+            self.broker.log.info(
+                "{client} may not publish to {topic}: dropped",
+                client=self.client_id,
+                topic=message.topic,
+            )
+            self._ack(publish, Reason.NOT_AUTHORIZED if self.v5 else Reason.SUCCESS)
+            return
+        code = self.broker.hooks.message_published(self, message)
+        self.broker.publish(message)
+        self._ack(publish, code)
+
+    def _ack(self, publish: Publish, code: int | Deferred[int]) -> None:
+        if not publish.qos:
+            if isinstance(code, Deferred):
+                code.addErrback(self._failed)
+            return
+        slot: list[Any] = [publish, None]
+        self._acks.append(slot)
+        if isinstance(code, Deferred):
+            code.addCallback(self._ack_ready, slot)
+            code.addErrback(self._failed)
+        else:
+            self._ack_ready(code, slot)
+
+    def _ack_ready(self, code: int, slot: list[Any]) -> None:
+        slot[1] = code
+        # Acks go out in the order the PUBLISH packets came in (4.6).
+        acks = self._acks
+        while acks and acks[0][1] is not None:
+            publish, reason = acks.popleft()
+            if self.state != CONNECTED:
+                continue
+            if publish.qos == 1:
+                self.send(PubAck(publish.packet_id, reason))
+            else:
+                if reason < 0x80 and self.session is not None:
+                    self.session.qos2_received.add(publish.packet_id)
+                self.send(PubRec(publish.packet_id, reason))
+
+    def _on_pubrel(self, packet: PubRel) -> None:
+        assert self.session is not None
+        if packet.packet_id in self.session.qos2_received:
+            self.session.qos2_received.discard(packet.packet_id)
+            self.send(PubComp(packet.packet_id))
+        else:
+            self.send(PubComp(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+
+    # -- acknowledgements of messages we sent -------------------------------------------------
+
+    def _on_puback(self, packet: PubAck) -> None:
+        assert self.session is not None
+        outgoing = self.session.inflight.get(packet.packet_id)
+        if outgoing is not None and outgoing.qos == 1:
+            del self.session.inflight[packet.packet_id]
+            self._drain_pending()
+
+    def _on_pubrec(self, packet: PubRec) -> None:
+        assert self.session is not None
+        outgoing = self.session.inflight.get(packet.packet_id)
+        if outgoing is None or outgoing.qos != 2:
+            self.send(PubRel(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+            return
+        if packet.reason_code >= 0x80:
+            del self.session.inflight[packet.packet_id]
+            self._drain_pending()
+            return
+        outgoing.released = True
+        self.send(PubRel(packet.packet_id))
+
+    def _on_pubcomp(self, packet: PubComp) -> None:
+        assert self.session is not None
+        outgoing = self.session.inflight.get(packet.packet_id)
+        if outgoing is not None and outgoing.released:
+            del self.session.inflight[packet.packet_id]
+            self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        while (
+            session.pending and len(session.inflight) < self.send_quota and self.state == CONNECTED
+        ):
+            self.send_outgoing(session.pending.popleft(), session.allocate_packet_id())
+
+    # -- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
+
+    def _on_subscribe(self, packet: Subscribe) -> Deferred[Any] | None:
+        codes: list[int | None] = []
+        checks: list[Any] = []
+        for sub in packet.subscriptions:
+            code: int | None = None
+            try:
+                shared = split_shared(sub.topic_filter)
+            except ValueError:
+                shared = None
+                code = Reason.TOPIC_FILTER_INVALID
+            if code is None and not valid_filter(sub.topic_filter if shared is None else shared[1]):
+                code = Reason.TOPIC_FILTER_INVALID
+            if shared is not None and sub.no_local and self.v5:
+                raise ProtocolError("no local on a shared subscription")
+            codes.append(code)
+            checks.append(False if code is not None else self.acl.may_subscribe(sub.topic_filter))
+        answers = _all(checks)
+        if isinstance(answers, Deferred):
+            return answers.addCallback(self._subscribe_checked, packet, codes)
+        self._subscribe_checked(answers, packet, codes)
+        return None
+
+    def _subscribe_checked(
+        self, allowed: list[bool], packet: Subscribe, codes: list[int | None]
+    ) -> None:
+        session = self.session
+        if self.state == CLOSED or session is None:
+            return
+        broker = self.broker
+        ids = packet.properties.subscription_identifiers
+        identifier = ids[0] if ids else None
+        results = []
+        retained: list[tuple[Message, int]] = []
+        for sub, code, ok in zip(packet.subscriptions, codes, allowed):
+            if code is not None:
+                results.append(code if self.v5 else 0x80)
+                continue
+            if not ok:
+                broker.log.info(
+                    "{client} may not subscribe to {filter}",
+                    client=self.client_id,
+                    filter=sub.topic_filter,
+                )
+                results.append(Reason.NOT_AUTHORIZED if self.v5 else 0x80)
+                continue
+            new = broker.subscribe(session, sub, identifier)
+            results.append(sub.qos)
+            if split_shared(sub.topic_filter) is None and (
+                sub.retain_handling == 0 or (sub.retain_handling == 1 and new)
+            ):
+                retained.extend(
+                    (message, sub.qos) for message in broker.retained_for(sub.topic_filter)
+                )
+        self.send(SubAck(packet.packet_id, tuple(results)))
+        sub_ids = (identifier,) if identifier is not None else ()
+        for message, qos in retained:
+            broker.deliver(session, message, min(qos, message.qos), True, sub_ids)
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        assert self.session is not None
+        codes = tuple(
+            Reason.SUCCESS
+            if self.broker.unsubscribe(self.session, f)
+            else Reason.NO_SUBSCRIPTION_EXISTED
+            for f in packet.topic_filters
+        )
+        self.send(UnsubAck(packet.packet_id, codes if self.v5 else ()))
+
+    # -- DISCONNECT and closing ---------------------------------------------------------------
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        assert self.session is not None
+        if self.v5:
+            expiry = packet.properties.session_expiry_interval
+            if expiry is not None:
+                if self.session.expiry_interval == 0 and expiry != 0:
+                    raise ProtocolError("session expiry set on DISCONNECT after 0 on CONNECT")
+                self.session.expiry_interval = min(expiry, self.broker.config.max_session_expiry)
+        if packet.reason_code != Reason.DISCONNECT_WITH_WILL:
+            self.will = None
+        self.close(None, "disconnect")
+
+    def check_timeouts(self, now: float) -> None:
+        if self.state in (AWAIT_CONNECT, AUTHENTICATING):
+            if now - self.opened_at > self.broker.config.connect_timeout:
+                self.close(None, "timeout")
+        elif (
+            self.state == CONNECTED
+            and self.keep_alive
+            and now - self.last_seen > self.keep_alive * 1.5
+        ):
+            self.close(Reason.KEEP_ALIVE_TIMEOUT, "keepalive")
+
+    def protocol_violation(self, exc: MqttError) -> None:
+        self.broker.log.info(
+            "closing {client} from {peer}: {error} (reason 0x{code:02x})",
+            client=self.client_id or "?",
+            peer=self.peer,
+            error=str(exc),
+            code=int(exc.reason),
+        )
+        if self.state == AWAIT_CONNECT:
+            if isinstance(exc, UnsupportedProtocolVersion):
+                self._queue(b"\x20\x02\x00\x01" if exc.level != MQTT_5 else b"\x20\x03\x00\x84\x00")
+            self.close(None, "error")
+        elif self.state == AUTHENTICATING:
+            if self.v5:
+                self.send(ConnAck(exc.reason))
+            self.close(None, "error")
+        else:
+            self.close(exc.reason, "error")
+
+    def close(self, reason: int | None, why: str) -> None:
+        """Close the connection; ``reason`` is sent in a DISCONNECT to an MQTT 5 client."""
+        if self.state == CLOSED:
+            return
+        if reason is not None and self.state == CONNECTED and self.v5:
+            self.send(Disconnect(reason))
+        self._teardown(why)
+        self.flush()
+        self._close_transport()
+
+    def connection_lost(self) -> None:
+        """The transport is gone (closed by either side)."""
+        self._teardown("error")
+
+    def _teardown(self, why: str) -> None:
+        if self.state == CLOSED:
+            return
+        was_connected = self.state == CONNECTED
+        self.state = CLOSED
+        self.close_reason = why
+        broker = self.broker
+        broker.connections.discard(self)
+        self._backlog.clear()
+        if not was_connected:
+            return
+        if self.identity is not None and broker.by_identity.get(self.identity) is self:
+            del broker.by_identity[self.identity]
+        session = self.session
+        if session is not None and session.connection is self:
+            session.connection = None
+            will = self.will
+            if will is not None:
+                delay = (
+                    self.connect.will.properties.will_delay_interval
+                    if self.connect and self.connect.will
+                    else None
+                )
+                if delay and session.expiry_interval:
+                    session.will = will
+                    session.will_call = broker.schedule(
+                        min(delay, session.expiry_interval), broker.publish_will, session
+                    )
+                else:
+                    broker.publish(will)
+            if session.expiry_interval == 0:
+                broker.discard_session(session)
+            else:
+                session.expires_at = broker.clock.seconds() + session.expiry_interval
+        broker.log.info("{client} disconnected ({why})", client=self.client_id, why=why)
+        broker.hooks.client_disconnected(self, why)
+
+    # -- output -------------------------------------------------------------------------------
+
+    def send(self, packet: Packet) -> None:
+        self._queue(encode(packet, self.version))
+
+    def send_message(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: tuple[int, ...],
+        packet_id: int | None,
+        dup: bool = False,
+    ) -> bool:
+        """Send one application message; False when it expired or is too large for the client."""
+        props = message.properties
+        if message.expires_at is not None:
+            remaining = message.expires_at - self.broker.clock.seconds()
+            if remaining <= 0:
+                return False
+            props = props.with_(message_expiry_interval=math.ceil(remaining))
+        if subscription_ids:
+            props = props.with_(subscription_identifiers=subscription_ids)
+        data = encode(
+            Publish(message.topic, message.payload, qos, retain, dup, packet_id, props),
+            self.version,
+        )
+        if self.max_outgoing_size is not None and len(data) > self.max_outgoing_size:
+            self.broker.stats["dropped"] += 1
+            return False
+        self.broker.stats["messages_out"] += 1
+        self._queue(data)
+        return True
+
+    def send_outgoing(self, outgoing: Outgoing, packet_id: int) -> None:
+        assert self.session is not None
+        self.session.inflight[packet_id] = outgoing
+        if not self.send_message(
+            outgoing.message, outgoing.qos, outgoing.retain, outgoing.subscription_ids, packet_id
+        ):
+            del self.session.inflight[packet_id]
+
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._dirty:
+            self._dirty = True
+            self.broker.mark_dirty(self)
+
+    def flush(self) -> None:
+        self._dirty = False
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self.broker.stats["bytes_out"] += len(data)
+        self._write(data)

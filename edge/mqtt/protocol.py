@@ -1,0 +1,57 @@
+"""The Twisted side of an MQTT connection: it only moves bytes between a transport and the
+sans-I/O :class:`~edge.mqtt.connection.MqttConnection`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from .broker import Broker
+from .connection import MqttConnection
+
+
+def describe_peer(address: Any) -> str:
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address)
+    return f"{host}:{getattr(address, 'port', '')}"
+
+
+class MqttProtocol(Protocol):
+    __slots__ = ("broker", "connection")
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.connection: MqttConnection | None = None
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self.connection = MqttConnection(
+            self.broker,
+            describe_peer(transport.getPeer()),
+            transport.write,
+            transport.loseConnection,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.connection is not None
+        self.connection.data_received(data)
+        self.broker.flush()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.connection is not None:
+            self.connection.connection_lost()
+            self.broker.flush()
+
+
+class MqttFactory(Factory):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def buildProtocol(self, addr: Any) -> MqttProtocol:
+        return MqttProtocol(self.broker)

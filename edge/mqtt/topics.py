@@ -1,0 +1,124 @@
+"""Topic filters and a trie that maps a topic name to the subscriptions that match it (4.7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+SHARE_PREFIX = "$share/"
+
+
+def valid_filter(topic_filter: str) -> bool:
+    """True when ``topic_filter`` follows the wildcard rules (4.7.1)."""
+    if not topic_filter:
+        return False
+    levels = topic_filter.split("/")
+    last = len(levels) - 1
+    for i, level in enumerate(levels):
+        if level == "#":
+            if i != last:
+                return False
+        elif level != "+" and ("#" in level or "+" in level):
+            return False
+    return True
+
+
+def split_shared(topic_filter: str) -> tuple[str, str] | None:
+    """``(group, filter)`` for ``$share/{group}/{filter}``; ``None`` for a plain filter.
+
+    Raises ``ValueError`` for a malformed shared subscription (4.8.2).
+    """
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    group, sep, inner = topic_filter[len(SHARE_PREFIX) :].partition("/")
+    if not sep or not group or "+" in group or "#" in group or not valid_filter(inner):
+        raise ValueError(f"malformed shared subscription {topic_filter!r}")
+    return group, inner
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """Whether one filter matches one topic name (``$`` rule included)."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    f_levels = topic_filter.split("/")
+    t_levels = topic.split("/")
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+class _Node(Generic[V]):
+    __slots__ = ("children", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node[V]] = {}
+        self.values: dict[object, V] = {}
+
+
+class TopicTrie(Generic[V]):
+    """Topic filters → ``{key: value}``; ``match`` yields the values of every matching filter."""
+
+    __slots__ = ("_root", "_size")
+
+    def __init__(self) -> None:
+        self._root: _Node[V] = _Node()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, topic_filter: str, key: object, value: V) -> None:
+        node = self._root
+        for level in topic_filter.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+            node = child
+        if key not in node.values:
+            self._size += 1
+        node.values[key] = value
+
+    def remove(self, topic_filter: str, key: object) -> bool:
+        path = [self._root]
+        levels = topic_filter.split("/")
+        for level in levels:
+            child = path[-1].children.get(level)
+            if child is None:
+                return False
+            path.append(child)
+        if path[-1].values.pop(key, None) is None:
+            return False
+        self._size -= 1
+        for i in range(len(levels), 0, -1):
+            node = path[i]
+            if node.values or node.children:
+                break
+            del path[i - 1].children[levels[i - 1]]
+        return True
+
+    def match(self, topic: str) -> Iterator[V]:
+        levels = topic.split("/")
+        dollar = topic.startswith("$")
+        yield from self._match(self._root, levels, 0, dollar)
+
+    def _match(self, node: _Node[V], levels: list[str], i: int, dollar: bool) -> Iterator[V]:
+        wildcard_ok = not (dollar and i == 0)
+        if wildcard_ok:
+            hash_node = node.children.get("#")
+            if hash_node is not None:
+                yield from hash_node.values.values()
+        if i == len(levels):
+            yield from node.values.values()
+            return
+        child = node.children.get(levels[i])
+        if child is not None:
+            yield from self._match(child, levels, i + 1, dollar)
+        if wildcard_ok:
+            plus = node.children.get("+")
+            if plus is not None:
+                yield from self._match(plus, levels, i + 1, dollar)
