@@ -16,7 +16,7 @@ class DomainError(Exception):
     """A refusal a client can act on: a stable `code`, an HTTP status and a human message."""
 
     code = "invalid"
-    http_status = status.HTTP_400_BAD_REQUEST
+    http_status: int = status.HTTP_400_BAD_REQUEST
     default_detail: Any = _("The request is invalid.")
 
     def __init__(self, detail: Any = None, *, code: str | None = None,

@@ -10,11 +10,11 @@ from django.db.models import Q
 
 from edge.crypto import encrypt_secret, generate_secret
 from webapp.core.errors import Conflict, DomainError
+from webapp.core.types import Actor, recorded_user
 from webapp.devices import registry
 from webapp.devices.choices import ConnectStatus, DeviceStatus, NodeType
 from webapp.devices.models import Device, DeviceShadow
 from webapp.products.models import Product
-from webapp.system.models import User
 
 
 def _publish_after_commit(device: Device) -> None:
@@ -23,7 +23,7 @@ def _publish_after_commit(device: Device) -> None:
 
 
 @transaction.atomic
-def create_device(*, acting_user: User | None, product: Product, identifier: str,
+def create_device(*, acting_user: Actor, product: Product, identifier: str,
                   secret: str | None = None, **fields: Any) -> tuple[Device, str]:
     """Create a device; returns it with its plain secret, which is never retrievable again."""
     if Device.objects.filter(identifier=identifier).exists():
@@ -33,7 +33,7 @@ def create_device(*, acting_user: User | None, product: Product, identifier: str
     plain = secret or generate_secret()
     device = Device.objects.create(
         product=product, identifier=identifier, secret_encrypted=encrypt_secret(plain),
-        created_by=acting_user,
+        created_by=recorded_user(acting_user),
         node_type=NodeType.GATEWAY if product.product_type == "gateway" else NodeType.DIRECT,
         **fields,
     )
@@ -43,7 +43,7 @@ def create_device(*, acting_user: User | None, product: Product, identifier: str
 
 
 @transaction.atomic
-def update_device(*, acting_user: User | None, device: Device, data: dict[str, Any]) -> Device:
+def update_device(*, acting_user: Actor, device: Device, data: dict[str, Any]) -> Device:
     for key, value in data.items():
         setattr(device, key, value)
     device.save()
@@ -52,7 +52,7 @@ def update_device(*, acting_user: User | None, device: Device, data: dict[str, A
 
 
 @transaction.atomic
-def rotate_secret(*, acting_user: User | None, device: Device) -> str:
+def rotate_secret(*, acting_user: Actor, device: Device) -> str:
     """Give the device a new secret; the old one stops working at once."""
     plain = generate_secret()
     device.secret_encrypted = encrypt_secret(plain)
@@ -62,7 +62,7 @@ def rotate_secret(*, acting_user: User | None, device: Device) -> str:
 
 
 @transaction.atomic
-def set_device_status(*, acting_user: User | None, device: Device, status: str) -> Device:
+def set_device_status(*, acting_user: Actor, device: Device, status: str) -> Device:
     """Lock or unlock a device (a locked device is refused at CONNECT)."""
     device.status = status
     device.save(update_fields=["status", "updated"])
@@ -71,7 +71,7 @@ def set_device_status(*, acting_user: User | None, device: Device, status: str) 
 
 
 @transaction.atomic
-def delete_device(*, acting_user: User | None, device: Device) -> None:
+def delete_device(*, acting_user: Actor, device: Device) -> None:
     identifier = device.identifier
     device.delete()
     transaction.on_commit(lambda: registry.unpublish_device(identifier))

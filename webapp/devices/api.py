@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -43,7 +45,7 @@ class DeviceViewSet(viewsets.ModelViewSet):
         body["secret"] = secret
         return Response(body, status=status.HTTP_201_CREATED)
 
-    def perform_update(self, serializer: DeviceSerializer) -> None:
+    def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.update_device(
             acting_user=self.request.user, device=serializer.instance,
             data=dict(serializer.validated_data))

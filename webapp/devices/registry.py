@@ -20,7 +20,7 @@ def _device_fields(device: Device) -> dict[str, str]:
         "secret": device.secret_encrypted,
         "status": device.status,
         "node_type": device.node_type,
-        "gateway": device.gateway.identifier if device.gateway_id else "",
+        "gateway": device.gateway.identifier if device.gateway is not None else "",
     }
 
 

@@ -13,7 +13,8 @@ class DeviceSerializer(serializers.ModelSerializer):
     identifier = serializers.RegexField(IDENTIFIER_RE, max_length=64)
     product = serializers.SlugRelatedField(slug_field="identifier",
                                            queryset=Product.objects.all())
-    gateway = serializers.SlugRelatedField(slug_field="identifier", read_only=True)
+    gateway: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="identifier", read_only=True)
     secret = serializers.CharField(write_only=True, required=False, min_length=8,
                                    max_length=128, help_text=_(
                                        "Optional: your own secret; generated when omitted. "

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 
 from webapp.core.errors import Conflict
+from webapp.core.types import Actor, recorded_user
 from webapp.devices import registry
 from webapp.products.choices import ParameterDirection
 from webapp.products.models import (
@@ -20,7 +21,6 @@ from webapp.products.models import (
     Property,
     Service,
 )
-from webapp.system.models import User
 
 _TYPED_KEYS = ("code", "name", "datatype", "unit", "min", "max", "step", "max_length",
                "enum_values", "required", "description")
@@ -73,19 +73,19 @@ def _create_services(product: Product, services: list[dict[str, Any]]) -> None:
 
 
 @transaction.atomic
-def create_product(*, acting_user: User | None, data: dict[str, Any]) -> Product:
+def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
     """Create a product with its thing model (`services`), in the API form of CONTRACT §4."""
     services = data.pop("services", None) or []
     if Product.objects.filter(identifier=data["identifier"]).exists():
         raise Conflict(f"product {data['identifier']!r} already exists", code="duplicate")
-    product = Product.objects.create(created_by=acting_user, **data)
+    product = Product.objects.create(created_by=recorded_user(acting_user), **data)
     _create_services(product, services)
     _after_model_change(product)
     return product
 
 
 @transaction.atomic
-def update_product(*, acting_user: User | None, product: Product,
+def update_product(*, acting_user: Actor, product: Product,
                    data: dict[str, Any]) -> Product:
     """Change product fields and, when `services` is given, replace the thing model.
 
@@ -103,7 +103,7 @@ def update_product(*, acting_user: User | None, product: Product,
 
 
 @transaction.atomic
-def delete_product(*, acting_user: User | None, product: Product) -> None:
+def delete_product(*, acting_user: Actor, product: Product) -> None:
     if product.devices.exists():
         raise Conflict("the product still has devices", code="product_in_use")
     identifier = product.identifier

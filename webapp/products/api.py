@@ -27,11 +27,11 @@ class ProductViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return Product.objects.annotate(device_count=Count("devices")).order_by("identifier")
 
-    def perform_create(self, serializer: ProductSerializer) -> None:
+    def perform_create(self, serializer: Any) -> None:
         serializer.instance = actions.create_product(
             acting_user=self.request.user, data=dict(serializer.validated_data))
 
-    def perform_update(self, serializer: ProductSerializer) -> None:
+    def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.update_product(
             acting_user=self.request.user, product=serializer.instance,
             data=dict(serializer.validated_data))

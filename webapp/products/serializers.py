@@ -25,7 +25,7 @@ class TypedFieldSerializer(serializers.Serializer):
     max_length = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                           max_value=65535, default=None)
     enum_values = serializers.ListField(required=False, default=list)
-    required = serializers.BooleanField(required=False, default=False)
+    required = serializers.BooleanField(required=False, default=False)  # type: ignore[assignment]
     description = serializers.CharField(required=False, allow_blank=True, default="")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ class UserAdmin(BaseUserAdmin):
     list_display = ("username", "email", "department", "is_active", "is_staff", "last_login")
     list_filter = ("is_active", "is_staff", "department")
     fieldsets = (
-        *BaseUserAdmin.fieldsets,
+        *(BaseUserAdmin.fieldsets or ()),
         (_("Organisation"), {"fields": ("department", "phone", "language")}),
     )
 

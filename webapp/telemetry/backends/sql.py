@@ -240,7 +240,7 @@ class SQLBackend(TimeSeriesBackend):
             f"WHERE device IN ({device_marks}) AND ts >= %s AND ts < %s "
             f"GROUP BY device, bucket ORDER BY bucket, device LIMIT %s"
         )
-        params = [interval_ms, *q.devices, q.start, q.end, q.limit]
+        params: list[Any] = [interval_ms, *q.devices, q.start, q.end, q.limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -260,7 +260,7 @@ class SQLBackend(TimeSeriesBackend):
             f"GROUP BY device, (ts - (ts %% %s))) s ON t.device = s.device AND t.ts = s.pick "
             f"ORDER BY bucket, t.device LIMIT %s"
         )
-        params = [interval_ms, *q.devices, q.start, q.end, interval_ms, q.limit]
+        params: list[Any] = [interval_ms, *q.devices, q.start, q.end, interval_ms, q.limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
