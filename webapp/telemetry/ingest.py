@@ -22,6 +22,7 @@ from django.db import transaction
 from edge.bus.keys import UPLINK_GROUP, Keys
 from webapp.devices import actions as device_actions
 from webapp.devices.models import DeviceShadow
+from webapp.telemetry import hooks
 from webapp.telemetry.backends import Point, TimeSeriesBackend
 from webapp.telemetry.choices import MessageResult
 from webapp.telemetry.models import DeviceMessage
@@ -143,6 +144,11 @@ class IngestWorker:
         for event in sorted(batch.statuses, key=lambda e: e["ts"]):
             device_actions.record_connect_status(event["dev"], event["s"], int(event["ts"]))
         self._update_latest(batch.points)
+        unclaimed = hooks.run(batch)
+        if unclaimed:
+            kinds = sorted({str(e.get("t")) for e in unclaimed})
+            log.warning("no handler for %d uplink events of kind %s", len(unclaimed),
+                        ", ".join(kinds))
         return written
 
     def _latest_by_device(self, points: list[Point]) -> dict[str, dict[str, dict[str, Any]]]:
