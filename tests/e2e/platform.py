@@ -1,0 +1,140 @@
+"""Start the real platform processes (edge, ingest, web) for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise RuntimeError(f"process exited with {process.returncode}:\n{out[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+@dataclass
+class Platform:
+    env: dict[str, str]
+    mqtt_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    token: str = ""
+
+    @classmethod
+    def create(cls, db_url: str, redis_url: str) -> Platform:
+        prefix = f"e2e{uuid.uuid4().hex[:8]}:"
+        env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url,
+               "REDIS_PREFIX": prefix, "PYTHONUNBUFFERED": "1", "EDGE_NODE_ID": f"{prefix}n1"}
+        platform = cls(env)
+        platform.env.update({"EDGE_MQTT_PORT": str(platform.mqtt_port),
+                             "EDGE_METRICS_PORT": str(platform.metrics_port),
+                             "EDGE_HOST": "127.0.0.1"})
+        return platform
+
+    @property
+    def prefix(self) -> str:
+        return self.env["REDIS_PREFIX"]
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        self.processes[name] = process
+        return process
+
+    def start_edge(self) -> None:
+        wait_for_port(self.mqtt_port, self.spawn("edge", [sys.executable, "-m", "edge"]))
+
+    def start_ingest(self) -> None:
+        self.spawn("ingest", [sys.executable, "manage.py", "ingest", "--count", "50"])
+
+    def start_web(self) -> None:
+        daphne = str(Path(sys.executable).parent / "daphne")
+        wait_for_port(self.web_port, self.spawn(
+            "web", [daphne, "-b", "127.0.0.1", "-p", str(self.web_port),
+                    "config.asgi:application"]))
+
+    def stop(self, name: str) -> str:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.stdout.read().decode(errors="replace") if process.stdout else ""
+
+    def stop_all(self) -> dict[str, str]:
+        return {name: self.stop(name) for name in list(self.processes)}
+
+    # REST API over real HTTP ------------------------------------------------------------
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", data=data,
+                                         method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None
+
+    def login(self, username: str, password: str) -> None:
+        status, body = self.call("POST", "/api/v1/auth/token/",
+                                 {"username": username, "password": password})
+        assert status == 200, body
+        self.token = body["access"]
+
+    def eventually(self, check, timeout: float = 20.0, interval: float = 0.2):
+        """Call `check` until it returns a truthy value; fail with its last result."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"condition not met in {timeout} s; last={last!r}")

@@ -1,0 +1,179 @@
+"""One device's data end to end (issue 2): real edge, ingest and web processes, a real MQTT
+client (paho), the REST API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from django.db import connection
+
+from tests.e2e.platform import Platform, database_url
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def platform(transactional_db, django_user_model, redis_url):
+    django_user_model.objects.create_superuser("e2e", "", "pw-e2e-123")
+    p = Platform.create(database_url(connection.settings_dict), redis_url)
+    try:
+        p.start_edge()
+        p.start_ingest()
+        p.start_web()
+        p.login("e2e", "pw-e2e-123")
+        yield p
+    finally:
+        logs = p.stop_all()
+        for name, out in logs.items():
+            print(f"----- {name} -----\n{out[-4000:]}")
+
+
+@pytest.fixture
+def thermo_device(platform, thermo_payload):
+    status, body = platform.call("POST", "/api/v1/products/", thermo_payload)
+    assert status == 201, body
+    status, body = platform.call("POST", "/api/v1/devices/",
+                                 {"product": "thermo", "identifier": "dev-001", "name": "one"})
+    assert status == 201, body
+    return body["identifier"], body["secret"]
+
+
+class Client:
+    """A paho MQTT 3.1.1 client with a queue of received messages."""
+
+    def __init__(self, port: int, username: str, password: str, client_id: str = "") -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connack: queue.Queue[int] = queue.Queue()
+        self.suback: queue.Queue[list[int]] = queue.Queue()
+        self.disconnected = False
+        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or
+                                f"c-{time.monotonic_ns()}", protocol=mqtt.MQTTv311)
+        self.mqtt.username_pw_set(username, password)
+        self.mqtt.on_connect = lambda c, u, f, rc, p: self.connack.put(rc.value)
+        self.mqtt.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.mqtt.on_subscribe = lambda c, u, mid, codes, p: self.suback.put(
+            [code.value for code in codes])
+        self.mqtt.connect("127.0.0.1", port, keepalive=30)
+        self.mqtt.loop_start()
+
+    def connected(self) -> int:
+        return self.connack.get(timeout=10)
+
+    def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        self.mqtt.subscribe(topic, qos)
+        return self.suback.get(timeout=10)
+
+    def publish(self, topic: str, body, qos: int = 1) -> None:
+        payload = body if isinstance(body, bytes | str) else json.dumps(body)
+        info = self.mqtt.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+
+    def next_message(self, timeout: float = 10.0) -> tuple[str, dict]:
+        topic, payload = self.messages.get(timeout=timeout)
+        return topic, json.loads(payload)
+
+    def close(self) -> None:
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+
+
+def datas(device: str, data: dict, service: str = "env") -> dict:
+    return {"devices": [{"deviceId": device, "services": [{"serviceCode": service,
+                                                          "data": data}]}]}
+
+
+def test_a_device_reports_and_the_api_reads_it_back(platform, thermo_device):
+    """Connect, publish bare and enveloped datas, read telemetry, shadow and status over HTTP."""
+    identifier, secret = thermo_device
+    device = Client(platform.mqtt_port, identifier, secret)
+    assert device.connected() == 0
+    platform.eventually(lambda: platform.call("GET", f"/api/v1/devices/{identifier}/")[1][
+        "connect_status"] == "online")
+
+    device.publish(f"/v1/devices/{identifier}/datas", datas(identifier, {"temperature": 25.6}))
+    event_time = int(time.time() * 1000) - 5000
+    device.publish(f"/v1/devices/{identifier}/datas", {
+        "head": {"mid": 7, "cipherFlag": 0, "timeStamp": event_time},
+        "dataBody": {"devices": [{"deviceId": identifier, "services": [
+            {"serviceCode": "env", "data": {"temperature": 21.0, "humidity": 40},
+             "eventTime": event_time}]}]},
+        "dataSign": ""}, qos=0)
+
+    def values():
+        status, body = platform.call(
+            "GET", f"/api/v1/devices/{identifier}/telemetry/?service=env&property=temperature")
+        assert status == 200, body
+        return sorted(r["value"] for r in body["results"]) if len(body["results"]) == 2 else None
+
+    assert platform.eventually(values) == [21.0, 25.6]
+    _status, shadow = platform.call("GET", f"/api/v1/devices/{identifier}/shadow/")
+    assert shadow["reported"]["env"]["temperature"]["value"] == 25.6
+    assert shadow["reported"]["env"]["humidity"]["value"] == 40
+
+    detail = platform.call("GET", f"/api/v1/devices/{identifier}/")[1]
+    assert detail["status"] == "activated" and detail["last_seen"]
+
+    device.close()
+    platform.eventually(lambda: platform.call("GET", f"/api/v1/devices/{identifier}/")[1][
+        "connect_status"] == "offline")
+
+
+def test_bad_input_is_answered_and_logged(platform, thermo_device, thermo_payload):
+    """Wrong secret, foreign topics, malformed JSON, unknown and out-of-range values."""
+    identifier, secret = thermo_device
+    intruder = Client(platform.mqtt_port, identifier, "not-the-secret")
+    assert intruder.connected() in (4, 5)  # bad user name or password / not authorized
+    intruder.close()
+
+    status, _other = platform.call("POST", "/api/v1/devices/",
+                                  {"product": "thermo", "identifier": "dev-002"})
+    assert status == 201
+
+    device = Client(platform.mqtt_port, identifier, secret)
+    assert device.connected() == 0
+    assert device.subscribe("/v1/devices/dev-002/#") == [0x80]
+    assert device.subscribe(f"/v1/devices/{identifier}/datasResponse") == [1]
+
+    topic = f"/v1/devices/{identifier}/datas"
+    device.publish(topic, b"{not json")
+    reply_topic, reply = device.next_message()
+    assert reply_topic == f"/v1/devices/{identifier}/datasResponse"
+    assert reply["statusCode"] != 0 and "JSON" in json.dumps(reply)
+
+    device.publish(topic, datas(identifier, {"temperature": 500, "humidity": 50, "color": 3}))
+    _, reply = device.next_message()
+    reasons = json.dumps(reply["errors"])
+    assert "above max 125" in reasons and "color" in reasons
+
+    def stored():
+        body = platform.call("GET", f"/api/v1/devices/{identifier}/telemetry/"
+                                    "?service=env&property=humidity")[1]
+        return [r["value"] for r in body["results"]]
+
+    assert platform.eventually(stored) == [50]  # the good value of the same message landed
+
+    def rejected():
+        body = platform.call("GET", f"/api/v1/devices/{identifier}/messages/?result=rejected")[1]
+        return body["results"] if len(body["results"]) >= 2 else None
+
+    log = platform.eventually(rejected)
+    assert any("above max" in m["reason"] for m in log)
+    assert any("{not json" in m["payload"] for m in log)
+    device.close()
+
+
+def test_api_docs_are_served_locally(platform):
+    """The OpenAPI schema and the Swagger UI (no CDN) are served by the web process."""
+    status, schema = platform.call("GET", "/api/schema/?format=json")
+    assert status == 200 and "/api/v1/devices/{identifier}/telemetry/" in schema["paths"]
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{platform.web_port}/api/docs/") as page:
+        html = page.read().decode()
+    assert "swagger-ui" in html
+    assert "unpkg" not in html and "cdn" not in html.lower()
