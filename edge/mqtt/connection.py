@@ -12,8 +12,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from edge.deferreds import gather
 
 from .broker import OPEN_ACL, Acl, AuthResult, Broker, Message, Outgoing, Session
 from .codec import Decoder, encode
@@ -62,14 +64,6 @@ def _forwarded(props: Properties) -> Properties:
     if props is NO_PROPERTIES or (props.topic_alias is None and not props.subscription_identifiers):
         return props
     return props.with_(topic_alias=None, subscription_identifiers=())
-
-
-def _all(values: list[Any]) -> list[Any] | Deferred[list[Any]]:
-    if not any(isinstance(v, Deferred) for v in values):
-        return values
-    return gatherResults(
-        [v if isinstance(v, Deferred) else succeed(v) for v in values], consumeErrors=True
-    )
 
 
 class MqttConnection:
@@ -511,7 +505,7 @@ class MqttConnection:
                 raise ProtocolError("no local on a shared subscription")
             codes.append(code)
             checks.append(False if code is not None else self.acl.may_subscribe(sub.topic_filter))
-        answers = _all(checks)
+        answers = gather(checks)
         if isinstance(answers, Deferred):
             return answers.addCallback(self._subscribe_checked, packet, codes)
         self._subscribe_checked(answers, packet, codes)

@@ -50,6 +50,8 @@ class MqttProtocol(Protocol):
 
 
 class MqttFactory(Factory):
+    noisy = False
+
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 

@@ -1,0 +1,54 @@
+"""``python -m edge``: run one edge node from the environment until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.python.failure import Failure
+
+from .service import ConfigError, EdgeConfig, EdgeService
+
+log = Logger(namespace="edge")
+
+
+def main() -> int:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        pass
+    else:
+        load_dotenv(override=False)
+    try:
+        config = EdgeConfig.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
+    observer: Any = textFileLogObserver(sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    from twisted.internet import reactor as installed_reactor
+
+    reactor: Any = installed_reactor
+
+    service = EdgeService(config, reactor)
+    exit_code = [0]
+
+    def failed(failure: Failure) -> None:
+        log.failure("edge failed to start", failure)
+        exit_code[0] = 1
+        reactor.stop()
+
+    def start() -> None:
+        service.start().addErrback(failed)
+        reactor.addSystemEventTrigger("before", "shutdown", service.stop)
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    return exit_code[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""What the edge knows about devices and products: ``tl:dev:*`` / ``tl:prod:*`` hashes read from
+Redis, cached in memory and dropped when ``tl:registry`` announces a change (docs/bus.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from edge.crypto import InvalidToken, decrypt_secret
+from edge.thingmodel import ThingModel
+
+from .keys import Keys
+from .redis import RedisClient
+
+log = Logger(namespace="edge.registry")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    identifier: str
+    product: str
+    secret: str | None
+    status: str
+    node_type: str
+    gateway: str
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.node_type == "gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRecord:
+    identifier: str
+    type: str
+    model: ThingModel | None
+    model_error: str | None
+
+
+def _text(fields: dict[bytes, bytes], name: str) -> str:
+    return fields.get(name.encode(), b"").decode("utf-8", "replace")
+
+
+def _pairs(reply: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(reply[::2], reply[1::2]))
+
+
+def parse_device(
+    identifier: str, reply: list[bytes], secret_key: str | None
+) -> DeviceRecord | None:
+    """A device record from an HGETALL reply (``None`` when the hash does not exist)."""
+    if not reply:
+        return None
+    fields = _pairs(reply)
+    token = _text(fields, "secret")
+    secret: str | None = None
+    if token:
+        try:
+            secret = decrypt_secret(token, secret_key)
+        except InvalidToken:
+            log.error(
+                "cannot decrypt the secret of device {device} (DJANGO_SECRET_KEY differs?)",
+                device=identifier,
+            )
+    return DeviceRecord(
+        identifier=identifier,
+        product=_text(fields, "product"),
+        secret=secret,
+        status=_text(fields, "status") or "activated",
+        node_type=_text(fields, "node_type") or "direct",
+        gateway=_text(fields, "gateway"),
+    )
+
+
+def parse_product(identifier: str, reply: list[bytes]) -> ProductRecord | None:
+    if not reply:
+        return None
+    fields = _pairs(reply)
+    model: ThingModel | None = None
+    error: str | None = None
+    raw = fields.get(b"model")
+    if raw:
+        try:
+            model = ThingModel.from_json(json.loads(raw))
+        except (ValueError, TypeError, AttributeError) as exc:
+            error = f"invalid thing model: {exc}"
+            log.error("product {product}: {error}", product=identifier, error=error)
+    else:
+        error = "the product has no thing model"
+    return ProductRecord(identifier, _text(fields, "type") or "common", model, error)
+
+
+class AsyncCache(Generic[T]):
+    """Values loaded on first use; concurrent lookups share one load; ``drop`` wins over a load
+    that is still running (its result is returned but not kept)."""
+
+    def __init__(self, load: Callable[[str], Deferred[T]], max_entries: int = 200_000) -> None:
+        self._load = load
+        self.max_entries = max_entries
+        self.values: dict[str, T] = {}
+        self._loading: dict[str, list[Deferred[T]]] = {}
+        self._stale: set[str] = set()
+
+    def get(self, key: str) -> T | Deferred[T]:
+        try:
+            return self.values[key]
+        except KeyError:
+            pass
+        d: Deferred[T] = Deferred()
+        waiting = self._loading.get(key)
+        if waiting is not None:
+            waiting.append(d)
+            return d
+        self._loading[key] = [d]
+        self._load(key).addCallbacks(
+            self._loaded, self._failed, callbackArgs=(key,), errbackArgs=(key,)
+        )
+        return d
+
+    def _loaded(self, value: T, key: str) -> None:
+        waiting = self._loading.pop(key, [])
+        if key in self._stale:
+            self._stale.discard(key)
+        else:
+            if len(self.values) >= self.max_entries:
+                self.values.clear()
+            self.values[key] = value
+        for d in waiting:
+            d.callback(value)
+
+    def _failed(self, failure: Any, key: str) -> None:
+        waiting = self._loading.pop(key, [])
+        self._stale.discard(key)
+        for d in waiting:
+            d.errback(failure)
+
+    def drop(self, key: str) -> None:
+        self.values.pop(key, None)
+        if key in self._loading:
+            self._stale.add(key)
+
+    def clear(self) -> None:
+        self.values.clear()
+        self._stale.update(self._loading)
+
+
+class Registry:
+    """Cached device and product records."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, secret_key: str | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.secret_key = secret_key
+        self.devices: AsyncCache[DeviceRecord | None] = AsyncCache(self._load_device)
+        self.products: AsyncCache[ProductRecord | None] = AsyncCache(self._load_product)
+
+    def device(self, identifier: str) -> DeviceRecord | Deferred[DeviceRecord | None] | None:
+        return self.devices.get(identifier)
+
+    def product(self, identifier: str) -> ProductRecord | Deferred[ProductRecord | None] | None:
+        return self.products.get(identifier)
+
+    def _load_device(self, identifier: str) -> Deferred[DeviceRecord | None]:
+        d = self.redis.execute("HGETALL", self.keys.device(identifier))
+        return d.addCallback(lambda reply: parse_device(identifier, reply, self.secret_key))
+
+    def _load_product(self, identifier: str) -> Deferred[ProductRecord | None]:
+        d = self.redis.execute("HGETALL", self.keys.product(identifier))
+        return d.addCallback(lambda reply: parse_product(identifier, reply))
+
+    def changed(self, message: bytes) -> None:
+        """A ``tl:registry`` message: ``dev:{identifier}`` or ``prod:{identifier}``."""
+        text = message.decode("utf-8", "replace")
+        kind, _, identifier = text.partition(":")
+        if kind == "dev":
+            self.devices.drop(identifier)
+        elif kind == "prod":
+            self.products.drop(identifier)
+        else:
+            log.warn("unknown registry message {message!r}", message=text)
+
+    def clear(self) -> None:
+        """Forget everything (after the pub/sub connection was re-established)."""
+        self.devices.clear()
+        self.products.clear()

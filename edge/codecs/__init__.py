@@ -1,0 +1,1 @@
+"""Payload codecs: turn device message bodies into uplink events (pure functions)."""

@@ -1,0 +1,378 @@
+"""The ThingLinks device protocol (CONTRACT §3): topics, the envelope, and the uplink events a
+device message produces (docs/bus.md). Pure functions: the caller supplies the registry data.
+
+Processing one message is two steps: :func:`parse` reads the topic and body and says which
+devices it names; the caller looks those up and :func:`evaluate` validates and builds events.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.thingmodel import Problem, ThingModel
+
+TOPIC_PREFIX = "/v1/devices/"
+
+# suffix → (event type, op) for the uplink topics other than datas
+SIMPLE_TOPICS: dict[str, tuple[str, str]] = {
+    "topo/add": ("topo", "add"),
+    "topo/delete": ("topo", "delete"),
+    "topo/update": ("topo", "update"),
+    "topo/query": ("topo", "query"),
+    "topo/otaCommandResponse": ("ota", "otaCommandResponse"),
+    "topo/otaPull": ("ota", "otaPull"),
+    "topo/otaReport": ("ota", "otaReport"),
+    "topo/otaReadResponse": ("ota", "otaReadResponse"),
+    "shadow/get": ("shadow", "get"),
+    "shadow/update": ("shadow", "update"),
+}
+
+
+def split_topic(topic: str) -> tuple[str, str] | None:
+    """``(device identifier, suffix)`` for ``/v1/devices/{id}/{suffix}``, else ``None``."""
+    if not topic.startswith(TOPIC_PREFIX):
+        return None
+    device, sep, suffix = topic[len(TOPIC_PREFIX) :].partition("/")
+    if not sep or not device:
+        return None
+    return device, suffix
+
+
+def response_topic(device: str, suffix: str = "datasResponse") -> str:
+    return f"{TOPIC_PREFIX}{device}/{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class DataError:
+    """One refused item, as reported to the device on ``datasResponse``."""
+
+    code: str
+    reason: str
+    device: str | None = None
+    service: str | None = None
+    property: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deviceId": self.device,
+            "serviceCode": self.service,
+            "property": self.property,
+            "code": self.code,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_problem(cls, device: str, problem: Problem) -> DataError:
+        return cls(problem.code, problem.reason, device, problem.service, problem.property)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceReport:
+    device: str
+    service: str
+    data: dict[str, Any]
+    event_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceContext:
+    """What the registry says about one device named in a message."""
+
+    identifier: str
+    product: str
+    model: ThingModel | None
+    model_error: str | None = None
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A device message after reading its topic and body, before validation."""
+
+    device: str
+    suffix: str
+    kind: str  # data | cmdrsp | event | topo | ota | shadow | other
+    body: Any = None
+    mid: int | None = None
+    errors: list[DataError] = field(default_factory=list)
+    reports: list[ServiceReport] = field(default_factory=list)
+
+    @property
+    def devices(self) -> set[str]:
+        """Every device whose registry record :func:`evaluate` needs."""
+        return {self.device} | {r.device for r in self.reports}
+
+
+@dataclass(slots=True)
+class Outcome:
+    events: list[dict[str, Any]]
+    errors: list[DataError]
+    accepted: int
+    response: bytes | None
+
+    @property
+    def rejected_entirely(self) -> bool:
+        return bool(self.errors) and not self.accepted
+
+
+class PayloadError(ValueError):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def unwrap(payload: bytes) -> tuple[Any, int | None]:
+    """The body and the envelope ``mid`` of a message that may come bare or enveloped."""
+    try:
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise PayloadError("malformed_json", f"payload is not valid JSON: {exc}") from None
+    if not (isinstance(obj, dict) and "dataBody" in obj and isinstance(obj.get("head"), dict)):
+        return obj, None
+    head = obj["head"]
+    mid = head.get("mid")
+    mid = mid if isinstance(mid, int) and not isinstance(mid, bool) else None
+    cipher = head.get("cipherFlag", 0)
+    if cipher not in (0, None):
+        raise PayloadError(
+            "unsupported_cipher", f"encrypted bodies (cipherFlag={cipher}) are not supported"
+        )
+    body = obj["dataBody"]
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError as exc:
+            raise PayloadError("malformed_json", f"dataBody is not valid JSON: {exc}") from None
+    return body, mid
+
+
+def _event_time(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _parse_datas(parsed: Parsed) -> None:
+    body = parsed.body
+    devices = body.get("devices") if isinstance(body, dict) else None
+    if not isinstance(devices, list) or not devices:
+        parsed.errors.append(DataError("invalid_body", 'the body needs a non-empty "devices" list'))
+        return
+    for entry in devices:
+        device = entry.get("deviceId") if isinstance(entry, dict) else None
+        if not isinstance(device, str) or not device:
+            parsed.errors.append(DataError("invalid_body", 'a devices entry has no "deviceId"'))
+            continue
+        services = entry.get("services")
+        if not isinstance(services, list):
+            parsed.errors.append(
+                DataError("invalid_body", 'the entry has no "services" list', device)
+            )
+            continue
+        for service in services:
+            code = service.get("serviceCode") if isinstance(service, dict) else None
+            if not isinstance(code, str) or not code:
+                parsed.errors.append(
+                    DataError("invalid_body", 'a service has no "serviceCode"', device)
+                )
+                continue
+            data = service.get("data")
+            if not isinstance(data, dict):
+                parsed.errors.append(
+                    DataError("invalid_body", '"data" must be an object', device, code)
+                )
+                continue
+            parsed.reports.append(
+                ServiceReport(device, code, data, _event_time(service.get("eventTime")))
+            )
+
+
+def parse(topic: str, payload: bytes) -> Parsed | None:
+    """Read a message on ``/v1/devices/{id}/…``; ``None`` for any other topic."""
+    split = split_topic(topic)
+    if split is None:
+        return None
+    device, suffix = split
+    kind = {"datas": "data", "commandResponse": "cmdrsp", "events": "event"}.get(suffix)
+    if kind is None:
+        kind = SIMPLE_TOPICS[suffix][0] if suffix in SIMPLE_TOPICS else "other"
+    parsed = Parsed(device, suffix, kind)
+    if kind == "other":
+        return parsed
+    try:
+        parsed.body, parsed.mid = unwrap(payload)
+    except PayloadError as exc:
+        parsed.errors.append(DataError(exc.code, exc.reason, device))
+        return parsed
+    if kind == "data":
+        _parse_datas(parsed)
+    elif not isinstance(parsed.body, dict):
+        parsed.errors.append(DataError("invalid_body", "the body must be a JSON object", device))
+    return parsed
+
+
+def evaluate(parsed: Parsed, contexts: Mapping[str, DeviceContext | DataError], ts: int) -> Outcome:
+    """Validate ``parsed`` against the thing models in ``contexts`` and build its events.
+
+    ``contexts`` maps each of ``parsed.devices`` to its registry data, or to the error that
+    refuses it (unknown device, not a sub-device of the sender…).
+    """
+    errors = list(parsed.errors)
+    events: list[dict[str, Any]] = []
+    accepted = 0
+    own = contexts.get(parsed.device)
+    product = own.product if isinstance(own, DeviceContext) else None
+    if parsed.kind == "data":
+        for report in parsed.reports:
+            ctx = contexts.get(report.device)
+            if isinstance(ctx, DataError) or ctx is None:
+                errors.append(
+                    ctx
+                    or DataError("unknown_device", f"unknown device {report.device}", report.device)
+                )
+                continue
+            if ctx.model is None:
+                reason = ctx.model_error or "the product has no thing model"
+                errors.append(DataError("no_model", reason, report.device, report.service))
+                continue
+            values, problems = ctx.model.validate_service_data(report.service, report.data)
+            errors.extend(DataError.from_problem(report.device, p) for p in problems)
+            if values:
+                accepted += 1
+                events.append(
+                    {
+                        "t": "data",
+                        "dev": report.device,
+                        "prod": ctx.product,
+                        "svc": report.service,
+                        "ts": ts,
+                        "et": report.event_time,
+                        "v": values,
+                        "mid": parsed.mid,
+                    }
+                )
+    elif parsed.kind == "event" and not parsed.errors:
+        accepted, event_errors = _events(parsed, own, ts, events)
+        errors.extend(event_errors)
+    elif parsed.kind == "cmdrsp" and not parsed.errors:
+        body = parsed.body
+        events.append(
+            {
+                "t": "cmdrsp",
+                "dev": parsed.device,
+                "mid": parsed.mid if parsed.mid is not None else body.get("mid"),
+                "svc": body.get("serviceCode"),
+                "cmd": body.get("cmd"),
+                "err": body.get("errCode", 0),
+                "params": body.get("params") if isinstance(body.get("params"), dict) else {},
+                "ts": ts,
+            }
+        )
+        accepted = 1
+    elif parsed.kind in ("topo", "ota", "shadow") and not parsed.errors:
+        op = SIMPLE_TOPICS[parsed.suffix][1]
+        events.append(
+            {
+                "t": parsed.kind,
+                "dev": parsed.device,
+                "prod": product,
+                "op": op,
+                "body": parsed.body,
+                "ts": ts,
+            }
+        )
+        accepted = 1
+    response = None
+    if parsed.kind == "data" and errors:
+        response = datas_response(errors, parsed.mid)
+    return Outcome(events, errors, accepted, response)
+
+
+def _events(
+    parsed: Parsed, own: DeviceContext | DataError | None, ts: int, events: list[dict[str, Any]]
+) -> tuple[int, list[DataError]]:
+    services = parsed.body.get("services")
+    if not isinstance(services, list):
+        return 0, [DataError("invalid_body", 'the body needs a "services" list', parsed.device)]
+    if not isinstance(own, DeviceContext):
+        return 0, [own or DataError("unknown_device", "unknown device", parsed.device)]
+    errors: list[DataError] = []
+    accepted = 0
+    for item in services:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("serviceCode"), str)
+            or not isinstance(item.get("event"), str)
+        ):
+            errors.append(
+                DataError("invalid_body", 'an event needs "serviceCode" and "event"', parsed.device)
+            )
+            continue
+        params = item.get("params") if isinstance(item.get("params"), dict) else {}
+        if own.model is not None:
+            params, problems = own.model.validate_event(item["serviceCode"], item["event"], params)
+            errors.extend(DataError.from_problem(parsed.device, p) for p in problems)
+            if problems and not params:
+                continue
+        accepted += 1
+        events.append(
+            {
+                "t": "event",
+                "dev": parsed.device,
+                "prod": own.product,
+                "svc": item["serviceCode"],
+                "event": item["event"],
+                "params": params,
+                "ts": ts,
+                "et": _event_time(item.get("eventTime")),
+            }
+        )
+    return accepted, errors
+
+
+def summarize(errors: list[DataError]) -> str:
+    first = errors[0].reason
+    if len(errors) == 1:
+        return first
+    return f"{len(errors)} problems; first: {first}"
+
+
+def datas_response(errors: list[DataError], mid: int | None) -> bytes:
+    body = {
+        "statusCode": 1,
+        "statusDesc": summarize(errors),
+        "errors": [e.as_dict() for e in errors],
+        "mid": mid,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def log_event(
+    device: str, direction: str, topic: str, payload: bytes, ok: bool, reason: str | None, ts: int
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"t": "log", "dev": device, "dir": direction, "topic": topic}
+    try:
+        event["payload"] = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        event["payload"] = base64.b64encode(payload).decode()
+        event["enc"] = "b64"
+    event.update(ok=ok, reason=reason, ts=ts)
+    return event
+
+
+def status_event(
+    device: str, online: bool, ts: int, node: str, addr: str, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "t": "status",
+        "dev": device,
+        "s": "online" if online else "offline",
+        "ts": ts,
+        "node": node,
+        "addr": addr,
+        "reason": reason,
+    }

@@ -1,0 +1,271 @@
+"""Wiring of one edge node: Redis clients, registry, uplink/downlink, the broker, listeners.
+
+``python -m edge`` runs it from the environment; tests build :class:`EdgeService` inside their
+own reactor and use the ports it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .bus.downlink import Downlink
+from .bus.keys import Keys
+from .bus.redis import RedisAddress, RedisClient, RedisSubscriber
+from .bus.registry import Registry
+from .bus.uplink import Uplink
+from .hooks import EdgeHooks
+from .metrics import MetricsResource, QuietSite
+from .mqtt.broker import Broker, BrokerConfig
+from .mqtt.errors import Reason
+from .mqtt.protocol import MqttFactory
+
+log = Logger(namespace="edge")
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    redis_url: str
+    prefix: str = "tl:"
+    mqtt_port: int = 11883
+    host: str = "0.0.0.0"
+    node_id: str = field(default_factory=default_node_id)
+    metrics_port: int = 19100
+    allow_anonymous: bool = False
+    acl_deny: tuple[str, ...] = ()
+    secret_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            raise ConfigError(
+                "REDIS_URL is required (redis://host:port/db or unix:///path.sock?db=N)"
+            )
+        try:
+            RedisAddress.parse(redis_url)
+            mqtt_port = int(env.get("EDGE_MQTT_PORT") or 11883)
+            metrics_port = int(env.get("EDGE_METRICS_PORT") or 19100)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        deny = tuple(f.strip() for f in (env.get("EDGE_ACL_DENY") or "").split(",") if f.strip())
+        return cls(
+            redis_url=redis_url,
+            prefix=env.get("REDIS_PREFIX") or "tl:",
+            mqtt_port=mqtt_port,
+            host=env.get("EDGE_HOST") or "0.0.0.0",
+            node_id=env.get("EDGE_NODE_ID") or default_node_id(),
+            metrics_port=metrics_port,
+            allow_anonymous=_flag(env.get("EDGE_ALLOW_ANONYMOUS")),
+            acl_deny=deny,
+            secret_key=env.get("DJANGO_SECRET_KEY") or None,
+        )
+
+
+class EdgeService:
+    """One edge node. ``start()`` and ``stop()`` return Deferreds."""
+
+    def __init__(
+        self, config: EdgeConfig, reactor: Any, broker_config: BrokerConfig | None = None
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.keys = Keys(config.prefix)
+        address = RedisAddress.parse(config.redis_url)
+        self.redis = RedisClient(reactor, address, "redis")
+        self.registry = Registry(self.redis, self.keys, config.secret_key)
+        self.uplink = Uplink(self.redis, self.keys, reactor)
+        self.hooks = EdgeHooks(
+            clock=reactor,
+            redis=self.redis,
+            keys=self.keys,
+            registry=self.registry,
+            uplink=self.uplink,
+            node=config.node_id,
+            allow_anonymous=config.allow_anonymous,
+            acl_deny=config.acl_deny,
+        )
+        self.broker = Broker(reactor, self.hooks, broker_config)
+        self.hooks.broker = self.broker
+        self.subscriber = RedisSubscriber(
+            reactor,
+            address,
+            [self.keys.registry_channel],
+            on_message=lambda _channel, data: self.registry.changed(data),
+            on_subscribed=self.registry.clear,
+        )
+        self.downlink = Downlink(
+            reactor,
+            address,
+            self.keys.downlink(config.node_id),
+            self.hooks.deliver_downlink,
+            on_batch_done=self._downlink_done,
+        )
+        self.listeners: dict[str, Any] = {}
+        self.started_at = 0.0
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+
+    @property
+    def mqtt_port(self) -> int:
+        return int(self.listeners["mqtt"].getHost().port)
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.listeners["metrics"].getHost().port)
+
+    def start(self) -> Deferred[EdgeService]:
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> EdgeService:
+        config = self.config
+        log.info(
+            "edge node {node} starting; Redis {redis}",
+            node=config.node_id,
+            redis=str(self.redis.address),
+        )
+        await self.redis.start()
+        await self.subscriber.start()
+        await self.downlink.start()
+        self.started_at = self.reactor.seconds()
+        self.broker.start()
+        self.listeners["mqtt"] = self.reactor.listenTCP(
+            config.mqtt_port, MqttFactory(self.broker), backlog=1024, interface=config.host
+        )
+        site = QuietSite(MetricsResource(self.samples, lambda: self.redis.connected))
+        self.listeners["metrics"] = self.reactor.listenTCP(
+            config.metrics_port, site, interface=config.host
+        )
+        self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
+        log.info(
+            "edge node {node} listening: MQTT on {host}:{mqtt}, metrics on {host}:{metrics}{anon}",
+            node=config.node_id,
+            host=config.host,
+            mqtt=self.mqtt_port,
+            metrics=self.metrics_port,
+            anon=" (anonymous clients allowed)" if config.allow_anonymous else "",
+        )
+        return self
+
+    def stop(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        log.info("edge node {node} stopping", node=self.config.node_id)
+        for listener in self.listeners.values():
+            await listener.stopListening()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        for connection in list(self.broker.connections):
+            connection.close(Reason.SERVER_SHUTTING_DOWN, "shutdown")
+        self.broker.flush()
+        self.broker.stop()
+        await self.uplink.drain()
+        if self.redis.connected:
+            try:
+                await self.redis.execute("HDEL", self.keys.nodes, self.config.node_id)
+            except Exception as exc:
+                log.warn("could not remove the node heartbeat: {error}", error=str(exc))
+        await self.downlink.stop()
+        await self.subscriber.stop()
+        await self.redis.stop()
+        log.info("edge node {node} stopped", node=self.config.node_id)
+
+    def _beat(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "started": int(self.started_at * 1000),
+            "conns": len(self.broker.connections),
+        }
+        d = self.redis.execute("HSET", self.keys.nodes, self.config.node_id, json.dumps(info))
+        d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.getErrorMessage()))
+
+    def _downlink_done(self, ids: list[bytes]) -> None:
+        d = self.redis.execute("XDEL", self.keys.downlink(self.config.node_id), *ids)
+        d.addErrback(
+            lambda f: log.warn(
+                "XDEL of delivered downlink entries failed: {error}", error=f.getErrorMessage()
+            )
+        )
+
+    def samples(self) -> list[tuple[str, str, str, float]]:
+        stats = self.broker.stats
+        return [
+            ("edge_connections", "gauge", "Open MQTT connections", len(self.broker.connections)),
+            (
+                "edge_sessions",
+                "gauge",
+                "MQTT sessions (online and persistent)",
+                len(self.broker.sessions),
+            ),
+            (
+                "edge_subscriptions",
+                "gauge",
+                "Non-shared subscriptions",
+                len(self.broker.subscriptions),
+            ),
+            ("edge_retained_messages", "gauge", "Retained messages", len(self.broker.retained)),
+            ("edge_messages_in_total", "counter", "PUBLISH packets received", stats["messages_in"]),
+            ("edge_messages_out_total", "counter", "PUBLISH packets sent", stats["messages_out"]),
+            (
+                "edge_messages_dropped_total",
+                "counter",
+                "Messages dropped (queue full, too large)",
+                stats["dropped"],
+            ),
+            ("edge_bytes_in_total", "counter", "Bytes received from clients", stats["bytes_in"]),
+            ("edge_bytes_out_total", "counter", "Bytes sent to clients", stats["bytes_out"]),
+            ("edge_auth_failures_total", "counter", "Refused CONNECTs", stats["auth_failures"]),
+            (
+                "edge_uplink_pending_events",
+                "gauge",
+                "Events waiting for the next XADD",
+                self.uplink.pending,
+            ),
+            (
+                "edge_uplink_entries_total",
+                "counter",
+                "Uplink stream entries written",
+                self.uplink.entries_written,
+            ),
+            (
+                "edge_uplink_events_total",
+                "counter",
+                "Uplink events written",
+                self.uplink.events_written,
+            ),
+            (
+                "edge_uplink_failures_total",
+                "counter",
+                "Uplink writes that failed",
+                self.uplink.failures,
+            ),
+            (
+                "edge_redis_connected",
+                "gauge",
+                "1 when the Redis command connection is up",
+                int(self.redis.connected),
+            ),
+        ]
