@@ -80,10 +80,10 @@ class Command(BaseCommand):
             Child("ingest", [python, "manage.py", "ingest", "--no-republish"]),
             Child("web", [os.path.join(bindir, "daphne"), "-b", options["web_host"], "-p",
                           str(options["web_port"]), "config.asgi:application"]),
-            Child("worker", [celery, "-A", "config", "worker", "-l", "INFO",
+            Child("worker", [celery, "-A", "config", "--quiet", "worker", "-l", "INFO",
                              "--concurrency", os.environ.get("CELERY_CONCURRENCY", "2"),
                              "-n", f"worker-{os.getpid()}@%h"]),
-            Child("beat", [celery, "-A", "config", "beat", "-l", "INFO",
+            Child("beat", [celery, "-A", "config", "--quiet", "beat", "-l", "INFO",
                            "--pidfile", str(settings.VAR_DIR / "celerybeat.pid")]),
         ]
         only = {s.strip() for s in options["only"].split(",") if s.strip()}
