@@ -49,6 +49,11 @@ class Keys:
     def latest(self, identifier: str) -> str:
         return f"{self.prefix}latest:{identifier}"
 
+    def command_reply(self, command_id: int) -> str:
+        """webapp only: a list the ingest worker pushes to when a command completes, so that a
+        synchronous API call waiting on it (BLPOP) returns at once."""
+        return f"{self.prefix}cmd:reply:{command_id}"
+
 
 UPLINK_GROUP = "ingest"
 UPLINK_MAXLEN = 1_000_000
