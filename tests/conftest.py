@@ -114,5 +114,5 @@ def _drop_time_series_tables(request):
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names(cursor):
             if table.startswith("tl_ts_"):
-                cursor.execute(f"DROP TABLE {connection.ops.quote_name(table)}")
+                cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)}")
     get_backend().forget_all()
