@@ -18,8 +18,9 @@ from .bus.registry import DeviceRecord, ProductRecord, Registry
 from .bus.uplink import Uplink
 from .deferreds import gather, then
 from .mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerHooks, DenyListAcl, Message
-from .mqtt.connection import MqttConnection
+from .mqtt.connection import AUTH_FAILURES, MqttConnection
 from .mqtt.errors import Reason
+from .throttle import FailureThrottle
 
 log = Logger(namespace="edge")
 
@@ -75,6 +76,7 @@ class EdgeHooks(BrokerHooks):
         node: str,
         allow_anonymous: bool = False,
         acl_deny: Iterable[str] = (),
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self.clock = clock
         self.redis = redis
@@ -84,6 +86,7 @@ class EdgeHooks(BrokerHooks):
         self.node = node
         self.allow_anonymous = allow_anonymous
         self.acl_deny = tuple(acl_deny)
+        self.throttle = throttle or FailureThrottle(clock)
         self.broker: Broker | None = None
 
     def _acl(self, acl: Acl) -> Acl:
@@ -95,6 +98,24 @@ class EdgeHooks(BrokerHooks):
         connect = connection.connect
         assert connect is not None
         username = connect.username
+        address = connection.peer.rpartition(":")[0] or connection.peer
+        keys = [f"addr:{address}"] + ([f"dev:{username}"] if username else [])
+        if any(self.throttle.blocked(key) for key in keys):
+            return AuthResult(
+                Reason.CONNECTION_RATE_EXCEEDED, detail="too many failed attempts; try later"
+            )
+
+        def record(result: AuthResult) -> AuthResult:
+            if result.reason in AUTH_FAILURES:
+                for key in keys:
+                    self.throttle.failed(key)
+            return result
+
+        return then(self._authenticate(username, connect.password), record)
+
+    def _authenticate(
+        self, username: str | None, password: bytes | None
+    ) -> AuthResult | Deferred[AuthResult]:
         if not username:
             if self.allow_anonymous:
                 return AuthResult(acl=self._acl(OPEN_ACL), detail="anonymous")
@@ -102,7 +123,7 @@ class EdgeHooks(BrokerHooks):
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail="no user name (device identifier)"
             )
         return then(
-            self.registry.device(username), lambda rec: self._check(rec, username, connect.password)
+            self.registry.device(username), lambda rec: self._check(rec, username, password)
         )
 
     def _check(

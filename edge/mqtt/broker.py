@@ -141,7 +141,6 @@ class BrokerConfig:
     topic_alias_maximum: int = 64
     max_session_expiry: int = 7 * 24 * 3600
     max_queued_messages: int = 1000
-    max_inflight: int = 65535
     sweep_interval: float = 1.0
 
 

@@ -56,6 +56,10 @@ V311_CONNACK = {
     Reason.BANNED: 0x05,
     Reason.BAD_AUTHENTICATION_METHOD: 0x05,
 }
+REASON_TEXT: dict[int, str] = {
+    Reason.NOT_AUTHORIZED: "not authorized for this topic",
+    Reason.PAYLOAD_FORMAT_INVALID: "payload rejected; see datasResponse",
+}
 AUTH_FAILURES = frozenset({Reason.BAD_USER_NAME_OR_PASSWORD, Reason.NOT_AUTHORIZED, Reason.BANNED})
 
 
@@ -78,7 +82,9 @@ class MqttConnection:
         "_out",
         "_write",
         "acl",
+        "alias_out_max",
         "aliases_in",
+        "aliases_out",
         "attributes",
         "broker",
         "client_id",
@@ -119,6 +125,8 @@ class MqttConnection:
         self.send_quota = 65535
         self.max_outgoing_size: int | None = None
         self.aliases_in: dict[int, str] = {}
+        self.aliases_out: dict[str, int] = {}
+        self.alias_out_max = 0
         self.will: Message | None = None
         self.close_reason: str | None = None
         self._out: list[bytes] = []
@@ -134,6 +142,18 @@ class MqttConnection:
     @property
     def v5(self) -> bool:
         return self.version == MQTT_5
+
+    @property
+    def _problem_info(self) -> bool:
+        """Whether the client accepts reason strings beyond CONNACK/DISCONNECT (3.1.2.11.7)."""
+        connect = self.connect
+        return connect is None or connect.properties.request_problem_information != 0
+
+    def _reason_props(self, reason: int) -> Properties:
+        if reason < 0x80 or not self.v5 or not self._problem_info:
+            return NO_PROPERTIES
+        text = REASON_TEXT.get(reason) or Reason(reason).name.lower().replace("_", " ")
+        return Properties(reason_string=text)
 
     # -- input --------------------------------------------------------------------------------
 
@@ -230,6 +250,7 @@ class MqttConnection:
         if self.v5:
             self.send_quota = props.receive_maximum or 65535
             self.max_outgoing_size = props.maximum_packet_size
+            self.alias_out_max = props.topic_alias_maximum or 0
         result = self.broker.hooks.authenticate(self)
         if isinstance(result, Deferred):
             return result.addCallback(self._authenticated)
@@ -273,7 +294,10 @@ class MqttConnection:
             detail=detail,
         )
         code = reason if self.v5 else V311_CONNACK.get(Reason(reason), 0x03)
-        self.send(ConnAck(code))
+        props = (
+            Properties(reason_string=detail) if self.v5 and self._problem_info else NO_PROPERTIES
+        )
+        self.send(ConnAck(code, False, props))
         self.close(None, "refused")
 
     def _accept(self) -> None:
@@ -346,15 +370,15 @@ class MqttConnection:
         for packet_id, outgoing in list(session.inflight.items()):
             if outgoing.released:
                 self.send(PubRel(packet_id))
-            else:
-                self.send_message(
-                    outgoing.message,
-                    outgoing.qos,
-                    outgoing.retain,
-                    outgoing.subscription_ids,
-                    packet_id,
-                    dup=True,
-                )
+            elif not self.send_message(
+                outgoing.message,
+                outgoing.qos,
+                outgoing.retain,
+                outgoing.subscription_ids,
+                packet_id,
+                dup=True,
+            ):
+                del session.inflight[packet_id]
         self._drain_pending()
 
     # -- PUBLISH from the client --------------------------------------------------------------
@@ -376,9 +400,12 @@ class MqttConnection:
                 if known is None:
                     raise ProtocolError(f"topic alias {alias} is not defined")
                 topic = known
-        if publish.qos == 2 and publish.packet_id in self.session.qos2_received:
-            self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
-            return None
+        if publish.qos == 2:
+            if publish.packet_id in self.session.qos2_received:
+                # A resent QoS 2 PUBLISH: acknowledged again, not delivered again (4.3.3).
+                self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
+                return None
+            self.session.qos2_received.add(publish.packet_id)  # type: ignore[arg-type]
         if publish.qos and len(self._acks) >= self.broker.config.receive_maximum and self.v5:
             raise ProtocolError("receive maximum exceeded", Reason.RECEIVE_MAXIMUM_EXCEEDED)
         expiry = props.message_expiry_interval
@@ -435,11 +462,11 @@ class MqttConnection:
             if self.state != CONNECTED:
                 continue
             if publish.qos == 1:
-                self.send(PubAck(publish.packet_id, reason))
+                self.send(PubAck(publish.packet_id, reason, self._reason_props(reason)))
             else:
-                if reason < 0x80 and self.session is not None:
-                    self.session.qos2_received.add(publish.packet_id)
-                self.send(PubRec(publish.packet_id, reason))
+                if reason >= 0x80 and self.session is not None:
+                    self.session.qos2_received.discard(publish.packet_id)
+                self.send(PubRec(publish.packet_id, reason, self._reason_props(reason)))
 
     def _on_pubrel(self, packet: PubRel) -> None:
         assert self.session is not None
@@ -596,17 +623,17 @@ class MqttConnection:
             self.close(None, "error")
         elif self.state == AUTHENTICATING:
             if self.v5:
-                self.send(ConnAck(exc.reason))
+                self.send(ConnAck(exc.reason, False, Properties(reason_string=str(exc))))
             self.close(None, "error")
         else:
-            self.close(exc.reason, "error")
+            self.close(exc.reason, "error", str(exc))
 
-    def close(self, reason: int | None, why: str) -> None:
-        """Close the connection; ``reason`` is sent in a DISCONNECT to an MQTT 5 client."""
+    def close(self, reason: int | None, why: str, text: str | None = None) -> None:
+        """Close the connection; ``reason`` (and ``text``) go in a DISCONNECT to a 5.0 client."""
         if self.state == CLOSED:
             return
         if reason is not None and self.state == CONNECTED and self.v5:
-            self.send(Disconnect(reason))
+            self.send(Disconnect(reason, Properties(reason_string=text) if text else NO_PROPERTIES))
         self._teardown(why)
         self.flush()
         self._close_transport()
@@ -675,9 +702,11 @@ class MqttConnection:
             props = props.with_(message_expiry_interval=math.ceil(remaining))
         if subscription_ids:
             props = props.with_(subscription_identifiers=subscription_ids)
+        topic = message.topic
+        if self.alias_out_max:
+            topic, props = self._alias(topic, props)
         data = encode(
-            Publish(message.topic, message.payload, qos, retain, dup, packet_id, props),
-            self.version,
+            Publish(topic, message.payload, qos, retain, dup, packet_id, props), self.version
         )
         if self.max_outgoing_size is not None and len(data) > self.max_outgoing_size:
             self.broker.stats["dropped"] += 1
@@ -685,6 +714,17 @@ class MqttConnection:
         self.broker.stats["messages_out"] += 1
         self._queue(data)
         return True
+
+    def _alias(self, topic: str, props: Properties) -> tuple[str, Properties]:
+        """Use a topic alias towards a client that allows them (3.3.2.3.4): the first message on
+        a topic names it and sets the alias, later ones send an empty topic and the alias."""
+        alias = self.aliases_out.get(topic)
+        if alias is not None:
+            return "", props.with_(topic_alias=alias)
+        if len(self.aliases_out) < self.alias_out_max:
+            alias = self.aliases_out[topic] = len(self.aliases_out) + 1
+            return topic, props.with_(topic_alias=alias)
+        return topic, props
 
     def send_outgoing(self, outgoing: Outgoing, packet_id: int) -> None:
         assert self.session is not None

@@ -164,7 +164,9 @@ def test_auth_refusal_codes_per_version():
         client.send(Connect("d", protocol_level=version), PingReq())
         assert client.received() == []
         clock.advance(1)
-        assert client.received() == [ConnAck(expected)]
+        (connack,) = client.received()
+        assert connack.reason_code == expected
+        assert connack.properties.reason_string == ("nope" if version == MQTT_5 else None)
         assert client.closed
         assert broker.stats["auth_failures"] == 1
 
@@ -209,7 +211,9 @@ def test_acl_on_subscribe_and_publish():
     v4.send(Publish("other/x", b"1", qos=1, packet_id=3))
     assert v4.received() == [PubAck(3)]
     v5.send(Publish("other/x", b"1", qos=1, packet_id=4))
-    assert v5.received() == [PubAck(4, Reason.NOT_AUTHORIZED)]
+    (puback,) = v5.received()
+    assert (puback.packet_id, puback.reason_code) == (4, Reason.NOT_AUTHORIZED)
+    assert puback.properties.reason_string == "not authorized for this topic"
     assert hooks.published == []
 
 
@@ -226,7 +230,11 @@ def test_puback_waits_for_hook_and_keeps_order():
     hooks.acks[1].callback(0)
     assert client.received() == []
     hooks.acks[0].callback(Reason.PAYLOAD_FORMAT_INVALID)
-    assert client.received() == [PubAck(1, Reason.PAYLOAD_FORMAT_INVALID), PubAck(2)]
+    acks = client.received()
+    assert [(a.packet_id, a.reason_code) for a in acks] == [
+        (1, Reason.PAYLOAD_FORMAT_INVALID),
+        (2, 0),
+    ]
 
 
 def test_failed_hook_closes_connection_without_ack():
@@ -337,5 +345,7 @@ def test_malformed_packet_disconnects_with_reason():
     client = FakeClient(broker, MQTT_5)
     client.connect("m")
     client.send_bytes(b"\x30\x03\x00\x01+")
-    assert client.received() == [Disconnect(Reason.TOPIC_NAME_INVALID)]
+    (disconnect,) = client.received()
+    assert disconnect.reason_code == Reason.TOPIC_NAME_INVALID
+    assert disconnect.properties.reason_string == "wildcard in a topic name"
     assert client.closed
