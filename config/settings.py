@@ -146,6 +146,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Time series: `sql` (the Django database) or a TDengine URL (taosws://, taosrest://, taos://).
 TSDB_URL = env("TSDB_URL", "sql")
 
+# How long a command waits for an offline device before it times out (seconds).
+DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
+
 # Devices that have not been seen for this long are marked offline by the beat sweep.
 DEVICE_OFFLINE_AFTER = timedelta(seconds=int(env("DEVICE_OFFLINE_AFTER", "600")))
 
@@ -200,4 +203,5 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"  # no s
 
 CELERY_BEAT_SCHEDULE = {
     "devices.sweep_offline": {"task": "devices.sweep_offline", "schedule": 30.0},
+    "devices.expire_commands": {"task": "devices.expire_commands", "schedule": 5.0},
 }

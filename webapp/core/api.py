@@ -4,12 +4,13 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from webapp.devices.api import DeviceViewSet
+from webapp.devices.api import DeviceCommandViewSet, DeviceViewSet
 from webapp.products.api import ProductViewSet
 
 router = DefaultRouter()
 router.register("products", ProductViewSet, basename="product")
 router.register("devices", DeviceViewSet, basename="device")
+router.register("commands", DeviceCommandViewSet, basename="command")
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),

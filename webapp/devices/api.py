@@ -3,16 +3,18 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.devices import actions
-from webapp.devices.filtersets import DeviceFilterSet
-from webapp.devices.models import Device
+from webapp.devices.filtersets import DeviceCommandFilterSet, DeviceFilterSet
+from webapp.devices.models import Device, DeviceCommand
 from webapp.devices.serializers import (
+    CommandRequestSerializer,
     CreatedDeviceSerializer,
+    DeviceCommandSerializer,
     DeviceSerializer,
     TelemetryQuerySerializer,
 )
@@ -29,9 +31,18 @@ class DeviceViewSet(viewsets.ModelViewSet):
     filterset_class = DeviceFilterSet
     lookup_field = "identifier"
     lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+    action_permissions = {
+        "commands": ["devices.view_device", "devices.view_devicecommand"],
+        "send_command": ["devices.view_device", "devices.add_devicecommand"],
+    }
 
     def get_queryset(self):
         return Device.objects.select_related("product", "gateway").order_by("identifier")
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        # The device filters are for the list; a detail action's own query parameters
+        # (`?status=` of the command history, …) must not filter the device away.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     @extend_schema(responses={201: CreatedDeviceSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:
@@ -88,3 +99,54 @@ class DeviceViewSet(viewsets.ModelViewSet):
             DeviceMessage.objects.filter(device_identifier=device.identifier)).qs
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(DeviceMessageSerializer(page, many=True).data)
+
+    @extend_schema(responses=DeviceCommandSerializer(many=True),
+                   parameters=[DeviceCommandFilterSet])
+    @action(detail=True, methods=["get"])
+    def commands(self, request: Request, identifier: str | None = None) -> Response:
+        """The device's command history, newest first."""
+        device = self.get_object()
+        queryset = DeviceCommandFilterSet(
+            request.query_params, DeviceCommand.objects.filter(device=device)).qs
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(DeviceCommandSerializer(page, many=True).data)
+
+    @extend_schema(request=CommandRequestSerializer, responses={201: DeviceCommandSerializer})
+    @commands.mapping.post
+    def send_command(self, request: Request, identifier: str | None = None) -> Response:
+        """Send a command (validated against the thing model). It waits while the device is
+        offline; with `"sync": true` the call waits up to `timeout` for the response."""
+        device = self.get_object()
+        params = CommandRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        record = actions.send_command(
+            acting_user=request.user, device=device, service=data["service"],
+            command=data["command"], params=data.get("params"), timeout=data.get("timeout"),
+            ttl=data.get("ttl"))
+        if data.get("sync"):
+            record = actions.wait_for_command(record, record.timeout)
+        else:
+            record.refresh_from_db()
+        return Response(DeviceCommandSerializer(record).data, status=status.HTTP_201_CREATED)
+
+
+class DeviceCommandViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                           viewsets.GenericViewSet):
+    """Commands sent to devices: status `pending → sent → succeeded | failed | timeout` and the
+    device's response."""
+
+    serializer_class = DeviceCommandSerializer
+    filterset_class = DeviceCommandFilterSet
+    action_permissions = {"cancel": ["devices.view_devicecommand",
+                                     "devices.change_devicecommand"]}
+
+    def get_queryset(self):
+        return DeviceCommand.objects.select_related("device").order_by("-created", "-id")
+
+    @extend_schema(request=None, responses={200: DeviceCommandSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel a command that still waits for its (offline) device."""
+        record = actions.cancel_command(acting_user=request.user, record=self.get_object())
+        return Response(DeviceCommandSerializer(record).data)

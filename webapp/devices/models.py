@@ -1,4 +1,4 @@
-"""Devices, their credentials and their shadow."""
+"""Devices, their credentials, groups, shadow and commands."""
 
 from __future__ import annotations
 
@@ -6,8 +6,33 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from webapp.devices.choices import ConnectStatus, DeviceStatus, NodeType
+from webapp.devices.choices import (
+    CommandSource,
+    CommandStatus,
+    ConnectStatus,
+    DeviceStatus,
+    NodeType,
+)
 from webapp.products.models import identifier_validator
+
+
+class DeviceGroup(models.Model):
+    """A named set of devices (for OTA campaigns, bulk operations and the console)."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    department = models.ForeignKey("system.Department", verbose_name=_("department"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="device_groups")
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("device group")
+        verbose_name_plural = _("device groups")
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Device(models.Model):
@@ -33,6 +58,8 @@ class Device(models.Model):
     fw_version = models.CharField(_("firmware version"), max_length=50, blank=True)
     sw_version = models.CharField(_("software version"), max_length=50, blank=True)
     tags = models.JSONField(_("tags"), default=dict, blank=True)
+    groups = models.ManyToManyField(DeviceGroup, verbose_name=_("groups"), blank=True,
+                                    related_name="devices")
     department = models.ForeignKey("system.Department", verbose_name=_("department"),
                                    null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="devices")
@@ -74,3 +101,52 @@ class DeviceShadow(models.Model):
 
     def __str__(self) -> str:
         return f"shadow of {self.device_id}"
+
+
+class DeviceCommand(models.Model):
+    """A command sent to a device, its lifecycle and the device's response.
+
+    Its primary key is the envelope ``head.mid`` of the downlink message, which the device
+    echoes in its ``commandResponse``: that is how the reply finds its command.
+    """
+
+    device = models.ForeignKey(Device, verbose_name=_("device"), on_delete=models.CASCADE,
+                               related_name="commands")
+    service = models.CharField(_("service"), max_length=50)
+    command = models.CharField(_("command"), max_length=50)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=CommandStatus.choices,
+                              default=CommandStatus.PENDING)
+    timeout = models.PositiveIntegerField(_("timeout (s)"), default=30, help_text=_(
+        "How long to wait for the device's response once the command is sent."))
+    expires = models.DateTimeField(_("expires"), help_text=_(
+        "A command still waiting for an offline device at this time times out."))
+    deadline = models.DateTimeField(_("response deadline"), null=True, blank=True)
+    response = models.JSONField(_("response"), null=True, blank=True)
+    err_code = models.IntegerField(_("error code"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    source = models.CharField(_("source"), max_length=16, choices=CommandSource.choices,
+                              default=CommandSource.API)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    sent = models.DateTimeField(_("sent"), null=True, blank=True)
+    completed = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("device command")
+        verbose_name_plural = _("device commands")
+        ordering = ("-created", "-id")
+        indexes = [
+            models.Index(fields=("device", "-created"), name="devcmd_device_created"),
+            models.Index(fields=("status", "expires"), name="devcmd_status_expires"),
+            models.Index(fields=("status", "deadline"), name="devcmd_status_deadline"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service}.{self.command} → {self.device_id} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (CommandStatus.PENDING, CommandStatus.SENT)

@@ -5,7 +5,7 @@ from typing import Any
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
-from webapp.devices.models import Device
+from webapp.devices.models import Device, DeviceCommand
 from webapp.products.models import IDENTIFIER_RE, Product
 
 
@@ -65,3 +65,29 @@ class TelemetryQuerySerializer(serializers.Serializer):
                                      default=1000)
     cursor = serializers.IntegerField(required=False)
     order = serializers.ChoiceField(choices=["asc", "desc"], required=False, default="asc")
+
+
+class CommandRequestSerializer(serializers.Serializer):
+    """`POST /api/v1/devices/{identifier}/commands/` (CONTRACT §4)."""
+
+    service = serializers.CharField(max_length=50)
+    command = serializers.CharField(max_length=50)
+    params = serializers.DictField(required=False, default=dict)
+    timeout = serializers.IntegerField(required=False, min_value=1, max_value=300, help_text=_(
+        "Seconds to wait for the device's response once sent (default 30)."))
+    ttl = serializers.IntegerField(required=False, min_value=0, help_text=_(
+        "Seconds the command waits for an offline device (default DEVICE_COMMAND_TTL)."))
+    sync = serializers.BooleanField(required=False, default=False, help_text=_(
+        "Wait up to `timeout` seconds for the response and return the final state."))
+
+
+class DeviceCommandSerializer(serializers.ModelSerializer):
+    device: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="identifier", read_only=True)
+
+    class Meta:
+        model = DeviceCommand
+        fields = ("id", "device", "service", "command", "params", "status", "timeout",
+                  "expires", "deadline", "response", "err_code", "error", "source", "created",
+                  "sent", "completed")
+        read_only_fields = fields

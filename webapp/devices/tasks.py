@@ -44,3 +44,9 @@ def sweep_offline() -> int:
         if actions.record_connect_status(identifier, ConnectStatus.OFFLINE, now):
             marked += 1
     return marked
+
+
+@shared_task(name="devices.expire_commands")
+def expire_commands() -> int:
+    """Time out commands without a response by their deadline, or never sent by their TTL."""
+    return actions.expire_commands()

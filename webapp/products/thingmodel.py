@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.thingmodel import ThingModel
 from webapp.products.choices import ParameterDirection
 from webapp.products.models import Product, TypedField
 
@@ -73,3 +74,8 @@ def compact_model(product: Product) -> dict[str, Any]:
             },
         }
     return {"services": services}
+
+
+def thing_model(product: Product) -> ThingModel:
+    """The validating model of a product, the same one the edge uses."""
+    return ThingModel.from_json(compact_model(product))

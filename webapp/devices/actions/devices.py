@@ -1,4 +1,4 @@
-"""Device state changes and credentials (STYLE.md: writes go through actions)."""
+"""Device lifecycle and credentials."""
 
 from __future__ import annotations
 

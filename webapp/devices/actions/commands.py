@@ -1,0 +1,277 @@
+"""Commands to devices (CONTRACT §3 and §4).
+
+A command is validated against the product's thing model, stored, and — after commit — sent on
+``/v1/devices/{id}/command`` through the edge node holding the device (a sub-device's command
+travels on its gateway's topic, naming the sub-device in the body). The envelope's ``head.mid``
+is the command's id; the device's ``commandResponse`` echoes it and completes the command.
+
+Lifecycle: ``pending`` (stored; waits while the device is offline, until ``expires``) →
+``sent`` (waits for the response until ``deadline``) → ``succeeded`` | ``failed`` |
+``timeout``; a pending command can also be ``cancelled``. Every transition is a conditional
+UPDATE on the current status, so concurrent senders (the API, the reconnect hook, the sweep)
+never send a command twice or overwrite a final state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from webapp.core.errors import Conflict, DomainError, NotFound
+from webapp.core.redis import get_redis, keys
+from webapp.core.types import Actor, recorded_user
+from webapp.devices import downlink
+from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus, NodeType
+from webapp.devices.models import Device, DeviceCommand
+from webapp.products.thingmodel import thing_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30
+MAX_TIMEOUT = 300
+REPLY_KEY_TTL = 120
+OPEN = (CommandStatus.PENDING, CommandStatus.SENT)
+
+
+def default_ttl() -> int:
+    """Seconds a command waits for an offline device (`DEVICE_COMMAND_TTL`, default a day)."""
+    return int(getattr(settings, "DEVICE_COMMAND_TTL", 86_400))
+
+
+def carrier(device: Device) -> str:
+    """The device whose connection carries messages to ``device`` (its gateway for a sub)."""
+    if device.node_type == NodeType.SUB and device.gateway_id is not None:
+        return device.gateway.identifier  # type: ignore[union-attr]
+    return device.identifier
+
+
+def _problems_error(problems: list[Any]) -> DomainError:
+    detail = problems[0].reason if len(problems) == 1 else _(
+        "{count} problems; first: {reason}").format(count=len(problems),
+                                                   reason=problems[0].reason)
+    return DomainError(detail, code="invalid_command",
+                       extra={"errors": [p.as_dict() for p in problems]})
+
+
+def send_command(*, acting_user: Actor, device: Device | str, service: str, command: str,
+                 params: dict[str, Any] | None = None, timeout: int | None = None,
+                 ttl: int | None = None, source: str = CommandSource.API) -> DeviceCommand:
+    """Validate and queue a command; it is sent after commit if the device is online.
+
+    ``device`` is a device or its identifier. Raises ``DomainError`` with code
+    ``invalid_command`` (and the per-parameter ``errors``) when the thing model refuses it.
+    """
+    if isinstance(device, str):
+        found = Device.objects.select_related("product", "gateway").filter(
+            identifier=device).first()
+        if found is None:
+            raise NotFound(_("device {identifier} does not exist").format(identifier=device),
+                           code="unknown_device")
+        device = found
+    if device.status == DeviceStatus.LOCKED:
+        raise Conflict(_("device {identifier} is locked").format(identifier=device.identifier),
+                       code="device_locked")
+    timeout = DEFAULT_TIMEOUT if timeout is None else int(timeout)
+    if not 1 <= timeout <= MAX_TIMEOUT:
+        raise DomainError(_("timeout must be between 1 and {max} seconds").format(
+            max=MAX_TIMEOUT), code="invalid_timeout")
+    ttl = default_ttl() if ttl is None else int(ttl)
+    if ttl < 0:
+        raise DomainError(_("ttl cannot be negative"), code="invalid_ttl")
+    values, problems = thing_model(device.product).validate_command_params(
+        service, command, params)
+    if problems:
+        raise _problems_error(problems)
+    now = timezone.now()
+    with transaction.atomic():
+        record = DeviceCommand.objects.create(
+            device=device, service=service, command=command, params=values,
+            timeout=timeout, expires=now + timedelta(seconds=ttl), source=source,
+            created_by=recorded_user(acting_user))
+        pk = record.pk
+        transaction.on_commit(lambda: dispatch_command(pk))
+    return record
+
+
+def _body(record: DeviceCommand) -> dict[str, Any]:
+    device = record.device
+    return {
+        "deviceIdentification": device.identifier,
+        "productIdentification": device.product.identifier,
+        "msgType": "cloudReq",
+        "serviceCode": record.service,
+        "cmd": record.command,
+        "params": record.params,
+    }
+
+
+def dispatch_command(command_id: int) -> bool:
+    """Send a pending command if its device is reachable; returns whether it was sent."""
+    record = DeviceCommand.objects.select_related(
+        "device__product", "device__gateway").filter(pk=command_id).first()
+    if record is None or record.status != CommandStatus.PENDING:
+        return False
+    via = carrier(record.device)
+    node = downlink.route(via)
+    if node is None:
+        return False
+    now = timezone.now()
+    if record.expires <= now:
+        return False  # the sweep times it out
+    claimed = DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.PENDING).update(
+        status=CommandStatus.SENT, sent=now, deadline=now + timedelta(seconds=record.timeout))
+    if not claimed:
+        return False
+    try:
+        downlink.publish(node, downlink.topic(via, "command"),
+                         downlink.envelope(_body(record), record.pk),
+                         device=record.device.identifier, qos=1, mid=record.pk)
+    except Exception:
+        # Not sent after all: back to pending, the next reconnect or retry sends it.
+        DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.SENT).update(
+            status=CommandStatus.PENDING, sent=None, deadline=None)
+        raise
+    return True
+
+
+def dispatch_pending(identifiers: Iterable[str]) -> int:
+    """Send the waiting commands of devices that came online (and of their sub-devices)."""
+    ids = list(identifiers)
+    if not ids:
+        return 0
+    waiting = DeviceCommand.objects.filter(
+        Q(device__identifier__in=ids) | Q(device__gateway__identifier__in=ids),
+        status=CommandStatus.PENDING, expires__gt=timezone.now(),
+    ).order_by("created", "id").values_list("pk", flat=True)
+    sent = 0
+    for pk in list(waiting):
+        try:
+            sent += dispatch_command(pk)
+        except Exception:
+            log.exception("command %s could not be sent; it stays pending", pk)
+    return sent
+
+
+def _error_code(value: Any) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _notify(command_ids: Iterable[int], status: str) -> None:
+    k = keys()
+    pipe = get_redis().pipeline(transaction=False)
+    for pk in command_ids:
+        pipe.lpush(k.command_reply(pk), status)
+        pipe.expire(k.command_reply(pk), REPLY_KEY_TTL)
+    pipe.execute()
+
+
+def complete_command(*, device: str, mid: Any, service: str | None = None,
+                     command: str | None = None, err: Any = 0,
+                     params: dict[str, Any] | None = None, ts: int | None = None
+                     ) -> DeviceCommand | None:
+    """Apply a device's ``commandResponse``: the open command with id ``mid`` of ``device`` (or
+    of one of its sub-devices, when ``device`` is a gateway) completes. Without a mid, the
+    oldest sent command of the device with the same service and command is taken.
+
+    Idempotent: a response for a command that is already final changes nothing. Returns the
+    completed command, or None when no open command matches.
+    """
+    mine = Q(device__identifier=device) | Q(device__gateway__identifier=device)
+    candidates = DeviceCommand.objects.select_related("device__product").filter(
+        mine, status__in=OPEN)
+    record: DeviceCommand | None
+    if isinstance(mid, int | str) and str(mid).isdigit():
+        record = candidates.filter(pk=int(mid)).first()
+    else:
+        record = candidates.filter(status=CommandStatus.SENT, service=service or "",
+                                   command=command or "").order_by("sent", "id").first()
+    if record is None:
+        return None
+    response = params if isinstance(params, dict) else {}
+    code = _error_code(err)
+    status = CommandStatus.SUCCEEDED if code == 0 else CommandStatus.FAILED
+    note = ""
+    _values, problems = thing_model(record.device.product).validate_command_params(
+        record.service, record.command, response, response=True)
+    if problems:
+        note = _("the response does not match the thing model: {reason}").format(
+            reason="; ".join(p.reason for p in problems))
+    moment = (datetime.fromtimestamp(ts / 1000, tz=UTC) if isinstance(ts, int)
+              else timezone.now())
+    updated = DeviceCommand.objects.filter(pk=record.pk, status__in=OPEN).update(
+        status=status, response=response, err_code=code, error=note, completed=moment)
+    if not updated:
+        return None
+    _notify([record.pk], status)
+    record.refresh_from_db()
+    return record
+
+
+def expire_commands() -> int:
+    """Time out sent commands past their deadline and waiting ones past their TTL."""
+    now = timezone.now()
+    expired = 0
+    late = list(DeviceCommand.objects.filter(status=CommandStatus.SENT, deadline__lt=now)
+                .values_list("pk", flat=True)[:5000])
+    if late:
+        expired += DeviceCommand.objects.filter(pk__in=late, status=CommandStatus.SENT).update(
+            status=CommandStatus.TIMEOUT, completed=now,
+            error=_("the device did not respond in time"))
+    stale = list(DeviceCommand.objects.filter(status=CommandStatus.PENDING, expires__lt=now)
+                 .values_list("pk", flat=True)[:5000])
+    if stale:
+        expired += DeviceCommand.objects.filter(pk__in=stale,
+                                                status=CommandStatus.PENDING).update(
+            status=CommandStatus.TIMEOUT, completed=now,
+            error=_("the device did not come online before the command expired"))
+    if late or stale:
+        _notify([*late, *stale], CommandStatus.TIMEOUT)
+    return expired
+
+
+def wait_for_command(record: DeviceCommand, timeout: float) -> DeviceCommand:
+    """Block until the command completes or ``timeout`` seconds pass (synchronous API calls).
+
+    A sent command still unanswered at the end times out at once rather than at the next sweep:
+    the caller asked to wait exactly that long.
+    """
+    deadline = timezone.now() + timedelta(seconds=timeout)
+    key = keys().command_reply(record.pk)
+    redis = get_redis()
+    while True:
+        record.refresh_from_db()
+        remaining = (deadline - timezone.now()).total_seconds()
+        if not record.is_open or remaining <= 0:
+            break
+        redis.blpop([key], timeout=max(1, min(int(remaining + 0.999), 5)))
+    if record.status == CommandStatus.SENT:
+        if DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.SENT).update(
+                status=CommandStatus.TIMEOUT, completed=timezone.now(),
+                error=_("the device did not respond in time")):
+            _notify([record.pk], CommandStatus.TIMEOUT)
+        record.refresh_from_db()
+    return record
+
+
+@transaction.atomic
+def cancel_command(*, acting_user: Actor, record: DeviceCommand) -> DeviceCommand:
+    """Cancel a command that is still waiting for its device."""
+    if not DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.PENDING).update(
+            status=CommandStatus.CANCELLED, completed=timezone.now()):
+        raise Conflict(_("only a pending command can be cancelled"), code="not_pending")
+    record.refresh_from_db()
+    transaction.on_commit(lambda: _notify([record.pk], CommandStatus.CANCELLED))
+    return record
