@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .edge_process import Client
 from .redis_server import redis_server
 
 
@@ -19,3 +20,12 @@ def edge_redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         return
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """paho clients made by a test, disconnected after it."""
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.close()

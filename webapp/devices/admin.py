@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
+from webapp.core.admin import ScopedAdminMixin
 from webapp.devices import actions
 from webapp.devices.choices import DeviceStatus
 from webapp.devices.models import Device, DeviceShadow
@@ -16,7 +17,7 @@ class ShadowInline(admin.StackedInline):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("identifier", "name", "product", "status", "connect_status", "last_seen",
                     "node_type")
     list_filter = ("connect_status", "status", "node_type", "product")

@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.devices import actions
 from webapp.devices.filtersets import DeviceCommandFilterSet, DeviceFilterSet
 from webapp.devices.models import Device, DeviceCommand
@@ -24,7 +25,7 @@ from webapp.telemetry.models import DeviceMessage
 from webapp.telemetry.serializers import DeviceMessageSerializer
 
 
-class DeviceViewSet(viewsets.ModelViewSet):
+class DeviceViewSet(ScopedModelViewSet):
     """Devices: credentials, status, shadow, telemetry and message log."""
 
     serializer_class = DeviceSerializer
@@ -131,7 +132,7 @@ class DeviceViewSet(viewsets.ModelViewSet):
         return Response(DeviceCommandSerializer(record).data, status=status.HTTP_201_CREATED)
 
 
-class DeviceCommandViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+class DeviceCommandViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                            viewsets.GenericViewSet):
     """Commands sent to devices: status `pending → sent → succeeded | failed | timeout` and the
     device's response."""

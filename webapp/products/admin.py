@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
+from webapp.core.admin import ScopedAdminMixin
 from webapp.products import actions
 from webapp.products.models import (
     Command,
@@ -63,7 +64,7 @@ class ServiceInline(admin.TabularInline):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
     form = ProductForm
     list_display = ("identifier", "name", "product_type", "protocol", "status", "manufacturer",
                     "created")
@@ -121,7 +122,7 @@ class EventInline(admin.TabularInline):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("code", "name", "product")
     list_filter = ("product",)
     search_fields = ("code", "name", "product__identifier")
@@ -140,7 +141,7 @@ class CommandParameterInline(admin.TabularInline):
 
 
 @admin.register(Command)
-class CommandAdmin(admin.ModelAdmin):
+class CommandAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("code", "name", "service")
     search_fields = ("code", "name")
     inlines = [CommandParameterInline]
@@ -158,7 +159,7 @@ class EventParameterInline(admin.TabularInline):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("code", "name", "service")
     search_fields = ("code", "name")
     inlines = [EventParameterInline]

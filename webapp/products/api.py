@@ -4,11 +4,12 @@ from typing import Any
 
 from django.db.models import Count
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from webapp.core.viewsets import ScopedModelViewSet
 from webapp.products import actions
 from webapp.products.filtersets import ProductFilterSet
 from webapp.products.models import Product
@@ -16,7 +17,7 @@ from webapp.products.serializers import ProductSerializer, ServiceSerializer
 from webapp.products.thingmodel import export_services
 
 
-class ProductViewSet(viewsets.ModelViewSet):
+class ProductViewSet(ScopedModelViewSet):
     """Products and their thing models (services with properties, commands and events)."""
 
     serializer_class = ProductSerializer

@@ -1,0 +1,164 @@
+"""Start ``python -m edge`` as a subprocess on free ports and talk to it with paho-mqtt."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import redis
+
+from .redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Edge:
+    prefix: str
+    node: str
+    mqtt_port: int
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    redis: redis.Redis
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def events(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for _id, fields in self.redis.xrange(self.key("uplink")):
+            out.extend(json.loads(fields[b"b"]))
+        return out
+
+    def wait_for_events(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while True:
+            found = [e for e in self.events() if predicate(e)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"events not found; have {self.events()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"edge exited early:\n{log_path.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"edge did not listen:\n{log_path.read_text()}")
+
+
+@contextmanager
+def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[Edge]:
+    """The edge on free ports with key prefix ``prefix``; stopped and its keys removed after."""
+    node = f"node-{uuid.uuid4().hex[:6]}"
+    r = redis.Redis.from_url(redis_url)
+    mqtt_port, metrics_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "EDGE_MQTT_PORT": str(mqtt_port),
+        "EDGE_METRICS_PORT": str(metrics_port),
+        "EDGE_HOST": "127.0.0.1",
+        "EDGE_NODE_ID": node,
+        "EDGE_ALLOW_ANONYMOUS": "0",
+        **env,
+    }
+    fd, name = tempfile.mkstemp(prefix="edge-e2e-", suffix=".log")
+    log_path = Path(name)
+    with os.fdopen(fd, "wb") as log_file:
+        command = [sys.executable, "-m", "edge"]
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_port(mqtt_port, process, log_path)
+        yield Edge(prefix, node, mqtt_port, metrics_port, process, log_path, r)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for key in r.scan_iter(f"{prefix}*"):
+            r.delete(key)
+        r.close()
+        log_path.unlink(missing_ok=True)
+
+
+class Client:
+    """A paho client running its network loop in a thread, with queues for what arrives."""
+
+    def __init__(self, edge: Edge, client_id: str, protocol: int = mqtt.MQTTv311) -> None:
+        self.protocol = protocol
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+        )
+        self.port = edge.mqtt_port
+        self.connacks: queue.Queue[Any] = queue.Queue()
+        self.subacks: queue.Queue[list[int]] = queue.Queue()
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.disconnects: queue.Queue[Any] = queue.Queue()
+        self.client.on_connect = lambda c, u, flags, rc, props: self.connacks.put(rc)
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.subacks.put(
+            [int(x.value) for x in codes]
+        )
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.on_disconnect = lambda c, u, flags, rc, props: self.disconnects.put(rc)
+
+    def connect(self, username: str | None, password: str | None) -> int:
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(60, 120)
+        if self.protocol == mqtt.MQTTv5:
+            self.client.connect("127.0.0.1", self.port, keepalive=30, clean_start=True)
+        else:
+            self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        return int(self.connacks.get(timeout=10).value)
+
+    def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        self.client.subscribe(topic, qos)
+        return self.subacks.get(timeout=10)
+
+    def publish(self, topic: str, payload: Any, qos: int = 1) -> mqtt.MQTTMessageInfo:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        info = self.client.publish(topic, body, qos=qos)
+        info.wait_for_publish(timeout=10)
+        return info
+
+    def next_message(self, timeout: float = 10) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
