@@ -17,6 +17,8 @@ from webapp.devices.serializers import (
     CreatedDeviceSerializer,
     DeviceCommandSerializer,
     DeviceSerializer,
+    ShadowSerializer,
+    ShadowWriteSerializer,
     TelemetryQuerySerializer,
 )
 from webapp.telemetry import queries
@@ -75,10 +77,33 @@ class DeviceViewSet(ScopedModelViewSet):
         body["secret"] = secret
         return Response(body)
 
+    @extend_schema(responses=ShadowSerializer)
     @action(detail=True, methods=["get"])
     def shadow(self, request: Request, identifier: str | None = None) -> Response:
         """Desired, reported and delta state of the device, with its version."""
-        return Response(queries.shadow(self.get_object()))
+        return Response(_shadow_body(actions.shadow_document(self.get_object())))
+
+    @extend_schema(request=ShadowWriteSerializer, responses={200: ShadowSerializer})
+    @shadow.mapping.put
+    def put_shadow(self, request: Request, identifier: str | None = None) -> Response:
+        """Replace the desired state. Give the `version` you read: a stale one gets 409
+        `version_conflict`. The device receives the delta on `/shadow/delta`."""
+        return self._write_shadow(request, merge=False)
+
+    @extend_schema(request=ShadowWriteSerializer, responses={200: ShadowSerializer})
+    @shadow.mapping.patch
+    def patch_shadow(self, request: Request, identifier: str | None = None) -> Response:
+        """Change part of the desired state (`null` removes a property or a service)."""
+        return self._write_shadow(request, merge=True)
+
+    def _write_shadow(self, request: Request, *, merge: bool) -> Response:
+        device = self.get_object()
+        body = ShadowWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        doc = actions.set_desired(acting_user=request.user, device=device,
+                                  desired=body.validated_data["desired"],
+                                  version=body.validated_data.get("version"), merge=merge)
+        return Response(_shadow_body(doc))
 
     @extend_schema(parameters=[TelemetryQuerySerializer])
     @action(detail=True, methods=["get"])
@@ -130,6 +155,16 @@ class DeviceViewSet(ScopedModelViewSet):
         else:
             record.refresh_from_db()
         return Response(DeviceCommandSerializer(record).data, status=status.HTTP_201_CREATED)
+
+
+def _shadow_body(doc: dict[str, Any]) -> dict[str, Any]:
+    reported = {
+        service: {prop: {**entry, "ts": queries.iso(entry["ts"])}
+                  if isinstance(entry.get("ts"), int) else entry
+                  for prop, entry in values.items()}
+        for service, values in doc["reported"].items()
+    }
+    return {**doc, "reported": reported}
 
 
 class DeviceCommandViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,

@@ -1,5 +1,10 @@
 """How the device domain takes part in ingest (`webapp.telemetry.hooks`): command responses,
-and what a device coming online receives (its waiting commands)."""
+shadow requests, and what a device coming online receives (its waiting commands and its
+shadow delta).
+
+Handlers never raise for a device's bad input (that would leave the batch pending forever):
+they answer the device with the reason. A database or Redis failure does raise, so the batch
+is retried; every handler is idempotent."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from webapp.devices import actions
+from webapp.devices.models import Device
 from webapp.telemetry.hooks import after_store, on_uplink
 
 if TYPE_CHECKING:
@@ -34,3 +40,24 @@ def devices_online(batch: Batch) -> None:
     online = sorted({str(e["dev"]) for e in batch.statuses if e.get("s") == "online"})
     if online:
         actions.dispatch_pending(online)
+        actions.send_shadow_deltas(online)
+
+
+def _devices(events: list[dict[str, Any]]) -> dict[str, Device]:
+    wanted = {str(e.get("dev")) for e in events}
+    return {d.identifier: d for d in Device.objects.select_related("product", "gateway")
+            .filter(identifier__in=wanted)}
+
+
+@on_uplink("shadow")
+def shadow_requests(events: list[dict[str, Any]]) -> None:
+    """``/shadow/get`` and ``/shadow/update`` from devices."""
+    devices = _devices(events)
+    for event in events:
+        device = devices.get(str(event.get("dev")))
+        if device is None:
+            continue
+        if event.get("op") == "get":
+            actions.answer_shadow_get(device, event.get("mid"))
+        elif event.get("op") == "update":
+            actions.report_shadow(device, event.get("body"), int(event["ts"]), event.get("mid"))

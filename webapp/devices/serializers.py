@@ -91,3 +91,21 @@ class DeviceCommandSerializer(serializers.ModelSerializer):
                   "expires", "deadline", "response", "err_code", "error", "source", "created",
                   "sent", "completed")
         read_only_fields = fields
+
+
+class ShadowWriteSerializer(serializers.Serializer):
+    """`PUT` / `PATCH /api/v1/devices/{identifier}/shadow/`."""
+
+    desired = serializers.JSONField(help_text=_(
+        '{"service": {"property": value}}: writable properties (access RW or RWE) only.'))
+    version = serializers.IntegerField(required=False, min_value=0, help_text=_(
+        "The version you read; a stale one is refused with 409 version_conflict."))
+
+
+class ShadowSerializer(serializers.Serializer):
+    device = serializers.CharField()
+    desired = serializers.JSONField()
+    reported = serializers.JSONField(help_text=_(
+        '{"service": {"property": {"value": …, "ts": "…"}}}'))
+    delta = serializers.JSONField()
+    version = serializers.IntegerField()

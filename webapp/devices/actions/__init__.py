@@ -21,8 +21,14 @@ from webapp.devices.actions.devices import (
     set_device_status,
     update_device,
 )
+from webapp.devices.actions.shadow import answer_get as answer_shadow_get
+from webapp.devices.actions.shadow import document as shadow_document
+from webapp.devices.actions.shadow import report as report_shadow
+from webapp.devices.actions.shadow import send_deltas as send_shadow_deltas
+from webapp.devices.actions.shadow import set_desired
 
 __all__ = [
+    "answer_shadow_get",
     "cancel_command",
     "complete_command",
     "create_device",
@@ -31,9 +37,13 @@ __all__ = [
     "dispatch_pending",
     "expire_commands",
     "record_connect_status",
+    "report_shadow",
     "rotate_secret",
     "send_command",
+    "send_shadow_deltas",
+    "set_desired",
     "set_device_status",
+    "shadow_document",
     "update_device",
     "wait_for_command",
 ]
