@@ -146,7 +146,6 @@ class EdgeHooks(BrokerHooks):
         return AuthResult(
             identity=record.identifier,
             acl=self._acl(DeviceAcl(record, self.registry)),
-            attributes={"device": record},
         )
 
     # -- status and routes --------------------------------------------------------------------

@@ -31,10 +31,6 @@ class DeviceRecord:
     node_type: str
     gateway: str
 
-    @property
-    def is_gateway(self) -> bool:
-        return self.node_type == "gateway"
-
 
 @dataclass(frozen=True, slots=True)
 class ProductRecord:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -103,7 +103,6 @@ class AuthResult:
     identity: str | None = None
     acl: Acl = OPEN_ACL
     detail: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

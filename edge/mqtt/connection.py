@@ -85,10 +85,8 @@ class MqttConnection:
         "alias_out_max",
         "aliases_in",
         "aliases_out",
-        "attributes",
         "broker",
         "client_id",
-        "close_reason",
         "connect",
         "decoder",
         "identity",
@@ -119,7 +117,6 @@ class MqttConnection:
         self.client_id = ""
         self.identity: str | None = None
         self.acl: Acl = OPEN_ACL
-        self.attributes: dict[str, Any] = {}
         self.keep_alive = 0
         self.opened_at = self.last_seen = broker.clock.seconds()
         self.send_quota = 65535
@@ -128,7 +125,6 @@ class MqttConnection:
         self.aliases_out: dict[str, int] = {}
         self.alias_out_max = 0
         self.will: Message | None = None
-        self.close_reason: str | None = None
         self._out: list[bytes] = []
         self._dirty = False
         self._backlog: deque[Packet] = deque()
@@ -264,7 +260,6 @@ class MqttConnection:
             return None
         self.identity = result.identity
         self.acl = result.acl
-        self.attributes = result.attributes
         will = self.connect.will if self.connect is not None else None
         if will is None:
             self._accept()
@@ -647,7 +642,6 @@ class MqttConnection:
             return
         was_connected = self.state == CONNECTED
         self.state = CLOSED
-        self.close_reason = why
         broker = self.broker
         broker.connections.discard(self)
         self._backlog.clear()

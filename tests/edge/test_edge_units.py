@@ -111,7 +111,7 @@ def test_parse_device_decrypts_secret():
         record is not None
         and record.secret == "s3"
         and record.status == "locked"
-        and record.is_gateway
+        and record.node_type == "gateway"
     )
     assert parse_device("d", reply, "key-b").secret is None
     assert parse_device("d", [], "key-a") is None
