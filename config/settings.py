@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "webapp.products",
     "webapp.devices",
     "webapp.telemetry",
+    "webapp.rules",
 ]
 
 MIDDLEWARE = [

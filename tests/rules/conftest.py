@@ -1,0 +1,125 @@
+"""Fixtures of the rule engine tests: Celery run inline, a local HTTP receiver, a device."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from edge.bus.keys import Keys
+from webapp.rules import engine
+from webapp.telemetry.backends import get_backend
+from webapp.telemetry.ingest import IngestWorker
+
+
+@pytest.fixture(autouse=True)
+def eager_celery():
+    """Run Celery tasks inline so that a test sees what the worker would do."""
+    from config.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    engine.forget_indexes()
+    yield
+    app.conf.task_always_eager = previous
+    engine.forget_indexes()
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records what it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.status = 200
+        self.reply: dict = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                receiver.requests.append({"path": self.path, "method": self.command,
+                                          "headers": dict(self.headers), "body": body})
+                payload = json.dumps(receiver.reply).encode()
+                self.send_response(receiver.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_PUT = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def json(self, i: int = -1) -> dict:
+        return json.loads(self.requests[i]["body"])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def thermo(api, redis_prefix, thermo_payload):
+    """Product thermo with devices dev-1 and dev-2."""
+    assert api.post("/api/v1/products/", thermo_payload, format="json").status_code == 201
+    for name in ("dev-1", "dev-2"):
+        assert api.post("/api/v1/devices/", {"product": "thermo", "identifier": name},
+                        format="json").status_code == 201
+    return api
+
+
+@pytest.fixture
+def worker(redis_client, redis_prefix):
+    w = IngestWorker(redis_client, Keys(redis_prefix), get_backend(), "rules-test",
+                     block_ms=50)
+    w.ensure_group()
+    return w
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Feed:
+    """Uplink events through the real ingest path: XADD, then the worker processes them."""
+
+    def __init__(self, redis_client, prefix, worker) -> None:
+        self.redis = redis_client
+        self.prefix = prefix
+        self.worker = worker
+        self.ts = now_ms()
+
+    def events(self, *events) -> None:
+        self.redis.xadd(f"{self.prefix}uplink", {"b": json.dumps(list(events))})
+        self.worker.process(self.worker.read())
+
+    def data(self, device="dev-1", service="env", **values) -> int:
+        self.ts += 1000
+        self.events({"t": "data", "dev": device, "prod": "thermo", "svc": service,
+                     "ts": self.ts, "et": None, "v": values})
+        return self.ts
+
+
+@pytest.fixture
+def feed(redis_client, redis_prefix, worker):
+    return Feed(redis_client, redis_prefix, worker)

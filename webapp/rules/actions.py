@@ -1,0 +1,402 @@
+"""Every state change of rules, alarms, channels, sinks and deliveries (STYLE.md: writes go
+through actions). Rule changes bump the index version after commit, so that every ingest
+worker recompiles its in-memory index before the next batch."""
+
+from __future__ import annotations
+
+import json
+import zoneinfo
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from edge.crypto import decrypt_secret, encrypt_secret
+from webapp.core.errors import DomainError, NotFound
+from webapp.core.types import Actor, recorded_user
+from webapp.rules import engine
+from webapp.rules.choices import (
+    OPEN_ALARM_STATUSES,
+    AlarmEventKind,
+    AlarmStatus,
+    DeliveryStatus,
+    SinkHealth,
+    TriggerType,
+)
+from webapp.rules.compiler import compile_rule
+from webapp.rules.expressions import ExpressionError
+from webapp.rules.models import (
+    Alarm,
+    AlarmComment,
+    AlarmEvent,
+    DeadLetter,
+    Notification,
+    NotificationChannel,
+    Rule,
+    RuleTrace,
+    Sink,
+)
+
+MASK = "********"
+RULE_FIELDS = ("name", "description", "enabled", "trigger", "condition", "actions", "debounce",
+               "cooldown", "fire_mode", "auto_clear")
+
+
+class RuleInvalid(DomainError):
+    code = "invalid_rule"
+    default_detail = _("The rule is invalid.")
+
+
+# --- rules -------------------------------------------------------------------------------
+
+
+def seal_action_secrets(actions: list[dict[str, Any]],
+                        previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Replace each action's plain `secret` by its Fernet token; a masked or absent secret
+    keeps the token the same action had before."""
+    sealed = []
+    for i, action in enumerate(actions):
+        action = dict(action)
+        secret = action.pop("secret", None)
+        old = previous[i] if previous and i < len(previous) else {}
+        if secret and secret != MASK:
+            action["secret_encrypted"] = encrypt_secret(str(secret))
+        elif old.get("type") == action.get("type") and old.get("secret_encrypted") and \
+                secret == MASK:
+            action["secret_encrypted"] = old["secret_encrypted"]
+        else:
+            action.pop("secret_encrypted", None)
+        sealed.append(action)
+    return sealed
+
+
+def masked_actions(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for action in actions:
+        shown = {k: v for k, v in action.items() if k != "secret_encrypted"}
+        if action.get("secret_encrypted"):
+            shown["secret"] = MASK
+        out.append(shown)
+    return out
+
+
+def action_secret(action: dict[str, Any]) -> str:
+    token = action.get("secret_encrypted")
+    return decrypt_secret(token) if token else ""
+
+
+def validate_rule(data: dict[str, Any]) -> None:
+    try:
+        compile_rule(id=0, name=data.get("name", ""), trigger=data.get("trigger") or {},
+                     condition=data.get("condition"), actions=data.get("actions") or [],
+                     debounce=data.get("debounce"), cooldown=data.get("cooldown") or 0,
+                     fire_mode=data.get("fire_mode", "each"),
+                     auto_clear=data.get("auto_clear", True))
+    except ExpressionError as exc:
+        raise RuleInvalid(exc.detail) from exc
+
+
+def _apply(rule: Rule, data: dict[str, Any]) -> None:
+    from webapp.products.models import Product
+
+    previous = rule.actions if rule.pk else None
+    for name in RULE_FIELDS:
+        if name in data:
+            setattr(rule, name, data[name])
+    rule.actions = seal_action_secrets(list(rule.actions or []), previous)
+    validate_rule({name: getattr(rule, name) for name in RULE_FIELDS})
+    rule.trigger_type = rule.trigger["type"]
+    identifier = rule.trigger.get("product")
+    if identifier:
+        product = Product.objects.filter(identifier=identifier).first()
+        if product is None:
+            raise NotFound(_("There is no product {identifier!r}.").format(
+                identifier=identifier), code="unknown_product")
+        rule.product = product
+    else:
+        rule.product = None
+
+
+def _sync_schedule(rule: Rule) -> None:
+    """Keep the rule's Celery beat entry in step with its schedule trigger."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    if rule.trigger_type != TriggerType.SCHEDULE:
+        if rule.periodic_task_id:
+            PeriodicTask.objects.filter(pk=rule.periodic_task_id).delete()
+            rule.periodic_task = None
+            rule.save(update_fields=["periodic_task"])
+        return
+    minute, hour, day, month, weekday = rule.trigger["cron"].split()
+    tz_name = rule.trigger.get("timezone") or timezone.get_current_timezone_name()
+    try:
+        tz = zoneinfo.ZoneInfo(tz_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise RuleInvalid(_("Unknown time zone {tz!r}.").format(tz=tz_name)) from exc
+    crontab, _created = CrontabSchedule.objects.get_or_create(
+        minute=minute, hour=hour, day_of_month=day, month_of_year=month, day_of_week=weekday,
+        timezone=tz)
+    fields = {"crontab": crontab, "task": "rules.run_schedule", "args": json.dumps([rule.pk]),
+              "enabled": rule.enabled, "name": f"rule {rule.pk}: {rule.name}"[:200]}
+    if rule.periodic_task_id:
+        PeriodicTask.objects.filter(pk=rule.periodic_task_id).update(**fields)
+        PeriodicTask.objects.get(pk=rule.periodic_task_id).save()  # bumps beat's change flag
+    else:
+        rule.periodic_task = PeriodicTask.objects.create(**fields)
+        rule.save(update_fields=["periodic_task"])
+
+
+@transaction.atomic
+def create_rule(*, acting_user: Actor, data: dict[str, Any]) -> Rule:
+    rule = Rule(created_by=recorded_user(acting_user))
+    _apply(rule, data)
+    rule.save()
+    _sync_schedule(rule)
+    transaction.on_commit(engine.bump_version)
+    return rule
+
+
+@transaction.atomic
+def update_rule(*, acting_user: Actor, rule: Rule, data: dict[str, Any]) -> Rule:
+    _apply(rule, data)
+    rule.save()
+    _sync_schedule(rule)
+    transaction.on_commit(engine.bump_version)
+    return rule
+
+
+@transaction.atomic
+def set_rule_enabled(*, acting_user: Actor, rule: Rule, enabled: bool) -> Rule:
+    return update_rule(acting_user=acting_user, rule=rule, data={"enabled": enabled})
+
+
+@transaction.atomic
+def delete_rule(*, acting_user: Actor, rule: Rule) -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    if rule.periodic_task_id:
+        PeriodicTask.objects.filter(pk=rule.periodic_task_id).delete()
+    rule.delete()
+    transaction.on_commit(engine.bump_version)
+
+
+def record_trace(*, rule: Rule, kind: str, device: str, ts_ms: int, message: dict[str, Any],
+                 conditions: dict[str, Any], results: list[dict[str, Any]]) -> RuleTrace:
+    return RuleTrace.objects.create(
+        rule=rule, kind=kind, device=device[:64],
+        ts=datetime.fromtimestamp(ts_ms / 1000, tz=UTC), message=message,
+        conditions=conditions, results=results, ok=all(r.get("ok", True) for r in results))
+
+
+# --- alarms ------------------------------------------------------------------------------
+
+
+def _history(alarm: Alarm, kind: str, actor: Actor = None, **detail: Any) -> None:
+    AlarmEvent.objects.create(alarm=alarm, kind=kind, actor=recorded_user(actor),
+                              detail=detail)
+
+
+@transaction.atomic
+def raise_alarm(*, rule: Rule | None, device: str, severity: str, name: str, message: str,
+                details: dict[str, Any], at: datetime | None = None) -> tuple[Alarm, bool]:
+    """Open the alarm of (rule, device), or update the open one; returns (alarm, raised)."""
+    from webapp.devices.models import Device
+
+    at = at or timezone.now()
+    device_obj = Device.objects.select_related("product").filter(identifier=device).first()
+    existing = Alarm.objects.select_for_update().filter(
+        rule=rule, device=device_obj, status__in=OPEN_ALARM_STATUSES).first()
+    if existing is not None:
+        changed = existing.severity != severity
+        existing.severity = severity
+        existing.message = message
+        existing.details = details
+        existing.count = F("count") + 1
+        existing.last_seen = max(at, existing.last_seen)
+        existing.save(update_fields=["severity", "message", "details", "count", "last_seen",
+                                     "updated"])
+        existing.refresh_from_db(fields=["count"])
+        if changed:
+            _history(existing, AlarmEventKind.UPDATED, severity=severity)
+        return existing, False
+    try:
+        with transaction.atomic():
+            alarm = Alarm.objects.create(
+                rule=rule, name=name[:100], device=device_obj,
+                product=device_obj.product if device_obj else rule.product if rule else None,
+                severity=severity, message=message, details=details, first_seen=at,
+                last_seen=at)
+    except IntegrityError:
+        # Another worker opened it a moment ago: update that one instead.
+        return raise_alarm(rule=rule, device=device, severity=severity, name=name,
+                           message=message, details=details, at=at)
+    _history(alarm, AlarmEventKind.RAISED, severity=severity, message=message)
+    return alarm, True
+
+
+@transaction.atomic
+def acknowledge_alarm(*, acting_user: Actor, alarm: Alarm) -> Alarm:
+    alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
+    if alarm.status != AlarmStatus.ACTIVE:
+        raise DomainError(_("Only an active alarm can be acknowledged."), code="alarm_not_active")
+    alarm.status = AlarmStatus.ACKNOWLEDGED
+    alarm.acknowledged_at = timezone.now()
+    alarm.acknowledged_by = recorded_user(acting_user)
+    alarm.save(update_fields=["status", "acknowledged_at", "acknowledged_by", "updated"])
+    _history(alarm, AlarmEventKind.ACKNOWLEDGED, acting_user)
+    return alarm
+
+
+@transaction.atomic
+def clear_alarm(*, acting_user: Actor, alarm: Alarm, reason: str = "") -> Alarm:
+    alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
+    if alarm.status == AlarmStatus.CLEARED:
+        raise DomainError(_("The alarm is already cleared."), code="alarm_cleared")
+    alarm.status = AlarmStatus.CLEARED
+    alarm.cleared_at = timezone.now()
+    alarm.cleared_by = recorded_user(acting_user)
+    alarm.save(update_fields=["status", "cleared_at", "cleared_by", "updated"])
+    _history(alarm, AlarmEventKind.CLEARED, acting_user, reason=reason)
+    return alarm
+
+
+def clear_rule_alarm(*, rule: Rule | None, device: str, reason: str) -> Alarm | None:
+    """Clear the open alarm of (rule, device), if there is one (auto-clear)."""
+    alarm = Alarm.objects.filter(rule=rule, device__identifier=device,
+                                 status__in=OPEN_ALARM_STATUSES).first()
+    if alarm is None:
+        return None
+    return clear_alarm(acting_user=None, alarm=alarm, reason=reason)
+
+
+@transaction.atomic
+def assign_alarm(*, acting_user: Actor, alarm: Alarm, assignee: Any) -> Alarm:
+    alarm.assignee = assignee
+    alarm.save(update_fields=["assignee", "updated"])
+    _history(alarm, AlarmEventKind.ASSIGNED, acting_user,
+             assignee=assignee.get_username() if assignee else None)
+    return alarm
+
+
+@transaction.atomic
+def comment_alarm(*, acting_user: Actor, alarm: Alarm, text: str) -> AlarmComment:
+    if not text.strip():
+        raise DomainError(_("A comment has text."), code="empty_comment")
+    comment = AlarmComment.objects.create(alarm=alarm, author=recorded_user(acting_user),
+                                          text=text)
+    _history(alarm, AlarmEventKind.COMMENTED, acting_user, comment=comment.pk)
+    return comment
+
+
+# --- notification channels and deliveries ------------------------------------------------
+
+
+@transaction.atomic
+def save_channel(*, acting_user: Actor, channel: NotificationChannel | None,
+                 data: dict[str, Any], secret: str | None = None) -> NotificationChannel:
+    relations = {k: data.pop(k) for k in ("users", "departments") if k in data}
+    channel = channel or NotificationChannel()
+    for name, value in data.items():
+        setattr(channel, name, value)
+    if secret is not None and secret != MASK:
+        channel.secret_encrypted = encrypt_secret(secret) if secret else ""
+    channel.save()
+    for name, value in relations.items():
+        getattr(channel, name).set(value)
+    return channel
+
+
+@transaction.atomic
+def delete_channel(*, acting_user: Actor, channel: NotificationChannel) -> None:
+    channel.delete()
+
+
+def channel_secret(channel: NotificationChannel) -> str:
+    return decrypt_secret(channel.secret_encrypted) if channel.secret_encrypted else ""
+
+
+def create_notification(**fields: Any) -> Notification:
+    return Notification.objects.create(**fields)
+
+
+def record_delivery(notification: Notification, *, ok: bool, error: str = "",
+                    final: bool = False) -> None:
+    notification.attempts += 1
+    if ok:
+        notification.status = DeliveryStatus.SENT
+        notification.sent_at = timezone.now()
+        notification.last_error = ""
+    else:
+        notification.status = DeliveryStatus.FAILED if final else DeliveryStatus.RETRYING
+        notification.last_error = error[:2000]
+    notification.save(update_fields=["attempts", "status", "sent_at", "last_error"])
+
+
+@transaction.atomic
+def mark_notifications_read(*, acting_user: Actor, ids: list[int]) -> int:
+    return Notification.objects.filter(user=recorded_user(acting_user), pk__in=ids).update(
+        read=True)
+
+
+# --- sinks -------------------------------------------------------------------------------
+
+
+def sink_credentials(sink: Sink) -> dict[str, Any]:
+    if not sink.credentials_encrypted:
+        return {}
+    return dict(json.loads(decrypt_secret(sink.credentials_encrypted)))
+
+
+@transaction.atomic
+def save_sink(*, acting_user: Actor, sink: Sink | None, data: dict[str, Any],
+              credentials: dict[str, Any] | None = None) -> Sink:
+    from webapp.rules.sinks import check_sink
+
+    sink = sink or Sink()
+    for name, value in data.items():
+        setattr(sink, name, value)
+    if credentials is not None:
+        merged = sink_credentials(sink) if sink.pk else {}
+        for key, value in credentials.items():
+            if value == MASK:
+                continue
+            if value in (None, ""):
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        sink.credentials_encrypted = encrypt_secret(json.dumps(merged)) if merged else ""
+    check_sink(sink)
+    sink.save()
+    return sink
+
+
+@transaction.atomic
+def delete_sink(*, acting_user: Actor, sink: Sink) -> None:
+    sink.delete()
+
+
+def record_sink_result(sink: Sink, *, ok: bool, error: str = "", count: int = 1) -> None:
+    if ok:
+        Sink.objects.filter(pk=sink.pk).update(
+            health=SinkHealth.HEALTHY, failures=0, last_success=timezone.now(),
+            delivered=F("delivered") + count)
+    else:
+        Sink.objects.filter(pk=sink.pk).update(
+            health=SinkHealth.FAILING, failures=F("failures") + 1, last_error=error[:2000])
+
+
+def record_dead_letter(*, sink: Sink, rule_id: int | None, message: dict[str, Any],
+                       payload: str, error: str, attempts: int) -> DeadLetter:
+    return DeadLetter.objects.create(sink=sink, rule_id=rule_id, message=message,
+                                     payload=payload[:1_000_000], error=error[:2000],
+                                     attempts=attempts)
+
+
+@transaction.atomic
+def mark_redelivered(*, acting_user: Actor, letter: DeadLetter) -> DeadLetter:
+    letter.redelivered = True
+    letter.save(update_fields=["redelivered"])
+    return letter

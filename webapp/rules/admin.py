@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from webapp.core.errors import DomainError
+from webapp.rules import actions
+from webapp.rules.models import (
+    Alarm,
+    AlarmComment,
+    AlarmEvent,
+    DeadLetter,
+    Notification,
+    NotificationChannel,
+    Rule,
+    RuleTrace,
+    Sink,
+)
+
+_JSON = forms.Textarea(attrs={"rows": 8, "cols": 100, "style": "font-family:monospace"})
+
+
+class RuleForm(forms.ModelForm):
+    class Meta:
+        model = Rule
+        fields = ("name", "description", "enabled", "trigger", "condition", "actions",
+                  "debounce", "cooldown", "fire_mode", "auto_clear")
+        widgets = {"trigger": _JSON, "condition": _JSON, "actions": _JSON, "debounce": _JSON}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            actions.validate_rule(data)
+        except DomainError as exc:
+            raise forms.ValidationError(str(exc.detail)) from exc
+        return data
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    form = RuleForm
+    list_display = ("name", "enabled", "trigger_type", "product", "cooldown", "fire_mode",
+                    "updated")
+    list_filter = ("enabled", "trigger_type", "product")
+    search_fields = ("name", "description")
+    readonly_fields = ("trigger_type", "product", "created", "updated")
+    actions = ("enable", "disable")
+
+    def save_model(self, request, obj, form, change):
+        data = {k: form.cleaned_data[k] for k in form.Meta.fields if k in form.cleaned_data}
+        if change:
+            saved = actions.update_rule(acting_user=request.user,
+                                        rule=Rule.objects.get(pk=obj.pk), data=data)
+        else:
+            saved = actions.create_rule(acting_user=request.user, data=data)
+        obj.pk = saved.pk
+        obj._state = saved._state
+
+    def delete_model(self, request, obj):
+        actions.delete_rule(acting_user=request.user, rule=obj)
+
+    @admin.action(description=_("Enable the selected rules"))
+    def enable(self, request, queryset):
+        for rule in queryset:
+            actions.set_rule_enabled(acting_user=request.user, rule=rule, enabled=True)
+
+    @admin.action(description=_("Disable the selected rules"))
+    def disable(self, request, queryset):
+        for rule in queryset:
+            actions.set_rule_enabled(acting_user=request.user, rule=rule, enabled=False)
+
+
+@admin.register(RuleTrace)
+class RuleTraceAdmin(admin.ModelAdmin):
+    list_display = ("created", "rule", "kind", "device", "ts", "ok")
+    list_filter = ("kind", "ok", "rule")
+    search_fields = ("device",)
+    readonly_fields = ("rule", "kind", "device", "ts", "ok", "created", "pretty_message",
+                       "pretty_conditions", "pretty_results")
+    exclude = ("message", "conditions", "results")
+    list_select_related = ("rule",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def _pre(self, value: Any) -> Any:
+        return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False,
+                                                      default=str))
+
+    @admin.display(description=_("message"))
+    def pretty_message(self, obj: RuleTrace) -> Any:
+        return self._pre(obj.message)
+
+    @admin.display(description=_("conditions (why)"))
+    def pretty_conditions(self, obj: RuleTrace) -> Any:
+        return self._pre(obj.conditions)
+
+    @admin.display(description=_("action results"))
+    def pretty_results(self, obj: RuleTrace) -> Any:
+        return self._pre(obj.results)
+
+
+class CommentInline(admin.TabularInline):
+    model = AlarmComment
+    extra = 0
+    fields = ("created", "author", "text")
+    readonly_fields = ("created", "author", "text")
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class HistoryInline(admin.TabularInline):
+    model = AlarmEvent
+    extra = 0
+    fields = ("created", "kind", "actor", "detail")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class AlarmForm(forms.ModelForm):
+    new_comment = forms.CharField(label=_("Add a comment"), required=False,
+                                  widget=forms.Textarea(attrs={"rows": 3}))
+
+    class Meta:
+        model = Alarm
+        fields = ("assignee",)
+
+
+@admin.register(Alarm)
+class AlarmAdmin(admin.ModelAdmin):
+    form = AlarmForm
+    list_display = ("name", "device", "product", "severity", "status", "count", "last_seen",
+                    "assignee")
+    list_filter = ("status", "severity", "product", "rule")
+    search_fields = ("name", "message", "device__identifier")
+    readonly_fields = ("rule", "name", "device", "product", "severity", "status", "message",
+                       "details", "count", "first_seen", "last_seen", "acknowledged_at",
+                       "acknowledged_by", "cleared_at", "cleared_by")
+    list_select_related = ("device", "product", "assignee")
+    inlines = (CommentInline, HistoryInline)
+    actions = ("acknowledge", "clear")
+
+    def has_add_permission(self, request):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        current = Alarm.objects.get(pk=obj.pk)
+        if "assignee" in form.changed_data:
+            actions.assign_alarm(acting_user=request.user, alarm=current,
+                                 assignee=form.cleaned_data["assignee"])
+        if form.cleaned_data.get("new_comment"):
+            actions.comment_alarm(acting_user=request.user, alarm=current,
+                                  text=form.cleaned_data["new_comment"])
+
+    def save_related(self, request, form, formsets, change):
+        """Inlines are read-only: nothing to save."""
+
+    @admin.action(description=_("Acknowledge the selected alarms"))
+    def acknowledge(self, request, queryset):
+        for alarm in queryset:
+            try:
+                actions.acknowledge_alarm(acting_user=request.user, alarm=alarm)
+            except DomainError as exc:
+                messages.warning(request, f"{alarm}: {exc.detail}")
+
+    @admin.action(description=_("Clear the selected alarms"))
+    def clear(self, request, queryset):
+        for alarm in queryset:
+            try:
+                actions.clear_alarm(acting_user=request.user, alarm=alarm, reason="admin")
+            except DomainError as exc:
+                messages.warning(request, f"{alarm}: {exc.detail}")
+
+
+class ChannelForm(forms.ModelForm):
+    secret = forms.CharField(label=_("Signing secret"), required=False,
+                             widget=forms.PasswordInput(render_value=False), help_text=_(
+                                 "Stored encrypted. Leave empty to keep the current one."))
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("name", "channel_type", "enabled", "config", "title_template",
+                  "body_template", "users", "roles", "departments", "emails", "max_retries")
+        widgets = {"config": _JSON}
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = ("name", "channel_type", "enabled", "max_retries")
+    list_filter = ("channel_type", "enabled")
+    filter_horizontal = ("users", "departments")
+
+    def save_model(self, request, obj, form, change):
+        data = {k: v for k, v in form.cleaned_data.items() if k != "secret"}
+        saved = actions.save_channel(acting_user=request.user,
+                                     channel=NotificationChannel.objects.get(pk=obj.pk)
+                                     if change else None, data=data,
+                                     secret=form.cleaned_data.get("secret") or None)
+        obj.pk = saved.pk
+        obj._state = saved._state
+
+    def save_related(self, request, form, formsets, change):
+        """The relations were saved by the action."""
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ("created", "channel_type", "channel", "title", "status", "attempts",
+                    "user")
+    list_filter = ("channel_type", "status")
+    search_fields = ("title", "body")
+    readonly_fields = [f.name for f in Notification._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class SinkForm(forms.ModelForm):
+    credentials = forms.JSONField(label=_("Credentials"), required=False, widget=_JSON,
+                                  help_text=_('{"password": "…"}; stored encrypted. Leave empty '
+                                              "to keep the current ones."))
+
+    class Meta:
+        model = Sink
+        fields = ("name", "sink_type", "enabled", "config", "filter", "payload_template",
+                  "max_retries", "backoff")
+        widgets = {"config": _JSON}
+
+
+@admin.register(Sink)
+class SinkAdmin(admin.ModelAdmin):
+    form = SinkForm
+    list_display = ("name", "sink_type", "enabled", "health", "failures", "delivered",
+                    "last_success")
+    list_filter = ("sink_type", "enabled", "health")
+    readonly_fields = ("health", "last_error", "last_success", "failures", "delivered")
+
+    def save_model(self, request, obj, form, change):
+        data = {k: v for k, v in form.cleaned_data.items() if k != "credentials"}
+        try:
+            saved = actions.save_sink(acting_user=request.user,
+                                      sink=Sink.objects.get(pk=obj.pk) if change else None,
+                                      data=data,
+                                      credentials=form.cleaned_data.get("credentials") or None)
+        except DomainError as exc:
+            messages.error(request, str(exc.detail))
+            return
+        obj.pk = saved.pk
+        obj._state = saved._state
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("created", "sink", "rule", "attempts", "redelivered", "error")
+    list_filter = ("sink", "redelivered")
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

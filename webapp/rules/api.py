@@ -1,0 +1,409 @@
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.db.models import Count, Q
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from webapp.core.permissions import ModelPermissions
+from webapp.core.redis import get_redis, keys
+from webapp.rules import actions, engine
+from webapp.rules.choices import OPEN_ALARM_STATUSES
+from webapp.rules.compiler import compile_rule
+from webapp.rules.conditions import Message
+from webapp.rules.executors import message_json, template_env
+from webapp.rules.expressions import ExpressionError, render_structure
+from webapp.rules.filtersets import (
+    AlarmFilterSet,
+    DeadLetterFilterSet,
+    NotificationChannelFilterSet,
+    NotificationFilterSet,
+    RuleFilterSet,
+    RuleTraceFilterSet,
+    SinkFilterSet,
+)
+from webapp.rules.models import (
+    Alarm,
+    DeadLetter,
+    Notification,
+    NotificationChannel,
+    Rule,
+    RuleTrace,
+    Sink,
+)
+from webapp.rules.serializers import (
+    AlarmAssignSerializer,
+    AlarmClearSerializer,
+    AlarmCommentSerializer,
+    AlarmEventSerializer,
+    AlarmSerializer,
+    DeadLetterSerializer,
+    NotificationChannelSerializer,
+    NotificationSerializer,
+    RuleSerializer,
+    RuleTestSerializer,
+    RuleTraceSerializer,
+    SinkSerializer,
+    SinkTestSerializer,
+)
+
+
+class ChangePermission(ModelPermissions):
+    """For POST actions that change an existing object (acknowledge, clear, test, …)."""
+
+    perms_map = {**ModelPermissions.perms_map,
+                 "POST": ["%(app_label)s.change_%(model_name)s"]}
+
+
+def _latest_of(device: str) -> dict[str, dict[str, Any]]:
+    raw = get_redis().hgetall(keys().latest(device)) if device else {}
+    return {svc.decode(): {p: e.get("value") for p, e in json.loads(v).items()}
+            for svc, v in raw.items()}
+
+
+def explain_rule(rule: Rule, data: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a rule on a sample message: which conditions held, and why."""
+    try:
+        compiled = compile_rule(id=rule.pk or 0, name=rule.name, trigger=rule.trigger,
+                                condition=rule.condition, actions=rule.actions,
+                                debounce=rule.debounce, cooldown=rule.cooldown,
+                                fire_mode=rule.fire_mode, auto_clear=rule.auto_clear)
+    except ExpressionError as exc:
+        raise actions.RuleInvalid(exc.detail) from exc
+    device = data.get("device") or ""
+    latest = data["latest"] if data.get("latest") is not None else _latest_of(device)
+    msg = Message(kind=compiled.trigger_type, device=device, product=compiled.product,
+                  service=data.get("service") or compiled.service,
+                  ts=data.get("ts") or int(time.time() * 1000), values=data.get("values") or {},
+                  event=data.get("event") or "", command=data.get("command") or "",
+                  status=data.get("status") or "", err=data.get("err"), latest=latest,
+                  prev=data.get("previous") or {})
+    conditions = compiled.condition.explain(msg)
+    trigger_notes = []
+    if compiled.property and compiled.property not in msg.values and \
+            compiled.trigger_type == "property":
+        trigger_notes.append(f"the message does not carry {compiled.property}: the rule is "
+                             "only evaluated on messages that do")
+    if compiled.service and msg.service and compiled.service != msg.service:
+        trigger_notes.append(f"the rule watches service {compiled.service}, not {msg.service}")
+    if device and not compiled.watches(device):
+        trigger_notes.append(f"the rule does not watch device {device}")
+    env = template_env(rule, msg)
+    preview = []
+    for act in actions.masked_actions(rule.actions or []):
+        shown = {k: v for k, v in act.items() if k != "secret"}
+        preview.append(render_structure(shown, env))
+    out: dict[str, Any] = {
+        "matched": bool(conditions["held"]) and not trigger_notes,
+        "conditions": conditions, "trigger": trigger_notes, "message": message_json(msg),
+        "latest": latest, "actions": preview,
+        "debounce": rule.debounce or None, "cooldown": rule.cooldown,
+        "note": "debounce and cool-down apply on the ingest path and are not simulated here; "
+                "'state' shows this device's current state for the rule",
+    }
+    if rule.pk and device:
+        raw = get_redis().hget(engine.rule_keys().state(device), str(rule.pk))
+        out["state"] = json.loads(raw) if raw else {}
+    return out
+
+
+class RuleViewSet(viewsets.ModelViewSet):
+    """Rules: trigger, condition tree, actions; test against a sample message; traces."""
+
+    serializer_class = RuleSerializer
+    filterset_class = RuleFilterSet
+
+    def get_queryset(self):
+        return Rule.objects.select_related("product").order_by("name", "id")
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.instance = actions.create_rule(acting_user=self.request.user,
+                                                  data=dict(serializer.validated_data))
+
+    def perform_update(self, serializer: Any) -> None:
+        serializer.instance = actions.update_rule(acting_user=self.request.user,
+                                                  rule=serializer.instance,
+                                                  data=dict(serializer.validated_data))
+
+    def perform_destroy(self, instance: Rule) -> None:
+        actions.delete_rule(acting_user=self.request.user, rule=instance)
+
+    @extend_schema(request=RuleTestSerializer, responses={200: dict})
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        """Evaluate the rule on a sample message; says which conditions held and why.
+        Runs no action."""
+        params = RuleTestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        return Response(explain_rule(self.get_object(), dict(params.validated_data)))
+
+    @extend_schema(request=RuleTestSerializer, responses={200: dict})
+    @action(detail=False, methods=["post"], url_path="test")
+    def test_draft(self, request: Request) -> Response:
+        """Evaluate an unsaved rule (`rule`: the rule's fields) on a sample message."""
+        body: dict[str, Any] = request.data if isinstance(request.data, dict) else {}
+        draft = RuleSerializer(data=body.get("rule") or {})
+        draft.is_valid(raise_exception=True)
+        rule = Rule(**dict(draft.validated_data))
+        params = RuleTestSerializer(data={k: v for k, v in body.items() if k != "rule"})
+        params.is_valid(raise_exception=True)
+        return Response(explain_rule(rule, dict(params.validated_data)))
+
+    @extend_schema(responses=RuleTraceSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def traces(self, request: Request, pk: str | None = None) -> Response:
+        """Every firing of the rule, newest first, with its inputs and action results."""
+        queryset = RuleTraceFilterSet(request.query_params,
+                                      RuleTrace.objects.filter(rule=self.get_object())).qs
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(RuleTraceSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def stats(self, request: Request, pk: str | None = None) -> Response:
+        """Counters from the ingest path: evaluated, held, fired, suppressed (debounce or
+        cool-down), cleared, replayed."""
+        rule = self.get_object()
+        raw = get_redis().hgetall(engine.rule_keys().stats(rule.pk))
+        counters = {k.decode(): int(v) for k, v in raw.items()}
+        for name in ("evaluated", "held", "fired", "suppressed", "cleared", "replayed"):
+            counters.setdefault(name, 0)
+        return Response(counters)
+
+
+class RuleTraceViewSet(viewsets.ReadOnlyModelViewSet):
+    """The per-rule trace of firings (also under /rules/{id}/traces/)."""
+
+    serializer_class = RuleTraceSerializer
+    filterset_class = RuleTraceFilterSet
+
+    def get_queryset(self):
+        return RuleTrace.objects.select_related("rule")
+
+
+class AlarmViewSet(viewsets.ReadOnlyModelViewSet):
+    """Alarms: filter by device, product, status (`open` = active or acknowledged),
+    severity; acknowledge, clear, assign, comment; history; counts."""
+
+    serializer_class = AlarmSerializer
+    filterset_class = AlarmFilterSet
+
+    def get_queryset(self):
+        return Alarm.objects.select_related("device", "product", "rule", "assignee",
+                                            "acknowledged_by", "cleared_by")
+
+    @extend_schema(request=None, responses=AlarmSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def acknowledge(self, request: Request, pk: str | None = None) -> Response:
+        alarm = actions.acknowledge_alarm(acting_user=request.user, alarm=self.get_object())
+        return Response(AlarmSerializer(alarm).data)
+
+    @extend_schema(request=AlarmClearSerializer, responses=AlarmSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def clear(self, request: Request, pk: str | None = None) -> Response:
+        params = AlarmClearSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        alarm = actions.clear_alarm(acting_user=request.user, alarm=self.get_object(),
+                                    reason=params.validated_data["reason"])
+        return Response(AlarmSerializer(alarm).data)
+
+    @extend_schema(request=AlarmAssignSerializer, responses=AlarmSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def assign(self, request: Request, pk: str | None = None) -> Response:
+        params = AlarmAssignSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        alarm = actions.assign_alarm(acting_user=request.user, alarm=self.get_object(),
+                                     assignee=params.validated_data["assignee"])
+        return Response(AlarmSerializer(alarm).data)
+
+    @extend_schema(request=AlarmCommentSerializer, responses=AlarmCommentSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], permission_classes=[ChangePermission])
+    def comments(self, request: Request, pk: str | None = None) -> Response:
+        alarm = self.get_object()
+        if request.method == "POST":
+            params = AlarmCommentSerializer(data=request.data)
+            params.is_valid(raise_exception=True)
+            comment = actions.comment_alarm(acting_user=request.user, alarm=alarm,
+                                            text=params.validated_data["text"])
+            return Response(AlarmCommentSerializer(comment).data,
+                            status=status.HTTP_201_CREATED)
+        return Response(AlarmCommentSerializer(alarm.comments.select_related("author"),
+                                               many=True).data)
+
+    @extend_schema(responses=AlarmEventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        alarm = self.get_object()
+        return Response(AlarmEventSerializer(alarm.history.select_related("actor"),
+                                             many=True).data)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=False, methods=["get"])
+    def counts(self, request: Request) -> Response:
+        """Counts of the filtered alarms by status and severity, per device and product."""
+        queryset = self.filter_queryset(self.get_queryset()).order_by()
+        open_q = Q(status__in=OPEN_ALARM_STATUSES)
+
+        def grouped(field: str) -> list[dict[str, Any]]:
+            rows = queryset.exclude(**{f"{field}__isnull": True}).values(
+                f"{field}__identifier").annotate(total=Count("id"), open=Count("id", filter=open_q))
+            return [{field: r[f"{field}__identifier"], "total": r["total"], "open": r["open"]}
+                    for r in rows.order_by(f"{field}__identifier")[:1000]]
+
+        return Response({
+            "total": queryset.count(),
+            "by_status": {r["status"]: r["n"] for r in
+                          queryset.values("status").annotate(n=Count("id"))},
+            "by_severity": {r["severity"]: r["n"] for r in
+                            queryset.filter(open_q).values("severity").annotate(n=Count("id"))},
+            "by_device": grouped("device"),
+            "by_product": grouped("product"),
+        })
+
+
+class NotificationChannelViewSet(viewsets.ModelViewSet):
+    """Notification channels: email, signed webhook, DingTalk/WeCom/Feishu robots, in-site."""
+
+    serializer_class = NotificationChannelSerializer
+    filterset_class = NotificationChannelFilterSet
+    queryset = NotificationChannel.objects.prefetch_related("users", "departments")
+
+    def perform_create(self, serializer: Any) -> None:
+        data = dict(serializer.validated_data)
+        secret = data.pop("secret", None)
+        serializer.instance = actions.save_channel(acting_user=self.request.user, channel=None,
+                                                   data=data, secret=secret)
+
+    def perform_update(self, serializer: Any) -> None:
+        data = dict(serializer.validated_data)
+        secret = data.pop("secret", None)
+        serializer.instance = actions.save_channel(acting_user=self.request.user,
+                                                   channel=serializer.instance, data=data,
+                                                   secret=secret)
+
+    def perform_destroy(self, instance: NotificationChannel) -> None:
+        actions.delete_channel(acting_user=self.request.user, channel=instance)
+
+    @extend_schema(request=None, responses=NotificationSerializer(many=True))
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        """Send a test notification through the channel now."""
+        from webapp.rules.executors import send_channel
+
+        channel = self.get_object()
+        ids = send_channel(channel, "ThingLinks test notification",
+                           "If you can read this, the channel works.", rule=None,
+                           alarm_id=None, data={"test": True})
+        return Response(NotificationSerializer(Notification.objects.filter(pk__in=ids),
+                                               many=True).data)
+
+
+class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
+    """Deliveries of notifications; `?mine=true` lists the caller's in-site messages."""
+
+    serializer_class = NotificationSerializer
+    filterset_class = NotificationFilterSet
+
+    def get_queryset(self):
+        return Notification.objects.select_related("user")
+
+    @extend_schema(request={"application/json": {"type": "object", "properties": {
+        "ids": {"type": "array", "items": {"type": "integer"}}}}}, responses={200: dict})
+    @action(detail=False, methods=["post"], url_path="mark-read",
+            permission_classes=[ChangePermission])
+    def mark_read(self, request: Request) -> Response:
+        body: dict[str, Any] = request.data if isinstance(request.data, dict) else {}
+        ids = [int(i) for i in body.get("ids", []) if str(i).isdigit()]
+        return Response({"updated": actions.mark_notifications_read(
+            acting_user=request.user, ids=ids)})
+
+
+class SinkViewSet(viewsets.ModelViewSet):
+    """Forwarding sinks with filter, payload template, retries, dead letters and health."""
+
+    serializer_class = SinkSerializer
+    filterset_class = SinkFilterSet
+    queryset = Sink.objects.all()
+
+    def perform_create(self, serializer: Any) -> None:
+        data = dict(serializer.validated_data)
+        credentials = data.pop("credentials", None)
+        serializer.instance = actions.save_sink(acting_user=self.request.user, sink=None,
+                                                data=data, credentials=credentials)
+
+    def perform_update(self, serializer: Any) -> None:
+        data = dict(serializer.validated_data)
+        credentials = data.pop("credentials", None)
+        serializer.instance = actions.save_sink(acting_user=self.request.user,
+                                                sink=serializer.instance, data=data,
+                                                credentials=credentials)
+
+    def perform_destroy(self, instance: Sink) -> None:
+        actions.delete_sink(acting_user=self.request.user, sink=instance)
+
+    @extend_schema(request=SinkTestSerializer, responses={200: dict})
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        """Deliver a sample message now (one attempt, no retry, no dead letter)."""
+        from webapp.rules import sinks
+
+        sink = self.get_object()
+        params = SinkTestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        message = params.validated_data["message"] or {
+            "kind": "property", "device": "test-device", "product": "test", "service": "env",
+            "ts": int(time.time() * 1000), "values": {"temperature": 25.0}}
+        env = {**(message.get("values") or {}), **message, "params": message.get("values"),
+               "value": None, "rule": "test"}
+        try:
+            body = sinks.deliver(sink, message, env)
+        except sinks.SinkError as exc:
+            actions.record_sink_result(sink, ok=False, error=str(exc))
+            return Response({"ok": False, "error": str(exc)})
+        if body is None:
+            return Response({"ok": True, "filtered": True})
+        actions.record_sink_result(sink, ok=True)
+        return Response({"ok": True, "payload": body.decode(errors="replace")})
+
+
+class DeadLetterViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Messages a sink could not deliver after its retries; redeliver or delete them."""
+
+    serializer_class = DeadLetterSerializer
+    filterset_class = DeadLetterFilterSet
+    queryset = DeadLetter.objects.all()
+
+    @extend_schema(request=None, responses={200: dict})
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def redeliver(self, request: Request, pk: str | None = None) -> Response:
+        from webapp.rules import sinks
+
+        letter = self.get_object()
+        env = {**(letter.message.get("values") or {}), **letter.message,
+               "params": letter.message.get("values")}
+        try:
+            sinks.deliver(letter.sink, letter.message, env)
+        except sinks.SinkError as exc:
+            actions.record_sink_result(letter.sink, ok=False, error=str(exc))
+            return Response({"ok": False, "error": str(exc)})
+        actions.record_sink_result(letter.sink, ok=True)
+        actions.mark_redelivered(acting_user=request.user, letter=letter)
+        return Response({"ok": True})
+
+
+# (prefix, viewset, basename) for the API router (webapp/core/api.py).
+ROUTES = [
+    ("rules", RuleViewSet, "rule"),
+    ("rule-traces", RuleTraceViewSet, "rule-trace"),
+    ("alarms", AlarmViewSet, "alarm"),
+    ("notification-channels", NotificationChannelViewSet, "notification-channel"),
+    ("notifications", NotificationViewSet, "notification"),
+    ("sinks", SinkViewSet, "sink"),
+    ("dead-letters", DeadLetterViewSet, "dead-letter"),
+]

@@ -1,0 +1,200 @@
+"""Validating a rule's JSON (trigger, condition, actions, debounce) and compiling it into the
+form the ingest path evaluates. Used by the serializers (to refuse a bad rule with a clear
+message), by the in-memory index and by the test endpoint, so all three agree."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+
+from webapp.rules import expressions
+from webapp.rules.choices import ActionType, FireMode, Severity, TriggerType
+from webapp.rules.conditions import Condition, compile_condition
+from webapp.rules.expressions import ExpressionError
+
+_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]{1,64}$")
+MAX_ACTIONS = 20
+MAX_DEVICES = 10_000
+
+
+@dataclass(slots=True)
+class CompiledRule:
+    id: int
+    name: str
+    trigger_type: str
+    product: str
+    service: str
+    property: str
+    event: str
+    command: str
+    status: str
+    devices: frozenset[str] | None
+    condition: Condition
+    actions: list[dict[str, Any]]
+    has_alarm: bool
+    debounce_count: int = 0
+    debounce_window: int = 0
+    debounce_duration_ms: int = 0
+    cooldown_ms: int = 0
+    fire_mode: str = FireMode.EACH
+    auto_clear: bool = True
+    latest_services: frozenset[str] = field(default_factory=frozenset)
+    # Whether deciding needs per-device state (debounce, cool-down, alarms, previous values).
+    needs_state: bool = False
+
+    def watches(self, device: str) -> bool:
+        return self.devices is None or device in self.devices
+
+
+def _str(spec: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None,
+         required: bool = False) -> str:
+    value = spec.get(key) or ""
+    if not isinstance(value, str):
+        raise ExpressionError(_("'{key}' is a string.").format(key=key))
+    if required and not value:
+        raise ExpressionError(_("'{key}' is required.").format(key=key))
+    if value and pattern is not None and not pattern.match(value):
+        raise ExpressionError(_("'{key}' is not a valid code: {value!r}.").format(
+            key=key, value=value))
+    return value
+
+
+def group_members(name: str) -> list[str]:
+    """The device identifiers of a device group (resolved when the index is compiled)."""
+    from webapp.devices.models import DeviceGroup
+
+    group = DeviceGroup.objects.filter(name=name).first()
+    if group is None:
+        raise ExpressionError(_("There is no device group {name!r}.").format(name=name))
+    return list(group.devices.values_list("identifier", flat=True))
+
+
+def check_trigger(trigger: Any) -> dict[str, Any]:
+    if not isinstance(trigger, dict):
+        raise ExpressionError(_("The trigger is an object."))
+    kind = trigger.get("type")
+    if kind not in TriggerType.values:
+        raise ExpressionError(_("The trigger type is one of {types}.").format(
+            types=", ".join(TriggerType.values)))
+    _str(trigger, "product", _IDENTIFIER, required=kind != TriggerType.SCHEDULE)
+    _str(trigger, "service", _CODE)
+    _str(trigger, "property", None)
+    _str(trigger, "event", _CODE)
+    _str(trigger, "command", _CODE)
+    devices = trigger.get("devices")
+    if devices is not None and (not isinstance(devices, list) or len(devices) > MAX_DEVICES
+                                or not all(isinstance(d, str) and _IDENTIFIER.match(d)
+                                           for d in devices)):
+        raise ExpressionError(_("'devices' is a list of device identifiers."))
+    if trigger.get("group"):
+        group_members(str(trigger["group"]))
+    if kind == TriggerType.STATUS and trigger.get("status") not in (None, "", "online",
+                                                                    "offline"):
+        raise ExpressionError(_("A status trigger watches 'online', 'offline' or both."))
+    if kind == TriggerType.SCHEDULE:
+        cron = trigger.get("cron")
+        fields = cron.split() if isinstance(cron, str) else []
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ExpressionError(_(
+                "A schedule has a 'cron' of five fields: minute hour day month weekday."))
+    return trigger
+
+
+def check_actions(actions: Any) -> list[dict[str, Any]]:
+    if not isinstance(actions, list) or len(actions) > MAX_ACTIONS:
+        raise ExpressionError(_("'actions' is a list of at most {n} actions.").format(
+            n=MAX_ACTIONS))
+    for action in actions:
+        if not isinstance(action, dict) or action.get("type") not in ActionType.values:
+            raise ExpressionError(_("Each action has a 'type', one of {types}.").format(
+                types=", ".join(ActionType.values)))
+        kind = action["type"]
+        if kind == ActionType.ALARM and action.get("severity", "major") not in Severity.values:
+            raise ExpressionError(_("An alarm's severity is one of {values}.").format(
+                values=", ".join(Severity.values)))
+        if kind == ActionType.WEBHOOK:
+            url = action.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ExpressionError(_("A webhook action has an http(s) 'url'."))
+        if kind == ActionType.COMMAND:
+            _str(action, "service", _CODE, required=True)
+            _str(action, "command", _CODE, required=True)
+            if not isinstance(action.get("params", {}), dict):
+                raise ExpressionError(_("A command's 'params' is an object."))
+        if kind == ActionType.SHADOW:
+            _str(action, "service", _CODE, required=True)
+            if not isinstance(action.get("values"), dict) or not action["values"]:
+                raise ExpressionError(_("A shadow action has 'values': {property: value}."))
+        if kind in (ActionType.NOTIFY, ActionType.FORWARD):
+            key = "channel" if kind == ActionType.NOTIFY else "sink"
+            if not isinstance(action.get(key), int | str) or action.get(key) in ("", None):
+                raise ExpressionError(_("A {type} action names its '{key}' (id or name).").format(
+                    type=kind, key=key))
+        if kind == ActionType.PUBLISH:
+            topic = action.get("topic")
+            if not isinstance(topic, str) or not topic or "#" in topic or "+" in topic:
+                raise ExpressionError(_("A publish action has a 'topic' without wildcards."))
+            if action.get("qos", 0) not in (0, 1, 2):
+                raise ExpressionError(_("'qos' is 0, 1 or 2."))
+        expressions.check_structure({k: v for k, v in action.items()
+                                     if k not in ("type", "secret", "secret_encrypted")})
+    return actions
+
+
+def check_debounce(debounce: Any) -> dict[str, int]:
+    if debounce in (None, {}):
+        return {}
+    if not isinstance(debounce, dict):
+        raise ExpressionError(_("'debounce' is an object."))
+    count, window, duration = (debounce.get(k, 0) for k in ("count", "window", "duration"))
+    if not all(isinstance(v, int) and v >= 0 for v in (count, window, duration)):
+        raise ExpressionError(_("Debounce values are non-negative integers."))
+    if (count or window) and not (1 <= count <= window <= 100):
+        raise ExpressionError(_("Debounce 'count' of the last 'window' messages needs "
+                                "1 <= count <= window <= 100."))
+    return {"count": count, "window": window, "duration": duration}
+
+
+def compile_rule(*, id: int, name: str, trigger: dict[str, Any], condition: Any,
+                 actions: list[dict[str, Any]], debounce: Any = None, cooldown: int = 0,
+                 fire_mode: str = FireMode.EACH, auto_clear: bool = True,
+                 resolve_groups: bool = True) -> CompiledRule:
+    check_trigger(trigger)
+    check_actions(actions)
+    bounce = check_debounce(debounce)
+    service = trigger.get("service") or ""
+    devices: set[str] | None = set(trigger["devices"]) if trigger.get("devices") else None
+    if trigger.get("group") and resolve_groups:
+        devices = (devices or set()) | set(group_members(str(trigger["group"])))
+    compiled_condition = compile_condition(condition, service=service,
+                                           prop=trigger.get("property") or "")
+    compiled = CompiledRule(
+        id=id, name=name, trigger_type=trigger["type"], product=trigger.get("product") or "",
+        service=service, property=trigger.get("property") or "",
+        event=trigger.get("event") or "", command=trigger.get("command") or "",
+        status=trigger.get("status") or "",
+        devices=frozenset(devices) if devices is not None else None,
+        condition=compiled_condition, actions=actions,
+        has_alarm=any(a.get("type") == ActionType.ALARM for a in actions),
+        debounce_count=bounce.get("count", 0), debounce_window=bounce.get("window", 0),
+        debounce_duration_ms=bounce.get("duration", 0) * 1000, cooldown_ms=cooldown * 1000,
+        fire_mode=fire_mode, auto_clear=auto_clear,
+        latest_services=compiled_condition.latest_services - {service},
+    )
+    compiled.needs_state = bool(
+        compiled.has_alarm or compiled.debounce_window or compiled.debounce_duration_ms
+        or compiled.cooldown_ms or fire_mode == FireMode.CHANGE
+        or compiled_condition.stateful_keys)
+    return compiled
+
+
+def compile_model(rule: Any) -> CompiledRule:
+    return compile_rule(id=rule.pk or 0, name=rule.name, trigger=rule.trigger,
+                        condition=rule.condition, actions=rule.actions, debounce=rule.debounce,
+                        cooldown=rule.cooldown, fire_mode=rule.fire_mode,
+                        auto_clear=rule.auto_clear)

@@ -1,0 +1,77 @@
+"""What rule actions send towards devices and the platform's own broker.
+
+- Commands go through the devices app (`webapp.devices.actions.send_command`, source `rule`):
+  validated against the thing model, recorded, sent now or when the device comes online.
+- Publishing to a topic of our own broker: an entry without `dev` on the downlink stream of
+  every live edge node (`tl:down:{node}`, docs/bus.md); each node publishes it to its local
+  subscribers as the broker would, so every subscriber on any node gets it once.
+- Desired shadow values: the devices app has no action for the desired state yet, so
+  `set_desired` updates `DeviceShadow.desired` (and its version) itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.db import transaction
+
+from webapp.core.redis import get_redis, keys
+
+NODE_STALE_MS = 30_000
+DOWNLINK_MAXLEN = 100_000
+
+
+def live_nodes() -> list[str]:
+    now = int(time.time() * 1000)
+    nodes = []
+    for node, raw in get_redis().hgetall(keys().nodes).items():
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            continue
+        if now - int(beat.get("ts", 0)) < NODE_STALE_MS:
+            nodes.append(node.decode())
+    return sorted(nodes)
+
+
+def publish_topic(topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> int:
+    """Publish on our broker through every live edge node; returns the number of nodes."""
+    if not topic or "#" in topic or "+" in topic:
+        raise ValueError("a topic to publish on has no wildcard")
+    nodes = live_nodes()
+    k = keys()
+    pipe = get_redis().pipeline(transaction=False)
+    fields = {"topic": topic, "payload": payload, "qos": str(qos)}
+    if retain:
+        fields["retain"] = "1"
+    for node in nodes:
+        pipe.xadd(k.downlink(node), fields, maxlen=DOWNLINK_MAXLEN, approximate=True)
+    pipe.execute()
+    return len(nodes)
+
+
+def send_command(device: str, service: str, command: str, params: dict[str, Any]) -> Any:
+    from webapp.devices.actions import send_command as devices_send_command
+    from webapp.devices.choices import CommandSource
+
+    return devices_send_command(acting_user=None, device=device, service=service,
+                                command=command, params=params, source=CommandSource.RULE)
+
+
+@transaction.atomic
+def set_desired(device: str, service: str, values: dict[str, Any]) -> int:
+    """Merge values into the device's desired shadow; returns the new version."""
+    from webapp.core.errors import NotFound
+    from webapp.devices.models import DeviceShadow
+
+    shadow = DeviceShadow.objects.select_for_update().filter(device__identifier=device).first()
+    if shadow is None:
+        raise NotFound(f"device {device!r} has no shadow", code="unknown_device")
+    desired = dict(shadow.desired or {})
+    desired[service] = {**desired.get(service, {}), **values}
+    shadow.desired = desired
+    shadow.version += 1
+    shadow.save(update_fields=["desired", "version", "updated"])
+    return shadow.version

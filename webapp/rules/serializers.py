@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from webapp.rules import actions
+from webapp.rules.choices import FireMode
+from webapp.rules.models import (
+    Alarm,
+    AlarmComment,
+    AlarmEvent,
+    DeadLetter,
+    Notification,
+    NotificationChannel,
+    Rule,
+    RuleTrace,
+    Sink,
+)
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    product: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="identifier", read_only=True)
+    trigger = serializers.JSONField(help_text=_(
+        '{"type": "property", "product": "thermo", "service": "env", "property": '
+        '"temperature"}; also event, cmdrsp, status, schedule (with "cron"); optional '
+        '"devices": [...] or "group".'))
+    condition = serializers.JSONField(required=False, help_text=_(
+        '{"op": ">", "value": 30}, or {"all": [...]} / {"any": [...]} / {"not": ...} / '
+        '{"expr": "..."}'))
+    actions = serializers.JSONField(required=False)
+    debounce = serializers.JSONField(required=False, help_text=_(
+        '{"count": N, "window": M} (N of the last M messages) or {"duration": seconds}'))
+    fire_mode = serializers.ChoiceField(choices=FireMode.choices, required=False)
+
+    class Meta:
+        model = Rule
+        fields = ("id", "name", "description", "enabled", "trigger_type", "product", "trigger",
+                  "condition", "actions", "debounce", "cooldown", "fire_mode", "auto_clear",
+                  "created", "updated")
+        read_only_fields = ("id", "trigger_type", "product", "created", "updated")
+
+    def to_representation(self, instance: Rule) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["actions"] = actions.masked_actions(instance.actions or [])
+        return data
+
+
+class RuleTestSerializer(serializers.Serializer):
+    device = serializers.CharField(required=False, allow_blank=True, default="")
+    service = serializers.CharField(required=False, allow_blank=True, default="")
+    values = serializers.DictField(required=False, default=dict, help_text=_(
+        "The message: property values (or the event's / response's params)."))
+    event = serializers.CharField(required=False, allow_blank=True, default="")
+    command = serializers.CharField(required=False, allow_blank=True, default="")
+    status = serializers.CharField(required=False, allow_blank=True, default="")
+    err = serializers.JSONField(required=False, default=None)
+    latest = serializers.DictField(required=False, help_text=_(
+        "Latest values {service: {property: value}}; read from the device when omitted."))
+    previous = serializers.DictField(required=False, default=dict, help_text=_(
+        'Previous values for changed/increased_by/decreased_by: {"env.temperature": 20}.'))
+    ts = serializers.IntegerField(required=False)
+
+
+class RuleTraceSerializer(serializers.ModelSerializer):
+    rule_name = serializers.CharField(source="rule.name", read_only=True)
+
+    class Meta:
+        model = RuleTrace
+        fields = ("id", "rule", "rule_name", "kind", "device", "ts", "message", "conditions",
+                  "results", "ok", "created")
+
+
+class AlarmSerializer(serializers.ModelSerializer):
+    device: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="identifier", read_only=True)
+    product: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="identifier", read_only=True)
+    rule_name = serializers.CharField(source="rule.name", read_only=True, default=None)
+    assignee: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
+    acknowledged_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
+    cleared_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
+
+    class Meta:
+        model = Alarm
+        fields = ("id", "rule", "rule_name", "name", "device", "product", "severity", "status",
+                  "message", "details", "count", "first_seen", "last_seen", "assignee",
+                  "acknowledged_at", "acknowledged_by", "cleared_at", "cleared_by", "created",
+                  "updated")
+        read_only_fields = fields
+
+
+class AlarmAssignSerializer(serializers.Serializer):
+    assignee = serializers.SlugRelatedField(slug_field="username", allow_null=True,
+                                            queryset=get_user_model().objects.filter(
+                                                is_active=True))
+
+
+class AlarmClearSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class AlarmCommentSerializer(serializers.ModelSerializer):
+    author: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
+
+    class Meta:
+        model = AlarmComment
+        fields = ("id", "author", "text", "created")
+        read_only_fields = ("id", "author", "created")
+
+
+class AlarmEventSerializer(serializers.ModelSerializer):
+    actor: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
+
+    class Meta:
+        model = AlarmEvent
+        fields = ("id", "kind", "actor", "detail", "created")
+
+
+class NotificationChannelSerializer(serializers.ModelSerializer):
+    secret = serializers.CharField(write_only=True, required=False, allow_blank=True,
+                                   help_text=_("Signing secret (webhook, DingTalk, Feishu); "
+                                               "stored encrypted, never shown."))
+    has_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("id", "name", "channel_type", "enabled", "config", "secret", "has_secret",
+                  "title_template", "body_template", "users", "roles", "departments",
+                  "emails", "max_retries", "created", "updated")
+        read_only_fields = ("id", "has_secret", "created", "updated")
+
+    def get_has_secret(self, obj: NotificationChannel) -> bool:
+        return bool(obj.secret_encrypted)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from webapp.rules.expressions import ExpressionError, Template
+
+        for name in ("title_template", "body_template"):
+            if attrs.get(name):
+                try:
+                    Template(attrs[name])
+                except ExpressionError as exc:
+                    raise serializers.ValidationError({name: exc.detail}) from exc
+        kind = attrs.get("channel_type") or getattr(self.instance, "channel_type", "")
+        config = attrs.get("config", getattr(self.instance, "config", {})) or {}
+        if kind in ("webhook", "dingtalk", "wecom", "feishu") and not str(
+                config.get("url", "")).startswith(("http://", "https://")):
+            raise serializers.ValidationError({"config": _("This channel needs an http(s) "
+                                                           "'url' in its settings.")})
+        return attrs
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    user: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
+
+    class Meta:
+        model = Notification
+        fields = ("id", "channel", "channel_type", "rule", "alarm", "user", "recipients",
+                  "title", "body", "status", "attempts", "last_error", "read", "created",
+                  "sent_at")
+        read_only_fields = fields
+
+
+class SinkSerializer(serializers.ModelSerializer):
+    credentials = serializers.DictField(write_only=True, required=False, help_text=_(
+        "Passwords and keys (e.g. {\"password\": …}); stored encrypted, never shown."))
+    credential_keys = serializers.SerializerMethodField()
+    payload_template = serializers.JSONField(required=False, allow_null=True)
+
+    class Meta:
+        model = Sink
+        fields = ("id", "name", "sink_type", "enabled", "config", "credentials",
+                  "credential_keys", "filter", "payload_template", "max_retries", "backoff",
+                  "health", "last_error", "last_success", "failures", "delivered", "created",
+                  "updated")
+        read_only_fields = ("id", "credential_keys", "health", "last_error", "last_success",
+                            "failures", "delivered", "created", "updated")
+
+    def get_credential_keys(self, obj: Sink) -> list[str]:
+        return sorted(actions.sink_credentials(obj))
+
+
+class SinkTestSerializer(serializers.Serializer):
+    message = serializers.DictField(required=False, default=dict)
+
+
+class DeadLetterSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeadLetter
+        fields = ("id", "sink", "rule", "message", "payload", "error", "attempts",
+                  "redelivered", "created")
+        read_only_fields = fields

@@ -1,0 +1,114 @@
+"""Forwarding sinks: the drivers by type, a per-process connection cache, and `deliver`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+
+from webapp.core.errors import DomainError
+from webapp.rules import expressions
+from webapp.rules.choices import SinkType
+from webapp.rules.expressions import ExpressionError
+from webapp.rules.sinks.base import Driver, Outgoing, SinkError, build_payload
+from webapp.rules.sinks.drivers import (
+    HttpDriver,
+    LogDriver,
+    MqttDriver,
+    RabbitMqDriver,
+    RedisDriver,
+    TopicDriver,
+)
+from webapp.rules.sinks.kafka import KafkaDriver
+from webapp.rules.sinks.rocketmq import RocketMqDriver
+from webapp.rules.sinks.sql import SqlDriver
+
+__all__ = ["DRIVERS", "Outgoing", "SinkError", "check_sink", "deliver", "drop_driver"]
+
+DRIVERS: dict[str, type[Driver]] = {
+    SinkType.HTTP: HttpDriver,
+    SinkType.MQTT: MqttDriver,
+    SinkType.KAFKA: KafkaDriver,
+    SinkType.RABBITMQ: RabbitMqDriver,
+    SinkType.ROCKETMQ: RocketMqDriver,
+    SinkType.MYSQL: SqlDriver,
+    SinkType.POSTGRESQL: SqlDriver,
+    SinkType.REDIS: RedisDriver,
+    SinkType.TOPIC: TopicDriver,
+    SinkType.LOG: LogDriver,
+}
+
+
+class SinkInvalid(DomainError):
+    code = "invalid_sink"
+    default_detail = _("The sink is invalid.")
+
+
+def check_sink(sink: Any) -> None:
+    """Refuse a sink whose settings, filter or payload template cannot work."""
+    driver = DRIVERS.get(sink.sink_type)
+    if driver is None:
+        raise SinkInvalid(_("Unknown sink type {type!r}.").format(type=sink.sink_type))
+    try:
+        if not isinstance(sink.config, dict):
+            raise ValueError("the settings are an object")
+        driver.check(sink.config)
+        expressions.check_structure(sink.config)
+        if sink.filter:
+            expressions.parse(sink.filter)
+        if isinstance(sink.payload_template, str):
+            expressions.Template(sink.payload_template)
+        else:
+            expressions.check_structure(sink.payload_template)
+    except (ValueError, KeyError, ExpressionError) as exc:
+        detail = exc.detail if isinstance(exc, ExpressionError) else str(exc)
+        raise SinkInvalid(detail) from exc
+
+
+_drivers: dict[int, tuple[Any, Driver]] = {}
+_lock = threading.Lock()
+
+
+def _driver(sink: Any, credentials: Mapping[str, Any]) -> Driver:
+    with _lock:
+        cached = _drivers.get(sink.pk)
+        if cached is not None and cached[0] == sink.updated:
+            return cached[1]
+        if cached is not None:
+            cached[1].close()
+        driver = DRIVERS[sink.sink_type](sink.config, credentials)
+        _drivers[sink.pk] = (sink.updated, driver)
+        return driver
+
+
+def drop_driver(sink_id: int) -> None:
+    with _lock:
+        cached = _drivers.pop(sink_id, None)
+    if cached is not None:
+        cached[1].close()
+
+
+def passes(sink: Any, env: Mapping[str, Any]) -> bool:
+    return not sink.filter or bool(expressions.parse(sink.filter).eval(env))
+
+
+def deliver(sink: Any, message: Mapping[str, Any], env: Mapping[str, Any]) -> bytes | None:
+    """Send one message; returns the payload sent, or None when the filter dropped it.
+    Raises SinkError (after dropping the connection) when delivery failed."""
+    from webapp.rules.actions import sink_credentials
+
+    if not passes(sink, env):
+        return None
+    body = build_payload(sink.payload_template, message, env)
+    driver = _driver(sink, sink_credentials(sink))
+    try:
+        driver.send(Outgoing(body, env))
+    except SinkError:
+        drop_driver(sink.pk)
+        raise
+    except Exception as exc:
+        drop_driver(sink.pk)
+        raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+    return body

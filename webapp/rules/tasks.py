@@ -1,0 +1,138 @@
+"""Celery tasks of the rule engine: firings, scheduled rules, deliveries with retries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from celery import shared_task
+
+from webapp.core.redis import get_redis, keys
+from webapp.rules import actions, sinks
+from webapp.rules.choices import DeliveryStatus, TriggerType
+from webapp.rules.models import Notification, Rule, Sink
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 3600
+
+
+@shared_task(name="rules.run_firings")
+def run_firings(firings: list[dict[str, Any]]) -> int:
+    """Run the actions of firings decided on the ingest path; returns how many ran."""
+    from webapp.rules.executors import run_firing
+
+    done = 0
+    for firing in firings:
+        try:
+            run_firing(firing)
+            done += 1
+        except Exception:
+            log.exception("rule %s: firing failed", firing.get("rule"))
+    return done
+
+
+def _latest(device: str) -> dict[str, dict[str, Any]]:
+    raw = get_redis().hgetall(keys().latest(device))
+    return {svc.decode(): {p: e.get("value") for p, e in json.loads(v).items()}
+            for svc, v in raw.items()}
+
+
+@shared_task(name="rules.run_schedule")
+def run_schedule(rule_id: int) -> int:
+    """Evaluate a scheduled rule over its devices' latest values; returns the firings."""
+    from webapp.devices.models import Device
+    from webapp.rules.compiler import compile_model, group_members
+    from webapp.rules.conditions import Message
+    from webapp.rules.executors import run_firing
+
+    rule = Rule.objects.filter(pk=rule_id, enabled=True,
+                               trigger_type=TriggerType.SCHEDULE).first()
+    if rule is None:
+        return 0
+    compiled = compile_model(rule)
+    trigger = rule.trigger
+    devices: list[str] = list(trigger.get("devices") or [])
+    if trigger.get("group"):
+        devices += group_members(str(trigger["group"]))
+    if not devices and rule.product_id:
+        devices = list(Device.objects.filter(product=rule.product).values_list(
+            "identifier", flat=True))
+    service = str(trigger.get("service") or "")
+    now = int(time.time() * 1000)
+    fired = 0
+    for device in devices or [""]:
+        latest = _latest(device) if device else {}
+        msg = Message(kind="schedule", device=device, product=rule.product.identifier
+                      if rule.product else "", service=service, ts=now,
+                      values=latest.get(service, {}), latest=latest)
+        if not compiled.condition.holds(msg):
+            continue
+        run_firing({"rule": rule.pk, "kind": "fired", "latest": latest, "message": {
+            "kind": "schedule", "device": device, "product": msg.product, "service": service,
+            "ts": now, "values": dict(msg.values)}})
+        fired += 1
+    return fired
+
+
+def backoff(base: float, attempt: int) -> float:
+    return float(min(MAX_BACKOFF_S, base * (2 ** max(0, attempt - 1))))
+
+
+@shared_task(name="rules.deliver_notification")
+def deliver_notification(notification_id: int) -> str:
+    """One delivery attempt; on failure, schedules the next one with exponential backoff."""
+    from webapp.rules.executors import send_notification
+
+    notification = Notification.objects.select_related("channel", "rule").filter(
+        pk=notification_id).first()
+    if notification is None or notification.status in (DeliveryStatus.SENT,
+                                                        DeliveryStatus.FAILED):
+        return "gone"
+    retries = notification.channel.max_retries if notification.channel else 3
+    try:
+        send_notification(notification)
+    except Exception as exc:
+        final = notification.attempts + 1 > retries
+        actions.record_delivery(notification, ok=False, error=f"{type(exc).__name__}: {exc}",
+                                final=final)
+        if not final:
+            deliver_notification.apply_async(
+                (notification_id,), countdown=backoff(5, notification.attempts))
+        return notification.status
+    actions.record_delivery(notification, ok=True)
+    return notification.status
+
+
+@shared_task(name="rules.forward_message")
+def forward_message(sink_id: int, message: dict[str, Any], env: dict[str, Any],
+                    rule_id: int | None = None, attempt: int = 1) -> dict[str, Any]:
+    """Deliver to a sink; retried with backoff, then dead-lettered."""
+    sink = Sink.objects.filter(pk=sink_id).first()
+    if sink is None:
+        return {"ok": False, "error": "the sink was deleted"}
+    if not sink.enabled:
+        return {"skipped": "sink disabled"}
+    try:
+        body = sinks.deliver(sink, message, env)
+    except sinks.SinkError as exc:
+        error = str(exc)
+        actions.record_sink_result(sink, ok=False, error=error)
+        if attempt <= sink.max_retries:
+            forward_message.apply_async((sink_id, message, env, rule_id, attempt + 1),
+                                        countdown=backoff(sink.backoff, attempt))
+            return {"ok": False, "retrying": True, "attempt": attempt, "error": error}
+        from webapp.rules.sinks.base import build_payload
+
+        known_rule = rule_id is not None and Rule.objects.filter(pk=rule_id).exists()
+        letter = actions.record_dead_letter(
+            sink=sink, rule_id=rule_id if known_rule else None,
+            message=message, payload=build_payload(sink.payload_template, message, env).decode(
+                errors="replace"), error=error, attempts=attempt)
+        return {"ok": False, "dead_letter": letter.pk, "error": error}
+    if body is None:
+        return {"filtered": True}
+    actions.record_sink_result(sink, ok=True)
+    return {"ok": True, "bytes": len(body)}
