@@ -172,10 +172,13 @@ class Registry:
         return d.addCallback(lambda reply: parse_product(identifier, reply))
 
     def changed(self, message: bytes) -> None:
-        """A ``tl:registry`` message: ``dev:{identifier}`` or ``prod:{identifier}``."""
+        """A ``tl:registry`` message: ``dev:{identifier}``, ``prod:{identifier}`` or ``all``
+        (webapp republished everything)."""
         text = message.decode("utf-8", "replace")
         kind, _, identifier = text.partition(":")
-        if kind == "dev":
+        if text == "all":
+            self.clear()
+        elif kind == "dev":
             self.devices.drop(identifier)
         elif kind == "prod":
             self.products.drop(identifier)

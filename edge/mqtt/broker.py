@@ -386,7 +386,7 @@ class Broker:
                 target[2] = target[2] or options.retain_as_published
             if entry.identifier is not None:
                 target[1].append(entry.identifier)
-        for group in self.shared.match(message.topic):
+        for group in self.shared.match(message.topic) if self.shared_groups else ():
             chosen = group.pick()
             if chosen is not None:
                 ids = [chosen.identifier] if chosen.identifier is not None else []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -101,24 +100,35 @@ class TopicTrie(Generic[V]):
             del path[i - 1].children[levels[i - 1]]
         return True
 
-    def match(self, topic: str) -> Iterator[V]:
-        levels = topic.split("/")
-        dollar = topic.startswith("$")
-        yield from self._match(self._root, levels, 0, dollar)
-
-    def _match(self, node: _Node[V], levels: list[str], i: int, dollar: bool) -> Iterator[V]:
-        wildcard_ok = not (dollar and i == 0)
-        if wildcard_ok:
-            hash_node = node.children.get("#")
-            if hash_node is not None:
-                yield from hash_node.values.values()
-        if i == len(levels):
-            yield from node.values.values()
-            return
-        child = node.children.get(levels[i])
-        if child is not None:
-            yield from self._match(child, levels, i + 1, dollar)
-        if wildcard_ok:
-            plus = node.children.get("+")
-            if plus is not None:
-                yield from self._match(plus, levels, i + 1, dollar)
+    def match(self, topic: str) -> list[V]:
+        """The values of every filter that matches ``topic`` (level by level, no recursion)."""
+        found: list[V] = []
+        nodes = [self._root]
+        wildcards = not topic.startswith("$")  # the $ rule applies to the first level only
+        for level in topic.split("/"):
+            following: list[_Node[V]] = []
+            for node in nodes:
+                children = node.children
+                if not children:
+                    continue
+                if wildcards:
+                    rest = children.get("#")
+                    if rest is not None:
+                        found.extend(rest.values.values())
+                    plus = children.get("+")
+                    if plus is not None:
+                        following.append(plus)
+                exact = children.get(level)
+                if exact is not None:
+                    following.append(exact)
+            if not following:
+                return found
+            nodes = following
+            wildcards = True
+        for node in nodes:
+            found.extend(node.values.values())
+            # "a/#" also matches "a" itself (4.7.1.2).
+            rest = node.children.get("#")
+            if rest is not None:
+                found.extend(rest.values.values())
+        return found

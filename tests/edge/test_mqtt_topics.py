@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.mqtt.topics import TopicTrie, matches, split_shared, valid_filter
 
@@ -70,3 +72,23 @@ def test_trie_add_remove_prunes():
     assert trie.remove("a/+/c", 2) and trie.remove("a/#", 3)
     assert len(trie) == 0
     assert trie._root.children == {}
+
+
+_LEVEL = st.sampled_from(["a", "b", "", "$SYS", "+", "#"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(_LEVEL, min_size=1, max_size=4), min_size=1, max_size=8),
+    st.lists(_LEVEL, min_size=1, max_size=4),
+)
+def test_trie_agrees_with_reference_matching(filters, topic_levels):
+    """For random filters and topics the trie finds exactly the filters that match."""
+    topic = "/".join(level for level in topic_levels if level not in ("+", "#"))
+    if not topic:
+        topic = "a"
+    trie: TopicTrie[str] = TopicTrie()
+    valid = {"/".join(levels) for levels in filters if valid_filter("/".join(levels))}
+    for topic_filter in valid:
+        trie.add(topic_filter, "k", topic_filter)
+    assert sorted(trie.match(topic)) == sorted(f for f in valid if matches(f, topic))
