@@ -103,10 +103,14 @@ def thermo_payload():
 @pytest.fixture(autouse=True)
 def _drop_time_series_tables(request):
     """Time-series tables are created outside Django's models; drop them after each test."""
-    yield
+    marker = request.node.get_closest_marker("django_db")
     if "transactional_db" not in request.fixturenames and "live_server" not in \
-            request.fixturenames:
+            request.fixturenames and not (marker and marker.kwargs.get("transaction")):
+        yield
         return
+    # Requested here so that the database is still open when this teardown runs.
+    request.getfixturevalue("transactional_db")
+    yield
     from django.db import connection
 
     from webapp.telemetry.backends import get_backend

@@ -7,9 +7,9 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.telemetry.backends.base import Point, SeriesQuery, TimeSeriesBackend
+from webapp.telemetry.backends.base import Fill, Point, SeriesQuery, TimeSeriesBackend
 
-__all__ = ["Point", "SeriesQuery", "TimeSeriesBackend", "get_backend"]
+__all__ = ["Fill", "Point", "SeriesQuery", "TimeSeriesBackend", "get_backend"]
 
 
 @lru_cache(maxsize=4)
