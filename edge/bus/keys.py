@@ -49,6 +49,11 @@ class Keys:
     def latest(self, identifier: str) -> str:
         return f"{self.prefix}latest:{identifier}"
 
+    @property
+    def latest_dirty(self) -> str:
+        """Devices whose latest values changed since they were last persisted to SQL."""
+        return f"{self.prefix}latest-dirty"
+
     def command_reply(self, command_id: int) -> str:
         """webapp only: a list the ingest worker pushes to when a command completes, so that a
         synchronous API call waiting on it (BLPOP) returns at once."""
