@@ -146,6 +146,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Time series: `sql` (the Django database) or a TDengine URL (taosws://, taosrest://, taos://).
 TSDB_URL = env("TSDB_URL", "sql")
+# Device message log retention (days; 0 keeps it forever), and how far back each rollup run
+# recomputes buckets for points that arrive late (per-product retention: telemetry.RetentionPolicy).
+TELEMETRY_MESSAGE_DAYS = int(env("TELEMETRY_MESSAGE_DAYS", "30"))
+TELEMETRY_ROLLUP_LOOKBACK = timedelta(minutes=int(env("TELEMETRY_ROLLUP_LOOKBACK_MINUTES", "60")))
 
 # How long a command waits for an offline device before it times out (seconds).
 DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
@@ -203,6 +207,10 @@ LOGIN_URL = "/admin/login/"
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"  # no secret at rest
 
 CELERY_BEAT_SCHEDULE = {
+    "telemetry.persist_latest": {"task": "telemetry.persist_latest", "schedule": 30.0},
+    "telemetry.prepare_partitions": {"task": "telemetry.prepare_partitions", "schedule": 3600.0},
+    "telemetry.refresh_rollups": {"task": "telemetry.refresh_rollups", "schedule": 60.0},
+    "telemetry.apply_retention": {"task": "telemetry.apply_retention", "schedule": 3600.0},
     "devices.sweep_offline": {"task": "devices.sweep_offline", "schedule": 30.0},
     "devices.expire_commands": {"task": "devices.expire_commands", "schedule": 5.0},
 }

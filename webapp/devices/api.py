@@ -40,7 +40,8 @@ class DeviceViewSet(ScopedModelViewSet):
     }
 
     def get_queryset(self):
-        return Device.objects.select_related("product", "gateway").order_by("identifier")
+        return Device.objects.select_related("product", "gateway").prefetch_related(
+            "groups").order_by("identifier")
 
     def filter_queryset(self, queryset: Any) -> Any:
         # The device filters are for the list; a detail action's own query parameters

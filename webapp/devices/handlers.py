@@ -61,3 +61,14 @@ def shadow_requests(events: list[dict[str, Any]]) -> None:
             actions.answer_shadow_get(device, event.get("mid"))
         elif event.get("op") == "update":
             actions.report_shadow(device, event.get("body"), int(event["ts"]), event.get("mid"))
+
+
+@on_uplink("topo")
+def topology_requests(events: list[dict[str, Any]]) -> None:
+    """``/topo/add``, ``/delete``, ``/update``, ``/query`` from gateways."""
+    devices = _devices(events)
+    for event in sorted(events, key=lambda e: e.get("ts", 0)):
+        device = devices.get(str(event.get("dev")))
+        if device is not None:
+            actions.handle_topology_request(device, str(event.get("op")), event.get("body"),
+                                            int(event["ts"]), event.get("mid"))

@@ -5,7 +5,8 @@ from typing import Any
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
-from webapp.devices.models import Device, DeviceCommand
+from webapp.devices.choices import NodeType
+from webapp.devices.models import Device, DeviceCommand, DeviceGroup
 from webapp.products.models import IDENTIFIER_RE, Product
 
 
@@ -14,7 +15,11 @@ class DeviceSerializer(serializers.ModelSerializer):
     product = serializers.SlugRelatedField(slug_field="identifier",
                                            queryset=Product.objects.all())
     gateway: serializers.SlugRelatedField = serializers.SlugRelatedField(
-        slug_field="identifier", read_only=True)
+        slug_field="identifier", queryset=Device.objects.filter(node_type=NodeType.GATEWAY),
+        required=False, allow_null=True, help_text=_(
+            "The gateway of a sub-device (its identifier); null for a direct device."))
+    groups = serializers.PrimaryKeyRelatedField(
+        many=True, queryset=DeviceGroup.objects.all(), required=False)
     secret = serializers.CharField(write_only=True, required=False, min_length=8,
                                    max_length=128, help_text=_(
                                        "Optional: your own secret; generated when omitted. "
@@ -24,10 +29,10 @@ class DeviceSerializer(serializers.ModelSerializer):
         model = Device
         fields = ("id", "identifier", "name", "product", "status", "connect_status",
                   "last_seen", "node_type", "gateway", "fw_version", "sw_version", "tags",
-                  "department", "latitude", "longitude", "address", "description", "secret",
-                  "created", "updated")
-        read_only_fields = ("id", "connect_status", "last_seen", "node_type", "gateway",
-                            "created", "updated")
+                  "groups", "department", "latitude", "longitude", "address", "description",
+                  "secret", "created", "updated")
+        read_only_fields = ("id", "connect_status", "last_seen", "node_type", "created",
+                            "updated")
 
     def validate_identifier(self, value: str) -> str:
         if self.instance is not None and value != self.instance.identifier:

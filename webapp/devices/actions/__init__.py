@@ -26,6 +26,7 @@ from webapp.devices.actions.shadow import document as shadow_document
 from webapp.devices.actions.shadow import report as report_shadow
 from webapp.devices.actions.shadow import send_deltas as send_shadow_deltas
 from webapp.devices.actions.shadow import set_desired
+from webapp.devices.actions.topology import handle_request as handle_topology_request
 
 __all__ = [
     "answer_shadow_get",
@@ -36,6 +37,7 @@ __all__ = [
     "dispatch_command",
     "dispatch_pending",
     "expire_commands",
+    "handle_topology_request",
     "record_connect_status",
     "report_shadow",
     "rotate_secret",

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils.translation import gettext as _
 
 from edge.crypto import encrypt_secret, generate_secret
 from webapp.core.errors import Conflict, DomainError
@@ -22,21 +23,49 @@ def _publish_after_commit(device: Device) -> None:
         Device.objects.select_related("product", "gateway").get(pk=device.pk)))
 
 
+def node_type_for(product: Product, gateway: Device | None) -> str:
+    if gateway is not None:
+        return NodeType.SUB
+    return NodeType.GATEWAY if product.product_type == "gateway" else NodeType.DIRECT
+
+
+def _check_gateway(device: Device | None, gateway: Device | None) -> None:
+    if gateway is None:
+        return
+    if gateway.node_type != NodeType.GATEWAY:
+        raise DomainError(_("{identifier} is not a gateway").format(
+            identifier=gateway.identifier), code="not_a_gateway")
+    if device is not None and device.pk == gateway.pk:
+        raise DomainError(_("a device cannot be its own gateway"), code="not_a_gateway")
+    if device is not None and device.node_type == NodeType.GATEWAY:
+        raise DomainError(_("a gateway cannot be a sub-device"), code="not_a_gateway")
+
+
 @transaction.atomic
 def create_device(*, acting_user: Actor, product: Product, identifier: str,
                   secret: str | None = None, **fields: Any) -> tuple[Device, str]:
-    """Create a device; returns it with its plain secret, which is never retrievable again."""
+    """Create a device; returns it with its plain secret, which is never retrievable again.
+
+    ``gateway`` makes it a sub-device of that gateway; ``groups`` puts it in device groups.
+    """
     if Device.objects.filter(identifier=identifier).exists():
-        raise Conflict(f"device {identifier!r} already exists", code="duplicate")
+        raise Conflict(_("device {identifier!r} already exists").format(identifier=identifier),
+                       code="duplicate")
     if secret is not None and len(secret) < 8:
-        raise DomainError("a device secret has at least 8 characters", code="weak_secret")
+        raise DomainError(_("a device secret has at least 8 characters"), code="weak_secret")
+    groups = fields.pop("groups", None)
+    gateway = fields.get("gateway")
+    if gateway is not None and product.product_type == "gateway":
+        raise DomainError(_("a gateway cannot be a sub-device"), code="not_a_gateway")
+    _check_gateway(None, gateway)
+    fields.setdefault("node_type", node_type_for(product, gateway))
     plain = secret or generate_secret()
     device = Device.objects.create(
         product=product, identifier=identifier, secret_encrypted=encrypt_secret(plain),
-        created_by=recorded_user(acting_user),
-        node_type=NodeType.GATEWAY if product.product_type == "gateway" else NodeType.DIRECT,
-        **fields,
+        created_by=recorded_user(acting_user), **fields,
     )
+    if groups:
+        device.groups.set(groups)
     DeviceShadow.objects.create(device=device)
     _publish_after_commit(device)
     return device, plain
@@ -44,9 +73,18 @@ def create_device(*, acting_user: Actor, product: Product, identifier: str,
 
 @transaction.atomic
 def update_device(*, acting_user: Actor, device: Device, data: dict[str, Any]) -> Device:
+    """Change device fields (``groups`` replaces its groups, ``gateway`` moves it under a
+    gateway or, with None, makes it a direct device again)."""
+    data = dict(data)
+    groups = data.pop("groups", None)
+    if "gateway" in data:
+        _check_gateway(device, data["gateway"])
+        data["node_type"] = node_type_for(device.product, data["gateway"])
     for key, value in data.items():
         setattr(device, key, value)
     device.save()
+    if groups is not None:
+        device.groups.set(groups)
     _publish_after_commit(device)
     return device
 
