@@ -125,7 +125,7 @@ class Decoder:
             return connect
         v5 = version == MQTT_5
         if packet_type == P.PUBLISH:
-            return _decode_publish(flags, Reader(body), v5)
+            return _decode_publish(flags, body, v5)
         expected_flags = 0x02 if packet_type in (P.PUBREL, P.SUBSCRIBE, P.UNSUBSCRIBE) else 0
         if flags != expected_flags:
             raise MalformedPacket("reserved flags in the fixed header have the wrong value")
@@ -225,24 +225,38 @@ def _decode_connack(r: Reader, v5: bool) -> ConnAck:
     return ConnAck(code, bool(flags), props)
 
 
-def _decode_publish(flags: int, r: Reader, v5: bool) -> Publish:
+def _decode_publish(flags: int, body: bytes, v5: bool) -> Publish:
+    # The hot path: read the fields straight from the body rather than through a Reader.
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")
     dup = bool(flags & 0x08)
     if dup and not qos:
         raise MalformedPacket("DUP set on a QoS 0 PUBLISH")
-    topic = r.utf8()
+    size = len(body)
+    if size < 2:
+        raise MalformedPacket("PUBLISH shorter than its topic length")
+    pos = 2 + ((body[0] << 8) | body[1])
+    if pos > size:
+        raise MalformedPacket("topic name runs past the packet")
+    topic = decode_utf8(body[2:pos])
     check_topic_name(topic)
     packet_id = None
     if qos:
-        packet_id = r.u16()
+        if pos + 2 > size:
+            raise MalformedPacket("PUBLISH without its packet identifier")
+        packet_id = (body[pos] << 8) | body[pos + 1]
         if not packet_id:
             raise MalformedPacket("packet identifier 0")
-    props = decode_properties(r, P.PUBLISH) if v5 else NO_PROPERTIES
+        pos += 2
+    props = NO_PROPERTIES
+    if v5:
+        reader = Reader(body, pos)
+        props = decode_properties(reader, P.PUBLISH)
+        pos = reader.pos
     if not topic and props.topic_alias is None:
         raise ProtocolError("empty topic name without a topic alias", Reason.TOPIC_NAME_INVALID)
-    return Publish(topic, r.rest(), qos, bool(flags & 0x01), dup, packet_id, props)
+    return Publish(topic, body[pos:], qos, bool(flags & 0x01), dup, packet_id, props)
 
 
 def _packet_id(r: Reader) -> int:
@@ -412,18 +426,40 @@ def _reason_and_props(code: int, props: Properties, v5: bool) -> bytes:
 
 
 def encode_publish(packet: Publish, v5: bool) -> bytes:
-    qos = packet.qos
-    first = 0x30 | (packet.dup << 3) | (qos << 1) | packet.retain
-    topic = packet.topic.encode("utf-8")
-    parts = [len(topic).to_bytes(2, "big"), topic]
+    return encode_publish_fields(
+        packet.topic,
+        packet.payload,
+        packet.qos,
+        packet.retain,
+        packet.dup,
+        packet.packet_id,
+        packet.properties,
+        v5,
+    )
+
+
+def encode_publish_fields(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    dup: bool,
+    packet_id: int | None,
+    props: Properties,
+    v5: bool,
+) -> bytes:
+    """A PUBLISH from its fields (the broker's send path builds no packet object)."""
+    raw_topic = topic.encode("utf-8")
+    parts = [len(raw_topic).to_bytes(2, "big"), raw_topic]
     if qos:
-        if not packet.packet_id:
+        if not packet_id:
             raise ValueError("a QoS 1 or 2 PUBLISH needs a packet identifier")
-        parts.append(packet.packet_id.to_bytes(2, "big"))
+        parts.append(packet_id.to_bytes(2, "big"))
     if v5:
-        parts.append(encode_properties(packet.properties))
-    parts.append(packet.payload)
+        parts.append(b"\x00" if props is NO_PROPERTIES else encode_properties(props))
+    parts.append(payload)
     body = b"".join(parts)
+    first = 0x30 | (dup << 3) | (qos << 1) | retain
     return bytes((first,)) + encode_vbi(len(body)) + body
 
 
@@ -457,4 +493,5 @@ __all__ = [
     "decode_utf8",
     "encode",
     "encode_publish",
+    "encode_publish_fields",
 ]

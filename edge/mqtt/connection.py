@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from edge.deferreds import gather
 
 from .broker import OPEN_ACL, Acl, AuthResult, Broker, Message, Outgoing, Session
-from .codec import Decoder, encode
+from .codec import Decoder, encode, encode_publish_fields
 from .errors import MqttError, ProtocolError, Reason, UnsupportedProtocolVersion
 from .packets import (
     MQTT_3_1_1,
@@ -382,6 +382,8 @@ class MqttConnection:
         assert self.session is not None
         topic = publish.topic
         props = publish.properties
+        if props.subscription_identifiers:
+            raise ProtocolError("a client PUBLISH may not carry a subscription identifier")
         if self.v5 and props.topic_alias is not None:
             alias = props.topic_alias
             if alias > self.broker.config.topic_alias_maximum:
@@ -699,8 +701,8 @@ class MqttConnection:
         topic = message.topic
         if self.alias_out_max:
             topic, props = self._alias(topic, props)
-        data = encode(
-            Publish(topic, message.payload, qos, retain, dup, packet_id, props), self.version
+        data = encode_publish_fields(
+            topic, message.payload, qos, retain, dup, packet_id, props, self.v5
         )
         if self.max_outgoing_size is not None and len(data) > self.max_outgoing_size:
             self.broker.stats["dropped"] += 1

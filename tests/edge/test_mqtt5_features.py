@@ -367,3 +367,13 @@ def test_server_keep_alive_and_unsupported_version():
     old.send_bytes(b"\x10\x0d\x00\x04MQTT\x07\x02\x00\x3c\x00\x01c")
     assert old.transport.value() == b"\x20\x02\x00\x01"
     assert old.closed
+
+
+def test_client_publish_with_subscription_identifier_is_protocol_error():
+    """A PUBLISH from a client must not carry a subscription identifier (MQTT-3.3.4-6)."""
+    broker, _ = setup()
+    client = FakeClient(broker, MQTT_5)
+    client.connect("c")
+    client.send(Publish("t", b"", properties=Properties(subscription_identifiers=(3,))))
+    assert client.received()[0].reason_code == Reason.PROTOCOL_ERROR
+    assert client.closed
