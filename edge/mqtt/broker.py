@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .connection import MqttConnection
 
 
+ROUTE_CACHE_SIZE = 50_000
+
+
 class DelayedCall(Protocol):
     def active(self) -> bool: ...
 
@@ -260,6 +263,8 @@ class Broker:
         self.subscriptions: TopicTrie[SubscriptionEntry] = TopicTrie()
         self.shared: TopicTrie[SharedGroup] = TopicTrie()
         self.shared_groups: dict[tuple[str, str], SharedGroup] = {}
+        # topic → matching (entries, shared groups); cleared whenever a subscription changes.
+        self._routes: dict[str, tuple[list[SubscriptionEntry], list[SharedGroup]]] = {}
         self.retained: dict[str, Message] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages_in", "messages_out", "bytes_in", "bytes_out", "auth_failures", "dropped"), 0
@@ -352,6 +357,7 @@ class Broker:
     def subscribe(self, session: Session, options: Subscription, identifier: int | None) -> bool:
         """Add or replace a subscription; True when it did not exist before."""
         topic_filter = options.topic_filter
+        self._routes.clear()
         entry = SubscriptionEntry(session, options, identifier)
         existed = topic_filter in session.subscriptions
         session.subscriptions[topic_filter] = entry
@@ -369,6 +375,7 @@ class Broker:
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
+        self._routes.clear()
         shared = split_shared(topic_filter)
         if shared is None:
             self.subscriptions.remove(topic_filter, session.client_id)
@@ -391,7 +398,15 @@ class Broker:
             else:
                 self.retained.pop(message.topic, None)
         targets: dict[Session, list[Any]] = {}
-        for entry in self.subscriptions.match(message.topic):
+        route = self._routes.get(message.topic)
+        if route is None:
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            route = self._routes[message.topic] = (
+                self.subscriptions.match(message.topic),
+                self.shared.match(message.topic) if self.shared_groups else [],
+            )
+        for entry in route[0]:
             options = entry.options
             session = entry.session
             if options.no_local and message.origin == session.client_id:
@@ -405,7 +420,7 @@ class Broker:
                 target[2] = target[2] or options.retain_as_published
             if entry.identifier is not None:
                 target[1].append(entry.identifier)
-        for group in self.shared.match(message.topic) if self.shared_groups else ():
+        for group in route[1]:
             chosen = group.pick()
             if chosen is not None:
                 ids = [chosen.identifier] if chosen.identifier is not None else []

@@ -417,7 +417,7 @@ class MqttConnection:
         )
         self.broker.stats["messages_in"] += 1
         allowed = self.acl.may_publish(topic)
-        if isinstance(allowed, Deferred):
+        if allowed is not True and allowed is not False:
             return allowed.addCallback(self._publish_checked, publish, message)
         self._publish_checked(allowed, publish, message)
         return None
@@ -438,17 +438,18 @@ class MqttConnection:
         self._ack(publish, code)
 
     def _ack(self, publish: Publish, code: int | Deferred[int]) -> None:
+        ready = isinstance(code, int)  # cheaper than checking for a Deferred (an ABC)
         if not publish.qos:
-            if isinstance(code, Deferred):
-                code.addErrback(self._failed)
+            if not ready:
+                code.addErrback(self._failed)  # type: ignore[union-attr]
             return
         slot: list[Any] = [publish, None]
         self._acks.append(slot)
-        if isinstance(code, Deferred):
-            code.addCallback(self._ack_ready, slot)
-            code.addErrback(self._failed)
+        if ready:
+            self._ack_ready(code, slot)  # type: ignore[arg-type]
         else:
-            self._ack_ready(code, slot)
+            code.addCallback(self._ack_ready, slot)  # type: ignore[union-attr]
+            code.addErrback(self._failed)  # type: ignore[union-attr]
 
     def _ack_ready(self, code: int, slot: list[Any]) -> None:
         slot[1] = code

@@ -349,3 +349,18 @@ def test_malformed_packet_disconnects_with_reason():
     assert disconnect.reason_code == Reason.TOPIC_NAME_INVALID
     assert disconnect.properties.reason_string == "wildcard in a topic name"
     assert client.closed
+
+
+def test_route_cache_follows_subscription_changes():
+    """Routing stays right when subscriptions change between messages on the same topic."""
+    broker, _ = make_broker()
+    pub = FakeClient(broker)
+    pub.connect("p")
+    sub = FakeClient(broker)
+    sub.connect("s")
+    pub.send(Publish("t/1", b"before"))
+    sub.send(Subscribe(1, (Subscription("t/+", 0),)))
+    pub.send(Publish("t/1", b"during"))
+    sub.send(Unsubscribe(2, ("t/+",)))
+    pub.send(Publish("t/1", b"after"))
+    assert [p for p in sub.received() if isinstance(p, Publish)] == [Publish("t/1", b"during")]

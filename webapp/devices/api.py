@@ -37,6 +37,7 @@ class DeviceViewSet(ScopedModelViewSet):
     action_permissions = {
         "commands": ["devices.view_device", "devices.view_devicecommand"],
         "send_command": ["devices.view_device", "devices.add_devicecommand"],
+        "rotate_secret": ["devices.change_device"],
     }
 
     def get_queryset(self):
