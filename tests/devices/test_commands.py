@@ -3,6 +3,7 @@ response, offline waiting, timeouts, synchronous calls (real Redis, real ingest 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -220,3 +221,21 @@ def test_routes_to_the_node_holding_the_device(api, device, edge):
     api.post("/api/v1/devices/dev-1/commands/", SET_INTERVAL, format="json")
     assert edge.take(NODE) == []
     assert len(edge.take("node-b")) == 1
+
+
+def test_undelivered_command_is_sent_again(api, device, edge):
+    """When the edge finds no subscriber for a command it returns to pending and the sweep
+    sends it again while the device is online."""
+    edge.connect("dev-1")
+    command_id = api.post("/api/v1/devices/dev-1/commands/", SET_INTERVAL,
+                          format="json").json()["id"]
+    [entry] = edge.take()
+    payload = json.dumps(entry["message"])
+    edge.uplink({"t": "log", "dev": "dev-1", "dir": "down", "topic": entry["topic"],
+                 "payload": payload, "ok": False, "reason": "no subscriber", "ts": now_ms()})
+    assert api.get(f"/api/v1/commands/{command_id}/").json()["status"] == "pending"
+    assert actions.retry_pending() == 1
+    [again] = edge.take()
+    assert again["message"]["head"]["mid"] == command_id
+    record = DeviceCommand.objects.get(pk=command_id)
+    assert record.status == "sent" and record.attempts == 2

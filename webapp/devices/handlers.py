@@ -8,6 +8,7 @@ is retried; every handler is idempotent."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,22 @@ def command_responses(events: list[dict[str, Any]]) -> None:
         if done is None:
             log.info("command response from %s (mid %s) matches no open command",
                      event.get("dev"), event.get("mid"))
+
+
+@after_store
+def undelivered_commands(batch: Batch) -> None:
+    """A command the edge could not deliver (no subscriber) goes back to pending."""
+    mids = []
+    for message in batch.messages:
+        if (message.direction == "down" and message.result == "rejected"
+                and message.topic.endswith("/command")):
+            try:
+                mid = json.loads(message.payload)["head"]["mid"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(mid, int):
+                mids.append(mid)
+    actions.undelivered(mids)
 
 
 @after_store

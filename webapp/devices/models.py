@@ -122,6 +122,8 @@ class DeviceCommand(models.Model):
     expires = models.DateTimeField(_("expires"), help_text=_(
         "A command still waiting for an offline device at this time times out."))
     deadline = models.DateTimeField(_("response deadline"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("delivery attempts"), default=0,
+                                                editable=False)
     response = models.JSONField(_("response"), null=True, blank=True)
     err_code = models.IntegerField(_("error code"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)

@@ -48,5 +48,8 @@ def sweep_offline() -> int:
 
 @shared_task(name="devices.expire_commands")
 def expire_commands() -> int:
-    """Time out commands without a response by their deadline, or never sent by their TTL."""
-    return actions.expire_commands()
+    """Time out commands without a response by their deadline, or never sent by their TTL;
+    send again the pending ones whose device is online."""
+    expired = actions.expire_commands()
+    actions.retry_pending()
+    return expired

@@ -10,7 +10,9 @@ from webapp.devices.actions.commands import (
     dispatch_command,
     dispatch_pending,
     expire_commands,
+    retry_pending,
     send_command,
+    undelivered,
     wait_for_command,
 )
 from webapp.devices.actions.devices import (
@@ -40,12 +42,14 @@ __all__ = [
     "handle_topology_request",
     "record_connect_status",
     "report_shadow",
+    "retry_pending",
     "rotate_secret",
     "send_command",
     "send_shadow_deltas",
     "set_desired",
     "set_device_status",
     "shadow_document",
+    "undelivered",
     "update_device",
     "wait_for_command",
 ]

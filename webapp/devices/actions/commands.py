@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -36,6 +36,7 @@ from webapp.products.thingmodel import thing_model
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30
+MAX_DELIVERY_ATTEMPTS = 5
 MAX_TIMEOUT = 300
 REPLY_KEY_TTL = 120
 OPEN = (CommandStatus.PENDING, CommandStatus.SENT)
@@ -127,7 +128,8 @@ def dispatch_command(command_id: int) -> bool:
     if record.expires <= now:
         return False  # the sweep times it out
     claimed = DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.PENDING).update(
-        status=CommandStatus.SENT, sent=now, deadline=now + timedelta(seconds=record.timeout))
+        status=CommandStatus.SENT, sent=now, deadline=now + timedelta(seconds=record.timeout),
+        attempts=F("attempts") + 1)
     if not claimed:
         return False
     try:
@@ -157,6 +159,36 @@ def dispatch_pending(identifiers: Iterable[str]) -> int:
             sent += dispatch_command(pk)
         except Exception:
             log.exception("command %s could not be sent; it stays pending", pk)
+    return sent
+
+
+def undelivered(command_ids: Iterable[int]) -> int:
+    """The edge found no subscriber for these commands (the device had not subscribed to its
+    command topic yet): back to pending, to be sent again by :func:`retry_pending`."""
+    ids = list(command_ids)
+    if not ids:
+        return 0
+    return DeviceCommand.objects.filter(pk__in=ids, status=CommandStatus.SENT).update(
+        status=CommandStatus.PENDING, sent=None, deadline=None)
+
+
+def retry_pending() -> int:
+    """Send the pending commands of devices that are online now (a command created during a
+    reconnect, or one the device was not yet subscribed for), a few attempts each."""
+    waiting = list(DeviceCommand.objects.filter(
+        status=CommandStatus.PENDING, expires__gt=timezone.now(),
+        attempts__lt=MAX_DELIVERY_ATTEMPTS,
+    ).select_related("device__gateway").order_by("created", "id")[:5000])
+    if not waiting:
+        return 0
+    online = downlink.routes(sorted({carrier(c.device) for c in waiting}))
+    sent = 0
+    for record in waiting:
+        if carrier(record.device) in online:
+            try:
+                sent += dispatch_command(record.pk)
+            except Exception:
+                log.exception("command %s could not be sent; it stays pending", record.pk)
     return sent
 
 
