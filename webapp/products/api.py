@@ -26,7 +26,10 @@ class ProductViewSet(ScopedModelViewSet):
     lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
     def get_queryset(self):
-        return Product.objects.annotate(device_count=Count("devices")).order_by("identifier")
+        return Product.objects.annotate(device_count=Count("devices")).order_by(
+            "identifier").prefetch_related("services__properties",
+                                           "services__commands__parameters",
+                                           "services__events__parameters")
 
     def perform_create(self, serializer: Any) -> None:
         serializer.instance = actions.create_product(

@@ -20,6 +20,8 @@ def field_json(field: TypedField) -> dict[str, Any]:
 
 
 def _prefetched(product: Product) -> list:
+    if "services" in getattr(product, "_prefetched_objects_cache", {}):
+        return list(product.services.all())  # a list view prefetched the whole model
     return list(product.services.prefetch_related(
         "properties", "commands__parameters", "events__parameters"))
 

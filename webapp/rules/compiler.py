@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 
 from webapp.rules import expressions
 from webapp.rules.choices import ActionType, FireMode, Severity, TriggerType
-from webapp.rules.conditions import Condition, compile_condition
+from webapp.rules.conditions import Always, Condition, Group, Leaf, compile_condition
 from webapp.rules.expressions import ExpressionError
 
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
@@ -171,8 +171,15 @@ def compile_rule(*, id: int, name: str, trigger: dict[str, Any], condition: Any,
     devices: set[str] | None = set(trigger["devices"]) if trigger.get("devices") else None
     if trigger.get("group") and resolve_groups:
         devices = (devices or set()) | set(group_members(str(trigger["group"])))
-    compiled_condition = compile_condition(condition, service=service,
-                                           prop=trigger.get("property") or "")
+    compiled_condition = compile_condition(
+        condition, service=service, prop=trigger.get("property") or "",
+        prop_in_message=trigger["type"] == TriggerType.PROPERTY and bool(trigger.get("property")))
+    if trigger["type"] == TriggerType.STATUS and trigger.get("status"):
+        # The watched status is part of the condition, so that the other status makes it
+        # stop holding (and clears the alarm an "offline" rule raised).
+        watched = Leaf("", "status", "==", trigger["status"], "message")
+        compiled_condition = watched if isinstance(compiled_condition, Always) else Group(
+            "all", [watched, compiled_condition])
     compiled = CompiledRule(
         id=id, name=name, trigger_type=trigger["type"], product=trigger.get("product") or "",
         service=service, property=trigger.get("property") or "",
@@ -184,7 +191,7 @@ def compile_rule(*, id: int, name: str, trigger: dict[str, Any], condition: Any,
         debounce_count=bounce.get("count", 0), debounce_window=bounce.get("window", 0),
         debounce_duration_ms=bounce.get("duration", 0) * 1000, cooldown_ms=cooldown * 1000,
         fire_mode=fire_mode, auto_clear=auto_clear,
-        latest_services=compiled_condition.latest_services - {service},
+        latest_services=compiled_condition.latest_services,
     )
     compiled.needs_state = bool(
         compiled.has_alarm or compiled.debounce_window or compiled.debounce_duration_ms

@@ -154,12 +154,15 @@ class Leaf(Condition):
         return decreased
 
     def actual(self, msg: Message) -> tuple[Any, str]:
-        if self.source != "latest" and self.service == msg.service:
+        # A leaf without a service (event, response and status triggers name none) reads
+        # the message's own service.
+        service = self.service or msg.service
+        if self.source != "latest" and service == msg.service:
             value = _lookup(msg.values, self.path)
             if value is not _MISSING:
                 return value, "message"
         if self.source != "message":
-            current = msg.latest.get(self.service)
+            current = msg.latest.get(service)
             if current is not None:
                 value = _lookup(current, self.path)
                 if value is not _MISSING:
@@ -276,8 +279,11 @@ def _check_value(op: str, value: Any) -> Any:
     return value
 
 
-def compile_condition(spec: Any, *, service: str = "", prop: str = "") -> Condition:
-    """Compile the JSON form; `service` and `prop` are the trigger's defaults for leaves."""
+def compile_condition(spec: Any, *, service: str = "", prop: str = "",
+                      prop_in_message: bool = False) -> Condition:
+    """Compile the JSON form; `service` and `prop` are the trigger's defaults for leaves.
+    With `prop_in_message` (a property trigger only runs on messages carrying its property),
+    a leaf on that property never needs the device's latest values."""
     count = [0]
 
     def build(node: Any, depth: int) -> Condition:
@@ -308,8 +314,11 @@ def compile_condition(spec: Any, *, service: str = "", prop: str = "") -> Condit
         if source not in SOURCES:
             raise ExpressionError(_("'source' is one of {sources}.").format(
                 sources=", ".join(SOURCES)))
-        return Leaf(str(leaf_service), leaf_prop, op, _check_value(op, node.get("value")),
+        leaf = Leaf(str(leaf_service), leaf_prop, op, _check_value(op, node.get("value")),
                     source)
+        if prop_in_message and leaf_service == service and leaf_prop == prop:
+            leaf.latest_services = frozenset()
+        return leaf
 
     if spec in (None, {}, []):
         return Always()

@@ -384,8 +384,6 @@ def _status_candidates(index: RuleIndex, statuses: list[dict[str, Any]]) -> list
                       ts=int(event["ts"]), status=event["s"],
                       values={"status": event["s"], "reason": event.get("reason") or ""})
         for rule in product.status:
-            if rule.status and rule.status != event["s"]:
-                continue
             if rule.watches(device):
                 out.append(Candidate(rule, msg, "_t:s"))
     return out
