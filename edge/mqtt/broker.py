@@ -228,8 +228,9 @@ class Session:
         self.connection: MqttConnection | None = None
         self.subscriptions: dict[str, SubscriptionEntry] = {}
         self.inflight: dict[int, Outgoing] = {}
-        self.pending: deque[Outgoing] = deque()
-        self.qos2_received: set[int] = set()
+        # Allocated on first use: most sessions of idle devices never need them.
+        self.pending: deque[Outgoing] | None = None
+        self.qos2_received: set[int] | None = None
         self.next_packet_id = 1
         self.expiry_interval = 0
         self.expires_at: float | None = None
@@ -452,11 +453,14 @@ class Broker:
         ):
             connection.send_outgoing(outgoing, session.allocate_packet_id())
             return
-        if len(session.pending) >= self.config.max_queued_messages:
+        pending = session.pending
+        if pending is None:
+            pending = session.pending = deque()
+        if len(pending) >= self.config.max_queued_messages:
             # The queue is full: the oldest message is dropped so that the newest data wins.
-            session.pending.popleft()
+            pending.popleft()
             self.stats["dropped"] += 1
-        session.pending.append(outgoing)
+        pending.append(outgoing)
 
     def retained_for(self, topic_filter: str) -> list[Message]:
         now = self.clock.seconds()

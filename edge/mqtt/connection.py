@@ -127,9 +127,9 @@ class MqttConnection:
         self.will: Message | None = None
         self._out: list[bytes] = []
         self._dirty = False
-        self._backlog: deque[Packet] = deque()
+        self._backlog: deque[Packet] | None = None
         self._blocked = False
-        self._acks: deque[list[Any]] = deque()
+        self._acks: deque[list[Any]] | None = None
         broker.connections.add(self)
 
     def __repr__(self) -> str:
@@ -161,6 +161,8 @@ class MqttConnection:
         try:
             for packet in self.decoder.feed(data):
                 if self._blocked:
+                    if self._backlog is None:
+                        self._backlog = deque()
                     self._backlog.append(packet)
                 else:
                     self._run(packet)
@@ -182,8 +184,9 @@ class MqttConnection:
 
     def _unblock(self, _: object) -> None:
         self._blocked = False
-        while self._backlog and not self._blocked and self.state != CLOSED:
-            self._run(self._backlog.popleft())
+        backlog = self._backlog
+        while backlog and not self._blocked and self.state != CLOSED:
+            self._run(backlog.popleft())
         self.broker.flush()
 
     def _failed(self, failure: Failure) -> None:
@@ -398,12 +401,16 @@ class MqttConnection:
                     raise ProtocolError(f"topic alias {alias} is not defined")
                 topic = known
         if publish.qos == 2:
-            if publish.packet_id in self.session.qos2_received:
+            received = self.session.qos2_received
+            if received is None:
+                received = self.session.qos2_received = set()
+            if publish.packet_id in received:
                 # A resent QoS 2 PUBLISH: acknowledged again, not delivered again (4.3.3).
                 self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
                 return None
-            self.session.qos2_received.add(publish.packet_id)  # type: ignore[arg-type]
-        if publish.qos and len(self._acks) >= self.broker.config.receive_maximum and self.v5:
+            received.add(publish.packet_id)  # type: ignore[arg-type]
+        acks = self._acks
+        if publish.qos and self.v5 and acks and len(acks) >= self.broker.config.receive_maximum:
             raise ProtocolError("receive maximum exceeded", Reason.RECEIVE_MAXIMUM_EXCEEDED)
         expiry = props.message_expiry_interval
         message = Message(
@@ -444,6 +451,8 @@ class MqttConnection:
                 code.addErrback(self._failed)  # type: ignore[union-attr]
             return
         slot: list[Any] = [publish, None]
+        if self._acks is None:
+            self._acks = deque()
         self._acks.append(slot)
         if ready:
             self._ack_ready(code, slot)  # type: ignore[arg-type]
@@ -455,6 +464,7 @@ class MqttConnection:
         slot[1] = code
         # Acks go out in the order the PUBLISH packets came in (4.6).
         acks = self._acks
+        assert acks is not None
         while acks and acks[0][1] is not None:
             publish, reason = acks.popleft()
             if self.state != CONNECTED:
@@ -462,14 +472,15 @@ class MqttConnection:
             if publish.qos == 1:
                 self.send(PubAck(publish.packet_id, reason, self._reason_props(reason)))
             else:
-                if reason >= 0x80 and self.session is not None:
+                if reason >= 0x80 and self.session is not None and self.session.qos2_received:
                     self.session.qos2_received.discard(publish.packet_id)
                 self.send(PubRec(publish.packet_id, reason, self._reason_props(reason)))
 
     def _on_pubrel(self, packet: PubRel) -> None:
         assert self.session is not None
-        if packet.packet_id in self.session.qos2_received:
-            self.session.qos2_received.discard(packet.packet_id)
+        received = self.session.qos2_received
+        if received and packet.packet_id in received:
+            received.discard(packet.packet_id)
             self.send(PubComp(packet.packet_id))
         else:
             self.send(PubComp(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
@@ -647,7 +658,7 @@ class MqttConnection:
         self.state = CLOSED
         broker = self.broker
         broker.connections.discard(self)
-        self._backlog.clear()
+        self._backlog = None
         if not was_connected:
             return
         if self.identity is not None and broker.by_identity.get(self.identity) is self:

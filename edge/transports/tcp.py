@@ -1,0 +1,88 @@
+"""MQTT over plain TCP, the listening-socket helper shared by every transport, and the
+per-transport connection counters reported on ``/metrics``."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from edge.mqtt.broker import Broker
+from edge.mqtt.protocol import MqttProtocol
+
+
+def listen(
+    reactor: Any,
+    port: int,
+    factory: Any,
+    interface: str = "0.0.0.0",
+    backlog: int = 1024,
+    reuse_port: bool = False,
+) -> Any:
+    """Listen on ``interface:port``; with ``reuse_port`` the socket is made here with
+    SO_REUSEPORT so that several processes share the port and the kernel spreads the
+    incoming connections between them."""
+    if not reuse_port:
+        return reactor.listenTCP(port, factory, backlog=backlog, interface=interface)
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        # adoptStreamPort duplicates the descriptor; ours is closed below.
+        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()
+
+
+class CountedMqttProtocol(MqttProtocol):
+    """An MQTT protocol that keeps its factory's open-connection count."""
+
+    factory: MqttTransportFactory
+
+    def connectionMade(self) -> None:
+        self.factory.opened()
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.factory.closed()
+        super().connectionLost(reason)
+
+
+class TransportCounter:
+    """Open and total accepted connections of one transport."""
+
+    __slots__ = ("accepted", "name", "open")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open = 0
+        self.accepted = 0
+
+
+class MqttTransportFactory(Factory):
+    """Builds MQTT protocols for one transport (``tcp`` or ``tls``) and counts them."""
+
+    noisy = False
+    protocol_class: type[CountedMqttProtocol] = CountedMqttProtocol
+
+    def __init__(self, broker: Broker, counter: TransportCounter) -> None:
+        self.broker = broker
+        self.counter = counter
+
+    def opened(self) -> None:
+        self.counter.open += 1
+        self.counter.accepted += 1
+
+    def closed(self) -> None:
+        self.counter.open -= 1
+
+    def buildProtocol(self, addr: Any) -> CountedMqttProtocol:
+        protocol = self.protocol_class(self.broker)
+        protocol.factory = self
+        return protocol
