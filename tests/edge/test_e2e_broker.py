@@ -119,3 +119,36 @@ def test_request_response_properties_pass_through(broker: Edge, clients: list[Cl
     assert message.properties.ResponseTopic == "rpc/reply/1"
     assert message.properties.CorrelationData == b"\x01\x02"
     assert ("trace", "abc") in message.properties.UserProperty
+
+
+def test_topic_aliases_and_subscription_identifiers_with_paho(broker: Edge, clients: list[Client]):
+    """paho receives the aliases the edge assigns and its subscription identifier."""
+    receiver = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="aliased", protocol=mqtt.MQTTv5
+    )
+    got: queue.Queue = queue.Queue()
+    receiver.on_message = lambda c, u, m: got.put(m)
+    subacks: queue.Queue = queue.Queue()
+    receiver.on_subscribe = lambda c, u, mid, codes, p: subacks.put(codes)
+    connect = Properties(PacketTypes.CONNECT)
+    connect.TopicAliasMaximum = 4
+    receiver.connect("127.0.0.1", broker.mqtt_port, properties=connect)
+    receiver.loop_start()
+    try:
+        subscribe = Properties(PacketTypes.SUBSCRIBE)
+        subscribe.SubscriptionIdentifier = 7
+        receiver.subscribe("alias/#", qos=1, properties=subscribe)
+        subacks.get(timeout=5)
+        sender = anon(broker, clients, "alias-sender")
+        for i in range(3):
+            sender.publish("alias/long/topic/name", str(i).encode())
+        messages = [got.get(timeout=5) for _ in range(3)]
+        # paho does not resolve aliases itself: the first message names the topic and sets
+        # alias 1, the next ones carry only the alias.
+        assert [m.topic for m in messages] == ["alias/long/topic/name", "", ""]
+        assert [m.properties.TopicAlias for m in messages] == [1, 1, 1]
+        assert [m.payload for m in messages] == [b"0", b"1", b"2"]
+        assert messages[2].properties.SubscriptionIdentifier == [7]
+    finally:
+        receiver.disconnect()
+        receiver.loop_stop()
