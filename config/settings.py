@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "webapp.system.middleware.SessionMiddleware",
+    "webapp.core.middleware.OperationContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -92,12 +94,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "system.User"
+# Role and menu permissions, login lockout per (username, address): webapp/system/backends.py.
+AUTHENTICATION_BACKENDS = ["webapp.system.backends.RoleBackend"]
+# The data scope of a user without any role (webapp/core/scope.py).
+DATA_SCOPE_DEFAULT = env("DATA_SCOPE_DEFAULT", "self")
+# Trusted reverse proxies in front of the web process (client address from X-Forwarded-For).
+NUM_PROXIES = int(env("NUM_PROXIES", "0"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "webapp.system.validators.CharacterClassesValidator"},
 ]
 
 LANGUAGE_CODE = "en"
@@ -159,7 +168,8 @@ DEVICE_OFFLINE_AFTER = timedelta(seconds=int(env("DEVICE_OFFLINE_AFTER", "600"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "webapp.system.authentication.JWTAuthentication",
+        "webapp.system.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["webapp.core.permissions.ModelPermissions"],
@@ -211,6 +221,7 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry.prepare_partitions": {"task": "telemetry.prepare_partitions", "schedule": 3600.0},
     "telemetry.refresh_rollups": {"task": "telemetry.refresh_rollups", "schedule": 60.0},
     "telemetry.apply_retention": {"task": "telemetry.apply_retention", "schedule": 3600.0},
+    "system.purge_logs": {"task": "system.purge_logs", "schedule": 24 * 3600.0},
     "devices.sweep_offline": {"task": "devices.sweep_offline", "schedule": 30.0},
     "devices.expire_commands": {"task": "devices.expire_commands", "schedule": 5.0},
 }

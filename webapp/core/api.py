@@ -2,21 +2,26 @@
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from webapp.devices.api import DeviceCommandViewSet, DeviceViewSet
 from webapp.products.api import ProductViewSet
 from webapp.rules import api as rules_api
+from webapp.system import api as system_api
 
 router = DefaultRouter()
 router.register("products", ProductViewSet, basename="product")
 router.register("devices", DeviceViewSet, basename="device")
+for prefix, viewset, basename in system_api.ROUTES:
+    router.register(prefix, viewset, basename=basename)
 router.register("commands", DeviceCommandViewSet, basename="command")
 for prefix, viewset, basename in rules_api.ROUTES:
     router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [
-    path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("auth/token/", system_api.LoginView.as_view(), name="token_obtain_pair"),
+    path("auth/token/refresh/", system_api.RefreshView.as_view(), name="token_refresh"),
+    path("auth/logout/", system_api.LogoutView.as_view(), name="logout"),
+    path("auth/me/", system_api.MeView.as_view(), name="me"),
+    path("auth/password/", system_api.PasswordView.as_view(), name="change_password"),
     path("", include(router.urls)),
 ]

@@ -1,4 +1,12 @@
-"""API permissions: Django model permissions, with `view` required for reads as well."""
+"""API permissions: Django model permissions (with `view` required for reads as well), which
+users get from their roles (`webapp.system.backends.RoleBackend`: role permissions plus the
+permission codes of the role's menus and buttons).
+
+A view can name the permissions of its extra actions instead of the method-based default:
+`action_permissions = {"force_logout": ["system.logout_loginsession"]}`.
+"""
+
+from typing import Any
 
 from rest_framework.permissions import DjangoModelPermissions
 
@@ -13,3 +21,22 @@ class ModelPermissions(DjangoModelPermissions):
         "PATCH": ["%(app_label)s.change_%(model_name)s"],
         "DELETE": ["%(app_label)s.delete_%(model_name)s"],
     }
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        required = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
+        if required is None:
+            return super().has_permission(request, view)
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perms(required))
+
+
+class IsAuthenticated(ModelPermissions):
+    """Any signed-in user (their own profile, messages, keys); still honours
+    `action_permissions`."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        required = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return required is None or user.has_perms(required)

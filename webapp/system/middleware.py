@@ -1,0 +1,29 @@
+"""Admin-session middleware: ends sessions whose login was revoked (forced logout), and
+activates the user's own language."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib.auth import logout
+from django.http import HttpRequest, HttpResponse
+from django.utils import translation
+
+from webapp.system import sessions
+from webapp.system.signals import SESSION_ID
+
+
+class SessionMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            sid = request.session.get(SESSION_ID)
+            if sid and not sessions.is_active(sid):
+                logout(request)
+            elif getattr(user, "language", ""):
+                translation.activate(user.language)
+                request.LANGUAGE_CODE = translation.get_language()
+        return self.get_response(request)

@@ -1,0 +1,79 @@
+"""Online users: one `LoginSession` per login; revoking it logs the user out everywhere it
+was used (its JWTs are refused at once, its Django session is deleted)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from webapp.core.context import client_address
+from webapp.system.choices import LoginChannel
+from webapp.system.models import LoginSession
+
+# How long "this session is active" is believed without asking the database. Revocation
+# overwrites the cached flag, so it takes effect at once; only `last_seen` lags this much.
+CHECK_EVERY = 60
+
+
+def _cache_key(sid: Any) -> str:
+    return f"sess:{sid}"
+
+
+def _lifetime(channel: str) -> timedelta:
+    if channel == LoginChannel.API:
+        jwt: Any = settings.SIMPLE_JWT
+        return jwt["REFRESH_TOKEN_LIFETIME"]
+    return timedelta(seconds=settings.SESSION_COOKIE_AGE)
+
+
+def open_session(user: Any, channel: str, request: Any = None,
+                 session_key: str = "") -> LoginSession:
+    meta = getattr(request, "META", {}) if request is not None else {}
+    session = LoginSession.objects.create(
+        user=user, channel=channel, session_key=session_key or "",
+        address=client_address(request) if request is not None else None,
+        user_agent=meta.get("HTTP_USER_AGENT", "")[:300],
+        expires=timezone.now() + _lifetime(channel))
+    cache.set(_cache_key(session.pk), 1, CHECK_EVERY)
+    return session
+
+
+def is_active(sid: Any) -> bool:
+    """Is the login `sid` still valid (not revoked, not expired)? Touches `last_seen`."""
+    cached = cache.get(_cache_key(sid))
+    if cached is not None:
+        return bool(cached)
+    now = timezone.now()
+    try:
+        active = LoginSession.objects.filter(
+            pk=sid, revoked__isnull=True, expires__gt=now).update(last_seen=now) == 1
+    except (ValueError, TypeError):
+        active = False
+    cache.set(_cache_key(sid), 1 if active else 0, CHECK_EVERY if active else None)
+    return active
+
+
+def revoke(session: LoginSession) -> None:
+    """End a login now: its tokens are refused and its admin session is deleted."""
+    if session.revoked is None:
+        session.revoked = timezone.now()
+        session.save(update_fields=["revoked"])
+    cache.set(_cache_key(session.pk), 0, None)
+    if session.session_key:
+        engine = import_module(settings.SESSION_ENGINE)
+        engine.SessionStore(session_key=session.session_key).delete()
+
+
+def extend(session_id: Any) -> None:
+    """A refreshed JWT pair keeps its session alive for another refresh lifetime."""
+    LoginSession.objects.filter(pk=session_id, revoked__isnull=True).update(
+        expires=timezone.now() + _lifetime(LoginChannel.API), last_seen=timezone.now())
+
+
+def online() -> Any:
+    return LoginSession.objects.filter(revoked__isnull=True, expires__gt=timezone.now())
