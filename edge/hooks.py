@@ -10,8 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from edge.codecs import thinglinks as tl
-from edge.crypto import constant_time_equal
 
+from .auth import password_matches
 from .bus.keys import Keys
 from .bus.redis import RedisClient
 from .bus.registry import DeviceRecord, ProductRecord, Registry
@@ -139,7 +139,9 @@ class EdgeHooks(BrokerHooks):
             return AuthResult(
                 Reason.NOT_AUTHORIZED, detail=f"device {username} has no usable secret"
             )
-        if password is None or not constant_time_equal(password, record.secret.encode()):
+        if password is None or not password_matches(
+            username, record.secret, password, self.clock.seconds()
+        ):
             return AuthResult(
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"wrong secret for device {username}"
             )

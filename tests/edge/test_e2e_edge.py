@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import redis
 
+from edge.auth import sign_password
 from edge.crypto import encrypt_secret
 from edge.mqtt.codec import Decoder, encode
 from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect
@@ -252,6 +254,18 @@ def test_downlink_and_takeover(edge: Edge, clients: list[Client]):
         lambda e: e["t"] == "status" and e["dev"] == "thermo-1" and e.get("reason") == "takeover"
     )
     assert edge.redis.hget(edge.key("route"), "thermo-1") == edge.node.encode()
+
+
+def test_signed_password(edge: Edge, clients: list[Client]):
+    """A current HMAC-SHA256 signed password is accepted; an expired one is refused."""
+    now_ms = int(time.time() * 1000)
+    fresh = Client(edge, "signed", mqtt.MQTTv5)
+    clients.append(fresh)
+    assert fresh.connect("thermo-2", sign_password("thermo-2", "other-secret", now_ms)) == 0
+    stale = Client(edge, "stale", mqtt.MQTTv5)
+    clients.append(stale)
+    old = now_ms - 3_600_000
+    assert stale.connect("thermo-2", sign_password("thermo-2", "other-secret", old)) == 0x86
 
 
 def test_metrics_and_health(edge: Edge):

@@ -1,0 +1,49 @@
+"""Device passwords accepted on CONNECT (CONTRACT §3).
+
+Two forms, both with ``username`` = the device identifier:
+
+* the plain device secret, as ThingLinks devices send it;
+* a time-bounded signed password ``hmac-sha256:{ts}:{sig}`` where ``ts`` is the current Unix
+  time in milliseconds and ``sig`` is the lower-case hex HMAC-SHA256, keyed with the device
+  secret, of the text ``{identifier}:{ts}``. It is accepted while ``ts`` is within
+  ``SIGNED_PASSWORD_WINDOW`` seconds of the edge's clock, so a leaked password soon expires
+  and the secret itself never travels.
+
+Example (Python)::
+
+    ts = str(int(time.time() * 1000))
+    sig = hmac.new(secret.encode(), f"{identifier}:{ts}".encode(), hashlib.sha256).hexdigest()
+    password = f"hmac-sha256:{ts}:{sig}"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from edge.crypto import constant_time_equal
+
+SIGNED_PREFIX = b"hmac-sha256:"
+SIGNED_PASSWORD_WINDOW = 300.0
+
+
+def sign_password(identifier: str, secret: str, ts_ms: int) -> str:
+    """The signed password of ``identifier`` at ``ts_ms`` (for devices, tools and tests)."""
+    digest = hmac.new(secret.encode(), f"{identifier}:{ts_ms}".encode(), hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{ts_ms}:{digest}"
+
+
+def password_matches(identifier: str, secret: str, password: bytes, now: float) -> bool:
+    """Whether ``password`` is the plain secret or a currently valid signed password."""
+    if password.startswith(SIGNED_PREFIX):
+        try:
+            ts_text, _, signature = password[len(SIGNED_PREFIX) :].decode("ascii").partition(":")
+            ts_ms = int(ts_text)
+        except (UnicodeDecodeError, ValueError):
+            return False
+        if abs(now - ts_ms / 1000) > SIGNED_PASSWORD_WINDOW:
+            return False
+        return constant_time_equal(
+            sign_password(identifier, secret, ts_ms), f"hmac-sha256:{ts_text}:{signature}"
+        )
+    return constant_time_equal(password, secret.encode())
