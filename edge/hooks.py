@@ -3,7 +3,7 @@ events for device traffic, ``datasResponse`` for refused input, and status/route
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -21,6 +21,7 @@ from .mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerHooks, DenyLis
 from .mqtt.connection import AUTH_FAILURES, MqttConnection
 from .mqtt.errors import Reason
 from .throttle import FailureThrottle
+from .transports.tls import ClientCertificate, normalize_fingerprints
 
 log = Logger(namespace="edge")
 
@@ -77,6 +78,7 @@ class EdgeHooks(BrokerHooks):
         allow_anonymous: bool = False,
         acl_deny: Iterable[str] = (),
         throttle: FailureThrottle | None = None,
+        certificates: Callable[[MqttConnection], ClientCertificate | None] | None = None,
     ) -> None:
         self.clock = clock
         self.redis = redis
@@ -87,6 +89,7 @@ class EdgeHooks(BrokerHooks):
         self.allow_anonymous = allow_anonymous
         self.acl_deny = tuple(acl_deny)
         self.throttle = throttle or FailureThrottle(clock)
+        self.certificates = certificates
         self.broker: Broker | None = None
 
     def _acl(self, acl: Acl) -> Acl:
@@ -98,6 +101,10 @@ class EdgeHooks(BrokerHooks):
         connect = connection.connect
         assert connect is not None
         username = connect.username
+        certificate = self.certificates(connection) if self.certificates is not None else None
+        if not username and certificate is not None:
+            # A TLS client certificate without a user name names its device by its CN.
+            username = certificate.common_name
         address = connection.peer.rpartition(":")[0] or connection.peer
         keys = [f"addr:{address}"] + ([f"dev:{username}"] if username else [])
         if any(self.throttle.blocked(key) for key in keys):
@@ -111,10 +118,13 @@ class EdgeHooks(BrokerHooks):
                     self.throttle.failed(key)
             return result
 
-        return then(self._authenticate(username, connect.password), record)
+        return then(self._authenticate(username, connect.password, certificate), record)
 
     def _authenticate(
-        self, username: str | None, password: bytes | None
+        self,
+        username: str | None,
+        password: bytes | None,
+        certificate: ClientCertificate | None = None,
     ) -> AuthResult | Deferred[AuthResult]:
         if not username:
             if self.allow_anonymous:
@@ -123,11 +133,16 @@ class EdgeHooks(BrokerHooks):
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail="no user name (device identifier)"
             )
         return then(
-            self.registry.device(username), lambda rec: self._check(rec, username, password)
+            self.registry.device(username),
+            lambda rec: self._check(rec, username, password, certificate),
         )
 
     def _check(
-        self, record: DeviceRecord | None, username: str, password: bytes | None
+        self,
+        record: DeviceRecord | None,
+        username: str,
+        password: bytes | None,
+        certificate: ClientCertificate | None = None,
     ) -> AuthResult:
         if record is None:
             if self.allow_anonymous:
@@ -135,6 +150,11 @@ class EdgeHooks(BrokerHooks):
             return AuthResult(Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"unknown device {username}")
         if record.status == "locked":
             return AuthResult(Reason.BANNED, detail=f"device {username} is locked")
+        if certificate is not None and _certificate_matches(record, certificate):
+            return AuthResult(
+                identity=record.identifier,
+                acl=self._acl(DeviceAcl(record, self.registry)),
+            )
         if record.secret is None:
             return AuthResult(
                 Reason.NOT_AUTHORIZED, detail=f"device {username} has no usable secret"
@@ -265,6 +285,16 @@ class EdgeHooks(BrokerHooks):
         reached = self.broker.publish(Message(topic, payload, qos))
         reason = None if reached else "no subscriber"
         self.uplink.emit(tl.log_event(device, "down", topic, payload, bool(reached), reason, ts))
+
+
+def _certificate_matches(record: DeviceRecord, certificate: ClientCertificate) -> bool:
+    """A registered fingerprint (``cert_fp``) must match when the device has one; otherwise a
+    certificate whose chain verified against EDGE_TLS_CA and whose CN is the device's
+    identifier identifies it."""
+    pinned = normalize_fingerprints(record.cert_fp)
+    if pinned:
+        return certificate.fingerprint in pinned
+    return certificate.verified and certificate.common_name == record.identifier
 
 
 def _context(record: DeviceRecord, product: ProductRecord | None) -> tl.DeviceContext:

@@ -8,13 +8,14 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+Sample = tuple[Any, ...]
+"""``(name, type, help, value)`` or ``(name, type, help, value, labels)``."""
+
 
 class MetricsResource(Resource):
     isLeaf = True
 
-    def __init__(
-        self, collect: Callable[[], list[tuple[str, str, str, float]]], healthy: Callable[[], bool]
-    ) -> None:
+    def __init__(self, collect: Callable[[], list[Sample]], healthy: Callable[[], bool]) -> None:
         super().__init__()
         self.collect = collect
         self.healthy = healthy
@@ -34,14 +35,30 @@ class MetricsResource(Resource):
         return b"not found\n"
 
 
-def render_metrics(samples: list[tuple[str, str, str, float]]) -> str:
-    """``(name, type, help, value)`` samples as Prometheus exposition text."""
+def render_metrics(samples: list[Sample]) -> str:
+    """Samples as Prometheus exposition text; samples of one name are grouped under one
+    ``# HELP`` / ``# TYPE`` header, in the order the names first appear."""
+    families: dict[str, list[Sample]] = {}
+    for sample in samples:
+        families.setdefault(sample[0], []).append(sample)
     lines = []
-    for name, kind, text, value in samples:
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+    for name, members in families.items():
+        lines.append(f"# HELP {name} {members[0][2]}")
+        lines.append(f"# TYPE {name} {members[0][1]}")
+        for sample in members:
+            value = sample[3]
+            text = f"{value:g}" if isinstance(value, float) else f"{value}"
+            labels = sample[4] if len(sample) > 4 else None
+            if labels:
+                inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+                lines.append(f"{name}{{{inner}}} {text}")
+            else:
+                lines.append(f"{name} {text}")
     return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class QuietSite(Site):

@@ -26,7 +26,8 @@ from .hooks import EdgeHooks
 from .metrics import MetricsResource, QuietSite
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
-from .mqtt.protocol import MqttFactory
+from .transports.listeners import TransportConfig, Transports
+from .transports.tls import CertificateLookup
 
 log = Logger(namespace="edge")
 
@@ -56,6 +57,9 @@ class EdgeConfig:
     allow_anonymous: bool = False
     acl_deny: tuple[str, ...] = ()
     secret_key: str | None = None
+    transports: TransportConfig = field(default_factory=TransportConfig)
+    # Set by the worker launcher (edge.workers) when several processes share the ports.
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
@@ -68,6 +72,7 @@ class EdgeConfig:
             RedisAddress.parse(redis_url)
             mqtt_port = int(env.get("EDGE_MQTT_PORT") or 11883)
             metrics_port = int(env.get("EDGE_METRICS_PORT") or 19100)
+            transports = TransportConfig.from_env(env)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deny = tuple(f.strip() for f in (env.get("EDGE_ACL_DENY") or "").split(",") if f.strip())
@@ -81,6 +86,8 @@ class EdgeConfig:
             allow_anonymous=_flag(env.get("EDGE_ALLOW_ANONYMOUS")),
             acl_deny=deny,
             secret_key=env.get("DJANGO_SECRET_KEY") or None,
+            transports=transports,
+            reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
         )
 
 
@@ -97,6 +104,7 @@ class EdgeService:
         self.redis = RedisClient(reactor, address, "redis")
         self.registry = Registry(self.redis, self.keys, config.secret_key)
         self.uplink = Uplink(self.redis, self.keys, reactor)
+        self.certificates = CertificateLookup()
         self.hooks = EdgeHooks(
             clock=reactor,
             redis=self.redis,
@@ -106,8 +114,10 @@ class EdgeService:
             node=config.node_id,
             allow_anonymous=config.allow_anonymous,
             acl_deny=config.acl_deny,
+            certificates=self.certificates,
         )
         self.broker = Broker(reactor, self.hooks, broker_config)
+        self.transports = Transports(reactor, self.broker, config.transports, self.certificates)
         self.hooks.broker = self.broker
         self.subscriber = RedisSubscriber(
             reactor,
@@ -133,6 +143,14 @@ class EdgeService:
         return int(self.listeners["mqtt"].getHost().port)
 
     @property
+    def tls_port(self) -> int:
+        return int(self.listeners["tls"].getHost().port)
+
+    @property
+    def ws_port(self) -> int:
+        return int(self.listeners["ws"].getHost().port)
+
+    @property
     def metrics_port(self) -> int:
         return int(self.listeners["metrics"].getHost().port)
 
@@ -151,8 +169,8 @@ class EdgeService:
         await self.downlink.start()
         self.started_at = self.reactor.seconds()
         self.broker.start()
-        self.listeners["mqtt"] = self.reactor.listenTCP(
-            config.mqtt_port, MqttFactory(self.broker), backlog=1024, interface=config.host
+        self.listeners.update(
+            self.transports.listen(config.host, config.mqtt_port, reuse_port=config.reuse_port)
         )
         site = QuietSite(MetricsResource(self.samples, lambda: self.redis.connected))
         self.listeners["metrics"] = self.reactor.listenTCP(
@@ -160,10 +178,16 @@ class EdgeService:
         )
         self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
         log.info(
-            "edge node {node} listening: MQTT on {host}:{mqtt}, metrics on {host}:{metrics}{anon}",
+            "edge node {node} listening: MQTT on {host}:{mqtt}{more}, metrics on {host}:{metrics}"
+            "{anon}",
             node=config.node_id,
             host=config.host,
             mqtt=self.mqtt_port,
+            more="".join(
+                f", {name.upper()} on {port.getHost().port}"
+                for name, port in self.listeners.items()
+                if name in ("tls", "ws")
+            ),
             metrics=self.metrics_port,
             anon=" (anonymous clients allowed)" if config.allow_anonymous else "",
         )
@@ -210,9 +234,9 @@ class EdgeService:
             )
         )
 
-    def samples(self) -> list[tuple[str, str, str, float]]:
+    def samples(self) -> list[tuple[Any, ...]]:
         stats = self.broker.stats
-        return [
+        samples: list[tuple[Any, ...]] = [
             ("edge_connections", "gauge", "Open MQTT connections", len(self.broker.connections)),
             (
                 "edge_sessions",
@@ -268,4 +292,20 @@ class EdgeService:
                 "1 when the Redis command connection is up",
                 int(self.redis.connected),
             ),
+        ]
+        samples.extend(self.transports.samples())
+        samples.extend(self._queue_samples())
+        return samples
+
+    def _queue_samples(self) -> list[tuple[Any, ...]]:
+        """Messages waiting in sessions: queued (not yet sent) and in flight (sent, not yet
+        acknowledged). One pass over the sessions per scrape."""
+        queued = inflight = 0
+        for session in self.broker.sessions.values():
+            inflight += len(session.inflight)
+            if session.pending:
+                queued += len(session.pending)
+        return [
+            ("edge_queued_messages", "gauge", "QoS 1/2 messages queued in sessions", queued),
+            ("edge_inflight_messages", "gauge", "QoS 1/2 messages awaiting an ack", inflight),
         ]

@@ -30,6 +30,7 @@ class DeviceRecord:
     status: str
     node_type: str
     gateway: str
+    cert_fp: str = ""  # SHA-256 fingerprints of the device's TLS client certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ def parse_device(
         status=_text(fields, "status") or "activated",
         node_type=_text(fields, "node_type") or "direct",
         gateway=_text(fields, "gateway"),
+        cert_fp=_text(fields, "cert_fp"),
     )
 
 

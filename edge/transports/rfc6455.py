@@ -164,9 +164,7 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     if not n:
         return b""
     key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        n, "little"
-    )
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 def encode_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:

@@ -82,7 +82,7 @@ class MqttTransportFactory(Factory):
     def closed(self) -> None:
         self.counter.open -= 1
 
-    def buildProtocol(self, addr: Any) -> CountedMqttProtocol:
+    def buildProtocol(self, addr: Any) -> CountedMqttProtocol:  # type: ignore[override]
         protocol = self.protocol_class(self.broker)
         protocol.factory = self
         return protocol

@@ -163,4 +163,5 @@ def tls_factory(
     broker: Broker, counter: TransportCounter, server: ServerTLS, certificates: CertificateLookup
 ) -> TLSMemoryBIOFactory:
     """The listening factory for MQTT over TLS."""
-    return QuietTLSFactory(server, False, TlsMqttFactory(broker, counter, certificates))
+    wrapped: Any = TlsMqttFactory(broker, counter, certificates)
+    return QuietTLSFactory(server, False, wrapped)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ HANDSHAKE, OPEN, CLOSING = range(3)
 
 class WebSocketMqttProtocol(Protocol):
     factory: WebSocketMqttFactory
+    transport: Any
 
     def __init__(self, factory: WebSocketMqttFactory) -> None:
         self.factory = factory
@@ -65,25 +66,23 @@ class WebSocketMqttProtocol(Protocol):
             )
             self.factory.handshaking.discard(self)
             self.state = CLOSING
-            self.transport.write(ws.refusal(exc))  # type: ignore[union-attr]
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.write(ws.refusal(exc))
+            self.transport.loseConnection()
             return
         if handshake is None:
             return
         self.factory.handshaking.discard(self)
         rest = self.buffer[handshake.consumed :]
         self.buffer = b""
-        self.transport.write(handshake.response)  # type: ignore[union-attr]
+        self.transport.write(handshake.response)
         self.state = OPEN
         self.decoder = ws.FrameDecoder(self.factory.broker.config.max_packet_size + 16)
-        self.connection = MqttConnection(
-            self.factory.broker, self._peer(), self._send, self._close
-        )
+        self.connection = MqttConnection(self.factory.broker, self._peer(), self._send, self._close)
         if rest:
             self._frames(rest)
 
     def _peer(self) -> str:
-        return describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
+        return describe_peer(self.transport.getPeer())
 
     def _frames(self, data: bytes) -> None:
         assert self.decoder is not None and self.connection is not None
@@ -101,13 +100,13 @@ class WebSocketMqttProtocol(Protocol):
             if kind == "data":
                 connection.data_received(event[1])
             elif kind == "ping":
-                self.transport.write(ws.encode_frame(ws.OP_PONG, event[1]))  # type: ignore[union-attr]
+                self.transport.write(ws.encode_frame(ws.OP_PONG, event[1]))
             elif kind == "close":
                 code = event[1]
                 self.state = CLOSING
                 echo = ws.CLOSE_NORMAL if code == ws.CLOSE_NO_STATUS else code
-                self.transport.write(ws.encode_close(echo))  # type: ignore[union-attr]
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.write(ws.encode_close(echo))
+                self.transport.loseConnection()
                 break
             if self.state != OPEN:
                 break
@@ -115,28 +114,25 @@ class WebSocketMqttProtocol(Protocol):
 
     def _fail(self, code: int, reason: str) -> None:
         self.state = CLOSING
-        self.transport.write(ws.encode_close(code, reason))  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
-        if self.connection is not None:
-            self.connection.connection_lost()
-            self.factory.broker.flush()
+        self.transport.write(ws.encode_close(code, reason))
+        self.transport.loseConnection()
 
     def _send(self, data: bytes) -> None:
         if self.state == OPEN:
-            self.transport.write(ws.encode_frame(ws.OP_BINARY, data))  # type: ignore[union-attr]
+            self.transport.write(ws.encode_frame(ws.OP_BINARY, data))
 
     def _close(self) -> None:
         """The MQTT side closes: a close frame, then the TCP connection."""
         if self.state == OPEN:
             self.state = CLOSING
-            self.transport.write(ws.encode_close(ws.CLOSE_NORMAL))  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.write(ws.encode_close(ws.CLOSE_NORMAL))
+        self.transport.loseConnection()
 
     def check_handshake(self, now: float) -> None:
         if self.state == HANDSHAKE and now - self.opened_at > self.factory.handshake_timeout:
             self.factory.handshaking.discard(self)
             self.state = CLOSING
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.factory.counter.open -= 1
@@ -182,5 +178,5 @@ class WebSocketMqttFactory(Factory):
         for protocol in list(self.handshaking):
             protocol.check_handshake(now)
 
-    def buildProtocol(self, addr: Any) -> WebSocketMqttProtocol:
+    def buildProtocol(self, addr: Any) -> WebSocketMqttProtocol:  # type: ignore[override]
         return WebSocketMqttProtocol(self)

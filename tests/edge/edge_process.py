@@ -86,6 +86,7 @@ def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[E
         "REDIS_PREFIX": prefix,
         "EDGE_MQTT_PORT": str(mqtt_port),
         "EDGE_METRICS_PORT": str(metrics_port),
+        "EDGE_WS_PORT": str(free_port()),
         "EDGE_HOST": "127.0.0.1",
         "EDGE_NODE_ID": node,
         "EDGE_ALLOW_ANONYMOUS": "0",
@@ -118,10 +119,19 @@ def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[E
 class Client:
     """A paho client running its network loop in a thread, with queues for what arrives."""
 
-    def __init__(self, edge: Edge, client_id: str, protocol: int = mqtt.MQTTv311) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        client_id: str,
+        protocol: int = mqtt.MQTTv311,
+        transport: str = "tcp",
+    ) -> None:
         self.protocol = protocol
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            transport=transport,  # type: ignore[arg-type]
         )
         self.port = edge.mqtt_port
         self.connacks: queue.Queue[Any] = queue.Queue()
