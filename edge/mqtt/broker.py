@@ -276,6 +276,11 @@ class Broker:
         self._sweeper.clock = clock  # type: ignore[assignment]
         self._client_ids = itertools.count(1)
         self.log = Logger(namespace="edge.mqtt")
+        # Cluster routing (edge.bus.cluster): ``forward`` sees every message published here
+        # (not those that came from other nodes); ``interest`` hears of each filter a session
+        # adds (True) or removes (False).
+        self.forward: Callable[[Message], None] | None = None
+        self.interest: Callable[[str, bool], None] | None = None
 
     def log_failure(self, failure: Failure, connection: object) -> None:
         self.log.failure("unexpected error on {connection}", failure, connection=connection)
@@ -371,12 +376,16 @@ class Broker:
                 group = self.shared_groups[shared] = SharedGroup()
                 self.shared.add(shared[1], shared[0], group)
             group.members[session.client_id] = entry
+        if not existed and self.interest is not None:
+            self.interest(topic_filter, True)
         return not existed
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         self._routes.clear()
+        if self.interest is not None:
+            self.interest(topic_filter, False)
         shared = split_shared(topic_filter)
         if shared is None:
             self.subscriptions.remove(topic_filter, session.client_id)
@@ -391,9 +400,13 @@ class Broker:
 
     # -- routing ------------------------------------------------------------------------------
 
-    def publish(self, message: Message) -> int:
-        """Store (if retained) and route ``message``; return how many sessions it reached."""
-        if message.retain:
+    def publish(self, message: Message, remote: bool = False) -> int:
+        """Store (if retained) and route ``message``; return how many sessions it reached.
+
+        ``remote``: the message comes from another node (edge.bus.cluster), which already
+        stored it if retained and chose the shared subscribers: only plain subscribers here.
+        """
+        if message.retain and not remote:
             if message.payload:
                 self.retained[message.topic] = message
             else:
@@ -421,7 +434,7 @@ class Broker:
                 target[2] = target[2] or options.retain_as_published
             if entry.identifier is not None:
                 target[1].append(entry.identifier)
-        for group in route[1]:
+        for group in () if remote else route[1]:
             chosen = group.pick()
             if chosen is not None:
                 ids = [chosen.identifier] if chosen.identifier is not None else []
@@ -430,6 +443,8 @@ class Broker:
             self.deliver(
                 session, message, min(qos, message.qos), message.retain and keep_retain, tuple(ids)
             )
+        if self.forward is not None and not remote:
+            self.forward(message)
         return len(targets)
 
     def deliver(
