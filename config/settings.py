@@ -25,7 +25,7 @@ VAR_DIR.mkdir(exist_ok=True)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "webapp.system.admin_app.AdminConfig",  # django.contrib.admin with the ThingLinks site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from webapp.devices.api import DeviceCommandViewSet, DeviceViewSet
+from webapp.devices.api import DeviceCommandViewSet, DeviceGroupViewSet, DeviceViewSet
 from webapp.products.api import ProductViewSet
 from webapp.rules import api as rules_api
 from webapp.system import api as system_api
@@ -11,6 +11,7 @@ from webapp.system import api as system_api
 router = DefaultRouter()
 router.register("products", ProductViewSet, basename="product")
 router.register("devices", DeviceViewSet, basename="device")
+router.register("device-groups", DeviceGroupViewSet, basename="device-group")
 for prefix, viewset, basename in system_api.ROUTES:
     router.register(prefix, viewset, basename=basename)
 router.register("commands", DeviceCommandViewSet, basename="command")

@@ -36,13 +36,13 @@ class ExportMixin:
                                      description="csv (default), xlsx or json")],
         responses={(200, "text/csv"): OpenApiTypes.BINARY})
     @action(detail=False, methods=["get"], url_path="export")
-    def export(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+    def export(self: Any, request: Request) -> HttpResponse:
         """The filtered list as a file (up to 50,000 rows)."""
         file_format = request.query_params.get("file_format", "csv")
         if file_format not in CONTENT_TYPES:
             raise ValidationError({"file_format": ["csv, xlsx or json"]})
-        queryset = self.filter_queryset(self.get_queryset())[:MAX_ROWS]  # type: ignore[attr-defined]
-        rows = self.get_serializer(queryset, many=True).data  # type: ignore[attr-defined]
+        queryset = self.filter_queryset(self.get_queryset())[:MAX_ROWS]
+        rows = self.get_serializer(queryset, many=True).data
         name = self.export_basename or getattr(self, "basename", None) or "export"
         if file_format == "json":
             body: bytes | str = json.dumps(rows, ensure_ascii=False, default=str)

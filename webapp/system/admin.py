@@ -1,22 +1,415 @@
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.utils.translation import gettext_lazy as _
+"""System management in the admin: users, organisation, roles and menus, dictionaries,
+parameters, notices, logs, online users, API keys, scheduled tasks with run history."""
 
-from webapp.system.models import Department, User
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import QuerySet
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+from django_celery_beat.admin import PeriodicTaskAdmin as BasePeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
+from import_export.admin import ExportMixin, ImportExportModelAdmin
+
+from webapp.core.admin import ScopedAdminMixin
+from webapp.system import actions, lockout, resources, sessions
+from webapp.system.models import (
+    ApiKey,
+    Department,
+    DictItem,
+    DictType,
+    LoginLog,
+    LoginSession,
+    Menu,
+    Message,
+    Notice,
+    OperationLog,
+    Parameter,
+    Position,
+    Role,
+    TaskRun,
+    User,
+)
+
+
+def _indent(depth: int, text: str) -> str:
+    return format_html('<span style="padding-left:{}em">{}</span>', depth * 1.5, text)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Logs: looked at, filtered, exported; never edited by hand."""
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return request.user.is_superuser
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
-    list_display = ("username", "email", "department", "is_active", "is_staff", "last_login")
-    list_filter = ("is_active", "is_staff", "department")
+class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
+    resource_classes = [resources.UserResource]
+    list_display = ("username", "nickname", "email", "department", "roles_list", "is_active",
+                    "is_staff", "last_login")
+    list_filter = ("is_active", "is_staff", "department", "roles", "positions")
+    search_fields = ("username", "nickname", "email", "phone", "first_name", "last_name")
+    filter_horizontal = ("roles", "positions", "groups", "user_permissions")
+    readonly_fields = ("last_login", "date_joined", "password_changed")
+    actions = ("force_logout", "reset_passwords", "activate", "deactivate")
     fieldsets = (
-        *(BaseUserAdmin.fieldsets or ()),
-        (_("Organisation"), {"fields": ("department", "phone", "language")}),
+        (None, {"fields": ("username", "password")}),
+        (_("Profile"), {"fields": ("nickname", "first_name", "last_name", "email", "phone",
+                                   "gender", "avatar", "language", "remark")}),
+        (_("Organisation"), {"fields": ("department", "positions", "roles")}),
+        (_("Status"), {"fields": ("is_active", "is_staff", "is_superuser",
+                                  "must_change_password", "last_login", "password_changed",
+                                  "date_joined")}),
+        (_("Extra permissions"), {"classes": ("collapse",),
+                                  "fields": ("groups", "user_permissions")}),
     )
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("username", "password1", "password2")}),
+        (_("Organisation"), {"fields": ("department", "roles", "is_staff")}),
+    )
+
+    def get_queryset(self, request: Any) -> QuerySet:
+        return super().get_queryset(request).select_related("department").prefetch_related(
+            "roles")
+
+    @admin.display(description=_("roles"))
+    def roles_list(self, obj: User) -> str:
+        return ", ".join(role.name for role in obj.roles.all())
+
+    def save_model(self, request: Any, obj: User, form: Any, change: bool) -> None:
+        was_active = User.objects.filter(pk=obj.pk).values_list("is_active", flat=True).first()
+        super().save_model(request, obj, form, change)
+        if change and was_active and not obj.is_active:
+            actions.logout_user(acting_user=request.user, user=obj)
+
+    @admin.action(description=_("Force the logout of the selected users"))
+    def force_logout(self, request: Any, queryset: QuerySet) -> None:
+        count = sum(actions.logout_user(acting_user=request.user, user=u) for u in queryset)
+        self.message_user(request, _("{count} sessions ended.").format(count=count))
+
+    @admin.action(description=_("Reset the passwords of the selected users"))
+    def reset_passwords(self, request: Any, queryset: QuerySet) -> None:
+        for user in queryset:
+            password = actions.reset_password(acting_user=request.user, user=user)
+            messages.warning(request, _(
+                "New password of {username}: {password} (shown once; to be changed at the "
+                "next login)").format(username=user.username, password=password))
+
+    @admin.action(description=_("Activate the selected users"))
+    def activate(self, request: Any, queryset: QuerySet) -> None:
+        for user in queryset:
+            actions.update_user(acting_user=request.user, user=user, data={"is_active": True})
+
+    @admin.action(description=_("Disable the selected users (and end their sessions)"))
+    def deactivate(self, request: Any, queryset: QuerySet) -> None:
+        for user in queryset.exclude(pk=request.user.pk):
+            actions.update_user(acting_user=request.user, user=user, data={"is_active": False})
 
 
 @admin.register(Department)
-class DepartmentAdmin(admin.ModelAdmin):
-    list_display = ("name", "parent", "leader", "phone", "is_active")
-    search_fields = ("name", "leader")
+class DepartmentAdmin(ScopedAdminMixin, ImportExportModelAdmin):
+    resource_classes = [resources.DepartmentResource]
+    list_display = ("tree_name", "leader", "phone", "email", "order", "is_active")
+    search_fields = ("name", "leader", "phone", "email")
     list_filter = ("is_active",)
+    ordering = ("path",)
+    autocomplete_fields = ("leader_user",)
+    fields = ("name", "parent", "order", "leader", "leader_user", "phone", "email",
+              "is_active", "remark")
+
+    @admin.display(description=_("name"), ordering="path")
+    def tree_name(self, obj: Department) -> str:
+        return _indent(obj.depth, obj.name)
+
+    def delete_model(self, request: Any, obj: Department) -> None:
+        actions.delete_department(acting_user=request.user, department=obj)
+
+
+@admin.register(Position)
+class PositionAdmin(ImportExportModelAdmin):
+    resource_classes = [resources.PositionResource]
+    list_display = ("code", "name", "order", "is_active")
+    search_fields = ("code", "name")
+    list_filter = ("is_active",)
+
+
+@admin.register(Role)
+class RoleAdmin(ImportExportModelAdmin):
+    resource_classes = [resources.RoleResource]
+    list_display = ("name", "code", "data_scope", "is_active", "is_builtin", "user_count")
+    search_fields = ("code", "name")
+    list_filter = ("data_scope", "is_active", "is_builtin")
+    filter_horizontal = ("permissions", "menus", "departments")
+    readonly_fields = ("is_builtin",)
+    fieldsets = (
+        (None, {"fields": ("code", "name", "order", "is_active", "is_builtin", "remark")}),
+        (_("Data scope"), {"fields": ("data_scope", "departments")}),
+        (_("Menus and buttons"), {"fields": ("menus",)}),
+        (_("Permissions"), {"fields": ("permissions",)}),
+    )
+
+    @admin.display(description=_("users"))
+    def user_count(self, obj: Role) -> int:
+        return obj.users.count()
+
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "code") if obj is not None and obj.is_builtin else fields
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        if obj is not None and obj.is_builtin:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(Menu)
+class MenuAdmin(admin.ModelAdmin):
+    list_display = ("tree_name", "menu_type", "permission", "path", "order", "is_visible",
+                    "is_active")
+    list_filter = ("menu_type", "is_visible", "is_active")
+    search_fields = ("name", "permission", "path")
+
+    def get_queryset(self, request: Any) -> QuerySet:
+        return super().get_queryset(request).select_related("parent__parent")
+
+    @admin.display(description=_("name"))
+    def tree_name(self, obj: Menu) -> str:
+        depth, parent = 0, obj.parent
+        while parent is not None and depth < 3:
+            depth, parent = depth + 1, parent.parent
+        return _indent(depth, obj.name)
+
+
+class DictItemInline(admin.TabularInline):
+    model = DictItem
+    extra = 1
+    fields = ("value", "label", "order", "is_default", "color", "is_active")
+
+
+@admin.register(DictType)
+class DictTypeAdmin(ImportExportModelAdmin):
+    resource_classes = [resources.DictTypeResource]
+    list_display = ("code", "name", "is_active", "is_builtin", "updated")
+    search_fields = ("code", "name")
+    list_filter = ("is_active", "is_builtin")
+    inlines = [DictItemInline]
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        actions.save(acting_user=request.user, model=DictType, instance=form.instance,
+                     data={})
+
+
+@admin.register(DictItem)
+class DictItemAdmin(ImportExportModelAdmin):
+    resource_classes = [resources.DictItemResource]
+    list_display = ("dict_type", "value", "label", "order", "is_default", "is_active")
+    list_filter = ("dict_type", "is_active")
+    search_fields = ("value", "label", "dict_type__code")
+    list_select_related = ("dict_type",)
+
+    def save_model(self, request: Any, obj: DictItem, form: Any, change: bool) -> None:
+        actions.save(acting_user=request.user, model=DictItem, instance=obj, data={})
+
+
+@admin.register(Parameter)
+class ParameterAdmin(ImportExportModelAdmin):
+    resource_classes = [resources.ParameterResource]
+    list_display = ("key", "name", "value", "value_type", "is_builtin", "updated")
+    search_fields = ("key", "name", "value")
+    list_filter = ("value_type", "is_builtin")
+
+    def save_model(self, request: Any, obj: Parameter, form: Any, change: bool) -> None:
+        actions.save(acting_user=request.user, model=Parameter, instance=obj, data={})
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        if obj is not None and obj.is_builtin:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(Notice)
+class NoticeAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    list_display = ("title", "notice_type", "status", "audience", "published", "created_by")
+    list_filter = ("notice_type", "status", "audience")
+    search_fields = ("title", "content")
+    filter_horizontal = ("departments", "roles", "users")
+    readonly_fields = ("status", "published", "created_by")
+    actions = ("publish", "close")
+
+    def save_model(self, request: Any, obj: Notice, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description=_("Publish the selected notices"))
+    def publish(self, request: Any, queryset: QuerySet) -> None:
+        for notice in queryset.exclude(status="published"):
+            count = actions.publish_notice(acting_user=request.user, notice=notice)
+            self.message_user(request, _("{title}: sent to {count} users.").format(
+                title=notice.title, count=count))
+
+    @admin.action(description=_("Close the selected notices"))
+    def close(self, request: Any, queryset: QuerySet) -> None:
+        for notice in queryset:
+            actions.close_notice(acting_user=request.user, notice=notice)
+
+
+@admin.register(Message)
+class MessageAdmin(ScopedAdminMixin, ReadOnlyAdmin):
+    list_display = ("title", "recipient", "category", "read", "created")
+    list_filter = ("category", "created")
+    search_fields = ("title", "body", "recipient__username")
+    list_select_related = ("recipient",)
+
+
+def _pretty(value: Any) -> str:
+    if value is None:
+        return "-"
+    return format_html("<pre class=\"tl-json\">{}</pre>",
+                       json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+@admin.register(OperationLog)
+class OperationLogAdmin(ScopedAdminMixin, ExportMixin, ReadOnlyAdmin):
+    resource_classes = [resources.OperationLogResource]
+    list_display = ("time", "username", "source", "action", "model", "object_repr", "address")
+    list_filter = ("source", "action", "app_label", "model", "time")
+    search_fields = ("username", "object_repr", "object_id", "path", "request_id")
+    date_hierarchy = "time"
+    fields = ("time", "username", "source", "action", "app_label", "model", "object_id",
+              "object_repr", "before_json", "after_json", "address", "user_agent", "method",
+              "path", "request_id", "task")
+    readonly_fields = fields
+
+    @admin.display(description=_("before"))
+    def before_json(self, obj: OperationLog) -> str:
+        return _pretty(obj.before)
+
+    @admin.display(description=_("after"))
+    def after_json(self, obj: OperationLog) -> str:
+        return _pretty(obj.after)
+
+
+@admin.register(LoginLog)
+class LoginLogAdmin(ScopedAdminMixin, ExportMixin, ReadOnlyAdmin):
+    resource_classes = [resources.LoginLogResource]
+    list_display = ("time", "username", "channel", "result", "address", "user_agent")
+    list_filter = ("result", "channel", "time")
+    search_fields = ("username", "address", "user_agent")
+    date_hierarchy = "time"
+    actions = ("unlock",)
+
+    @admin.action(description=_("Lift the lockout of the selected username and address"),
+                  permissions=["unlock"])
+    def unlock(self, request: Any, queryset: QuerySet) -> None:
+        for username, address in set(queryset.values_list("username", "address")):
+            lockout.reset(username, address)
+        self.message_user(request, _("Lockouts lifted."))
+
+    def has_unlock_permission(self, request: Any) -> bool:
+        return request.user.has_perm("system.unlock_login")
+
+
+@admin.register(LoginSession)
+class OnlineUserAdmin(ScopedAdminMixin, ReadOnlyAdmin):
+    list_display = ("user", "channel", "address", "user_agent", "created", "last_seen",
+                    "expires")
+    list_filter = ("channel",)
+    search_fields = ("user__username", "address", "user_agent")
+    list_select_related = ("user",)
+    actions = ("force_logout",)
+
+    def get_queryset(self, request: Any) -> QuerySet:
+        return super().get_queryset(request).filter(pk__in=sessions.online().values("pk"))
+
+    @admin.action(description=_("Force the logout of the selected sessions"),
+                  permissions=["logout"])
+    def force_logout(self, request: Any, queryset: QuerySet) -> None:
+        for session in queryset:
+            actions.force_logout(acting_user=request.user, session=session)
+        self.message_user(request, _("Sessions ended."))
+
+    def has_logout_permission(self, request: Any) -> bool:
+        return request.user.has_perm("system.logout_loginsession")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "expires", "last_used", "revoked", "created")
+    list_filter = ("revoked", "expires")
+    search_fields = ("name", "prefix", "user__username")
+    list_select_related = ("user",)
+    fields = ("user", "name", "expires", "prefix", "last_used", "revoked", "created")
+    readonly_fields = ("prefix", "last_used", "revoked", "created")
+    actions = ("revoke",)
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: Any, obj: ApiKey, form: Any, change: bool) -> None:
+        api_key, key = actions.create_api_key(acting_user=request.user, user=obj.user,
+                                              name=obj.name, expires=obj.expires)
+        obj.pk, obj._state = api_key.pk, api_key._state
+        messages.warning(request, _("The key is {key} — copy it now: it is stored hashed and "
+                                    "will not be shown again.").format(key=key))
+
+    @admin.action(description=_("Revoke the selected keys"))
+    def revoke(self, request: Any, queryset: QuerySet) -> None:
+        for api_key in queryset:
+            actions.revoke_api_key(acting_user=request.user, api_key=api_key)
+
+
+@admin.register(TaskRun)
+class TaskRunAdmin(ReadOnlyAdmin):
+    list_display = ("started", "periodic_task_name", "task_name", "status", "runtime",
+                    "worker")
+    list_filter = ("status", "periodic_task_name", "task_name", "started")
+    search_fields = ("task_name", "periodic_task_name", "task_id", "error")
+    date_hierarchy = "started"
+
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(BasePeriodicTaskAdmin):
+    """Celery beat schedules, with their last runs."""
+
+    list_display = (*BasePeriodicTaskAdmin.list_display, "last_status")
+    readonly_fields = (*getattr(BasePeriodicTaskAdmin, "readonly_fields", ()), "recent_runs")
+
+    def get_fieldsets(self, request: Any, obj: Any = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None:
+            fieldsets.append((_("Run history"), {"fields": ("recent_runs",)}))
+        return fieldsets
+
+    @admin.display(description=_("last run"))
+    def last_status(self, obj: PeriodicTask) -> str:
+        run = TaskRun.objects.filter(periodic_task_name=obj.name).first()
+        return run.get_status_display() if run else "-"
+
+    @admin.display(description=_("recent runs"))
+    def recent_runs(self, obj: PeriodicTask) -> str:
+        runs = TaskRun.objects.filter(periodic_task_name=obj.name)[:10]
+        if not runs:
+            return str(_("No runs yet."))
+        url = reverse("admin:system_taskrun_changelist") + f"?periodic_task_name={obj.name}"
+        rows = format_html_join("", "<li>{} — {} ({} s)</li>", (
+            (run.started.strftime("%Y-%m-%d %H:%M:%S"), run.get_status_display(),
+             run.runtime if run.runtime is not None else "…") for run in runs))
+        return format_html('<ul class="tl-runs">{}</ul><a href="{}">{}</a>', rows, url,
+                           _("All runs"))

@@ -25,3 +25,4 @@ class SystemConfig(AppConfig):
         scope.register(models.LoginSession, department="user__department", owner="user")
         scope.register(models.ApiKey, department="user__department", owner="user")
         scope.register(models.Message, owner="recipient")
+
