@@ -59,6 +59,10 @@ class Keys:
         synchronous API call waiting on it (BLPOP) returns at once."""
         return f"{self.prefix}cmd:reply:{command_id}"
 
+    def import_secrets(self, token: str) -> str:
+        """webapp only: the encrypted secrets of one device import, downloadable once."""
+        return f"{self.prefix}import:secrets:{token}"
+
 
 UPLINK_GROUP = "ingest"
 UPLINK_MAXLEN = 1_000_000

@@ -239,3 +239,21 @@ def test_undelivered_command_is_sent_again(api, device, edge):
     assert again["message"]["head"]["mid"] == command_id
     record = DeviceCommand.objects.get(pk=command_id)
     assert record.status == "sent" and record.attempts == 2
+
+
+def test_admin_sends_commands_checked_against_the_model(client, admin_user, device, edge):
+    """The admin's "add command" form refuses bad parameters and sends good ones."""
+    client.force_login(admin_user)
+    edge.connect("dev-1")
+    form = {"device": device.pk, "service": "env", "command": "set_interval", "timeout": 10,
+            "params_json": '{"seconds": 0}', "ttl": ""}
+    refused = client.post("/admin/devices/devicecommand/add/", form)
+    assert refused.status_code == 200 and b"below min 1" in refused.content
+    assert not DeviceCommand.objects.exists()
+    sent = client.post("/admin/devices/devicecommand/add/", {**form, "params_json":
+                                                             '{"seconds": 5}'})
+    assert sent.status_code == 302
+    record = DeviceCommand.objects.get()
+    assert record.source == "admin" and record.status == "sent"
+    history = client.get(f"/admin/devices/device/{device.pk}/change/")
+    assert b"set_interval" in history.content

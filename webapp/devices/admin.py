@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.http import Http404, HttpResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from import_export.admin import ImportExportModelAdmin
+from import_export.formats.base_formats import CSV, XLSX
 
 from webapp.core.admin import ScopedAdminMixin
-from webapp.devices import actions
-from webapp.devices.choices import DeviceStatus
-from webapp.devices.models import Device, DeviceShadow
+from webapp.devices import actions, secrets_once
+from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus
+from webapp.devices.models import Device, DeviceCommand, DeviceGroup, DeviceShadow
+from webapp.devices.resources import DeviceResource
+from webapp.products.thingmodel import thing_model
 
 
 class ShadowInline(admin.StackedInline):
@@ -16,19 +26,81 @@ class ShadowInline(admin.StackedInline):
     fields = ("desired", "reported", "version", "updated")
 
 
+class CommandHistoryInline(admin.TabularInline):
+    """The device's latest commands (the full history is under Device commands)."""
+
+    model = DeviceCommand
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("-created",)
+    fields = ("created", "service", "command", "params", "status", "response", "completed")
+    readonly_fields = fields
+    show_change_link = True
+    verbose_name_plural = _("latest commands")
+
+    def get_queryset(self, request):
+        recent = DeviceCommand.objects.order_by("-created").values_list("pk", flat=True)
+        return super().get_queryset(request).filter(pk__in=list(recent[:200]))
+
+
 @admin.register(Device)
-class DeviceAdmin(ScopedAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(ScopedAdminMixin, ImportExportModelAdmin):
     list_display = ("identifier", "name", "product", "status", "connect_status", "last_seen",
-                    "node_type")
-    list_filter = ("connect_status", "status", "node_type", "product")
+                    "node_type", "gateway")
+    list_filter = ("connect_status", "status", "node_type", "product", "groups")
     search_fields = ("identifier", "name", "description")
-    readonly_fields = ("connect_status", "last_seen", "node_type", "gateway", "created",
-                       "updated")
-    list_select_related = ("product",)
+    readonly_fields = ("connect_status", "last_seen", "node_type", "created", "updated")
+    list_select_related = ("product", "gateway")
+    filter_horizontal = ("groups",)
+    raw_id_fields = ("gateway",)
     actions = ("rotate_secrets", "lock", "unlock")
+    resource_classes = [DeviceResource]
+    formats = [CSV, XLSX]
 
     def get_inlines(self, request, obj):
-        return [ShadowInline] if obj is not None else []
+        return [ShadowInline, CommandHistoryInline] if obj is not None else []
+
+    # bulk import: one transaction, secrets downloadable once --------------------------
+
+    def process_dataset(self, dataset, form, request, **kwargs):
+        outcome = actions.import_devices(acting_user=request.user, dataset=dataset,
+                                         retain_instances=True)
+        result = outcome.result
+        result.secrets_token = outcome.secrets_token
+        result.secrets_count = outcome.secrets_count
+        return result
+
+    def process_result(self, result, request):
+        response = super().process_result(result, request)
+        token = getattr(result, "secrets_token", None)
+        if token:
+            url = reverse("admin:devices_device_import_secrets", kwargs={"token": token})
+            messages.warning(request, format_html(
+                _('{count} new devices got a secret. <a href="{url}">Download the secrets '
+                  "(CSV)</a> now: the link works once and expires in {minutes} minutes."),
+                count=result.secrets_count, url=url,
+                minutes=secrets_once.IMPORT_SECRETS_TTL // 60))
+        return response
+
+    def get_urls(self):
+        return [
+            path("import-secrets/<str:token>/",
+                 self.admin_site.admin_view(self.import_secrets_view),
+                 name="devices_device_import_secrets"),
+            *super().get_urls(),
+        ]
+
+    def import_secrets_view(self, request, token: str) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise Http404
+        text = secrets_once.take(token, request.user.pk)
+        if text is None:
+            raise Http404(_("These secrets were already downloaded or have expired."))
+        response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="device-secrets.csv"'
+        response["Cache-Control"] = "no-store"
+        return response
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -68,3 +140,99 @@ class DeviceAdmin(ScopedAdminMixin, admin.ModelAdmin):
         for device in queryset:
             actions.set_device_status(acting_user=request.user, device=device,
                                       status=DeviceStatus.ACTIVATED)
+
+
+@admin.register(DeviceGroup)
+class DeviceGroupAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    list_display = ("name", "description", "department", "created")
+    search_fields = ("name", "description")
+
+    def save_model(self, request, obj, form, change):
+        data = {f: form.cleaned_data[f] for f in ("name", "description", "department")
+                if f in form.cleaned_data}
+        if change:
+            actions.update_group(acting_user=request.user, group=obj, data=data)
+        else:
+            saved = actions.create_group(acting_user=request.user, data=data)
+            obj.pk = saved.pk
+            obj._state = saved._state
+
+    def delete_model(self, request, obj):
+        actions.delete_group(acting_user=request.user, group=obj)
+
+
+class SendCommandForm(forms.ModelForm):
+    params_json = forms.JSONField(label=_("parameters (JSON object)"), required=False,
+                                  initial=dict)
+    ttl = forms.IntegerField(label=_("TTL (s)"), required=False, min_value=0, help_text=_(
+        "How long the command waits for an offline device."))
+
+    class Meta:
+        model = DeviceCommand
+        fields = ("device", "service", "command", "timeout")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        device = cleaned.get("device")
+        if device is not None and cleaned.get("service") and cleaned.get("command"):
+            _values, problems = thing_model(device.product).validate_command_params(
+                cleaned["service"], cleaned["command"], cleaned.get("params_json") or {})
+            for problem in problems:
+                self.add_error(None, problem.reason)
+        return cleaned
+
+
+@admin.register(DeviceCommand)
+class DeviceCommandAdmin(admin.ModelAdmin):
+    """Command history of every device; "add" sends a command (checked against the model)."""
+
+    list_display = ("id", "device", "service", "command", "status", "source", "created",
+                    "completed")
+    list_filter = ("status", "source", "service")
+    search_fields = ("device__identifier", "command")
+    list_select_related = ("device",)
+    raw_id_fields = ("device",)
+    date_hierarchy = "created"
+    actions = ("cancel",)
+
+    def get_queryset(self, request):
+        from webapp.core import scope
+
+        return super().get_queryset(request).filter(
+            device__in=scope.restrict(Device.objects.all(), request.user))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = SendCommandForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("device", "service", "command", "params_json", "timeout", "ttl")
+        return ("device", "service", "command", "params", "status", "timeout", "expires",
+                "deadline", "sent", "completed", "err_code", "response", "error", "source",
+                "created_by", "created")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj) if obj is not None else ()
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        record = actions.send_command(
+            acting_user=request.user, device=form.cleaned_data["device"],
+            service=form.cleaned_data["service"], command=form.cleaned_data["command"],
+            params=form.cleaned_data.get("params_json") or {},
+            timeout=form.cleaned_data.get("timeout"), ttl=form.cleaned_data.get("ttl"),
+            source=CommandSource.ADMIN)
+        obj.pk = record.pk
+        obj._state = record._state
+
+    @admin.action(description=_("Cancel the selected pending commands"))
+    def cancel(self, request, queryset):
+        done = 0
+        for record in queryset.filter(status=CommandStatus.PENDING):
+            actions.cancel_command(acting_user=request.user, record=record)
+            done += 1
+        messages.info(request, _("{count} commands cancelled.").format(count=done))

@@ -34,6 +34,24 @@ def publish_device(device: Device) -> None:
     pipe.execute()
 
 
+def publish_devices(identifiers: list[str], batch: int = 2000) -> int:
+    """Publish many devices in pipelines (bulk import); returns how many were published."""
+    k = keys()
+    r = get_redis()
+    published = 0
+    for start in range(0, len(identifiers), batch):
+        chunk = identifiers[start:start + batch]
+        pipe = r.pipeline(transaction=False)
+        for device in Device.objects.select_related("product", "gateway").filter(
+                identifier__in=chunk):
+            pipe.delete(k.device(device.identifier))
+            pipe.hset(k.device(device.identifier), mapping=_device_fields(device))
+            pipe.publish(k.registry_channel, f"dev:{device.identifier}")
+            published += 1
+        pipe.execute()
+    return published
+
+
 def unpublish_device(identifier: str) -> None:
     k = keys()
     r = get_redis()

@@ -114,3 +114,41 @@ class ShadowSerializer(serializers.Serializer):
         '{"service": {"property": {"value": …, "ts": "…"}}}'))
     delta = serializers.JSONField()
     version = serializers.IntegerField()
+
+
+class DeviceGroupSerializer(serializers.ModelSerializer):
+    device_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = DeviceGroup
+        fields = ("id", "name", "description", "department", "device_count", "created")
+        read_only_fields = ("id", "created")
+
+
+class GroupMembersSerializer(serializers.Serializer):
+    """`POST /api/v1/device-groups/{id}/devices/`: device identifiers to add and remove."""
+
+    add = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                default=list)
+    remove = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                   default=list)
+
+
+class DeviceImportSerializer(serializers.Serializer):
+    """`POST /api/v1/devices/import/` (multipart)."""
+
+    file = serializers.FileField(help_text=_(
+        "CSV (UTF-8) or XLSX with the columns of the export; `identifier` and `product` are "
+        "required, `secret` is optional for new devices."))
+    file_format = serializers.ChoiceField(choices=["csv", "xlsx"], required=False, help_text=_(
+        "Taken from the file name when omitted."))
+    dry_run = serializers.BooleanField(required=False, default=False, help_text=_(
+        "Check every row and report, without saving anything."))
+
+
+class DeviceImportResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    totals = serializers.DictField(child=serializers.IntegerField())
+    secrets = serializers.DictField(allow_null=True, help_text=_(
+        '{"url", "count", "expires_in"}: download the generated secrets once, then they are '
+        "gone."))

@@ -23,6 +23,18 @@ from webapp.devices.actions.devices import (
     set_device_status,
     update_device,
 )
+from webapp.devices.actions.groups import (
+    change_members,
+    create_group,
+    delete_group,
+    update_group,
+)
+from webapp.devices.actions.imports import (
+    ImportOutcome,
+    export_devices,
+    import_devices,
+    read_dataset,
+)
 from webapp.devices.actions.shadow import answer_get as answer_shadow_get
 from webapp.devices.actions.shadow import document as shadow_document
 from webapp.devices.actions.shadow import report as report_shadow
@@ -31,15 +43,22 @@ from webapp.devices.actions.shadow import set_desired
 from webapp.devices.actions.topology import handle_request as handle_topology_request
 
 __all__ = [
+    "ImportOutcome",
     "answer_shadow_get",
     "cancel_command",
+    "change_members",
     "complete_command",
     "create_device",
+    "create_group",
     "delete_device",
+    "delete_group",
     "dispatch_command",
     "dispatch_pending",
     "expire_commands",
+    "export_devices",
     "handle_topology_request",
+    "import_devices",
+    "read_dataset",
     "record_connect_status",
     "report_shadow",
     "retry_pending",
@@ -51,5 +70,6 @@ __all__ = [
     "shadow_document",
     "undelivered",
     "update_device",
+    "update_group",
     "wait_for_command",
 ]

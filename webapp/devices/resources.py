@@ -1,0 +1,259 @@
+"""Bulk import and export of devices (django-import-export), shared by the admin and the API.
+
+One import is one transaction: any invalid row rolls the whole file back and every row's
+errors are reported. New devices get a generated secret (or the file's ``secret`` column);
+the plain secrets are kept only for a one-time download (:mod:`webapp.devices.secrets_once`).
+Built for 10,000-row files: existing devices, products, gateways and groups are loaded once,
+devices are written with ``bulk_create`` / ``bulk_update``, shadows and group memberships in
+bulk, and the registry is published in one Redis pipeline after commit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext as _
+from import_export import fields, resources, widgets
+from import_export.instance_loaders import CachedInstanceLoader
+
+from edge.crypto import encrypt_secret, generate_secret
+from webapp.core.types import recorded_user
+from webapp.devices import registry
+from webapp.devices.choices import DeviceStatus, NodeType
+from webapp.devices.models import Device, DeviceGroup, DeviceShadow
+from webapp.products.models import Product
+from webapp.system.models import Department
+
+GROUP_SEPARATOR = ","
+BULK_BATCH = 1000
+
+
+class LookupWidget(widgets.Widget):
+    """A foreign key by a natural key, resolved from a table loaded once per import."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+        self.table: dict[str, Any] = {}
+
+    def clean(self, value: Any, row: Any = None, **kwargs: Any) -> Any:
+        if value in (None, ""):
+            return None
+        key = str(value).strip()
+        try:
+            return self.table[key]
+        except KeyError:
+            raise ValueError(_("unknown {what} {key!r}").format(what=self.what, key=key)) from None
+
+    def render(self, value: Any, obj: Any = None, **kwargs: Any) -> Any:
+        if value is None:
+            return ""
+        return getattr(value, "identifier", None) or getattr(value, "pk", "")
+
+
+class JSONWidget(widgets.Widget):
+    def clean(self, value: Any, row: Any = None, **kwargs: Any) -> Any:
+        if value in (None, ""):
+            return {}
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(_("not valid JSON: {error}").format(error=exc)) from None
+        if not isinstance(parsed, dict):
+            raise ValueError(_("tags must be a JSON object"))
+        return parsed
+
+    def render(self, value: Any, obj: Any = None, **kwargs: Any) -> Any:
+        return json.dumps(value or {}, ensure_ascii=False, separators=(",", ":"))
+
+
+class DeviceResource(resources.ModelResource):
+    identifier = fields.Field(attribute="identifier", column_name="identifier",
+                              widget=widgets.CharWidget())
+    name = fields.Field(attribute="name", column_name="name", widget=widgets.CharWidget())
+    status = fields.Field(attribute="status", column_name="status", saves_null_values=False,
+                          widget=widgets.CharWidget(allow_blank=False))
+    fw_version = fields.Field(attribute="fw_version", column_name="fw_version",
+                              widget=widgets.CharWidget())
+    sw_version = fields.Field(attribute="sw_version", column_name="sw_version",
+                              widget=widgets.CharWidget())
+    address = fields.Field(attribute="address", column_name="address",
+                           widget=widgets.CharWidget())
+    description = fields.Field(attribute="description", column_name="description",
+                               widget=widgets.CharWidget())
+    product = fields.Field(attribute="product", column_name="product",
+                           widget=LookupWidget("product"))
+    gateway = fields.Field(attribute="gateway", column_name="gateway",
+                           widget=LookupWidget("gateway"))
+    department = fields.Field(attribute="department", column_name="department",
+                              widget=LookupWidget("department"))
+    tags = fields.Field(attribute="tags", column_name="tags", widget=JSONWidget())
+    groups = fields.Field(column_name="groups", readonly=True)
+    node_type = fields.Field(attribute="node_type", column_name="node_type", readonly=True)
+    connect_status = fields.Field(attribute="connect_status", column_name="connect_status",
+                                  readonly=True)
+    last_seen = fields.Field(attribute="last_seen", column_name="last_seen", readonly=True,
+                             widget=widgets.DateTimeWidget())
+
+    class Meta:
+        model = Device
+        fields = ("identifier", "name", "product", "gateway", "status", "node_type",
+                  "connect_status", "last_seen", "fw_version", "sw_version", "tags", "groups",
+                  "department", "latitude", "longitude", "address", "description")
+        export_order = fields
+        import_id_fields = ("identifier",)
+        instance_loader_class = CachedInstanceLoader
+        use_bulk = True
+        batch_size = BULK_BATCH
+        skip_diff = True
+        clean_model_instances = False  # validated per row without a query, see validate_instance
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.user = kwargs.get("user")
+        self.secrets: dict[str, str] = {}
+        self.new_identifiers: list[str] = []
+        self.memberships: dict[str, list[str]] = {}
+        self.seen: set[str] = set()
+
+    # lookups loaded once ---------------------------------------------------------------
+
+    def before_import(self, dataset: Any, **kwargs: Any) -> None:
+        self.user = kwargs.get("user", self.user)
+        headers = set(dataset.headers or ())
+        missing = {"identifier", "product"} - headers
+        if missing:
+            raise ValidationError(_("the file needs the columns {columns}").format(
+                columns=", ".join(sorted(missing))))
+
+        def column(name: str) -> set[str]:
+            if name not in headers:
+                return set()
+            return {str(v).strip() for v in dataset[name] if v not in (None, "")}
+
+        self.fields["product"].widget.table = {
+            p.identifier: p for p in Product.objects.filter(identifier__in=column("product"))}
+        self.fields["gateway"].widget.table = {
+            g.identifier: g for g in Device.objects.filter(
+                identifier__in=column("gateway"), node_type=NodeType.GATEWAY)}
+        self.fields["department"].widget.table = {
+            str(d.pk): d for d in Department.objects.filter(
+                pk__in=[v for v in column("department") if v.isdigit()])}
+
+    def get_queryset(self) -> Any:
+        return Device.objects.select_related("product")
+
+    # per row ------------------------------------------------------------------------------
+
+    def import_instance(self, instance: Device, row: Any, **kwargs: Any) -> None:
+        errors: dict[str, Any] = {}
+        original_product = instance.product_id
+        try:
+            super().import_instance(instance, row, **kwargs)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        identifier = str(row.get("identifier") or "").strip()
+        if identifier in self.seen:
+            errors["identifier"] = [_("{identifier} appears twice in the file").format(
+                identifier=identifier)]
+        self.seen.add(identifier)
+        secret = str(row.get("secret") or "").strip()
+        if secret and instance.pk is not None:
+            errors["secret"] = [_("a secret can only be given for a new device; rotate it "
+                                  "instead")]
+        elif secret and len(secret) < 8:
+            errors["secret"] = [_("a device secret has at least 8 characters")]
+        if instance.pk is not None and instance.product_id != original_product:
+            errors["product"] = [_("a device cannot move to another product")]
+        if "groups" in row:
+            self.memberships[identifier] = [
+                g.strip() for g in str(row.get("groups") or "").split(GROUP_SEPARATOR)
+                if g.strip()]
+        if errors:
+            raise ValidationError(errors)
+
+    def validate_instance(self, instance: Device, import_validation_errors: Any = None,
+                          validate_unique: bool = True) -> None:
+        errors = dict(import_validation_errors or {})
+        # Foreign keys were resolved by the lookup widgets; Django's own check would query the
+        # database once per row and key.
+        try:
+            instance.clean_fields(exclude=[*errors, "secret_encrypted", "created_by", "product",
+                                           "gateway", "department"])
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        if instance.product_id is None and "product" not in errors:
+            errors["product"] = [_("a device needs a product")]
+        gateway = instance.gateway
+        if gateway is not None and instance.product_id is not None \
+                and instance.product.product_type == "gateway":
+            errors.setdefault("gateway", []).append(_("a gateway cannot be a sub-device"))
+        if errors:
+            raise ValidationError(errors)
+
+    def before_save_instance(self, instance: Device, row: Any, **kwargs: Any) -> None:
+        instance.node_type = (NodeType.SUB if instance.gateway is not None else
+                              NodeType.GATEWAY if instance.product.product_type == "gateway"
+                              else NodeType.DIRECT)
+        if instance.pk is None:
+            plain = str(row.get("secret") or "").strip() or generate_secret()
+            instance.secret_encrypted = encrypt_secret(plain)
+            instance.created_by = recorded_user(self.user)
+            if not instance.status:
+                instance.status = DeviceStatus.UNACTIVATED
+            self.secrets[instance.identifier] = plain
+            self.new_identifiers.append(instance.identifier)
+
+    def get_bulk_update_fields(self) -> list[str]:
+        return ["name", "gateway", "status", "node_type", "fw_version", "sw_version", "tags",
+                "department", "latitude", "longitude", "address", "description"]
+
+    # after every row ----------------------------------------------------------------------
+
+    def after_import(self, dataset: Any, result: Any, **kwargs: Any) -> None:
+        if result.has_errors() or result.has_validation_errors():
+            return
+        ids = dict(Device.objects.filter(identifier__in=self.new_identifiers)
+                   .values_list("identifier", "pk"))
+        DeviceShadow.objects.bulk_create(
+            [DeviceShadow(device_id=pk) for pk in ids.values()], batch_size=BULK_BATCH,
+            ignore_conflicts=True)
+        self._save_memberships()
+        if kwargs.get("dry_run"):
+            return
+        touched = [str(i).strip() for i in dataset["identifier"]]
+        transaction.on_commit(lambda: registry.publish_devices(touched))
+
+    def _save_memberships(self) -> None:
+        if not self.memberships:
+            return
+        names = {n for group in self.memberships.values() for n in group}
+        groups = {g.name: g for g in DeviceGroup.objects.filter(name__in=names)}
+        missing = [DeviceGroup(name=n) for n in sorted(names - set(groups))]
+        DeviceGroup.objects.bulk_create(missing)
+        groups.update({g.name: g for g in DeviceGroup.objects.filter(
+            name__in=[g.name for g in missing])})
+        devices = dict(Device.objects.filter(identifier__in=list(self.memberships))
+                       .values_list("identifier", "pk"))
+        through = Device.groups.through
+        through.objects.filter(device_id__in=list(devices.values())).delete()
+        through.objects.bulk_create(
+            [through(device_id=devices[identifier], devicegroup_id=groups[name].pk)
+             for identifier, names_of in self.memberships.items() if identifier in devices
+             for name in names_of], batch_size=BULK_BATCH, ignore_conflicts=True)
+
+    # export -------------------------------------------------------------------------------
+
+    def dehydrate_groups(self, device: Device) -> str:
+        return GROUP_SEPARATOR.join(g.name for g in device.groups.all())
+
+    def export(self, queryset: Any = None, **kwargs: Any) -> Any:
+        if queryset is not None:
+            queryset = queryset.select_related("product", "gateway", "department") \
+                .prefetch_related("groups")
+        return super().export(queryset=queryset, **kwargs)
