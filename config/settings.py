@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "webapp.devices",
     "webapp.telemetry",
     "webapp.rules",
+    "webapp.console",
 ]
 
 MIDDLEWARE = [
@@ -195,6 +196,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `status` (or `source`, …) field with different choices: name each.
+    "ENUM_NAME_OVERRIDES": {
+        "NoticeStatusEnum": "webapp.system.choices.NoticeStatus",
+        "TaskRunStatusEnum": "webapp.system.choices.TaskRunStatus",
+        "OperationSourceEnum": "webapp.system.choices.OperationSource",
+        "LoginChannelEnum": "webapp.system.choices.LoginChannel",
+        "DeviceStatusEnum": "webapp.devices.choices.DeviceStatus",
+        "CommandStatusEnum": "webapp.devices.choices.CommandStatus",
+        "CommandSourceEnum": "webapp.devices.choices.CommandSource",
+        "ProductStatusEnum": "webapp.products.choices.ProductStatus",
+        "AlarmStatusEnum": "webapp.rules.choices.AlarmStatus",
+        "DeliveryStatusEnum": "webapp.rules.choices.DeliveryStatus",
+    },
 }
 
 LOGGING = {

@@ -99,17 +99,22 @@ def delete(*, acting_user: Actor, instance: models.Model) -> None:
 
 
 def _after_change(instance: models.Model) -> None:
-    """Caches that depend on the changed record are dropped after commit."""
+    """Caches that depend on the changed record are dropped now and again after commit (a
+    reader between the two could otherwise cache the old value)."""
+    forget: Any = None
     if isinstance(instance, DictType):
         code = instance.code
-        transaction.on_commit(lambda: system_cache.forget_dict(code))
+        forget = lambda: system_cache.forget_dict(code)  # noqa: E731
     elif isinstance(instance, DictItem):
         code = DictType.objects.filter(pk=instance.dict_type_id).values_list(
             "code", flat=True).first() or ""
-        transaction.on_commit(lambda: system_cache.forget_dict(code))
+        forget = lambda: system_cache.forget_dict(code)  # noqa: E731
     elif isinstance(instance, Parameter):
         key = instance.key
-        transaction.on_commit(lambda: system_cache.forget_param(key))
+        forget = lambda: system_cache.forget_param(key)  # noqa: E731
+    if forget is not None:
+        forget()
+        transaction.on_commit(forget)
 
 
 # Departments ---------------------------------------------------------------------------

@@ -118,9 +118,9 @@ def _on_post_save(sender: Any, instance: models.Model, created: bool, raw: bool 
     before: dict[str, Any] = saved[0]
     digests: dict[str, str] = saved[1]
     new_digests = _secret_digests(instance)
-    changed = [k for k, v in after.items()
-               if before.get(k) != v or digests.get(k) != new_digests.get(k)]
-    if not [k for k in changed if k not in NOISE_FIELDS]:
+    changed = [k for k, v in after.items() if k not in NOISE_FIELDS
+               and (before.get(k) != v or digests.get(k) != new_digests.get(k))]
+    if not changed:
         return
     _write(context, OperationAction.UPDATE, instance,
            before={k: before.get(k) for k in changed}, after={k: after[k] for k in changed})

@@ -9,7 +9,6 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry
-from django.db import close_old_connections
 from django.utils import timezone
 
 from webapp.core.context import OperationContext, pop, push
@@ -22,7 +21,9 @@ _running: dict[str, tuple[Any, float]] = {}
 def _tracked(task: Any) -> str | None:
     """The schedule name of a run worth keeping (started by beat or "run now" in the
     admin, or a task with `track_runs = True`), else None."""
-    name = getattr(task.request, "periodic_task_name", None)
+    request = task.request
+    name = getattr(request, "periodic_task_name", None) or (
+        getattr(request, "headers", None) or {}).get("periodic_task_name")
     if name:
         return str(name)
     return task.name if getattr(task, "track_runs", False) else None
@@ -38,7 +39,6 @@ def on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     if schedule is not None:
         from webapp.system.models import TaskRun
 
-        close_old_connections()
         TaskRun.objects.update_or_create(task_id=task_id, defaults={
             "task_name": task.name, "periodic_task_name": schedule,
             "status": TaskRunStatus.STARTED, "started": timezone.now(),
