@@ -86,12 +86,15 @@ class Decoder:
     ``None``: the first packet must then be a CONNECT, whose protocol level is adopted.
     """
 
-    __slots__ = ("_buffer", "max_packet_size", "version")
+    __slots__ = ("_buffer", "connect_level", "max_packet_size", "version")
 
     def __init__(self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self._buffer = bytearray()
         self.version = version
         self.max_packet_size = max_packet_size
+        # The protocol level a CONNECT announced, known even when the rest of it is invalid,
+        # so that a server can answer a broken 5.0 CONNECT with a 5.0 CONNACK (4.13.1).
+        self.connect_level: int | None = None
 
     def feed(self, data: bytes) -> Iterator[Packet]:
         """Add ``data`` and yield every packet that is now complete, in order."""
@@ -118,6 +121,10 @@ class Decoder:
         if version is None:
             if packet_type != P.CONNECT:
                 raise ProtocolError("the first packet must be CONNECT")
+            if len(body) > 2:
+                level_at = 2 + ((body[0] << 8) | body[1])
+                if level_at < len(body):
+                    self.connect_level = body[level_at]
             if flags:
                 raise MalformedPacket("reserved flags set in the fixed header")
             connect = _decode_connect(Reader(body))
@@ -255,7 +262,7 @@ def _decode_publish(flags: int, body: bytes, v5: bool) -> Publish:
         props = decode_properties(reader, P.PUBLISH)
         pos = reader.pos
     if not topic and props.topic_alias is None:
-        raise ProtocolError("empty topic name without a topic alias", Reason.TOPIC_NAME_INVALID)
+        raise ProtocolError("empty topic name without a topic alias")
     return Publish(topic, body[pos:], qos, bool(flags & 0x01), dup, packet_id, props)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 from edge.deferreds import gather
 
 from .broker import OPEN_ACL, Acl, AuthResult, Broker, Message, Outgoing, Session
-from .codec import Decoder, encode, encode_publish_fields
+from .codec import CONNACK_REASONS, Decoder, encode, encode_publish_fields
 from .errors import MqttError, ProtocolError, Reason, UnsupportedProtocolVersion
 from .packets import (
     MQTT_3_1_1,
@@ -63,6 +64,14 @@ REASON_TEXT: dict[int, str] = {
 AUTH_FAILURES = frozenset({Reason.BAD_USER_NAME_OR_PASSWORD, Reason.NOT_AUTHORIZED, Reason.BANNED})
 
 
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _forwarded(props: Properties) -> Properties:
     """The PUBLISH properties a receiver gets (3.3.2.3): alias and subscription ids removed."""
     if props is NO_PROPERTIES or (props.topic_alias is None and not props.subscription_identifiers):
@@ -79,6 +88,7 @@ class MqttConnection:
         "_blocked",
         "_close_transport",
         "_dirty",
+        "_inbound",
         "_out",
         "_write",
         "acl",
@@ -130,6 +140,9 @@ class MqttConnection:
         self._backlog: deque[Packet] | None = None
         self._blocked = False
         self._acks: deque[list[Any]] | None = None
+        # QoS 1/2 PUBLISH packets received on this connection and not yet answered with a
+        # PUBACK, PUBCOMP or an error PUBREC: the count MQTT 5 Receive Maximum limits (3.3.4).
+        self._inbound = 0
         broker.connections.add(self)
 
     def __repr__(self) -> str:
@@ -400,18 +413,27 @@ class MqttConnection:
                 if known is None:
                     raise ProtocolError(f"topic alias {alias} is not defined")
                 topic = known
-        if publish.qos == 2:
-            received = self.session.qos2_received
-            if received is None:
-                received = self.session.qos2_received = set()
-            if publish.packet_id in received:
-                # A resent QoS 2 PUBLISH: acknowledged again, not delivered again (4.3.3).
-                self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
-                return None
-            received.add(publish.packet_id)  # type: ignore[arg-type]
-        acks = self._acks
-        if publish.qos and self.v5 and acks and len(acks) >= self.broker.config.receive_maximum:
-            raise ProtocolError("receive maximum exceeded", Reason.RECEIVE_MAXIMUM_EXCEEDED)
+        if publish.qos:
+            received = None
+            if publish.qos == 2:
+                received = self.session.qos2_received
+                if received is None:
+                    received = self.session.qos2_received = set()
+                if publish.packet_id in received:
+                    # A resent QoS 2 PUBLISH: acknowledged again, not delivered again (4.3.3).
+                    self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
+                    return None
+            if self._inbound >= self.broker.config.receive_maximum and self.v5:
+                raise ProtocolError("receive maximum exceeded", Reason.RECEIVE_MAXIMUM_EXCEEDED)
+            self._inbound += 1
+            if received is not None:
+                received.add(publish.packet_id)  # type: ignore[arg-type]
+        if props.payload_format_indicator == 1 and not _is_utf8(publish.payload):
+            # 3.3.2.3.2: a payload announced as UTF-8 that is not is refused (0x99).
+            if not publish.qos:
+                raise ProtocolError("payload is not UTF-8", Reason.PAYLOAD_FORMAT_INVALID)
+            self._ack(publish, Reason.PAYLOAD_FORMAT_INVALID)
+            return None
         expiry = props.message_expiry_interval
         message = Message(
             topic,
@@ -470,10 +492,14 @@ class MqttConnection:
             if self.state != CONNECTED:
                 continue
             if publish.qos == 1:
+                self._inbound -= 1
                 self.send(PubAck(publish.packet_id, reason, self._reason_props(reason)))
             else:
-                if reason >= 0x80 and self.session is not None and self.session.qos2_received:
-                    self.session.qos2_received.discard(publish.packet_id)
+                if reason >= 0x80:
+                    # An error PUBREC ends the exchange (4.3.3).
+                    self._inbound -= 1
+                    if self.session is not None and self.session.qos2_received:
+                        self.session.qos2_received.discard(publish.packet_id)
                 self.send(PubRec(publish.packet_id, reason, self._reason_props(reason)))
 
     def _on_pubrel(self, packet: PubRel) -> None:
@@ -481,6 +507,8 @@ class MqttConnection:
         received = self.session.qos2_received
         if received and packet.packet_id in received:
             received.discard(packet.packet_id)
+            if self._inbound:  # not counted when it was received on an earlier connection
+                self._inbound -= 1
             self.send(PubComp(packet.packet_id))
         else:
             self.send(PubComp(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
@@ -548,7 +576,7 @@ class MqttConnection:
         return None
 
     def _subscribe_checked(
-        self, allowed: list[bool], packet: Subscribe, codes: list[int | None]
+        self, allowed: list[bool | int], packet: Subscribe, codes: list[int | None]
     ) -> None:
         session = self.session
         if self.state == CLOSED or session is None:
@@ -562,13 +590,20 @@ class MqttConnection:
             if code is not None:
                 results.append(code if self.v5 else 0x80)
                 continue
-            if not ok:
+            if ok is not True:
                 broker.log.info(
                     "{client} may not subscribe to {filter}",
                     client=self.client_id,
                     filter=sub.topic_filter,
                 )
-                results.append(Reason.NOT_AUTHORIZED if self.v5 else 0x80)
+                refused = Reason.NOT_AUTHORIZED if ok is False else ok
+                results.append(refused if self.v5 else 0x80)
+                continue
+            if (
+                sub.topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= broker.config.max_subscriptions
+            ):
+                results.append(Reason.QUOTA_EXCEEDED if self.v5 else 0x80)
                 continue
             new = broker.subscribe(session, sub, identifier)
             results.append(sub.qos)
@@ -585,13 +620,20 @@ class MqttConnection:
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         assert self.session is not None
-        codes = tuple(
-            Reason.SUCCESS
-            if self.broker.unsubscribe(self.session, f)
-            else Reason.NO_SUBSCRIPTION_EXISTED
-            for f in packet.topic_filters
-        )
+        codes = tuple(self._unsubscribe(f) for f in packet.topic_filters)
         self.send(UnsubAck(packet.packet_id, codes if self.v5 else ()))
+
+    def _unsubscribe(self, topic_filter: str) -> int:
+        assert self.session is not None
+        if self.broker.unsubscribe(self.session, topic_filter):
+            return Reason.SUCCESS
+        try:
+            shared = split_shared(topic_filter)
+        except ValueError:
+            return Reason.TOPIC_FILTER_INVALID
+        if not valid_filter(topic_filter if shared is None else shared[1]):
+            return Reason.TOPIC_FILTER_INVALID
+        return Reason.NO_SUBSCRIPTION_EXISTED
 
     # -- DISCONNECT and closing ---------------------------------------------------------------
 
@@ -603,7 +645,9 @@ class MqttConnection:
                 if self.session.expiry_interval == 0 and expiry != 0:
                     raise ProtocolError("session expiry set on DISCONNECT after 0 on CONNECT")
                 self.session.expiry_interval = min(expiry, self.broker.config.max_session_expiry)
-        if packet.reason_code != Reason.DISCONNECT_WITH_WILL:
+        if packet.reason_code == Reason.SUCCESS:
+            # Only a normal disconnection discards the will (3.1.2-10); 0x04 and the error
+            # codes a client may send leave it to be published.
             self.will = None
         self.close(None, "disconnect")
 
@@ -629,6 +673,11 @@ class MqttConnection:
         if self.state == AWAIT_CONNECT:
             if isinstance(exc, UnsupportedProtocolVersion):
                 self._queue(b"\x20\x02\x00\x01" if exc.level != MQTT_5 else b"\x20\x03\x00\x84\x00")
+            elif self.decoder.connect_level == MQTT_5:
+                # A broken 5.0 CONNECT is answered with a CONNACK saying why (4.13.1).
+                self.version = MQTT_5
+                code = exc.reason if exc.reason in CONNACK_REASONS else Reason.PROTOCOL_ERROR
+                self.send(ConnAck(code, False, Properties(reason_string=str(exc))))
             self.close(None, "error")
         elif self.state == AUTHENTICATING:
             if self.v5:
@@ -690,7 +739,13 @@ class MqttConnection:
     # -- output -------------------------------------------------------------------------------
 
     def send(self, packet: Packet) -> None:
-        self._queue(encode(packet, self.version))
+        data = encode(packet, self.version)
+        limit = self.max_outgoing_size
+        if limit is not None and len(data) > limit and getattr(packet, "properties", None):
+            # Too large for the client (3.1.2.11.4): reason strings and user properties may be
+            # left out, and are.
+            data = encode(replace(packet, properties=NO_PROPERTIES), self.version)  # type: ignore[arg-type]
+        self._queue(data)
 
     def send_message(
         self,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-from .errors import MalformedPacket, ProtocolError
+from .errors import MalformedPacket, ProtocolError, Reason
 from .wire import Reader, encode_binary, encode_utf8, encode_vbi, u16, u32
 
 # Packet type numbers (2.1.2); WILL stands for the will properties inside a CONNECT payload.
@@ -133,7 +133,9 @@ def decode_properties(reader: Reader, packet_type: int) -> Properties:
         if ident in _BOOLEAN and value not in (0, 1):
             raise ProtocolError(f"property {name} must be 0 or 1")
         if ident in _NON_ZERO and value == 0:
-            raise ProtocolError(f"property {name} must not be 0")
+            # A topic alias of 0 has its own reason code (3.3.2.3.4).
+            code = Reason.TOPIC_ALIAS_INVALID if ident == 0x23 else None
+            raise ProtocolError(f"property {name} must not be 0", code)
         if kind is Kind.PAIR:
             user_properties.append(value)
         elif ident == 0x0B:

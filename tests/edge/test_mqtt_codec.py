@@ -293,7 +293,7 @@ def test_known_short_packets():
         (b"\x38\x03\x00\x01a", MQTT_3_1_1, MalformedPacket, Reason.MALFORMED_PACKET),
         (b"\x32\x05\x00\x01a\x00\x00", MQTT_3_1_1, MalformedPacket, Reason.MALFORMED_PACKET),
         (b"\x30\x03\x00\x01+", MQTT_3_1_1, ProtocolError, Reason.TOPIC_NAME_INVALID),
-        (b"\x30\x02\x00\x00", MQTT_3_1_1, ProtocolError, Reason.TOPIC_NAME_INVALID),
+        (b"\x30\x02\x00\x00", MQTT_3_1_1, ProtocolError, Reason.PROTOCOL_ERROR),
         (b"\x30\x04\x00\x01\x00x", MQTT_3_1_1, MalformedPacket, Reason.MALFORMED_PACKET),
         (b"\x30\x05\x00\x02\xed\xa0x", MQTT_3_1_1, MalformedPacket, Reason.MALFORMED_PACKET),
         (b"\x30\x04\x00\x02\xc0\xaf", MQTT_3_1_1, MalformedPacket, Reason.MALFORMED_PACKET),
@@ -313,11 +313,11 @@ def test_known_short_packets():
         (b"\x30\x08\x00\x01a\x04\x01\x00\x01\x01", MQTT_5, ProtocolError, Reason.PROTOCOL_ERROR),
         # payload format indicator 2, topic alias 0
         (b"\x30\x06\x00\x01a\x02\x01\x02", MQTT_5, ProtocolError, Reason.PROTOCOL_ERROR),
-        (b"\x30\x07\x00\x01a\x03\x23\x00\x00", MQTT_5, ProtocolError, Reason.PROTOCOL_ERROR),
+        (b"\x30\x07\x00\x01a\x03\x23\x00\x00", MQTT_5, ProtocolError, Reason.TOPIC_ALIAS_INVALID),
         # property length beyond the packet
         (b"\x30\x05\x00\x01a\x09\x01", MQTT_5, MalformedPacket, Reason.MALFORMED_PACKET),
         # empty topic without an alias
-        (b"\x30\x03\x00\x00\x00", MQTT_5, ProtocolError, Reason.TOPIC_NAME_INVALID),
+        (b"\x30\x03\x00\x00\x00", MQTT_5, ProtocolError, Reason.PROTOCOL_ERROR),
         # two subscription identifiers in SUBSCRIBE
         (
             b"\x82\x0b\x00\x01\x04\x0b\x01\x0b\x02\x00\x01a\x00",
