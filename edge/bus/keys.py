@@ -63,6 +63,22 @@ class Keys:
         """webapp only: the encrypted secrets of one device import, downloadable once."""
         return f"{self.prefix}import:secrets:{token}"
 
+    @property
+    def console_watched(self) -> str:
+        """webapp only: a sorted set of the devices someone watches in the console, scored by
+        when the watch lapses (ms); ingest pushes live updates for these devices only."""
+        return f"{self.prefix}console:watched"
+
+    def console_messages(self, minute: int) -> str:
+        """webapp only: a hash of the device messages ingested in one minute (epoch minute),
+        counted by result (`accepted`, `rejected`), for the console dashboard."""
+        return f"{self.prefix}console:msgs:{minute}"
+
+    @property
+    def console_rejected(self) -> str:
+        """webapp only: a capped list of the latest rejected device messages (JSON)."""
+        return f"{self.prefix}console:rejected"
+
 
 UPLINK_GROUP = "ingest"
 UPLINK_MAXLEN = 1_000_000
