@@ -1,3 +1,12 @@
-"""WebSocket routes (`/ws/…`)."""
+"""WebSocket routes (`/ws/…`). Each route checks the browser's Origin against ALLOWED_HOSTS
+(a page of another site cannot open a socket with the user's cookies)."""
 
-websocket_urlpatterns: list = []
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import re_path
+
+from webapp.console.consumers import DeviceConsumer
+
+websocket_urlpatterns: list = [
+    re_path(r"^ws/devices/(?P<identifier>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})/$",
+            AllowedHostsOriginValidator(DeviceConsumer.as_asgi())),
+]

@@ -1,0 +1,62 @@
+/* Console-wide behaviour: local times, the language switch, and a CSRF-aware fetch. */
+(function () {
+  "use strict";
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+
+  function formatTime(date) {
+    return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
+      " " + pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds());
+  }
+
+  function localiseTimes(root) {
+    (root || document).querySelectorAll("time[data-local][datetime]").forEach(function (el) {
+      var value = el.getAttribute("datetime");
+      if (!value) { return; }
+      var date = new Date(value);
+      if (!isNaN(date.getTime())) {
+        el.textContent = formatTime(date);
+        el.title = date.toISOString();
+      }
+    });
+  }
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function postForm(form) {
+    return fetch(form.action, {
+      method: "POST",
+      body: new FormData(form),
+      credentials: "same-origin",
+      headers: {"Accept": "application/json", "X-CSRFToken": csrfToken()}
+    }).then(function (response) {
+      return response.json().then(function (body) { return {ok: response.ok, body: body}; });
+    });
+  }
+
+  function getJSON(url) {
+    return fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (response) {
+        return response.json().then(function (body) {
+          if (!response.ok) { throw new Error(body.detail || response.statusText); }
+          return body;
+        });
+      });
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("select[data-autosubmit]")) { event.target.form.submit(); }
+  });
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll("details.user-menu[open]").forEach(function (menu) {
+      if (!menu.contains(event.target)) { menu.removeAttribute("open"); }
+    });
+  });
+  localiseTimes(document);
+
+  window.Console = {formatTime: formatTime, localiseTimes: localiseTimes, csrfToken: csrfToken,
+                    postForm: postForm, getJSON: getJSON};
+})();

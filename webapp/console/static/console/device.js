@@ -1,0 +1,243 @@
+/* The device page: live updates over the WebSocket, the telemetry chart and command forms. */
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("device-config").textContent);
+  var L = config.labels;
+  var MAX_LOG_ROWS = 200;
+  var chart = {plot: null, key: null, raw: false, data: [[], []]};
+
+  function display(value, datatype) {
+    if (value === null || value === undefined) { return "—"; }
+    if (typeof value === "boolean") { return value ? L.yes : L.no; }
+    if (typeof value === "object") { return JSON.stringify(value); }
+    return String(value);
+  }
+
+  function timeElement(ms) {
+    var el = document.createElement("time");
+    el.setAttribute("data-local", "");
+    el.setAttribute("datetime", new Date(ms).toISOString());
+    el.textContent = Console.formatTime(new Date(ms));
+    return el;
+  }
+
+  function flash(el) {
+    el.classList.remove("fresh");
+    void el.offsetWidth;  // restart the animation
+    el.classList.add("fresh");
+  }
+
+  // Live updates ------------------------------------------------------------------------
+
+  var stateEl = document.getElementById("live-state");
+  function setState(name) {
+    stateEl.setAttribute("data-state", name);
+    stateEl.textContent = L[name];
+  }
+
+  function applyPoint(point) {
+    Object.keys(point.values).forEach(function (code) {
+      var key = point.service + "." + code;
+      var row = document.querySelector('tr[data-key="' + CSS.escape(key) + '"]');
+      if (row) {
+        var cell = row.querySelector("td.value");
+        cell.querySelector(".v").textContent = display(point.values[code]);
+        var ts = row.querySelector("td.ts");
+        ts.textContent = "";
+        ts.appendChild(timeElement(point.ts));
+        flash(cell);
+      }
+      if (chart.plot && chart.raw && chart.key === key) {
+        chart.data[0].push(point.ts / 1000);
+        chart.data[1].push(numeric(point.values[code]));
+        chart.plot.setData(chart.data);
+      }
+    });
+  }
+
+  function applyStatus(status) {
+    var badge = document.getElementById("connect-badge");
+    badge.className = "badge " + status.status;
+    badge.textContent = L.connect[status.status] || status.status;
+    if (status.ts) {
+      var seen = document.getElementById("last-seen");
+      seen.textContent = "";
+      seen.appendChild(timeElement(status.ts));
+    }
+  }
+
+  function applyLog(message) {
+    var table = document.querySelector('table[data-testid="message-log"]');
+    var filter = table.getAttribute("data-filter");
+    if (filter && message.result !== filter) { return; }
+    var body = document.getElementById("log-body");
+    var empty = body.querySelector("tr.empty");
+    if (empty) { empty.remove(); }
+    var row = document.createElement("tr");
+    row.className = message.result;
+    var cells = [
+      timeElement(message.ts), L.direction[message.direction] || message.direction,
+      code(message.topic), badge(message.result, L.result[message.result] || message.result),
+      message.reason || "", code(message.payload + (message.truncated ? "…" : ""), "payload")
+    ];
+    cells.forEach(function (content, index) {
+      var td = document.createElement("td");
+      if (index === 4) { td.className = "reason"; }
+      if (typeof content === "string") { td.textContent = content; } else { td.appendChild(content); }
+      row.appendChild(td);
+    });
+    body.insertBefore(row, body.firstChild);
+    flash(row);
+    while (body.rows.length > MAX_LOG_ROWS) { body.deleteRow(body.rows.length - 1); }
+  }
+
+  function code(text, className) {
+    var el = document.createElement("code");
+    if (className) { el.className = className; }
+    el.textContent = text;
+    return el;
+  }
+
+  function badge(kind, text) {
+    var el = document.createElement("span");
+    el.className = "badge " + kind;
+    el.textContent = text;
+    return el;
+  }
+
+  function applyUpdate(update) {
+    (update.points || []).forEach(applyPoint);
+    if (update.status) { applyStatus(update.status); }
+    (update.logs || []).forEach(applyLog);
+  }
+
+  var retry = 1000;
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + location.host + config.ws);
+    socket.onmessage = function (event) {
+      var message = JSON.parse(event.data);
+      if (message.type === "hello") {
+        retry = 1000;
+        setState("live");
+      } else if (message.type === "update") {
+        applyUpdate(message);
+      }
+    };
+    socket.onclose = function (event) {
+      if (event.code === 4401 || event.code === 4403) {
+        setState("refused");
+        return;
+      }
+      setState("reconnecting");
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 30000);
+    };
+  }
+  connect();
+
+  // Telemetry chart --------------------------------------------------------------------
+
+  var INTERVALS = {3600: null, 21600: "1m", 86400: "5m", 604800: "1h"};
+  var chartForm = document.getElementById("chart-form");
+  var chartBox = document.getElementById("chart");
+  var chartStatus = document.getElementById("chart-status");
+
+  function numeric(value) {
+    if (typeof value === "boolean") { return value ? 1 : 0; }
+    return typeof value === "number" ? value : null;
+  }
+
+  function drawChart(key, rows, raw) {
+    var prop = config.properties[key];
+    var data = [rows.map(function (r) { return Date.parse(r.ts) / 1000; }),
+                rows.map(function (r) { return numeric(r.value); })];
+    if (chart.plot) { chart.plot.destroy(); }
+    chart = {key: key, raw: raw, data: data, plot: new uPlot({
+      width: chartBox.clientWidth || 800,
+      height: 300,
+      series: [{}, {label: prop.name + (prop.unit ? " (" + prop.unit + ")" : ""),
+                    stroke: "#409eff", width: 2, fill: "rgba(64,158,255,0.08)",
+                    points: {show: rows.length < 200}}],
+      axes: [{}, {size: 60}]
+    }, data, chartBox)};
+  }
+
+  function loadChart() {
+    var key = chartForm.elements.property.value;
+    if (!key) { return; }
+    var prop = config.properties[key];
+    var seconds = Number(chartForm.elements.range.value);
+    var end = new Date(Date.now() + 1000);
+    var start = new Date(end.getTime() - seconds * 1000);
+    var params = new URLSearchParams({service: prop.service, property: prop.code,
+                                      start: start.toISOString(), end: end.toISOString(),
+                                      limit: "5000"});
+    var interval = INTERVALS[seconds];
+    if (interval) { params.set("interval", interval); params.set("agg", "avg"); }
+    chartStatus.textContent = L.loading;
+    Console.getJSON(config.telemetry + "?" + params.toString()).then(function (body) {
+      var rows = body.results || [];
+      chartStatus.textContent = rows.length ? L.points.replace("{count}", rows.length) : L.empty;
+      chartStatus.setAttribute("data-count", String(rows.length));
+      drawChart(key, rows, !interval);
+    }).catch(function (error) {
+      chartStatus.textContent = L.failed + " " + error.message;
+    });
+  }
+
+  if (chartForm) {
+    chartForm.addEventListener("submit", function (event) { event.preventDefault(); loadChart(); });
+    chartForm.elements.property.addEventListener("change", loadChart);
+    chartForm.elements.range.addEventListener("change", loadChart);
+    window.addEventListener("resize", function () {
+      if (chart.plot) { chart.plot.setSize({width: chartBox.clientWidth, height: 300}); }
+    });
+    loadChart();
+  }
+
+  // Commands ---------------------------------------------------------------------------
+
+  function showCommand(output, command) {
+    var text = L.command[command.status] || command.status;
+    if (command.response && Object.keys(command.response).length) {
+      text += " · " + JSON.stringify(command.response);
+    }
+    if (command.error) { text += " · " + command.error; }
+    output.textContent = text;
+    output.setAttribute("data-status", command.status);
+  }
+
+  function follow(output, command, deadline) {
+    if (command.status !== "pending" && command.status !== "sent") { return; }
+    if (Date.now() > deadline) { return; }
+    setTimeout(function () {
+      Console.getJSON(command.url).then(function (latest) {
+        latest.url = command.url;
+        showCommand(output, latest);
+        follow(output, latest, deadline);
+      }).catch(function () { /* no permission to read commands: keep the first answer */ });
+    }, 1000);
+  }
+
+  document.querySelectorAll("form.command-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var output = form.querySelector("output");
+      output.textContent = L.sending;
+      output.removeAttribute("data-status");
+      Console.postForm(form).then(function (result) {
+        if (!result.ok) {
+          output.textContent = L.error + ": " + (result.body.detail || "");
+          output.setAttribute("data-status", "refused");
+          return;
+        }
+        showCommand(output, result.body);
+        follow(output, result.body, Date.now() + (result.body.timeout + 5) * 1000);
+      }).catch(function (error) {
+        output.textContent = L.error + ": " + error.message;
+      });
+    });
+  });
+})();

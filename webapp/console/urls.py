@@ -1,0 +1,27 @@
+"""The console's pages (CONTRACT §2: the console is served at `/`)."""
+
+from django.urls import path
+
+from webapp.console.views import alarms, auth, dashboard, devices, products
+
+app_name = "console"
+
+IDENTIFIER = "<str:identifier>"
+
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("login/", auth.ConsoleLoginView.as_view(), name="login"),
+    path("logout/", auth.ConsoleLogoutView.as_view(), name="logout"),
+    path("language/", auth.language, name="language"),
+    path("password/", auth.password, name="password"),
+    path("products/", products.product_list, name="products"),
+    path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
+    path("devices/", devices.device_list, name="devices"),
+    path("map/", devices.device_map, name="map"),
+    path(f"devices/{IDENTIFIER}/", devices.device_detail, name="device"),
+    path(f"devices/{IDENTIFIER}/commands/", devices.send_command, name="device-command"),
+    path(f"devices/{IDENTIFIER}/desired/", devices.set_desired, name="device-desired"),
+    path("alarms/", alarms.alarm_list, name="alarms"),
+    path("alarms/<int:pk>/acknowledge/", alarms.acknowledge, name="alarm-acknowledge"),
+    path("alarms/<int:pk>/clear/", alarms.clear, name="alarm-clear"),
+]
