@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_noop as _
+
 ADMINISTRATOR, OPERATOR, VIEWER = "administrator", "operator", "viewer"
 
 ROLES = [
-    {"code": ADMINISTRATOR, "name": "Administrator", "order": 1, "data_scope": "all",
+    {"code": ADMINISTRATOR, "name": _("Administrator"), "order": 1, "data_scope": "all",
      "remark": "Everything, all data."},
-    {"code": OPERATOR, "name": "Operator", "order": 2, "data_scope": "department_and_below",
+    {"code": OPERATOR, "name": _("Operator"), "order": 2, "data_scope": "department_and_below",
      "remark": "Runs devices, products and rules of their department and below; reads the "
                "system settings."},
-    {"code": VIEWER, "name": "Viewer", "order": 3, "data_scope": "department_and_below",
+    {"code": VIEWER, "name": _("Viewer"), "order": 3, "data_scope": "department_and_below",
      "remark": "Reads what their department and below owns."},
 ]
 
@@ -64,38 +66,38 @@ def _m(name: str, path: str = "", permission: str = "", icon: str = "",
 
 def _page(name: str, app: str, model: str, icon: str = "",
           buttons: tuple[str, ...] = ("add", "change", "delete")) -> dict[str, Any]:
-    labels = {"add": "Add", "change": "Edit", "delete": "Delete"}
+    labels = {"add": _("Add"), "change": _("Edit"), "delete": _("Delete")}
     return _m(name, f"/admin/{app}/{model}/", f"{app}.view_{model}", icon, [
-        _m(f"{labels[b]} {name.lower()}", permission=f"{app}.{b}_{model}",
-           menu_type="button") for b in buttons])
+        _m(labels[b], permission=f"{app}.{b}_{model}", menu_type="button")
+        for b in buttons])
 
 
 MENUS = [
-    _m("Devices", icon="cpu", menu_type="directory", children=[
-        _page("Devices", "devices", "device", "cpu"),
-        _m("Device debugging", permission="devices:debug", icon="terminal", children=[]),
+    _m(_("Devices"), icon="cpu", menu_type="directory", children=[
+        _page(_("Devices"), "devices", "device", "cpu"),
+        _m(_("Device debugging"), permission="devices:debug", icon="terminal", children=[]),
     ]),
-    _m("Products", icon="box", menu_type="directory", children=[
-        _page("Products", "products", "product", "box"),
+    _m(_("Products"), icon="box", menu_type="directory", children=[
+        _page(_("Products"), "products", "product", "box"),
     ]),
-    _m("Rules", icon="git-branch", menu_type="directory", children=[]),
-    _m("Monitoring", icon="activity", menu_type="directory", children=[
-        _page("Online users", "system", "loginsession", "users", buttons=("delete",)),
-        _page("Scheduled tasks", "django_celery_beat", "periodictask", "clock"),
-        _page("Task runs", "system", "taskrun", "list", buttons=()),
+    _m(_("Rules"), icon="git-branch", menu_type="directory", children=[]),
+    _m(_("Monitoring"), icon="activity", menu_type="directory", children=[
+        _page(_("Online users"), "system", "loginsession", "users", buttons=("delete",)),
+        _page(_("Scheduled tasks"), "django_celery_beat", "periodictask", "clock"),
+        _page(_("Task runs"), "system", "taskrun", "list", buttons=()),
     ]),
-    _m("System", icon="settings", menu_type="directory", children=[
-        _page("Users", "system", "user", "user"),
-        _page("Roles", "system", "role", "shield"),
-        _page("Menus", "system", "menu", "menu"),
-        _page("Departments", "system", "department", "git-merge"),
-        _page("Positions", "system", "position", "briefcase"),
-        _page("Dictionaries", "system", "dicttype", "book"),
-        _page("Parameters", "system", "parameter", "sliders"),
-        _page("Notices", "system", "notice", "bell"),
-        _m("Logs", icon="file-text", menu_type="directory", children=[
-            _page("Operation log", "system", "operationlog", "edit", buttons=()),
-            _page("Login log", "system", "loginlog", "log-in", buttons=()),
+    _m(_("System"), icon="settings", menu_type="directory", children=[
+        _page(_("Users"), "system", "user", "user"),
+        _page(_("Roles"), "system", "role", "shield"),
+        _page(_("Menus"), "system", "menu", "menu"),
+        _page(_("Departments"), "system", "department", "git-merge"),
+        _page(_("Positions"), "system", "position", "briefcase"),
+        _page(_("Dictionaries"), "system", "dicttype", "book"),
+        _page(_("Parameters"), "system", "parameter", "sliders"),
+        _page(_("Notices"), "system", "notice", "bell"),
+        _m(_("Logs"), icon="file-text", menu_type="directory", children=[
+            _page(_("Operation log"), "system", "operationlog", "edit", buttons=()),
+            _page(_("Login log"), "system", "loginlog", "log-in", buttons=()),
         ]),
     ]),
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext
+
 from webapp.system.choices import MenuType
 from webapp.system.models import Department, Menu
 
@@ -27,6 +29,8 @@ def menus_for(user: Any, *, include_buttons: bool = False) -> list[dict[str, Any
         queryset = queryset.filter(roles__users=user, roles__is_active=True).distinct()
     rows: list[Any] = list(queryset.order_by("order", "id").values(
         "id", "parent", "name", "menu_type", "permission", "path", "icon"))
+    for row in rows:
+        row["name"] = gettext(row["name"])  # built-in menu names are in the catalogue
     return build_tree(rows)
 
 
