@@ -10,6 +10,14 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 
 from .service import ConfigError, EdgeConfig, EdgeService
+from .workers import (
+    WorkerConfigError,
+    raise_file_limit,
+    report_ready,
+    supervise,
+    watch_parent,
+    worker_count,
+)
 
 log = Logger(namespace="edge")
 
@@ -23,11 +31,16 @@ def main() -> int:
         load_dotenv(override=False)
     try:
         config = EdgeConfig.from_env(os.environ)
-    except ConfigError as exc:
+        workers = worker_count(os.environ)
+    except (ConfigError, WorkerConfigError) as exc:
         print(f"edge: {exc}", file=sys.stderr)
         return 2
+    raise_file_limit()
     observer: Any = textFileLogObserver(sys.stdout)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    if workers > 1:
+        # EDGE_WORKERS=N: this process supervises N workers (edge.workers).
+        return supervise(os.environ, workers, config.host, config.metrics_port, config.node_id)
 
     from twisted.internet import reactor as installed_reactor
 
@@ -42,8 +55,11 @@ def main() -> int:
         reactor.stop()
 
     def start() -> None:
-        service.start().addErrback(failed)
+        d = service.start()
+        d.addCallback(lambda _: report_ready(os.environ, service.metrics_port))
+        d.addErrback(failed)
         reactor.addSystemEventTrigger("before", "shutdown", service.stop)
+        watch_parent(reactor, os.environ)
 
     reactor.callWhenRunning(start)
     reactor.run()

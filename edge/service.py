@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .bus.cluster import Cluster
 from .bus.downlink import Downlink
 from .bus.keys import Keys
 from .bus.redis import RedisAddress, RedisClient, RedisSubscriber
@@ -119,6 +120,8 @@ class EdgeService:
         self.broker = Broker(reactor, self.hooks, broker_config)
         self.transports = Transports(reactor, self.broker, config.transports, self.certificates)
         self.hooks.broker = self.broker
+        self.cluster = Cluster(reactor, address, self.redis, self.keys, config.node_id, self.broker)
+        self.cluster.attach()
         self.subscriber = RedisSubscriber(
             reactor,
             address,
@@ -167,6 +170,7 @@ class EdgeService:
         await self.redis.start()
         await self.subscriber.start()
         await self.downlink.start()
+        await self.cluster.start()
         self.started_at = self.reactor.seconds()
         self.broker.start()
         self.listeners.update(
@@ -206,6 +210,7 @@ class EdgeService:
             connection.close(Reason.SERVER_SHUTTING_DOWN, "shutdown")
         self.broker.flush()
         self.broker.stop()
+        await self.cluster.stop()
         await self.uplink.drain()
         if self.redis.connected:
             try:
@@ -222,6 +227,7 @@ class EdgeService:
             "pid": os.getpid(),
             "started": int(self.started_at * 1000),
             "conns": len(self.broker.connections),
+            "ts": int(self.reactor.seconds() * 1000),
         }
         d = self.redis.execute("HSET", self.keys.nodes, self.config.node_id, json.dumps(info))
         d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.getErrorMessage()))
@@ -294,6 +300,7 @@ class EdgeService:
             ),
         ]
         samples.extend(self.transports.samples())
+        samples.extend(self.cluster.samples())
         samples.extend(self._queue_samples())
         return samples
 

@@ -46,6 +46,26 @@ class Keys:
     def mqtt_forward(self, node: str) -> str:
         return f"{self.prefix}mqtt:fwd:{node}"
 
+    @property
+    def mqtt_interest(self) -> str:
+        """Channel: each change of ``mqtt_subs`` (filter and its new node list)."""
+        return f"{self.prefix}mqtt:interest"
+
+    @property
+    def mqtt_retained(self) -> str:
+        """Hash topic → encoded retained message, shared by all nodes."""
+        return f"{self.prefix}mqtt:retained"
+
+    @property
+    def mqtt_retain_channel(self) -> str:
+        """Channel: each change of ``mqtt_retained``, in the order Redis applied them."""
+        return f"{self.prefix}mqtt:retain"
+
+    @property
+    def mqtt_clients(self) -> str:
+        """Hash MQTT client id → node holding its session (cross-node takeover)."""
+        return f"{self.prefix}mqtt:clients"
+
     def latest(self, identifier: str) -> str:
         return f"{self.prefix}latest:{identifier}"
 

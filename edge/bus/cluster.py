@@ -1,0 +1,749 @@
+"""MQTT routing between edge nodes (worker processes and machines) through Redis.
+
+Each node registers in ``tl:mqtt:subs`` the topic filters its sessions subscribe to, and keeps
+a copy of the other nodes' filters (loaded once, then kept current from ``tl:mqtt:interest``).
+A message published on a node is forwarded, batched per reactor turn, to the channel
+``tl:mqtt:fwd:{node}`` of each other node with a matching filter only: routing stays local when
+every subscriber is local. Retained messages live in ``tl:mqtt:retained`` and every change is
+broadcast on ``tl:mqtt:retain`` so that all nodes hold the same set. A client (same client id,
+or same device) connecting to a node closes its older connection on another node through a
+control message on that node's channel. docs/bus.md describes the semantics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from edge.codecs import thinglinks as tl
+from edge.mqtt.broker import Broker, Message
+from edge.mqtt.errors import Reason
+from edge.mqtt.properties import NO_PROPERTIES, PUBLISH, decode_properties, encode_properties
+from edge.mqtt.topics import TopicTrie, split_shared
+from edge.mqtt.wire import Reader
+
+from .keys import Keys
+from .redis import RedisAddress, RedisClient, RedisSubscriber
+
+if TYPE_CHECKING:
+    from edge.mqtt.connection import MqttConnection
+
+log = Logger(namespace="edge.cluster")
+
+# -- Lua: every change of tl:mqtt:subs is applied and announced atomically ----------------------
+
+# KEYS[1] = subs hash; ARGV[1] = node, ARGV[2] = interest channel, then op/filter pairs.
+INTEREST_SCRIPT = """
+local node, changed = ARGV[1], {}
+for i = 3, #ARGV, 2 do
+  local op, f = ARGV[i], ARGV[i + 1]
+  local raw = redis.call('HGET', KEYS[1], f)
+  local nodes = raw and cjson.decode(raw) or {}
+  local out = {}
+  for _, n in ipairs(nodes) do if n ~= node then out[#out + 1] = n end end
+  if op == '+' then out[#out + 1] = node end
+  if #out == 0 then redis.call('HDEL', KEYS[1], f)
+  else redis.call('HSET', KEYS[1], f, cjson.encode(out)) end
+  changed[#changed + 1] = {f, out}
+end
+redis.call('PUBLISH', ARGV[2], cjson.encode(changed))
+return #changed
+"""
+
+# Removes a node from every filter (a node starting again, stopping, or found dead).
+PURGE_SCRIPT = """
+local node, changed = ARGV[1], {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, nodes = pcall(cjson.decode, all[i + 1])
+  if ok and type(nodes) == 'table' then
+    local out, found = {}, false
+    for _, n in ipairs(nodes) do
+      if n == node then found = true else out[#out + 1] = n end
+    end
+    if found then
+      if #out == 0 then redis.call('HDEL', KEYS[1], all[i])
+      else redis.call('HSET', KEYS[1], all[i], cjson.encode(out)) end
+      changed[#changed + 1] = {all[i], out}
+    end
+  end
+end
+if #changed > 0 then redis.call('PUBLISH', ARGV[2], cjson.encode(changed)) end
+return #changed
+"""
+
+# KEYS[1] = retained hash; ARGV[1] = retain channel, ARGV[2] = the batch, then topic/record
+# pairs (a record with an empty payload clears its topic).
+RETAIN_SCRIPT = """
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] = tl:route, KEYS[2] = tl:mqtt:clients; ARGV = device ('' for none), client id, node.
+# Returns the nodes that held the device and the client id before.
+CLAIM_SCRIPT = """
+local dev, cid, node = ARGV[1], ARGV[2], ARGV[3]
+local before_dev, before_cid = '', ''
+if dev ~= '' then
+  before_dev = redis.call('HGET', KEYS[1], dev) or ''
+  redis.call('HSET', KEYS[1], dev, node)
+end
+before_cid = redis.call('HGET', KEYS[2], cid) or ''
+redis.call('HSET', KEYS[2], cid, node)
+return {before_dev, before_cid}
+"""
+
+DELETE_IF_OURS = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# -- forwarded message records ------------------------------------------------------------------
+
+# kind, flags (qos | retain << 2 | expires << 3), lengths of topic, origin, share key,
+# properties and payload, expiry (epoch milliseconds).
+_HEAD = struct.Struct(">BBHHHIIQ")
+KIND_PUBLISH, KIND_SHARED = 0, 1
+BATCH, KICK = b"M", b"K"
+MAX_BATCH = 512 * 1024
+
+
+def encode_record(
+    message: Message,
+    kind: int = KIND_PUBLISH,
+    share: str = "",
+    expires_ms: int = 0,
+) -> bytes:
+    topic = message.topic.encode()
+    origin = (message.origin or "").encode()
+    share_raw = share.encode()
+    props = b"" if message.properties is NO_PROPERTIES else encode_properties(message.properties)
+    flags = message.qos | (message.retain << 2) | ((expires_ms > 0) << 3)
+    head = _HEAD.pack(
+        kind,
+        flags,
+        len(topic),
+        len(origin),
+        len(share_raw),
+        len(props),
+        len(message.payload),
+        expires_ms,
+    )
+    return b"".join((head, topic, origin, share_raw, props, message.payload))
+
+
+def decode_records(data: bytes, offset: int = 0) -> Iterator[tuple[int, str, Message, int]]:
+    """``(kind, share key, message, expires_ms)`` for each record; the message's
+    ``expires_at`` is left None (the caller converts ``expires_ms`` to its clock)."""
+    size = len(data)
+    head_size = _HEAD.size
+    while offset < size:
+        if offset + head_size > size:
+            raise ValueError("truncated record")
+        kind, flags, n_topic, n_origin, n_share, n_props, n_payload, expires_ms = _HEAD.unpack_from(
+            data, offset
+        )
+        pos = offset + head_size
+        topic = data[pos : pos + n_topic].decode()
+        pos += n_topic
+        origin = data[pos : pos + n_origin].decode() or None
+        pos += n_origin
+        share = data[pos : pos + n_share].decode()
+        pos += n_share
+        props = (
+            decode_properties(Reader(data, pos, pos + n_props), PUBLISH)
+            if n_props
+            else NO_PROPERTIES
+        )
+        pos += n_props
+        payload = data[pos : pos + n_payload]
+        offset = pos + n_payload
+        if offset > size:
+            raise ValueError("truncated record")
+        message = Message(topic, payload, flags & 3, bool(flags & 4), props, None, origin)
+        yield kind, share, message, expires_ms if flags & 8 else 0
+
+
+def _nodes(value: Any) -> tuple[str, ...]:
+    """A node list from the Lua side (cjson writes an empty list as ``{}``)."""
+    return tuple(str(n) for n in value) if isinstance(value, list) else ()
+
+
+class ClusterHooks:
+    """Wraps the broker's hooks: a connection accepted here claims its device and client id
+    in Redis and closes an older connection on another node; everything else is delegated."""
+
+    def __init__(self, inner: Any, cluster: Cluster) -> None:
+        self.inner = inner
+        self.cluster = cluster
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def client_connected(self, connection: MqttConnection) -> None:
+        self.cluster.claim(connection)
+        self.inner.client_connected(connection)
+
+    def client_disconnected(self, connection: MqttConnection, reason: str) -> None:
+        if self.cluster.release(connection, reason):
+            self.inner.client_disconnected(connection, reason)
+
+
+class Cluster:
+    """One node's part of cross-node routing."""
+
+    silent_after = 60.0  # seconds without a tl:nodes heartbeat before a node's filters go
+    route_cache_size = 50_000
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: RedisAddress,
+        redis: RedisClient,
+        keys: Keys,
+        node: str,
+        broker: Broker,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.reactor = reactor
+        self.redis = redis  # shared with the hooks: route updates stay in order
+        self.keys = keys
+        self.node = node
+        self.broker = broker
+        self.wall = wall
+        self.channel = keys.mqtt_forward(node)
+        self.client = RedisClient(reactor, address, "cluster")
+        self.subscriber = RedisSubscriber(
+            reactor,
+            address,
+            [self.channel, keys.mqtt_interest, keys.mqtt_retain_channel],
+            on_message=self._message,
+            on_subscribed=self._resync,
+        )
+        # Local interest: filter → number of sessions here subscribed to it.
+        self.local: dict[str, int] = {}
+        self._interest_ops: dict[str, str] = {}
+        # Remote interest: filter → other nodes, and indexes for matching topics.
+        self.remote: dict[str, tuple[str, ...]] = {}
+        self._exact: dict[str, tuple[str, ...]] = {}
+        self._wild: TopicTrie[tuple[str, ...]] = TopicTrie()
+        self._shared: TopicTrie[tuple[tuple[str, str], tuple[str, ...]]] = TopicTrie()
+        self._shared_count = 0
+        self._routes: dict[str, tuple[tuple[str, ...], list[Any]]] = {}
+        self._turn = itertools.count()
+        # Outgoing records per node, retained changes, both written once per reactor turn.
+        self._out: dict[str, list[bytes]] = {}
+        self._out_bytes: dict[str, int] = {}
+        self._retain_out: list[tuple[str, bytes]] = []
+        self._flush_call: Any = None
+        # Messages that arrive while a snapshot is loading are replayed after it.
+        self._syncing = True
+        self._held: list[tuple[bytes, bytes]] = []
+        self._synced: Deferred[None] = Deferred()
+        self._kicked: dict[MqttConnection, int] = {}
+        self._janitor = LoopingCall(self._purge_silent)
+        self._janitor.clock = reactor
+        self._stopping = False
+        self.stats = dict.fromkeys(
+            ("forwarded_out", "forwarded_in", "batches_out", "takeovers_sent", "takeovers_done"), 0
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        broker = self.broker
+        broker.forward = self.forward
+        broker.interest = self.interest
+        broker.hooks = ClusterHooks(broker.hooks, self)  # type: ignore[assignment]
+
+    def start(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        await self.client.start()
+        # A node that starts again under the same id (a restarted worker) has no sessions:
+        # whatever interest the previous process left is stale.
+        await self.client.execute(
+            "EVAL", PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
+        )
+        await self.subscriber.start()
+        await self._synced
+        self._janitor.start(self.silent_after / 2, now=False)
+
+    def stop(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._janitor.running:
+            self._janitor.stop()
+        self.flush()
+        if self.client.connected:
+            try:
+                await self.client.execute(
+                    "EVAL", PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
+                )
+            except Exception as exc:
+                log.warn("could not remove this node's subscriptions: {e}", e=str(exc))
+        await self.subscriber.stop()
+        await self.client.stop()
+
+    # -- local interest ---------------------------------------------------------------------
+
+    def interest(self, topic_filter: str, added: bool) -> None:
+        count = self.local.get(topic_filter, 0)
+        if added:
+            self.local[topic_filter] = count + 1
+            if count == 0:
+                self._interest_ops[topic_filter] = "+"
+                self._schedule()
+        elif count <= 1:
+            self.local.pop(topic_filter, None)
+            if count == 1:
+                self._interest_ops[topic_filter] = "-"
+                self._schedule()
+        else:
+            self.local[topic_filter] = count - 1
+
+    def _send_interest(self, ops: dict[str, str]) -> None:
+        items = list(ops.items())
+        for start in range(0, len(items), 1000):
+            args: list[str] = []
+            for topic_filter, op in items[start : start + 1000]:
+                args += (op, topic_filter)
+            d = self.client.execute(
+                "EVAL",
+                INTEREST_SCRIPT,
+                1,
+                self.keys.mqtt_subs,
+                self.node,
+                self.keys.mqtt_interest,
+                *args,
+            )
+            d.addErrback(self._warn, "subscription interest update failed")
+
+    # -- remote interest --------------------------------------------------------------------
+
+    def _set_remote(self, topic_filter: str, nodes: tuple[str, ...]) -> None:
+        nodes = tuple(n for n in nodes if n != self.node)
+        old = self.remote.get(topic_filter)
+        if old == nodes or (old is None and not nodes):
+            return
+        try:
+            shared = split_shared(topic_filter)
+        except ValueError:
+            return
+        if nodes:
+            self.remote[topic_filter] = nodes
+        else:
+            del self.remote[topic_filter]
+        if shared is not None:
+            if old is not None:
+                self._shared.remove(shared[1], topic_filter)
+                self._shared_count -= 1
+            if nodes:
+                self._shared.add(shared[1], topic_filter, (shared, nodes))
+                self._shared_count += 1
+        elif "+" in topic_filter or "#" in topic_filter:
+            if old is not None:
+                self._wild.remove(topic_filter, topic_filter)
+            if nodes:
+                self._wild.add(topic_filter, topic_filter, nodes)
+        elif nodes:
+            self._exact[topic_filter] = nodes
+        else:
+            self._exact.pop(topic_filter, None)
+        self._routes.clear()
+
+    def _reset_remote(self) -> None:
+        self.remote.clear()
+        self._exact.clear()
+        self._wild = TopicTrie()
+        self._shared = TopicTrie()
+        self._shared_count = 0
+        self._routes.clear()
+
+    def nodes_for(self, topic: str) -> tuple[tuple[str, ...], list[Any]]:
+        """The other nodes with a plain subscription matching ``topic``, and the shared groups
+        (``(group, filter)``, nodes) that match it."""
+        route = self._routes.get(topic)
+        if route is not None:
+            return route
+        plain: set[str] = set(self._exact.get(topic, ()))
+        if len(self._wild):
+            for nodes in self._wild.match(topic):
+                plain.update(nodes)
+        shared = self._shared.match(topic) if self._shared_count else []
+        if len(self._routes) >= self.route_cache_size:
+            self._routes.clear()
+        route = self._routes[topic] = (tuple(sorted(plain)), shared)
+        return route
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    def _expires_ms(self, message: Message) -> int:
+        if message.expires_at is None:
+            return 0
+        return max(1, int((message.expires_at - self.reactor.seconds() + self.wall()) * 1000))
+
+    def forward(self, message: Message) -> None:
+        """The broker published ``message`` here: send it to the nodes that want it."""
+        if message.retain:
+            self._retain(message)
+        plain, shared = self.nodes_for(message.topic)
+        if not plain and not shared:
+            return
+        expires = self._expires_ms(message)
+        if plain:
+            record = encode_record(message, KIND_PUBLISH, "", expires)
+            for node in plain:
+                self._queue(node, record)
+        for key, nodes in shared:
+            if key in self.broker.shared_groups:
+                continue  # a member on this node took it (local members first)
+            node = nodes[next(self._turn) % len(nodes)]
+            share = f"$share/{key[0]}/{key[1]}"
+            self._queue(node, encode_record(message, KIND_SHARED, share, expires))
+
+    def _queue(self, node: str, record: bytes) -> None:
+        records = self._out.get(node)
+        if records is None:
+            records = self._out[node] = []
+            self._out_bytes[node] = 0
+        records.append(record)
+        self._out_bytes[node] += len(record)
+        self.stats["forwarded_out"] += 1
+        if self._out_bytes[node] >= MAX_BATCH:
+            self._publish_batch(node)
+        self._schedule()
+
+    def _publish_batch(self, node: str) -> None:
+        records = self._out.pop(node, None)
+        self._out_bytes.pop(node, None)
+        if records:
+            self.stats["batches_out"] += 1
+            d = self.client.execute(
+                "PUBLISH", self.keys.mqtt_forward(node), BATCH + b"".join(records)
+            )
+            d.addErrback(self._warn, f"forwarding to {node} failed")
+
+    def _retain(self, message: Message) -> None:
+        record = encode_record(message, KIND_PUBLISH, "", self._expires_ms(message))
+        self._retain_out.append((message.topic, record if message.payload else b""))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        if self._interest_ops:
+            ops, self._interest_ops = self._interest_ops, {}
+            self._send_interest(ops)
+        if self._retain_out:
+            changes, self._retain_out = self._retain_out, []
+            args: list[Any] = []
+            batch = []
+            for topic, record in changes:
+                # The broadcast always carries the record (a clear has an empty payload).
+                batch.append(record or encode_record(Message(topic, b"", 0, True)))
+                args += (topic, record)
+            d = self.client.execute(
+                "EVAL",
+                RETAIN_SCRIPT,
+                1,
+                self.keys.mqtt_retained,
+                self.keys.mqtt_retain_channel,
+                BATCH + b"".join(batch),
+                *args,
+            )
+            d.addErrback(self._warn, "retained message update failed")
+        for node in list(self._out):
+            self._publish_batch(node)
+
+    @property
+    def pending(self) -> int:
+        """Records waiting for the end of the reactor turn."""
+        return sum(len(records) for records in self._out.values())
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        if self._syncing and channel != self.channel.encode():
+            self._held.append((channel, data))
+            return
+        try:
+            self._dispatch(channel, data)
+        except Exception:
+            log.failure("bad cluster message on {channel}", channel=channel)
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        keys = self.keys
+        if channel == keys.mqtt_interest.encode():
+            for topic_filter, nodes in json.loads(data):
+                self._set_remote(topic_filter, _nodes(nodes))
+        elif channel == keys.mqtt_retain_channel.encode():
+            self._apply_retained(data[1:])
+        elif data[:1] == BATCH:
+            self._deliver(data)
+        elif data[:1] == KICK:
+            self._kick(json.loads(data[1:]))
+
+    def _to_clock(self, expires_ms: int) -> float | None:
+        if not expires_ms:
+            return None
+        return self.reactor.seconds() + (expires_ms / 1000 - self.wall())
+
+    def _deliver(self, data: bytes) -> None:
+        broker = self.broker
+        for kind, share, message, expires_ms in decode_records(data, 1):
+            self.stats["forwarded_in"] += 1
+            if expires_ms:
+                message.expires_at = self._to_clock(expires_ms)
+            if kind == KIND_PUBLISH:
+                broker.publish(message, remote=True)
+                continue
+            parsed = split_shared(share)
+            group = broker.shared_groups.get(parsed) if parsed is not None else None
+            chosen = group.pick() if group is not None else None
+            if chosen is None:
+                broker.stats["dropped"] += 1
+                continue
+            ids = (chosen.identifier,) if chosen.identifier is not None else ()
+            broker.deliver(
+                chosen.session, message, min(chosen.options.qos, message.qos), False, ids
+            )
+        broker.flush()
+
+    def _apply_retained(self, data: bytes) -> None:
+        retained = self.broker.retained
+        now = self.wall() * 1000
+        for _kind, _share, message, expires_ms in decode_records(data):
+            if not message.payload or (expires_ms and expires_ms <= now):
+                retained.pop(message.topic, None)
+                continue
+            message.expires_at = self._to_clock(expires_ms)
+            retained[message.topic] = message
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def _resync(self) -> None:
+        """After (re)subscribing: load both snapshots, then replay what arrived meanwhile."""
+        self._syncing = True
+        replies = self.client.pipeline(
+            [("HGETALL", self.keys.mqtt_subs), ("HGETALL", self.keys.mqtt_retained)]
+        )
+        if self.local:
+            # Redis may have lost our filters (a restart): assert them again.
+            self._send_interest(dict.fromkeys(self.local, "+"))
+
+        def loaded(results: list[Any]) -> None:
+            subs, retained = results
+            self._reset_remote()
+            for topic_filter, raw in zip(subs[::2], subs[1::2]):
+                try:
+                    nodes = _nodes(json.loads(raw))
+                except ValueError:
+                    continue
+                self._set_remote(topic_filter.decode(), nodes)
+            self.broker.retained.clear()
+            self._apply_retained(b"".join(retained[1::2]))
+            held, self._held = self._held, []
+            self._syncing = False
+            for channel, data in held:
+                self._message(channel, data)
+            log.info(
+                "cluster view loaded: {filters} remote filters, {retained} retained messages",
+                filters=len(self.remote),
+                retained=len(self.broker.retained),
+            )
+            if not self._synced.called:
+                self._synced.callback(None)
+
+        def failed(failure: Any) -> None:
+            log.warn("cluster snapshot failed: {e}; retrying", e=failure.getErrorMessage())
+            if not self._stopping:
+                self.reactor.callLater(1.0, self._resync)
+
+        gathered: Deferred[list[Any]] = gatherResults(replies, consumeErrors=True)
+        gathered.addCallbacks(loaded, failed)
+
+    # -- takeover across nodes --------------------------------------------------------------
+
+    def claim(self, connection: MqttConnection) -> None:
+        """Record that this node holds the connection's device and client id; close an older
+        connection of either on the node that held it."""
+        at = int(self.wall() * 1000)
+        device = connection.identity or ""
+        client_id = connection.client_id
+        d = self.redis.execute(
+            "EVAL",
+            CLAIM_SCRIPT,
+            2,
+            self.keys.route,
+            self.keys.mqtt_clients,
+            device,
+            client_id,
+            self.node,
+        )
+
+        def claimed(previous: list[bytes]) -> None:
+            before_dev, before_cid = (p.decode() for p in previous)
+            kicks: dict[str, dict[str, Any]] = {}
+            if before_dev and before_dev != self.node:
+                kicks.setdefault(before_dev, {})["dev"] = device
+            if before_cid and before_cid != self.node:
+                kicks.setdefault(before_cid, {})["cid"] = client_id
+            for node, what in kicks.items():
+                self.stats["takeovers_sent"] += 1
+                body = json.dumps({**what, "at": at, "by": self.node}).encode()
+                self.redis.execute("PUBLISH", self.keys.mqtt_forward(node), KICK + body).addErrback(
+                    self._warn, "takeover message failed"
+                )
+
+        d.addCallbacks(claimed, self._warn, errbackArgs=("client registration failed",))
+
+    def release(self, connection: MqttConnection, reason: str) -> bool:
+        """A connection ended; False when a newer connection on another node took it over
+        (that node reported it online: no offline status from here)."""
+        kicked_at = self._kicked.pop(connection, None)
+        session = connection.session
+        if session is None or session.expiry_interval == 0 or kicked_at is not None:
+            self.redis.execute(
+                "EVAL", DELETE_IF_OURS, 1, self.keys.mqtt_clients, connection.client_id, self.node
+            ).addErrback(self._warn, "client registration removal failed")
+        if kicked_at is None:
+            return True
+        hooks = self.broker.hooks
+        uplink = getattr(getattr(hooks, "inner", None), "uplink", None)
+        if connection.identity is not None and uplink is not None:
+            # Dated just before the new connection's online event, so that the platform keeps
+            # the device online (last writer wins on the event time).
+            uplink.emit(
+                tl.status_event(
+                    connection.identity, False, kicked_at - 1, self.node, connection.peer, reason
+                )
+            )
+        return False
+
+    def _kick(self, body: dict[str, Any]) -> None:
+        at = int(body.get("at", 0))
+        broker = self.broker
+        targets: list[MqttConnection] = []
+        device = body.get("dev")
+        if device:
+            connection = broker.by_identity.get(device)
+            if connection is not None:
+                targets.append(connection)
+        client_id = str(body.get("cid") or "")
+        session = broker.sessions.get(client_id) if client_id else None
+        if session is not None and session.connection is not None:
+            targets.append(session.connection)
+        for connection in targets:
+            if connection.opened_at * 1000 < at and connection not in self._kicked:
+                self._kicked[connection] = at
+                self.stats["takeovers_done"] += 1
+                connection.close(Reason.SESSION_TAKEN_OVER, "takeover")
+        if (
+            session is not None
+            and session.connection is None
+            and broker.sessions.get(client_id) is session
+        ):
+            # The client id now has its session on the other node.
+            broker.discard_session(session)
+        broker.flush()
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def _purge_silent(self) -> None:
+        """Drop the filters of nodes whose heartbeat stopped (a machine that went away)."""
+        known = {n for nodes in self.remote.values() for n in nodes}
+        if not known:
+            return
+        d = self.client.execute("HGETALL", self.keys.nodes)
+
+        def check(reply: list[bytes]) -> None:
+            beats = dict(zip(reply[::2], reply[1::2]))
+            limit = (self.wall() - self.silent_after) * 1000
+            for node in known:
+                raw = beats.get(node.encode())
+                try:
+                    ts = json.loads(raw)["ts"] if raw else 0
+                except (ValueError, KeyError, TypeError):
+                    ts = 0
+                if ts < limit:
+                    log.warn("node {node} is silent; dropping its subscriptions", node=node)
+                    self.client.execute(
+                        "EVAL", PURGE_SCRIPT, 1, self.keys.mqtt_subs, node, self.keys.mqtt_interest
+                    ).addErrback(self._warn, "purge failed")
+
+        d.addCallbacks(check, self._warn, errbackArgs=("heartbeat read failed",))
+
+    def _warn(self, failure: Any, what: str) -> None:
+        if not self._stopping:
+            log.warn("{what}: {error}", what=what, error=failure.getErrorMessage())
+
+    def samples(self) -> list[tuple[Any, ...]]:
+        stats = self.stats
+        return [
+            (
+                "edge_cluster_forwarded_out_total",
+                "counter",
+                "Messages forwarded to other nodes",
+                stats["forwarded_out"],
+            ),
+            (
+                "edge_cluster_forwarded_in_total",
+                "counter",
+                "Messages received from other nodes",
+                stats["forwarded_in"],
+            ),
+            (
+                "edge_cluster_batches_out_total",
+                "counter",
+                "Forward batches published",
+                stats["batches_out"],
+            ),
+            (
+                "edge_cluster_forward_queue",
+                "gauge",
+                "Forwarded messages waiting for the end of the reactor turn",
+                self.pending,
+            ),
+            (
+                "edge_cluster_remote_filters",
+                "gauge",
+                "Topic filters subscribed on other nodes",
+                len(self.remote),
+            ),
+            (
+                "edge_cluster_local_filters",
+                "gauge",
+                "Topic filters subscribed on this node",
+                len(self.local),
+            ),
+            (
+                "edge_cluster_takeovers_total",
+                "counter",
+                "Connections closed for a newer one on another node",
+                stats["takeovers_done"],
+            ),
+        ]
