@@ -69,22 +69,23 @@ class Department(models.Model):
     def save(self, *args, **kwargs) -> None:
         """Keep `path` (and the paths of the whole subtree when the parent changes) right."""
         old_path = self.path
-        if self.pk is None:
-            super().save(*args, **kwargs)
-            kwargs = {"using": kwargs.get("using")}
         parent_path = self.parent.path if self.parent_id and self.parent else "/"
-        new_path = f"{parent_path}{self.pk}/"
         if self.parent_id and old_path and parent_path.startswith(old_path):
             from django.core.exceptions import ValidationError
 
             raise ValidationError(_("A department cannot be placed below itself."))
-        self.path = new_path
-        if kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "path"}
+        if self.pk is not None:
+            self.path = f"{parent_path}{self.pk}/"
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "path"}
         super().save(*args, **kwargs)
-        if old_path and old_path != new_path:
+        if not old_path or old_path != f"{parent_path}{self.pk}/":
+            # A new department learns its id only now: set the path without a second save.
+            self.path = f"{parent_path}{self.pk}/"
+            Department.objects.filter(pk=self.pk).update(path=self.path)
+        if old_path and old_path != self.path:
             Department.objects.filter(path__startswith=old_path).exclude(pk=self.pk).update(
-                path=Concat(models.Value(new_path),
+                path=Concat(models.Value(self.path),
                             Substr("path", Length(models.Value(old_path)) + 1)))
 
 
