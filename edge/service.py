@@ -22,6 +22,7 @@ from .bus.downlink import Downlink
 from .bus.keys import Keys
 from .bus.redis import RedisAddress, RedisClient, RedisSubscriber
 from .bus.registry import Registry
+from .bus.sessions import SessionStore
 from .bus.uplink import Uplink
 from .hooks import EdgeHooks
 from .metrics import MetricsResource, QuietSite
@@ -122,6 +123,8 @@ class EdgeService:
         self.hooks.broker = self.broker
         self.cluster = Cluster(reactor, address, self.redis, self.keys, config.node_id, self.broker)
         self.cluster.attach()
+        self.sessions = SessionStore(self.redis, self.keys, config.node_id, self.broker)
+        self.sessions.attach()
         self.subscriber = RedisSubscriber(
             reactor,
             address,
@@ -171,6 +174,7 @@ class EdgeService:
         await self.subscriber.start()
         await self.downlink.start()
         await self.cluster.start()
+        await self.sessions.start()
         self.started_at = self.reactor.seconds()
         self.broker.start()
         self.listeners.update(
@@ -210,6 +214,7 @@ class EdgeService:
             connection.close(Reason.SERVER_SHUTTING_DOWN, "shutdown")
         self.broker.flush()
         self.broker.stop()
+        await self.sessions.stop()
         await self.cluster.stop()
         await self.uplink.drain()
         if self.redis.connected:

@@ -66,6 +66,19 @@ class Keys:
         """Hash MQTT client id → node holding its session (cross-node takeover)."""
         return f"{self.prefix}mqtt:clients"
 
+    @property
+    def mqtt_sessions(self) -> str:
+        """Hash MQTT client id → node owning its persisted session (edge.bus.sessions)."""
+        return f"{self.prefix}mqtt:sessions"
+
+    def mqtt_session(self, client_id: str) -> str:
+        """Hash: one persistent session's ``owner``, ``meta`` and ``subs``."""
+        return f"{self.prefix}mqtt:sess:{client_id}"
+
+    def mqtt_session_queue(self, client_id: str) -> str:
+        """List: the messages queued for one persistent session."""
+        return f"{self.prefix}mqtt:sessq:{client_id}"
+
     def latest(self, identifier: str) -> str:
         return f"{self.prefix}latest:{identifier}"
 

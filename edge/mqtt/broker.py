@@ -30,6 +30,24 @@ if TYPE_CHECKING:
 ROUTE_CACHE_SIZE = 50_000
 
 
+class SessionStore(Protocol):
+    """Where persistent sessions are kept beyond this process (edge.bus.sessions)."""
+
+    def forget(self, client_id: str) -> None: ...
+
+    def online(self, session: Session) -> None: ...
+
+    def offline(self, session: Session) -> None: ...
+
+    def subscriptions_changed(self, session: Session) -> None: ...
+
+    def queued(self, session: Session, outgoing: Outgoing) -> None: ...
+
+    def discarded(self, session: Session) -> None: ...
+
+    def load(self, client_id: str) -> Deferred[bool]: ...
+
+
 class DelayedCall(Protocol):
     def active(self) -> bool: ...
 
@@ -291,6 +309,8 @@ class Broker:
         # adds (True) or removes (False).
         self.forward: Callable[[Message], None] | None = None
         self.interest: Callable[[str, bool], None] | None = None
+        # Persistence of sessions whose expiry interval is above 0 (edge.bus.sessions).
+        self.store: SessionStore | None = None
 
     def log_failure(self, failure: Failure, connection: object) -> None:
         self.log.failure("unexpected error on {connection}", failure, connection=connection)
@@ -363,6 +383,8 @@ class Broker:
             # The session ends before the will delay: the will is published now (3.1.3.2.2).
             session.will_call.cancel()
             self.publish_will(session)
+        if self.store is not None:
+            self.store.discarded(session)
 
     def publish_will(self, session: Session) -> None:
         will, session.will = session.will, None
@@ -388,6 +410,8 @@ class Broker:
             group.members[session.client_id] = entry
         if not existed and self.interest is not None:
             self.interest(topic_filter, True)
+        if self.store is not None and session.expiry_interval:
+            self.store.subscriptions_changed(session)
         return not existed
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
@@ -396,6 +420,8 @@ class Broker:
         self._routes.clear()
         if self.interest is not None:
             self.interest(topic_filter, False)
+        if self.store is not None and session.expiry_interval:
+            self.store.subscriptions_changed(session)
         shared = split_shared(topic_filter)
         if shared is None:
             self.subscriptions.remove(topic_filter, session.client_id)
@@ -486,6 +512,8 @@ class Broker:
             pending.popleft()
             self.stats["dropped"] += 1
         pending.append(outgoing)
+        if connection is None and self.store is not None and session.expiry_interval:
+            self.store.queued(session, outgoing)
 
     def retained_for(self, topic_filter: str) -> list[Message]:
         now = self.clock.seconds()

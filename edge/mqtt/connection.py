@@ -278,21 +278,34 @@ class MqttConnection:
         self.acl = result.acl
         will = self.connect.will if self.connect is not None else None
         if will is None:
-            self._accept()
-            return None
+            return self._admit()
         allowed = self.acl.may_publish(will.topic)
         if isinstance(allowed, Deferred):
             return allowed.addCallback(self._will_checked)
-        self._will_checked(allowed)
-        return None
+        return self._will_checked(allowed)
 
-    def _will_checked(self, allowed: bool) -> None:
+    def _will_checked(self, allowed: bool) -> Deferred[Any] | None:
         if self.state == CLOSED:
-            return
+            return None
         if not allowed:
             self.refuse(Reason.NOT_AUTHORIZED, "will topic not allowed")
-            return
-        self._accept()
+            return None
+        return self._admit()
+
+    def _admit(self) -> Deferred[Any] | None:
+        """Accept the CONNECT, after fetching a persisted session this process does not hold
+        when the client wants its session back."""
+        store = self.broker.store
+        connect = self.connect
+        assert connect is not None
+        if store is None or connect.clean_start or self.client_id in self.broker.sessions:
+            self._accept()
+            return None
+        return store.load(self.client_id).addCallback(self._loaded)
+
+    def _loaded(self, _: object) -> None:
+        if self.state != CLOSED:
+            self._accept()
 
     def refuse(self, reason: int, detail: str) -> None:
         """Answer the CONNECT with a refusal and close."""
@@ -332,6 +345,7 @@ class MqttConnection:
         session.connection = self
         session.expires_at = None
         self.session = session
+        store = broker.store
         props = connect.properties
         connack = Properties()
         if self.v5:
@@ -352,6 +366,11 @@ class MqttConnection:
             connack = connack.with_(**changes)
         else:
             session.expiry_interval = 0 if connect.clean_start else config.max_session_expiry
+        if store is not None:
+            if connect.clean_start:
+                store.forget(self.client_id)
+            if session.expiry_interval:
+                store.online(session)
         if connect.will is not None:
             will = connect.will
             expiry = will.properties.message_expiry_interval
@@ -733,6 +752,8 @@ class MqttConnection:
                 broker.discard_session(session)
             else:
                 session.expires_at = broker.clock.seconds() + session.expiry_interval
+                if broker.store is not None:
+                    broker.store.offline(session)
         broker.log.info("{client} disconnected ({why})", client=self.client_id, why=why)
         broker.hooks.client_disconnected(self, why)
 
