@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "webapp.telemetry",
     "webapp.rules",
     "webapp.console",
+    "webapp.ota",
 ]
 
 MIDDLEWARE = [
@@ -161,6 +162,11 @@ TSDB_URL = env("TSDB_URL", "sql")
 TELEMETRY_MESSAGE_DAYS = int(env("TELEMETRY_MESSAGE_DAYS", "30"))
 TELEMETRY_ROLLUP_LOOKBACK = timedelta(minutes=int(env("TELEMETRY_ROLLUP_LOOKBACK_MINUTES", "60")))
 
+# The address devices reach the web process at (OTA download links are built on it), and how
+# long an OTA download link stays valid (seconds).
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+OTA_URL_TTL = int(env("OTA_URL_TTL", "86400"))
+
 # How long a command waits for an offline device before it times out (seconds).
 DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
 
@@ -237,5 +243,6 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry.apply_retention": {"task": "telemetry.apply_retention", "schedule": 3600.0},
     "system.purge_logs": {"task": "system.purge_logs", "schedule": 24 * 3600.0},
     "devices.sweep_offline": {"task": "devices.sweep_offline", "schedule": 30.0},
+    "ota.advance": {"task": "ota.advance", "schedule": 10.0},
     "devices.expire_commands": {"task": "devices.expire_commands", "schedule": 5.0},
 }

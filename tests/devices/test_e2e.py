@@ -57,6 +57,26 @@ def devices(live):
         client.close()
 
 
+@pytest.fixture
+def answer(pump):
+    """Run ingest until the client receives a message on a topic ending with ``suffix``."""
+
+    def wait(client: Client, suffix: str) -> tuple[str, dict[str, Any]]:
+        found: list[tuple[str, dict[str, Any]]] = []
+
+        def arrived() -> bool:
+            while not client.messages.empty():
+                message = client.messages.get_nowait()
+                if message.topic.endswith(suffix):
+                    found.append((message.topic, json.loads(message.payload)))
+            return bool(found)
+
+        pump(arrived)
+        return found[0]
+
+    return wait
+
+
 def envelope(body: dict[str, Any], mid: int) -> dict[str, Any]:
     return {"head": {"mid": mid, "cipherFlag": 0, "timeStamp": int(time.time() * 1000)},
             "dataBody": body, "dataSign": ""}
@@ -121,7 +141,7 @@ def test_commands_online_and_offline(api, thermo_payload, live, pump, devices):
     assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "out_of_range"
 
 
-def test_shadow_round_trip(api, live, pump, devices):
+def test_shadow_round_trip(api, live, pump, devices, answer):
     """Desired → delta to the device → /shadow/update → empty delta; /shadow/get; stale
     versions are refused."""
     secret = create(api, LAMP, "lamp-1", "lamp")
@@ -140,19 +160,17 @@ def test_shadow_round_trip(api, live, pump, devices):
 
     device.publish("/v1/devices/lamp-1/shadow/update", envelope(
         {"reported": {"light": {"power": True, "brightness": 80}}}, 3))
-    pump(lambda: device.messages.qsize() >= 2)
-    _topic, answer = receive(device, "/shadow/updateResponse")
-    assert answer["dataBody"]["statusCode"] == 0 and answer["dataBody"]["delta"] == {}
+    _topic, updated = answer(device, "/shadow/updateResponse")
+    assert updated["dataBody"]["statusCode"] == 0 and updated["dataBody"]["delta"] == {}
     assert api.get("/api/v1/devices/lamp-1/shadow/").json()["delta"] == {}
 
     device.publish("/v1/devices/lamp-1/shadow/get", {})
-    pump(lambda: device.messages.qsize() >= 2)
-    _topic, doc = receive(device, "/shadow/getResponse")
+    _topic, doc = answer(device, "/shadow/getResponse")
     assert doc["dataBody"]["reported"] == {"light": {"power": True, "brightness": 80}}
     assert doc["dataBody"]["version"] == 2
 
 
-def test_gateway_with_sub_devices(api, thermo_payload, live, pump, devices):
+def test_gateway_with_sub_devices(api, thermo_payload, live, pump, devices, answer):
     """topo/add over MQTT, the gateway reports its child's data, unknown children are refused,
     commands reach the child through the gateway, and the child follows the gateway offline."""
     from tests.devices.conftest import GATEWAY
@@ -165,15 +183,13 @@ def test_gateway_with_sub_devices(api, thermo_payload, live, pump, devices):
     gateway.publish("/v1/devices/gw-1/topo/add", envelope(
         {"deviceInfos": [{"nodeId": "s-1", "name": "child",
                           "productIdentification": "thermo"}]}, 1))
-    pump(lambda: gateway.messages.qsize() >= 2)
-    _topic, added = receive(gateway, "/topo/addResponse")
+    _topic, added = answer(gateway, "/topo/addResponse")
     assert added["dataBody"]["statusCode"] == 0
     assert added["dataBody"]["data"][0]["deviceInfo"]["deviceId"] == "s-1"
 
     gateway.publish("/v1/devices/gw-1/topo/update", {"deviceStatuses": [
         {"deviceId": "s-1", "status": "ONLINE"}]})
-    pump(lambda: gateway.messages.qsize() >= 2)
-    assert receive(gateway, "/topo/updateResponse")[1]["dataBody"]["statusCode"] == 0
+    assert answer(gateway, "/topo/updateResponse")[1]["dataBody"]["statusCode"] == 0
     assert status_of(api, "s-1") == "online"
 
     gateway.publish("/v1/devices/gw-1/datas", {"devices": [
@@ -205,3 +221,48 @@ def test_gateway_with_sub_devices(api, thermo_payload, live, pump, devices):
     gateway.close()
     pump(lambda: status_of(api, "gw-1") == "offline")
     assert status_of(api, "s-1") == "offline"
+
+
+def test_ota_upgrade_over_mqtt_and_http(api, thermo_payload, live, pump, devices, answer,
+                                        live_server, settings, tmp_path):
+    """A campaign reaches the device on /topo/otaCommand, the device downloads the package
+    over HTTP from the signed link, reports progress and success; pull and report work."""
+    import hashlib
+    import urllib.request
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.MEDIA_ROOT = tmp_path
+    settings.PUBLIC_BASE_URL = live_server.url
+    firmware = b"firmware-3.1.0 " * 1000
+    secret = create(api, thermo_payload, "dev-1", "thermo")
+    package = api.post("/api/v1/ota/packages/", {
+        "product": "thermo", "name": "fw", "package_type": "firmware", "version": "3.1.0",
+        "file": SimpleUploadedFile("fw.bin", firmware)}, format="multipart").json()
+    device = devices("dev-1", secret, "/v1/devices/dev-1/topo/#")
+    pump(lambda: status_of(api, "dev-1") == "online")
+
+    campaign = api.post("/api/v1/ota/campaigns/", {
+        "name": "e2e", "package": package["id"], "target_type": "product"},
+        format="json").json()
+    _topic, command = receive(device, "/topo/otaCommand")
+    body = command["dataBody"]
+    with urllib.request.urlopen(body["fileLocation"], timeout=10) as response:  # noqa: S310
+        downloaded = response.read()
+    assert downloaded == firmware
+    assert hashlib.sha256(downloaded).hexdigest() == body["checksum"]
+
+    for status, progress in ((1, 50), (2, 100)):
+        device.publish("/v1/devices/dev-1/topo/otaCommandResponse", envelope(
+            {"deviceIdentification": "dev-1", "otaTaskId": body["otaTaskId"],
+             "upgradeStatus": status, "progress": progress}, 20 + status))
+    done = pump(lambda: (c := api.get(f"/api/v1/ota/campaigns/{campaign['id']}/").json())[
+        "status"] == "finished" and c)
+    assert done["summary"]["succeeded"] == 1
+    assert api.get("/api/v1/devices/dev-1/").json()["fw_version"] == "3.1.0"
+
+    device.publish("/v1/devices/dev-1/topo/otaPull", {"packageType": 1,
+                                                     "currentVersion": "3.1.0"})
+    _topic, pulled = answer(device, "/topo/otaPullResponse")
+    assert pulled["dataBody"]["statusCode"] == 1 and "already" in pulled["dataBody"][
+        "statusDesc"]

@@ -70,6 +70,11 @@ class TelemetryQuerySerializer(serializers.Serializer):
                                      default=1000)
     cursor = serializers.IntegerField(required=False)
     order = serializers.ChoiceField(choices=["asc", "desc"], required=False, default="asc")
+    fill = serializers.ChoiceField(choices=["none", "null", "previous", "value"],
+                                   required=False, default="none", help_text=_(
+                                       "Intervals without data: left out (none), null, the "
+                                       "previous interval's value, or fill_value."))
+    fill_value = serializers.FloatField(required=False)
 
 
 class CommandRequestSerializer(serializers.Serializer):
