@@ -7,8 +7,9 @@ import pytest
 
 from edge.bus.keys import UPLINK_GROUP, Keys
 from webapp.devices.models import Device
-from webapp.telemetry.backends import SeriesQuery, get_backend
-from webapp.telemetry.ingest import IngestWorker
+from webapp.telemetry.actions import persist_latest
+from webapp.telemetry.backends import Point, SeriesQuery, get_backend
+from webapp.telemetry.ingest import IngestWorker, decode_entries
 from webapp.telemetry.models import DeviceMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,10 +62,16 @@ def test_points_logs_and_status_are_stored_then_acknowledged(device, worker, red
     assert message.result == "rejected" and "above max" in message.reason
     device.refresh_from_db()
     assert device.connect_status == "online" and device.status == "activated"
-    assert device.shadow.reported["env"]["temperature"]["value"] == 21.5
     latest = json.loads(redis_client.hget(f"{redis_prefix}latest:dev-1", "env"))
     assert latest["temperature"] == {"value": 21.5, "ts": ts}
     assert redis_client.xpending(f"{redis_prefix}uplink", UPLINK_GROUP)["pending"] == 0
+    # Latest values reach SQL through the beat task, not a write per batch.
+    assert redis_client.smembers(f"{redis_prefix}latest-dirty") == {b"dev-1"}
+    assert persist_latest() == 1
+    device.shadow.refresh_from_db()
+    assert device.shadow.reported["env"]["temperature"] == {"value": 21.5, "ts": ts}
+    assert not redis_client.exists(f"{redis_prefix}latest-dirty")
+    assert persist_latest() == 0
 
 
 def test_redelivery_is_idempotent(device, worker, redis_client, redis_prefix):
@@ -80,6 +87,62 @@ def test_redelivery_is_idempotent(device, worker, redis_client, redis_prefix):
     assert rows[0]["temperature"] == 20.0 and rows[0]["humidity"] == 40
 
 
+def test_a_replayed_entry_logs_its_messages_once(device, worker, redis_client, redis_prefix):
+    """Processing the same stream entries twice (a crash before XACK) adds no log rows."""
+    log = {"t": "log", "dev": "dev-1", "dir": "up", "topic": "/v1/devices/dev-1/datas",
+           "payload": "{}", "ok": True, "reason": None, "ts": now_ms()}
+    xadd(redis_client, redis_prefix, log, log)
+    entries = worker.read()
+    worker.store(decode_entries(entries)[0])  # stored, then "crashed" before acknowledging
+    worker.process(entries)
+    assert DeviceMessage.objects.filter(device_identifier="dev-1").count() == 2
+
+
+def test_parallel_workers_never_lose_each_others_latest_values(device, redis_client,
+                                                              redis_prefix, monkeypatch):
+    """Two workers merging latest values of one device at once keep both properties."""
+    import redis.client
+
+    one = IngestWorker(redis_client, Keys(redis_prefix), get_backend(), "one")
+    two = IngestWorker(redis_client, Keys(redis_prefix), get_backend(), "two")
+    ts = now_ms()
+    temperature = Point("thermo", "env", "dev-1", ts, ts, {"temperature": 1.5})
+    humidity = Point("thermo", "env", "dev-1", ts + 1, ts, {"humidity": 7})
+    original = redis.client.Pipeline.execute
+    interleaved: list[bool] = []
+
+    def read_then_let_the_other_write(pipe, *args, **kwargs):
+        result = original(pipe, *args, **kwargs)
+        if not interleaved:  # worker one has read; worker two writes before one's CAS
+            interleaved.append(True)
+            two.update_latest([humidity])
+        return result
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", read_then_let_the_other_write)
+    one.update_latest([temperature])
+    monkeypatch.undo()
+    latest = json.loads(redis_client.hget(f"{redis_prefix}latest:dev-1", "env"))
+    assert latest == {"temperature": {"value": 1.5, "ts": ts},
+                      "humidity": {"value": 7, "ts": ts + 1}}
+    one.update_latest([Point("thermo", "env", "dev-1", ts - 10, ts, {"temperature": 0.0})])
+    latest = json.loads(redis_client.hget(f"{redis_prefix}latest:dev-1", "env"))
+    assert latest["temperature"]["value"] == 1.5  # an older value never overwrites a newer
+
+
+def test_entries_trimmed_before_storage_are_reported_and_skipped(device, worker,
+                                                                 redis_client, redis_prefix,
+                                                                 caplog):
+    """A pending entry the edge's MAXLEN trimmed is logged as lost and acknowledged."""
+    xadd(redis_client, redis_prefix, {"t": "data", "dev": "dev-1", "prod": "thermo",
+                                      "svc": "env", "ts": now_ms(), "et": None,
+                                      "v": {"temperature": 5.0}})
+    assert len(worker.read()) == 1  # read, not acknowledged
+    redis_client.xtrim(f"{redis_prefix}uplink", maxlen=0)
+    assert worker.read() == []
+    assert "trimmed" in caplog.text
+    assert redis_client.xpending(f"{redis_prefix}uplink", UPLINK_GROUP)["pending"] == 0
+
+
 def test_unacknowledged_entries_of_a_dead_consumer_are_reclaimed(device, redis_client,
                                                                  redis_prefix):
     """Entries read by a consumer that died before acknowledging are taken over."""
@@ -90,15 +153,8 @@ def test_unacknowledged_entries_of_a_dead_consumer_are_reclaimed(device, redis_c
                                       "v": {"temperature": 30.0}})
     assert len(dead.read()) == 1  # read, then "crash" without processing
     survivor = IngestWorker(redis_client, Keys(redis_prefix), get_backend(), "survivor",
-                            block_ms=100)
-    import webapp.telemetry.ingest as ingest
-
-    original = ingest.RECLAIM_IDLE_MS
-    ingest.RECLAIM_IDLE_MS = 0
-    try:
-        claimed = survivor.reclaim()
-    finally:
-        ingest.RECLAIM_IDLE_MS = original
+                            block_ms=100, reclaim_idle_ms=0)
+    claimed = survivor.reclaim()
     assert len(claimed) == 1
     survivor.process(claimed)
     assert [r["temperature"] for r in series(device)] == [30.0]

@@ -1,6 +1,6 @@
 import django_filters
 
-from webapp.telemetry.models import DeviceMessage
+from webapp.telemetry.models import DeviceMessage, RetentionPolicy
 
 
 class DeviceMessageFilterSet(django_filters.FilterSet):
@@ -10,3 +10,11 @@ class DeviceMessageFilterSet(django_filters.FilterSet):
     class Meta:
         model = DeviceMessage
         fields = ("direction", "result", "topic")
+
+
+class RetentionPolicyFilterSet(django_filters.FilterSet):
+    product = django_filters.CharFilter(field_name="product__identifier")
+
+    class Meta:
+        model = RetentionPolicy
+        fields = ("product",)

@@ -1,8 +1,20 @@
 """The ingest worker: reads the edge's uplink stream as a consumer group and writes it down.
 
 At-least-once: an entry is acknowledged only after everything in it is stored, entries left
-pending by a dead consumer are reclaimed with XAUTOCLAIM, and every write is idempotent, so a
-crash anywhere loses nothing and duplicates nothing.
+pending by a dead consumer are reclaimed with XAUTOCLAIM, and every write is idempotent (time
+series upsert on (device, ts), message log keyed by stream entry and position, latest values
+compared by time), so a crash of the worker, of Redis or of the database anywhere loses nothing
+and duplicates nothing. Several workers share the stream as consumers of one group.
+
+Backpressure: a worker holds at most `count` stream entries at a time (the edge batches the
+events of one reactor turn into one entry), so its memory is bounded whatever the backlog; the
+backlog itself waits in the stream, which the edge trims at `UPLINK_MAXLEN` entries
+(docs/performance.md says how far behind ingest may fall before that matters, and the worker
+warns when its group lags by more than half of it).
+
+Latest values go to Redis first (`tl:latest:{device}`, compare-and-set so that parallel
+workers never lose each other's updates) and are persisted to the shadow's `reported` by the
+`telemetry.persist_latest` beat task, not by a database write per device per batch.
 """
 
 from __future__ import annotations
@@ -11,17 +23,16 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from django.db import transaction
+from django.db import connection, transaction
 
-from edge.bus.keys import UPLINK_GROUP, Keys
+from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
 from webapp.devices import actions as device_actions
-from webapp.devices.models import DeviceShadow
 from webapp.telemetry import hooks
 from webapp.telemetry.backends import Point, TimeSeriesBackend
 from webapp.telemetry.choices import MessageResult
@@ -30,7 +41,27 @@ from webapp.telemetry.models import DeviceMessage
 log = logging.getLogger(__name__)
 
 RECLAIM_IDLE_MS = 30_000
+LAG_CHECK_S = 30.0
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+# Compare-and-set of latest values. KEYS: the dirty set, then one latest hash per update;
+# ARGV: four per update (device, service, value expected now or "" for none, new value).
+# An update whose hash field changed since it was read is not applied and its position is
+# returned, so the caller merges again; applied updates mark their device dirty.
+_LATEST_CAS = """
+local conflicts = {}
+for i = 2, #KEYS do
+  local b = (i - 2) * 4
+  local current = redis.call('HGET', KEYS[i], ARGV[b + 2]) or ''
+  if current == ARGV[b + 3] then
+    redis.call('HSET', KEYS[i], ARGV[b + 2], ARGV[b + 4])
+    redis.call('SADD', KEYS[1], ARGV[b + 1])
+  else
+    conflicts[#conflicts + 1] = i - 1
+  end
+end
+return conflicts
+"""
 
 
 @dataclass
@@ -42,7 +73,7 @@ class Batch:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     others: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: dict[str, Any], source: str = "") -> None:
         kind = event.get("t")
         if kind == "data":
             ts = event.get("et") or event["ts"]
@@ -58,6 +89,7 @@ class Batch:
                 payload=event.get("payload", ""),
                 result=MessageResult.ACCEPTED if event.get("ok") else MessageResult.REJECTED,
                 reason=event.get("reason") or "",
+                source=source or None,
             ))
         elif kind == "status":
             self.statuses.append(event)
@@ -70,7 +102,7 @@ def decode_entries(entries: Iterable[Entry]) -> tuple[Batch, list[bytes]]:
     ids: list[bytes] = []
     for entry_id, fields in entries:
         ids.append(entry_id)
-        raw = fields.get(b"b")
+        raw = fields.get(b"b") if fields else None
         if raw is None:
             continue
         try:
@@ -78,23 +110,53 @@ def decode_entries(entries: Iterable[Entry]) -> tuple[Batch, list[bytes]]:
         except ValueError:
             log.error("uplink entry %s is not JSON; skipped", entry_id.decode())
             continue
-        for event in events if isinstance(events, list) else [events]:
+        for position, event in enumerate(events if isinstance(events, list) else [events]):
             try:
-                batch.add(event)
-            except (KeyError, TypeError, ValueError) as exc:
+                # The message log's key: the same entry replayed gives the same rows.
+                batch.add(event, f"{entry_id.decode()}/{position}")
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.error("uplink event in %s is malformed (%s); skipped", entry_id.decode(), exc)
     return batch, ids
 
 
+def latest_by_device(points: list[Point]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """The newest value of each property per (device, service) in a batch of points."""
+    latest: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for point in points:
+        current = latest[(point.device, point.service)]
+        for prop, value in point.values.items():
+            seen = current.get(prop)
+            if seen is None or seen["ts"] <= point.ts:
+                current[prop] = {"value": value, "ts": point.ts}
+    return latest
+
+
+def merge_latest(raw: bytes | None, values: dict[str, dict[str, Any]]) -> str | None:
+    """The stored JSON with newer values merged in, or None when nothing changes."""
+    merged = json.loads(raw) if raw else {}
+    changed = False
+    for prop, entry in values.items():
+        old = merged.get(prop)
+        if not isinstance(old, dict) or old.get("ts", 0) < entry["ts"] or (
+                old.get("ts", 0) == entry["ts"] and old.get("value") != entry["value"]):
+            merged[prop] = entry
+            changed = True
+    return json.dumps(merged, separators=(",", ":")) if changed else None
+
+
 class IngestWorker:
     def __init__(self, client: redis.Redis, keys: Keys, backend: TimeSeriesBackend,
-                 consumer: str, *, count: int = 200, block_ms: int = 1000) -> None:
+                 consumer: str, *, count: int = 200, block_ms: int = 1000,
+                 reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> None:
         self.redis = client
         self.keys = keys
         self.backend = backend
         self.consumer = consumer
         self.count = count
         self.block_ms = block_ms
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self._cas = client.register_script(_LATEST_CAS)
+        self.stored_points = 0
 
     def ensure_group(self) -> None:
         try:
@@ -104,24 +166,33 @@ class IngestWorker:
                 raise
 
     def reclaim(self) -> list[Entry]:
-        """Take over entries another consumer read but never acknowledged."""
-        claimed: list[Entry] = []
-        start = "0-0"
-        while True:
-            result = self.redis.xautoclaim(self.keys.uplink, UPLINK_GROUP, self.consumer,
-                                           min_idle_time=RECLAIM_IDLE_MS, start_id=start,
-                                           count=self.count)
-            start, entries = result[0], result[1]
-            claimed.extend(e for e in entries if e[1] is not None)
-            if start in (b"0-0", "0-0") or not entries:
-                return claimed
+        """Take over entries another consumer read but never acknowledged (one batch)."""
+        result = self.redis.xautoclaim(self.keys.uplink, UPLINK_GROUP, self.consumer,
+                                       min_idle_time=self.reclaim_idle_ms, start_id="0-0",
+                                       count=self.count)
+        entries = result[1]
+        deleted = result[2] if len(result) > 2 else []
+        if deleted:
+            # Trimmed by the edge's MAXLEN before anyone stored them: the one way to lose
+            # data, and why the backlog bound is documented and watched.
+            log.error("%d pending uplink entries were trimmed from the stream before being "
+                      "stored", len(deleted))
+        return [e for e in entries if e[1] is not None]
 
     def read(self) -> list[Entry]:
         # First our own pending entries (after a restart), then new ones.
         pending = self.redis.xreadgroup(UPLINK_GROUP, self.consumer, {self.keys.uplink: "0"},
                                         count=self.count)
         if pending and pending[0][1]:
-            return list(pending[0][1])
+            entries = list(pending[0][1])
+            gone = [e[0] for e in entries if not e[1]]
+            if gone:
+                log.error("%d pending uplink entries were trimmed before being stored",
+                          len(gone))
+                self.redis.xack(self.keys.uplink, UPLINK_GROUP, *gone)
+            live = [e for e in entries if e[1]]
+            if live:
+                return live
         fresh = self.redis.xreadgroup(UPLINK_GROUP, self.consumer, {self.keys.uplink: ">"},
                                       count=self.count, block=self.block_ms)
         return list(fresh[0][1]) if fresh else []
@@ -133,17 +204,17 @@ class IngestWorker:
         batch, ids = decode_entries(entries)
         written = self.store(batch)
         self.redis.xack(self.keys.uplink, UPLINK_GROUP, *ids)
+        self.stored_points += written
         return written
 
     def store(self, batch: Batch) -> int:
         with transaction.atomic():
             written = self.backend.write(batch.points) if batch.points else 0
             if batch.messages:
-                DeviceMessage.objects.bulk_create(batch.messages)
-            self._update_reported(batch.points)
+                DeviceMessage.objects.bulk_create(batch.messages, ignore_conflicts=True)
         for event in sorted(batch.statuses, key=lambda e: e["ts"]):
             device_actions.record_connect_status(event["dev"], event["s"], int(event["ts"]))
-        self._update_latest(batch.points)
+        self.update_latest(batch.points)
         unclaimed = hooks.run(batch)
         if unclaimed:
             kinds = sorted({str(e.get("t")) for e in unclaimed})
@@ -151,72 +222,81 @@ class IngestWorker:
                         ", ".join(kinds))
         return written
 
-    def _latest_by_device(self, points: list[Point]) -> dict[str, dict[str, dict[str, Any]]]:
-        latest: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
-        for point in sorted(points, key=lambda p: p.ts):
-            for prop, value in point.values.items():
-                latest[point.device][point.service][prop] = {"value": value, "ts": point.ts}
-        return latest
-
-    def _update_reported(self, points: list[Point]) -> None:
-        for device, services in self._latest_by_device(points).items():
-            shadow = DeviceShadow.objects.select_for_update().filter(
-                device__identifier=device).first()
-            if shadow is None:
-                continue
-            reported = shadow.reported or {}
-            for service, values in services.items():
-                current = reported.setdefault(service, {})
-                for prop, entry in values.items():
-                    old = current.get(prop)
-                    if old is None or old.get("ts", 0) <= entry["ts"]:
-                        current[prop] = entry
-            shadow.reported = reported
-            shadow.save(update_fields=["reported", "updated"])
-
-    def _update_latest(self, points: list[Point]) -> None:
-        latest = self._latest_by_device(points)
-        if not latest:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for device, services in latest.items():
-            for service in services:
+    def update_latest(self, points: list[Point]) -> None:
+        """Merge the batch's newest values into `tl:latest:{device}` (compare-and-set)."""
+        pending = latest_by_device(points)
+        for _attempt in range(10):
+            if not pending:
+                return
+            order = list(pending)
+            pipe = self.redis.pipeline(transaction=False)
+            for device, service in order:
                 pipe.hget(self.keys.latest(device), service)
-        current = iter(pipe.execute())
-        pipe = self.redis.pipeline(transaction=False)
-        for device, services in latest.items():
-            for service, values in services.items():
-                raw = next(current)
-                merged = json.loads(raw) if raw else {}
-                for prop, entry in values.items():
-                    if merged.get(prop, {}).get("ts", 0) <= entry["ts"]:
-                        merged[prop] = entry
-                pipe.hset(self.keys.latest(device), service, json.dumps(merged))
-        pipe.execute()
+            current = pipe.execute()
+            keys: list[str] = [self.keys.latest_dirty]
+            args: list[str] = []
+            tried: list[tuple[str, str]] = []
+            for (device, service), raw in zip(order, current):
+                new = merge_latest(raw, pending[(device, service)])
+                if new is None:
+                    continue
+                keys.append(self.keys.latest(device))
+                args += [device, service, raw.decode() if raw else "", new]
+                tried.append((device, service))
+            if not tried:
+                return
+            conflicts = self._cas(keys=keys, args=args)
+            pending = {tried[int(i) - 1]: pending[tried[int(i) - 1]] for i in conflicts}
+        log.warning("latest values of %d devices kept changing; left to the next batch",
+                    len(pending))
 
-    def run(self, stop: Any = None) -> None:
+    def check_lag(self) -> None:
+        for group in self.redis.xinfo_groups(self.keys.uplink):
+            name = group.get("name")
+            if name not in (UPLINK_GROUP, UPLINK_GROUP.encode()):
+                continue
+            lag = group.get("lag") or 0
+            if lag > UPLINK_MAXLEN // 2:
+                log.warning("ingest is %d entries behind; the edge trims the stream at %d",
+                            lag, UPLINK_MAXLEN)
+
+    def run(self, stop: Callable[[], bool] | None = None) -> None:
         """Loop until `stop()` returns true (or forever); survives Redis and DB outages."""
-        self.ensure_group()
-        last_reclaim = 0.0
+        last_reclaim = last_lag = 0.0
+        group_ready = False
         while stop is None or not stop():
             try:
-                if time.monotonic() - last_reclaim > RECLAIM_IDLE_MS / 1000:
-                    last_reclaim = time.monotonic()
+                if not group_ready:
+                    self.ensure_group()
+                    group_ready = True
+                now = time.monotonic()
+                if now - last_reclaim > self.reclaim_idle_ms / 2000:
+                    last_reclaim = now
                     claimed = self.reclaim()
                     if claimed:
                         log.info("reclaimed %d uplink entries from a dead consumer", len(claimed))
                         self.process(claimed)
+                        continue
+                if now - last_lag > LAG_CHECK_S:
+                    last_lag = now
+                    self.check_lag()
                 self.process(self.read())
             except redis.ConnectionError as exc:
                 log.warning("Redis unavailable (%s); retrying in 1 s", exc)
+                group_ready = False
                 time.sleep(1)
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    self.ensure_group()
+                    group_ready = False
                     continue
                 raise
             except Exception:
                 # Database down or a bug: nothing was acknowledged, so the entries stay
-                # pending and are retried; back off so a persistent failure does not spin.
+                # pending and are retried; a broken connection is dropped so that the next
+                # try opens a new one, and a persistent failure does not spin.
                 log.exception("ingest failed; the entries stay pending and will be retried")
+                try:
+                    connection.close()
+                except Exception:
+                    log.debug("closing the broken database connection failed", exc_info=True)
                 time.sleep(2)

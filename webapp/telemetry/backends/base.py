@@ -207,6 +207,20 @@ class TimeSeriesBackend(ABC):
         """`{device: {property: {"value", "ts"}}}`: the last non-null value of each property
         before `q.end` (and at or after `q.start`)."""
 
+    # Thing model changes (webapp.products.actions: removing or retyping a property).
+
+    def has_data(self, product: Product, service: str, prop: str | None = None) -> bool:
+        """Whether points of the service (or values of one property) are stored. The default
+        answers yes, so that a backend without the check refuses risky model changes."""
+        return True
+
+    def drop_storage(self, product: Product, service: str,
+                     props: Sequence[str] | None = None) -> None:
+        """Drop the stored values of some properties (`props`) or of the whole service (None),
+        for an explicit model migration; `ensure_schema` recreates what the model still has."""
+        raise DomainError(f"the {self.name} backend cannot drop stored data",
+                          code="unsupported")
+
     # Housekeeping (Celery beat). Defaults do nothing for a backend that needs none.
 
     def prepare_ahead(self, product: Product, until_ms: int) -> int:

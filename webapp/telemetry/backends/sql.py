@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -60,6 +61,10 @@ _SQL_TYPES = {
 _SUM_TYPES = {"postgresql": {"decimal": "DOUBLE PRECISION", "int": "BIGINT", "bigint": "NUMERIC"},
               "sqlite": {"decimal": "REAL", "int": "INTEGER", "bigint": "INTEGER"}}
 _SQL_FUNCTIONS = {"avg": "AVG", "min": "MIN", "max": "MAX", "sum": "SUM", "count": "COUNT"}
+
+
+# Rollup intervals whose (possibly digest-shortened) table names drop_storage also checks.
+_COMMON_ROLLUPS_MS = (60_000, 300_000, 900_000, 3_600_000, 86_400_000)
 
 
 def table_name(product: Product, service_code: str) -> str:
@@ -191,6 +196,50 @@ class SQLBackend(TimeSeriesBackend):
         with self._lock:
             self._schemas.clear()
             self._partitioned.clear()
+
+    # thing model changes ----------------------------------------------------------------
+
+    def has_data(self, product: Product, service: str, prop: str | None = None) -> bool:
+        table = table_name(product, service)
+        qn = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            existing = self._existing_columns(cursor, table)
+            if existing is None:
+                return False
+            if prop is None:
+                cursor.execute(f"SELECT 1 FROM {qn(table)} LIMIT 1")  # noqa: S608
+            elif safe_identifier(prop) not in existing:
+                return False
+            else:
+                cursor.execute(
+                    f"SELECT 1 FROM {qn(table)} WHERE {qn(prop)} IS NOT NULL LIMIT 1")  # noqa: S608
+            return cursor.fetchone() is not None
+
+    def drop_storage(self, product: Product, service: str,
+                     props: Sequence[str] | None = None) -> None:
+        """Drop property columns, or the service's table; its rollup tables are dropped too
+        (derived data: the next rollup run recomputes them from the raw points)."""
+        table = table_name(product, service)
+        qn = connection.ops.quote_name
+        rollup = re.compile(rf"^tl_ts_r\d+(?:ms|s|m|h|d)_{int(product.pk)}_"
+                            rf"{re.escape(safe_identifier(service).lower())}$")
+        with transaction.atomic(), connection.cursor() as cursor:
+            names = set(connection.introspection.table_names(cursor))
+            rollups = {n for n in names if rollup.match(n)} | {
+                rollup_table_name(product, service, ms) for ms in _COMMON_ROLLUPS_MS}
+            for rtable in sorted(rollups & names):
+                cursor.execute(f"DROP TABLE {qn(rtable)}")
+            if table in names:
+                if props is None:
+                    cursor.execute(f"DROP TABLE {qn(table)}")
+                else:
+                    existing = self._existing_columns(cursor, table) or set()
+                    for prop in props:
+                        if safe_identifier(prop) in existing:
+                            cursor.execute(f"ALTER TABLE {qn(table)} DROP COLUMN {qn(prop)}")
+        self.forget(product.identifier)
+        with self._lock:
+            self._partitioned.pop(table, None)
 
     # partitions (PostgreSQL) ------------------------------------------------------------
 

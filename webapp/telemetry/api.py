@@ -1,0 +1,120 @@
+"""Telemetry across devices: series of several devices, latest values, CSV export; and the
+products' retention policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from webapp.core import scope
+from webapp.core.errors import NotFound
+from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
+from webapp.devices.models import Device
+from webapp.products.models import Product
+from webapp.telemetry import actions, queries
+from webapp.telemetry.filtersets import RetentionPolicyFilterSet
+from webapp.telemetry.models import RetentionPolicy
+from webapp.telemetry.serializers import (
+    ExportQuerySerializer,
+    LatestQuerySerializer,
+    RetentionPolicySerializer,
+    SeriesQuerySerializer,
+)
+
+
+class TelemetryViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
+    """Time series of several devices at once (`devices=a,b`); reading them needs the
+    permission to view devices, and reaches only the devices of the caller's data scope."""
+
+    queryset = Device.objects.select_related("product")
+    pagination_class = None
+
+    def get_queryset(self):
+        return Device.objects.select_related("product")
+
+    def _devices(self, text: str) -> list[Device]:
+        wanted = list(dict.fromkeys(i for i in text.split(",") if i))
+        found = {d.identifier: d for d in self.get_queryset().filter(identifier__in=wanted)}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise NotFound(_("Device {identifier} not found.").format(identifier=missing[0]))
+        return [found[i] for i in wanted]
+
+    @extend_schema(parameters=[SeriesQuerySerializer], responses=OpenApiTypes.OBJECT)
+    def list(self, request: Request) -> Response:
+        """Raw points (cursor `next`) or aggregates by interval of several devices."""
+        params = SeriesQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        return Response(queries.telemetry(self._devices(data["devices"]), data))
+
+    @extend_schema(parameters=[LatestQuerySerializer], responses=OpenApiTypes.OBJECT)
+    @action(detail=False, methods=["get"])
+    def latest(self, request: Request) -> Response:
+        """The latest value of every property of each device, with its time."""
+        params = LatestQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        return Response(queries.latest(self._devices(data["devices"]), data.get("service")))
+
+    @extend_schema(parameters=[ExportQuerySerializer], responses={(200, "text/csv"): str})
+    @action(detail=False, methods=["get"])
+    def export(self, request: Request) -> StreamingHttpResponse:
+        """A range of raw points as CSV, streamed (any size, constant memory)."""
+        params = ExportQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        lines = queries.export_csv(self._devices(data["devices"]), data)
+        first = next(lines)  # errors (unknown service...) surface before streaming starts
+        response = StreamingHttpResponse(_chain(first, lines), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{data["service"]}.csv"'
+        return response
+
+
+def _chain(first: str, rest: Any) -> Any:
+    yield first
+    yield from rest
+
+
+class RetentionPolicyViewSet(ScopedModelViewSet):
+    """How long each product keeps raw points and rollups (run by Celery beat)."""
+
+    serializer_class = RetentionPolicySerializer
+    filterset_class = RetentionPolicyFilterSet
+
+    def get_queryset(self):
+        return RetentionPolicy.objects.select_related("product").order_by("product__identifier")
+
+    def _product(self, product: Product) -> Product:
+        if not scope.restrict(Product.objects.all(), self.request.user).filter(
+                pk=product.pk).exists():
+            raise NotFound(_("Product not found."))
+        return product
+
+    def perform_create(self, serializer: Any) -> None:
+        data = dict(serializer.validated_data)
+        serializer.instance = actions.set_retention_policy(
+            acting_user=self.request.user, product=self._product(data.pop("product")), data=data)
+
+    def perform_update(self, serializer: Any) -> None:
+        data = dict(serializer.validated_data)
+        data.pop("product", None)
+        serializer.instance = actions.set_retention_policy(
+            acting_user=self.request.user, product=serializer.instance.product, data=data)
+
+    def perform_destroy(self, instance: RetentionPolicy) -> None:
+        actions.delete_retention_policy(acting_user=self.request.user, policy=instance)
+
+
+ROUTES = [
+    ("telemetry", TelemetryViewSet, "telemetry"),
+    ("retention-policies", RetentionPolicyViewSet, "retention-policy"),
+]
