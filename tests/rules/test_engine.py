@@ -158,3 +158,54 @@ def test_state_lives_in_redis_per_device(thermo, feed, redis_client, redis_prefi
     feed.data(temperature=35)
     state = json.loads(redis_client.hget(f"{redis_prefix}rules:state:dev-1", str(rule)))
     assert state["a"] == 1 and state["f"] == feed.ts
+
+
+def test_firings_wait_in_redis_for_a_worker(thermo, feed, redis_client, redis_prefix):
+    """Without an inline worker, firings are queued in Redis and one drain task runs them."""
+    from config.celery import app
+    from webapp.rules.tasks import drain_firings
+
+    rule = make_rule(thermo)
+    app.conf.task_always_eager = False  # the autouse fixture restores it
+    feed.data(temperature=35)
+    feed.data(temperature=36)
+    assert redis_client.llen(f"{redis_prefix}rules:firings") == 2
+    assert redis_client.exists(f"{redis_prefix}rules:drain-pending")
+    assert fired(rule) == 0
+    assert drain_firings() == 2
+    assert fired(rule) == 2 and Alarm.objects.get().count == 2
+    assert not redis_client.exists(f"{redis_prefix}rules:firings")
+    assert not redis_client.exists(f"{redis_prefix}rules:drain-pending")
+
+
+def test_threshold_index_agrees_with_evaluating_every_rule():
+    """Bisection over sorted thresholds picks exactly the rules whose condition holds."""
+    import random
+
+    from webapp.rules.compiler import compile_rule
+    from webapp.rules.conditions import Message
+    from webapp.rules.engine import Bucket, Item, Outcome, _verdicts
+
+    rng = random.Random(3)
+    trigger = {"type": "property", "product": "p", "service": "env", "property": "t"}
+    rules = []
+    for i in range(60):
+        op = rng.choice([">", ">=", "<", "<="])
+        leaf = {"op": op, "value": rng.choice([rng.randint(0, 20), rng.uniform(0, 20)])}
+        condition = leaf if i % 3 else {"all": [leaf, {"property": "h", "op": "<", "value": 50}]}
+        rules.append(compile_rule(id=i + 1, name=str(i), trigger=trigger, condition=condition,
+                                  actions=[]))
+    bucket = Bucket(rules)
+    assert not bucket.general
+    for _ in range(500):
+        values = {"t": rng.choice([rng.randint(-1, 21), rng.uniform(-1, 21)]),
+                  "h": rng.randint(0, 100)}
+        msg = Message(kind="property", device="d", product="p", service="env", ts=1,
+                      values=values)
+        picked = {rule.id for rule, held in _verdicts(Item(msg, bucket, bucket.guard), {},
+                                                       Outcome()) if held}
+        assert picked == {rule.id for rule in rules if rule.condition.holds(msg)}
+        cold = all(le < values["t"] < ge and lt <= values["t"] <= gt
+                   for _p, gt, ge, lt, le, _c in bucket.cold_ranges)
+        assert cold == (not any(Bucket._guard(rule).test(values["t"], None)
+                                for rule in rules))

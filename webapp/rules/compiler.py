@@ -50,6 +50,18 @@ class CompiledRule:
     def watches(self, device: str) -> bool:
         return self.devices is None or device in self.devices
 
+    def accepts(self, msg: Any) -> bool:
+        """Whether a message of the trigger's kind is one this rule evaluates."""
+        if self.devices is not None and msg.device not in self.devices:
+            return False
+        if self.property:
+            return self.property in msg.values
+        if self.service and self.service != msg.service:
+            return False
+        if self.event and self.event != msg.event:
+            return False
+        return not (self.command and self.command != msg.command)
+
 
 def _str(spec: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None,
          required: bool = False) -> str:

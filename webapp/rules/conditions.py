@@ -45,9 +45,16 @@ class Message:
     err: Any = None
     latest: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     prev: Mapping[str, Any] = field(default_factory=dict)
+    cached_env: dict[str, Any] | None = None
 
     def env(self) -> dict[str, Any]:
-        """The names an expression or a template sees."""
+        """The names an expression sees (built once per message: expressions only read it)."""
+        if self.cached_env is None:
+            self.cached_env = self.template_env()
+        return self.cached_env
+
+    def template_env(self) -> dict[str, Any]:
+        """The names an expression or a template sees, in a dict of the caller's own."""
         env: dict[str, Any] = dict(self.values)
         env.update(device=self.device, product=self.product, service=self.service,
                    ts=self.ts, values=dict(self.values), params=dict(self.values),
@@ -60,6 +67,8 @@ _MISSING = object()
 
 
 def _lookup(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    if len(path) == 1:
+        return values.get(path[0], _MISSING)
     current: Any = values
     for key in path:
         if not isinstance(current, Mapping) or key not in current:
@@ -234,9 +243,16 @@ class Group(Condition):
         self.latest_services = frozenset().union(*(c.latest_services for c in children))
 
     def holds(self, msg: Message) -> bool:
+        # Plain loops: all()/any() over a generator cost a frame per call on the hot path.
         if self.mode == "all":
-            return all(child.holds(msg) for child in self.children)
-        return any(child.holds(msg) for child in self.children)
+            for child in self.children:  # noqa: SIM110
+                if not child.holds(msg):
+                    return False
+            return True
+        for child in self.children:  # noqa: SIM110
+            if child.holds(msg):
+                return True
+        return False
 
     def explain(self, msg: Message) -> dict[str, Any]:
         parts = [child.explain(msg) for child in self.children]

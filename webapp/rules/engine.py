@@ -5,8 +5,8 @@ and command responses (webapp.telemetry.hooks). Rules are looked up in an in-mem
 compiled per product, rebuilt only when the version key in Redis changes (actions bump it after
 commit): evaluating a message costs no SQL query. Per batch, the state the rules need (debounce
 windows, cool-down, previous values, which devices have an open alarm) and the devices' latest
-values come from Redis in one pipelined round trip, and go back in one more. What to do is
-handed to Celery (`rules.run_firings`), a chunk of firings per task.
+values come from Redis in one pipelined round trip, and go back in one more with the
+firings, queued in a Redis list that a Celery task (`rules.drain_firings`) works off.
 
 Replays are harmless: a message no newer than the last one evaluated for the same device,
 kind and service is skipped (the batch is redelivered after a crash), and alarm actions update
@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from webapp.core.redis import get_redis, keys
 from webapp.rules.choices import FireMode, TriggerType
 from webapp.rules.compiler import CompiledRule, compile_model
-from webapp.rules.conditions import _MISSING, Message, _lookup
+from webapp.rules.conditions import _MISSING, Group, Leaf, Message, _lookup
+from webapp.rules.expressions import is_number
 
 if TYPE_CHECKING:
     from webapp.telemetry.ingest import Batch
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_TTL_S = 30 * 86_400
-FIRINGS_PER_TASK = 50
+# A queued drain task that never ran (worker down, message lost) is resent after this.
+DRAIN_PENDING_TTL_S = 60
 
 
 class RuleKeys:
@@ -55,8 +58,14 @@ class RuleKeys:
         return f"{self.prefix}rules:stats:{rule_id}"
 
     @property
-    def mid(self) -> str:
-        return f"{self.prefix}rules:mid"
+    def firings(self) -> str:
+        """List of firings decided on the ingest path, waiting for a Celery worker."""
+        return f"{self.prefix}rules:firings"
+
+    @property
+    def drain_pending(self) -> str:
+        """Set while a `rules.drain_firings` task is queued and has not started."""
+        return f"{self.prefix}rules:drain-pending"
 
 
 def rule_keys() -> RuleKeys:
@@ -68,12 +77,81 @@ def bump_version() -> None:
     get_redis().incr(rule_keys().version)
 
 
+class Bucket:
+    """The rules one kind of message is evaluated against: those of one product and service
+    for property reports, of one product for events, responses and status changes.
+
+    Comparisons of the reported property with a number (`temperature > 30`, the common
+    alarm threshold) are kept sorted per (property, operator): the rules a value satisfies
+    are found by bisection, so a hundred thresholds cost one lookup, not a hundred
+    evaluations. A rule whose condition is such a comparison AND other conditions is indexed
+    by the comparison, and the rest is evaluated only when it holds. Every other rule is
+    evaluated one by one.
+    """
+
+    def __init__(self, rules: list[CompiledRule]) -> None:
+        self.rules = rules
+        self.by_field = {str(r.id): r for r in rules}
+        self.general: list[CompiledRule] = []
+        grouped: dict[tuple[str, str], list[tuple[float, CompiledRule]]] = defaultdict(list)
+        for rule in rules:
+            guard = self._guard(rule)
+            if guard is None:
+                self.general.append(rule)
+            else:
+                grouped[(guard.property, guard.op)].append((float(guard.value), rule))
+        self.thresholds: dict[tuple[str, str], tuple[list[float], list[CompiledRule]]] = {}
+        for key, items in grouped.items():
+            items.sort(key=lambda item: item[0])
+            self.thresholds[key] = ([x for x, _ in items], [r for _, r in items])
+        # Per property, the values for which no threshold holds: a point whose values are
+        # all in these ranges concerns no rule (le < v < ge and lt <= v <= gt).
+        inf = float("inf")
+        bounds: dict[str, list[float]] = {}
+        for (prop, op), (thresholds, _rules) in self.thresholds.items():
+            gt, ge, lt, le = bounds.setdefault(prop, [inf, inf, -inf, -inf])
+            if op == ">":
+                gt = min(gt, thresholds[0])
+            elif op == ">=":
+                ge = min(ge, thresholds[0])
+            elif op == "<":
+                lt = max(lt, thresholds[-1])
+            else:
+                le = max(le, thresholds[-1])
+            bounds[prop] = [gt, ge, lt, le]
+        self.cold_ranges = [(prop, *b, (self, (prop, "*"))) for prop, b in bounds.items()]
+        self.by_property: dict[str, list[CompiledRule]] = defaultdict(list)
+        for (prop, _op), (_thresholds, threshold_rules) in self.thresholds.items():
+            self.by_property[prop].extend(threshold_rules)
+        service = rules[0].service if rules else ""
+        self.guard = f"_t:p:{service}"
+        self.latest_services: frozenset[str] = frozenset().union(
+            *(r.latest_services for r in rules))
+
+    @staticmethod
+    def _guard(rule: CompiledRule) -> Leaf | None:
+        """The numeric comparison of the reported property that must hold for the rule to
+        hold, if its condition has one (itself, or a member of a top-level AND group)."""
+        if rule.trigger_type != TriggerType.PROPERTY or rule.devices is not None or \
+                not rule.property or rule.condition.stateful_keys:
+            return None
+        condition = rule.condition
+        members = condition.children if isinstance(condition, Group) and \
+            condition.mode == "all" else [condition]
+        for leaf in members:
+            if isinstance(leaf, Leaf) and leaf.property == rule.property and \
+                    leaf.service == rule.service and leaf.source != "latest" and \
+                    leaf.op in (">", ">=", "<", "<=") and is_number(leaf.value):
+                return leaf
+        return None
+
+
 @dataclass
 class ProductRules:
-    property: dict[str, list[CompiledRule]] = field(default_factory=lambda: defaultdict(list))
-    event: list[CompiledRule] = field(default_factory=list)
-    cmdrsp: list[CompiledRule] = field(default_factory=list)
-    status: list[CompiledRule] = field(default_factory=list)
+    property: dict[str, Bucket] = field(default_factory=dict)
+    event: Bucket | None = None
+    cmdrsp: Bucket | None = None
+    status: Bucket | None = None
 
 
 class RuleIndex:
@@ -89,7 +167,7 @@ class RuleIndex:
     def rebuild(self) -> None:
         from webapp.rules.models import Rule
 
-        products: dict[str, ProductRules] = defaultdict(ProductRules)
+        lists: dict[tuple[str, str, str], list[CompiledRule]] = defaultdict(list)
         rules = Rule.objects.filter(enabled=True).exclude(trigger_type=TriggerType.SCHEDULE)
         for rule in rules:
             try:
@@ -97,15 +175,19 @@ class RuleIndex:
             except Exception:
                 log.exception("rule %s cannot be compiled; it is skipped", rule.pk)
                 continue
-            bucket = products[compiled.product]
-            if compiled.trigger_type == TriggerType.PROPERTY:
-                bucket.property[compiled.service].append(compiled)
-            elif compiled.trigger_type == TriggerType.EVENT:
-                bucket.event.append(compiled)
-            elif compiled.trigger_type == TriggerType.COMMAND_RESPONSE:
-                bucket.cmdrsp.append(compiled)
-            elif compiled.trigger_type == TriggerType.STATUS:
-                bucket.status.append(compiled)
+            service = compiled.service if compiled.trigger_type == TriggerType.PROPERTY else ""
+            lists[(compiled.product, compiled.trigger_type, service)].append(compiled)
+        products: dict[str, ProductRules] = defaultdict(ProductRules)
+        for (product, kind, service), compiled_rules in lists.items():
+            bucket = Bucket(compiled_rules)
+            if kind == TriggerType.PROPERTY:
+                products[product].property[service] = bucket
+            elif kind == TriggerType.EVENT:
+                products[product].event = bucket
+            elif kind == TriggerType.COMMAND_RESPONSE:
+                products[product].cmdrsp = bucket
+            elif kind == TriggerType.STATUS:
+                products[product].status = bucket
         self.products = dict(products)
         self.status_rules = any(p.status for p in self.products.values())
         self.cmdrsp_rules = any(p.cmdrsp for p in self.products.values())
@@ -138,10 +220,13 @@ def forget_indexes() -> None:
 
 
 @dataclass(slots=True)
-class Candidate:
-    rule: CompiledRule
+class Item:
+    """One message to evaluate, the rules it is evaluated against, and its replay guard
+    (the state field holding the newest ts evaluated for this stream of messages)."""
+
     msg: Message
-    guard: str  # the state field holding the last evaluated ts for this stream of messages
+    bucket: Bucket
+    guard: str
 
 
 @dataclass
@@ -162,6 +247,7 @@ def _current_of(rule: CompiledRule, msg: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in rule.condition.stateful_keys:
         service, _, prop = key.partition(".")
+        service = service or msg.service
         path = tuple(prop.split("."))
         value = _lookup(msg.values, path) if service == msg.service else _MISSING
         if value is _MISSING:
@@ -171,32 +257,38 @@ def _current_of(rule: CompiledRule, msg: Message) -> dict[str, Any]:
     return out
 
 
-def decide(rule: CompiledRule, msg: Message, st: dict[str, Any], outcome: Outcome) -> str:
-    """Evaluate one rule on one message against its state; returns fired/cleared/held/…"""
+def _firing(rule: CompiledRule, kind: str, msg: Message) -> dict[str, Any]:
+    return {"rule": rule.id, "kind": kind, "message": _message_json(msg),
+            "latest": msg.latest, "prev": msg.prev}
+
+
+def decide(rule: CompiledRule, msg: Message, st: dict[str, Any], held: bool,
+           outcome: Outcome) -> str:
+    """Apply debounce, cool-down and auto-clear to one rule's verdict on one message."""
     stats = outcome.stats[rule.id]
-    stats["evaluated"] += 1
-    msg.prev = st.get("p", {}) if rule.condition.stateful_keys else {}
-    held = rule.condition.holds(msg)
     if rule.condition.stateful_keys:
+        msg.prev = st.get("p", {})
         current = _current_of(rule, msg)
         if current:
             st["p"] = {**st.get("p", {}), **current}
     if not held:
         st.pop("s", None)
         st.pop("on", None)
-        if rule.debounce_window:
-            st["h"] = ([*st.get("h", []), 0])[-rule.debounce_window:]
+        if rule.debounce_window and st.get("h"):
+            window = (st["h"] + [0])[-rule.debounce_window:]
+            if any(window):
+                st["h"] = window
+            else:
+                st.pop("h")
         if st.pop("a", None) and rule.auto_clear:
-            outcome.firings.append({"rule": rule.id, "kind": "cleared",
-                                    "message": _message_json(msg), "latest": msg.latest,
-                                    "prev": msg.prev})
+            outcome.firings.append(_firing(rule, "cleared", msg))
             stats["cleared"] += 1
             return "cleared"
         return "not_held"
     stats["held"] += 1
     effective = True
     if rule.debounce_window:
-        window = ([*st.get("h", []), 1])[-rule.debounce_window:]
+        window = [*st.get("h", []), 1][-rule.debounce_window:]
         st["h"] = window
         effective = sum(window) >= rule.debounce_count
     if rule.debounce_duration_ms:
@@ -209,54 +301,74 @@ def decide(rule: CompiledRule, msg: Message, st: dict[str, Any], outcome: Outcom
     if not effective:
         stats["suppressed"] += 1
         return "suppressed"
-    st["f"] = msg.ts
-    st["on"] = 1
-    if rule.debounce_window:
-        st["h"] = []
-    if rule.has_alarm:
-        st["a"] = 1
-    outcome.firings.append({"rule": rule.id, "kind": "fired", "message": _message_json(msg),
-                            "latest": msg.latest, "prev": msg.prev})
+    if rule.needs_state:
+        st["f"] = msg.ts
+        st["on"] = 1
+        st.pop("h", None)
+        if rule.has_alarm:
+            st["a"] = 1
+    outcome.firings.append(_firing(rule, "fired", msg))
     stats["fired"] += 1
     return "fired"
 
 
-def _candidates_for_points(index: RuleIndex, points: Iterable[Any]) -> list[Candidate]:
-    out: list[Candidate] = []
-    for point in points:
-        product = index.products.get(point.product)
-        if product is None:
+def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome
+              ) -> list[tuple[CompiledRule, bool]]:
+    """The rules to decide on for one message: those that hold, the stateful ones that must
+    see every message, and those with state for the device (an open alarm to clear)."""
+    msg, bucket = item.msg, item.bucket
+    out: list[tuple[CompiledRule, bool]] = []
+    seen: set[int] = set()
+    values = msg.values
+    for key, (thresholds, rules) in bucket.thresholds.items():
+        value = values.get(key[0], _MISSING)
+        if value is _MISSING:
             continue
-        rules = product.property.get(point.service)
-        if not rules:
+        if type(value) in (int, float):
+            op = key[1]
+            if op == ">":
+                hits = rules[:bisect_left(thresholds, value)]
+            elif op == ">=":
+                hits = rules[:bisect_right(thresholds, value)]
+            elif op == "<":
+                hits = rules[bisect_right(thresholds, value):]
+            else:
+                hits = rules[bisect_left(thresholds, value):]
+        else:
+            hits = [r for r in rules if r.condition.holds(msg)]
+        for rule in hits:
+            # The guard holds; a rule with more to its condition is evaluated in full.
+            if type(rule.condition) is Leaf or rule.condition.holds(msg):
+                out.append((rule, True))
+                seen.add(rule.id)
+    for rule in bucket.general:
+        if not rule.accepts(msg):
             continue
-        msg: Message | None = None
-        for rule in rules:
-            if rule.property and rule.property not in point.values:
-                continue
-            if rule.devices is not None and point.device not in rule.devices:
-                continue
-            if msg is None:
-                msg = Message(kind=TriggerType.PROPERTY, device=point.device,
-                              product=point.product, service=point.service, ts=point.ts,
-                              values=point.values)
-            out.append(Candidate(rule, msg, f"_t:p:{point.service}"))
+        outcome.stats[rule.id]["evaluated"] += 1
+        stateful = bool(rule.condition.stateful_keys)
+        if stateful:
+            msg.prev = (state.get(str(rule.id)) or {}).get("p", {})
+        held = rule.condition.holds(msg)
+        if held or stateful:
+            out.append((rule, held))
+            seen.add(rule.id)
+    for name, st in state.items():
+        # Only state a message that does not hold acts on: an open alarm to clear, a
+        # debounce window, a duration or episode in progress (a cool-down time waits).
+        if name[0] != "_" and ("a" in st or "h" in st or "s" in st or "on" in st):
+            with_state = bucket.by_field.get(name)
+            if with_state is not None and with_state.id not in seen and \
+                    with_state.accepts(msg):
+                out.append((with_state, False))
     return out
 
 
-def evaluate(candidates: list[Candidate]) -> Outcome:
-    """Fetch state and latest values, decide every candidate, store state, dispatch."""
-    outcome = Outcome()
-    if not candidates:
-        return outcome
-    r = get_redis()
+def _fetch(devices: dict[str, set[str]]) -> tuple[dict[str, dict[str, Any]],
+                                                  dict[str, dict[str, dict[str, Any]]]]:
+    """The rule state and the latest values (of the services named) of each device."""
     k = keys()
     rk = rule_keys()
-    devices: dict[str, set[str]] = defaultdict(set)  # device → latest services needed
-    for cand in candidates:
-        needed = devices[cand.msg.device]
-        needed.update(cand.rule.latest_services)
-    pipe = r.pipeline(transaction=False)
+    pipe = get_redis().pipeline(transaction=False)
     order = list(devices)
     for device in order:
         pipe.hgetall(rk.state(device))
@@ -281,63 +393,193 @@ def evaluate(candidates: list[Candidate]) -> Outcome:
                 if raw:
                     values[svc] = {p: e.get("value") for p, e in json.loads(raw).items()}
         latest[device] = values
-    dirty: dict[str, set[str]] = defaultdict(set)
-    candidates.sort(key=lambda c: c.msg.ts)
-    newest: dict[tuple[str, str], int] = {}
-    for cand in candidates:
-        device = cand.msg.device
-        state = states[device]
+    return states, latest
+
+
+@dataclass
+class Run:
+    """The working set of one evaluation: state read at the start, what changed."""
+
+    states: dict[str, dict[str, Any]]
+    latest: dict[str, dict[str, dict[str, Any]]]
+    outcome: Outcome = field(default_factory=Outcome)
+    dirty: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    evaluated: dict[Any, int] = field(default_factory=lambda: defaultdict(int))
+    newest: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def replayed(self, device: str, guard: str, ts: int) -> bool:
+        """At or before the newest ts of an earlier batch: a redelivered batch."""
+        if ts <= int(self.states[device].get(guard, 0)):
+            return True
+        key = (device, guard)
+        if ts > self.newest.get(key, 0):
+            self.newest[key] = ts
+        return False
+
+    def decide_items(self, items: list[Item]) -> None:
+        """Decide every rule of every item (in time order)."""
+        outcome = self.outcome
+        for item in items:
+            msg = item.msg
+            device = msg.device
+            state = self.states[device]
+            msg.latest = self.latest.get(device, {})
+            for rule, held in _verdicts(item, state, outcome):
+                if not rule.needs_state:
+                    if held:
+                        decide(rule, msg, {}, True, outcome)
+                    continue
+                name = str(rule.id)
+                st = dict(state.get(name) or {})
+                before = dict(st)  # decide() replaces nested values, never mutates them
+                decide(rule, msg, st, held, outcome)
+                if st != before:
+                    if st:
+                        state[name] = st
+                    else:
+                        state.pop(name, None)
+                    self.dirty[device].add(name)
+
+    def store(self) -> Outcome:
+        """Write the changed state and the counters and queue the firings (one round
+        trip); wake a Celery worker if none is about to run them."""
+        outcome = self.outcome
+        rk = rule_keys()
+        for (bucket, (prop, _all)), count in self.evaluated.items():
+            for rule in bucket.by_property[prop]:
+                outcome.stats[rule.id]["evaluated"] += count
+        for (device, guard), ts in self.newest.items():
+            self.states[device][guard] = ts
+            self.dirty[device].add(guard)
+        pipe = get_redis().pipeline(transaction=False)
+        for device, fields in self.dirty.items():
+            mapping = {}
+            removed = []
+            for name in fields:
+                value = self.states[device].get(name)
+                if value in (None, {}):
+                    removed.append(name)
+                else:
+                    mapping[name] = json.dumps(value, separators=(",", ":"))
+            if mapping:
+                pipe.hset(rk.state(device), mapping=mapping)
+            if removed:
+                pipe.hdel(rk.state(device), *removed)
+            pipe.expire(rk.state(device), STATE_TTL_S)
+        for rule_id, counters in outcome.stats.items():
+            for name, count in counters.items():
+                pipe.hincrby(rk.stats(rule_id), name, count)
+        if outcome.firings:
+            # Firings are queued in Redis with the state, in the same round trip; a Celery
+            # task is sent only when none is already waiting to run them (publishing a
+            # Celery message costs milliseconds, more than a whole batch of evaluations).
+            pipe.rpush(rk.firings, *[json.dumps(f, separators=(",", ":"), default=str)
+                                     for f in outcome.firings])
+            pipe.set(rk.drain_pending, "1", nx=True, ex=DRAIN_PENDING_TTL_S)
+        replies = pipe.execute()
+        if outcome.firings and replies[-1]:
+            wake_worker()
+        return outcome
+
+
+def evaluate(items: list[Item]) -> Outcome:
+    """Evaluate messages of any kind: fetch state and latest values, decide, store."""
+    if not items:
+        return Outcome()
+    devices: dict[str, set[str]] = defaultdict(set)  # device → latest services needed
+    for item in items:
+        devices[item.msg.device].update(item.bucket.latest_services)
+    run = Run(*_fetch(devices))
+    items.sort(key=lambda i: i.msg.ts)
+    fresh = []
+    for item in items:
+        msg = item.msg
+        if run.replayed(msg.device, item.guard, msg.ts):
+            for rule in item.bucket.rules:
+                if rule.accepts(msg):
+                    run.outcome.stats[rule.id]["replayed"] += 1
+        else:
+            fresh.append(item)
+    run.decide_items(fresh)
+    return run.store()
+
+
+def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
+    """Property reports: the hot path. A point whose values hold for no threshold of its
+    bucket (the usual case), on a device with nothing in progress, only moves the replay
+    guard; the others are decided in full, in time order per device."""
+    work: list[tuple[Any, Bucket]] = []
+    devices: dict[str, set[str]] = {}
+    for point in points:
+        product = index.products.get(point.product)
+        if product is None:
+            continue
+        bucket = product.property.get(point.service)
+        if bucket is None:
+            continue
+        work.append((point, bucket))
+        needed = devices.get(point.device)
+        if needed is None:
+            devices[point.device] = set(bucket.latest_services)
+        elif bucket.latest_services:
+            needed.update(bucket.latest_services)
+    if not work:
+        return Outcome()
+    run = Run(*_fetch(devices))
+    work.sort(key=lambda w: w[0].ts)
+    active: dict[tuple[str, int], bool] = {}  # (device, bucket) has something in progress
+    evaluated = run.evaluated
+    states = run.states
+    newest = run.newest
+    for point, bucket in work:
+        device = point.device
+        ts = point.ts
+        guard = bucket.guard
         # At or before the newest ts of an earlier batch: a redelivered batch; skip it.
-        if cand.msg.ts <= int(state.get(cand.guard, 0)):
-            outcome.stats[cand.rule.id]["replayed"] += 1
+        if ts <= states[device].get(guard, 0):
+            for rule in bucket.rules:
+                if rule.accepts(point):
+                    run.outcome.stats[rule.id]["replayed"] += 1
             continue
-        key = (device, cand.guard)
-        newest[key] = max(newest.get(key, 0), cand.msg.ts)
-        if device in latest:
-            cand.msg.latest = latest[device]
-        if not cand.rule.needs_state:
-            decide(cand.rule, cand.msg, {}, outcome)
-            continue
-        field_name = str(cand.rule.id)
-        st = dict(state.get(field_name) or {})
-        before = dict(st)  # decide() replaces nested values, never mutates them
-        decide(cand.rule, cand.msg, st, outcome)
-        if st != before:
-            state[field_name] = st
-            dirty[device].add(field_name)
-    for (device, guard), ts in newest.items():
-        states[device][guard] = ts
-        dirty[device].add(guard)
-    pipe = r.pipeline(transaction=False)
-    for device, fields in dirty.items():
-        mapping = {}
-        removed = []
-        for name in fields:
-            value = states[device].get(name)
-            if value in (None, {}):
-                removed.append(name)
-            else:
-                mapping[name] = json.dumps(value, separators=(",", ":"))
-        if mapping:
-            pipe.hset(rk.state(device), mapping=mapping)
-        if removed:
-            pipe.hdel(rk.state(device), *removed)
-        pipe.expire(rk.state(device), STATE_TTL_S)
-    for rule_id, counters in outcome.stats.items():
-        for name, count in counters.items():
-            pipe.hincrby(rk.stats(rule_id), name, count)
-    pipe.execute()
-    dispatch(outcome.firings)
-    return outcome
+        if ts > newest.get((device, guard), 0):
+            newest[(device, guard)] = ts
+        values = point.values
+        cold = True
+        for prop, gt, ge, lt, le, counter in bucket.cold_ranges:
+            value = values.get(prop, _MISSING)
+            if value is _MISSING:
+                continue
+            evaluated[counter] += 1
+            if type(value) not in (int, float) or not (le < value < ge and lt <= value <= gt):
+                cold = False
+        key = (device, id(bucket))
+        if cold and not bucket.general:
+            in_progress = active.get(key)
+            if in_progress is None:
+                in_progress = active[key] = _in_progress(run.states[device], bucket)
+            if not in_progress:
+                continue
+        run.decide_items([Item(Message(kind=TriggerType.PROPERTY, device=device,
+                                       product=point.product, service=point.service,
+                                       ts=point.ts, values=values), bucket, bucket.guard)])
+        active[key] = _in_progress(run.states[device], bucket)
+    return run.store()
 
 
-def dispatch(firings: list[dict[str, Any]]) -> None:
-    if not firings:
-        return
-    from webapp.rules.tasks import run_firings
+def _in_progress(state: dict[str, Any], bucket: Bucket) -> bool:
+    """Whether a rule of the bucket has state that a message which does not hold acts on."""
+    for name, st in state.items():
+        if name[0] != "_" and name in bucket.by_field and (
+                "a" in st or "h" in st or "s" in st or "on" in st):
+            return True
+    return False
 
-    for start in range(0, len(firings), FIRINGS_PER_TASK):
-        run_firings.delay(firings[start:start + FIRINGS_PER_TASK])
+
+def wake_worker() -> None:
+    """Send a Celery task to run the queued firings (only one is ever waiting)."""
+    from webapp.rules.tasks import drain_firings
+
+    drain_firings.apply_async(argsrepr="()")
 
 
 # --- the ingest hooks --------------------------------------------------------------------
@@ -355,10 +597,10 @@ def on_batch(batch: Batch) -> None:
     index = _index()
     if not index.products:
         return
-    candidates = _candidates_for_points(index, batch.points)
+    if batch.points:
+        evaluate_points(index, batch.points)
     if batch.statuses and index.status_rules:
-        candidates.extend(_status_candidates(index, batch.statuses))
-    evaluate(candidates)
+        evaluate(_status_items(index, batch.statuses))
 
 
 def _products_of(devices: Iterable[str]) -> dict[str, str]:
@@ -372,43 +614,35 @@ def _products_of(devices: Iterable[str]) -> dict[str, str]:
     return {d: p.decode() for d, p in zip(names, pipe.execute()) if p}
 
 
-def _status_candidates(index: RuleIndex, statuses: list[dict[str, Any]]) -> list[Candidate]:
+def _status_items(index: RuleIndex, statuses: list[dict[str, Any]]) -> list[Item]:
     products = _products_of(e["dev"] for e in statuses)
-    out: list[Candidate] = []
+    out: list[Item] = []
     for event in statuses:
         device = event["dev"]
         product = index.products.get(products.get(device, ""))
-        if product is None:
+        if product is None or product.status is None:
             continue
         msg = Message(kind=TriggerType.STATUS, device=device, product=products[device],
                       ts=int(event["ts"]), status=event["s"],
                       values={"status": event["s"], "reason": event.get("reason") or ""})
-        for rule in product.status:
-            if rule.watches(device):
-                out.append(Candidate(rule, msg, "_t:s"))
+        out.append(Item(msg, product.status, "_t:s"))
     return out
 
 
 def on_events(events: list[dict[str, Any]]) -> None:
     """Evaluate device-event rules."""
     index = _index()
-    out: list[Candidate] = []
+    out: list[Item] = []
     for event in events:
         product = index.products.get(event.get("prod", ""))
-        if product is None or not product.event:
+        if product is None or product.event is None:
             continue
-        ts = int(event.get("et") or event["ts"])
         params = event.get("params") or {}
         msg = Message(kind=TriggerType.EVENT, device=event["dev"], product=event["prod"],
-                      service=event.get("svc", ""), ts=ts, event=event.get("event", ""),
+                      service=event.get("svc", ""), ts=int(event.get("et") or event["ts"]),
+                      event=event.get("event", ""),
                       values=params if isinstance(params, dict) else {"value": params})
-        for rule in product.event:
-            if rule.service and rule.service != msg.service:
-                continue
-            if rule.event and rule.event != msg.event:
-                continue
-            if rule.watches(msg.device):
-                out.append(Candidate(rule, msg, f"_t:e:{msg.service}:{msg.event}"))
+        out.append(Item(msg, product.event, f"_t:e:{msg.service}:{msg.event}"))
     evaluate(out)
 
 
@@ -418,11 +652,11 @@ def on_command_responses(events: list[dict[str, Any]]) -> None:
     if not index.cmdrsp_rules:
         return
     products = _products_of(e["dev"] for e in events)
-    out: list[Candidate] = []
+    out: list[Item] = []
     for event in events:
         device = event["dev"]
         product = index.products.get(products.get(device, ""))
-        if product is None:
+        if product is None or product.cmdrsp is None:
             continue
         params = event.get("params") or {}
         values = {**(params if isinstance(params, dict) else {}), "err": event.get("err")}
@@ -430,11 +664,5 @@ def on_command_responses(events: list[dict[str, Any]]) -> None:
                       product=products[device], service=event.get("svc", ""),
                       ts=int(event["ts"]), command=event.get("cmd", ""), err=event.get("err"),
                       values=values)
-        for rule in product.cmdrsp:
-            if rule.service and rule.service != msg.service:
-                continue
-            if rule.command and rule.command != msg.command:
-                continue
-            if rule.watches(device):
-                out.append(Candidate(rule, msg, f"_t:c:{msg.service}:{msg.command}"))
+        out.append(Item(msg, product.cmdrsp, f"_t:c:{msg.service}:{msg.command}"))
     evaluate(out)

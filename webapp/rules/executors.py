@@ -55,7 +55,7 @@ def _trigger_property(rule: Rule) -> str:
 
 
 def template_env(rule: Rule, msg: Message) -> dict[str, Any]:
-    env = msg.env()
+    env = msg.template_env()
     prop = _trigger_property(rule)
     value = msg.values.get(prop) if prop else None
     if value is None and prop and msg.service:

@@ -264,8 +264,14 @@ class Call(Node):
 # --- operators and functions -------------------------------------------------------------
 
 
+_NUMBER_TYPES = (int, float)
+
+
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = type(value)
+    if kind is int or kind is float:
+        return True
+    return isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool)
 
 
 def truthy(value: Any) -> bool:
@@ -274,6 +280,8 @@ def truthy(value: Any) -> bool:
 
 def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def compare(left: Any, right: Any) -> bool:
+        if type(left) in _NUMBER_TYPES and type(right) in _NUMBER_TYPES:
+            return op(left, right)
         if left is None or right is None:
             return False
         if is_number(left) != is_number(right):

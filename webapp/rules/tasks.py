@@ -19,6 +19,28 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 3600
 
 
+DRAIN_CHUNK = 100
+
+
+@shared_task(name="rules.drain_firings")
+def drain_firings() -> int:
+    """Run the firings the ingest path queued in Redis until the queue is empty.
+
+    The pending flag is cleared first: a firing queued after that sends a new task, so none
+    is left behind (the engine sends a task only when it sets the flag)."""
+    from webapp.rules.engine import rule_keys
+
+    r = get_redis()
+    rk = rule_keys()
+    r.delete(rk.drain_pending)
+    done = 0
+    while True:
+        raw = r.lpop(rk.firings, DRAIN_CHUNK)
+        if not raw:
+            return done
+        done += run_firings([json.loads(item) for item in raw])
+
+
 @shared_task(name="rules.run_firings")
 def run_firings(firings: list[dict[str, Any]]) -> int:
     """Run the actions of firings decided on the ingest path; returns how many ran."""

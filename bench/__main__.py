@@ -1,0 +1,48 @@
+"""Run the registered benchmarks: `python -m bench [--small] [name …]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+from bench import BENCHMARKS
+
+
+def discover() -> None:
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"bench.{module.name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--small", action="store_true", help="a quick proof run (CI)")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    discover()
+    names = args.names or sorted(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; have {', '.join(BENCHMARKS)}")
+    failed = 0
+    for name in names:
+        started = time.monotonic()
+        print(f"== {name}{' (small)' if args.small else ''}", flush=True)
+        try:
+            result = BENCHMARKS[name](args.small)
+        except Exception as exc:  # report and go on with the others
+            failed += 1
+            print(f"   FAILED: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        print(json.dumps(result, indent=2), flush=True)
+        print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
