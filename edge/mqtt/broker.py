@@ -188,6 +188,8 @@ class BrokerConfig:
     topic_alias_maximum: int = 64
     max_session_expiry: int = 7 * 24 * 3600
     max_queued_messages: int = 1000
+    # Retained messages kept (all topics); a new topic beyond this is not retained.
+    max_retained: int = 100_000
     # Subscriptions per session; more are refused with 0x97 Quota exceeded.
     max_subscriptions: int = 10_000
     sweep_interval: float = 1.0
@@ -296,7 +298,16 @@ class Broker:
         self._routes: dict[str, tuple[list[SubscriptionEntry], list[SharedGroup]]] = {}
         self.retained: dict[str, Message] = {}
         self.stats: dict[str, int] = dict.fromkeys(
-            ("messages_in", "messages_out", "bytes_in", "bytes_out", "auth_failures", "dropped"), 0
+            (
+                "messages_in",
+                "messages_out",
+                "bytes_in",
+                "bytes_out",
+                "auth_failures",
+                "dropped",
+                "retained_refused",
+            ),
+            0,
         )
         self._dirty: list[MqttConnection] = []
         self._flush_call: DelayedCall | None = None
@@ -442,11 +453,24 @@ class Broker:
         ``remote``: the message comes from another node (edge.bus.cluster), which already
         stored it if retained and chose the shared subscribers: only plain subscribers here.
         """
+        kept = message
         if message.retain and not remote:
-            if message.payload:
+            if not message.payload:
+                self.retained.pop(message.topic, None)
+            elif len(self.retained) < self.config.max_retained or message.topic in self.retained:
                 self.retained[message.topic] = message
             else:
-                self.retained.pop(message.topic, None)
+                # Full: delivered as usual but not kept (nor stored for the other nodes).
+                self.stats["retained_refused"] += 1
+                kept = Message(
+                    message.topic,
+                    message.payload,
+                    message.qos,
+                    False,
+                    message.properties,
+                    message.expires_at,
+                    message.origin,
+                )
         targets: dict[Session, list[Any]] = {}
         route = self._routes.get(message.topic)
         if route is None:
@@ -480,7 +504,7 @@ class Broker:
                 session, message, min(qos, message.qos), message.retain and keep_retain, tuple(ids)
             )
         if self.forward is not None and not remote:
-            self.forward(message)
+            self.forward(kept)
         return len(targets)
 
     def deliver(

@@ -539,3 +539,19 @@ def test_reason_strings_left_out_when_too_large_for_the_client():
     client.send(Publish("secret/t", b"", qos=1, packet_id=1))
     broker.flush()
     assert client.transport.value() == encode(PubAck(1, Reason.NOT_AUTHORIZED), MQTT_5)
+
+
+def test_retained_store_is_bounded():
+    """Beyond max_retained topics a new retained message is delivered but not kept; replacing
+    or clearing a kept one still works."""
+    broker, _ = setup(BrokerConfig(max_retained=2))
+    live = subscribed(broker, "live", Subscription("r/#", 0))
+    pub = connected(broker, "p")
+    for name in ("a", "b", "c"):
+        pub.send(Publish(f"r/{name}", name.encode(), retain=True))
+    assert [p.payload for p in live.received()] == [b"a", b"b", b"c"]
+    assert sorted(broker.retained) == ["r/a", "r/b"]
+    assert broker.stats["retained_refused"] == 1
+    pub.send(Publish("r/a", b"A", retain=True), Publish("r/b", b"", retain=True))
+    pub.send(Publish("r/c", b"c", retain=True))
+    assert {t: m.payload for t, m in broker.retained.items()} == {"r/a": b"A", "r/c": b"c"}
