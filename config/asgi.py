@@ -4,6 +4,7 @@ import os
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -12,6 +13,8 @@ django_asgi_app = get_asgi_application()
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    # Static files (console and admin) straight from the apps: the platform runs Daphne with
+    # no other web server in front of it (`make run`); a proxy may serve /static/ instead.
+    "http": ASGIStaticFilesHandler(django_asgi_app),
     "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
 })

@@ -9,7 +9,13 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from tests.console.conftest import PASSWORD, create_device, data_event, log_event
+from tests.console.conftest import (
+    PASSWORD,
+    create_device,
+    data_event,
+    log_event,
+    status_event,
+)
 from webapp.devices.models import DeviceCommand, DeviceShadow
 from webapp.rules.models import Alarm
 
@@ -368,3 +374,28 @@ def test_a_reset_password_must_be_changed_first(world, client_of):
     world.alice.save(update_fields=["must_change_password"])
     response = client_of(world.alice).get("/devices/")
     assert response.status_code == 302 and response["Location"].startswith("/password/")
+
+
+def test_dashboard_counts_devices_messages_and_alarms(world, client_of, ingest):
+    """The dashboard counts devices by connection, the last hour's messages by result (kept
+    by the ingest hook for the whole platform, read from the log for a department) and open
+    alarms by severity, and lists the latest rejections."""
+    make_alarm(world.device_a, severity="critical")
+    make_alarm(world.device_b, name="Cold", severity="minor")
+    ingest.send(status_event("dev-a1", "online"), log_event("dev-a1", True),
+                log_event("dev-a1", False, "humidity=200 is above max 100"),
+                log_event("dev-b1", False, "unknown service 'power'"))
+    root = text(client_of(world.root).get("/"))
+    assert 'data-testid="devices-online">1<' in root
+    assert 'data-testid="devices-unconnected">1<' in root
+    assert 'data-testid="messages-accepted">1<' in root
+    assert 'data-testid="messages-rejected">2<' in root
+    assert 'data-testid="alarms-critical">1<' in root and 'data-testid="alarms-minor">1<' in root
+    assert "humidity=200 is above max 100" in root and "unknown service" in root
+    assert 'data-testid="stat-products"' in root
+    assert 'class="flash"' not in root  # the counts are not mistaken for flash messages
+    alice = text(client_of(world.alice).get("/"))
+    assert 'data-testid="messages-accepted">1<' in alice
+    assert 'data-testid="messages-rejected">1<' in alice
+    assert 'data-testid="alarms-critical">1<' in alice and 'data-testid="alarms-minor">0<' in alice
+    assert "unknown service" not in alice

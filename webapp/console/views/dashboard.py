@@ -20,7 +20,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         context["product_count"] = access.products_for(user).count()
     if user.has_perm("devices.view_device"):
         context["devices"] = stats.device_counts(user)
-        context["messages"] = stats.message_counts(user)
+        context["message_counts"] = stats.message_counts(user)
         context["rejected"] = stats.latest_rejected(user)
     if user.has_perm("rules.view_alarm"):
         context["alarms"] = stats.alarm_counts(user)

@@ -43,6 +43,7 @@
       if (row) {
         var cell = row.querySelector("td.value");
         cell.querySelector(".v").textContent = display(point.values[code]);
+        cell.querySelector(".unit").hidden = false;
         var ts = row.querySelector("td.ts");
         ts.textContent = "";
         ts.appendChild(timeElement(point.ts));

@@ -1,0 +1,156 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright.
+
+One test runs against pytest-django's `live_server` (HTTP only): sign in, the device list, a
+device page with its latest values and chart, a command sent from the generated form. The
+other runs the real web process (Daphne, HTTP and WebSockets) on the test database and shows a
+value arriving live after the real ingest worker stores a batch.
+
+Playwright never downloads a browser here: it starts /usr/bin/chromium. Without it the tests
+skip, or fail when CI_REQUIRE_SERVICES=1 (CI must not pass without them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from tests.console.conftest import PASSWORD, data_event, log_event, now_ms, status_event
+from tests.e2e.platform import ROOT, database_url, free_port, wait_for_port
+from webapp.devices.models import DeviceCommand
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture
+def _fast_hasher():
+    """The platform's own password hashers: the web process checks the passwords too."""
+
+
+@pytest.fixture
+def browser(monkeypatch) -> Iterator[Any]:
+    # Playwright's sync API keeps an event loop in this thread; the test's own database
+    # calls are synchronous all the same (Django's documented setting for this case).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+        if os.environ.get("CI_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def sign_in(page: Any, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/devices/")
+    assert "/login/" in page.url
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/devices/")
+
+
+def test_sign_in_browse_devices_chart_and_send_a_command(world, ingest, browser, live_server):
+    """Sign in, find the device in the list, see its latest value and chart, send a command
+    from the form generated from the thing model and see its status."""
+    start = now_ms() - 120_000
+    ingest.send(*[data_event("dev-a1", "thermo-a", {"temperature": 20.0 + n}, start + n * 10_000)
+                  for n in range(6)],
+                log_event("dev-a1", False, "temperature=500 is above max 125"))
+    page = browser.new_page()
+    sign_in(page, live_server.url, "alice")
+    rows = page.locator('[data-testid="device-list"] tbody tr')
+    assert rows.count() == 1 and "dev-a1" in rows.first.inner_text()
+    page.fill('input[name="q"]', "nothing-like-this")
+    page.click('[data-testid="device-filters"] button[type=submit]')
+    page.wait_for_selector("text=No devices match.")
+    page.goto(f"{live_server.url}/devices/")
+    page.click("text=dev-a1")
+    page.wait_for_url(f"{live_server.url}/devices/dev-a1/")
+    assert page.inner_text('[data-testid="value-env.temperature"] .v') == "25.0"
+    assert "above max 125" in page.inner_text('[data-testid="message-log"]')
+    page.wait_for_selector('[data-testid="chart-status"][data-count="6"]')
+    assert page.locator("#chart canvas").count() == 1
+    form = page.locator('[data-testid="command-env.set_interval"]')
+    form.locator('input[name="p.seconds"]').fill("15")
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector('[data-testid="command-env.set_interval"] output[data-status]')
+    assert form.locator("output").get_attribute("data-status") == "pending"
+    command = DeviceCommand.objects.get()
+    assert command.params == {"seconds": 15} and command.created_by == world.alice
+    page.select_option("#language-select", "zh-hans")
+    page.wait_for_selector("text=消息日志")
+
+
+@pytest.fixture
+def web_process(world, redis_prefix) -> Iterator[str]:
+    """Daphne serving the console (HTTP and WebSockets) on the test database, with this
+    test's Redis prefix so that its Channels layer is the one ingest pushes to."""
+    env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict),
+           "REDIS_PREFIX": redis_prefix, "PYTHONUNBUFFERED": "1"}
+    daphne = str(Path(sys.executable).parent / "daphne")
+    for attempt in range(3):
+        # Another test may take the free port before Daphne binds it: try another one.
+        port = free_port()
+        process = subprocess.Popen([daphne, "-b", "127.0.0.1", "-p", str(port),
+                                    "config.asgi:application"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, process)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+        print(f"----- daphne -----\n{output[-4000:]}")
+
+
+def test_a_value_arrives_live_after_an_ingest_batch(world, ingest, browser, web_process):
+    """With the device page open, a batch stored by the ingest worker shows up without a
+    reload: the new value, the connection status and the log line."""
+    page = browser.new_page()
+    sign_in(page, web_process, "alice")
+    page.goto(f"{web_process}/devices/dev-a1/")
+    page.wait_for_selector('[data-testid="live-state"][data-state="live"]', timeout=15_000)
+    assert page.inner_text('[data-testid="value-env.temperature"] .v') == "—"
+    ts = now_ms()
+    ingest.send(status_event("dev-a1", "online", ts - 5),
+                data_event("dev-a1", "thermo-a", {"temperature": 27.25}, ts),
+                log_event("dev-a1", False, "humidity=300 is above max 100", ts))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if page.inner_text('[data-testid="value-env.temperature"] .v') == "27.25":
+            break
+        page.wait_for_timeout(100)
+    assert page.inner_text('[data-testid="value-env.temperature"] .v') == "27.25"
+    assert page.inner_text('[data-testid="connect-status"]') == "Online"
+    assert "humidity=300 is above max 100" in page.inner_text('[data-testid="message-log"]')
+    assert page.goto(f"{web_process}/devices/dev-b1/").status == 404  # department B's
