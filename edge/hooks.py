@@ -1,8 +1,11 @@
-"""The ThingLinks side of the broker: device authentication and ACL from the registry, uplink
-events for device traffic, ``datasResponse`` for refused input, and status/route updates."""
+"""The ThingLinks side of the broker: authentication (devices, dynamic registration,
+application clients) and ACLs from the registry, uplink events for device traffic,
+``datasResponse`` for refused input, and status/route updates. README "Device authentication"
+and docs/bus.md describe the formats."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,11 +14,13 @@ from twisted.logger import Logger
 
 from edge.codecs import thinglinks as tl
 
+from .acl import AclRule, bind, decide, ordered, parse_rules
 from .auth import password_matches
 from .bus.keys import Keys
 from .bus.redis import RedisClient
-from .bus.registry import DeviceRecord, ProductRecord, Registry
+from .bus.registry import AppRecord, DeviceRecord, ProductRecord, Registry
 from .bus.uplink import Uplink
+from .crypto import constant_time_equal
 from .deferreds import gather, then
 from .mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerHooks, DenyListAcl, Message
 from .mqtt.connection import AUTH_FAILURES, MqttConnection
@@ -34,13 +39,25 @@ return 0
 """
 
 
+# The username prefix of application clients, and the separator of dynamic registration.
+APP_PREFIX = "app:"
+REGISTER_SEPARATOR = "&"
+# What an application client may do when webapp published no rules for its key.
+DEFAULT_APP_RULES = parse_rules(b'[{"action":"sub","topic":"#","decision":"allow"}]')
+
+
 class DeviceAcl(Acl):
     """A device may use its own ``/v1/devices/{id}/…`` namespace; a gateway also its
-    sub-devices' namespaces (devices whose ``gateway`` field names it)."""
+    sub-devices' namespaces (devices whose ``gateway`` field names it). Any other topic is
+    decided by the device's and its product's ACL rules (edge.acl), default deny."""
 
-    def __init__(self, device: DeviceRecord, registry: Registry) -> None:
+    def __init__(
+        self, device: DeviceRecord, registry: Registry, product: ProductRecord | None = None
+    ) -> None:
         self.device = device
         self.registry = registry
+        product_rules = product.acl if product is not None else ()
+        self.rules = bind(ordered(device.acl, product_rules), device.identifier, device.product)
 
     def _namespace_allowed(self, topic: str) -> bool | Deferred[bool]:
         split = tl.split_topic(topic)
@@ -54,11 +71,54 @@ class DeviceAcl(Acl):
         me = self.device.identifier
         return then(self.registry.device(owner), lambda rec: rec is not None and rec.gateway == me)
 
+    def _allowed(self, action: str, topic: str) -> bool | Deferred[bool]:
+        own: Any = self._namespace_allowed(topic)
+        if own is True or not self.rules:
+            return own  # type: ignore[no-any-return]
+        return then(own, lambda ok: bool(ok) or decide(self.rules, action, topic))
+
     def may_publish(self, topic: str) -> bool | Deferred[bool]:
-        return self._namespace_allowed(topic)
+        return self._allowed("pub", topic)
 
     def may_subscribe(self, topic_filter: str) -> bool | Deferred[bool]:
-        return self._namespace_allowed(topic_filter)
+        return self._allowed("sub", topic_filter)
+
+
+class RulesAcl(Acl):
+    """An application client: only its rules decide."""
+
+    def __init__(self, rules: tuple[AclRule, ...]) -> None:
+        self.rules = rules
+
+    def may_publish(self, topic: str) -> bool:
+        return decide(self.rules, "pub", topic)
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        return decide(self.rules, "sub", topic_filter)
+
+
+class RegistrationAcl(Acl):
+    """A device registering itself (``{product}&{device}``): it may only send its request
+    and hear the answer."""
+
+    def __init__(self, product: str, device: str) -> None:
+        self.product = product
+        self.device = device
+        self.request = tl.response_topic(device, tl.REGISTER)
+        self.answer = tl.response_topic(device, tl.REGISTER_RESPONSE)
+
+    def may_publish(self, topic: str) -> bool:
+        return topic == self.request
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        return topic_filter == self.answer
+
+
+def registration_of(connection: MqttConnection) -> RegistrationAcl | None:
+    acl = connection.acl
+    if isinstance(acl, DenyListAcl):
+        acl = acl.inner
+    return acl if isinstance(acl, RegistrationAcl) else None
 
 
 def now_ms(clock: Any) -> int:
@@ -132,14 +192,33 @@ class EdgeHooks(BrokerHooks):
             return AuthResult(
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail="no user name (device identifier)"
             )
-        return then(
-            self.registry.device(username),
-            lambda rec: self._check(rec, username, password, certificate),
-        )
+        if username.startswith(APP_PREFIX):
+            key_id = username[len(APP_PREFIX) :]
+            return then(self.registry.app(key_id), lambda app: self._check_app(app, password))
+        if REGISTER_SEPARATOR in username:
+            product, _, device = username.partition(REGISTER_SEPARATOR)
+            found = gather([self.registry.product(product), self.registry.device(device)])
+            return then(
+                found,
+                lambda records: self._check_registration(
+                    product, device, records[0], records[1], password
+                ),
+            )
+
+        def with_product(record: DeviceRecord | None) -> Any:
+            if record is None or not record.product:
+                return self._check(record, None, username, password, certificate)
+            return then(
+                self.registry.product(record.product),
+                lambda product: self._check(record, product, username, password, certificate),
+            )
+
+        return then(self.registry.device(username), with_product)
 
     def _check(
         self,
         record: DeviceRecord | None,
+        product: ProductRecord | None,
         username: str,
         password: bytes | None,
         certificate: ClientCertificate | None = None,
@@ -153,7 +232,7 @@ class EdgeHooks(BrokerHooks):
         if certificate is not None and _certificate_matches(record, certificate):
             return AuthResult(
                 identity=record.identifier,
-                acl=self._acl(DeviceAcl(record, self.registry)),
+                acl=self._acl(DeviceAcl(record, self.registry, product)),
             )
         if record.secret is None:
             return AuthResult(
@@ -167,7 +246,58 @@ class EdgeHooks(BrokerHooks):
             )
         return AuthResult(
             identity=record.identifier,
-            acl=self._acl(DeviceAcl(record, self.registry)),
+            acl=self._acl(DeviceAcl(record, self.registry, product)),
+        )
+
+    def _check_app(self, app: AppRecord | None, password: bytes | None) -> AuthResult:
+        """``app:{key id}`` with the API key as password: checked against the SHA-256 of the
+        key that webapp publishes in ``tl:app:{key id}``."""
+        if app is None or password is None:
+            return AuthResult(Reason.BAD_USER_NAME_OR_PASSWORD, detail="unknown API key")
+        if app.expires_ms is not None and app.expires_ms <= now_ms(self.clock):
+            return AuthResult(Reason.NOT_AUTHORIZED, detail=f"API key {app.key_id} expired")
+        if not constant_time_equal(hashlib.sha256(password).hexdigest(), app.key_hash):
+            return AuthResult(
+                Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"wrong API key for {app.key_id}"
+            )
+        return AuthResult(
+            acl=self._acl(RulesAcl(app.acl or DEFAULT_APP_RULES)), detail=f"app {app.user}"
+        )
+
+    def _check_registration(
+        self,
+        product_id: str,
+        device_id: str,
+        product: ProductRecord | None,
+        device: DeviceRecord | None,
+        password: bytes | None,
+    ) -> AuthResult:
+        """``{product}&{device}`` with the product secret (plain or signed): a device that
+        registers itself. A device that exists may do it again only while it is unactivated
+        (its answer may have been lost), and only for the same product."""
+        if product is None or product.secret is None:
+            return AuthResult(
+                Reason.BAD_USER_NAME_OR_PASSWORD,
+                detail=f"product {product_id} does not allow dynamic registration",
+            )
+        if not tl.valid_identifier(device_id):
+            detail = f"invalid device identifier {device_id!r}"
+            return AuthResult(Reason.CLIENT_IDENTIFIER_NOT_VALID, detail=detail)
+        if password is None or not password_matches(
+            f"{product_id}{REGISTER_SEPARATOR}{device_id}",
+            product.secret,
+            password,
+            self.clock.seconds(),
+        ):
+            return AuthResult(
+                Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"wrong secret for product {product_id}"
+            )
+        if device is not None and (device.product != product_id or device.status != "unactivated"):
+            return AuthResult(
+                Reason.NOT_AUTHORIZED, detail=f"device {device_id} is already registered"
+            )
+        return AuthResult(
+            acl=self._acl(RegistrationAcl(product_id, device_id)), detail="registration"
         )
 
     # -- status and routes --------------------------------------------------------------------
@@ -203,10 +333,36 @@ class EdgeHooks(BrokerHooks):
     def message_published(
         self, connection: MqttConnection, message: Message
     ) -> int | Deferred[int]:
-        parsed = tl.parse(message.topic, message.payload)
+        registration = registration_of(connection)
+        if registration is not None:
+            return self._register(registration, connection, message)
+        return self._device_message(connection.identity, message)
+
+    def will_published(self, identity: str | None, will: Message) -> None:
+        """A will on a device topic is handled like any message of its device."""
+        result = self._device_message(identity, will)
+        if isinstance(result, Deferred):
+            result.addErrback(lambda f: log.warn("will not stored: {e}", e=f.getErrorMessage()))
+
+    def _device_message(self, sender: str | None, message: Message) -> int | Deferred[int]:
+        split = tl.split_topic(message.topic)
+        if split is None:
+            return Reason.SUCCESS
+        result: Any = then(
+            self.registry.device(split[0]),
+            lambda record: self._parse_device_message(record, sender, message),
+        )
+        return result  # type: ignore[no-any-return]
+
+    def _parse_device_message(
+        self, record: DeviceRecord | None, sender: str | None, message: Message
+    ) -> int | Deferred[int]:
+        keys = None
+        if record is not None:
+            keys = tl.EnvelopeKeys(record.sign_key, record.encrypt_key, record.encrypt_vector)
+        parsed = tl.parse(message.topic, message.payload, keys)
         if parsed is None:
             return Reason.SUCCESS
-        sender = connection.identity
         contexts = gather(
             [self._context(dev, parsed.device, sender) for dev in sorted(parsed.devices)]
         )
@@ -262,6 +418,47 @@ class EdgeHooks(BrokerHooks):
             self.uplink.emit(*events)
             return code
         return self.uplink.emit_confirmed(events).addCallback(lambda _: code)
+
+    def _register(
+        self, registration: RegistrationAcl, connection: MqttConnection, message: Message
+    ) -> int | Deferred[int]:
+        """A registering device's request (its only allowed topic): a ``register`` event that
+        webapp answers on ``…/registerResponse`` through this node's downlink."""
+        ts = now_ms(self.clock)
+        reason: str | None = None
+        body: Any = {}
+        mid = None
+        try:
+            if message.payload.strip():
+                body, mid = tl.unwrap(message.payload)
+        except tl.PayloadError as exc:
+            reason = exc.reason
+        else:
+            if not isinstance(body, dict):
+                reason = "the body must be a JSON object"
+        if reason is not None:
+            answer = tl.register_response(registration.device, 1, reason, None, mid)
+            if self.broker is not None:
+                self.broker.publish(Message(registration.answer, answer))
+            return Reason.PAYLOAD_FORMAT_INVALID
+        event = tl.register_event(
+            registration.device,
+            registration.product,
+            body,
+            mid,
+            ts,
+            self.node,
+            connection.peer,
+        )
+        log.info(
+            "{device} asks to be registered in product {product}",
+            device=registration.device,
+            product=registration.product,
+        )
+        if not message.qos:
+            self.uplink.emit(event)
+            return Reason.SUCCESS
+        return self.uplink.emit_confirmed([event]).addCallback(lambda _: Reason.SUCCESS)
 
     # -- downlink -----------------------------------------------------------------------------
 

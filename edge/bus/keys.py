@@ -20,6 +20,10 @@ class Keys:
     def product(self, identifier: str) -> str:
         return f"{self.prefix}prod:{identifier}"
 
+    def app(self, key_id: str) -> str:
+        """Hash: an application client's API key (``app:{key_id}`` on CONNECT)."""
+        return f"{self.prefix}app:{key_id}"
+
     @property
     def registry_channel(self) -> str:
         return f"{self.prefix}registry"

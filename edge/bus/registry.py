@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from edge.acl import AclRule, parse_rules
 from edge.crypto import InvalidToken, decrypt_secret
 from edge.thingmodel import ThingModel
 
@@ -31,6 +32,11 @@ class DeviceRecord:
     node_type: str
     gateway: str
     cert_fp: str = ""  # SHA-256 fingerprints of the device's TLS client certificates
+    # ThingLinks envelope keys (decrypted): dataSign check, cipherFlag 1/2 bodies.
+    sign_key: str | None = None
+    encrypt_key: str | None = None
+    encrypt_vector: str | None = None
+    acl: tuple[AclRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,19 @@ class ProductRecord:
     type: str
     model: ThingModel | None
     model_error: str | None
+    secret: str | None = None  # dynamic registration (decrypted); None: registration off
+    acl: tuple[AclRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppRecord:
+    """An application client (``app:{key id}`` on CONNECT): a platform API key."""
+
+    key_id: str
+    key_hash: str  # SHA-256 hex of the full API key
+    user: str
+    expires_ms: int | None
+    acl: tuple[AclRule, ...] = ()
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str:
@@ -49,6 +68,22 @@ def _pairs(reply: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(reply[::2], reply[1::2]))
 
 
+def _decrypted(
+    fields: dict[bytes, bytes], name: str, what: str, secret_key: str | None
+) -> str | None:
+    """A Fernet-encrypted field in plain text; None when absent or not decryptable."""
+    token = _text(fields, name)
+    if not token:
+        return None
+    try:
+        return decrypt_secret(token, secret_key)
+    except InvalidToken:
+        log.error(
+            "cannot decrypt {field} of {what} (DJANGO_SECRET_KEY differs?)", field=name, what=what
+        )
+        return None
+
+
 def parse_device(
     identifier: str, reply: list[bytes], secret_key: str | None
 ) -> DeviceRecord | None:
@@ -56,16 +91,8 @@ def parse_device(
     if not reply:
         return None
     fields = _pairs(reply)
-    token = _text(fields, "secret")
-    secret: str | None = None
-    if token:
-        try:
-            secret = decrypt_secret(token, secret_key)
-        except InvalidToken:
-            log.error(
-                "cannot decrypt the secret of device {device} (DJANGO_SECRET_KEY differs?)",
-                device=identifier,
-            )
+    what = f"device {identifier}"
+    secret = _decrypted(fields, "secret", what, secret_key)
     return DeviceRecord(
         identifier=identifier,
         product=_text(fields, "product"),
@@ -74,10 +101,33 @@ def parse_device(
         node_type=_text(fields, "node_type") or "direct",
         gateway=_text(fields, "gateway"),
         cert_fp=_text(fields, "cert_fp"),
+        sign_key=_decrypted(fields, "sign_key", what, secret_key),
+        encrypt_key=_decrypted(fields, "encrypt_key", what, secret_key),
+        encrypt_vector=_decrypted(fields, "encrypt_vector", what, secret_key),
+        acl=parse_rules(fields.get(b"acl")),
     )
 
 
-def parse_product(identifier: str, reply: list[bytes]) -> ProductRecord | None:
+def parse_app(key_id: str, reply: list[bytes]) -> AppRecord | None:
+    if not reply:
+        return None
+    fields = _pairs(reply)
+    key_hash = _text(fields, "key_hash").lower()
+    if len(key_hash) != 64:
+        return None
+    expires = _text(fields, "expires")
+    return AppRecord(
+        key_id,
+        key_hash,
+        _text(fields, "user"),
+        int(expires) if expires.isdigit() else None,
+        parse_rules(fields.get(b"acl")),
+    )
+
+
+def parse_product(
+    identifier: str, reply: list[bytes], secret_key: str | None = None
+) -> ProductRecord | None:
     if not reply:
         return None
     fields = _pairs(reply)
@@ -92,7 +142,14 @@ def parse_product(identifier: str, reply: list[bytes]) -> ProductRecord | None:
             log.error("product {product}: {error}", product=identifier, error=error)
     else:
         error = "the product has no thing model"
-    return ProductRecord(identifier, _text(fields, "type") or "common", model, error)
+    return ProductRecord(
+        identifier,
+        _text(fields, "type") or "common",
+        model,
+        error,
+        _decrypted(fields, "secret", f"product {identifier}", secret_key),
+        parse_rules(fields.get(b"acl")),
+    )
 
 
 class AsyncCache(Generic[T]):
@@ -158,6 +215,7 @@ class Registry:
         self.secret_key = secret_key
         self.devices: AsyncCache[DeviceRecord | None] = AsyncCache(self._load_device)
         self.products: AsyncCache[ProductRecord | None] = AsyncCache(self._load_product)
+        self.apps: AsyncCache[AppRecord | None] = AsyncCache(self._load_app, 10_000)
 
     def device(self, identifier: str) -> DeviceRecord | Deferred[DeviceRecord | None] | None:
         return self.devices.get(identifier)
@@ -165,13 +223,20 @@ class Registry:
     def product(self, identifier: str) -> ProductRecord | Deferred[ProductRecord | None] | None:
         return self.products.get(identifier)
 
+    def app(self, key_id: str) -> AppRecord | Deferred[AppRecord | None] | None:
+        return self.apps.get(key_id)
+
+    def _load_app(self, key_id: str) -> Deferred[AppRecord | None]:
+        d = self.redis.execute("HGETALL", self.keys.app(key_id))
+        return d.addCallback(lambda reply: parse_app(key_id, reply))
+
     def _load_device(self, identifier: str) -> Deferred[DeviceRecord | None]:
         d = self.redis.execute("HGETALL", self.keys.device(identifier))
         return d.addCallback(lambda reply: parse_device(identifier, reply, self.secret_key))
 
     def _load_product(self, identifier: str) -> Deferred[ProductRecord | None]:
         d = self.redis.execute("HGETALL", self.keys.product(identifier))
-        return d.addCallback(lambda reply: parse_product(identifier, reply))
+        return d.addCallback(lambda reply: parse_product(identifier, reply, self.secret_key))
 
     def changed(self, message: bytes) -> None:
         """A ``tl:registry`` message: ``dev:{identifier}``, ``prod:{identifier}`` or ``all``
@@ -184,6 +249,8 @@ class Registry:
             self.devices.drop(identifier)
         elif kind == "prod":
             self.products.drop(identifier)
+        elif kind == "app":
+            self.apps.drop(identifier)
         else:
             log.warn("unknown registry message {message!r}", message=text)
 
@@ -191,3 +258,4 @@ class Registry:
         """Forget everything (after the pub/sub connection was re-established)."""
         self.devices.clear()
         self.products.clear()
+        self.apps.clear()

@@ -8,14 +8,26 @@ devices it names; the caller looks those up and :func:`evaluate` validates and b
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from edge.crypto import constant_time_equal
 from edge.thingmodel import Problem, ThingModel
 
 TOPIC_PREFIX = "/v1/devices/"
+# Dynamic registration (README "Device authentication"): request and answer topic suffixes.
+REGISTER = "register"
+REGISTER_RESPONSE = "registerResponse"
+# Device and product identifiers, as webapp validates them.
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # suffix → (event type, op) for the uplink topics other than datas
 SIMPLE_TOPICS: dict[str, tuple[str, str]] = {
@@ -44,6 +56,10 @@ def split_topic(topic: str) -> tuple[str, str] | None:
 
 def response_topic(device: str, suffix: str = "datasResponse") -> str:
     return f"{TOPIC_PREFIX}{device}/{suffix}"
+
+
+def valid_identifier(identifier: str) -> bool:
+    return IDENTIFIER.fullmatch(identifier) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +104,15 @@ class DeviceContext:
     model_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EnvelopeKeys:
+    """The topic device's keys for the envelope (registry fields, decrypted)."""
+
+    sign_key: str | None = None
+    encrypt_key: str | None = None
+    encrypt_vector: str | None = None
+
+
 @dataclass(slots=True)
 class Parsed:
     """A device message after reading its topic and body, before validation."""
@@ -99,11 +124,16 @@ class Parsed:
     mid: int | None = None
     errors: list[DataError] = field(default_factory=list)
     reports: list[ServiceReport] = field(default_factory=list)
+    # The sub-device a gateway answers for (commandResponse ``deviceIdentification``).
+    subject: str | None = None
 
     @property
     def devices(self) -> set[str]:
         """Every device whose registry record :func:`evaluate` needs."""
-        return {self.device} | {r.device for r in self.reports}
+        found = {self.device} | {r.device for r in self.reports}
+        if self.subject is not None:
+            found.add(self.subject)
+        return found
 
 
 @dataclass(slots=True)
@@ -125,23 +155,92 @@ class PayloadError(ValueError):
         self.reason = reason
 
 
-def unwrap(payload: bytes) -> tuple[Any, int | None]:
-    """The body and the envelope ``mid`` of a message that may come bare or enveloped."""
+CIPHER_SM4, CIPHER_AES = 1, 2
+
+
+def data_sign(body_text: str, timestamp: Any, sign_key: str) -> str:
+    """ThingLinks' ``dataSign``: md5 hex of ``{dataBody}:{timeStamp}:{signKey}``."""
+    return hashlib.md5(f"{body_text}:{timestamp}:{sign_key}".encode()).hexdigest()  # noqa: S324
+
+
+def body_text(body: Any) -> str:
+    """``dataBody`` as signed: the string itself, or an object's compact JSON."""
+    if isinstance(body, str):
+        return body
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _cipher_for(flag: int, keys: EnvelopeKeys) -> Cipher[modes.CBC]:
+    key = (keys.encrypt_key or "").encode()
+    iv = (keys.encrypt_vector or "").encode()
+    if flag == CIPHER_AES:
+        if len(key) not in (16, 24, 32) or len(iv) != 16:
+            raise ValueError("the AES key must be 16, 24 or 32 bytes and the IV 16 bytes")
+        return Cipher(algorithms.AES(key), modes.CBC(iv))
+    if len(key) != 16 or len(iv) != 16:
+        raise ValueError("the SM4 key and IV must be 16 bytes")
+    return Cipher(algorithms.SM4(key), modes.CBC(iv))
+
+
+def encrypt_body(text: str, flag: int, keys: EnvelopeKeys) -> str:
+    """The base64 ciphertext of ``text`` (CBC, PKCS#7), as a device sends ``dataBody``."""
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(text.encode()) + padder.finalize()
+    encryptor = _cipher_for(flag, keys).encryptor()
+    return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
+
+
+def decrypt_body(data: str, flag: int, keys: EnvelopeKeys) -> str:
+    decryptor = _cipher_for(flag, keys).decryptor()
+    raw = base64.b64decode(data, validate=True)
+    plain = decryptor.update(raw) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    return (unpadder.update(plain) + unpadder.finalize()).decode()
+
+
+def unwrap(payload: bytes, keys: EnvelopeKeys | None = None) -> tuple[Any, int | None]:
+    """The body and the envelope ``mid`` of a message that may come bare or enveloped.
+
+    An enveloped body is checked against its ``dataSign`` when that is not blank, and
+    decrypted when ``cipherFlag`` is 1 (SM4) or 2 (AES), with the device's ``keys``.
+    """
     try:
         obj = json.loads(payload)
     except ValueError as exc:
         raise PayloadError("malformed_json", f"payload is not valid JSON: {exc}") from None
     if not (isinstance(obj, dict) and "dataBody" in obj and isinstance(obj.get("head"), dict)):
         return obj, None
+    keys = keys or EnvelopeKeys()
     head = obj["head"]
     mid = head.get("mid")
     mid = mid if isinstance(mid, int) and not isinstance(mid, bool) else None
     cipher = head.get("cipherFlag", 0)
-    if cipher not in (0, None):
-        raise PayloadError(
-            "unsupported_cipher", f"encrypted bodies (cipherFlag={cipher}) are not supported"
-        )
+    if cipher not in (0, None, CIPHER_SM4, CIPHER_AES):
+        raise PayloadError("unsupported_cipher", f"unknown cipherFlag {cipher!r} (0, 1 or 2)")
     body = obj["dataBody"]
+    signature = obj.get("dataSign")
+    if isinstance(signature, str) and signature.strip():
+        if not keys.sign_key:
+            raise PayloadError("bad_signature", "dataSign given but the device has no sign key")
+        expected = data_sign(body_text(body), head.get("timeStamp"), keys.sign_key)
+        if not constant_time_equal(signature.strip().lower(), expected):
+            raise PayloadError(
+                "bad_signature", "dataSign does not match md5(dataBody:timeStamp:signKey)"
+            )
+    if cipher in (CIPHER_SM4, CIPHER_AES):
+        name = "SM4" if cipher == CIPHER_SM4 else "AES"
+        if not isinstance(body, str):
+            raise PayloadError("undecryptable", f"an {name} dataBody must be base64 text")
+        if not keys.encrypt_key or not keys.encrypt_vector:
+            raise PayloadError(
+                "undecryptable", f"cipherFlag {cipher} but the device has no {name} key and IV"
+            )
+        try:
+            body = decrypt_body(body, cipher, keys)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise PayloadError(
+                "undecryptable", f"dataBody cannot be decrypted with the device's {name} key"
+            ) from None
     if isinstance(body, str):
         try:
             body = json.loads(body)
@@ -191,8 +290,9 @@ def _parse_datas(parsed: Parsed) -> None:
             )
 
 
-def parse(topic: str, payload: bytes) -> Parsed | None:
-    """Read a message on ``/v1/devices/{id}/…``; ``None`` for any other topic."""
+def parse(topic: str, payload: bytes, keys: EnvelopeKeys | None = None) -> Parsed | None:
+    """Read a message on ``/v1/devices/{id}/…``; ``None`` for any other topic. ``keys`` are the
+    topic device's envelope keys."""
     split = split_topic(topic)
     if split is None:
         return None
@@ -204,7 +304,7 @@ def parse(topic: str, payload: bytes) -> Parsed | None:
     if kind == "other":
         return parsed
     try:
-        parsed.body, parsed.mid = unwrap(payload)
+        parsed.body, parsed.mid = unwrap(payload, keys)
     except PayloadError as exc:
         parsed.errors.append(DataError(exc.code, exc.reason, device))
         return parsed
@@ -212,6 +312,10 @@ def parse(topic: str, payload: bytes) -> Parsed | None:
         _parse_datas(parsed)
     elif not isinstance(parsed.body, dict):
         parsed.errors.append(DataError("invalid_body", "the body must be a JSON object", device))
+    elif kind == "cmdrsp":
+        subject = parsed.body.get("deviceIdentification")
+        if isinstance(subject, str) and subject and subject != device:
+            parsed.subject = subject
     return parsed
 
 
@@ -260,10 +364,13 @@ def evaluate(parsed: Parsed, contexts: Mapping[str, DeviceContext | DataError], 
         errors.extend(event_errors)
     elif parsed.kind == "cmdrsp" and not parsed.errors:
         body = parsed.body
+        subject = contexts.get(parsed.subject) if parsed.subject is not None else None
+        if isinstance(subject, DataError):
+            return Outcome([], [*errors, subject], 0, None)
         events.append(
             {
                 "t": "cmdrsp",
-                "dev": parsed.device,
+                "dev": parsed.subject or parsed.device,
                 "mid": parsed.mid if parsed.mid is not None else body.get("mid"),
                 "svc": body.get("serviceCode"),
                 "cmd": body.get("cmd"),
@@ -362,6 +469,43 @@ def log_event(
         event["enc"] = "b64"
     event.update(ok=ok, reason=reason, ts=ts)
     return event
+
+
+def register_event(
+    device: str,
+    product: str,
+    body: dict[str, Any],
+    mid: int | None,
+    ts: int,
+    node: str,
+    addr: str,
+) -> dict[str, Any]:
+    """A device asks to be created (dynamic registration): webapp answers on
+    ``/v1/devices/{device}/registerResponse`` through ``tl:down:{node}``."""
+    return {
+        "t": "register",
+        "dev": device,
+        "prod": product,
+        "body": body,
+        "mid": mid,
+        "ts": ts,
+        "node": node,
+        "addr": addr,
+    }
+
+
+def register_response(
+    device: str, status: int, description: str, secret: str | None, mid: int | None
+) -> bytes:
+    """The answer to a registration (the edge sends it itself only for a malformed request;
+    webapp sends the others with the same shape)."""
+    body: dict[str, Any] = {
+        "statusCode": status,
+        "statusDesc": description,
+        "mid": mid,
+        "data": {"deviceIdentification": device, "secret": secret},
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def status_event(

@@ -176,6 +176,10 @@ class BrokerHooks:
         """
         return Reason.SUCCESS
 
+    def will_published(self, identity: str | None, will: Message) -> None:
+        """The will of a client that authenticated as ``identity`` is being published (its
+        connection is gone; the will topic passed the ACL at CONNECT)."""
+
 
 @dataclass(slots=True)
 class BrokerConfig:
@@ -297,6 +301,8 @@ class Broker:
         # topic → matching (entries, shared groups); cleared whenever a subscription changes.
         self._routes: dict[str, tuple[list[SubscriptionEntry], list[SharedGroup]]] = {}
         self.retained: dict[str, Message] = {}
+        # Client id → identity of the client whose will waits for its delay.
+        self.will_identities: dict[str, str] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "messages_in",
@@ -400,8 +406,14 @@ class Broker:
     def publish_will(self, session: Session) -> None:
         will, session.will = session.will, None
         session.will_call = None
+        identity = self.will_identities.pop(session.client_id, None)
         if will is not None:
-            self.publish(will)
+            self.send_will(will, identity)
+
+    def send_will(self, will: Message, identity: str | None) -> None:
+        """Publish a will; the hooks see it first, like a message from its client."""
+        self.hooks.will_published(identity, will)
+        self.publish(will)
 
     def subscribe(self, session: Session, options: Subscription, identifier: int | None) -> bool:
         """Add or replace a subscription; True when it did not exist before."""

@@ -342,6 +342,7 @@ class MqttConnection:
             if session.will_call.active():
                 session.will_call.cancel()
             session.will = session.will_call = None
+            broker.will_identities.pop(self.client_id, None)
         session.connection = self
         session.expires_at = None
         self.session = session
@@ -743,11 +744,13 @@ class MqttConnection:
                 )
                 if delay and session.expiry_interval:
                     session.will = will
+                    if self.identity is not None:
+                        broker.will_identities[session.client_id] = self.identity
                     session.will_call = broker.schedule(
                         min(delay, session.expiry_interval), broker.publish_will, session
                     )
                 else:
-                    broker.publish(will)
+                    broker.send_will(will, self.identity)
             if session.expiry_interval == 0:
                 broker.discard_session(session)
             else:

@@ -132,3 +132,44 @@ class TopicTrie(Generic[V]):
             if rest is not None:
                 found.extend(rest.values.values())
         return found
+
+
+def _dollar_excluded(wild: list[str], other: list[str]) -> bool:
+    """A filter starting with a wildcard never matches a topic starting with ``$`` (4.7.2)."""
+    return wild[0] in ("+", "#") and other[0].startswith("$")
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether every topic the filter ``inner`` matches is matched by the filter ``outer``."""
+    o_levels = outer.split("/")
+    i_levels = inner.split("/")
+    if _dollar_excluded(o_levels, i_levels):
+        return False
+    for i, level in enumerate(o_levels):
+        if level == "#":
+            return True
+        if i >= len(i_levels):
+            return False
+        other = i_levels[i]
+        if other == "#":
+            return False
+        if level != "+" and other != level:
+            return False
+    return len(o_levels) == len(i_levels)
+
+
+def overlaps(first: str, second: str) -> bool:
+    """Whether some topic name is matched by both filters."""
+    a = first.split("/")
+    b = second.split("/")
+    if _dollar_excluded(a, b) or _dollar_excluded(b, a):
+        return False
+    for x, y in zip(a, b):
+        if x == "#" or y == "#":
+            return True
+        if x != y and x != "+" and y != "+":
+            return False
+    if len(a) == len(b):
+        return True
+    longer = a if len(a) > len(b) else b
+    return longer[min(len(a), len(b))] == "#"

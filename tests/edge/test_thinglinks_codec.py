@@ -117,8 +117,12 @@ def test_partial_acceptance_and_response():
         (b"\xff\xfe", "malformed_json"),
         (json.dumps({"head": {"mid": 1}, "dataBody": "{bad"}).encode(), "malformed_json"),
         (
-            json.dumps({"head": {"mid": 1, "cipherFlag": 2}, "dataBody": "xx"}).encode(),
+            json.dumps({"head": {"mid": 1, "cipherFlag": 3}, "dataBody": "xx"}).encode(),
             "unsupported_cipher",
+        ),
+        (
+            json.dumps({"head": {"mid": 1, "cipherFlag": 2}, "dataBody": "xx"}).encode(),
+            "undecryptable",
         ),
         (json.dumps({"devices": "x"}).encode(), "invalid_body"),
         (json.dumps(body(service="nope", data={"a": 1})).encode(), "unknown_service"),
