@@ -125,6 +125,12 @@ class Bucket:
             self.by_property[prop].extend(threshold_rules)
         service = rules[0].service if rules else ""
         self.guard = f"_t:p:{service}"
+        # (rule, trigger property or None when `accepts` must be asked, state field,
+        #  stateful, holds): what the per-message loop needs, looked up once.
+        self.general_entries = [
+            (rule, rule.property if rule.trigger_type == TriggerType.PROPERTY and
+             rule.devices is None else None, str(rule.id), bool(rule.condition.stateful_keys),
+             rule.condition.holds) for rule in self.general]
         self.latest_services: frozenset[str] = frozenset().union(
             *(r.latest_services for r in rules))
 
@@ -312,8 +318,8 @@ def decide(rule: CompiledRule, msg: Message, st: dict[str, Any], held: bool,
     return "fired"
 
 
-def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome
-              ) -> list[tuple[CompiledRule, bool]]:
+def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
+              evaluated: dict[int, int] | None = None) -> list[tuple[CompiledRule, bool]]:
     """The rules to decide on for one message: those that hold, the stateful ones that must
     see every message, and those with state for the device (an open alarm to clear)."""
     msg, bucket = item.msg, item.bucket
@@ -341,14 +347,18 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome
             if type(rule.condition) is Leaf or rule.condition.holds(msg):
                 out.append((rule, True))
                 seen.add(rule.id)
-    for rule in bucket.general:
-        if not rule.accepts(msg):
+    if evaluated is None:
+        evaluated = {}
+    for rule, prop, name, stateful, holds in bucket.general_entries:
+        if prop is not None:  # the common case: a property rule for all devices
+            if prop and prop not in values:
+                continue
+        elif not rule.accepts(msg):
             continue
-        outcome.stats[rule.id]["evaluated"] += 1
-        stateful = bool(rule.condition.stateful_keys)
+        evaluated[rule.id] = evaluated.get(rule.id, 0) + 1
         if stateful:
-            msg.prev = (state.get(str(rule.id)) or {}).get("p", {})
-        held = rule.condition.holds(msg)
+            msg.prev = (state.get(name) or {}).get("p", {})
+        held = holds(msg)
         if held or stateful:
             out.append((rule, held))
             seen.add(rule.id)
@@ -406,6 +416,7 @@ class Run:
     dirty: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     evaluated: dict[Any, int] = field(default_factory=lambda: defaultdict(int))
     newest: dict[tuple[str, str], int] = field(default_factory=dict)
+    general_evaluated: dict[int, int] = field(default_factory=dict)
 
     def replayed(self, device: str, guard: str, ts: int) -> bool:
         """At or before the newest ts of an earlier batch: a redelivered batch."""
@@ -424,7 +435,7 @@ class Run:
             device = msg.device
             state = self.states[device]
             msg.latest = self.latest.get(device, {})
-            for rule, held in _verdicts(item, state, outcome):
+            for rule, held in _verdicts(item, state, outcome, self.general_evaluated):
                 if not rule.needs_state:
                     if held:
                         decide(rule, msg, {}, True, outcome)
@@ -448,6 +459,8 @@ class Run:
         for (bucket, (prop, _all)), count in self.evaluated.items():
             for rule in bucket.by_property[prop]:
                 outcome.stats[rule.id]["evaluated"] += count
+        for rule_id, count in self.general_evaluated.items():
+            outcome.stats[rule_id]["evaluated"] += count
         for (device, guard), ts in self.newest.items():
             self.states[device][guard] = ts
             self.dirty[device].add(guard)
