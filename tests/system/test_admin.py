@@ -103,3 +103,25 @@ def test_periodic_task_shows_run_history(client, root):
     page = client.get(f"/admin/django_celery_beat/periodictask/{task.pk}/change/")
     assert page.status_code == 200
     assert "0.25" in page.content.decode()
+
+
+def test_admin_refuses_granting_more_than_held(client, org):
+    """In the admin too, a user manager cannot give a role with permissions they lack."""
+    from webapp.system.models import Role
+
+    manager = org.user("manager", org.a, ["system.view_user", "system.change_user"],
+                       scope="department", staff=True)
+    target = org.user("target", org.a)
+    operator = Role.objects.get(code="operator")
+    client.force_login(manager)
+    page = client.get(f"/admin/system/user/{target.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields
+            if form[name].value() is not None and name not in ("password", "avatar")}
+    data.update({"roles": [operator.pk], "positions": [], "groups": [],
+                 "user_permissions": []})
+    data = {k: v for k, v in data.items() if v not in (None, False)}
+    response = client.post(f"/admin/system/user/{target.pk}/change/", data)
+    assert response.status_code == 200
+    assert "You cannot grant what you do not hold" in response.content.decode()
+    assert not target.roles.filter(code="operator").exists()

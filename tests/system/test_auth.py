@@ -234,3 +234,75 @@ def test_user_language_is_used(org, api_as):
     response = api_as(user).get("/api/v1/users/")
     assert response.status_code == 403
     assert response["Content-Language"] == "zh-hans"
+
+
+def test_reset_password_must_be_changed_before_anything_else(org, api_as, client):
+    """After a reset the API refuses work (403 password_change_required) until the user
+    changes the password; the admin sends them to the password change page."""
+    from webapp.system import actions
+
+    victim = org.user("victim", org.a, ["devices.view_device"], staff=True)
+    password = actions.reset_password(acting_user=None, user=victim)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION="Bearer " + login(api, "victim", password).json()[
+        "access"])
+    refused = api.get("/api/v1/devices/")
+    assert refused.status_code == 403 and refused.json()["code"] == "password_change_required"
+    assert api.get("/api/v1/auth/me/").json()["must_change_password"] is True
+    assert api.post("/api/v1/auth/password/", {"old_password": password,
+                                               "password": "Brand-new-2468"},
+                    format="json").status_code == 204
+    assert api.get("/api/v1/devices/").status_code == 200
+
+    actions.reset_password(acting_user=None, user=victim, password="Temp-pass-1357")
+    client.post("/admin/login/", {"username": "victim", "password": "Temp-pass-1357"})
+    page = client.get("/admin/devices/device/")
+    assert page.status_code == 302 and page["Location"] == "/admin/password_change/"
+
+
+def test_passwords_expire_with_the_parameter(org, api_as):
+    """`security.password.max_age_days` forces a change of old passwords."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.system.models import Parameter, User
+
+    user = org.user("old", org.a, ["devices.view_device"])
+    client = api_as(user)
+    assert client.get("/api/v1/devices/").status_code == 200
+    from webapp.system import actions
+
+    actions.save(acting_user=None, model=Parameter, instance=None, data={
+        "key": "security.password.max_age_days", "name": "x", "value": "90",
+        "value_type": "integer"})
+    User.objects.filter(pk=user.pk).update(password_changed=timezone.now() - timedelta(days=91))
+    assert client.get("/api/v1/devices/").json()["code"] == "password_change_required"
+
+
+def test_nobody_grants_more_than_they_hold(org, api_as):
+    """A user manager without device permissions cannot give a role that has them, nor
+    build such a role; a superuser can."""
+    from webapp.system.models import Role
+
+    manager = org.user("manager", org.a, ["system.view_user", "system.change_user",
+                                          "system.add_role", "system.view_role",
+                                          "system.change_role"], scope="department")
+    target = org.user("target", org.a)
+    client = api_as(manager)
+    operator = Role.objects.get(code="operator")
+    refused = client.patch(f"/api/v1/users/{target.pk}/", {"roles": [operator.pk]},
+                           format="json")
+    assert refused.status_code == 403 and refused.json()["code"] == "grant_refused"
+    assert "devices.add_device" in refused.json()["missing"]
+    built = client.post("/api/v1/roles/", {"code": "sneaky", "name": "Sneaky",
+                                           "permissions": ["devices.delete_device"]},
+                        format="json")
+    assert built.status_code == 403
+    everything = client.post("/api/v1/roles/", {"code": "wide", "name": "Wide",
+                                                "data_scope": "all"}, format="json")
+    assert everything.status_code == 403 and "data_scope:all" in everything.json()["missing"]
+    own = client.post("/api/v1/roles/", {"code": "ok", "name": "Ok",
+                                         "permissions": ["system.view_user"],
+                                         "data_scope": "department"}, format="json")
+    assert own.status_code == 201

@@ -101,7 +101,8 @@ def test_role_permission_changes_are_logged(org, api_as):
     from webapp.system.models import OperationLog
 
     role = org.role(["devices.view_device"])
-    client = api_as(org.user("boss", org.a, ["system.change_role", "system.view_role"]))
+    client = api_as(org.user("boss", org.a, ["system.change_role", "system.view_role",
+                                             "devices.view_device", "devices.add_device"]))
     response = client.patch(f"/api/v1/roles/{role.pk}/", {
         "permissions": ["devices.view_device", "devices.add_device"]}, format="json")
     assert response.status_code == 200, response.content

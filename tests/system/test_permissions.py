@@ -245,9 +245,10 @@ def _api_routes() -> set[str]:
             if actions:
                 methods = set(actions) - {"head", "options"}
             else:
-                view = callback.view_class  # type: ignore[attr-defined]
+                view = getattr(callback, "view_class", None) or getattr(callback, "cls", None)
                 methods = {m for m in view.http_method_names
-                           if hasattr(view, m) and m not in ("options", "head")}
+                           if hasattr(view, m) and m not in ("options", "head")} \
+                    if view is not None else {"get"}  # a plain Django view
             found.update(f"{pattern.name}:{m}" for m in methods)
 
     walk(get_resolver().url_patterns, "")

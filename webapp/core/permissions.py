@@ -8,7 +8,21 @@ A view can name the permissions of its extra actions instead of the method-based
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import DjangoModelPermissions
+
+
+class PasswordChangeRequired(APIException):
+    status_code = status.HTTP_403_FORBIDDEN
+    default_detail = _("Change your password first (POST /api/v1/auth/password/).")
+    default_code = "password_change_required"
+
+
+def _check_password_age(user: Any) -> None:
+    if getattr(user, "password_change_required", False):
+        raise PasswordChangeRequired()
 
 
 class ModelPermissions(DjangoModelPermissions):
@@ -23,10 +37,12 @@ class ModelPermissions(DjangoModelPermissions):
     }
 
     def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        if user and user.is_authenticated:
+            _check_password_age(user)
         required = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
         if required is None:
             return super().has_permission(request, view)
-        user = request.user
         return bool(user and user.is_authenticated and user.has_perms(required))
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from webapp.core.errors import Conflict, DomainError, NotFound
+from webapp.core.scope import user_scope
 from webapp.core.types import Actor, recorded_user
 from webapp.system import cache as system_cache
 from webapp.system import oplog, sessions
@@ -38,6 +39,39 @@ from webapp.system.models import (
     Role,
     User,
 )
+
+
+class GrantRefused(DomainError):
+    code = "grant_refused"
+    http_status = 403
+    default_detail = _("You cannot grant more than you hold.")
+
+
+def _codes(permissions: Iterable[Any]) -> set[str]:
+    return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
+
+
+def check_grant(acting_user: Actor, *, roles: Iterable[Role] = (),
+                permissions: Iterable[Any] = (), menus: Iterable[Any] = (),
+                data_scope: str | None = None) -> None:
+    """Someone who is not a superuser grants only what they hold themselves: roles whose
+    permissions, menu codes and data scope they have, or those permissions directly."""
+    user = recorded_user(acting_user)
+    if user is None or user.is_superuser:
+        return
+    held = user.get_all_permissions()
+    wanted = set(_codes(permissions))
+    wanted |= {m.permission for m in menus if m.permission}
+    scopes = {data_scope} if data_scope else set()
+    for role in roles:
+        wanted |= _codes(role.permissions.select_related("content_type"))
+        wanted |= set(role.menus.exclude(permission="").values_list("permission", flat=True))
+        scopes.add(role.data_scope)
+    missing = sorted(wanted - held)
+    if "all" in scopes and not user_scope(user).everything:
+        missing.append("data_scope:all")
+    if missing:
+        raise GrantRefused(extra={"missing": missing})
 
 
 class PasswordRejected(DomainError):
@@ -143,6 +177,8 @@ def save_role(*, acting_user: Actor, instance: Role | None, data: dict[str, Any]
     if instance is not None and instance.is_builtin and data.get("code", instance.code) != \
             instance.code:
         raise BuiltinProtected()
+    check_grant(acting_user, permissions=data.get("permissions") or (),
+                menus=data.get("menus") or (), data_scope=data.get("data_scope"))
     return save(acting_user=acting_user, model=Role, instance=instance, data=data)
 
 
@@ -159,6 +195,7 @@ def check_password(password: str, user: User | None = None) -> None:
 def create_user(*, acting_user: Actor, data: dict[str, Any],
                 password: str | None = None) -> User:
     fields, m2m = _split_m2m(User, data)
+    check_grant(acting_user, roles=m2m.get("roles") or ())
     user = User(**fields)
     user.created_by = recorded_user(acting_user)
     if password:
@@ -175,6 +212,9 @@ def create_user(*, acting_user: Actor, data: dict[str, Any],
 @transaction.atomic
 def update_user(*, acting_user: Actor, user: User, data: dict[str, Any]) -> User:
     fields, m2m = _split_m2m(User, data)
+    if "roles" in m2m:
+        current = set(user.roles.values_list("pk", flat=True))
+        check_grant(acting_user, roles=[r for r in m2m["roles"] if r.pk not in current])
     was_active = user.is_active
     for key, value in fields.items():
         setattr(user, key, value)
@@ -215,7 +255,7 @@ def reset_password(*, acting_user: Actor, user: User, password: str | None = Non
     password = password or secrets.token_urlsafe(12)
     check_password(password, user)
     user.set_password(password)
-    user.must_change_password = True
+    user.must_change_password = True  # after set_password, which clears it
     user.save(update_fields=["password", "password_changed", "must_change_password"])
     logout_user(acting_user=acting_user, user=user)
     return password
@@ -247,6 +287,8 @@ def create_api_key(*, acting_user: Actor, user: User, name: str,
                    expires: datetime | None = None) -> tuple[ApiKey, str]:
     """A new key for `user`; the key itself is returned once and stored only hashed."""
     prefix, key = make_key()
+    while ApiKey.objects.filter(prefix=prefix).exists():  # 32-bit prefixes rarely collide
+        prefix, key = make_key()
     api_key = ApiKey.objects.create(user=user, name=name, prefix=prefix, key_hash=hash_key(key),
                                     expires=expires)
     return api_key, key

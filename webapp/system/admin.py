@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
@@ -35,6 +36,35 @@ from webapp.system.models import (
     TaskRun,
     User,
 )
+
+
+class GrantCheckForm(forms.ModelForm):
+    """Refuses, as a form error, roles or permissions the editor does not hold."""
+
+    acting_user: Any = None
+
+    def clean(self) -> Any:
+        data: Any = super().clean()
+        instance = self.instance
+        try:
+            if isinstance(instance, User) and data.get("roles") is not None:
+                current = set(instance.roles.values_list("pk", flat=True)) if instance.pk \
+                    else set()
+                actions.check_grant(self.acting_user, roles=[
+                    r for r in data["roles"] if r.pk not in current])
+            elif isinstance(instance, Role):
+                actions.check_grant(self.acting_user, permissions=data.get("permissions") or (),
+                                    menus=data.get("menus") or (),
+                                    data_scope=data.get("data_scope"))
+        except actions.GrantRefused as exc:
+            raise forms.ValidationError(_("You cannot grant what you do not hold: {missing}")
+                                        .format(missing=", ".join(exc.extra["missing"]))) \
+                from exc
+        return data
+
+
+def _with_grant_check(form: Any, request: Any) -> Any:
+    return type(form.__name__, (GrantCheckForm, form), {"acting_user": request.user})
 
 
 def _indent(depth: int, text: str) -> str:
@@ -83,6 +113,9 @@ class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
     def get_queryset(self, request: Any) -> QuerySet:
         return super().get_queryset(request).select_related("department").prefetch_related(
             "roles")
+
+    def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
     @admin.display(description=_("roles"))
     def roles_list(self, obj: User) -> str:
@@ -163,6 +196,9 @@ class RoleAdmin(ImportExportModelAdmin):
     @admin.display(description=_("users"))
     def user_count(self, obj: Role) -> int:
         return obj.users.count()
+
+    def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:
+        return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))

@@ -290,6 +290,10 @@ class RoleViewSet(SystemViewSet):
     serializer_class = s.RoleSerializer
     filterset_class = filtersets.RoleFilterSet
 
+    def perform_create(self, serializer: Any) -> None:
+        serializer.instance = actions.save_role(
+            acting_user=self.request.user, instance=None, data=dict(serializer.validated_data))
+
     def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.save_role(
             acting_user=self.request.user, instance=serializer.instance,

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils import translation
 
 from webapp.system import sessions
@@ -23,7 +25,19 @@ class SessionMiddleware:
             sid = request.session.get(SESSION_ID)
             if sid and not sessions.is_active(sid):
                 logout(request)
-            elif getattr(user, "language", ""):
+                return self.get_response(request)
+            if getattr(user, "language", ""):
                 translation.activate(user.language)
                 request.LANGUAGE_CODE = translation.get_language()
+            if (getattr(user, "password_change_required", False)
+                    and request.path.startswith("/admin/") and not _may_pass(request.path)):
+                return redirect("admin:password_change")
         return self.get_response(request)
+
+
+def _may_pass(path: str) -> bool:
+    """Pages a user who must change their password may still open."""
+    allowed = [reverse(name) for name in ("admin:password_change", "admin:password_change_done",
+                                          "admin:logout", "admin:set_language",
+                                          "admin:jsi18n")]
+    return path in allowed

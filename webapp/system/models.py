@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Permission
@@ -204,6 +205,19 @@ class User(AbstractUser):
     def set_password(self, raw_password: str | None) -> None:
         super().set_password(raw_password)
         self.password_changed = timezone.now()
+        self.must_change_password = False
+
+    @property
+    def password_change_required(self) -> bool:
+        """An administrator reset the password, or it is older than
+        `security.password.max_age_days` (0: passwords do not expire)."""
+        if self.must_change_password:
+            return True
+        from webapp.system.cache import param
+
+        max_age = int(param("security.password.max_age_days", 0) or 0)
+        return bool(max_age and self.password_changed and
+                    timezone.now() - self.password_changed > timedelta(days=max_age))
 
 
 class DictType(models.Model):

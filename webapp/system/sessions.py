@@ -54,8 +54,14 @@ def is_active(sid: Any) -> bool:
             pk=sid, revoked__isnull=True, expires__gt=now).update(last_seen=now) == 1
     except (ValueError, TypeError):
         active = False
-    cache.set(_cache_key(sid), 1 if active else 0, CHECK_EVERY if active else None)
+    cache.set(_cache_key(sid), 1 if active else 0,
+              CHECK_EVERY if active else _remember_revoked())
     return active
+
+
+def _remember_revoked() -> int:
+    """A revoked session's tokens die with the refresh lifetime: remember it that long."""
+    return int(_lifetime(LoginChannel.API).total_seconds()) + 60
 
 
 def revoke(session: LoginSession) -> None:
@@ -63,7 +69,7 @@ def revoke(session: LoginSession) -> None:
     if session.revoked is None:
         session.revoked = timezone.now()
         session.save(update_fields=["revoked"])
-    cache.set(_cache_key(session.pk), 0, None)
+    cache.set(_cache_key(session.pk), 0, _remember_revoked())
     if session.session_key:
         engine = import_module(settings.SESSION_ENGINE)
         engine.SessionStore(session_key=session.session_key).delete()
