@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -211,3 +212,82 @@ def test_log_event_encodes_binary_as_base64():
     assert text["payload"] == "hello" and "enc" not in text
     binary = tl.log_event("d1", "down", "t", b"\xff\x00", False, "why", 1)
     assert (binary["payload"], binary["enc"], binary["reason"]) == ("/wA=", "b64", "why")
+
+
+KEYS = tl.EnvelopeKeys(
+    sign_key="sign-key", encrypt_key="0123456789abcdef", encrypt_vector="fedcba9876543210"
+)
+
+
+def envelope(data_body, ts: int = 1700000000000, cipher: int = 0, sign: str = "") -> bytes:
+    return json.dumps(
+        {
+            "head": {"mid": 7, "cipherFlag": cipher, "timeStamp": ts},
+            "dataBody": data_body,
+            "dataSign": sign,
+        }
+    ).encode()
+
+
+def test_data_sign_is_checked_when_present():
+    """dataSign = md5(dataBody:timeStamp:signKey), dataBody as compact JSON or as the string
+    it was sent as; a wrong or unverifiable signature refuses the message."""
+    data = body(data={"temperature": 20})
+    text = json.dumps(data, separators=(",", ":"))
+    good = tl.data_sign(text, 1700000000000, "sign-key")
+    assert good == hashlib.md5(f"{text}:1700000000000:sign-key".encode()).hexdigest()  # noqa: S324 - the legacy scheme
+    for payload in (envelope(data, sign=good), envelope(text, sign=good), envelope(data)):
+        parsed = tl.parse("/v1/devices/d1/datas", payload, KEYS)
+        assert parsed is not None and not parsed.errors and parsed.mid == 7
+    for payload, keys in (
+        (envelope(data, sign="0" * 32), KEYS),
+        (envelope(data, ts=1, sign=good), KEYS),
+        (envelope(data, sign=good), tl.EnvelopeKeys()),
+    ):
+        outcome = tl.evaluate(tl.parse("/v1/devices/d1/datas", payload, keys), CONTEXTS, ts=1)
+        assert [e.code for e in outcome.errors] == ["bad_signature"]
+        assert outcome.response is not None and b"dataSign" in outcome.response
+        assert not [e for e in outcome.events if e["t"] == "data"]
+
+
+@pytest.mark.parametrize("cipher", [tl.CIPHER_SM4, tl.CIPHER_AES])
+def test_encrypted_bodies_are_decrypted(cipher):
+    """cipherFlag 1 (SM4) and 2 (AES): CBC, PKCS#7, base64, with the device's key and IV;
+    the signature covers the ciphertext."""
+    text = json.dumps(body(data={"temperature": 21.5}))
+    secret = tl.encrypt_body(text, cipher, KEYS)
+    sign = tl.data_sign(secret, 1700000000000, "sign-key")
+    outcome = run_with(envelope(secret, cipher=cipher, sign=sign), KEYS)
+    assert [e["v"] for e in outcome.events if e["t"] == "data"] == [{"temperature": 21.5}]
+    other = tl.EnvelopeKeys(encrypt_key="x" * 16, encrypt_vector="y" * 16)
+    for payload, keys in (
+        (envelope(secret, cipher=cipher), other),
+        (envelope(secret, cipher=cipher), tl.EnvelopeKeys()),
+        (envelope("not base64!", cipher=cipher), KEYS),
+        (envelope({"devices": []}, cipher=cipher), KEYS),
+    ):
+        outcome = run_with(payload, keys)
+        assert [e.code for e in outcome.errors] == ["undecryptable"], payload
+
+
+def run_with(payload: bytes, keys: tl.EnvelopeKeys) -> tl.Outcome:
+    parsed = tl.parse("/v1/devices/d1/datas", payload, keys)
+    assert parsed is not None
+    return tl.evaluate(parsed, CONTEXTS, ts=1)
+
+
+def test_gateway_command_response_for_a_sub_device():
+    """A gateway's commandResponse naming a sub-device is that sub-device's response; one
+    naming a device that is not its sub-device is refused."""
+    payload = json.dumps(
+        {"deviceIdentification": "s1", "serviceCode": "env", "cmd": "c", "errCode": 0}
+    ).encode()
+    parsed = tl.parse("/v1/devices/d1/commandResponse", envelope(json.loads(payload)))
+    assert parsed is not None and parsed.devices == {"d1", "s1"}
+    outcome = tl.evaluate(parsed, CONTEXTS, ts=1)
+    assert [(e["t"], e["dev"], e["mid"]) for e in outcome.events] == [("cmdrsp", "s1", 7)]
+    refused = dict(CONTEXTS, s1=tl.DataError("not_allowed", "not a sub-device", "s1"))
+    outcome = tl.evaluate(parsed, refused, ts=1)
+    assert outcome.events == [] and outcome.errors[0].code == "not_allowed"
+    own = tl.parse("/v1/devices/d1/commandResponse", payload.replace(b'"s1"', b'"d1"'))
+    assert own is not None and own.subject is None
