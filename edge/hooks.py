@@ -51,6 +51,8 @@ class DeviceAcl(Acl):
     sub-devices' namespaces (devices whose ``gateway`` field names it). Any other topic is
     decided by the device's and its product's ACL rules (edge.acl), default deny."""
 
+    __slots__ = ("device", "registry", "rules")
+
     def __init__(
         self, device: DeviceRecord, registry: Registry, product: ProductRecord | None = None
     ) -> None:
@@ -87,6 +89,8 @@ class DeviceAcl(Acl):
 class RulesAcl(Acl):
     """An application client: only its rules decide."""
 
+    __slots__ = ("rules",)
+
     def __init__(self, rules: tuple[AclRule, ...]) -> None:
         self.rules = rules
 
@@ -100,6 +104,8 @@ class RulesAcl(Acl):
 class RegistrationAcl(Acl):
     """A device registering itself (``{product}&{device}``): it may only send its request
     and hear the answer."""
+
+    __slots__ = ("answer", "device", "product", "request")
 
     def __init__(self, product: str, device: str) -> None:
         self.product = product

@@ -105,6 +105,8 @@ class Acl:
     False (which stands for 0x87 Not authorized).
     """
 
+    __slots__ = ()
+
     def may_publish(self, topic: str) -> bool | Deferred[bool]:
         return True
 
@@ -118,6 +120,8 @@ class DenyListAcl(Acl):
     is refused with 0x80 (the code 3.1.1 has, and the one interoperability suites expect of
     a filter the server does not allow). A wider filter (``#``) is accepted: no client can
     publish on a denied topic, so it never carries denied traffic."""
+
+    __slots__ = ("deny", "inner")
 
     def __init__(self, inner: Acl, deny: Iterable[str]) -> None:
         self.inner = inner
