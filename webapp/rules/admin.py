@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from import_export.admin import ExportMixin
 
 from webapp.core.errors import DomainError
 from webapp.rules import actions
@@ -21,6 +22,7 @@ from webapp.rules.models import (
     RuleTrace,
     Sink,
 )
+from webapp.rules.resources import AlarmResource, RuleTraceResource
 
 _JSON = forms.Textarea(attrs={"rows": 8, "cols": 100, "style": "font-family:monospace"})
 
@@ -76,7 +78,8 @@ class RuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(RuleTrace)
-class RuleTraceAdmin(admin.ModelAdmin):
+class RuleTraceAdmin(ExportMixin, admin.ModelAdmin):
+    resource_classes = [RuleTraceResource]
     list_display = ("created", "rule", "kind", "device", "ts", "ok")
     list_filter = ("kind", "ok", "rule")
     search_fields = ("device",)
@@ -140,7 +143,8 @@ class AlarmForm(forms.ModelForm):
 
 
 @admin.register(Alarm)
-class AlarmAdmin(admin.ModelAdmin):
+class AlarmAdmin(ExportMixin, admin.ModelAdmin):
+    resource_classes = [AlarmResource]
     form = AlarmForm
     list_display = ("name", "device", "product", "severity", "status", "count", "last_seen",
                     "assignee")

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.core.permissions import ModelPermissions
+from webapp.core.viewsets import ScopedViewSetMixin
 from webapp.core.redis import get_redis, keys
 from webapp.rules import actions, engine
 from webapp.rules.choices import OPEN_ALARM_STATUSES
@@ -114,7 +115,7 @@ def explain_rule(rule: Rule, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class RuleViewSet(viewsets.ModelViewSet):
+class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     """Rules: trigger, condition tree, actions; test against a sample message; traces."""
 
     serializer_class = RuleSerializer
@@ -178,7 +179,7 @@ class RuleViewSet(viewsets.ModelViewSet):
         return Response(counters)
 
 
-class RuleTraceViewSet(viewsets.ReadOnlyModelViewSet):
+class RuleTraceViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     """The per-rule trace of firings (also under /rules/{id}/traces/)."""
 
     serializer_class = RuleTraceSerializer
@@ -188,7 +189,7 @@ class RuleTraceViewSet(viewsets.ReadOnlyModelViewSet):
         return RuleTrace.objects.select_related("rule")
 
 
-class AlarmViewSet(viewsets.ReadOnlyModelViewSet):
+class AlarmViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     """Alarms: filter by device, product, status (`open` = active or acknowledged),
     severity; acknowledge, clear, assign, comment; history; counts."""
 
