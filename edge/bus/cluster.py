@@ -190,6 +190,9 @@ class ClusterHooks:
     def __init__(self, inner: Any, cluster: Cluster) -> None:
         self.inner = inner
         self.cluster = cluster
+        # Bound once: the broker calls these per CONNECT / PUBLISH.
+        self.authenticate = inner.authenticate
+        self.message_published = inner.message_published
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

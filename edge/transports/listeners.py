@@ -8,6 +8,7 @@ from typing import Any
 
 from edge.mqtt.broker import Broker
 
+from .lean import listen_lean
 from .tcp import MqttTransportFactory, TransportCounter, listen
 from .tls import CertificateLookup, ServerTLS, tls_factory
 from .websocket import WebSocketMqttFactory
@@ -83,8 +84,11 @@ class Transports:
         listeners: dict[str, Any] = {}
 
         def start(name: str, port: int, factory: Any) -> None:
+            # Plain MQTT, where the connections are counted in tens of thousands, gets the
+            # lean transport; TLS and WebSocket keep Twisted's.
+            opener = listen_lean if name == "mqtt" else listen
             try:
-                listeners[name] = listen(
+                listeners[name] = opener(
                     self.reactor, port, factory, host, backlog=backlog, reuse_port=reuse_port
                 )
             except Exception:

@@ -41,8 +41,12 @@ def listen(
 
 
 class CountedMqttProtocol(MqttProtocol):
-    """An MQTT protocol that keeps its factory's open-connection count."""
+    """An MQTT protocol that keeps its factory's open-connection count.
 
+    Slots for what Twisted sets on a protocol, so that no instance dictionary is made.
+    """
+
+    __slots__ = ("connected", "factory", "transport")
     factory: MqttTransportFactory
 
     def connectionMade(self) -> None:

@@ -62,7 +62,7 @@ class Edge:
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"edge exited early:\n{log_path.read_text()}")

@@ -64,7 +64,7 @@ def get(edge: Edge, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for(predicate, timeout: float = 20.0) -> None:
+def wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -1,0 +1,182 @@
+"""Idle connections held by the edge (docs/performance.md):
+
+(d) ``edge-idle``: N devices authenticated with their secret (registered in Redis as the
+    webapp does it), against the default single worker: connects per second and edge RSS per
+    connection (VmRSS before and after); Mosquitto holds the same number of anonymous
+    connections for comparison;
+(e) ``edge-100k``: 100,000 devices held across ``EDGE_WORKERS=6``, the load generator split
+    over six processes, each with its own loopback source address (127.0.0.2…7) so that
+    ephemeral ports do not run out and no process exceeds its 20,000 open files.
+
+    REDIS_URL=redis://127.0.0.1:6379/0 python -m bench edge-idle [--small]
+    REDIS_URL=redis://127.0.0.1:6379/0 python -m bench edge-100k [--small]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from bench import benchmark
+from edge.crypto import encrypt_secret
+
+from .edge_support import Broker, LoadGen, edge, mosquitto
+
+SECRET_KEY = "bench-edge-secret-key"
+DEVICE_SECRET = "bench-device-secret"
+
+
+def register_devices(broker: Broker, count: int) -> float:
+    """Write ``count`` devices as webapp publishes them (hash per device, secret encrypted
+    with edge.crypto); returns the seconds it took."""
+    started = time.monotonic()
+    r = broker.extra["redis"]
+    prefix = broker.extra["prefix"]
+    r.hset(f"{prefix}prod:bench", mapping={"model": json.dumps({"services": {}}), "type": "common"})
+    pipe = r.pipeline(transaction=False)
+    for i in range(count):
+        pipe.hset(
+            f"{prefix}dev:bench-dev-{i}",
+            mapping={
+                "product": "bench",
+                "secret": encrypt_secret(DEVICE_SECRET, SECRET_KEY),
+                "status": "activated",
+                "node_type": "direct",
+                "gateway": "",
+            },
+        )
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+    return time.monotonic() - started
+
+
+def hold(
+    broker: Broker, count: int, processes: int, password: str | None, concurrency: int = 200
+) -> tuple[list[LoadGen], dict[str, Any]]:
+    """Open ``count`` connections from ``processes`` load generators; returns them (still
+    holding) and the combined figures."""
+    share = count // processes
+    generators = []
+    for k in range(processes):
+        n = share if k < processes - 1 else count - share * (processes - 1)
+        args = [
+            "idle",
+            "--port",
+            str(broker.port),
+            "--count",
+            str(n),
+            "--start",
+            str(k * share),
+            "--source",
+            f"127.0.0.{2 + k}" if processes > 1 else "127.0.0.1",
+            "--concurrency",
+            str(concurrency),
+            "--client-prefix",
+            f"bench-{broker.name}-",
+        ]
+        if password is not None:
+            args += ["--password", password]
+        generators.append(LoadGen(*args))
+    reports = [g.read(900) for g in generators]
+    start = min(r["start"] for r in reports)
+    end = max(r["end"] for r in reports)
+    held = sum(r["held"] for r in reports)
+    failures: dict[str, int] = {}
+    for report in reports:
+        for key, n in report["failures"].items():
+            failures[key] = failures.get(key, 0) + n
+    return generators, {
+        "held": held,
+        "seconds": round(end - start, 2),
+        "connects_per_second": round(held / (end - start)) if end > start else None,
+        "connect_p50_ms": max(r["p50_ms"] or 0 for r in reports),
+        "connect_p99_ms": max(r["p99_ms"] or 0 for r in reports),
+        "failed_attempts": failures,
+    }
+
+
+def release(generators: list[LoadGen]) -> int:
+    """Close the connections; returns how many the broker had closed meanwhile."""
+    closed = 0
+    for generator in generators:
+        generator.stop()
+    for generator in generators:
+        try:
+            closed += int(generator.read(120).get("closed_by_peer", 0))
+        finally:
+            generator.close()
+    return closed
+
+
+def measure(broker: Broker, count: int, processes: int, password: str | None) -> dict[str, Any]:
+    time.sleep(1.0)
+    before = broker.rss_kb()
+    generators, figures = hold(broker, count, processes, password)
+    try:
+        time.sleep(3.0)  # let allocations settle (registry loads, heartbeat)
+        after = broker.rss_kb()
+        if broker.metrics_port is not None:
+            figures["edge_connections_metric"] = int(broker.metrics()["edge_connections"])
+            deadline = time.monotonic() + 12  # heartbeats come every 5 s
+            spread = per_worker(broker)
+            while sum(spread.values()) != figures["held"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+                spread = per_worker(broker)
+            figures["connections_per_worker"] = dict(sorted(spread.items()))
+        figures.update(
+            {
+                "rss_before_kb": before,
+                "rss_after_kb": after,
+                "rss_per_connection_kb": round((after - before) / max(figures["held"], 1), 2),
+            }
+        )
+    finally:
+        figures["closed_by_broker_while_held"] = release(generators)
+    if figures["held"] < count:
+        raise RuntimeError(f"{broker.name} held {figures['held']} of {count} connections")
+    return figures
+
+
+@benchmark("edge-idle")
+def idle(small: bool) -> dict[str, Any]:
+    count = 500 if small else 15_000
+    results: dict[str, Any] = {"connections": count, "load_average": list(os.getloadavg())}
+    with mosquitto() as broker:
+        results["mosquitto_anonymous"] = measure(broker, count, 1, None)
+    env = {"DJANGO_SECRET_KEY": SECRET_KEY}
+    with edge(env) as broker:
+        results["register_devices_s"] = round(register_devices(broker, count), 2)
+        results["edge_device_auth"] = measure(broker, count, 1, DEVICE_SECRET)
+    return results
+
+
+@benchmark("edge-100k")
+def hundred_thousand(small: bool) -> dict[str, Any]:
+    count = 3_000 if small else 100_000
+    workers = 6
+    results: dict[str, Any] = {
+        "connections": count,
+        "workers": workers,
+        "load_generator_processes": workers,
+        "load_average": list(os.getloadavg()),
+    }
+    env = {"DJANGO_SECRET_KEY": SECRET_KEY}
+    with edge(env, workers=workers) as broker:
+        results["register_devices_s"] = round(register_devices(broker, count), 2)
+        figures = measure(broker, count, workers, DEVICE_SECRET)
+        results["edge_device_auth"] = figures
+        if figures.get("edge_connections_metric") != count:
+            raise RuntimeError(
+                f"the edge reports {figures.get('edge_connections_metric')} of {count}"
+            )
+    return results
+
+
+def per_worker(broker: Broker) -> dict[str, int]:
+    """Connections per worker node from the tl:nodes heartbeats."""
+    r = broker.extra["redis"]
+    beats = r.hgetall(f"{broker.extra['prefix']}nodes")
+    return {k.decode(): json.loads(v)["conns"] for k, v in beats.items()}
