@@ -487,7 +487,8 @@ class EdgeHooks(BrokerHooks):
             return
         reached = self.broker.publish(Message(topic, payload, qos))
         reason = None if reached else "no subscriber"
-        self.uplink.emit(tl.log_event(device, "down", topic, payload, bool(reached), reason, ts))
+        logged = tl.redacted(topic, payload)
+        self.uplink.emit(tl.log_event(device, "down", topic, logged, bool(reached), reason, ts))
 
 
 def _certificate_matches(record: DeviceRecord, certificate: ClientCertificate) -> bool:

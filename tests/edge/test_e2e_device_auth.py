@@ -137,6 +137,10 @@ def test_dynamic_registration(edge: Edge, clients: list[Client]):
     )
     reply = json.loads(newcomer.next_message().payload)
     assert reply["data"] == {"deviceIdentification": "new-1", "secret": "fresh-secret"}
+    (logged,) = edge.wait_for_events(
+        lambda e: e["t"] == "log" and e["dir"] == "down" and e["dev"] == "new-1"
+    )
+    assert "fresh-secret" not in logged["payload"] and '"secret":"***"' in logged["payload"]
     newcomer.close()
     itself, _ = client(edge, clients, "new-1")
     assert itself.connect("new-1", "fresh-secret") == 0
