@@ -201,3 +201,32 @@ def test_list_query_budget(org, fleet, url, budget, django_assert_max_num_querie
     with django_assert_max_num_queries(budget):
         response = client.get(url)
     assert response.status_code == 200
+
+
+def test_rules_and_alarms_follow_their_product_and_device(org, fleet):
+    """Rules belong where their product belongs, alarms where their device (or product)
+    belongs: lists, details and counts stop at the scope."""
+    from django.utils import timezone
+
+    from webapp.rules.models import Alarm, Rule
+
+    products, devices = fleet
+    now = timezone.now()
+    rules = {k: Rule.objects.create(name=f"hot-{k}", trigger_type="property",
+                                    product=products[k], trigger={}) for k in ("a", "b")}
+    for k in ("a", "b"):
+        Alarm.objects.create(name=f"alarm-{k}", device=devices[k], product=products[k],
+                             rule=rules[k], first_seen=now, last_seen=now)
+    Alarm.objects.create(name="product-only-b", product=products["b"], first_seen=now,
+                         last_seen=now)
+    client = client_for(org.user("alice", org.a, ["rules.view_rule", "rules.view_alarm",
+                                                  "rules.view_ruletrace"],
+                                 scope="department"))
+    names = {row["name"] for row in client.get("/api/v1/rules/").json()["results"]}
+    assert names == {"hot-a"}
+    alarms = {row["name"] for row in client.get("/api/v1/alarms/").json()["results"]}
+    assert alarms == {"alarm-a"}
+    assert client.get(f"/api/v1/rules/{rules['b'].pk}/").status_code == 404
+    other = Alarm.objects.get(name="alarm-b")
+    assert client.get(f"/api/v1/alarms/{other.pk}/").status_code == 404
+    assert client.get("/api/v1/alarms/counts/").json()["total"] == 1

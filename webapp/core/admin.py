@@ -33,6 +33,6 @@ class ScopedAdminMixin:
     def get_changeform_initial_data(self, request: Any) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)  # type: ignore[misc]
         fields = scope.scope_fields(self.model)  # type: ignore[attr-defined]
-        if fields and fields.department == "department" and request.user.department_id:
+        if fields and "department" in fields.departments and request.user.department_id:
             initial.setdefault("department", request.user.department_id)
         return initial

@@ -31,16 +31,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ScopeFields:
-    """The lookups that tie a model's rows to a department and to an owner (a user)."""
+    """The lookups that tie a model's rows to a department and to an owner (a user).
 
-    department: str | None = None
+    `department` may name several lookups (an alarm belongs to its device's department, or
+    to its product's when it has no device): a row is reached through any of them.
+    """
+
+    department: str | tuple[str, ...] | None = None
     owner: str | None = None
+
+    @property
+    def departments(self) -> tuple[str, ...]:
+        if self.department is None:
+            return ()
+        return (self.department,) if isinstance(self.department, str) else self.department
 
 
 _registry: dict[type[models.Model], ScopeFields | None] = {}
 
 
-def register(model: type[models.Model], *, department: str | None = None,
+def register(model: type[models.Model], *, department: str | tuple[str, ...] | None = None,
              owner: str | None = None) -> None:
     """Declare how `model` is owned (lookups relative to the model, e.g. `device__department`)."""
     _registry[model] = ScopeFields(department=department, owner=owner)
@@ -61,7 +71,8 @@ def scope_fields(model: type[models.Model]) -> ScopeFields | None:
 
 
 def _detect(model: type[models.Model], depth: int) -> ScopeFields | None:
-    department = owner = None
+    department: str | tuple[str, ...] | None = None
+    owner = None
     parents = []
     for field in model._meta.get_fields():
         if not isinstance(field, models.ForeignKey) or field.related_model is None:
@@ -80,7 +91,10 @@ def _detect(model: type[models.Model], depth: int) -> ScopeFields | None:
                          if field.related_model in _registry
                          else _detect(field.related_model, depth + 1))
             if inherited is not None and inherited.department:
-                department = f"{field.name}__{inherited.department}"
+                department = tuple(f"{field.name}__{lookup}"
+                                   for lookup in inherited.departments)
+                if len(department) == 1:
+                    department = department[0]
                 if owner is None and inherited.owner:
                     owner = f"{field.name}__{inherited.owner}"
                 break
@@ -165,7 +179,7 @@ def restrict(queryset: QuerySet, user: Any) -> QuerySet:
         from webapp.system.models import Department
 
         reached = Department.objects.filter(scope.departments).values("pk")
-        conditions.append(Q(**{f"{fields.department}__in": reached}))
+        conditions.extend(Q(**{f"{lookup}__in": reached}) for lookup in fields.departments)
     if fields.owner and scope.own_records and getattr(user, "pk", None) is not None:
         conditions.append(Q(**{fields.owner: user.pk}))
     if not conditions:
