@@ -3,13 +3,13 @@
 A browser on a device's page holds a WebSocket (`webapp.console.consumers.DeviceConsumer`),
 which joins the Channels group of that device and keeps the device in a Redis sorted set of
 watched devices (`Keys.console_watched`, scored by when the watch lapses). After each stored
-batch, `on_batch` asks that set about the batch's devices in one round trip and pushes new
-values, status changes and log lines only to the groups of watched devices, so ingest does
-nothing more for the devices nobody looks at.
+batch, `on_batch` reads the devices watched now (one round trip, as many as open device pages)
+and pushes new values, status changes and log lines only to the groups of those of the batch's
+devices, so ingest does nothing more for the devices nobody looks at.
 
-The same round trip counts the batch's messages per minute and keeps the latest rejected ones
-for the dashboard (`webapp.console.stats`), so that the dashboard never scans the message log
-of the whole platform.
+The same round trip counts the batch's messages per minute of ingest and keeps the latest
+rejected ones for the dashboard (`webapp.console.stats`), so that the dashboard never scans the
+message log of the whole platform.
 
 Pushing is best effort: a failure is logged and never fails the batch (that would make ingest
 retry data that is already stored).
@@ -45,7 +45,7 @@ MAX_LOGS = 20
 MAX_PAYLOAD = 2000
 # The dashboard's window and the latest rejected messages kept for it.
 COUNTER_TTL_S = 2 * 3600
-REJECTED_KEPT = 100
+REJECTED_KEPT = 20
 SEND_TIMEOUT_S = 2.0
 
 
@@ -117,19 +117,21 @@ def on_batch(batch: Batch) -> None:
 
 
 def _on_batch(batch: Batch) -> None:
-    devices = sorted({p.device for p in batch.points}
-                     | {m.device_identifier for m in batch.messages}
-                     | {str(s.get("dev")) for s in batch.statuses})
-    if not devices:
-        return
     k = keys()
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.zmscore(k.console_watched, devices)
-    if batch.messages:
-        _count_messages(pipe, batch)
-    scores = pipe.execute()[0]
     now = now_ms()
-    live = {d for d, score in zip(devices, scores) if score is not None and score > now}
+    pipe = get_redis().pipeline(transaction=False)
+    # The watched devices (as many as open device pages), not a lookup per device of the
+    # batch: a batch touches far more devices than anyone watches.
+    pipe.zrangebyscore(k.console_watched, now, "+inf")
+    pipe.zremrangebyscore(k.console_watched, "-inf", now - WATCH_TTL_MS)
+    if batch.messages:
+        _count_messages(pipe, batch, now)
+    watching = {member.decode() for member in pipe.execute()[0]}
+    if not watching:
+        return
+    live = watching & ({p.device for p in batch.points}
+                       | {m.device_identifier for m in batch.messages}
+                       | {str(s.get("dev")) for s in batch.statuses})
     if not live:
         return
     sends = [(group_name(device), {"type": "device.update", "data": update})
@@ -137,22 +139,25 @@ def _on_batch(batch: Batch) -> None:
     sender.send(sends)
 
 
-def _count_messages(pipe: Any, batch: Batch) -> None:
+def _count_messages(pipe: Any, batch: Batch, now: int) -> None:
+    """Count the batch's messages in the minute they were ingested, and keep the latest
+    rejected ones."""
     k = keys()
-    per_minute: dict[tuple[int, str], int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     rejected = []
     for message in batch.messages:
-        minute = int(message.ts.timestamp()) // 60
-        per_minute[(minute, message.result)] += 1
+        counts[message.result] += 1
         if message.result == MessageResult.REJECTED:
-            rejected.append(_log_json(message))
-    for (minute, result), count in per_minute.items():
-        pipe.hincrby(k.console_messages(minute), result, count)
-        pipe.expire(k.console_messages(minute), COUNTER_TTL_S)
+            rejected.append(message)
+    bucket = k.console_messages(now // 60_000)
+    for result, count in counts.items():
+        pipe.hincrby(bucket, result, count)
+    pipe.expire(bucket, COUNTER_TTL_S)
     if rejected:
-        rejected.sort(key=lambda m: m["ts"])
+        newest = sorted((_log_json(m) for m in rejected[-REJECTED_KEPT:]),
+                        key=lambda m: m["ts"])
         pipe.lpush(k.console_rejected,
-                   *[json.dumps(m, separators=(",", ":")) for m in rejected[-REJECTED_KEPT:]])
+                   *[json.dumps(m, separators=(",", ":")) for m in newest])
         pipe.ltrim(k.console_rejected, 0, REJECTED_KEPT - 1)
 
 
