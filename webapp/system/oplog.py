@@ -31,8 +31,12 @@ AUDITED_APPS_PREFIXES = ("webapp.",)
 AUDITED_EXTRA = {"auth.group", "django_celery_beat.periodictask",
                  "django_celery_beat.crontabschedule", "django_celery_beat.intervalschedule",
                  "django_celery_beat.solarschedule", "django_celery_beat.clockedschedule"}
+# Records the platform writes about itself (logs, traces, deliveries, progress): they are the
+# trail, not operations on it.
 NOT_AUDITED = {"system.operationlog", "system.loginlog", "system.loginsession",
-               "system.taskrun", "system.message"}
+               "system.taskrun", "system.message", "telemetry.devicemessage",
+               "rules.ruletrace", "rules.alarmevent", "rules.notification", "rules.deadletter",
+               "ota.otatask"}
 # Fields that change by themselves: an update touching only these is not an operation.
 NOISE_FIELDS = {"updated", "last_login", "last_seen", "last_used", "modified"}
 
