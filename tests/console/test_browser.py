@@ -71,7 +71,7 @@ def sign_in(page: Any, base_url: str, username: str) -> None:
 
 def test_sign_in_browse_devices_chart_and_send_a_command(world, ingest, browser, live_server):
     """Sign in, find the device in the list, see its latest value and chart, send a command
-    from the form generated from the thing model and see its status."""
+    from the form generated from the thing model and follow it until the device answers."""
     start = now_ms() - 120_000
     ingest.send(*[data_event("dev-a1", "thermo-a", {"temperature": 20.0 + n}, start + n * 10_000)
                   for n in range(6)],
@@ -97,6 +97,11 @@ def test_sign_in_browse_devices_chart_and_send_a_command(world, ingest, browser,
     assert form.locator("output").get_attribute("data-status") == "pending"
     command = DeviceCommand.objects.get()
     assert command.params == {"seconds": 15} and command.created_by == world.alice
+    ingest.send({"t": "cmdrsp", "dev": "dev-a1", "mid": command.pk, "svc": "env",
+                 "cmd": "set_interval", "err": 0, "params": {"result": "ok"}, "ts": now_ms()})
+    page.wait_for_selector(
+        '[data-testid="command-env.set_interval"] output[data-status="succeeded"]')
+    assert '"result":"ok"' in form.locator("output").inner_text()
     page.select_option("#language-select", "zh-hans")
     page.wait_for_selector("text=消息日志")
 
