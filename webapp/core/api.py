@@ -5,13 +5,14 @@ from rest_framework.routers import DefaultRouter
 
 from webapp.devices.api import DeviceCommandViewSet, DeviceGroupViewSet, DeviceViewSet
 from webapp.ota import urls as ota_urls
-from webapp.products.api import ProductViewSet
+from webapp.products.api import ProductTemplateViewSet, ProductViewSet
 from webapp.rules import api as rules_api
 from webapp.system import api as system_api
 from webapp.telemetry import api as telemetry_api
 
 router = DefaultRouter()
 router.register("products", ProductViewSet, basename="product")
+router.register("product-templates", ProductTemplateViewSet, basename="product-template")
 router.register("devices", DeviceViewSet, basename="device")
 router.register("device-groups", DeviceGroupViewSet, basename="device-group")
 for prefix, viewset, basename in system_api.ROUTES:

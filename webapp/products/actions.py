@@ -4,11 +4,14 @@ schema."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext as _
 
-from webapp.core.errors import Conflict
+from webapp.core.errors import Conflict, DomainError, NotFound
 from webapp.core.types import Actor, recorded_user
 from webapp.devices import registry
 from webapp.products.choices import ParameterDirection
@@ -18,6 +21,7 @@ from webapp.products.models import (
     Event,
     EventParameter,
     Product,
+    ProductTemplate,
     Property,
     Service,
 )
@@ -30,15 +34,76 @@ def _typed(data: dict[str, Any]) -> dict[str, Any]:
     return {key: data[key] for key in _TYPED_KEYS if key in data and data[key] is not None}
 
 
-def _after_model_change(product: Product) -> None:
+def _after_model_change(product: Product, drops: list[ModelChange] | None = None) -> None:
+    """After commit: drop the storage of removed or retyped properties (an explicit
+    migration), extend the time-series schema, publish the model to the edge."""
     from webapp.telemetry.backends import get_backend
 
     def publish() -> None:
         fresh = Product.objects.get(pk=product.pk)
-        get_backend().ensure_schema(fresh)
+        backend = get_backend()
+        for change in drops or []:
+            backend.drop_storage(fresh, change.service,
+                                 None if change.prop is None else [change.prop])
+        backend.ensure_schema(fresh)
         registry.publish_product(fresh)
 
     transaction.on_commit(publish)
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """A change of the thing model that existing storage cannot simply follow."""
+
+    service: str
+    prop: str | None  # None: the whole service
+    change: str  # removed | retyped
+    before: str | None = None
+    after: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "property": self.prop, "change": self.change,
+                "from": self.before, "to": self.after}
+
+
+def model_changes(product: Product, services: list[dict[str, Any]]) -> list[ModelChange]:
+    """The removals and type changes replacing the model with ``services`` would make."""
+    current = {s.code: {p.code: p.datatype for p in s.properties.all()}
+               for s in product.services.prefetch_related("properties")}
+    wanted = {s["code"]: {p["code"]: p["datatype"] for p in s.get("properties") or []}
+              for s in services}
+    changes: list[ModelChange] = []
+    for service, props in current.items():
+        if service not in wanted:
+            changes.append(ModelChange(service, None, "removed"))
+            continue
+        for code, datatype in props.items():
+            after = wanted[service].get(code)
+            if after is None:
+                changes.append(ModelChange(service, code, "removed", datatype))
+            elif after != datatype:
+                changes.append(ModelChange(service, code, "retyped", datatype, after))
+    return changes
+
+
+def _check_model_change(product: Product, services: list[dict[str, Any]],
+                        migrate: bool) -> list[ModelChange]:
+    """Refuse removing or retyping what stored data depends on, unless ``migrate``."""
+    from webapp.telemetry.backends import get_backend
+
+    changes = model_changes(product, services)
+    if not changes or migrate:
+        return changes
+    backend = get_backend()
+    blocked = [c for c in changes if backend.has_data(product, c.service, c.prop)]
+    if blocked:
+        first = blocked[0]
+        what = first.service if first.prop is None else f"{first.service}.{first.prop}"
+        raise Conflict(
+            _("{what} has stored data and would be {change}; keep it, or repeat with "
+              "migrate=true to drop its data").format(what=what, change=first.change),
+            code="model_change_refused", extra={"changes": [c.as_dict() for c in blocked]})
+    return changes
 
 
 def _create_services(product: Product, services: list[dict[str, Any]]) -> None:
@@ -72,12 +137,37 @@ def _create_services(product: Product, services: list[dict[str, Any]]) -> None:
             )
 
 
+def _from_template(data: dict[str, Any]) -> dict[str, Any]:
+    template = data.pop("template", None)
+    if template is None:
+        return data
+    if isinstance(template, str):
+        found = ProductTemplate.objects.filter(identifier=template).first()
+        if found is None:
+            raise NotFound(_("unknown template {identifier}").format(identifier=template),
+                           code="unknown_template")
+        template = found
+    for key in ("product_type", "protocol", "data_format"):
+        data.setdefault(key, getattr(template, key))
+    if not data.get("services"):
+        data["services"] = copy.deepcopy(template.services)
+    if not data.get("description"):
+        data["description"] = template.description
+    return data
+
+
 @transaction.atomic
 def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
-    """Create a product with its thing model (`services`), in the API form of CONTRACT §4."""
+    """Create a product with its thing model (`services`), in the API form of CONTRACT §4.
+
+    ``template`` (a template or its identifier) fills the type, protocol, data format and
+    model that ``data`` does not give.
+    """
+    data = _from_template(dict(data))
     services = data.pop("services", None) or []
     if Product.objects.filter(identifier=data["identifier"]).exists():
-        raise Conflict(f"product {data['identifier']!r} already exists", code="duplicate")
+        raise Conflict(_("product {identifier!r} already exists").format(
+            identifier=data["identifier"]), code="duplicate")
     product = Product.objects.create(created_by=recorded_user(acting_user), **data)
     _create_services(product, services)
     _after_model_change(product)
@@ -85,20 +175,24 @@ def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
 
 
 @transaction.atomic
-def update_product(*, acting_user: Actor, product: Product,
-                   data: dict[str, Any]) -> Product:
+def update_product(*, acting_user: Actor, product: Product, data: dict[str, Any],
+                   migrate: bool = False) -> Product:
     """Change product fields and, when `services` is given, replace the thing model.
 
-    Replacing keeps existing storage: the time-series schema only ever gains columns here.
+    Adding properties or services extends storage. Removing or retyping a property (or
+    removing a service) whose data is stored is refused with 409 `model_change_refused`,
+    unless ``migrate``: then the stored values of what changed are dropped.
     """
+    data = dict(data)
     services = data.pop("services", None)
+    drops = _check_model_change(product, services, migrate) if services is not None else []
     for key, value in data.items():
         setattr(product, key, value)
     product.save()
     if services is not None:
         product.services.all().delete()
         _create_services(product, services)
-    _after_model_change(product)
+    _after_model_change(product, drops)
     return product
 
 
@@ -114,3 +208,89 @@ def delete_product(*, acting_user: Actor, product: Product) -> None:
 def republish(product: Product) -> None:
     """Publish a product after an edit made outside the API (the admin's inlines)."""
     _after_model_change(product)
+
+
+# import ---------------------------------------------------------------------------------
+
+
+def import_product(*, acting_user: Actor, payload: Any, identifier: str | None = None,
+                   update: bool = False, migrate: bool = False) -> tuple[Product, bool]:
+    """Create (or, with ``update``, replace the model of) a product from a product JSON in our
+    form (`GET …/thing-model/`) or the ThingLinks form. Returns the product and whether it
+    was created. Invalid input raises `DomainError` with the problems by path."""
+    from webapp.products.serializers import ProductSerializer
+    from webapp.products.thinglinks import ThingLinksFormatError, from_thinglinks, is_thinglinks
+
+    if not isinstance(payload, dict):
+        raise DomainError(_("a product JSON is an object"), code="invalid_import")
+    if is_thinglinks(payload):
+        try:
+            data = from_thinglinks(payload, identifier)
+        except ThingLinksFormatError as exc:
+            raise DomainError(exc.reason, code="invalid_import",
+                              extra={"errors": {exc.path: [exc.reason]}}) from None
+    else:
+        data = {k: v for k, v in payload.items() if k not in ("id", "created", "updated",
+                                                              "device_count", "department")}
+        if identifier:
+            data["identifier"] = identifier
+    existing = Product.objects.filter(identifier=data.get("identifier")).first()
+    if existing is not None and not update:
+        raise Conflict(_("product {identifier!r} already exists; import with update=true to "
+                         "replace its model").format(identifier=existing.identifier),
+                       code="duplicate")
+    serializer = ProductSerializer(instance=existing, data=data)
+    if not serializer.is_valid():
+        raise DomainError(_("the product JSON is not a valid thing model"),
+                          code="invalid_import", extra={"errors": serializer.errors})
+    validated = dict(serializer.validated_data)
+    validated.setdefault("services", [])
+    if existing is not None:
+        return update_product(acting_user=acting_user, product=existing, data=validated,
+                              migrate=migrate), False
+    return create_product(acting_user=acting_user, data=validated), True
+
+
+# templates ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_template(*, acting_user: Actor, data: dict[str, Any]) -> ProductTemplate:
+    if ProductTemplate.objects.filter(identifier=data["identifier"]).exists():
+        raise Conflict(_("template {identifier!r} already exists").format(
+            identifier=data["identifier"]), code="duplicate")
+    return ProductTemplate.objects.create(**data)
+
+
+@transaction.atomic
+def update_template(*, acting_user: Actor, template: ProductTemplate,
+                    data: dict[str, Any]) -> ProductTemplate:
+    for key, value in data.items():
+        setattr(template, key, value)
+    template.save()
+    return template
+
+
+@transaction.atomic
+def delete_template(*, acting_user: Actor, template: ProductTemplate) -> None:
+    template.delete()
+
+
+def save_as_template(*, acting_user: Actor, product: Product, identifier: str,
+                     name: str) -> ProductTemplate:
+    """A template from a product's current thing model."""
+    from webapp.products.thingmodel import export_services
+
+    services = [_without_ids(s) for s in export_services(product)]
+    return create_template(acting_user=acting_user, data={
+        "identifier": identifier, "name": name, "description": product.description,
+        "product_type": product.product_type, "protocol": product.protocol,
+        "data_format": product.data_format, "services": services})
+
+
+def _without_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value

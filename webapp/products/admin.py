@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
@@ -17,20 +18,32 @@ from webapp.products.models import (
     Event,
     EventParameter,
     Product,
+    ProductTemplate,
     Property,
     Service,
 )
 from webapp.products.serializers import ServiceSerializer
+from webapp.products.thinglinks import ThingLinksFormatError, from_thinglinks, is_thinglinks
 from webapp.products.thingmodel import export_services
 
 
 class ProductForm(forms.ModelForm):
+    template = forms.ModelChoiceField(
+        label=_("Start from template"), required=False,
+        queryset=ProductTemplate.objects.filter(status="enabled"),
+        help_text=_("New products only: the template's model is used when the thing model "
+                    "below is empty."))
     thing_model = forms.JSONField(
         label=_("Thing model (JSON)"), required=False,
-        help_text=_("The `services` list of the API form. Leave empty to edit services below "
-                    "one by one; when given, it replaces the whole model."),
+        help_text=_("The `services` list of the API form, or a whole ThingLinks product JSON. "
+                    "Leave empty to edit services below one by one; when given, it replaces "
+                    "the whole model."),
         widget=forms.Textarea(attrs={"rows": 12, "cols": 100, "style": "font-family:monospace"}),
     )
+    migrate = forms.BooleanField(
+        label=_("Migrate stored data"), required=False,
+        help_text=_("Allow removing or retyping properties that have stored data: their "
+                    "stored values are dropped."))
 
     class Meta:
         model = Product
@@ -40,12 +53,38 @@ class ProductForm(forms.ModelForm):
         value = self.cleaned_data.get("thing_model")
         if value in (None, "", []):
             return None
+        if isinstance(value, dict) and is_thinglinks(value):
+            try:
+                value = from_thinglinks(value, self.instance.identifier or None)["services"]
+            except ThingLinksFormatError as exc:
+                raise forms.ValidationError(str(exc)) from exc
         serializer = ServiceSerializer(data=value, many=True)
         try:
             serializer.is_valid(raise_exception=True)
         except ValidationError as exc:
             raise forms.ValidationError(json.dumps(exc.detail, default=str)) from exc
         return serializer.validated_data
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        services = cleaned.get("thing_model")
+        if self.instance.pk and services is not None and not cleaned.get("migrate"):
+            blocked = _blocked_changes(self.instance, actions.model_changes(self.instance,
+                                                                           services))
+            if blocked:
+                raise forms.ValidationError(_(
+                    "Stored data depends on what this change removes or retypes: {changes}. "
+                    "Keep them, or tick \"Migrate stored data\" to drop that data.").format(
+                        changes=", ".join(blocked)))
+        return cleaned
+
+
+def _blocked_changes(product: Product, changes: list[actions.ModelChange]) -> list[str]:
+    from webapp.telemetry.backends import get_backend
+
+    backend = get_backend()
+    return [c.service if c.prop is None else f"{c.service}.{c.prop}"
+            for c in changes if backend.has_data(product, c.service, c.prop)]
 
 
 class ServiceInline(admin.TabularInline):
@@ -79,6 +118,12 @@ class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
             form.base_fields["thing_model"].initial = json.dumps(export_services(obj), indent=2)
         return form
 
+    def get_fields(self, request, obj=None):
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and "template" in fields:
+            fields.remove("template")
+        return fields
+
     def save_model(self, request, obj, form, change):
         services = form.cleaned_data.get("thing_model")
         fields = {f.name: form.cleaned_data[f.name] for f in Product._meta.fields
@@ -86,10 +131,13 @@ class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
         if change:
             saved = actions.update_product(acting_user=request.user, product=obj,
                                            data={**fields, "services": services}
-                                           if services is not None else fields)
+                                           if services is not None else fields,
+                                           migrate=form.cleaned_data.get("migrate", False))
         else:
-            saved = actions.create_product(acting_user=request.user,
-                                           data={**fields, "services": services or []})
+            data = {**fields, "services": services or []}
+            if form.cleaned_data.get("template") is not None:
+                data["template"] = form.cleaned_data["template"]
+            saved = actions.create_product(acting_user=request.user, data=data)
         obj.pk = saved.pk
         obj._state = saved._state
         form.instance = saved
@@ -97,11 +145,46 @@ class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         if form.cleaned_data.get("thing_model") is None:
             super().save_related(request, form, formsets, change)
+        else:
+            # The JSON replaced the whole model; the service rows shown are stale.
+            form.save_m2m()
+            for formset in formsets:
+                formset.new_objects = formset.changed_objects = formset.deleted_objects = []
         actions.republish(form.instance)
+
+
+class GuardedPropertyFormSet(BaseInlineFormSet):
+    """Removing a property, or changing its code or type, is refused while its data is stored
+    (use the product's thing model JSON with "Migrate stored data" for that)."""
+
+    def clean(self) -> None:
+        super().clean()
+        service = self.instance
+        if not service.pk:
+            return
+        from webapp.telemetry.backends import get_backend
+
+        backend = get_backend()
+        for form in self.forms:
+            prop = form.instance
+            if not prop.pk:
+                continue
+            original = Property.objects.filter(pk=prop.pk).values("code", "datatype").first()
+            if original is None:
+                continue
+            deleted = self.can_delete and self._should_delete_form(form)  # type: ignore[attr-defined]
+            changed = {"code", "datatype"} & set(form.changed_data)
+            if (deleted or changed) and backend.has_data(service.product, service.code,
+                                                         original["code"]):
+                raise forms.ValidationError(_(
+                    "{code} has stored data: it cannot be removed, renamed or retyped here. "
+                    "Use the product's thing model with \"Migrate stored data\".").format(
+                        code=original["code"]))
 
 
 class PropertyInline(admin.TabularInline):
     model = Property
+    formset = GuardedPropertyFormSet
     extra = 1
     fields = ("code", "name", "datatype", "unit", "min", "max", "step", "max_length",
               "enum_values", "access", "required")
@@ -167,3 +250,41 @@ class EventAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         actions.republish(form.instance.service.product)
+
+
+class ProductTemplateForm(forms.ModelForm):
+    class Meta:
+        model = ProductTemplate
+        fields = "__all__"
+
+    def clean_services(self) -> list[dict[str, Any]]:
+        serializer = ServiceSerializer(data=self.cleaned_data.get("services") or [], many=True)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except ValidationError as exc:
+            raise forms.ValidationError(json.dumps(exc.detail, default=str)) from exc
+        return json.loads(json.dumps(serializer.validated_data))
+
+
+@admin.register(ProductTemplate)
+class ProductTemplateAdmin(admin.ModelAdmin):
+    form = ProductTemplateForm
+    list_display = ("identifier", "name", "product_type", "status", "built_in")
+    list_filter = ("product_type", "status", "built_in")
+    search_fields = ("identifier", "name")
+    readonly_fields = ("built_in", "created")
+
+    def save_model(self, request, obj, form, change):
+        data = {f: form.cleaned_data[f] for f in ("identifier", "name", "description",
+                                                  "product_type", "protocol", "data_format",
+                                                  "services", "status")
+                if f in form.cleaned_data}
+        if change:
+            actions.update_template(acting_user=request.user, template=obj, data=data)
+            return
+        saved = actions.create_template(acting_user=request.user, data=data)
+        obj.pk = saved.pk
+        obj._state = saved._state
+
+    def delete_model(self, request, obj):
+        actions.delete_template(acting_user=request.user, template=obj)

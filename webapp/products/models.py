@@ -187,3 +187,32 @@ class EventParameter(TypedField):
         verbose_name_plural = _("event parameters")
         constraints = [models.UniqueConstraint(fields=("event", "code"),
                                                name="event_parameter_unique")]
+
+
+class ProductTemplate(models.Model):
+    """A ready-made thing model a product can start from ("start from a template")."""
+
+    identifier = models.CharField(_("identifier"), max_length=64, unique=True,
+                                  validators=[identifier_validator])
+    name = models.CharField(_("name"), max_length=100)
+    description = models.TextField(_("description"), blank=True)
+    product_type = models.CharField(_("type"), max_length=16, choices=ProductType.choices,
+                                    default=ProductType.COMMON)
+    protocol = models.CharField(_("protocol"), max_length=16, choices=Protocol.choices,
+                                default=Protocol.MQTT)
+    data_format = models.CharField(_("data format"), max_length=16, choices=DataFormat.choices,
+                                   default=DataFormat.JSON)
+    services = models.JSONField(_("thing model"), default=list, blank=True, help_text=_(
+        "The `services` list in the form `POST /api/v1/products/` accepts."))
+    status = models.CharField(_("status"), max_length=16, choices=ProductStatus.choices,
+                              default=ProductStatus.ENABLED)
+    built_in = models.BooleanField(_("built in"), default=False, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("product template")
+        verbose_name_plural = _("product templates")
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,8 +7,8 @@ from typing import Any
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
-from webapp.products.choices import AccessMode, Datatype
-from webapp.products.models import CODE_RE, Product
+from webapp.products.choices import AccessMode, Datatype, ProductStatus
+from webapp.products.models import CODE_RE, IDENTIFIER_RE, Product, ProductTemplate
 from webapp.products.thingmodel import export_services
 
 RESERVED_PROPERTY_CODES = frozenset({"device", "ts", "received"})
@@ -32,7 +32,7 @@ class TypedFieldSerializer(serializers.Serializer):
         if attrs.get("min") is not None and attrs.get("max") is not None \
                 and attrs["min"] > attrs["max"]:
             raise serializers.ValidationError({"min": _("min is greater than max")})
-        if attrs["datatype"] == Datatype.ENUM and not attrs.get("enum_values"):
+        if attrs.get("datatype") == Datatype.ENUM and not attrs.get("enum_values"):
             raise serializers.ValidationError({"enum_values": _("an enum needs its values")})
         return attrs
 
@@ -82,24 +82,41 @@ class ServiceSerializer(serializers.Serializer):
     events = EventSerializer(many=True, required=False, default=list)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        _unique_codes(attrs["properties"], "property")
-        _unique_codes(attrs["commands"], "command")
-        _unique_codes(attrs["events"], "event")
+        _unique_codes(attrs.get("properties", []), "property")
+        _unique_codes(attrs.get("commands", []), "command")
+        _unique_codes(attrs.get("events", []), "event")
         return attrs
 
 
 class ProductSerializer(serializers.ModelSerializer):
     services = ServiceSerializer(many=True, required=False, write_only=True)
     device_count = serializers.IntegerField(read_only=True, required=False)
+    template = serializers.SlugRelatedField(
+        slug_field="identifier", write_only=True, required=False,
+        queryset=ProductTemplate.objects.filter(status=ProductStatus.ENABLED), help_text=_(
+            "Start from a template: its type, protocol, data format and thing model fill "
+            "what the request does not give."))
 
     class Meta:
         model = Product
         fields = ("id", "identifier", "name", "product_type", "protocol", "data_format",
                   "manufacturer", "model", "device_type", "description", "status",
-                  "department", "services", "device_count", "created", "updated")
+                  "department", "template", "services", "device_count", "created", "updated")
         read_only_fields = ("id", "created", "updated")
 
+    def validate_template(self, value: ProductTemplate) -> ProductTemplate:
+        if self.instance is not None:
+            raise serializers.ValidationError(_("a template is for new products only"))
+        return value
+
     def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.partial:
+            # A PATCH validates nested fields partially (no required fields, no defaults);
+            # the model it sends replaces the whole model, so it is checked in full.
+            full = ServiceSerializer(data=self.initial_data.get("services"), many=True)
+            if not full.is_valid():
+                raise serializers.ValidationError(full.errors)
+            value = full.validated_data
         _unique_codes(value, "service")
         return value
 
@@ -112,3 +129,43 @@ class ProductSerializer(serializers.ModelSerializer):
         data = super().to_representation(instance)
         data["services"] = export_services(instance)
         return data
+
+
+class ProductTemplateSerializer(serializers.ModelSerializer):
+    services = ServiceSerializer(many=True, required=False, default=list)
+
+    class Meta:
+        model = ProductTemplate
+        fields = ("id", "identifier", "name", "description", "product_type", "protocol",
+                  "data_format", "services", "status", "built_in", "created")
+        read_only_fields = ("id", "built_in", "created")
+
+    def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _unique_codes(value, "service")
+        return value
+
+    def to_representation(self, instance: ProductTemplate) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["services"] = instance.services
+        return data
+
+
+class SaveAsTemplateSerializer(serializers.Serializer):
+    identifier = serializers.RegexField(IDENTIFIER_RE, max_length=64)
+    name = serializers.CharField(max_length=100)
+
+
+class ProductImportSerializer(serializers.Serializer):
+    """Options of `POST /api/v1/products/import/` (query parameters, or form fields with a
+    file)."""
+
+    file = serializers.FileField(required=False, help_text=_(
+        "A .json file; or send the product JSON as the request body."))
+    identifier = serializers.RegexField(IDENTIFIER_RE, max_length=64, required=False,
+                                        help_text=_("The product identifier to use (a "
+                                                    "ThingLinks JSON may not carry one)."))
+    update = serializers.BooleanField(  # type: ignore[assignment]
+        required=False, default=False, help_text=_(
+        "Replace the model of an existing product instead of refusing the duplicate."))
+    migrate = serializers.BooleanField(required=False, default=False, help_text=_(
+        "Allow removing or retyping properties that have stored data (it is dropped)."))
