@@ -96,6 +96,10 @@ class Keys:
         synchronous API call waiting on it (BLPOP) returns at once."""
         return f"{self.prefix}cmd:reply:{command_id}"
 
+    def registration_done(self, device: str, ts: int) -> str:
+        """webapp only: marks one ``register`` event as answered (the handler is idempotent)."""
+        return f"{self.prefix}reg:{device}:{ts}"
+
     def import_secrets(self, token: str) -> str:
         """webapp only: the encrypted secrets of one device import, downloadable once."""
         return f"{self.prefix}import:secrets:{token}"

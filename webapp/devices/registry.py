@@ -7,21 +7,30 @@ a CONNECT at the edge never waits on the SQL database.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from webapp.core.redis import get_redis, keys
 from webapp.devices.models import Device
 from webapp.products.models import Product
 from webapp.products.thingmodel import compact_model
 
+# Fields other apps add to the hashes (webapp.access: ACL rules, envelope keys, the
+# registration secret), one provider per app: {field: value} for one device or product.
+device_field_providers: list[Callable[[Device], dict[str, str]]] = []
+product_field_providers: list[Callable[[Product], dict[str, str]]] = []
+
 
 def _device_fields(device: Device) -> dict[str, str]:
-    return {
+    fields = {
         "product": device.product.identifier,
         "secret": device.secret_encrypted,
         "status": device.status,
         "node_type": device.node_type,
         "gateway": device.gateway.identifier if device.gateway is not None else "",
     }
+    for provider in device_field_providers:
+        fields.update(provider(device))
+    return fields
 
 
 def publish_device(device: Device) -> None:
@@ -69,6 +78,8 @@ def publish_product(product: Product) -> None:
         "type": product.product_type,
         "status": product.status,
     }
+    for provider in product_field_providers:
+        fields.update(provider(product))
     pipe = r.pipeline()
     pipe.hset(k.product(product.identifier), mapping=fields)
     pipe.publish(k.registry_channel, f"prod:{product.identifier}")

@@ -1,0 +1,103 @@
+"""How devices and applications reach the broker beyond their own topics (README "Device
+authentication", docs/bus.md): ACL rules, dynamic registration of a product, the envelope
+keys of a device. The edge reads them from the registry (`webapp.access.registry`)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from edge.mqtt.topics import valid_filter
+from webapp.access.choices import AclAction, AclDecision
+from webapp.devices.models import Device
+from webapp.products.models import Product
+
+
+def validate_topic_filter(value: str) -> None:
+    bound = value.replace("${device}", "d").replace("${product}", "p")
+    if not valid_filter(bound) or "\x00" in value:
+        raise ValidationError(_("{value} is not a valid MQTT topic filter").format(value=value),
+                              code="invalid_filter")
+
+
+class AclRule(models.Model):
+    """Allows or denies topics outside a device's own `/v1/devices/{id}/…` namespace, for
+    every device of a product or (with `device`) for one device of it."""
+
+    product = models.ForeignKey(Product, verbose_name=_("product"), on_delete=models.CASCADE,
+                                related_name="acl_rules")
+    device = models.ForeignKey(Device, verbose_name=_("device"), on_delete=models.CASCADE,
+                               null=True, blank=True, related_name="acl_rules",
+                               help_text=_("Empty: the rule applies to every device of the "
+                                           "product."))
+    action = models.CharField(_("action"), max_length=3, choices=AclAction.choices,
+                              default=AclAction.ALL)
+    topic = models.CharField(_("topic filter"), max_length=255,
+                             validators=[validate_topic_filter],
+                             help_text=_("MQTT topic filter; ${device} and ${product} stand "
+                                         "for the client's identifiers."))
+    decision = models.CharField(_("decision"), max_length=5, choices=AclDecision.choices)
+    priority = models.IntegerField(_("priority"), default=0,
+                                   help_text=_("Higher priorities are tried first."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("ACL rule")
+        verbose_name_plural = _("ACL rules")
+        ordering = ("product", "device", "-priority", "id")
+        permissions = [
+            ("mqtt_application", _("Can connect MQTT application clients with an API key")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} {self.action} {self.topic}"
+
+    def as_registry(self) -> dict[str, object]:
+        return {"action": self.action, "topic": self.topic, "decision": self.decision,
+                "priority": self.priority}
+
+
+class ProductRegistration(models.Model):
+    """Dynamic registration: a device that knows this secret creates itself in the product."""
+
+    product = models.OneToOneField(Product, verbose_name=_("product"), on_delete=models.CASCADE,
+                                   related_name="registration")
+    enabled = models.BooleanField(_("enabled"), default=True)
+    secret_encrypted = models.CharField(_("secret (encrypted)"), max_length=255, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("product registration")
+        verbose_name_plural = _("product registrations")
+        ordering = ("product",)
+
+    def __str__(self) -> str:
+        return str(self.product)
+
+
+class DeviceKeys(models.Model):
+    """The ThingLinks envelope keys of a device: `dataSign` and SM4/AES bodies."""
+
+    device = models.OneToOneField(Device, verbose_name=_("device"), on_delete=models.CASCADE,
+                                  related_name="envelope_keys")
+    sign_key_encrypted = models.CharField(_("sign key (encrypted)"), max_length=255,
+                                          blank=True, editable=False)
+    encrypt_key_encrypted = models.CharField(_("encryption key (encrypted)"), max_length=255,
+                                             blank=True, editable=False)
+    encrypt_vector_encrypted = models.CharField(_("encryption IV (encrypted)"), max_length=255,
+                                                blank=True, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("device envelope keys")
+        verbose_name_plural = _("device envelope keys")
+        ordering = ("device",)
+
+    def __str__(self) -> str:
+        return str(self.device)
