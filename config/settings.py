@@ -47,7 +47,6 @@ INSTALLED_APPS = [
     "webapp.rules",
     "webapp.console",
     "webapp.ota",
-    "webapp.access",
 ]
 
 MIDDLEWARE = [
@@ -235,6 +234,18 @@ LOGGING = {
 }
 
 LOGIN_URL = "/admin/login/"
+
+# Outgoing email (password reset links, email notifications); printed to the console unless
+# an SMTP server is configured.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
+                    if env("EMAIL_HOST") else "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "ThingLinks <noreply@localhost>")
+
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"  # no secret at rest
 
 CELERY_BEAT_SCHEDULE = {

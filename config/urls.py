@@ -6,6 +6,7 @@ from webapp.core.views import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("", include("webapp.system.urls")),  # password reset by email
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.core.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -306,3 +306,25 @@ def test_nobody_grants_more_than_they_hold(org, api_as):
                                          "permissions": ["system.view_user"],
                                          "data_scope": "department"}, format="json")
     assert own.status_code == 201
+
+
+def test_password_reset_by_email(org, client, api_as, mailoutbox):
+    """The admin's "forgotten your password" sends a link; the new password must meet the
+    policy, works, and ends the user's other logins."""
+    import re
+
+    user = org.user("alice", org.a, staff=True)
+    other_login = api_as(user)
+    assert "/admin/password_reset/" in client.get("/admin/login/").content.decode()
+    client.post("/admin/password_reset/", {"email": "alice@example.com"})
+    assert len(mailoutbox) == 1
+    link = re.search(r"/reset/[^/\s]+/[^/\s]+/", mailoutbox[0].body).group(0)
+    form_page = client.get(link, follow=True)
+    action = form_page.redirect_chain[-1][0] if form_page.redirect_chain else link
+    weak = client.post(action, {"new_password1": "password", "new_password2": "password"})
+    assert weak.status_code == 200 and weak.context["form"].errors
+    done = client.post(action, {"new_password1": "Fresh-pass-8642",
+                                "new_password2": "Fresh-pass-8642"})
+    assert done.status_code == 302 and done["Location"] == "/reset/done/"
+    assert login(APIClient(), "alice", "Fresh-pass-8642").status_code == 200
+    assert other_login.get("/api/v1/auth/me/").status_code == 401
