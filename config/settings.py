@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "webapp.rules",
     "webapp.console",
     "webapp.ota",
+    "webapp.access",
 ]
 
 MIDDLEWARE = [
