@@ -306,6 +306,51 @@ class EdgeHooks(BrokerHooks):
             acl=self._acl(RegistrationAcl(product_id, device_id)), detail="registration"
         )
 
+    # -- registry changes ---------------------------------------------------------------------
+
+    def registry_changed(self, kind: str, identifier: str) -> None:
+        """A device or product changed in webapp: connected devices it concerns get their new
+        ACL, and a device that was locked or deleted is disconnected (0x98)."""
+        broker = self.broker
+        if broker is None:
+            return
+        if kind == "dev":
+            connection = broker.by_identity.get(identifier)
+            if connection is not None:
+                self._refresh(connection)
+        elif kind == "prod":
+            for connection in list(broker.by_identity.values()):
+                acl = connection.acl
+                if isinstance(acl, DenyListAcl):
+                    acl = acl.inner
+                if isinstance(acl, DeviceAcl) and acl.device.product == identifier:
+                    self._refresh(connection)
+
+    def _refresh(self, connection: MqttConnection) -> None:
+        identity = connection.identity
+        assert identity is not None
+
+        def with_product(record: DeviceRecord | None) -> Any:
+            if record is None or record.status == "locked":
+                why = "deleted" if record is None else "locked"
+                log.info("{device} is {why}: disconnected", device=identity, why=why)
+                connection.close(Reason.ADMINISTRATIVE_ACTION, why, f"device {why}")
+                if self.broker is not None:
+                    self.broker.flush()
+                return None
+            product = self.registry.product(record.product) if record.product else None
+            return then(product, lambda prod: self._set_acl(connection, record, prod))
+
+        d = then(self.registry.device(identity), with_product)
+        if isinstance(d, Deferred):
+            d.addErrback(lambda f: log.warn("registry refresh failed: {e}", e=f.getErrorMessage()))
+
+    def _set_acl(
+        self, connection: MqttConnection, record: DeviceRecord, product: ProductRecord | None
+    ) -> None:
+        if connection.identity == record.identifier:
+            connection.acl = self._acl(DeviceAcl(record, self.registry, product))
+
     # -- status and routes --------------------------------------------------------------------
 
     def client_connected(self, connection: MqttConnection) -> None:

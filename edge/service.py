@@ -121,6 +121,7 @@ class EdgeService:
         self.broker = Broker(reactor, self.hooks, broker_config)
         self.transports = Transports(reactor, self.broker, config.transports, self.certificates)
         self.hooks.broker = self.broker
+        self.registry.on_change = self.hooks.registry_changed
         self.cluster = Cluster(reactor, address, self.redis, self.keys, config.node_id, self.broker)
         self.cluster.attach()
         self.sessions = SessionStore(self.redis, self.keys, config.node_id, self.broker)

@@ -216,6 +216,8 @@ class Registry:
         self.devices: AsyncCache[DeviceRecord | None] = AsyncCache(self._load_device)
         self.products: AsyncCache[ProductRecord | None] = AsyncCache(self._load_product)
         self.apps: AsyncCache[AppRecord | None] = AsyncCache(self._load_app, 10_000)
+        # Told of each device or product change (kind, identifier) after its copy is dropped.
+        self.on_change: Callable[[str, str], None] | None = None
 
     def device(self, identifier: str) -> DeviceRecord | Deferred[DeviceRecord | None] | None:
         return self.devices.get(identifier)
@@ -253,6 +255,9 @@ class Registry:
             self.apps.drop(identifier)
         else:
             log.warn("unknown registry message {message!r}", message=text)
+            return
+        if self.on_change is not None and text != "all":
+            self.on_change(kind, identifier)
 
     def clear(self) -> None:
         """Forget everything (after the pub/sub connection was re-established)."""

@@ -275,3 +275,25 @@ def test_gateway_command_response_names_the_sub_device(edge: Edge, clients: list
     )
     (event,) = edge.wait_for_events(lambda e: e["t"] == "cmdrsp" and e["mid"] == 11)
     assert event["dev"] == "sub"
+
+
+def test_registry_changes_reach_connected_devices(edge: Edge, clients: list[Client]):
+    """A rule added in webapp applies to a connected device at once; a device locked while
+    connected is disconnected with 0x98 and reported offline (reason locked)."""
+    put(edge.redis, edge.prefix, "dev", "live", **device_fields("sl"))
+    live, _ = client(edge, clients, "live-1")
+    assert live.connect("live", "sl") == 0
+    assert live.subscribe("news/today") == [0x87]
+    rule = [{"action": "sub", "topic": "news/#", "decision": "allow"}]
+    edge.redis.hset(edge.key("dev:live"), "acl", json.dumps(rule))
+    edge.redis.publish(edge.key("registry"), "dev:live")
+    deadline = time.monotonic() + 5
+    while live.subscribe("news/today") != [1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    edge.redis.hset(edge.key("dev:live"), "status", "locked")
+    edge.redis.publish(edge.key("registry"), "dev:live")
+    assert live.disconnects.get(timeout=5) == 0x98
+    edge.wait_for_events(
+        lambda e: e["t"] == "status" and e["dev"] == "live" and e.get("reason") == "locked"
+    )
