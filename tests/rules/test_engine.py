@@ -209,3 +209,34 @@ def test_threshold_index_agrees_with_evaluating_every_rule():
                    for _p, gt, ge, lt, le, _c in bucket.cold_ranges)
         assert cold == (not any(Bucket._guard(rule).test(values["t"], None)
                                 for rule in rules))
+
+
+def test_actions_on_other_devices_groups_and_the_shadow(api, redis_prefix, thermo_payload,
+                                                        feed):
+    """A group trigger; a command to another (offline) device waits; desired shadow is set."""
+    from webapp.devices.models import Device, DeviceCommand, DeviceGroup
+
+    thermo_payload["services"][0]["properties"].append(
+        {"code": "setpoint", "datatype": "decimal", "min": 0, "max": 100, "access": "RW"})
+    assert api.post("/api/v1/products/", thermo_payload, format="json").status_code == 201
+    for name in ("dev-1", "dev-2"):
+        api.post("/api/v1/devices/", {"product": "thermo", "identifier": name}, format="json")
+    thermo = api
+    group = DeviceGroup.objects.create(name="north")
+    Device.objects.get(identifier="dev-2").groups.add(group)
+    rule = make_rule(thermo, trigger={"type": "property", "product": "thermo", "service": "env",
+                                      "property": "temperature", "group": "north"},
+                     actions=[{"type": "command", "device": "dev-1", "service": "env",
+                               "command": "set_interval", "params": {"seconds": "{{value}}"}},
+                              {"type": "shadow", "service": "env",
+                               "values": {"setpoint": 22.5}}])
+    feed.data(device="dev-1", temperature=45)  # not in the group
+    assert fired(rule) == 0
+    feed.data(device="dev-2", temperature=45)
+    trace = RuleTrace.objects.get(rule_id=rule)
+    assert [r["ok"] for r in trace.results] == [True, True], trace.results
+    command = DeviceCommand.objects.get()
+    assert (command.device.identifier, command.params) == ("dev-1", {"seconds": 45})
+    assert command.status == "pending"  # dev-1 is offline: it waits for the device
+    shadow = Device.objects.get(identifier="dev-2").shadow
+    assert shadow.desired == {"env": {"setpoint": 22.5}} and shadow.version == 1

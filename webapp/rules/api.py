@@ -13,8 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.core.permissions import ModelPermissions
-from webapp.core.viewsets import ScopedViewSetMixin
 from webapp.core.redis import get_redis, keys
+from webapp.core.viewsets import ScopedViewSetMixin
 from webapp.rules import actions, engine
 from webapp.rules.choices import OPEN_ALARM_STATUSES
 from webapp.rules.compiler import compile_rule

@@ -5,8 +5,8 @@
 - Publishing to a topic of our own broker: an entry without `dev` on the downlink stream of
   every live edge node (`tl:down:{node}`, docs/bus.md); each node publishes it to its local
   subscribers as the broker would, so every subscriber on any node gets it once.
-- Desired shadow values: the devices app has no action for the desired state yet, so
-  `set_desired` updates `DeviceShadow.desired` (and its version) itself.
+- Desired shadow values go through the devices app too (`set_desired`, merged, validated
+  against the thing model; the device gets the delta after commit when it is online).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-
-from django.db import transaction
 
 from webapp.core.redis import get_redis, keys
 
@@ -60,18 +58,15 @@ def send_command(device: str, service: str, command: str, params: dict[str, Any]
                                 command=command, params=params, source=CommandSource.RULE)
 
 
-@transaction.atomic
 def set_desired(device: str, service: str, values: dict[str, Any]) -> int:
     """Merge values into the device's desired shadow; returns the new version."""
     from webapp.core.errors import NotFound
-    from webapp.devices.models import DeviceShadow
+    from webapp.devices.actions import set_desired as devices_set_desired
+    from webapp.devices.models import Device
 
-    shadow = DeviceShadow.objects.select_for_update().filter(device__identifier=device).first()
-    if shadow is None:
-        raise NotFound(f"device {device!r} has no shadow", code="unknown_device")
-    desired = dict(shadow.desired or {})
-    desired[service] = {**desired.get(service, {}), **values}
-    shadow.desired = desired
-    shadow.version += 1
-    shadow.save(update_fields=["desired", "version", "updated"])
-    return shadow.version
+    found = Device.objects.select_related("product").filter(identifier=device).first()
+    if found is None:
+        raise NotFound(f"device {device!r} does not exist", code="unknown_device")
+    document = devices_set_desired(acting_user=None, device=found, desired={service: values},
+                                   merge=True)
+    return int(document["version"])
