@@ -3,6 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from webapp.access import urls as access_urls
 from webapp.devices.api import DeviceCommandViewSet, DeviceGroupViewSet, DeviceViewSet
 from webapp.ota import urls as ota_urls
 from webapp.products.api import ProductTemplateViewSet, ProductViewSet
@@ -23,6 +24,8 @@ for prefix, viewset, basename in ota_urls.ROUTES:
 for prefix, viewset, basename in rules_api.ROUTES:
     router.register(prefix, viewset, basename=basename)
 for prefix, viewset, basename in telemetry_api.ROUTES:
+    router.register(prefix, viewset, basename=basename)
+for prefix, viewset, basename in access_urls.ROUTES:
     router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [
