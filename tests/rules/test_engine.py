@@ -240,3 +240,18 @@ def test_actions_on_other_devices_groups_and_the_shadow(api, redis_prefix, therm
     assert command.status == "pending"  # dev-1 is offline: it waits for the device
     shadow = Device.objects.get(identifier="dev-2").shadow
     assert shadow.desired == {"env": {"setpoint": 22.5}} and shadow.version == 1
+
+
+def test_group_membership_changes_reach_the_index(thermo, feed):
+    """Adding a device to a group makes a group rule watch it from the next batch on."""
+    from webapp.devices.models import Device, DeviceGroup
+
+    group = DeviceGroup.objects.create(name="south")
+    rule = make_rule(thermo, trigger={"type": "property", "product": "thermo", "service": "env",
+                                      "property": "temperature", "group": "south"},
+                     actions=[])
+    feed.data(device="dev-1", temperature=45)
+    assert fired(rule) == 0
+    Device.objects.get(identifier="dev-1").groups.add(group)
+    feed.data(device="dev-1", temperature=46)
+    assert fired(rule) == 1

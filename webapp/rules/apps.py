@@ -20,3 +20,14 @@ class RulesConfig(AppConfig):
         after_store(engine.on_batch)
         on_uplink("event")(engine.on_events)
         on_uplink("cmdrsp")(engine.on_command_responses)
+
+        # Rules on a device group are compiled with the group's members: recompile the
+        # index when membership changes.
+        from django.db.models.signals import m2m_changed, post_delete
+
+        from webapp.devices.models import Device, DeviceGroup
+
+        m2m_changed.connect(engine.on_group_change, sender=Device.groups.through,
+                            dispatch_uid="rules.group-membership")
+        post_delete.connect(engine.on_group_change, sender=DeviceGroup,
+                            dispatch_uid="rules.group-deleted")

@@ -77,6 +77,14 @@ def bump_version() -> None:
     get_redis().incr(rule_keys().version)
 
 
+def on_group_change(sender: Any, action: str = "post_delete", **kwargs: Any) -> None:
+    """Device group membership changed: recompile the indexes (rules may name groups)."""
+    if action in ("post_add", "post_remove", "post_clear", "post_delete"):
+        from django.db import transaction
+
+        transaction.on_commit(bump_version)
+
+
 class Bucket:
     """The rules one kind of message is evaluated against: those of one product and service
     for property reports, of one product for events, responses and status changes.
