@@ -408,10 +408,8 @@ class EdgeHooks(BrokerHooks):
     def _parse_device_message(
         self, record: DeviceRecord | None, sender: str | None, message: Message
     ) -> int | Deferred[int]:
-        keys = None
-        if record is not None:
-            keys = tl.EnvelopeKeys(record.sign_key, record.encrypt_key, record.encrypt_vector)
-        parsed = tl.parse(message.topic, message.payload, keys)
+        # The topic device's record carries its envelope keys (no object per message).
+        parsed = tl.parse(message.topic, message.payload, record)
         if parsed is None:
             return Reason.SUCCESS
         contexts = gather(

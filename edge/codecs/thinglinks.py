@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -104,13 +104,29 @@ class DeviceContext:
     model_error: str | None = None
 
 
+class Keys(Protocol):
+    """What the envelope needs of a device (a registry ``DeviceRecord`` has these)."""
+
+    @property
+    def sign_key(self) -> str | None: ...
+
+    @property
+    def encrypt_key(self) -> str | None: ...
+
+    @property
+    def encrypt_vector(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EnvelopeKeys:
-    """The topic device's keys for the envelope (registry fields, decrypted)."""
+    """Envelope keys on their own (tools, tests); the edge passes the device record."""
 
     sign_key: str | None = None
     encrypt_key: str | None = None
     encrypt_vector: str | None = None
+
+
+NO_KEYS = EnvelopeKeys()
 
 
 @dataclass(slots=True)
@@ -170,7 +186,7 @@ def body_text(body: Any) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def _cipher_for(flag: int, keys: EnvelopeKeys) -> Cipher[modes.CBC]:
+def _cipher_for(flag: int, keys: Keys) -> Cipher[modes.CBC]:
     key = (keys.encrypt_key or "").encode()
     iv = (keys.encrypt_vector or "").encode()
     if flag == CIPHER_AES:
@@ -182,7 +198,7 @@ def _cipher_for(flag: int, keys: EnvelopeKeys) -> Cipher[modes.CBC]:
     return Cipher(algorithms.SM4(key), modes.CBC(iv))
 
 
-def encrypt_body(text: str, flag: int, keys: EnvelopeKeys) -> str:
+def encrypt_body(text: str, flag: int, keys: Keys) -> str:
     """The base64 ciphertext of ``text`` (CBC, PKCS#7), as a device sends ``dataBody``."""
     padder = padding.PKCS7(128).padder()
     plain = padder.update(text.encode()) + padder.finalize()
@@ -190,7 +206,7 @@ def encrypt_body(text: str, flag: int, keys: EnvelopeKeys) -> str:
     return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
 
 
-def decrypt_body(data: str, flag: int, keys: EnvelopeKeys) -> str:
+def decrypt_body(data: str, flag: int, keys: Keys) -> str:
     decryptor = _cipher_for(flag, keys).decryptor()
     raw = base64.b64decode(data, validate=True)
     plain = decryptor.update(raw) + decryptor.finalize()
@@ -198,7 +214,7 @@ def decrypt_body(data: str, flag: int, keys: EnvelopeKeys) -> str:
     return (unpadder.update(plain) + unpadder.finalize()).decode()
 
 
-def unwrap(payload: bytes, keys: EnvelopeKeys | None = None) -> tuple[Any, int | None]:
+def unwrap(payload: bytes, keys: Keys | None = None) -> tuple[Any, int | None]:
     """The body and the envelope ``mid`` of a message that may come bare or enveloped.
 
     An enveloped body is checked against its ``dataSign`` when that is not blank, and
@@ -210,7 +226,8 @@ def unwrap(payload: bytes, keys: EnvelopeKeys | None = None) -> tuple[Any, int |
         raise PayloadError("malformed_json", f"payload is not valid JSON: {exc}") from None
     if not (isinstance(obj, dict) and "dataBody" in obj and isinstance(obj.get("head"), dict)):
         return obj, None
-    keys = keys or EnvelopeKeys()
+    if keys is None:
+        keys = NO_KEYS
     head = obj["head"]
     mid = head.get("mid")
     mid = mid if isinstance(mid, int) and not isinstance(mid, bool) else None
@@ -290,7 +307,7 @@ def _parse_datas(parsed: Parsed) -> None:
             )
 
 
-def parse(topic: str, payload: bytes, keys: EnvelopeKeys | None = None) -> Parsed | None:
+def parse(topic: str, payload: bytes, keys: Keys | None = None) -> Parsed | None:
     """Read a message on ``/v1/devices/{id}/…``; ``None`` for any other topic. ``keys`` are the
     topic device's envelope keys."""
     split = split_topic(topic)
