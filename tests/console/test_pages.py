@@ -64,6 +64,7 @@ def test_login_page_signs_in_and_lands_on_the_dashboard(world):
     client = Client()
     page = client.get("/login/")
     assert page.status_code == 200 and 'name="password"' in text(page)
+    assert 'href="/admin/password_reset/"' in text(page)
     refused = client.post("/login/", {"username": "alice", "password": "wrong"})
     assert refused.status_code == 200 and 'role="alert"' in text(refused)
     response = client.post("/login/?next=/devices/", {"username": "alice",
