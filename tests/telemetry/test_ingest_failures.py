@@ -53,7 +53,7 @@ class Ingest:
     def start(self, consumer: str) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "ingest", "--no-republish", "--consumer", consumer,
-             "--count", "10", "--block-ms", "200", "--reclaim-idle-ms", "1500"],
+             "--count", "25", "--block-ms", "200", "--reclaim-idle-ms", "1500"],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.processes[consumer] = process
         return process
@@ -104,7 +104,7 @@ def stored(product) -> int:
         return cursor.fetchone()[0]
 
 
-def wait_for(check, timeout: float = 60.0, interval: float = 0.05):
+def wait_for(check, timeout: float = 240.0, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -1,6 +1,8 @@
 from django.contrib import admin
 
-from webapp.telemetry.models import DeviceMessage
+from webapp.core.admin import ScopedAdminMixin
+from webapp.telemetry import actions
+from webapp.telemetry.models import DeviceMessage, RetentionPolicy
 
 
 @admin.register(DeviceMessage)
@@ -16,3 +18,20 @@ class DeviceMessageAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(RetentionPolicy)
+class RetentionPolicyAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    list_display = ("product", "raw_days", "rollups", "rollup_days", "updated")
+    search_fields = ("product__identifier", "product__name")
+    autocomplete_fields = ("product",)
+
+    def save_model(self, request, obj, form, change):
+        policy = actions.set_retention_policy(
+            acting_user=request.user, product=obj.product, data={
+                "raw_days": obj.raw_days, "rollups": obj.rollups,
+                "rollup_days": obj.rollup_days})
+        obj.pk = policy.pk
+
+    def delete_model(self, request, obj):
+        actions.delete_retention_policy(acting_user=request.user, policy=obj)

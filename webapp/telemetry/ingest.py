@@ -28,15 +28,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis
 from django.db import connection, transaction
 
 from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
 from webapp.devices import actions as device_actions
-from webapp.telemetry import hooks
+from webapp.telemetry import hooks, messagelog
 from webapp.telemetry.backends import Point, TimeSeriesBackend
 from webapp.telemetry.choices import MessageResult
-from webapp.telemetry.models import DeviceMessage
+from webapp.telemetry.messagelog import LoggedMessage
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Batch:
     """The events of a group of stream entries, sorted by kind."""
 
     points: list[Point] = field(default_factory=list)
-    messages: list[DeviceMessage] = field(default_factory=list)
+    messages: list[LoggedMessage] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     others: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,16 +82,11 @@ class Batch:
                                      device=event["dev"], ts=int(ts),
                                      received=int(event["ts"]), values=event["v"]))
         elif kind == "log":
-            self.messages.append(DeviceMessage(
-                device_identifier=event["dev"][:64],
-                ts=datetime.fromtimestamp(event["ts"] / 1000, tz=UTC),
-                direction=event.get("dir", "up"),
-                topic=event.get("topic", "")[:255],
-                payload=event.get("payload", ""),
-                result=MessageResult.ACCEPTED if event.get("ok") else MessageResult.REJECTED,
-                reason=event.get("reason") or "",
-                source=source or None,
-            ))
+            self.messages.append(LoggedMessage(
+                event["dev"][:64], datetime.fromtimestamp(event["ts"] / 1000, tz=UTC),
+                event.get("dir", "up"), event.get("topic", "")[:255], event.get("payload", ""),
+                MessageResult.ACCEPTED if event.get("ok") else MessageResult.REJECTED,
+                event.get("reason") or "", source or None))
         elif kind == "status":
             self.statuses.append(event)
         else:
@@ -106,8 +102,8 @@ def decode_entries(entries: Iterable[Entry]) -> tuple[Batch, list[bytes]]:
         if raw is None:
             continue
         try:
-            events = json.loads(raw)
-        except ValueError:
+            events = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             log.error("uplink entry %s is not JSON; skipped", entry_id.decode())
             continue
         for position, event in enumerate(events if isinstance(events, list) else [events]):
@@ -210,8 +206,7 @@ class IngestWorker:
     def store(self, batch: Batch) -> int:
         with transaction.atomic():
             written = self.backend.write(batch.points) if batch.points else 0
-            if batch.messages:
-                DeviceMessage.objects.bulk_create(batch.messages, ignore_conflicts=True)
+            messagelog.store(batch.messages)
         for event in sorted(batch.statuses, key=lambda e: e["ts"]):
             device_actions.record_connect_status(event["dev"], event["s"], int(event["ts"]))
         self.update_latest(batch.points)
