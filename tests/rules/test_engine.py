@@ -255,3 +255,15 @@ def test_group_membership_changes_reach_the_index(thermo, feed):
     Device.objects.get(identifier="dev-1").groups.add(group)
     feed.data(device="dev-1", temperature=46)
     assert fired(rule) == 1
+
+
+def test_raise_and_clear_within_one_batch(thermo, feed):
+    """A hot then a cool reading in the same batch open and clear the alarm, in order."""
+    rule = make_rule(thermo)
+    ts = feed.ts + 1000
+    feed.events(*[{"t": "data", "dev": "dev-1", "prod": "thermo", "svc": "env", "ts": ts + i,
+                   "et": None, "v": {"temperature": value}}
+                  for i, value in enumerate([20, 35, 21, 22])])
+    assert list(RuleTrace.objects.filter(rule_id=rule).order_by("id").values_list(
+        "kind", flat=True)) == ["fired", "cleared"]
+    assert Alarm.objects.get().status == "cleared"

@@ -58,6 +58,16 @@ class RuleKeys:
         return f"{self.prefix}rules:stats:{rule_id}"
 
     @property
+    def guards(self) -> str:
+        """Hash `{device}|{stream}` → the newest message ts evaluated (replay guard)."""
+        return f"{self.prefix}rules:guards"
+
+    @property
+    def stateful(self) -> str:
+        """Set of the devices that have rule state (a hash `state:{device}`)."""
+        return f"{self.prefix}rules:stateful"
+
+    @property
     def firings(self) -> str:
         """List of firings decided on the ingest path, waiting for a Celery worker."""
         return f"{self.prefix}rules:firings"
@@ -381,62 +391,95 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
     return out
 
 
-def _fetch(devices: dict[str, set[str]]) -> tuple[dict[str, dict[str, Any]],
-                                                  dict[str, dict[str, dict[str, Any]]]]:
-    """The rule state and the latest values (of the services named) of each device."""
-    k = keys()
-    rk = rule_keys()
-    pipe = get_redis().pipeline(transaction=False)
-    order = list(devices)
-    for device in order:
-        pipe.hgetall(rk.state(device))
-        services = devices[device]
-        if "*" in services:
-            pipe.hgetall(k.latest(device))
-        elif services:
-            pipe.hmget(k.latest(device), sorted(services))
-    replies = iter(pipe.execute())
-    states: dict[str, dict[str, Any]] = {}
-    latest: dict[str, dict[str, dict[str, Any]]] = {}
-    for device in order:
-        raw_state = next(replies)
-        states[device] = {f.decode(): json.loads(v) for f, v in raw_state.items()}
-        services = devices[device]
-        values: dict[str, dict[str, Any]] = {}
-        if "*" in services:
-            for svc, raw in next(replies).items():
-                values[svc.decode()] = {p: e.get("value") for p, e in json.loads(raw).items()}
-        elif services:
-            for svc, raw in zip(sorted(services), next(replies)):
-                if raw:
-                    values[svc] = {p: e.get("value") for p, e in json.loads(raw).items()}
-        latest[device] = values
-    return states, latest
+def _decode_latest(raw: bytes | None) -> dict[str, Any] | None:
+    return {p: e.get("value") for p, e in json.loads(raw).items()} if raw else None
+
+
+# One server-side loop for a batch's counters instead of one HINCRBY per counter.
+_INCREMENTS = """
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+end
+return #KEYS
+"""
 
 
 @dataclass
 class Run:
-    """The working set of one evaluation: state read at the start, what changed."""
+    """The working set of one evaluation: the replay guards and the rule state of the
+    devices concerned, read at the start; what changed, written at the end.
 
-    states: dict[str, dict[str, Any]]
-    latest: dict[str, dict[str, dict[str, Any]]]
+    Redis holds the guards of every device in one hash and the names of the devices that
+    have rule state in a set, so that a batch of a hundred quiet devices costs two commands,
+    not a hundred: only the devices with state (or with a point to decide) are read."""
+
+    guards: dict[tuple[str, str], int]
+    stateful: set[str]
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latest: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     outcome: Outcome = field(default_factory=Outcome)
     dirty: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     evaluated: dict[Any, int] = field(default_factory=lambda: defaultdict(int))
     newest: dict[tuple[str, str], int] = field(default_factory=dict)
     general_evaluated: dict[int, int] = field(default_factory=dict)
 
+    @classmethod
+    def start(cls, streams: set[tuple[str, str]]) -> Run:
+        """Read the guards of the (device, guard) streams and which devices have state."""
+        rk = rule_keys()
+        pairs = sorted(streams)
+        devices = sorted({device for device, _ in pairs})
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hmget(rk.guards, [f"{d}|{g}" for d, g in pairs])
+        pipe.smismember(rk.stateful, devices)
+        guards_raw, member = pipe.execute()
+        guards = {pair: int(raw) for pair, raw in zip(pairs, guards_raw) if raw}
+        return cls(guards, {d for d, yes in zip(devices, member) if yes})
+
+    def load(self, devices: dict[str, set[str]]) -> None:
+        """Read the state of the devices that have some, and the latest values named."""
+        k = keys()
+        rk = rule_keys()
+        pipe = get_redis().pipeline(transaction=False)
+        reads: list[tuple[str, str, Any]] = []
+        for device, services in devices.items():
+            if device in self.states:
+                continue
+            if device in self.stateful:
+                pipe.hgetall(rk.state(device))
+                reads.append(("state", device, None))
+            else:
+                self.states[device] = {}
+            if "*" in services:
+                pipe.hgetall(k.latest(device))
+                reads.append(("all", device, None))
+            elif services:
+                names = sorted(services)
+                pipe.hmget(k.latest(device), names)
+                reads.append(("some", device, names))
+        if not reads:
+            return
+        for (kind, device, names), reply in zip(reads, pipe.execute()):
+            if kind == "state":
+                self.states[device] = {f.decode(): json.loads(v) for f, v in reply.items()}
+            elif kind == "all":
+                self.latest[device] = {s.decode(): _decode_latest(v) or {}
+                                       for s, v in reply.items()}
+            else:
+                self.latest[device] = {s: v for s, v in (
+                    (s, _decode_latest(raw)) for s, raw in zip(names, reply)) if v}
+
     def replayed(self, device: str, guard: str, ts: int) -> bool:
         """At or before the newest ts of an earlier batch: a redelivered batch."""
-        if ts <= int(self.states[device].get(guard, 0)):
-            return True
         key = (device, guard)
+        if ts <= self.guards.get(key, 0):
+            return True
         if ts > self.newest.get(key, 0):
             self.newest[key] = ts
         return False
 
     def decide_items(self, items: list[Item]) -> None:
-        """Decide every rule of every item (in time order)."""
+        """Decide every rule of every item (in time order; their devices are loaded)."""
         outcome = self.outcome
         for item in items:
             msg = item.msg
@@ -460,36 +503,40 @@ class Run:
                     self.dirty[device].add(name)
 
     def store(self) -> Outcome:
-        """Write the changed state and the counters and queue the firings (one round
-        trip); wake a Celery worker if none is about to run them."""
+        """Write the guards, the changed state and the counters and queue the firings (one
+        round trip); wake a Celery worker if none is about to run them."""
         outcome = self.outcome
         rk = rule_keys()
+        r = get_redis()
         for (bucket, (prop, _all)), count in self.evaluated.items():
             for rule in bucket.by_property[prop]:
                 outcome.stats[rule.id]["evaluated"] += count
         for rule_id, count in self.general_evaluated.items():
             outcome.stats[rule_id]["evaluated"] += count
-        for (device, guard), ts in self.newest.items():
-            self.states[device][guard] = ts
-            self.dirty[device].add(guard)
-        pipe = get_redis().pipeline(transaction=False)
-        for device, fields in self.dirty.items():
-            mapping = {}
-            removed = []
-            for name in fields:
-                value = self.states[device].get(name)
-                if value in (None, {}):
-                    removed.append(name)
-                else:
-                    mapping[name] = json.dumps(value, separators=(",", ":"))
+        pipe = r.pipeline(transaction=False)
+        if self.newest:
+            pipe.hset(rk.guards, mapping={f"{d}|{g}": ts for (d, g), ts in self.newest.items()})
+        for device, names in self.dirty.items():
+            state = self.states[device]
+            if not state:
+                pipe.delete(rk.state(device))
+                pipe.srem(rk.stateful, device)
+                continue
+            mapping = {n: json.dumps(state[n], separators=(",", ":")) for n in names
+                       if n in state}
+            removed = [n for n in names if n not in state]
             if mapping:
                 pipe.hset(rk.state(device), mapping=mapping)
             if removed:
                 pipe.hdel(rk.state(device), *removed)
             pipe.expire(rk.state(device), STATE_TTL_S)
-        for rule_id, counters in outcome.stats.items():
-            for name, count in counters.items():
-                pipe.hincrby(rk.stats(rule_id), name, count)
+            pipe.sadd(rk.stateful, device)
+        counters = [(rk.stats(rule_id), name, count)
+                    for rule_id, stats in outcome.stats.items()
+                    for name, count in stats.items() if count]
+        if counters:
+            pipe.eval(_INCREMENTS, len(counters), *[c[0] for c in counters],
+                      *[x for c in counters for x in c[1:]])
         if outcome.firings:
             # Firings are queued in Redis with the state, in the same round trip; a Celery
             # task is sent only when none is already waiting to run them (publishing a
@@ -497,20 +544,17 @@ class Run:
             pipe.rpush(rk.firings, *[json.dumps(f, separators=(",", ":"), default=str)
                                      for f in outcome.firings])
             pipe.set(rk.drain_pending, "1", nx=True, ex=DRAIN_PENDING_TTL_S)
-        replies = pipe.execute()
+        replies = pipe.execute() if len(pipe) else []
         if outcome.firings and replies[-1]:
             wake_worker()
         return outcome
 
 
 def evaluate(items: list[Item]) -> Outcome:
-    """Evaluate messages of any kind: fetch state and latest values, decide, store."""
+    """Evaluate messages of any kind: read guards and state, decide, store."""
     if not items:
         return Outcome()
-    devices: dict[str, set[str]] = defaultdict(set)  # device → latest services needed
-    for item in items:
-        devices[item.msg.device].update(item.bucket.latest_services)
-    run = Run(*_fetch(devices))
+    run = Run.start({(item.msg.device, item.guard) for item in items})
     items.sort(key=lambda i: i.msg.ts)
     fresh = []
     for item in items:
@@ -521,6 +565,10 @@ def evaluate(items: list[Item]) -> Outcome:
                     run.outcome.stats[rule.id]["replayed"] += 1
         else:
             fresh.append(item)
+    devices: dict[str, set[str]] = defaultdict(set)  # device → latest services needed
+    for item in fresh:
+        devices[item.msg.device].update(item.bucket.latest_services)
+    run.load(devices)
     run.decide_items(fresh)
     return run.store()
 
@@ -528,9 +576,9 @@ def evaluate(items: list[Item]) -> Outcome:
 def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
     """Property reports: the hot path. A point whose values hold for no threshold of its
     bucket (the usual case), on a device with nothing in progress, only moves the replay
-    guard; the others are decided in full, in time order per device."""
+    guard; the others are decided in full, in time order."""
     work: list[tuple[Any, Bucket]] = []
-    devices: dict[str, set[str]] = {}
+    streams: set[tuple[str, str]] = set()
     for point in points:
         product = index.products.get(point.product)
         if product is None:
@@ -539,31 +587,24 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
         if bucket is None:
             continue
         work.append((point, bucket))
-        needed = devices.get(point.device)
-        if needed is None:
-            devices[point.device] = set(bucket.latest_services)
-        elif bucket.latest_services:
-            needed.update(bucket.latest_services)
+        streams.add((point.device, bucket.guard))
     if not work:
         return Outcome()
-    run = Run(*_fetch(devices))
+    run = Run.start(streams)
     work.sort(key=lambda w: w[0].ts)
-    active: dict[tuple[str, int], bool] = {}  # (device, bucket) has something in progress
+    # First pass: drop replays, find the points to decide (a threshold crossed, a rule
+    # evaluated one by one, or a device with rule state).
     evaluated = run.evaluated
-    states = run.states
-    newest = run.newest
+    stateful = run.stateful
+    todo: list[tuple[Any, Bucket, bool]] = []
+    needed: dict[str, set[str]] = {}
     for point, bucket in work:
         device = point.device
-        ts = point.ts
-        guard = bucket.guard
-        # At or before the newest ts of an earlier batch: a redelivered batch; skip it.
-        if ts <= states[device].get(guard, 0):
+        if run.replayed(device, bucket.guard, point.ts):
             for rule in bucket.rules:
                 if rule.accepts(point):
                     run.outcome.stats[rule.id]["replayed"] += 1
             continue
-        if ts > newest.get((device, guard), 0):
-            newest[(device, guard)] = ts
         values = point.values
         cold = True
         for prop, gt, ge, lt, le, counter in bucket.cold_ranges:
@@ -573,8 +614,24 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
             evaluated[counter] += 1
             if type(value) not in (int, float) or not (le < value < ge and lt <= value <= gt):
                 cold = False
+        cold = cold and not bucket.general
+        # A quiet point is skipped unless its device has state, from before or from a
+        # point decided earlier in this batch (a firing there may need clearing here).
+        if cold and device not in stateful and device not in needed:
+            continue
+        todo.append((point, bucket, cold))
+        services = needed.get(device)
+        if services is None:
+            needed[device] = set(bucket.latest_services)
+        elif bucket.latest_services:
+            services.update(bucket.latest_services)
+    if todo:
+        run.load(needed)
+    active: dict[tuple[str, int], bool] = {}  # (device, bucket) has something in progress
+    for point, bucket, cold in todo:
+        device = point.device
         key = (device, id(bucket))
-        if cold and not bucket.general:
+        if cold:
             in_progress = active.get(key)
             if in_progress is None:
                 in_progress = active[key] = _in_progress(run.states[device], bucket)
@@ -582,7 +639,8 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
                 continue
         run.decide_items([Item(Message(kind=TriggerType.PROPERTY, device=device,
                                        product=point.product, service=point.service,
-                                       ts=point.ts, values=values), bucket, bucket.guard)])
+                                       ts=point.ts, values=point.values), bucket,
+                               bucket.guard)])
         active[key] = _in_progress(run.states[device], bucket)
     return run.store()
 
@@ -590,8 +648,7 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
 def _in_progress(state: dict[str, Any], bucket: Bucket) -> bool:
     """Whether a rule of the bucket has state that a message which does not hold acts on."""
     for name, st in state.items():
-        if name[0] != "_" and name in bucket.by_field and (
-                "a" in st or "h" in st or "s" in st or "on" in st):
+        if name in bucket.by_field and ("a" in st or "h" in st or "s" in st or "on" in st):
             return True
     return False
 
