@@ -346,3 +346,19 @@ def test_a_failed_call_reconnects(sensor):
     backend.forget_all()
     backend.ensure_schema(sensor)
     assert len(opened) == 2
+
+
+def test_the_native_driver_needs_the_client_library():
+    """`taos://` without TDengine's client library is a configuration error that says so."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from webapp.telemetry.backends.tdengine import connect
+
+    try:
+        import taos  # noqa: F401
+    except Exception:  # the case under test: no libtaos here
+        pass
+    else:
+        pytest.skip("TDengine's client library is installed on this machine")
+    with pytest.raises(ImproperlyConfigured, match="client library"):
+        connect("taos://root:taosdata@127.0.0.1:6030/tl")

@@ -268,7 +268,7 @@ def connect(url: str) -> tuple[Connection, str]:
     if scheme == "taos":
         try:
             import taos
-        except (ImportError, OSError) as exc:
+        except Exception as exc:  # taospy raises its InterfaceError when libtaos is missing
             raise ImproperlyConfigured(
                 "TSDB_URL taos:// needs TDengine's client library (libtaos); use taosws:// "
                 "or taosrest:// without it") from exc
