@@ -12,6 +12,7 @@ control message on that node's channel. docs/bus.md describes the semantics.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import struct
@@ -31,7 +32,7 @@ from edge.mqtt.topics import TopicTrie, split_shared
 from edge.mqtt.wire import Reader
 
 from .keys import Keys
-from .redis import RedisAddress, RedisClient, RedisSubscriber
+from .redis import RedisAddress, RedisClient, RedisError, RedisSubscriber
 
 if TYPE_CHECKING:
     from edge.mqtt.connection import MqttConnection
@@ -111,6 +112,23 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
+
+SCRIPTS = (INTEREST_SCRIPT, PURGE_SCRIPT, RETAIN_SCRIPT, CLAIM_SCRIPT, DELETE_IF_OURS)
+# Redis names scripts by their SHA-1.
+_SHA1 = {source: hashlib.sha1(source.encode()).hexdigest() for source in SCRIPTS}  # noqa: S324
+
+
+def run_script(client: RedisClient, source: str, *args: Any) -> Deferred[Any]:
+    """EVALSHA (the scripts are loaded when the cluster starts); EVAL if Redis lost them."""
+    d = client.execute("EVALSHA", _SHA1[source], *args)
+
+    def missing(failure: Any) -> Any:
+        if failure.check(RedisError) and "NOSCRIPT" in str(failure.value):
+            return client.execute("EVAL", source, *args)
+        return failure
+
+    return d.addErrback(missing)
+
 
 # -- forwarded message records ------------------------------------------------------------------
 
@@ -278,10 +296,12 @@ class Cluster:
 
     async def _start(self) -> None:
         await self.client.start()
+        for source in SCRIPTS:
+            await self.client.execute("SCRIPT", "LOAD", source)
         # A node that starts again under the same id (a restarted worker) has no sessions:
         # whatever interest the previous process left is stale.
-        await self.client.execute(
-            "EVAL", PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
+        await run_script(
+            self.client, PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
         )
         await self.subscriber.start()
         await self._synced
@@ -297,8 +317,13 @@ class Cluster:
         self.flush()
         if self.client.connected:
             try:
-                await self.client.execute(
-                    "EVAL", PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
+                await run_script(
+                    self.client,
+                    PURGE_SCRIPT,
+                    1,
+                    self.keys.mqtt_subs,
+                    self.node,
+                    self.keys.mqtt_interest,
                 )
             except Exception as exc:
                 log.warn("could not remove this node's subscriptions: {e}", e=str(exc))
@@ -328,8 +353,8 @@ class Cluster:
             args: list[str] = []
             for topic_filter, op in items[start : start + 1000]:
                 args += (op, topic_filter)
-            d = self.client.execute(
-                "EVAL",
+            d = run_script(
+                self.client,
                 INTEREST_SCRIPT,
                 1,
                 self.keys.mqtt_subs,
@@ -469,8 +494,8 @@ class Cluster:
                 # The broadcast always carries the record (a clear has an empty payload).
                 batch.append(record or encode_record(Message(topic, b"", 0, True)))
                 args += (topic, record)
-            d = self.client.execute(
-                "EVAL",
+            d = run_script(
+                self.client,
                 RETAIN_SCRIPT,
                 1,
                 self.keys.mqtt_retained,
@@ -597,8 +622,8 @@ class Cluster:
         at = int(self.wall() * 1000)
         device = connection.identity or ""
         client_id = connection.client_id
-        d = self.redis.execute(
-            "EVAL",
+        d = run_script(
+            self.redis,
             CLAIM_SCRIPT,
             2,
             self.keys.route,
@@ -630,8 +655,13 @@ class Cluster:
         kicked_at = self._kicked.pop(connection, None)
         session = connection.session
         if session is None or session.expiry_interval == 0 or kicked_at is not None:
-            self.redis.execute(
-                "EVAL", DELETE_IF_OURS, 1, self.keys.mqtt_clients, connection.client_id, self.node
+            run_script(
+                self.redis,
+                DELETE_IF_OURS,
+                1,
+                self.keys.mqtt_clients,
+                connection.client_id,
+                self.node,
             ).addErrback(self._warn, "client registration removal failed")
         if kicked_at is None:
             return True
@@ -694,8 +724,13 @@ class Cluster:
                     ts = 0
                 if ts < limit:
                     log.warn("node {node} is silent; dropping its subscriptions", node=node)
-                    self.client.execute(
-                        "EVAL", PURGE_SCRIPT, 1, self.keys.mqtt_subs, node, self.keys.mqtt_interest
+                    run_script(
+                        self.client,
+                        PURGE_SCRIPT,
+                        1,
+                        self.keys.mqtt_subs,
+                        node,
+                        self.keys.mqtt_interest,
                     ).addErrback(self._warn, "purge failed")
 
         d.addCallbacks(check, self._warn, errbackArgs=("heartbeat read failed",))

@@ -97,6 +97,7 @@ class MqttConnection:
         "aliases_out",
         "broker",
         "client_id",
+        "congested",
         "connect",
         "decoder",
         "identity",
@@ -125,6 +126,8 @@ class MqttConnection:
         self.session: Session | None = None
         self.connect: Connect | None = None
         self.client_id = ""
+        # Set while the transport's send buffer is full (see send_message).
+        self.congested = False
         self.identity: str | None = None
         self.acl: Acl = OPEN_ACL
         self.keep_alive = 0
@@ -781,6 +784,11 @@ class MqttConnection:
         dup: bool = False,
     ) -> bool:
         """Send one application message; False when it expired or is too large for the client."""
+        if not qos and self.congested:
+            # The client does not read as fast as messages come: QoS 0 ones are dropped rather
+            # than buffered without bound (QoS 1/2 are bounded by the send quota and queue).
+            self.broker.stats["dropped"] += 1
+            return False
         props = message.properties
         if message.expires_at is not None:
             remaining = message.expires_at - self.broker.clock.seconds()

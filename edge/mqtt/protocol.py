@@ -37,6 +37,22 @@ class MqttProtocol(Protocol):
             transport.write,
             transport.loseConnection,
         )
+        register = getattr(transport, "registerProducer", None)
+        if register is not None:
+            # The transport pauses us when its send buffer is full: QoS 0 messages to the
+            # client are then dropped instead of buffered without bound (edge.transports).
+            register(self, True)
+
+    def pauseProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.congested = True
+
+    def resumeProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.congested = False
+
+    def stopProducing(self) -> None:
+        return None
 
     def dataReceived(self, data: bytes) -> None:
         assert self.connection is not None

@@ -78,6 +78,8 @@ class WebSocketMqttProtocol(Protocol):
         self.state = OPEN
         self.decoder = ws.FrameDecoder(self.factory.broker.config.max_packet_size + 16)
         self.connection = MqttConnection(self.factory.broker, self._peer(), self._send, self._close)
+        # Paused while the socket's send buffer is full: QoS 0 to this client is then dropped.
+        self.transport.registerProducer(self, True)
         if rest:
             self._frames(rest)
 
@@ -127,6 +129,17 @@ class WebSocketMqttProtocol(Protocol):
             self.state = CLOSING
             self.transport.write(ws.encode_close(ws.CLOSE_NORMAL))
         self.transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.congested = True
+
+    def resumeProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.congested = False
+
+    def stopProducing(self) -> None:
+        return None
 
     def check_handshake(self, now: float) -> None:
         if self.state == HANDSHAKE and now - self.opened_at > self.factory.handshake_timeout:

@@ -153,3 +153,54 @@ def test_end_of_stream_and_peer_reset(pair):
         transport.write(b"z" * 1000)
     reactor.advance(0)
     assert protocol.lost and transport.disconnected
+
+
+def test_slow_subscriber_loses_qos0_not_memory_nor_qos1():
+    """A subscriber that stops reading makes its transport pause the MQTT protocol: further
+    QoS 0 messages to it are dropped (counted), the buffer stays near the high-water mark,
+    QoS 1 still goes out, and QoS 0 flows again once the client reads."""
+    from edge.mqtt.broker import Broker
+    from edge.mqtt.codec import Decoder, encode
+    from edge.mqtt.packets import MQTT_3_1_1, Connect, Publish, Subscribe
+    from edge.mqtt.packets import Subscription as Sub
+    from edge.transports.tcp import MqttTransportFactory, TransportCounter
+
+    from .mqtt_helpers import FakeClient
+
+    reactor = MemoryReactorClock()
+    broker = Broker(reactor)
+    factory = MqttTransportFactory(broker, TransportCounter("tcp"))
+    server_sock, peer = socket.socketpair()
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    protocol = factory.buildProtocol(None)
+    transport = LeanServer(server_sock, protocol, ("10.0.0.9", 1), None, 0, reactor)
+    protocol.makeConnection(transport)
+    peer.sendall(
+        encode(Connect("slow", protocol_level=4), MQTT_3_1_1)
+        + encode(Subscribe(1, (Sub("t/#", 1),)), MQTT_3_1_1)
+    )
+    transport.doRead()
+    broker.flush()
+    publisher = FakeClient(broker)
+    publisher.connect("fast")
+    payload = b"p" * 1000
+    for _ in range(HIGH_WATER // 1000 + 200):
+        publisher.send(Publish("t/0", payload, 0))
+    assert protocol.connection.congested
+    assert broker.stats["dropped"] > 0
+    assert transport.buffered < HIGH_WATER + 2 * len(payload) + 100
+    publisher.send(Publish("t/1", b"must arrive", 1, packet_id=7))
+    received = b""
+    while transport.buffered:
+        received += read_all(peer)
+        transport.doWrite()
+    received += read_all(peer)
+    assert not protocol.connection.congested
+    publisher.send(Publish("t/2", b"flows again", 0))
+    received += read_all(peer)
+    packets = list(Decoder(MQTT_3_1_1).feed(received))
+    topics = [p.topic for p in packets if isinstance(p, Publish)]
+    assert "t/1" in topics and topics[-1] == "t/2"
+    assert topics.count("t/0") + broker.stats["dropped"] == HIGH_WATER // 1000 + 200
+    peer.close()
