@@ -48,9 +48,10 @@ if mode == 'forget' then
   return 1
 end
 if mode == 'own' then
+  -- Connected: the queue is in the node's memory now (written again at disconnect).
   redis.call('HSET', KEYS[1], 'owner', node, 'meta', ARGV[4], 'subs', ARGV[5])
   redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
+  redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[3], cid, node)
   return 1
 end
