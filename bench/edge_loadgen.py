@@ -25,8 +25,11 @@ PINGREQ = b"\xc0\x00"
 
 
 def emit(**fields: Any) -> None:
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the bench went away: nothing left to report to
+        os._exit(1)
 
 
 def vbi(value: int) -> bytes:

@@ -71,6 +71,21 @@ def tree_rss_kb(pid: int) -> int:
     return rss_kb(pid) + sum(rss_kb(child) for child in children(pid))
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the edge workers)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
 def stop_process(process: subprocess.Popen[Any], timeout: float = 30.0) -> int | None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -164,6 +179,8 @@ def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker
         "EDGE_HOST": "127.0.0.1",
         "EDGE_NODE_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "EDGE_WORKERS": str(workers),
+        # No log line per connection, as in a deployment of this size.
+        "EDGE_LOG_LEVEL": "warn",
         **(env or {}),
     }
     fd, name = tempfile.mkstemp(prefix="bench-edge-", suffix=".log")
@@ -278,3 +295,12 @@ def rate_between(samples: list[list[float]], start: float, end: float) -> float:
     if end <= start:
         return 0.0
     return (count_at(end) - count_at(start)) / (end - start)
+
+
+def save(name: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Keep the figures in ``bench/results/{name}.json`` (git-ignored) and return them."""
+    directory = ROOT / "bench" / "results"
+    directory.mkdir(parents=True, exist_ok=True)
+    stamped = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **results}
+    (directory / f"{name}.json").write_text(json.dumps(stamped, indent=2) + "\n")
+    return results

@@ -15,31 +15,17 @@ from __future__ import annotations
 import os
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from bench import benchmark
 
-from .edge_support import Broker, LoadGen, children, edge, mosquitto, rate_between
+from .edge_support import Broker, LoadGen, cpu_seconds, edge, mosquitto, rate_between, save
 
 SCENARIOS = {
     "a_fan_in_qos0": {"publishers": 4, "subscribers": 1, "qos": 0},
     "b_fan_out_qos0": {"publishers": 1, "subscribers": 10, "qos": 0},
     "c_fan_in_qos1": {"publishers": 4, "subscribers": 1, "qos": 1},
 }
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (the edge workers)."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
 
 
 def run_scenario(
@@ -134,4 +120,4 @@ def throughput(small: bool) -> dict[str, Any]:
         for scenario in SCENARIOS:
             if results[who][scenario]["delivered"] == 0:
                 raise RuntimeError(f"{who} delivered nothing in {scenario}")
-    return results
+    return save("edge-throughput-small" if small else "edge-throughput", results)
