@@ -178,7 +178,11 @@ def _decode_connect(r: Reader) -> Connect:
         name == "MQIsdp" and level == MQTT_3_1
     )
     if not known:
-        raise UnsupportedProtocolVersion(f"protocol {name!r} level {level} is not supported", level)
+        raise UnsupportedProtocolVersion(
+            f"protocol {name!r} level {level} is not supported",
+            level,
+            mqtt=name in ("MQTT", "MQIsdp"),
+        )
     v5 = level == MQTT_5
     flags = r.byte()
     if flags & 0x01:

@@ -695,7 +695,12 @@ class MqttConnection:
         )
         if self.state == AWAIT_CONNECT:
             if isinstance(exc, UnsupportedProtocolVersion):
-                self._queue(b"\x20\x02\x00\x01" if exc.level != MQTT_5 else b"\x20\x03\x00\x84\x00")
+                # [MQTT-3.1.2-1/2]: another protocol name is not answered; an unsupported
+                # level of MQTT gets CONNACK 0x01 (0x84 in the 5.0 format for level 5).
+                if exc.mqtt:
+                    self._queue(
+                        b"\x20\x02\x00\x01" if exc.level != MQTT_5 else b"\x20\x03\x00\x84\x00"
+                    )
             elif self.decoder.connect_level == MQTT_5:
                 # A broken 5.0 CONNECT is answered with a CONNACK saying why (4.13.1).
                 self.version = MQTT_5

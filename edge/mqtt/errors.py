@@ -102,6 +102,8 @@ class UnsupportedProtocolVersion(ProtocolError):
 
     default_reason = Reason.UNSUPPORTED_PROTOCOL_VERSION
 
-    def __init__(self, message: str, level: int) -> None:
+    def __init__(self, message: str, level: int, mqtt: bool = True) -> None:
         super().__init__(message)
         self.level = level
+        # False when the protocol name is not MQTT's at all (nothing to answer in MQTT).
+        self.mqtt = mqtt

@@ -221,8 +221,7 @@ def test_second_connect_and_wrong_protocol_name_are_refused(edge, version):
     sock.close()
     with socket.create_connection(("127.0.0.1", edge.mqtt_port), timeout=5) as raw:
         raw.sendall(b"\x10\x0b\x00\x02hj\x04\x02\x00\x3c\x00\x01c")
-        assert raw.recv(16) in (b"", b"\x20\x02\x00\x01")
-        assert raw.recv(16) == b""
+        assert raw.recv(16) == b""  # another protocol: closed without an answer
 
 
 @pytest.mark.parametrize("version", [V311, V5])

@@ -124,7 +124,7 @@ def test_wrong_protocol_name_closes():
     broker, _ = setup()
     client = FakeClient(broker)
     client.send_bytes(connect_bytes(name=b"hj"))
-    assert client.closed
+    assert client.closed and client.transport.value() == b""
     assert broker.sessions == {}
 
 
