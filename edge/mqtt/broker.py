@@ -136,8 +136,13 @@ class DenyListAcl(Acl):
     def may_subscribe(self, topic_filter: str) -> SubscribeAnswer:
         # Refused when every topic the filter matches is denied: it equals a denied filter or
         # a denied filter matches it read as a topic name ("secret/#" covers "secret/+/x").
+        try:
+            shared = split_shared(topic_filter)
+        except ValueError:
+            shared = None
+        plain = topic_filter if shared is None else shared[1]
         for denied in self.deny:
-            if topic_filter == denied or matches(denied, topic_filter):
+            if plain == denied or matches(denied, plain):
                 return Reason.UNSPECIFIED_ERROR
         return self.inner.may_subscribe(topic_filter)
 

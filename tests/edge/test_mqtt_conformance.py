@@ -83,10 +83,11 @@ def test_deny_list_refuses_with_0x80_and_allows_wider_filters():
                     Subscription("test/nosubscribe", 2),
                     Subscription("secret/+/x", 1),
                     Subscription("#", 0),
+                    Subscription("$share/g/secret/x", 0),
                 ),
             )
         )
-        assert client.received() == [SubAck(1, (0x80, 0x80, 0))]
+        assert client.received() == [SubAck(1, (0x80, 0x80, 0, 0x80))]
     client.send(Publish("secret/a", b"no", qos=1, packet_id=1))
     (ack,) = client.received()
     assert ack.reason_code == Reason.NOT_AUTHORIZED
