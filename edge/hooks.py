@@ -25,6 +25,7 @@ from .deferreds import gather, then
 from .mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerHooks, DenyListAcl, Message
 from .mqtt.connection import AUTH_FAILURES, MqttConnection
 from .mqtt.errors import Reason
+from .mqtt.topics import split_shared
 from .throttle import FailureThrottle
 from .transports.tls import ClientCertificate, normalize_fingerprints
 
@@ -83,7 +84,11 @@ class DeviceAcl(Acl):
         return self._allowed("pub", topic)
 
     def may_subscribe(self, topic_filter: str) -> bool | Deferred[bool]:
-        return self._allowed("sub", topic_filter)
+        try:
+            shared = split_shared(topic_filter)
+        except ValueError:
+            return False
+        return self._allowed("sub", topic_filter if shared is None else shared[1])
 
 
 class RulesAcl(Acl):
