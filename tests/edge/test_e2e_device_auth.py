@@ -200,8 +200,8 @@ def test_acl_rules_from_the_registry(edge: Edge, clients: list[Client]):
     assert d1.subscribe("broadcast/secret") == [0x87]
     assert d1.subscribe("broadcast/#") == [0x87]  # would include broadcast/secret
     assert d1.subscribe("elsewhere/#") == [0x87]
-    assert d1.subscribe("$share/g/v1/devices/d1/command") == [1]
-    assert d1.subscribe("$share/g/v1/devices/d2/command") == [0x87]
+    assert d1.subscribe("$share/g//v1/devices/d1/command") == [1]
+    assert d1.subscribe("$share/g//v1/devices/d2/command") == [0x87]
     for topic, code in [
         ("fleet/thermo/d1", 0),
         ("fleet/thermo/d2", 0x87),
