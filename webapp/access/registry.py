@@ -49,6 +49,27 @@ def device_fields(device: Device) -> dict[str, str]:
     return fields
 
 
+def _device_fields_bulk(devices: list[Device]) -> dict[int, dict[str, str]]:
+    """`device_fields` of many devices in two queries (bulk import, start-up)."""
+    from webapp.access.models import AclRule, DeviceKeys
+
+    out: dict[int, dict[str, str]] = {device.pk: {} for device in devices}
+    rules: dict[int, list[Any]] = {}
+    for rule in AclRule.objects.filter(device__in=devices, enabled=True):
+        rules.setdefault(rule.device_id, []).append(rule)
+    for pk, device_rules in rules.items():
+        out[pk]["acl"] = _rules_json(device_rules)
+    for envelope in DeviceKeys.objects.filter(device__in=devices):
+        for name in ("sign_key", "encrypt_key", "encrypt_vector"):
+            token = getattr(envelope, f"{name}_encrypted")
+            if token:
+                out[envelope.device_id][name] = token
+    return out
+
+
+device_fields.bulk = _device_fields_bulk  # type: ignore[attr-defined]
+
+
 def publish_product(product: Product) -> None:
     devices_registry.publish_product(product)
 

@@ -146,8 +146,10 @@ class DeviceViewSet(ScopedModelViewSet):
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(DeviceMessageSerializer(page, many=True).data)
 
-    @extend_schema(responses=DeviceCommandSerializer(many=True),
-                   parameters=[DeviceCommandFilterSet])
+    @extend_schema(responses=DeviceCommandSerializer(many=True), parameters=[
+        OpenApiParameter("status", str), OpenApiParameter("service", str),
+        OpenApiParameter("command", str), OpenApiParameter("source", str),
+        OpenApiParameter("created_after", str), OpenApiParameter("created_before", str)])
     @action(detail=True, methods=["get"])
     def commands(self, request: Request, identifier: str | None = None) -> Response:
         """The device's command history, newest first."""

@@ -16,21 +16,41 @@ from webapp.products.thingmodel import compact_model
 
 # Fields other apps add to the hashes (webapp.access: ACL rules, envelope keys, the
 # registration secret), one provider per app: {field: value} for one device or product.
+# A device provider may also have a `bulk` attribute, `bulk(devices) -> {pk: fields}`, used
+# when many devices are published at once (bulk import, start-up) to avoid a query per device.
 device_field_providers: list[Callable[[Device], dict[str, str]]] = []
 product_field_providers: list[Callable[[Product], dict[str, str]]] = []
 
 
-def _device_fields(device: Device) -> dict[str, str]:
-    fields = {
+def _own_fields(device: Device) -> dict[str, str]:
+    return {
         "product": device.product.identifier,
         "secret": device.secret_encrypted,
         "status": device.status,
         "node_type": device.node_type,
         "gateway": device.gateway.identifier if device.gateway is not None else "",
     }
+
+
+def _device_fields(device: Device) -> dict[str, str]:
+    fields = _own_fields(device)
     for provider in device_field_providers:
         fields.update(provider(device))
     return fields
+
+
+def _many_device_fields(devices: list[Device]) -> dict[int, dict[str, str]]:
+    """The hash fields of many devices, asking each provider once per batch when it can."""
+    out = {device.pk: _own_fields(device) for device in devices}
+    for provider in device_field_providers:
+        bulk = getattr(provider, "bulk", None)
+        if bulk is not None:
+            for pk, fields in bulk(devices).items():
+                out[pk].update(fields)
+        else:
+            for device in devices:
+                out[device.pk].update(provider(device))
+    return out
 
 
 def publish_device(device: Device) -> None:
@@ -51,10 +71,12 @@ def publish_devices(identifiers: list[str], batch: int = 2000) -> int:
     for start in range(0, len(identifiers), batch):
         chunk = identifiers[start:start + batch]
         pipe = r.pipeline(transaction=False)
-        for device in Device.objects.select_related("product", "gateway").filter(
-                identifier__in=chunk):
+        devices = list(Device.objects.select_related("product", "gateway").filter(
+            identifier__in=chunk))
+        fields = _many_device_fields(devices)
+        for device in devices:
             pipe.delete(k.device(device.identifier))
-            pipe.hset(k.device(device.identifier), mapping=_device_fields(device))
+            pipe.hset(k.device(device.identifier), mapping=fields[device.pk])
             pipe.publish(k.registry_channel, f"dev:{device.identifier}")
             published += 1
         pipe.execute()
@@ -102,13 +124,22 @@ def republish_all(batch: int = 1000) -> tuple[int, int]:
         publish_product(product)
         products += 1
     devices = 0
-    pipe = r.pipeline(transaction=False)
+    chunk: list[Device] = []
+
+    def flush() -> None:
+        pipe = r.pipeline(transaction=False)
+        fields = _many_device_fields(chunk)
+        for device in chunk:
+            pipe.delete(k.device(device.identifier))
+            pipe.hset(k.device(device.identifier), mapping=fields[device.pk])
+        pipe.execute()
+        chunk.clear()
+
     for device in Device.objects.select_related("product", "gateway").iterator(chunk_size=batch):
-        pipe.delete(k.device(device.identifier))
-        pipe.hset(k.device(device.identifier), mapping=_device_fields(device))
+        chunk.append(device)
         devices += 1
-        if devices % batch == 0:
-            pipe.execute()
-    pipe.execute()
+        if len(chunk) >= batch:
+            flush()
+    flush()
     r.publish(k.registry_channel, "all")
     return products, devices

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import FileResponse, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -102,7 +102,8 @@ class OtaCampaignViewSet(ScopedViewSetMixin, mixins.CreateModelMixin, mixins.Lis
         campaign = actions.cancel_campaign(acting_user=request.user, campaign=self.get_object())
         return Response(OtaCampaignSerializer(campaign).data)
 
-    @extend_schema(responses=OtaTaskSerializer(many=True), parameters=[OtaTaskFilterSet])
+    @extend_schema(responses=OtaTaskSerializer(many=True), parameters=[
+        OpenApiParameter("status", str), OpenApiParameter("device", str)])
     @action(detail=True, methods=["get"])
     def tasks(self, request: Request, pk: str | None = None) -> Response:
         """Per-device progress of the campaign."""
