@@ -38,6 +38,16 @@ def _own_redis_names(settings, redis_prefix):
         "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": redis_prefix + "asgi"}}}
 
 
+@pytest.fixture(autouse=True)
+def _no_persistent_connections(monkeypatch):
+    """Requests of the live server and the WebSocket consumer's database calls run in other
+    threads: their connections close after each use, so that none outlives the test (and
+    keeps PostgreSQL's test database busy when the suite drops it)."""
+    from django.db import connection
+
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+
+
 def create_product(identifier: str, department: Any) -> Any:
     from webapp.products import actions
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from tests.console.conftest import PASSWORD, data_event, log_event, now_ms, status_event
 from tests.e2e.platform import ROOT, database_url, free_port, wait_for_port
@@ -58,6 +58,9 @@ def browser(monkeypatch) -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+            # The test's database calls ran beside Playwright's event loop, on a connection
+            # of their own context: close it, or PostgreSQL's test database stays busy.
+            connections.close_all()
 
 
 def sign_in(page: Any, base_url: str, username: str) -> None:

@@ -20,15 +20,6 @@ from webapp.console import live
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def _no_persistent_connections(monkeypatch):
-    """The consumer's database calls run in worker threads: their connections close after
-    each call, so that none outlives the test (and keeps PostgreSQL's test database busy)."""
-    from django.db import connection
-
-    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-
-
 def headers_of(client=None, origin: bytes = b"http://testserver") -> list[tuple[bytes, bytes]]:
     headers = [(b"origin", origin)]
     if client is not None:
