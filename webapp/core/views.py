@@ -1,12 +1,7 @@
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
+from django.http import HttpRequest, JsonResponse
 
 from webapp.core.redis import get_redis
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("/admin/")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -115,7 +115,8 @@ class Command(BaseCommand):
         for child in children:
             self.start(child)
             selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[union-attr,arg-type]
-        self.log("setup", f"ThingLinks is up: web http://localhost:{options['web_port']}/admin/ "
+        self.log("setup", f"ThingLinks is up: console http://localhost:{options['web_port']}/ "
+                          f"(admin /admin/, API /api/docs/) "
                           f"· MQTT {os.environ.get('EDGE_MQTT_PORT', '11883')} · Ctrl-C stops")
         restart_at: dict[str, float] = {}
         while not stopping:
