@@ -54,11 +54,12 @@ def _device_fields_bulk(devices: list[Device]) -> dict[int, dict[str, str]]:
     from webapp.access.models import AclRule, DeviceKeys
 
     out: dict[int, dict[str, str]] = {device.pk: {} for device in devices}
-    rules: dict[int, list[Any]] = {}
+    rules: dict[int | None, list[Any]] = {}
     for rule in AclRule.objects.filter(device__in=devices, enabled=True):
         rules.setdefault(rule.device_id, []).append(rule)
     for pk, device_rules in rules.items():
-        out[pk]["acl"] = _rules_json(device_rules)
+        if pk is not None:  # always: the query names devices
+            out[pk]["acl"] = _rules_json(device_rules)
     for envelope in DeviceKeys.objects.filter(device__in=devices):
         for name in ("sign_key", "encrypt_key", "encrypt_vector"):
             token = getattr(envelope, f"{name}_encrypted")
