@@ -174,7 +174,7 @@ def restrict(queryset: QuerySet, user: Any) -> QuerySet:
     scope = user_scope(user)
     if scope.everything:
         return queryset
-    conditions = []
+    conditions: list[Q] = []
     if fields.department and scope.departments is not None:
         from webapp.system.models import Department
 
