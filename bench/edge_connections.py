@@ -54,7 +54,7 @@ def register_devices(broker: Broker, count: int) -> float:
 
 
 def hold(
-    broker: Broker, count: int, processes: int, password: str | None, concurrency: int = 200
+    broker: Broker, count: int, processes: int, password: str | None, concurrency: int = 64
 ) -> tuple[list[LoadGen], dict[str, Any]]:
     """Open ``count`` connections from ``processes`` load generators; returns them (still
     holding) and the combined figures."""

@@ -347,7 +347,7 @@ async def run_idle(args: argparse.Namespace) -> None:
             args.password,
             keepalive=args.keepalive,
         )
-        for attempt in range(3):
+        for attempt in range(6):
             async with gate:
                 done = loop.create_future()
                 began = time.perf_counter()
@@ -366,8 +366,19 @@ async def run_idle(args: argparse.Namespace) -> None:
                 held.append(transport)
                 return
 
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(10)
+            print(
+                f"loadgen {args.source}: {len(held)} held, {sum(failures.values())} failures",
+                file=sys.stderr,
+                flush=True,
+            )
+
     start = time.time()
+    reporter = asyncio.ensure_future(progress())
     await asyncio.gather(*(one(args.start + i) for i in range(args.count)))
+    reporter.cancel()
     end = time.time()
     latencies.sort()
     emit(
