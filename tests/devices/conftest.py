@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from edge.bus.keys import Keys
+from tests.edge import edge_process
 from webapp.devices.models import Device
 from webapp.telemetry.backends import get_backend
 from webapp.telemetry.ingest import IngestWorker
@@ -104,3 +105,25 @@ def gateway(api, redis_prefix):
                         format="json")
     assert response.status_code == 201, response.json()
     return Device.objects.get(identifier="gw-1")
+
+
+@pytest.fixture
+def live(redis_url, redis_prefix, monkeypatch):
+    """`python -m edge` on the test's Redis prefix (tests/edge/edge_process.py).
+
+    Its port picker may hand out the same free port twice in one launch (the kernel reuses a
+    port as soon as the probing socket closes); the ports of one edge are kept distinct here.
+    """
+    picked: set[int] = set()
+    original = edge_process.free_port
+
+    def distinct() -> int:
+        while True:
+            port = original()
+            if port not in picked:
+                picked.add(port)
+                return port
+
+    monkeypatch.setattr(edge_process, "free_port", distinct)
+    with edge_process.running_edge(redis_url, redis_prefix, {}) as edge:
+        yield edge

@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 
 from tests.devices.test_shadow import LAMP
-from tests.edge.edge_process import Client, running_edge
+from tests.edge.edge_process import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def live(redis_url, redis_prefix):
-    with running_edge(redis_url, redis_prefix, {}) as edge:
-        yield edge
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import time
 import pytest
 from django.core.management import call_command
 
-from tests.edge.edge_process import running_edge
 from webapp.devices.models import Device
 from webapp.devices.simulator import Simulator, initial_value, next_value
 from webapp.products.models import Product
@@ -49,12 +48,6 @@ def test_generated_values_respect_the_model():
     assert {initial_value(mode, rng) for _ in range(50)} == {"eco", "boost"}
     assert isinstance(initial_value({"datatype": "bool"}, rng), bool)
     assert len(initial_value({"datatype": "string", "max_length": 3}, rng)) <= 3
-
-
-@pytest.fixture
-def live(redis_url, redis_prefix):
-    with running_edge(redis_url, redis_prefix, {}) as edge:
-        yield edge
 
 
 @pytest.fixture
