@@ -155,3 +155,47 @@ def test_patch_merges_and_null_removes(api, lamp):
     body = api.patch(shadow_url(lamp), {"desired": {"light": {"brightness": None}},
                                         "version": 1}, format="json").json()
     assert body["desired"] == {"light": {"power": True}} and body["version"] == 2
+
+
+def form_data(response) -> dict:
+    """The POST data of an admin change page as it was rendered (form and inlines)."""
+    data: dict = {}
+
+    def add(form) -> None:
+        for name in form.fields:
+            value = form[name].value()
+            if value is None:
+                continue
+            if isinstance(value, list | tuple):
+                data[form.add_prefix(name)] = [str(v) for v in value]
+            elif isinstance(value, bool):
+                if value:
+                    data[form.add_prefix(name)] = "on"
+            else:
+                data[form.add_prefix(name)] = value
+
+    add(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        add(inline.formset.management_form)
+        for form in inline.formset.forms:
+            add(form)
+    return data
+
+
+def test_admin_sets_desired_through_the_shadow_action(client, admin_user, lamp, edge):
+    """Desired state edited in the admin is validated, versioned and sent as a delta."""
+    from webapp.devices.models import Device
+
+    edge.connect(lamp)
+    edge.take()
+    client.force_login(admin_user)
+    url = f"/admin/devices/device/{Device.objects.get(identifier=lamp).pk}/change/"
+    data = form_data(client.get(url))
+    prefix = next(k for k in data if k.endswith("-desired"))
+    refused = client.post(url, {**data, prefix: '{"light": {"temperature": 3}}'})
+    assert refused.status_code == 200 and b"not writable" in refused.content
+    done = client.post(url, {**data, prefix: '{"light": {"brightness": 55}}'})
+    assert done.status_code == 302, done.content[:500]
+    assert edge.take()[0]["message"]["dataBody"]["delta"] == {"light": {"brightness": 55}}
+    shadow = Device.objects.get(identifier=lamp).shadow
+    assert shadow.desired == {"light": {"brightness": 55}} and shadow.version == 1

@@ -13,14 +13,33 @@ from import_export.formats.base_formats import CSV, XLSX
 
 from webapp.core.admin import ScopedAdminMixin
 from webapp.devices import actions, secrets_once
+from webapp.devices.actions.shadow import validate_desired
 from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus
 from webapp.devices.models import Device, DeviceCommand, DeviceGroup, DeviceShadow
 from webapp.devices.resources import DeviceResource
 from webapp.products.thingmodel import thing_model
 
 
+class ShadowForm(forms.ModelForm):
+    class Meta:
+        model = DeviceShadow
+        fields = ("desired",)
+
+    def clean_desired(self) -> Any:
+        desired = self.cleaned_data.get("desired") or {}
+        device = self.instance.device
+        problems = validate_desired(device, desired, allow_null=False)
+        if problems:
+            raise forms.ValidationError([p.reason for p in problems])
+        return desired
+
+
 class ShadowInline(admin.StackedInline):
+    """Desired state is set through the shadow action (validated, versioned, the device gets
+    the delta); reported state is read-only."""
+
     model = DeviceShadow
+    form = ShadowForm
     can_delete = False
     readonly_fields = ("reported", "version", "updated")
     fields = ("desired", "reported", "version", "updated")
@@ -60,6 +79,16 @@ class DeviceAdmin(ScopedAdminMixin, ImportExportModelAdmin):
 
     def get_inlines(self, request, obj):
         return [ShadowInline, CommandHistoryInline] if obj is not None else []
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not DeviceShadow:
+            super().save_formset(request, form, formset, change)
+            return
+        for shadow_form in formset.forms:
+            if "desired" in shadow_form.changed_data:
+                actions.set_desired(acting_user=request.user, device=form.instance,
+                                    desired=shadow_form.cleaned_data["desired"])
+        formset.new_objects = formset.changed_objects = formset.deleted_objects = []
 
     # bulk import: one transaction, secrets downloadable once --------------------------
 

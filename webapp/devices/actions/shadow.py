@@ -67,7 +67,8 @@ def document(device: Device) -> dict[str, Any]:
             "delta": compute_delta(desired, reported), "version": row.version}
 
 
-def _validate_desired(device: Device, desired: Any, *, allow_null: bool) -> list[Problem]:
+def validate_desired(device: Device, desired: Any, *, allow_null: bool) -> list[Problem]:
+    """The problems of a desired state for the device's model (empty when valid)."""
     if not isinstance(desired, dict):
         return [Problem("wrong_type", None, None, _("desired must be an object of services"))]
     model = thing_model(device.product)
@@ -148,7 +149,7 @@ def set_desired(*, acting_user: Actor, device: Device, desired: Any, version: in
     ``version``, when given, must be the current one: otherwise 409 ``version_conflict``.
     The device receives the new delta after commit if it is online.
     """
-    problems = _validate_desired(device, desired, allow_null=merge)
+    problems = validate_desired(device, desired, allow_null=merge)
     if problems:
         raise DomainError(problems[0].reason, code="invalid_shadow",
                           extra={"errors": [p.as_dict() for p in problems]})
