@@ -161,7 +161,7 @@ def idle(small: bool) -> dict[str, Any]:
 
 @benchmark("edge-100k")
 def hundred_thousand(small: bool) -> dict[str, Any]:
-    count = 3_000 if small else 100_000
+    count = 1_200 if small else 100_000
     workers = 6
     results: dict[str, Any] = {
         "connections": count,

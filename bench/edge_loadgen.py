@@ -183,6 +183,16 @@ async def run_sub(args: argparse.Namespace) -> None:
         samples.append((time.time(), sum(c.count for c, _ in counters)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
+    # Stopped: what the broker still holds keeps coming; wait until a second passes without
+    # a message (at most 15 s), so that "lost" means lost, not late.
+    loop.remove_reader(sys.stdin.fileno())
+    quiet_since = time.time()
+    last = -1
+    while time.time() - quiet_since < 1.0 and time.time() - samples[-1][0] < 15:
+        total = sum(c.count for c, _ in counters)
+        if total != last:
+            last, quiet_since = total, time.time()
+        await asyncio.sleep(0.1)
     samples.append((time.time(), sum(c.count for c, _ in counters)))
     emit(
         samples=samples,

@@ -130,7 +130,10 @@ class Broker:
 
 @contextmanager
 def mosquitto() -> Iterator[Broker]:
-    """Mosquitto on a free port, anonymous clients allowed, no persistence."""
+    """Mosquitto on a free port with its defaults except: anonymous clients allowed, no
+    persistence, no log, and no limit on QoS 1/2 messages in flight or queued per client
+    (by default it keeps 20 in flight and drops beyond 1000 queued, which would make the QoS 1
+    comparison one of drop policies; the edge drops no QoS 1 message here)."""
     if not os.path.exists(MOSQUITTO):
         raise RuntimeError(f"{MOSQUITTO} is missing (apt-get install mosquitto)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-mosquitto-"))
@@ -139,19 +142,23 @@ def mosquitto() -> Iterator[Broker]:
     config.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
-        "set_tcp_nodelay true\n"
+        "max_inflight_messages 0\n"
+        "max_queued_messages 0\n"
         "persistence false\n"
         "log_dest none\n"
         "user root\n"
     )
-    process = subprocess.Popen(
-        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    errors = (workdir / "stderr").open("wb")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=errors, stderr=errors)
     try:
-        wait_port(port, process)
+        try:
+            wait_port(port, process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"mosquitto: {exc}: {(workdir / 'stderr').read_text()}") from None
         yield Broker("mosquitto", port, process)
     finally:
         stop_process(process)
+        errors.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -196,7 +203,10 @@ def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker
     r = redis.Redis.from_url(full_env["REDIS_URL"])
     broker = Broker("edge", port, process, metrics_port, log_path, {"prefix": prefix, "redis": r})
     try:
-        wait_port(port, process)
+        try:
+            wait_port(port, process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"edge: {exc}:\n{log_path.read_text()[-3000:]}") from None
         deadline = time.monotonic() + 60
         while True:
             try:
