@@ -163,10 +163,8 @@ def mosquitto() -> Iterator[Broker]:
 
 
 def redis_url() -> str:
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        raise RuntimeError("REDIS_URL must name the Redis server the edge uses")
-    return url
+    """The Redis the edge uses: ``REDIS_URL``, else the machine's (as CI sets it)."""
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 @contextmanager
