@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,9 +26,21 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range (32768 to 60999 here): the load generators open tens
+    of thousands of connections, whose local ports could otherwise take a port chosen for a
+    broker before it binds it."""
+    low, _high = (
+        int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    for _ in range(200):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_port(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
