@@ -115,11 +115,13 @@ def placed(edge: Edge, client_id: str) -> str:
     return found[0].decode()
 
 
-def on_each_worker(edge: Edge, clients: list[Client], tag: str) -> dict[str, Client]:
+def on_each_worker(
+    edge: Edge, clients: list[Client], tag: str, protocol: int = mqtt.MQTTv5
+) -> dict[str, Client]:
     """Connect clients until one sits on each of the two workers (the kernel picks)."""
     by_node: dict[str, Client] = {}
     for i in range(40):
-        client = Client(edge, f"{tag}-{i}", mqtt.MQTTv5)
+        client = Client(edge, f"{tag}-{i}", protocol)
         clients.append(client)
         assert client.connect(None, None) == 0
         by_node.setdefault(placed(edge, f"{tag}-{i}"), client)
@@ -143,10 +145,13 @@ def test_workers_report_and_metrics_aggregate(workers: Edge, clients: list[Clien
     assert connections == len(clients)
 
 
-def test_publish_on_one_worker_reaches_the_other(workers: Edge, clients: list[Client]):
-    """Messages cross between workers in both directions, at QoS 0, 1 and 2."""
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_publish_on_one_worker_reaches_the_other(
+    workers: Edge, clients: list[Client], protocol: int
+):
+    """Messages cross between workers in both directions, at QoS 0, 1 and 2 (3.1.1, 5.0)."""
     tag = uuid.uuid4().hex[:6]
-    first, second = on_each_worker(workers, clients, tag).values()
+    first, second = on_each_worker(workers, clients, tag, protocol).values()
     assert first.subscribe(f"{tag}/to-first", 2) == [2]
     assert second.subscribe(f"{tag}/to-second", 2) == [2]
     time.sleep(0.3)  # interest reaches the other worker
