@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from webapp.core.errors import DomainError
 from webapp.products.models import Product
@@ -252,3 +253,40 @@ def check_aggregate(function: str, types: dict[str, str]) -> None:
     if not_numeric:
         raise DomainError(f"{function} needs numeric properties; {not_numeric[0]!r} is not",
                           code="invalid_aggregate")
+
+
+SchemaT = TypeVar("SchemaT")
+
+
+class SchemaCache(TimeSeriesBackend, Generic[SchemaT]):
+    """A backend that keeps each product's schema, as last ensured, in memory.
+
+    `ensure_schema` stores into `_schemas` under `_lock`; a product not seen yet is ensured
+    on first use.
+    """
+
+    _schemas: dict[str, SchemaT]
+    _lock: Any  # threading.Lock or RLock
+
+    def _init_schema_cache(self, lock: Any = None) -> None:
+        self._schemas = {}
+        self._lock = lock if lock is not None else threading.Lock()
+
+    def _schema(self, product_identifier: str) -> SchemaT | None:
+        schema = self._schemas.get(product_identifier)
+        if schema is not None:
+            return schema
+        product = Product.objects.filter(identifier=product_identifier).first()
+        if product is None:
+            return None
+        self.ensure_schema(product)
+        return self._schemas.get(product_identifier)
+
+    def forget(self, product_identifier: str) -> None:
+        """Drop the cached schema (the product's model changed)."""
+        with self._lock:
+            self._schemas.pop(product_identifier, None)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._schemas.clear()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +35,8 @@ from webapp.telemetry.backends.base import (
     NUMERIC_TYPES,
     Fill,
     Point,
+    SchemaCache,
     SeriesQuery,
-    TimeSeriesBackend,
     check_aggregate,
     derived_name,
     fill_buckets,
@@ -124,13 +123,12 @@ class _ProductSchema:
                 if p.code not in RESERVED_COLUMNS}
 
 
-class SQLBackend(TimeSeriesBackend):
+class SQLBackend(SchemaCache[_ProductSchema]):
     name = "sql"
 
     def __init__(self) -> None:
-        self._schemas: dict[str, _ProductSchema] = {}
+        self._init_schema_cache()
         self._partitioned: dict[str, bool] = {}
-        self._lock = threading.Lock()
 
     # schema -----------------------------------------------------------------------------
 
@@ -177,24 +175,9 @@ class SQLBackend(TimeSeriesBackend):
         with self._lock:
             self._schemas[product.identifier] = schema
 
-    def _schema(self, product_identifier: str) -> _ProductSchema | None:
-        schema = self._schemas.get(product_identifier)
-        if schema is not None:
-            return schema
-        product = Product.objects.filter(identifier=product_identifier).first()
-        if product is None:
-            return None
-        self.ensure_schema(product)
-        return self._schemas.get(product_identifier)
-
-    def forget(self, product_identifier: str) -> None:
-        """Drop the cached schema (the product's model changed)."""
-        with self._lock:
-            self._schemas.pop(product_identifier, None)
-
     def forget_all(self) -> None:
+        super().forget_all()
         with self._lock:
-            self._schemas.clear()
             self._partitioned.clear()
 
     # thing model changes ----------------------------------------------------------------

@@ -50,8 +50,8 @@ from webapp.telemetry.backends.base import (
     NO_FILL,
     Fill,
     Point,
+    SchemaCache,
     SeriesQuery,
-    TimeSeriesBackend,
     check_aggregate,
     merge_points,
     plain,
@@ -294,7 +294,7 @@ class _Schema:
                                           if p.code not in RESERVED_COLUMNS}
 
 
-class TDengineBackend(TimeSeriesBackend):
+class TDengineBackend(SchemaCache[_Schema]):
     name = "tdengine"
 
     def __init__(self, url: str, *, opener: Callable[[], tuple[Connection, str]] | None = None,
@@ -303,8 +303,7 @@ class TDengineBackend(TimeSeriesBackend):
         self._conn: Connection | None = None
         self.database = ""
         self.keep_days = keep_days
-        self._schemas: dict[str, _Schema] = {}
-        self._lock = threading.RLock()
+        self._init_schema_cache(threading.RLock())
         self._ready = False
 
     # plumbing ---------------------------------------------------------------------------------
@@ -367,24 +366,6 @@ class TDengineBackend(TimeSeriesBackend):
         self._run(create)
         with self._lock:
             self._schemas[product.identifier] = schema
-
-    def _schema(self, product_identifier: str) -> _Schema | None:
-        schema = self._schemas.get(product_identifier)
-        if schema is not None:
-            return schema
-        product = Product.objects.filter(identifier=product_identifier).first()
-        if product is None:
-            return None
-        self.ensure_schema(product)
-        return self._schemas.get(product_identifier)
-
-    def forget(self, product_identifier: str) -> None:
-        with self._lock:
-            self._schemas.pop(product_identifier, None)
-
-    def forget_all(self) -> None:
-        with self._lock:
-            self._schemas.clear()
 
     # writes -------------------------------------------------------------------------------------
 
