@@ -17,6 +17,7 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
+from .gctune import tune_gc
 from .service import ConfigError, EdgeConfig, EdgeService
 from .workers import (
     WorkerConfigError,
@@ -85,6 +86,7 @@ def main() -> int:
         reactor.addSystemEventTrigger("before", "shutdown", service.stop)
         watch_parent(reactor, os.environ)
 
+    tune_gc()
     reactor.callWhenRunning(start)
     reactor.run()
     return exit_code[0]

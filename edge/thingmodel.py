@@ -11,8 +11,9 @@ import base64
 import binascii
 import json
 import math
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ DATATYPES = ("int", "bigint", "decimal", "string", "bool", "datetime", "json", "
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 DEFAULT_MAX_LENGTH = 255
+FAST_DECIMAL, FAST_INTEGER = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,26 @@ class FieldSpec:
     enum: tuple[Any, ...] | None = None
     required: bool = False
     access: str = "RW"
+    # The fast path of `check` for a plain number (see __post_init__): which kind of number
+    # the datatype is (0: not a number type), and the bounds a value is accepted within.
+    fast: int = field(default=0, init=False, repr=False, compare=False)
+    lo: float = field(default=0.0, init=False, repr=False, compare=False)
+    hi: float = field(default=0.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.datatype == "decimal":
+            bounds: tuple[float, float] = (-sys.float_info.max, sys.float_info.max)
+            kind = FAST_DECIMAL
+        elif self.datatype in ("int", "bigint"):
+            bounds = INT32 if self.datatype == "int" else INT64
+            kind = FAST_INTEGER
+        else:
+            return
+        lo = bounds[0] if self.min is None else max(bounds[0], self.min)
+        hi = bounds[1] if self.max is None else min(bounds[1], self.max)
+        object.__setattr__(self, "fast", kind)
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
 
     @classmethod
     def from_json(cls, code: str, obj: Mapping[str, Any]) -> FieldSpec:
@@ -72,6 +94,9 @@ class FieldSpec:
 
     def check(self, value: Any, service: str | None) -> tuple[Any, Problem | None]:
         """Return ``(normalised value, None)`` or ``(None, problem)``."""
+        accepted = _fast_number(self, value)
+        if accepted is not None:
+            return accepted, None
         try:
             return _CHECKERS[self.datatype](self, value), None
         except _Refused as refused:
@@ -137,7 +162,7 @@ class ThingModel:
         spec = self.services.get(service)
         if spec is None:
             return {}, [Problem("unknown_service", service, None, f"unknown service {service!r}")]
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             return {}, [Problem("wrong_type", service, None, "service data must be a JSON object")]
         return _validate_values(spec.properties, data, service, enforce_required=False)
 
@@ -207,6 +232,18 @@ def _number_or_none(value: Any) -> float | None:
     return float(value)
 
 
+def _fast_number(spec: FieldSpec, value: Any) -> int | float | None:
+    """The accepted value of a plain int or float inside a number type's bounds, or None
+    when the full check must decide (any other value, NaN and infinities included)."""
+    kind = type(value)
+    if spec.fast == FAST_DECIMAL:
+        if (kind is float or kind is int) and spec.lo <= value <= spec.hi:
+            return float(value)
+    elif spec.fast == FAST_INTEGER and kind is int and spec.lo <= value <= spec.hi:
+        return value  # type: ignore[no-any-return]
+    return None
+
+
 def _validate_values(
     fields: Mapping[str, FieldSpec],
     data: Mapping[str, Any],
@@ -218,6 +255,11 @@ def _validate_values(
     problems: list[Problem] = []
     for code, value in data.items():
         field = fields.get(code)
+        if field is not None and field.fast:  # the common case: a number in range
+            number = _fast_number(field, value)
+            if number is not None:
+                accepted[code] = number
+                continue
         if field is None:
             problems.append(
                 Problem(
@@ -281,7 +323,10 @@ def _check_bigint(spec: FieldSpec, value: Any) -> int:
 def _check_decimal(spec: FieldSpec, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _wrong(spec, value, "a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a double
+        raise _wrong(spec, value, "a finite number") from None
     if not math.isfinite(number):
         raise _wrong(spec, value, "a finite number")
     _range(spec, number)

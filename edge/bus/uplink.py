@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from edge import fastjson
 
 from .keys import UPLINK_MAXLEN, Keys
 from .redis import RedisClient
@@ -68,14 +69,14 @@ class Uplink:
             return
         events, self._events = self._events, []
         waiters, self._waiters = self._waiters, []
-        body = json.dumps(events, separators=(",", ":"), ensure_ascii=False, default=str)
+        body = fastjson.dumps(events)
         done: Deferred[None] = Deferred()
         self._writing.add(done)
         self._write(body, len(events), waiters, done, 0)
 
     def _write(
         self,
-        body: str,
+        body: bytes,
         count: int,
         waiters: list[Deferred[None]],
         done: Deferred[None],
@@ -102,7 +103,7 @@ class Uplink:
     def _write_failed(
         self,
         failure: Failure,
-        body: str,
+        body: bytes,
         count: int,
         waiters: list[Deferred[None]],
         done: Deferred[None],

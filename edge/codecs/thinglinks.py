@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from edge import fastjson
 from edge.crypto import constant_time_equal
 from edge.thingmodel import Problem, ThingModel
 
@@ -221,7 +222,7 @@ def unwrap(payload: bytes, keys: Keys | None = None) -> tuple[Any, int | None]:
     decrypted when ``cipherFlag`` is 1 (SM4) or 2 (AES), with the device's ``keys``.
     """
     try:
-        obj = json.loads(payload)
+        obj = fastjson.loads(payload)
     except ValueError as exc:
         raise PayloadError("malformed_json", f"payload is not valid JSON: {exc}") from None
     if not (isinstance(obj, dict) and "dataBody" in obj and isinstance(obj.get("head"), dict)):
@@ -260,7 +261,7 @@ def unwrap(payload: bytes, keys: Keys | None = None) -> tuple[Any, int | None]:
             ) from None
     if isinstance(body, str):
         try:
-            body = json.loads(body)
+            body = fastjson.loads(body)
         except ValueError as exc:
             raise PayloadError("malformed_json", f"dataBody is not valid JSON: {exc}") from None
     return body, mid

@@ -113,3 +113,50 @@ def test_malformed_models_are_refused():
         ThingModel.from_json({"services": {"s": {"properties": {"p": {"datatype": "float"}}}}})
     with pytest.raises(ValueError):
         ThingModel.from_json({"nope": 1})
+
+
+# --- the fast path for plain numbers ---------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edge import thingmodel  # noqa: E402
+
+_BOUNDS = st.one_of(st.none(), st.integers(-(2**40), 2**40), st.floats(-1e12, 1e12))
+_VALUES = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                    st.booleans(), st.text(max_size=3), st.none())
+
+
+def _full_check(spec, value):
+    """What `check` decides without the fast path."""
+    try:
+        return thingmodel._CHECKERS[spec.datatype](spec, value), None
+    except thingmodel._Refused as refused:
+        return None, (refused.code, refused.reason)
+
+
+@given(st.sampled_from(["decimal", "int", "bigint"]), _BOUNDS, _BOUNDS, _VALUES)
+def test_fast_path_decides_as_the_full_check(datatype, low, high, value):
+    """A number the fast path accepts is accepted by the full check with the same value and
+    type; anything else goes to the full check (so refusals keep their reasons)."""
+    spec = thingmodel.FieldSpec.from_json("p", {"datatype": datatype, "min": low, "max": high})
+    fast = thingmodel._fast_number(spec, value)
+    full, problem = _full_check(spec, value)
+    if fast is not None:
+        assert problem is None
+        assert fast == full and type(fast) is type(full)
+    got, got_problem = spec.check(value, "svc")
+    assert got == full and type(got) is type(full)
+    assert (got_problem and (got_problem.code, got_problem.reason)) == (problem or None)
+
+
+def test_fast_path_refuses_what_it_must_not_decide(model):
+    """Booleans, NaN, infinities and integers too wide for a double are not numbers in range;
+    they reach the full check and are refused with its reason (an integer too large for a
+    double used to escape as an OverflowError)."""
+    spec = model.services["env"].properties["temperature"]
+    for value in (True, float("nan"), float("inf"), 10**400):
+        assert thingmodel._fast_number(spec, value) is None
+    values, problems = model.validate_service_data("env", {"temperature": 10**400})
+    assert values == {}
+    assert problems[0].reason.startswith("temperature must be a finite number")

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis
 from django.db import connection, transaction
 
+from edge import fastjson
 from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
 from webapp.devices import actions as device_actions
 from webapp.telemetry import hooks, messagelog
@@ -102,8 +102,8 @@ def decode_entries(entries: Iterable[Entry]) -> tuple[Batch, list[bytes]]:
         if raw is None:
             continue
         try:
-            events = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            events = fastjson.loads(raw)
+        except ValueError:
             log.error("uplink entry %s is not JSON; skipped", entry_id.decode())
             continue
         for position, event in enumerate(events if isinstance(events, list) else [events]):

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from edge.gctune import tune_gc
 from webapp.core.redis import get_redis, keys
 from webapp.devices.registry import republish_all
 from webapp.telemetry.backends import get_backend
@@ -47,5 +48,6 @@ class Command(BaseCommand):
                               count=options["count"], block_ms=options["block_ms"],
                               reclaim_idle_ms=options["reclaim_idle_ms"])
         log.info("ingest worker %s reading %s", options["consumer"], keys().uplink)
+        tune_gc()
         worker.run(stop=lambda: stopping)
         log.info("ingest worker stopped")

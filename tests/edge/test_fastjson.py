@@ -1,0 +1,43 @@
+"""edge.fastjson: orjson's speed with the standard library's behaviour at the edges."""
+
+import json
+
+import pytest
+
+from edge import fastjson
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a":1,"b":[1.5,"x",null,true]}',
+    b'{"big":123456789012345678901234567890}',  # wider than 64 bits: orjson refuses
+    b'{"t":NaN,"u":Infinity}',                   # literals orjson refuses
+    '{"\u00e9":"\u4e2d"}'.encode(),
+])
+def test_loads_accepts_what_the_standard_library_accepts(text):
+    got = fastjson.loads(text)
+    expected = json.loads(text)
+    assert json.dumps(got) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("text", [b"{", b'{"a":}', b"\xff\xfe", b""])
+def test_loads_refuses_with_the_standard_library_message(text):
+    with pytest.raises(ValueError) as got:
+        fastjson.loads(text)
+    with pytest.raises(ValueError) as expected:
+        json.loads(text)
+    assert str(got.value) == str(expected.value)
+
+
+def test_dumps_is_compact_utf8_and_falls_back():
+    assert fastjson.dumps({"a": [1, "\u4e2d"]}) == '{"a":[1,"\u4e2d"]}'.encode()
+    wide = {"n": 2**70, 1: "non-string key"}
+    assert json.loads(fastjson.dumps(wide)) == {"n": 2**70, "1": "non-string key"}
+    assert fastjson.dumps({"when": object}) == json.dumps(
+        {"when": str(object)}, separators=(",", ":")).encode()
+
+
+def test_integers_wider_than_64_bits_keep_every_digit():
+    """orjson alone reads them as floats; the value must be the integer the device sent."""
+    for value in (2**64, -(2**63) - 1, 10**30):
+        assert fastjson.loads(f'{{"n":{value}}}'.encode()) == {"n": value}
+        assert type(fastjson.loads(f"[{value}]")[0]) is int
