@@ -10,20 +10,25 @@ the error messages of what is not stay exactly the standard library's.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-# -(2**63) - 1 has 19 digits: a shorter run of digits is an integer orjson reads exactly.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+# -(2**63) - 1 has 19 digits: a shorter run of digits is an integer orjson reads exactly. The
+# run is found by mapping every digit to "9" and searching for 19 of them, which costs a
+# fraction of orjson's own parse (a regular expression cost several times more).
+_DIGITS_TO_NINES = bytes.maketrans(b"0123456789", b"9999999999")
+_LONG_RUN = b"9" * 19
+
+
+def _has_long_digit_run(data: bytes | str) -> bool:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    return raw.translate(_DIGITS_TO_NINES).find(_LONG_RUN) >= 0
 
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON; raises ``ValueError`` (with the standard library's message) when invalid."""
-    pattern = _LONG_DIGITS if isinstance(data, bytes) else _LONG_DIGITS_TEXT
-    if pattern.search(data) is None:  # type: ignore[arg-type]
+    if not _has_long_digit_run(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -33,7 +38,14 @@ def loads(data: bytes | str) -> Any:
 
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON; values JSON can't hold are written as their ``str()``."""
+    return dumps_checked(obj)[0]
+
+
+def dumps_checked(obj: Any) -> tuple[bytes, bool]:
+    """:func:`dumps`, and whether orjson wrote it: then ``orjson.loads`` reads it back exactly
+    (every integer within 64 bits), without :func:`loads`'s scan for long digit runs."""
     try:
-        return orjson.dumps(obj, default=str)
+        return orjson.dumps(obj, default=str), True
     except TypeError:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+        return text.encode(), False

@@ -69,25 +69,27 @@ class Uplink:
             return
         events, self._events = self._events, []
         waiters, self._waiters = self._waiters, []
-        body = fastjson.dumps(events)
+        body, exact = fastjson.dumps_checked(events)
+        # `o`: written by orjson, so the ingest worker may read it with orjson (docs/bus.md).
+        fields = ("b", body, "o", "1") if exact else ("b", body)
         done: Deferred[None] = Deferred()
         self._writing.add(done)
-        self._write(body, len(events), waiters, done, 0)
+        self._write(fields, len(events), waiters, done, 0)
 
     def _write(
         self,
-        body: bytes,
+        fields: tuple[str | bytes, ...],
         count: int,
         waiters: list[Deferred[None]],
         done: Deferred[None],
         attempt: int,
     ) -> None:
-        d = self.redis.execute("XADD", self.key, "MAXLEN", "~", self.maxlen, "*", "b", body)
+        d = self.redis.execute("XADD", self.key, "MAXLEN", "~", self.maxlen, "*", *fields)
         d.addCallbacks(
             self._written,
             self._write_failed,
             callbackArgs=(count, waiters, done),
-            errbackArgs=(body, count, waiters, done, attempt),
+            errbackArgs=(fields, count, waiters, done, attempt),
         )
 
     def _written(
@@ -103,7 +105,7 @@ class Uplink:
     def _write_failed(
         self,
         failure: Failure,
-        body: bytes,
+        fields: tuple[str | bytes, ...],
         count: int,
         waiters: list[Deferred[None]],
         done: Deferred[None],
@@ -112,7 +114,7 @@ class Uplink:
         if attempt < self.retries:
             log.warn("uplink XADD failed ({error}); retrying", error=failure.getErrorMessage())
             self.clock.callLater(
-                self.retry_delay, self._write, body, count, waiters, done, attempt + 1
+                self.retry_delay, self._write, fields, count, waiters, done, attempt + 1
             )
             return
         self.failures += 1

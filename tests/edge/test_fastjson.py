@@ -41,3 +41,42 @@ def test_integers_wider_than_64_bits_keep_every_digit():
     for value in (2**64, -(2**63) - 1, 10**30):
         assert fastjson.loads(f'{{"n":{value}}}'.encode()) == {"n": value}
         assert type(fastjson.loads(f"[{value}]")[0]) is int
+
+
+class _RecordingRedis:
+    def __init__(self):
+        self.commands = []
+
+    def execute(self, *args):
+        from twisted.internet.defer import succeed
+
+        self.commands.append(args)
+        return succeed(b"1-0")
+
+
+@pytest.mark.parametrize(("value", "flagged"), [(21.5, True), (2**70, False)])
+def test_uplink_entries_say_whether_orjson_may_read_them(value, flagged):
+    """The edge marks an entry `o`=1 when orjson wrote it; an entry with a wider integer is
+    written by the standard library, unmarked, and the ingest worker parses it exactly."""
+    from twisted.internet.task import Clock
+
+    from edge.bus.keys import Keys
+    from edge.bus.uplink import Uplink
+    from webapp.telemetry.ingest import decode_entries
+
+    redis = _RecordingRedis()
+    uplink = Uplink(redis, Keys("t:"), Clock())
+    event = {"t": "data", "dev": "d1", "prod": "p", "svc": "env", "ts": 5, "et": None,
+             "v": {"x": value}, "mid": None}
+    uplink.emit(event)
+    uplink.flush()
+    (command,) = redis.commands
+    fields = command[command.index("*") + 1:]
+    assert ("o" in fields) is flagged
+    entry = (b"1-0", {k.encode() if isinstance(k, str) else k:
+                      v.encode() if isinstance(v, str) else v
+                      for k, v in zip(fields[::2], fields[1::2])})
+    batch, ids = decode_entries([entry])
+    assert ids == [b"1-0"]
+    assert batch.points[0].values == {"x": value}
+    assert type(batch.points[0].values["x"]) is type(value)
