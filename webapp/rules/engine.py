@@ -15,16 +15,17 @@ the one open alarm of a (rule, device) instead of adding one.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from edge import fastjson
 from webapp.core.redis import get_redis, keys
 from webapp.rules.choices import FireMode, TriggerType
 from webapp.rules.compiler import CompiledRule, compile_model
@@ -392,7 +393,7 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
 
 
 def _decode_latest(raw: bytes | None) -> dict[str, Any] | None:
-    return {p: e.get("value") for p, e in json.loads(raw).items()} if raw else None
+    return {p: e.get("value") for p, e in fastjson.loads(raw).items()} if raw else None
 
 
 # One server-side loop for a batch's counters instead of one HINCRBY per counter.
@@ -461,7 +462,7 @@ class Run:
             return
         for (kind, device, names), reply in zip(reads, pipe.execute()):
             if kind == "state":
-                self.states[device] = {f.decode(): json.loads(v) for f, v in reply.items()}
+                self.states[device] = {f.decode(): fastjson.loads(v) for f, v in reply.items()}
             elif kind == "all":
                 self.latest[device] = {s.decode(): _decode_latest(v) or {}
                                        for s, v in reply.items()}
@@ -522,7 +523,7 @@ class Run:
                 pipe.delete(rk.state(device))
                 pipe.srem(rk.stateful, device)
                 continue
-            mapping = {n: json.dumps(state[n], separators=(",", ":")) for n in names
+            mapping = {n: fastjson.dumps(state[n]) for n in names
                        if n in state}
             removed = [n for n in names if n not in state]
             if mapping:
@@ -541,8 +542,7 @@ class Run:
             # Firings are queued in Redis with the state, in the same round trip; a Celery
             # task is sent only when none is already waiting to run them (publishing a
             # Celery message costs milliseconds, more than a whole batch of evaluations).
-            pipe.rpush(rk.firings, *[json.dumps(f, separators=(",", ":"), default=str)
-                                     for f in outcome.firings])
+            pipe.rpush(rk.firings, *[fastjson.dumps(f) for f in outcome.firings])
             pipe.set(rk.drain_pending, "1", nx=True, ex=DRAIN_PENDING_TTL_S)
         replies = pipe.execute() if len(pipe) else []
         if outcome.firings and replies[-1]:
@@ -573,50 +573,54 @@ def evaluate(items: list[Item]) -> Outcome:
     return run.store()
 
 
+_BY_TS = attrgetter("ts")
+
+
 def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
     """Property reports: the hot path. A point whose values hold for no threshold of its
     bucket (the usual case), on a device with nothing in progress, only moves the replay
-    guard; the others are decided in full, in time order."""
-    work: list[tuple[Any, Bucket]] = []
-    streams: set[tuple[str, str]] = set()
-    for point in points:
-        product = index.products.get(point.product)
-        if product is None:
-            continue
-        bucket = product.property.get(point.service)
-        if bucket is None:
-            continue
-        work.append((point, bucket))
-        streams.add((point.device, bucket.guard))
-    if not work:
+    guard; the others are decided in full, in time order.
+
+    One pass over the points in time order, with everything it needs in locals (the replay
+    guards were read for the batch's streams before it)."""
+    buckets: dict[tuple[str, str], Bucket | None] = {}
+    for product_id, service in {(p.product, p.service) for p in points}:
+        product = index.products.get(product_id)
+        buckets[(product_id, service)] = product.property.get(service) if product else None
+    streams = {(p.device, bucket.guard) for p in points
+               if (bucket := buckets[(p.product, p.service)]) is not None}
+    if not streams:
         return Outcome()
     run = Run.start(streams)
-    work.sort(key=lambda w: w[0].ts)
-    # First pass: drop replays, find the points to decide (a threshold crossed, a rule
-    # evaluated one by one, or a device with rule state).
-    evaluated = run.evaluated
+    guards, newest = run.guards, run.newest
     stateful = run.stateful
+    counts: dict[Any, int] = run.evaluated
+    replays: dict[Bucket, list[Any]] = defaultdict(list)
     todo: list[tuple[Any, Bucket, bool]] = []
     needed: dict[str, set[str]] = {}
-    for point, bucket in work:
-        device = point.device
-        if run.replayed(device, bucket.guard, point.ts):
-            for rule in bucket.rules:
-                if rule.accepts(point):
-                    run.outcome.stats[rule.id]["replayed"] += 1
+    for point in sorted(points, key=_BY_TS):
+        bucket = buckets[(point.product, point.service)]
+        if bucket is None:
             continue
+        device, ts = point.device, point.ts
+        key = (device, bucket.guard)
+        if ts <= guards.get(key, 0):  # at or before an earlier batch's newest: a replay
+            replays[bucket].append(point)
+            continue
+        if ts > newest.get(key, 0):
+            newest[key] = ts
         values = point.values
-        cold = True
+        cold = not bucket.general
         for prop, gt, ge, lt, le, counter in bucket.cold_ranges:
             value = values.get(prop, _MISSING)
             if value is _MISSING:
                 continue
-            evaluated[counter] += 1
-            if type(value) not in (int, float) or not (le < value < ge and lt <= value <= gt):
+            counts[counter] = counts.get(counter, 0) + 1
+            if cold and (type(value) not in (int, float) or
+                         not (le < value < ge and lt <= value <= gt)):
                 cold = False
-        cold = cold and not bucket.general
         # A quiet point is skipped unless its device has state, from before or from a
-        # point decided earlier in this batch (a firing there may need clearing here).
+        # point to decide in this batch (a firing there may need clearing here).
         if cold and device not in stateful and device not in needed:
             continue
         todo.append((point, bucket, cold))
@@ -625,24 +629,42 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
             needed[device] = set(bucket.latest_services)
         elif bucket.latest_services:
             services.update(bucket.latest_services)
+    for bucket, replayed in replays.items():
+        _count_replays(bucket, replayed, run.outcome)
     if todo:
         run.load(needed)
     active: dict[tuple[str, int], bool] = {}  # (device, bucket) has something in progress
     for point, bucket, cold in todo:
         device = point.device
-        key = (device, id(bucket))
+        key2 = (device, id(bucket))
         if cold:
-            in_progress = active.get(key)
+            in_progress = active.get(key2)
             if in_progress is None:
-                in_progress = active[key] = _in_progress(run.states[device], bucket)
+                in_progress = active[key2] = _in_progress(run.states[device], bucket)
             if not in_progress:
                 continue
         run.decide_items([Item(Message(kind=TriggerType.PROPERTY, device=device,
                                        product=point.product, service=point.service,
                                        ts=point.ts, values=point.values), bucket,
                                bucket.guard)])
-        active[key] = _in_progress(run.states[device], bucket)
+        active[key2] = _in_progress(run.states[device], bucket)
     return run.store()
+
+
+def _count_replays(bucket: Bucket, points: list[Any], outcome: Outcome) -> None:
+    """Count redelivered points as `replayed` for every rule that would have seen them: per
+    property present, not per rule and point (a redelivered batch must not cost more than
+    a new one)."""
+    present: Counter[str] = Counter()
+    for point in points:
+        present.update(point.values.keys())  # the names, not a mapping of counts
+    for rule in bucket.rules:
+        if rule.devices is None:
+            n = present[rule.property] if rule.property else len(points)
+        else:
+            n = sum(1 for point in points if rule.accepts(point))
+        if n:
+            outcome.stats[rule.id]["replayed"] += n
 
 
 def _in_progress(state: dict[str, Any], bucket: Bucket) -> bool:
