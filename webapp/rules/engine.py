@@ -405,6 +405,14 @@ return #KEYS
 """
 
 
+class StaleIndex(Exception):
+    """The rules changed since the index in hand was compiled."""
+
+    def __init__(self, version: bytes) -> None:
+        super().__init__("the rule index is stale")
+        self.version = version
+
+
 @dataclass
 class Run:
     """The working set of one evaluation: the replay guards and the rule state of the
@@ -425,15 +433,24 @@ class Run:
     general_evaluated: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, streams: set[tuple[str, str]]) -> Run:
-        """Read the guards of the (device, guard) streams and which devices have state."""
+    def start(cls, streams: set[tuple[str, str]], index: RuleIndex | None = None) -> Run:
+        """Read the guards of the (device, guard) streams and which devices have state.
+
+        With `index`, the rules' version is read in the same round trip: `StaleIndex` is
+        raised when the rules changed since the index was compiled (the caller recompiles and
+        starts again), so that checking for changes costs no round trip of its own."""
         rk = rule_keys()
         pairs = sorted(streams)
         devices = sorted({device for device, _ in pairs})
         pipe = get_redis().pipeline(transaction=False)
         pipe.hmget(rk.guards, [f"{d}|{g}" for d, g in pairs])
         pipe.smismember(rk.stateful, devices)
-        guards_raw, member = pipe.execute()
+        if index is not None:
+            pipe.get(rk.version)
+        replies = pipe.execute()
+        if index is not None and (replies[2] or b"0") != index.version:
+            raise StaleIndex(replies[2] or b"0")
+        guards_raw, member = replies[0], replies[1]
         guards = {pair: int(raw) for pair, raw in zip(pairs, guards_raw) if raw}
         return cls(guards, {d for d, yes in zip(devices, member) if yes})
 
@@ -589,9 +606,12 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
         buckets[(product_id, service)] = product.property.get(service) if product else None
     streams = {(p.device, bucket.guard) for p in points
                if (bucket := buckets[(p.product, p.service)]) is not None}
-    if not streams:
+    if not streams:  # no rule for these points, unless the rules changed: ask
+        version = get_redis().get(rule_keys().version) or b"0"
+        if version != index.version:
+            raise StaleIndex(version)
         return Outcome()
-    run = Run.start(streams)
+    run = Run.start(streams, index)
     guards, newest = run.guards, run.newest
     stateful = run.stateful
     counts: dict[Any, int] = run.evaluated
@@ -694,11 +714,22 @@ def on_batch(batch: Batch) -> None:
     """Evaluate property and online/offline rules on a stored batch."""
     if not batch.points and not batch.statuses:
         return
-    index = _index()
-    if not index.products:
-        return
+    index = _indexes.get(keys().prefix)
+    if index is None or not index.products or not batch.points:
+        # Nothing compiled, or no rules (one may have been created), or nothing whose
+        # evaluation reads the version anyway: read it now.
+        index = _index()
+        if not index.products:
+            return
     if batch.points:
-        evaluate_points(index, batch.points)
+        for _attempt in range(5):
+            try:
+                evaluate_points(index, batch.points)
+                break
+            except StaleIndex as stale:  # rules changed: compile them and start again
+                index = current_index(stale.version)
+        else:
+            raise RuntimeError("the rules kept changing while a batch was evaluated")
     if batch.statuses and index.status_rules:
         evaluate(_status_items(index, batch.statuses))
 
