@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from config.env import BASE_DIR, env, env_bool, env_list, load_dotenv, redis_url_for_celery
 from edge.crypto import DEV_SECRET_KEY
+from webapp.core.spreadsheet import FORMATS as SPREADSHEET_FORMATS
 
 load_dotenv()
 
@@ -235,6 +236,10 @@ LOGGING = {
 }
 
 LOGIN_URL = "/admin/login/"
+
+# Admin import/export (django-import-export): spreadsheet cells are escaped against formula
+# injection on export and unescaped on import (webapp/core/spreadsheet.py).
+IMPORT_EXPORT_FORMATS = SPREADSHEET_FORMATS
 
 # Outgoing email (password reset links, email notifications); printed to the console unless
 # an SMTP server is configured.

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 from edge.crypto import constant_time_equal
+from edge.mqtt.errors import Reason
+
+if TYPE_CHECKING:
+    from edge.bus.registry import DeviceRecord, ProductRecord
 
 SIGNED_PREFIX = b"hmac-sha256:"
 SIGNED_PASSWORD_WINDOW = 300.0
@@ -47,3 +52,22 @@ def password_matches(identifier: str, secret: str, password: bytes, now: float) 
             sign_password(identifier, secret, ts_ms), f"hmac-sha256:{ts_text}:{signature}"
         )
     return constant_time_equal(password, secret.encode())
+
+
+def refusal(device: DeviceRecord, product: ProductRecord | None) -> tuple[int, str, str] | None:
+    """Why a known device may not be connected whatever its credentials, or None.
+
+    Returns the CONNACK reason, a short word (the ``reason`` of the ``status`` offline event
+    when a connected device is disconnected for it) and the text for the log and the
+    client: a locked device (0x8A Banned), a device of a disabled product (0x87 Not
+    authorized; MQTT 3.1.1 0x05).
+    """
+    if device.status == "locked":
+        return Reason.BANNED, "locked", f"device {device.identifier} is locked"
+    if product is not None and product.disabled:
+        return (
+            Reason.NOT_AUTHORIZED,
+            "product_disabled",
+            f"device {device.identifier}: product {product.identifier} is disabled",
+        )
+    return None

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from edge.codecs import thinglinks as tl
 
 from .acl import AclRule, bind, decide, ordered, parse_rules
-from .auth import password_matches
+from .auth import password_matches, refusal
 from .bus.keys import Keys
 from .bus.redis import RedisClient
 from .bus.registry import AppRecord, DeviceRecord, ProductRecord, Registry
@@ -238,8 +238,9 @@ class EdgeHooks(BrokerHooks):
             if self.allow_anonymous:
                 return AuthResult(acl=self._acl(OPEN_ACL), detail="anonymous")
             return AuthResult(Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"unknown device {username}")
-        if record.status == "locked":
-            return AuthResult(Reason.BANNED, detail=f"device {username} is locked")
+        refused = refusal(record, product)
+        if refused is not None:
+            return AuthResult(refused[0], detail=refused[2])
         if certificate is not None and _certificate_matches(record, certificate):
             return AuthResult(
                 identity=record.identifier,
@@ -291,6 +292,8 @@ class EdgeHooks(BrokerHooks):
                 Reason.BAD_USER_NAME_OR_PASSWORD,
                 detail=f"product {product_id} does not allow dynamic registration",
             )
+        if product.disabled:
+            return AuthResult(Reason.NOT_AUTHORIZED, detail=f"product {product_id} is disabled")
         if not tl.valid_identifier(device_id):
             detail = f"invalid device identifier {device_id!r}"
             return AuthResult(Reason.CLIENT_IDENTIFIER_NOT_VALID, detail=detail)
@@ -315,7 +318,8 @@ class EdgeHooks(BrokerHooks):
 
     def registry_changed(self, kind: str, identifier: str) -> None:
         """A device or product changed in webapp: connected devices it concerns get their new
-        ACL, and a device that was locked or deleted is disconnected (0x98)."""
+        ACL, and a device that was locked or deleted, or whose product was disabled, is
+        disconnected (0x98)."""
         broker = self.broker
         if broker is None:
             return
@@ -335,16 +339,25 @@ class EdgeHooks(BrokerHooks):
         identity = connection.identity
         assert identity is not None
 
+        def kick(why: str, text: str) -> None:
+            log.info("{device} disconnected: {text}", device=identity, text=text)
+            connection.close(Reason.ADMINISTRATIVE_ACTION, why, text)
+            if self.broker is not None:
+                self.broker.flush()
+
+        def settle(record: DeviceRecord, product: ProductRecord | None) -> None:
+            refused = refusal(record, product)
+            if refused is not None:
+                kick(refused[1], refused[2])
+            else:
+                self._set_acl(connection, record, product)
+
         def with_product(record: DeviceRecord | None) -> Any:
-            if record is None or record.status == "locked":
-                why = "deleted" if record is None else "locked"
-                log.info("{device} is {why}: disconnected", device=identity, why=why)
-                connection.close(Reason.ADMINISTRATIVE_ACTION, why, f"device {why}")
-                if self.broker is not None:
-                    self.broker.flush()
+            if record is None:
+                kick("deleted", f"device {identity} is deleted")
                 return None
             product = self.registry.product(record.product) if record.product else None
-            return then(product, lambda prod: self._set_acl(connection, record, prod))
+            return then(product, lambda prod: settle(record, prod))
 
         d = then(self.registry.device(identity), with_product)
         if isinstance(d, Deferred):

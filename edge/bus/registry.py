@@ -47,6 +47,11 @@ class ProductRecord:
     model_error: str | None
     secret: str | None = None  # dynamic registration (decrypted); None: registration off
     acl: tuple[AclRule, ...] = ()
+    status: str = "enabled"  # "disabled": its devices are refused and disconnected
+
+    @property
+    def disabled(self) -> bool:
+        return self.status == "disabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,7 @@ def parse_product(
         error,
         _decrypted(fields, "secret", f"product {identifier}", secret_key),
         parse_rules(fields.get(b"acl")),
+        _text(fields, "status") or "enabled",
     )
 
 

@@ -14,6 +14,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
+from webapp.core.spreadsheet import escape_cell
+
 MAX_ROWS = 50_000
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -25,9 +27,7 @@ CONTENT_TYPES = {
 def _cell(value: Any) -> Any:
     if isinstance(value, dict | list):
         value = json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # a spreadsheet must not run a cell as a formula
-    return value
+    return escape_cell(value)  # a spreadsheet must not run a cell as a formula
 
 
 class ExportMixin:

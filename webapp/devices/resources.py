@@ -1,8 +1,12 @@
 """Bulk import and export of devices (django-import-export), shared by the admin and the API.
 
 One import is one transaction: any invalid row rolls the whole file back and every row's
-errors are reported. New devices get a generated secret (or the file's ``secret`` column);
-the plain secrets are kept only for a one-time download (:mod:`webapp.devices.secrets_once`).
+errors are reported. The importer's data scope (`webapp.core.scope`) holds as in the API: a row
+may only update a device the importer reaches, and give it a product, gateway, department or
+device group the importer reaches (else a per-row error on that column); a new device
+without a department gets the importer's own, as a device created through the API does.
+New devices get a generated secret (or the file's ``secret`` column); the plain secrets are
+kept only for a one-time download (:mod:`webapp.devices.secrets_once`).
 Built for 10,000-row files: existing devices, products, gateways and groups are loaded once,
 devices are written with ``bulk_create`` / ``bulk_update``, shadows and group memberships in
 bulk, and the registry is published in one Redis pipeline after commit.
@@ -11,6 +15,7 @@ bulk, and the registry is published in one Redis pipeline after commit.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -20,6 +25,7 @@ from import_export import fields, resources, widgets
 from import_export.instance_loaders import CachedInstanceLoader
 
 from edge.crypto import encrypt_secret, generate_secret
+from webapp.core import scope
 from webapp.core.types import recorded_user
 from webapp.devices import registry
 from webapp.devices.choices import DeviceStatus, NodeType
@@ -72,6 +78,35 @@ class JSONWidget(widgets.Widget):
         return json.dumps(value or {}, ensure_ascii=False, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What a scoped importer reaches among the records a file names, loaded once per file
+    (the rule of `scope.can_assign` and of the API's related fields, without a query per
+    row): primary keys of devices, products and gateways, department ids (their own
+    included), the names of existing device groups they do not reach and which of the file's
+    devices are already in those groups (identifier, group name)."""
+
+    devices: frozenset[int]
+    products: frozenset[int]
+    gateways: frozenset[int]
+    departments: frozenset[int]
+    foreign_groups: frozenset[str]
+    foreign_members: frozenset[tuple[str, str]]
+
+
+def split_groups(value: Any) -> list[str]:
+    return [g.strip() for g in str(value or "").split(GROUP_SEPARATOR) if g.strip()]
+
+
+def spreadsheet_safe_secret() -> str:
+    """A generated secret that a spreadsheet opening the secrets file shows as it is (not
+    starting with '-', which would make it a formula)."""
+    while True:
+        secret = generate_secret()
+        if not secret.startswith("-"):
+            return secret
+
+
 class DeviceResource(resources.ModelResource):
     identifier = fields.Field(attribute="identifier", column_name="identifier",
                               widget=widgets.CharWidget())
@@ -120,6 +155,8 @@ class DeviceResource(resources.ModelResource):
         self.new_identifiers: list[str] = []
         self.memberships: dict[str, list[str]] = {}
         self.seen: set[str] = set()
+        self.reach: Reach | None = None  # None: the platform or an all-data user
+        self.may_change = True
 
     # lookups loaded once ---------------------------------------------------------------
 
@@ -144,6 +181,38 @@ class DeviceResource(resources.ModelResource):
         self.fields["department"].widget.table = {
             str(d.pk): d for d in Department.objects.filter(
                 pk__in=[v for v in column("department") if v.isdigit()])}
+        self.reach = self._load_reach(column)
+        # Importing needs the permission to add devices; a row that updates one, to change.
+        self.may_change = self.user is None or self.user.has_perm("devices.change_device")
+
+    def _load_reach(self, column: Any) -> Reach | None:
+        user = self.user
+        if user is None or scope.user_scope(user).everything:
+            return None
+
+        def reached(queryset: Any) -> frozenset[int]:
+            return frozenset(scope.restrict(queryset, user).values_list("pk", flat=True))
+
+        departments = set(scope.department_queryset(user).filter(
+            pk__in=[int(v) for v in column("department") if v.isdigit()]).values_list(
+            "pk", flat=True))
+        own = getattr(user, "department_id", None)
+        if own is not None:
+            departments.add(own)
+        names = {n for value in column("groups") for n in split_groups(value)}
+        groups = DeviceGroup.objects.filter(name__in=names)
+        foreign = (set(groups.values_list("name", flat=True))
+                   - set(scope.restrict(groups, user).values_list("name", flat=True)))
+        members = Device.groups.through.objects.filter(
+            devicegroup__name__in=foreign, device__identifier__in=column("identifier"))
+        return Reach(
+            devices=reached(Device.objects.filter(identifier__in=column("identifier"))),
+            products=reached(Product.objects.filter(identifier__in=column("product"))),
+            gateways=reached(Device.objects.filter(identifier__in=column("gateway"))),
+            departments=frozenset(departments),
+            foreign_groups=frozenset(foreign),
+            foreign_members=frozenset(members.values_list("device__identifier",
+                                                          "devicegroup__name")))
 
     def get_queryset(self) -> Any:
         return Device.objects.select_related("product")
@@ -153,10 +222,23 @@ class DeviceResource(resources.ModelResource):
     def import_instance(self, instance: Device, row: Any, **kwargs: Any) -> None:
         errors: dict[str, Any] = {}
         original_product = instance.product_id
+        original_gateway = instance.gateway_id
+        original_department = instance.department_id
         try:
             super().import_instance(instance, row, **kwargs)
         except ValidationError as exc:
             errors = exc.update_error_dict(errors)
+        if "department" not in errors and row.get("department") in (None, ""):
+            # No department: a new device gets the importer's, an existing one keeps its own.
+            instance.department_id = (original_department if instance.pk is not None
+                                      else getattr(self.user, "department_id", None))
+        if self.reach is not None:
+            self._check_reach(instance, row, errors, original_product, original_gateway,
+                              original_department)
+        if instance.pk is not None and not self.may_change:
+            errors.setdefault("identifier", []).append(_(
+                "device {identifier!r} exists and you may not change devices").format(
+                identifier=instance.identifier))
         identifier = str(row.get("identifier") or "").strip()
         if identifier in self.seen:
             errors["identifier"] = [_("{identifier} appears twice in the file").format(
@@ -171,11 +253,37 @@ class DeviceResource(resources.ModelResource):
         if instance.pk is not None and instance.product_id != original_product:
             errors["product"] = [_("a device cannot move to another product")]
         if "groups" in row:
-            self.memberships[identifier] = [
-                g.strip() for g in str(row.get("groups") or "").split(GROUP_SEPARATOR)
-                if g.strip()]
+            self.memberships[identifier] = split_groups(row.get("groups"))
         if errors:
             raise ValidationError(errors)
+
+    def _check_reach(self, instance: Device, row: Any, errors: dict[str, Any],
+                     product: int | None, gateway: int | None, department: int | None) -> None:
+        """Per-row errors for what the importer may not touch or assign. A value the row
+        leaves as it was (an exported file imported back) is not an assignment."""
+        reach = self.reach
+        assert reach is not None
+        outside = _("{what} {value!r} is outside your data scope")
+        if instance.pk is not None and instance.pk not in reach.devices:
+            errors.setdefault("identifier", []).append(outside.format(
+                what=_("device"), value=instance.identifier))
+        if (instance.product_id is not None and instance.product_id != product
+                and instance.product_id not in reach.products and "product" not in errors):
+            errors["product"] = [outside.format(what=_("product"),
+                                                value=instance.product.identifier)]
+        if (instance.gateway_id is not None and instance.gateway_id != gateway
+                and instance.gateway_id not in reach.gateways and instance.gateway is not None):
+            errors.setdefault("gateway", []).append(outside.format(
+                what=_("gateway"), value=instance.gateway.identifier))
+        if (instance.department_id is not None and instance.department_id != department
+                and instance.department_id not in reach.departments):
+            errors.setdefault("department", []).append(outside.format(
+                what=_("department"), value=str(instance.department_id)))
+        foreign = [n for n in split_groups(row.get("groups")) if n in reach.foreign_groups
+                   and (instance.identifier, n) not in reach.foreign_members]
+        if "groups" in row and foreign:
+            errors.setdefault("groups", []).extend(
+                outside.format(what=_("device group"), value=name) for name in foreign)
 
     def validate_instance(self, instance: Device, import_validation_errors: Any = None,
                           validate_unique: bool = True) -> None:
@@ -201,7 +309,7 @@ class DeviceResource(resources.ModelResource):
                               NodeType.GATEWAY if instance.product.product_type == "gateway"
                               else NodeType.DIRECT)
         if instance.pk is None:
-            plain = str(row.get("secret") or "").strip() or generate_secret()
+            plain = str(row.get("secret") or "").strip() or spreadsheet_safe_secret()
             instance.secret_encrypted = encrypt_secret(plain)
             instance.created_by = recorded_user(self.user)
             if not instance.status:
@@ -234,14 +342,22 @@ class DeviceResource(resources.ModelResource):
             return
         names = {n for group in self.memberships.values() for n in group}
         groups = {g.name: g for g in DeviceGroup.objects.filter(name__in=names)}
-        missing = [DeviceGroup(name=n) for n in sorted(names - set(groups))]
+        # A group the file creates belongs to the importer's department, as through the API.
+        department = getattr(self.user, "department_id", None)
+        missing = [DeviceGroup(name=n, department_id=department)
+                   for n in sorted(names - set(groups))]
         DeviceGroup.objects.bulk_create(missing)
         groups.update({g.name: g for g in DeviceGroup.objects.filter(
             name__in=[g.name for g in missing])})
         devices = dict(Device.objects.filter(identifier__in=list(self.memberships))
                        .values_list("identifier", "pk"))
         through = Device.groups.through
-        through.objects.filter(device_id__in=list(devices.values())).delete()
+        replaced = through.objects.filter(device_id__in=list(devices.values()))
+        if self.reach is not None:
+            # Memberships in groups the importer does not reach are not theirs to remove.
+            replaced = replaced.filter(devicegroup_id__in=scope.restrict(
+                DeviceGroup.objects.all(), self.user).values("pk"))
+        replaced.delete()
         through.objects.bulk_create(
             [through(device_id=devices[identifier], devicegroup_id=groups[name].pk)
              for identifier, names_of in self.memberships.items() if identifier in devices

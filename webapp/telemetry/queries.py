@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from webapp.core.errors import DomainError
 from webapp.core.redis import get_redis, keys
+from webapp.core.spreadsheet import escape_cell
 from webapp.devices.models import Device
 from webapp.products.models import Product
 from webapp.telemetry.backends import Fill, SeriesQuery, get_backend
@@ -193,7 +194,6 @@ def export_csv(devices: Sequence[Device], params: dict[str, Any]) -> Iterator[st
 def _csv_value(value: Any) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        # A device's text must not become a formula in the spreadsheet that opens the file.
-        return "'" + value
-    return "" if value is None else value
+    # A device's text must not become a formula in the spreadsheet that opens the file;
+    # numbers stay numbers (a negative temperature is written -3.5).
+    return "" if value is None else escape_cell(value)

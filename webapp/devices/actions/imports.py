@@ -9,6 +9,7 @@ from typing import Any
 import tablib
 from django.utils.translation import gettext as _
 
+from webapp.core import spreadsheet
 from webapp.core.errors import DomainError
 from webapp.core.types import Actor, recorded_user
 from webapp.devices import secrets_once
@@ -36,13 +37,15 @@ class ImportOutcome:
 
 
 def read_dataset(content: bytes, file_format: str) -> tablib.Dataset:
-    """A tablib dataset from an uploaded CSV (UTF-8, with or without BOM) or XLSX file."""
+    """A tablib dataset from an uploaded CSV (UTF-8, with or without BOM) or XLSX file, with
+    the formula-injection escaping of an export removed (`webapp.core.spreadsheet`)."""
     if file_format not in FORMATS:
         raise DomainError(_("the file format is csv or xlsx"), code="invalid_format")
     try:
         if file_format == "csv":
-            return tablib.Dataset().load(content.decode("utf-8-sig"), format="csv")
-        return tablib.Dataset().load(io.BytesIO(content), format="xlsx")
+            dataset = tablib.Dataset().load(content.decode("utf-8-sig"), format="csv")
+        else:
+            dataset = tablib.Dataset().load(io.BytesIO(content), format="xlsx")
     except (UnicodeDecodeError, ValueError, KeyError, tablib.InvalidDimensions,
             tablib.UnsupportedFormat) as exc:
         raise DomainError(_("the file cannot be read as {format}: {error}").format(
@@ -50,6 +53,8 @@ def read_dataset(content: bytes, file_format: str) -> tablib.Dataset:
     except Exception as exc:  # openpyxl raises many kinds for a corrupt workbook
         raise DomainError(_("the file cannot be read as {format}: {error}").format(
             format=file_format, error=exc.__class__.__name__), code="invalid_file") from None
+    # The quote the export put before text such as "=…" is not part of the value.
+    return spreadsheet.unescape_dataset(dataset)
 
 
 def _row_errors(result: Any, dataset: tablib.Dataset) -> list[dict[str, Any]]:
@@ -103,8 +108,9 @@ def import_devices(*, acting_user: Actor, dataset: tablib.Dataset, dry_run: bool
 
 
 def export_devices(queryset: Any, file_format: str) -> bytes | str:
-    """The devices in the import format (re-importable), as CSV or XLSX."""
+    """The devices in the import format (re-importable), as CSV or XLSX; text that a
+    spreadsheet would run as a formula is written with a leading quote."""
     if file_format not in FORMATS:
         raise DomainError(_("the file format is csv or xlsx"), code="invalid_format")
     dataset = DeviceResource().export(queryset=queryset)
-    return dataset.export(file_format)
+    return spreadsheet.export(dataset, file_format)
