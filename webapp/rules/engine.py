@@ -600,35 +600,41 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
 
     One pass over the points in time order, with everything it needs in locals (the replay
     guards were read for the batch's streams before it)."""
-    buckets: dict[tuple[str, str], Bucket | None] = {}
+    # product → service → bucket (None: no rule), looked up without building a key tuple.
+    buckets: dict[str, dict[str, Bucket | None]] = defaultdict(dict)
     for product_id, service in {(p.product, p.service) for p in points}:
         product = index.products.get(product_id)
-        buckets[(product_id, service)] = product.property.get(service) if product else None
-    streams = {(p.device, bucket.guard) for p in points
-               if (bucket := buckets[(p.product, p.service)]) is not None}
+        buckets[product_id][service] = product.property.get(service) if product else None
+    # The replay guards to read: every device of the batch for every guard concerned (one
+    # guard per service with rules; a combination that matches no point reads a nil).
+    guard_names = {b.guard for services in buckets.values() for b in services.values() if b}
+    devices = {p.device for p in points}
+    streams = {(device, guard) for guard in guard_names for device in devices}
     if not streams:  # no rule for these points, unless the rules changed: ask
         version = get_redis().get(rule_keys().version) or b"0"
         if version != index.version:
             raise StaleIndex(version)
         return Outcome()
     run = Run.start(streams, index)
-    guards, newest = run.guards, run.newest
+    # Per guard (one per service), device → newest ts: before this batch, and in it.
+    guards: dict[str, dict[str, int]] = defaultdict(dict)
+    for (device, guard), ts in run.guards.items():
+        guards[guard][device] = ts
+    newest: dict[str, dict[str, int]] = defaultdict(dict)
     stateful = run.stateful
     counts: dict[Any, int] = run.evaluated
     replays: dict[Bucket, list[Any]] = defaultdict(list)
     todo: list[tuple[Any, Bucket, bool]] = []
     needed: dict[str, set[str]] = {}
     for point in sorted(points, key=_BY_TS):
-        bucket = buckets[(point.product, point.service)]
+        bucket = buckets[point.product][point.service]
         if bucket is None:
             continue
         device, ts = point.device, point.ts
-        key = (device, bucket.guard)
-        if ts <= guards.get(key, 0):  # at or before an earlier batch's newest: a replay
+        if ts <= guards[bucket.guard].get(device, 0):  # an earlier batch had it: a replay
             replays[bucket].append(point)
             continue
-        if ts > newest.get(key, 0):
-            newest[key] = ts
+        newest[bucket.guard][device] = ts  # points come in time order
         values = point.values
         cold = not bucket.general
         for prop, gt, ge, lt, le, counter in bucket.cold_ranges:
@@ -649,6 +655,8 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
             needed[device] = set(bucket.latest_services)
         elif bucket.latest_services:
             services.update(bucket.latest_services)
+    run.newest.update({(device, guard): ts for guard, by_device in newest.items()
+                       for device, ts in by_device.items()})
     for bucket, replayed in replays.items():
         _count_replays(bucket, replayed, run.outcome)
     if todo:
