@@ -10,16 +10,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from edge.crypto import decrypt_secret, encrypt_secret
+from webapp.core import scope
 from webapp.core.errors import DomainError, NotFound
 from webapp.core.types import Actor, recorded_user
 from webapp.rules import engine
 from webapp.rules.choices import (
     OPEN_ALARM_STATUSES,
+    ActionType,
     AlarmEventKind,
     AlarmStatus,
     DeliveryStatus,
@@ -97,6 +99,84 @@ def validate_rule(data: dict[str, Any]) -> None:
                      auto_clear=data.get("auto_clear", True))
     except ExpressionError as exc:
         raise RuleInvalid(exc.detail) from exc
+
+
+def _reference_query(ref: Any) -> Q:
+    """The rows a rule action's `channel` / `sink` reference matches when the rule runs
+    (executors._by_id_or_name: the name, or the id when the reference is a number)."""
+    query = Q(name=str(ref))
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        query |= Q(pk=int(ref))
+    return query
+
+
+def out_of_scope_references(actions: Any, user: Any,
+                            previous: list[dict[str, Any]] | None = None) -> list[str]:
+    """Why the notify / forward actions of a rule may not be saved by `user`: one message
+    per action whose channel or sink is not within the user's data scope (webapp/core/
+    scope.py), naming the action by its position. A reference the rule already had
+    (`previous`, same action type and reference) is kept: editing a rule an administrator
+    connected to another department's channel does not force removing it."""
+    if not isinstance(actions, list):
+        return []
+    kept = {(a.get("type"), str(a.get("channel" if a.get("type") == ActionType.NOTIFY
+                                       else "sink")))
+            for a in previous or [] if isinstance(a, dict)}
+    problems = []
+    for position, action in enumerate(actions, start=1):
+        if not isinstance(action, dict):
+            continue
+        kind = action.get("type")
+        if kind == ActionType.NOTIFY:
+            model: type[NotificationChannel] | type[Sink] = NotificationChannel
+            key = "channel"
+        elif kind == ActionType.FORWARD:
+            model, key = Sink, "sink"
+        else:
+            continue
+        ref = action.get(key)
+        if not isinstance(ref, int | str) or ref == "" or (kind, str(ref)) in kept:
+            continue  # a missing reference is the compiler's to report
+        matches = model.objects.filter(_reference_query(ref))
+        reachable = scope.restrict(model.objects.all(), user).values("pk")
+        if not matches.exists() or matches.exclude(pk__in=reachable).exists():
+            problems.append(str(_(
+                "Action {n} ({type}): there is no {model} {ref!r} within your data scope."
+            ).format(n=position, type=kind, model=model._meta.verbose_name, ref=ref)))
+    return problems
+
+
+def check_trigger_scope(trigger: Any, user: Any,
+                        previous: dict[str, Any] | None = None) -> None:
+    """Refuse a trigger whose product, device group or listed devices are outside `user`'s
+    data scope: a rule on another department's product would send that department's
+    messages through the user's channels. Answered as for a product or group that does not
+    exist (no telling what exists elsewhere). A scoped user's listed devices must exist, or
+    one made later in another department would be watched. What the rule already watched
+    (`previous`) is kept."""
+    from webapp.devices.models import Device, DeviceGroup
+    from webapp.products.models import Product
+
+    if not isinstance(trigger, dict) or scope.user_scope(user).everything:
+        return
+    previous = previous if isinstance(previous, dict) else {}
+    product = trigger.get("product")
+    if isinstance(product, str) and product and product != previous.get("product") and \
+            not scope.restrict(Product.objects.all(), user).filter(identifier=product).exists():
+        raise NotFound(_("There is no product {identifier!r}.").format(identifier=product),
+                       code="unknown_product")
+    group = trigger.get("group")
+    if group and str(group) != str(previous.get("group")) and not scope.restrict(
+            DeviceGroup.objects.all(), user).filter(name=str(group)).exists():
+        raise RuleInvalid(_("There is no device group {name!r}.").format(name=group))
+    devices = trigger.get("devices")
+    if isinstance(devices, list):
+        wanted = {d for d in devices if isinstance(d, str)} - set(previous.get("devices") or [])
+        reached = set(scope.restrict(Device.objects.all(), user).filter(
+            identifier__in=wanted).values_list("identifier", flat=True)) if wanted else set()
+        if wanted - reached:
+            raise RuleInvalid(_("There is no device {identifiers} within your data scope.")
+                              .format(identifiers=", ".join(sorted(wanted - reached)[:10])))
 
 
 def _apply(rule: Rule, data: dict[str, Any]) -> None:
@@ -294,11 +374,37 @@ def comment_alarm(*, acting_user: Actor, alarm: Alarm, text: str) -> AlarmCommen
 # --- notification channels and deliveries ------------------------------------------------
 
 
+def _set_owner(record: NotificationChannel | Sink, acting_user: Actor,
+               data: dict[str, Any]) -> None:
+    """A new channel or sink is made by the acting user, in their department unless the
+    data names one (the API and the admin check it is within the user's scope)."""
+    user = recorded_user(acting_user)
+    record.created_by = user
+    if "department" not in data and user is not None:
+        record.department_id = user.department_id
+
+
+def visible_notifications(queryset: QuerySet[Notification], user: Any
+                          ) -> QuerySet[Notification]:
+    """The notifications `user` reaches: those of rules and alarms in their data scope, the
+    test notifications of channels in their scope, and always the ones sent to them."""
+    if scope.user_scope(user).everything:
+        return queryset
+    reached = scope.restrict(queryset, user)
+    channels = scope.restrict(NotificationChannel.objects.all(), user).values("pk")
+    reached = reached | queryset.filter(rule=None, alarm=None, channel__in=channels)
+    if getattr(user, "pk", None) is not None:
+        reached = reached | queryset.filter(user=user.pk)
+    return reached
+
+
 @transaction.atomic
 def save_channel(*, acting_user: Actor, channel: NotificationChannel | None,
                  data: dict[str, Any], secret: str | None = None) -> NotificationChannel:
     relations = {k: data.pop(k) for k in ("users", "departments") if k in data}
-    channel = channel or NotificationChannel()
+    if channel is None:
+        channel = NotificationChannel()
+        _set_owner(channel, acting_user, data)
     for name, value in data.items():
         setattr(channel, name, value)
     if secret is not None and secret != MASK:
@@ -355,7 +461,9 @@ def save_sink(*, acting_user: Actor, sink: Sink | None, data: dict[str, Any],
               credentials: dict[str, Any] | None = None) -> Sink:
     from webapp.rules.sinks import check_sink
 
-    sink = sink or Sink()
+    if sink is None:
+        sink = Sink()
+        _set_owner(sink, acting_user, data)
     for name, value in data.items():
         setattr(sink, name, value)
     if credentials is not None:

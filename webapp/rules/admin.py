@@ -9,6 +9,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 
+from webapp.core import scope
+from webapp.core.admin import ScopedAdminMixin
 from webapp.core.errors import DomainError
 from webapp.rules import actions
 from webapp.rules.models import (
@@ -34,24 +36,68 @@ class RuleForm(forms.ModelForm):
                   "debounce", "cooldown", "fire_mode", "auto_clear")
         widgets = {"trigger": _JSON, "condition": _JSON, "actions": _JSON, "debounce": _JSON}
 
+    # The user saving the form (set by RuleAdmin.get_form on the form class it builds).
+    acting_user: Any = None
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         try:
             actions.validate_rule(data)
         except DomainError as exc:
             raise forms.ValidationError(str(exc.detail)) from exc
+        problems = actions.out_of_scope_references(
+            data.get("actions"), self.acting_user,
+            previous=self.instance.actions if self.instance.pk else None)
+        if problems:
+            self.add_error("actions", problems)
+        try:
+            actions.check_trigger_scope(
+                data.get("trigger"), self.acting_user,
+                previous=self.instance.trigger if self.instance.pk else None)
+        except DomainError as exc:
+            self.add_error("trigger", str(exc.detail))
         return data
 
 
+_RELATED_ONLY = admin.RelatedOnlyFieldListFilter
+
+
+class ScopedChoicesMixin(ScopedAdminMixin):
+    """ScopedAdminMixin, and many-to-many choices (a channel's recipient users and
+    departments) limited to the user's data scope as well."""
+
+    def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        from webapp.system.models import Department
+
+        related = db_field.related_model
+        if "queryset" not in kwargs and related is not None:
+            if related is Department:
+                allowed = scope.department_queryset(request.user)
+                if request.user.department_id:
+                    allowed = allowed | Department.objects.filter(
+                        pk=request.user.department_id)
+                kwargs["queryset"] = allowed
+            elif scope.scope_fields(related) is not None:
+                kwargs["queryset"] = scope.restrict(related._default_manager.all(),
+                                                    request.user)
+        return super().formfield_for_manytomany(  # type: ignore[misc]
+            db_field, request, **kwargs)
+
+
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
     form = RuleForm
     list_display = ("name", "enabled", "trigger_type", "product", "cooldown", "fire_mode",
                     "updated")
-    list_filter = ("enabled", "trigger_type", "product")
+    list_filter = ("enabled", "trigger_type", ("product", _RELATED_ONLY))
     search_fields = ("name", "description")
     readonly_fields = ("trigger_type", "product", "created", "updated")
     actions = ("enable", "disable")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.acting_user = request.user  # a class built for this request
+        return form
 
     def save_model(self, request, obj, form, change):
         data = {k: form.cleaned_data[k] for k in form.Meta.fields if k in form.cleaned_data}
@@ -78,10 +124,10 @@ class RuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(RuleTrace)
-class RuleTraceAdmin(ExportMixin, admin.ModelAdmin):
+class RuleTraceAdmin(ScopedAdminMixin, ExportMixin, admin.ModelAdmin):
     resource_classes = [RuleTraceResource]
     list_display = ("created", "rule", "kind", "device", "ts", "ok")
-    list_filter = ("kind", "ok", "rule")
+    list_filter = ("kind", "ok", ("rule", _RELATED_ONLY))
     search_fields = ("device",)
     readonly_fields = ("rule", "kind", "device", "ts", "ok", "created", "pretty_message",
                        "pretty_conditions", "pretty_results")
@@ -143,12 +189,12 @@ class AlarmForm(forms.ModelForm):
 
 
 @admin.register(Alarm)
-class AlarmAdmin(ExportMixin, admin.ModelAdmin):
+class AlarmAdmin(ScopedAdminMixin, ExportMixin, admin.ModelAdmin):
     resource_classes = [AlarmResource]
     form = AlarmForm
     list_display = ("name", "device", "product", "severity", "status", "count", "last_seen",
                     "assignee")
-    list_filter = ("status", "severity", "product", "rule")
+    list_filter = ("status", "severity", ("product", _RELATED_ONLY), ("rule", _RELATED_ONLY))
     search_fields = ("name", "message", "device__identifier")
     readonly_fields = ("rule", "name", "device", "product", "severity", "status", "message",
                        "details", "count", "first_seen", "last_seen", "acknowledged_at",
@@ -196,16 +242,18 @@ class ChannelForm(forms.ModelForm):
 
     class Meta:
         model = NotificationChannel
-        fields = ("name", "channel_type", "enabled", "config", "title_template",
-                  "body_template", "users", "roles", "departments", "emails", "max_retries")
+        fields = ("name", "channel_type", "enabled", "department", "config",
+                  "title_template", "body_template", "users", "roles", "departments", "emails",
+                  "max_retries")
         widgets = {"config": _JSON}
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin):
+class NotificationChannelAdmin(ScopedChoicesMixin, admin.ModelAdmin):
     form = ChannelForm
-    list_display = ("name", "channel_type", "enabled", "max_retries")
+    list_display = ("name", "channel_type", "enabled", "department", "max_retries")
     list_filter = ("channel_type", "enabled")
+    list_select_related = ("department",)
     filter_horizontal = ("users", "departments")
 
     def save_model(self, request, obj, form, change):
@@ -223,11 +271,17 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
+    """Read-only. Data scope as in the API (`actions.visible_notifications`): where the
+    rule or alarm belongs, and always to the recipient."""
+
     list_display = ("created", "channel_type", "channel", "title", "status", "attempts",
                     "user")
     list_filter = ("channel_type", "status")
     search_fields = ("title", "body")
     readonly_fields = [f.name for f in Notification._meta.fields]
+
+    def get_queryset(self, request):
+        return actions.visible_notifications(super().get_queryset(request), request.user)
 
     def has_add_permission(self, request):
         return False
@@ -240,16 +294,17 @@ class SinkForm(forms.ModelForm):
 
     class Meta:
         model = Sink
-        fields = ("name", "sink_type", "enabled", "config", "filter", "payload_template",
-                  "max_retries", "backoff")
+        fields = ("name", "sink_type", "enabled", "department", "config", "filter",
+                  "payload_template", "max_retries", "backoff")
         widgets = {"config": _JSON}
 
 
 @admin.register(Sink)
-class SinkAdmin(admin.ModelAdmin):
+class SinkAdmin(ScopedAdminMixin, admin.ModelAdmin):
     form = SinkForm
-    list_display = ("name", "sink_type", "enabled", "health", "failures", "delivered",
-                    "last_success")
+    list_display = ("name", "sink_type", "enabled", "department", "health", "failures",
+                    "delivered", "last_success")
+    list_select_related = ("department",)
     list_filter = ("sink_type", "enabled", "health")
     readonly_fields = ("health", "last_error", "last_success", "failures", "delivered")
 
@@ -268,9 +323,10 @@ class SinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("created", "sink", "rule", "attempts", "redelivered", "error")
-    list_filter = ("sink", "redelivered")
+    list_filter = (("sink", _RELATED_ONLY), "redelivered")
+    list_select_related = ("sink", "rule")
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
 
     def has_add_permission(self, request):

@@ -150,7 +150,8 @@ class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     def test_draft(self, request: Request) -> Response:
         """Evaluate an unsaved rule (`rule`: the rule's fields) on a sample message."""
         body: dict[str, Any] = request.data if isinstance(request.data, dict) else {}
-        draft = RuleSerializer(data=body.get("rule") or {})
+        draft = RuleSerializer(data=body.get("rule") or {},
+                               context=self.get_serializer_context())
         draft.is_valid(raise_exception=True)
         rule = Rule(**dict(draft.validated_data))
         params = RuleTestSerializer(data={k: v for k, v in body.items() if k != "rule"})
@@ -269,12 +270,14 @@ class AlarmViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
         })
 
 
-class NotificationChannelViewSet(viewsets.ModelViewSet):
-    """Notification channels: email, signed webhook, DingTalk/WeCom/Feishu robots, in-site."""
+class NotificationChannelViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
+    """Notification channels: email, signed webhook, DingTalk/WeCom/Feishu robots, in-site.
+    Each belongs to a department (data scope): new ones default to the caller's."""
 
     serializer_class = NotificationChannelSerializer
     filterset_class = NotificationChannelFilterSet
-    queryset = NotificationChannel.objects.prefetch_related("users", "departments")
+    queryset = NotificationChannel.objects.select_related("created_by").prefetch_related(
+        "users", "departments")
 
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
@@ -307,7 +310,12 @@ class NotificationChannelViewSet(viewsets.ModelViewSet):
 
 
 class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
-    """Deliveries of notifications; `?mine=true` lists the caller's in-site messages."""
+    """Deliveries of notifications; `?mine=true` lists the caller's in-site messages.
+
+    Data scope: a notification belongs where its rule or alarm belongs (a channel test's
+    where its channel belongs), and its recipient always sees it (`actions.
+    visible_notifications`); not a ScopedViewSetMixin, which would hide from `mine` the
+    messages a rule of another department sent to the caller."""
 
     serializer_class = NotificationSerializer
     filterset_class = NotificationFilterSet
@@ -323,7 +331,9 @@ class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         queryset = Notification.objects.select_related("user")
-        return queryset.filter(user=self.request.user) if self._mine() else queryset
+        if self._mine():
+            return queryset.filter(user=self.request.user)
+        return actions.visible_notifications(queryset, self.request.user)
 
     @extend_schema(request={"application/json": {"type": "object", "properties": {
         "ids": {"type": "array", "items": {"type": "integer"}}}}}, responses={200: dict})
@@ -335,12 +345,13 @@ class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
             acting_user=request.user, ids=ids)})
 
 
-class SinkViewSet(viewsets.ModelViewSet):
-    """Forwarding sinks with filter, payload template, retries, dead letters and health."""
+class SinkViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
+    """Forwarding sinks with filter, payload template, retries, dead letters and health.
+    Each belongs to a department (data scope): new ones default to the caller's."""
 
     serializer_class = SinkSerializer
     filterset_class = SinkFilterSet
-    queryset = Sink.objects.all()
+    queryset = Sink.objects.select_related("created_by")
 
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
@@ -383,12 +394,14 @@ class SinkViewSet(viewsets.ModelViewSet):
         return Response({"ok": True, "payload": body.decode(errors="replace")})
 
 
-class DeadLetterViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Messages a sink could not deliver after its retries; redeliver or delete them."""
+class DeadLetterViewSet(ScopedViewSetMixin, mixins.DestroyModelMixin,
+                        viewsets.ReadOnlyModelViewSet):
+    """Messages a sink could not deliver after its retries; redeliver or delete them.
+    A dead letter belongs where its sink belongs (data scope)."""
 
     serializer_class = DeadLetterSerializer
     filterset_class = DeadLetterFilterSet
-    queryset = DeadLetter.objects.all()
+    queryset = DeadLetter.objects.select_related("sink")
 
     @extend_schema(request=None, responses={200: dict})
     @action(detail=True, methods=["post"], permission_classes=[ChangePermission])

@@ -16,6 +16,17 @@ class RulesConfig(AppConfig):
         # alarm where its device (or, without one, its product) belongs.
         scope.register(models.Rule, department="product__department", owner="created_by")
         scope.register(models.Alarm, department=("device__department", "product__department"))
+        # Channels and sinks belong to their department (and, under "only own records", to
+        # who made them); a dead letter belongs where its sink belongs; a sent notification
+        # where its rule or alarm belongs (its recipient always sees it: see
+        # api.NotificationViewSet and admin.NotificationAdmin).
+        scope.register(models.NotificationChannel, department="department", owner="created_by")
+        scope.register(models.Sink, department="department", owner="created_by")
+        scope.register(models.DeadLetter, department="sink__department",
+                       owner="sink__created_by")
+        scope.register(models.Notification, department=(
+            "rule__product__department", "alarm__device__department",
+            "alarm__product__department"), owner="user")
 
         after_store(engine.on_batch)
         on_uplink("event")(engine.on_events)

@@ -1,6 +1,9 @@
+from typing import Any
+
 import django_filters
 from django.db.models import Q
 
+from webapp.core import scope
 from webapp.rules.choices import OPEN_ALARM_STATUSES
 from webapp.rules.models import (
     Alarm,
@@ -11,6 +14,15 @@ from webapp.rules.models import (
     RuleTrace,
     Sink,
 )
+
+
+def in_scope(model: Any) -> Any:
+    """The choices of a filter on a related record: those in the caller's data scope (a
+    filter on another department's record is refused like one on a record that does not
+    exist, rather than telling that it exists)."""
+    def queryset(request: Any) -> Any:
+        return scope.restrict(model._default_manager.all(), getattr(request, "user", None))
+    return queryset
 
 
 class RuleFilterSet(django_filters.FilterSet):
@@ -69,6 +81,9 @@ class NotificationChannelFilterSet(django_filters.FilterSet):
 
 class NotificationFilterSet(django_filters.FilterSet):
     mine = django_filters.BooleanFilter(method="filter_mine", label="Mine (in-site)")
+    channel = django_filters.ModelChoiceFilter(queryset=in_scope(NotificationChannel))
+    rule = django_filters.ModelChoiceFilter(queryset=in_scope(Rule))
+    alarm = django_filters.ModelChoiceFilter(queryset=in_scope(Alarm))
 
     class Meta:
         model = Notification
@@ -85,6 +100,9 @@ class SinkFilterSet(django_filters.FilterSet):
 
 
 class DeadLetterFilterSet(django_filters.FilterSet):
+    sink = django_filters.ModelChoiceFilter(queryset=in_scope(Sink))
+    rule = django_filters.ModelChoiceFilter(queryset=in_scope(Rule))
+
     class Meta:
         model = DeadLetter
         fields = ("sink", "rule", "redelivered")

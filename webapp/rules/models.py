@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -19,6 +20,11 @@ from webapp.rules.choices import (
     TraceKind,
     TriggerType,
 )
+
+# Rule actions name a channel or sink by id or by name: a name of digits only could be
+# mistaken for another record's id, so names have at least one other character.
+not_a_number = RegexValidator(r"^\d+$", inverse_match=True, message=_(
+    "A name is not a number only (rule actions name channels and sinks by id or name)."))
 
 
 class Rule(models.Model):
@@ -174,7 +180,8 @@ class AlarmEvent(models.Model):
 class NotificationChannel(models.Model):
     """Where and to whom notifications go, with the message template."""
 
-    name = models.CharField(_("name"), max_length=100, unique=True)
+    name = models.CharField(_("name"), max_length=100, unique=True,
+                            validators=[not_a_number])
     channel_type = models.CharField(_("type"), max_length=16, choices=ChannelType.choices)
     enabled = models.BooleanField(_("enabled"), default=True)
     # Non-secret settings: `url` for robots and webhooks, `msgtype`, extra headers.
@@ -193,6 +200,15 @@ class NotificationChannel(models.Model):
                                          blank=True, related_name="+")
     emails = models.JSONField(_("extra email addresses"), default=list, blank=True)
     max_retries = models.PositiveSmallIntegerField(_("retries"), default=3)
+    # The department that owns it (data scope, webapp/core/scope.py) and who made it.
+    department = models.ForeignKey("system.Department", verbose_name=_("department"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text=_(
+        "The department that owns it: only users whose data scope reaches this department "
+        "see it and use it in rules."))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -244,7 +260,8 @@ class Notification(models.Model):
 class Sink(models.Model):
     """A forwarding destination with its filter, payload template, retries and health."""
 
-    name = models.CharField(_("name"), max_length=100, unique=True)
+    name = models.CharField(_("name"), max_length=100, unique=True,
+                            validators=[not_a_number])
     sink_type = models.CharField(_("type"), max_length=16, choices=SinkType.choices)
     enabled = models.BooleanField(_("enabled"), default=True)
     config = models.JSONField(_("settings"), default=dict, blank=True)
@@ -265,6 +282,15 @@ class Sink(models.Model):
                                         editable=False)
     failures = models.PositiveIntegerField(_("failures in a row"), default=0, editable=False)
     delivered = models.PositiveBigIntegerField(_("delivered"), default=0, editable=False)
+    # The department that owns it (data scope, webapp/core/scope.py) and who made it.
+    department = models.ForeignKey("system.Department", verbose_name=_("department"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text=_(
+        "The department that owns it: only users whose data scope reaches this department "
+        "see it and use it in rules."))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 

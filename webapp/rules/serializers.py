@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from webapp.core import scope
 from webapp.rules import actions
 from webapp.rules.choices import FireMode
 from webapp.rules.models import (
@@ -43,10 +44,49 @@ class RuleSerializer(serializers.ModelSerializer):
                   "created", "updated")
         read_only_fields = ("id", "trigger_type", "product", "created", "updated")
 
+    def validate_trigger(self, value: Any) -> Any:
+        """The watched product, group and devices are within the acting user's scope
+        (refused like ones that do not exist: 404 for a product, 400 otherwise)."""
+        request = self.context.get("request")
+        previous = self.instance.trigger if isinstance(self.instance, Rule) else None
+        actions.check_trigger_scope(value, getattr(request, "user", None), previous=previous)
+        return value
+
+    def validate_actions(self, value: Any) -> Any:
+        """Notify and forward actions may only name channels and sinks within the acting
+        user's data scope (a serializer without a request reaches none)."""
+        request = self.context.get("request")
+        previous = self.instance.actions if isinstance(self.instance, Rule) else None
+        problems = actions.out_of_scope_references(
+            value, getattr(request, "user", None), previous=previous)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return value
+
     def to_representation(self, instance: Rule) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["actions"] = actions.masked_actions(instance.actions or [])
         return data
+
+
+class OwnedSerializerMixin:
+    """The `department` (owner) of a channel or sink: within the acting user's data scope
+    (the viewsets also limit its choices and default it to the user's department), and the
+    user who made it, shown read-only."""
+
+    context: dict[str, Any]
+
+    def validate_department(self, value: Any) -> Any:
+        request = self.context.get("request")
+        if value is not None and not scope.can_assign(getattr(request, "user", None), value):
+            raise serializers.ValidationError(_(
+                "Department {pk} does not exist or is outside your data scope.").format(
+                    pk=value.pk))
+        return value
+
+
+_OWNER_KWARGS = {"department": {"error_messages": {"does_not_exist": _(
+    "Department {pk_value} does not exist or is outside your data scope.")}}}
 
 
 class RuleTestSerializer(serializers.Serializer):
@@ -125,7 +165,9 @@ class AlarmEventSerializer(serializers.ModelSerializer):
         fields = ("id", "kind", "actor", "detail", "created")
 
 
-class NotificationChannelSerializer(serializers.ModelSerializer):
+class NotificationChannelSerializer(OwnedSerializerMixin, serializers.ModelSerializer):
+    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
     secret = serializers.CharField(write_only=True, required=False, allow_blank=True,
                                    help_text=_("Signing secret (webhook, DingTalk, Feishu); "
                                                "stored encrypted, never shown."))
@@ -135,8 +177,9 @@ class NotificationChannelSerializer(serializers.ModelSerializer):
         model = NotificationChannel
         fields = ("id", "name", "channel_type", "enabled", "config", "secret", "has_secret",
                   "title_template", "body_template", "users", "roles", "departments",
-                  "emails", "max_retries", "created", "updated")
-        read_only_fields = ("id", "has_secret", "created", "updated")
+                  "emails", "max_retries", "department", "created_by", "created", "updated")
+        read_only_fields = ("id", "has_secret", "created_by", "created", "updated")
+        extra_kwargs = _OWNER_KWARGS
 
     def get_has_secret(self, obj: NotificationChannel) -> bool:
         return bool(obj.secret_encrypted)
@@ -171,7 +214,9 @@ class NotificationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SinkSerializer(serializers.ModelSerializer):
+class SinkSerializer(OwnedSerializerMixin, serializers.ModelSerializer):
+    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
     credentials = serializers.DictField(write_only=True, required=False, help_text=_(
         "Passwords and keys (e.g. {\"password\": …}); stored encrypted, never shown."))
     credential_keys = serializers.SerializerMethodField()
@@ -181,10 +226,11 @@ class SinkSerializer(serializers.ModelSerializer):
         model = Sink
         fields = ("id", "name", "sink_type", "enabled", "config", "credentials",
                   "credential_keys", "filter", "payload_template", "max_retries", "backoff",
-                  "health", "last_error", "last_success", "failures", "delivered", "created",
-                  "updated")
+                  "health", "last_error", "last_success", "failures", "delivered",
+                  "department", "created_by", "created", "updated")
         read_only_fields = ("id", "credential_keys", "health", "last_error", "last_success",
-                            "failures", "delivered", "created", "updated")
+                            "failures", "delivered", "created_by", "created", "updated")
+        extra_kwargs = _OWNER_KWARGS
 
     def get_credential_keys(self, obj: Sink) -> list[str]:
         return sorted(actions.sink_credentials(obj))
