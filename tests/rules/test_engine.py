@@ -156,7 +156,7 @@ def test_state_lives_in_redis_per_device(thermo, feed, redis_client, redis_prefi
     """Per-device state (open alarm, last firing) is kept in Redis for every ingest worker."""
     rule = make_rule(thermo)
     feed.data(temperature=35)
-    state = json.loads(redis_client.hget(f"{redis_prefix}rules:state:dev-1", str(rule)))
+    state = json.loads(redis_client.hget(f"{redis_prefix}rules:states", "dev-1"))[str(rule)]
     assert state["a"] == 1 and state["f"] == feed.ts
 
 
@@ -267,3 +267,12 @@ def test_raise_and_clear_within_one_batch(thermo, feed):
     assert list(RuleTrace.objects.filter(rule_id=rule).order_by("id").values_list(
         "kind", flat=True)) == ["fired", "cleared"]
     assert Alarm.objects.get().status == "cleared"
+
+
+def test_a_deleted_devices_state_goes_with_it(thermo, feed, redis_client, redis_prefix):
+    """Rule state lives in one hash for all devices: deleting a device removes its field."""
+    make_rule(thermo)
+    feed.data(temperature=35)
+    assert redis_client.hexists(f"{redis_prefix}rules:states", "dev-1")
+    assert thermo.delete("/api/v1/devices/dev-1/").status_code == 204
+    assert not redis_client.hexists(f"{redis_prefix}rules:states", "dev-1")

@@ -110,8 +110,7 @@ def explain_rule(rule: Rule, data: dict[str, Any]) -> dict[str, Any]:
                 "'state' shows this device's current state for the rule",
     }
     if rule.pk and device:
-        raw = get_redis().hget(engine.rule_keys().state(device), str(rule.pk))
-        out["state"] = json.loads(raw) if raw else {}
+        out["state"] = engine.rule_state(device, rule.pk)
     return out
 
 

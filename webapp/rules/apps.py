@@ -42,3 +42,5 @@ class RulesConfig(AppConfig):
                             dispatch_uid="rules.group-membership")
         post_delete.connect(engine.on_group_change, sender=DeviceGroup,
                             dispatch_uid="rules.group-deleted")
+        post_delete.connect(engine.on_device_deleted, sender=Device,
+                            dispatch_uid="rules.device-deleted")

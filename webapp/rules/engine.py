@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_TTL_S = 30 * 86_400
 # A queued drain task that never ran (worker down, message lost) is resent after this.
 DRAIN_PENDING_TTL_S = 60
 
@@ -52,8 +51,10 @@ class RuleKeys:
     def version(self) -> str:
         return f"{self.prefix}rules:version"
 
-    def state(self, device: str) -> str:
-        return f"{self.prefix}rules:state:{device}"
+    @property
+    def states(self) -> str:
+        """Hash device → JSON `{rule id: state}` of the devices that have rule state."""
+        return f"{self.prefix}rules:states"
 
     def stats(self, rule_id: int) -> str:
         return f"{self.prefix}rules:stats:{rule_id}"
@@ -62,11 +63,6 @@ class RuleKeys:
     def guards(self) -> str:
         """Hash `{device}|{stream}` → the newest message ts evaluated (replay guard)."""
         return f"{self.prefix}rules:guards"
-
-    @property
-    def stateful(self) -> str:
-        """Set of the devices that have rule state (a hash `state:{device}`)."""
-        return f"{self.prefix}rules:stateful"
 
     @property
     def firings(self) -> str:
@@ -83,6 +79,12 @@ def rule_keys() -> RuleKeys:
     return RuleKeys(keys().prefix)
 
 
+def rule_state(device: str, rule_id: int) -> dict[str, Any]:
+    """One rule's state for one device (what the rule test shows)."""
+    raw = get_redis().hget(rule_keys().states, device)
+    return dict((fastjson.loads(raw) if raw else {}).get(str(rule_id)) or {})
+
+
 def bump_version() -> None:
     """Tell every process's index that the rules changed (called after commit)."""
     get_redis().incr(rule_keys().version)
@@ -94,6 +96,14 @@ def on_group_change(sender: Any, action: str = "post_delete", **kwargs: Any) -> 
         from django.db import transaction
 
         transaction.on_commit(bump_version)
+
+
+def on_device_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A deleted device's rule state goes with it (after commit)."""
+    from django.db import transaction
+
+    device = instance.identifier
+    transaction.on_commit(lambda: get_redis().hdel(rule_keys().states, device))
 
 
 class Bucket:
@@ -418,9 +428,9 @@ class Run:
     """The working set of one evaluation: the replay guards and the rule state of the
     devices concerned, read at the start; what changed, written at the end.
 
-    Redis holds the guards of every device in one hash and the names of the devices that
-    have rule state in a set, so that a batch of a hundred quiet devices costs two commands,
-    not a hundred: only the devices with state (or with a point to decide) are read."""
+    Redis holds the guards of every device in one hash and the rule state of every device
+    that has some in another, so that a batch costs the same few commands whatever the
+    number of devices: one round trip reads both for the batch's devices, one writes back."""
 
     guards: dict[tuple[str, str], int]
     stateful: set[str]
@@ -434,7 +444,7 @@ class Run:
 
     @classmethod
     def start(cls, streams: set[tuple[str, str]], index: RuleIndex | None = None) -> Run:
-        """Read the guards of the (device, guard) streams and which devices have state.
+        """Read the guards of the (device, guard) streams and the devices' rule state.
 
         With `index`, the rules' version is read in the same round trip: `StaleIndex` is
         raised when the rules changed since the index was compiled (the caller recompiles and
@@ -444,30 +454,26 @@ class Run:
         devices = sorted({device for device, _ in pairs})
         pipe = get_redis().pipeline(transaction=False)
         pipe.hmget(rk.guards, [f"{d}|{g}" for d, g in pairs])
-        pipe.smismember(rk.stateful, devices)
+        pipe.hmget(rk.states, devices)
         if index is not None:
             pipe.get(rk.version)
         replies = pipe.execute()
         if index is not None and (replies[2] or b"0") != index.version:
             raise StaleIndex(replies[2] or b"0")
-        guards_raw, member = replies[0], replies[1]
+        guards_raw, states_raw = replies[0], replies[1]
         guards = {pair: int(raw) for pair, raw in zip(pairs, guards_raw) if raw}
-        return cls(guards, {d for d, yes in zip(devices, member) if yes})
+        states = {d: fastjson.loads(raw) if raw else {} for d, raw in zip(devices, states_raw)}
+        return cls(guards, {d for d, raw in zip(devices, states_raw) if raw}, states)
 
     def load(self, devices: dict[str, set[str]]) -> None:
-        """Read the state of the devices that have some, and the latest values named."""
+        """Read the latest values the conditions name (state came with `start`)."""
         k = keys()
-        rk = rule_keys()
         pipe = get_redis().pipeline(transaction=False)
         reads: list[tuple[str, str, Any]] = []
         for device, services in devices.items():
-            if device in self.states:
+            if device in self.latest:
                 continue
-            if device in self.stateful:
-                pipe.hgetall(rk.state(device))
-                reads.append(("state", device, None))
-            else:
-                self.states[device] = {}
+            self.states.setdefault(device, {})
             if "*" in services:
                 pipe.hgetall(k.latest(device))
                 reads.append(("all", device, None))
@@ -478,9 +484,7 @@ class Run:
         if not reads:
             return
         for (kind, device, names), reply in zip(reads, pipe.execute()):
-            if kind == "state":
-                self.states[device] = {f.decode(): fastjson.loads(v) for f, v in reply.items()}
-            elif kind == "all":
+            if kind == "all":
                 self.latest[device] = {s.decode(): _decode_latest(v) or {}
                                        for s, v in reply.items()}
             else:
@@ -534,21 +538,13 @@ class Run:
         pipe = r.pipeline(transaction=False)
         if self.newest:
             pipe.hset(rk.guards, mapping={f"{d}|{g}": ts for (d, g), ts in self.newest.items()})
-        for device, names in self.dirty.items():
-            state = self.states[device]
-            if not state:
-                pipe.delete(rk.state(device))
-                pipe.srem(rk.stateful, device)
-                continue
-            mapping = {n: fastjson.dumps(state[n]) for n in names
-                       if n in state}
-            removed = [n for n in names if n not in state]
-            if mapping:
-                pipe.hset(rk.state(device), mapping=mapping)
-            if removed:
-                pipe.hdel(rk.state(device), *removed)
-            pipe.expire(rk.state(device), STATE_TTL_S)
-            pipe.sadd(rk.stateful, device)
+        changed = {device: fastjson.dumps(self.states[device])
+                   for device in self.dirty if self.states[device]}
+        emptied = [device for device in self.dirty if not self.states[device]]
+        if changed:
+            pipe.hset(rk.states, mapping=changed)
+        if emptied:
+            pipe.hdel(rk.states, *emptied)
         counters = [(rk.stats(rule_id), name, count)
                     for rule_id, stats in outcome.stats.items()
                     for name, count in stats.items() if count]
