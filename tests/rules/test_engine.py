@@ -276,3 +276,27 @@ def test_a_deleted_devices_state_goes_with_it(thermo, feed, redis_client, redis_
     assert redis_client.hexists(f"{redis_prefix}rules:states", "dev-1")
     assert thermo.delete("/api/v1/devices/dev-1/").status_code == 204
     assert not redis_client.hexists(f"{redis_prefix}rules:states", "dev-1")
+
+
+def test_stateful_operators_compare_with_the_previous_report(thermo, feed, redis_client,
+                                                           redis_prefix):
+    """`increased_by` and `changed` compare with the device's previous report: one set of
+    previous values per device serves every rule, kept across batches."""
+    rise = make_rule(thermo, name="rise", condition={"op": "increased_by", "value": 10},
+                     actions=[])
+    change = make_rule(thermo, name="change", condition={"op": "changed"}, actions=[])
+    feed.data(temperature=20)  # nothing to compare with yet
+    assert (fired(rise), fired(change)) == (0, 0)
+    feed.data(temperature=25)  # +5: changed, not risen by 10
+    assert (fired(rise), fired(change)) == (0, 1)
+    feed.data(temperature=36)  # +11 since the previous report
+    assert (fired(rise), fired(change)) == (1, 2)
+    feed.data(temperature=36)  # unchanged
+    assert (fired(rise), fired(change)) == (1, 2)
+    state = json.loads(redis_client.hget(f"{redis_prefix}rules:states", "dev-1"))
+    assert state[engine.PREVIOUS] == {"env.temperature": 36}
+    # A rule created later compares with the same previous value.
+    late = make_rule(thermo, name="late", condition={"op": "decreased_by", "value": 5},
+                     actions=[])
+    feed.data(temperature=30)
+    assert fired(late) == 1

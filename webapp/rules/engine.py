@@ -154,12 +154,15 @@ class Bucket:
             self.by_property[prop].extend(threshold_rules)
         service = rules[0].service if rules else ""
         self.guard = f"_t:p:{service}"
-        # (rule, trigger property or None when `accepts` must be asked, state field,
-        #  stateful, holds): what the per-message loop needs, looked up once.
+        # (rule, trigger property or None when `accepts` must be asked, holds): what the
+        # per-message loop needs, looked up once.
         self.general_entries = [
             (rule, rule.property if rule.trigger_type == TriggerType.PROPERTY and
-             rule.devices is None else None, str(rule.id), bool(rule.condition.stateful_keys),
-             rule.condition.holds) for rule in self.general]
+             rule.devices is None else None, rule.condition.holds) for rule in self.general]
+        # The previous values the bucket's stateful operators compare with (kept per device
+        # for all of them at once, see PREVIOUS).
+        self.stateful_keys: tuple[str, ...] = tuple(sorted(
+            {key for rule in rules for key in rule.condition.stateful_keys}))
         self.latest_services: frozenset[str] = frozenset().union(
             *(r.latest_services for r in rules))
 
@@ -277,10 +280,15 @@ def _message_json(msg: Message) -> dict[str, Any]:
             "event": msg.event, "command": msg.command, "status": msg.status, "err": msg.err}
 
 
-def _current_of(rule: CompiledRule, msg: Message) -> dict[str, Any]:
+# The state field (per device) holding the previous values that `changed`, `increased_by`
+# and `decreased_by` compare with: one for all rules, "service.property" → value.
+PREVIOUS = "_p"
+
+
+def _current_of(stateful_keys: Iterable[str], msg: Message) -> dict[str, Any]:
     """The present values of the properties a stateful operator compares with."""
     out: dict[str, Any] = {}
-    for key in rule.condition.stateful_keys:
+    for key in stateful_keys:
         service, _, prop = key.partition(".")
         service = service or msg.service
         path = tuple(prop.split("."))
@@ -301,11 +309,6 @@ def decide(rule: CompiledRule, msg: Message, st: dict[str, Any], held: bool,
            outcome: Outcome) -> str:
     """Apply debounce, cool-down and auto-clear to one rule's verdict on one message."""
     stats = outcome.stats[rule.id]
-    if rule.condition.stateful_keys:
-        msg.prev = st.get("p", {})
-        current = _current_of(rule, msg)
-        if current:
-            st["p"] = {**st.get("p", {}), **current}
     if not held:
         st.pop("s", None)
         st.pop("on", None)
@@ -378,18 +381,15 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
                 seen.add(rule.id)
     if evaluated is None:
         evaluated = {}
-    for rule, prop, name, stateful, holds in bucket.general_entries:
+    for rule, prop, holds in bucket.general_entries:
         if prop is not None:  # the common case: a property rule for all devices
             if prop and prop not in values:
                 continue
         elif not rule.accepts(msg):
             continue
         evaluated[rule.id] = evaluated.get(rule.id, 0) + 1
-        if stateful:
-            msg.prev = (state.get(name) or {}).get("p", {})
-        held = holds(msg)
-        if held or stateful:
-            out.append((rule, held))
+        if holds(msg):
+            out.append((rule, True))
             seen.add(rule.id)
     for name, st in state.items():
         # Only state a message that does not hold acts on: an open alarm to clear, a
@@ -508,6 +508,8 @@ class Run:
             device = msg.device
             state = self.states[device]
             msg.latest = self.latest.get(device, {})
+            previous = state.get(PREVIOUS) or {}
+            msg.prev = previous
             for rule, held in _verdicts(item, state, outcome, self.general_evaluated):
                 if not rule.needs_state:
                     if held:
@@ -523,6 +525,12 @@ class Run:
                     else:
                         state.pop(name, None)
                     self.dirty[device].add(name)
+            stateful_keys = item.bucket.stateful_keys
+            if stateful_keys:  # what the next message's `changed`, `increased_by`… compare with
+                current = _current_of(stateful_keys, msg)
+                if any(previous.get(key, _MISSING) != value for key, value in current.items()):
+                    state[PREVIOUS] = {**previous, **current}
+                    self.dirty[device].add(PREVIOUS)
 
     def store(self) -> Outcome:
         """Write the guards, the changed state and the counters and queue the firings (one
