@@ -89,3 +89,24 @@ def test_bad_conditions_are_refused(spec):
     """Malformed trees are refused when the rule is saved, with a reason."""
     with pytest.raises(ExpressionError):
         compile_condition(spec, service="env", prop="t")
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALUES = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.booleans(),
+                    st.none(), st.text(max_size=4), st.sampled_from(["30", "3e1", "x"]))
+
+
+@given(st.sampled_from(["==", "!=", ">", ">=", "<", "<="]),
+       st.one_of(st.integers(-100, 100), st.floats(-1e3, 1e3)), _VALUES,
+       st.sampled_from(["env", "other"]))
+def test_the_numeric_fast_path_decides_as_the_general_one(op, expected, actual, service):
+    """`holds` short-cuts a number compared with a number; `explain` always takes the general
+    path: they agree for every value a device may send (strings, booleans, NaN, None)."""
+    from webapp.rules.conditions import Message, compile_condition
+
+    leaf = compile_condition({"op": op, "value": expected}, service="env", prop="temperature")
+    msg = Message(kind="property", device="d", product="p", service=service,
+                  values={"temperature": actual}, latest={"env": {"temperature": 1}})
+    assert leaf.holds(msg) == leaf.explain(msg)["held"]

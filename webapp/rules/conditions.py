@@ -13,6 +13,7 @@ the whole tree and says, for every node, what it compared and whether it held.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,9 @@ class Message:
 
 
 _MISSING = object()
+_FAST_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt, "<=": operator.le}
 
 
 def _lookup(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -113,8 +117,8 @@ class Always(Condition):
 
 
 class Leaf(Condition):
-    __slots__ = ("latest_services", "op", "path", "property", "service", "source", "state_key",
-                 "stateful_keys", "test", "value")
+    __slots__ = ("fast", "latest_services", "op", "path", "property", "service", "source",
+                 "state_key", "stateful_keys", "test", "value")
 
     def __init__(self, service: str, prop: str, op: str, value: Any, source: str) -> None:
         self.service = service
@@ -127,6 +131,11 @@ class Leaf(Condition):
         self.stateful_keys = (self.state_key,) if op in STATEFUL_OPERATORS else ()
         self.latest_services = frozenset() if source == "message" else frozenset([service])
         self.test = self._tester()
+        # A plain property compared with a number (`temperature > 30`): read and compared
+        # directly when the message carries a number for it; anything else takes the
+        # general path (latest values, strings, coercion).
+        self.fast = _FAST_COMPARISONS.get(op) if (
+            len(self.path) == 1 and source != "latest" and is_number(value)) else None
 
     def _tester(self) -> Callable[[Any, Any], bool]:
         op, expected = self.op, self.value
@@ -179,6 +188,11 @@ class Leaf(Condition):
         return _MISSING, ""
 
     def holds(self, msg: Message) -> bool:
+        fast = self.fast
+        if fast is not None and (not self.service or self.service == msg.service):
+            value = msg.values.get(self.property)
+            if type(value) is float or type(value) is int:
+                return fast(value, self.value)
         actual, _source = self.actual(msg)
         if actual is _MISSING:
             return False
