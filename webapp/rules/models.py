@@ -177,7 +177,23 @@ class AlarmEvent(models.Model):
         return f"{self.alarm_id} {self.kind}"
 
 
-class NotificationChannel(models.Model):
+class DepartmentOwned(models.Model):
+    """Configuration owned by a department (data scope, webapp/core/scope.py) and its maker."""
+
+    department = models.ForeignKey("system.Department", verbose_name=_("department"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text=_(
+        "The department that owns it: only users whose data scope reaches this department "
+        "see it and use it in rules."))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class NotificationChannel(DepartmentOwned):
     """Where and to whom notifications go, with the message template."""
 
     name = models.CharField(_("name"), max_length=100, unique=True,
@@ -200,15 +216,6 @@ class NotificationChannel(models.Model):
                                          blank=True, related_name="+")
     emails = models.JSONField(_("extra email addresses"), default=list, blank=True)
     max_retries = models.PositiveSmallIntegerField(_("retries"), default=3)
-    # The department that owns it (data scope, webapp/core/scope.py) and who made it.
-    department = models.ForeignKey("system.Department", verbose_name=_("department"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", help_text=_(
-        "The department that owns it: only users whose data scope reaches this department "
-        "see it and use it in rules."))
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -257,7 +264,7 @@ class Notification(models.Model):
         return self.title or str(self.pk)
 
 
-class Sink(models.Model):
+class Sink(DepartmentOwned):
     """A forwarding destination with its filter, payload template, retries and health."""
 
     name = models.CharField(_("name"), max_length=100, unique=True,
@@ -282,15 +289,6 @@ class Sink(models.Model):
                                         editable=False)
     failures = models.PositiveIntegerField(_("failures in a row"), default=0, editable=False)
     delivered = models.PositiveBigIntegerField(_("delivered"), default=0, editable=False)
-    # The department that owns it (data scope, webapp/core/scope.py) and who made it.
-    department = models.ForeignKey("system.Department", verbose_name=_("department"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", help_text=_(
-        "The department that owns it: only users whose data scope reaches this department "
-        "see it and use it in rules."))
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 
