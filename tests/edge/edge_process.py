@@ -21,6 +21,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import redis
 
+from edge.mqtt.codec import Decoder, encode
+from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect
+
 from .redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,3 +175,17 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def raw_connack(port: int, username: str, password: bytes) -> ConnAck:
+    """Send a 3.1.1 CONNECT on a plain socket and decode the answer byte by byte (paho
+    reports 3.1.1 return codes as 5.0 reason codes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(encode(Connect("raw", username=username, password=password), MQTT_3_1_1))
+        decoder = Decoder(MQTT_3_1_1)
+        while True:
+            data = sock.recv(64)
+            assert data, "connection closed without CONNACK"
+            packets = list(decoder.feed(data))
+            if packets:
+                return packets[0]

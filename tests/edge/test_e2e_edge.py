@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,10 +19,9 @@ import redis
 
 from edge.auth import sign_password
 from edge.crypto import encrypt_secret
-from edge.mqtt.codec import Decoder, encode
-from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect
+from edge.mqtt.packets import ConnAck
 
-from .edge_process import ROOT, Client, Edge, running_edge
+from .edge_process import ROOT, Client, Edge, raw_connack, running_edge
 
 pytestmark = pytest.mark.e2e
 
@@ -76,19 +74,6 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
     r.close()
     with running_edge(edge_redis_url, prefix, {"DJANGO_SECRET_KEY": SECRET_KEY}) as running:
         yield running
-
-
-def raw_connack(port: int, username: str, password: bytes) -> ConnAck:
-    """Send a 3.1.1 CONNECT on a plain socket and decode the answer byte by byte."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(encode(Connect("raw", username=username, password=password), MQTT_3_1_1))
-        decoder = Decoder(MQTT_3_1_1)
-        while True:
-            data = sock.recv(64)
-            assert data, "connection closed without CONNACK"
-            packets = list(decoder.feed(data))
-            if packets:
-                return packets[0]
 
 
 def datas(device: str, data: dict[str, Any], service: str = "env") -> dict[str, Any]:

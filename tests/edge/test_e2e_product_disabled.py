@@ -5,7 +5,6 @@ and let in again when it is enabled — with a real Redis, ``python -m edge`` an
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,10 +14,8 @@ import pytest
 import redis
 
 from edge.crypto import encrypt_secret
-from edge.mqtt.codec import Decoder, encode
-from edge.mqtt.packets import MQTT_3_1_1, Connect
 
-from .edge_process import Client, Edge, running_edge
+from .edge_process import Client, Edge, raw_connack, running_edge
 
 pytestmark = pytest.mark.e2e
 
@@ -51,20 +48,6 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
         yield running
 
 
-def connack_311(edge: Edge, username: str, password: bytes) -> int:
-    """The return code of a 3.1.1 CONNACK, read on a plain socket (paho reports 3.1.1 codes
-    as 5.0 reason codes)."""
-    with socket.create_connection(("127.0.0.1", edge.mqtt_port), timeout=5) as sock:
-        sock.sendall(encode(Connect("raw", username=username, password=password), MQTT_3_1_1))
-        decoder = Decoder(MQTT_3_1_1)
-        while True:
-            data = sock.recv(64)
-            assert data, "connection closed without CONNACK"
-            packets = list(decoder.feed(data))
-            if packets:
-                return int(packets[0].reason_code)
-
-
 def wait_for_log(edge: Edge, text: str) -> None:
     deadline = time.monotonic() + 5
     while text not in edge.log():
@@ -84,7 +67,7 @@ def test_a_device_of_a_disabled_product_is_not_authorized(edge: Edge, clients: l
     v5 = Client(edge, "off-5", mqtt.MQTTv5)
     clients.append(v5)
     assert v5.connect("d-off", "s-off") == 0x87
-    assert connack_311(edge, "d-off", b"s-off") == 0x05
+    assert raw_connack(edge.mqtt_port, "d-off", b"s-off").reason_code == 0x05
     wait_for_log(edge, "device d-off: product off is disabled")
     registering = Client(edge, "off-reg", mqtt.MQTTv5)
     clients.append(registering)
@@ -124,7 +107,7 @@ def test_disabling_a_product_disconnects_its_devices(edge: Edge, clients: list[C
     again = Client(edge, f"tog-again-{version}", mqtt.MQTTv5)
     clients.append(again)
     assert again.connect(device, "s-tog") == 0x87
-    assert connack_311(edge, device, b"s-tog") == 0x05
+    assert raw_connack(edge.mqtt_port, device, b"s-tog").reason_code == 0x05
 
     set_product_status(edge, product, "enabled")
     deadline = time.monotonic() + 5
