@@ -300,3 +300,35 @@ def test_stateful_operators_compare_with_the_previous_report(thermo, feed, redis
                      actions=[])
     feed.data(temperature=30)
     assert fired(late) == 1
+
+
+def quiet_point(feed, device, ts, **values):
+    return {"t": "data", "dev": device, "prod": "thermo", "svc": "env", "ts": ts, "et": None,
+            "v": values}
+
+
+@pytest.mark.parametrize("values", [
+    {"temperature": 20.5}, {"temperature": 20}, {"temperature": 20.5, "humidity": 40},
+    {"humidity": 40}, {"temperature": True}, {"temperature": float("nan")},
+    {"temperature": "hot"}])
+def test_a_quiet_batch_moves_guards_and_counters_as_point_by_point(thermo, feed, redis_client,
+                                                                   redis_prefix, values):
+    """A batch whose points all miss every threshold is settled in bulk; a boolean, NaN or a
+    string sends it through the per-point check. Either way the replay guards, `evaluated`
+    and, when the same batch comes again, `replayed` are what the per-point loop gives."""
+    rule = make_rule(thermo, condition={"op": ">", "value": 30}, actions=[])
+    other = make_rule(thermo, name="cold", condition={"op": "<", "value": -5}, actions=[])
+    thermo.post("/api/v1/devices/", {"product": "thermo", "identifier": "dev-2"}, format="json")
+    batch = [quiet_point(feed, device, feed.ts + n, **values)
+             for n, device in enumerate(["dev-1", "dev-2", "dev-1"], start=1)]
+    feed.events(*batch)
+    guards = redis_client.hgetall(f"{redis_prefix}rules:guards")
+    assert guards == {b"dev-1|_t:p:env": str(feed.ts + 3).encode(),
+                      b"dev-2|_t:p:env": str(feed.ts + 2).encode()}
+    carrying = 3 if "temperature" in values else 0
+    feed.events(*batch)  # redelivered
+    for rule_id in (rule, other):
+        stats = thermo.get(f"/api/v1/rules/{rule_id}/stats/").json()
+        assert stats.get("evaluated", 0) == carrying
+        assert stats.get("replayed", 0) == carrying
+        assert stats.get("fired", 0) == 0
