@@ -1,7 +1,8 @@
 """The Django side of the ingest benchmark, run as a subprocess with its own DATABASE_URL:
 `python -m bench._ingest_django setup N` creates the product and N devices and prints their
 secrets; `query N` stores N points (100 devices) and times the 1-day 1-minute average query;
-`copy` times a plain COPY of the stored rows into a twin table."""
+`copy` times a plain COPY of the stored rows into a twin table; `rules N` creates N alarm
+threshold rules on the product's temperature that the traffic never crosses."""
 
 from __future__ import annotations
 
@@ -125,6 +126,17 @@ def query(points: int) -> None:
                       "median_ms": round(statistics.median(timings[1:]), 1)}))
 
 
+def rules(count: int) -> None:
+    """N quiet threshold rules (bench.rules_ingest's `quiet` set) on benchmeter's env."""
+    from bench.rules_ingest import _rules
+    from webapp.rules import actions as rule_actions
+
+    for body in _rules("quiet", count):
+        body["trigger"]["product"] = "benchmeter"  # thresholds > 60 or < -10: never crossed
+        rule_actions.create_rule(acting_user=None, data=body)
+    print(json.dumps({"rules": count}))
+
+
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "setup":
@@ -133,3 +145,5 @@ if __name__ == "__main__":
         copy_baseline()
     elif command == "query":
         query(int(sys.argv[2]))
+    elif command == "rules":
+        rules(int(sys.argv[2]))

@@ -9,7 +9,9 @@ BENCH_DATABASE_URL (a PostgreSQL server; the database `tl_bench_ingest` is
 created and dropped), REDIS_URL (the machine's Redis), BENCH_INGEST_WORKERS (2),
 BENCH_PUBLISHERS (2), BENCH_POINTS_PER_MESSAGE (10), BENCH_WINDOW (20 QoS 1 messages in
 flight per device), BENCH_QUERY_POINTS (10,000,000; 0 skips
-the query), BENCH_PROFILE (a directory: profile the edge and ingest workers there).
+the query), BENCH_RULES (0: alarm thresholds on the product the traffic never crosses, as
+in bench.rules_ingest's `quiet` set), BENCH_PROFILE (a directory: profile the edge and ingest
+workers there).
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ def run(small: bool) -> dict[str, Any]:
     publishers = int(os.environ.get("BENCH_PUBLISHERS", "2"))
     workers = int(os.environ.get("BENCH_INGEST_WORKERS", "2"))
     window = int(os.environ.get("BENCH_WINDOW", "20"))
+    rule_count = int(os.environ.get("BENCH_RULES", "0"))
     query_points = int(os.environ.get("BENCH_QUERY_POINTS", 100_000 if small else 10_000_000))
     server = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -174,6 +177,8 @@ def run(small: bool) -> dict[str, Any]:
     try:
         setup = json.loads(_django(env, "setup", str(devices)))
         secrets, table = setup["secrets"], setup["table"]
+        if rule_count:
+            _django(env, "rules", str(rule_count))
         db = psycopg.connect(database_url, autocommit=True)
 
         def stored_points() -> int:
@@ -255,7 +260,7 @@ def run(small: bool) -> dict[str, Any]:
         return {
             "devices": devices, "messages_per_device": messages,
             "points_per_message": per_message, "publisher_processes": publishers,
-            "in_flight_per_device": window,
+            "in_flight_per_device": window, "rules_on_the_product": rule_count,
             "ingest_workers": workers,
             "messages_acked": acked, "points_expected": expected, "points_stored": stored,
             "publish_to_last_puback_s": round(acked_at - started, 2),
