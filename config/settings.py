@@ -240,6 +240,10 @@ LOGIN_URL = "/admin/login/"
 # Admin import/export (django-import-export): spreadsheet cells are escaped against formula
 # injection on export and unescaped on import (webapp/core/spreadsheet.py).
 IMPORT_EXPORT_FORMATS = SPREADSHEET_FORMATS
+# Importing needs the model's add permission, exporting its view permission (without these
+# anyone who reaches a change list may import into it and export it).
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 
 # Outgoing email (password reset links, email notifications); printed to the console unless
 # an SMTP server is configured.

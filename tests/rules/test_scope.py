@@ -347,3 +347,183 @@ def test_admin_is_scoped(world, client):
         "actions": '[{"type": "forward", "sink": "sk-b"}]'})
     assert rule.status_code == 200 and "Action 1 (forward)" in rule.content.decode()
     assert not Rule.objects.filter(name="admin-rule").exists()
+
+
+def _command(device: Any = None, **extra: Any) -> dict[str, Any]:
+    action = {"type": "command", "service": "env", "command": "set_interval",
+              "params": {"seconds": 5}, **extra}
+    if device is not None:
+        action["device"] = device
+    return action
+
+
+def test_command_shadow_and_publish_targets_stop_at_the_scope(world, client):
+    """A command, a desired shadow value or a publish on a device topic aimed at B's device
+    (or at any device through a template) is refused with a 400 naming the action — on
+    create, update, the draft test and the admin form; A's device, the device that fired
+    (no `device`, or `{{device}}`) and topics of no device are accepted; a superuser may
+    aim anywhere; a target the rule already had is kept."""
+    from tests.system.conftest import make_device
+    from webapp.rules import actions
+    from webapp.rules.models import Rule
+
+    make_device("dev-a", world.product["a"], world.org.a)
+    make_device("dev-b", world.product["b"], world.org.b)
+    api = client_for(world.alice)
+    refused = {
+        "Action 2 (command): there is no device 'dev-b' within your data scope.":
+            _command("dev-b"),
+        "Action 2 (shadow): there is no device 'dev-b' within your data scope.":
+            {"type": "shadow", "device": "dev-b", "service": "env", "values": {"t": 1}},
+        "Action 2 (command): there is no device 'dev-none' within your data scope.":
+            _command("dev-none"),
+        "Action 2 (publish): there is no device 'dev-b' within your data scope.":
+            {"type": "publish", "topic": "/v1/devices/dev-b/command"},
+        "Action 2 (command): the device '{{values.target}}' is a template":
+            _command("{{values.target}}"),
+        "Action 2 (shadow): the device 'x-{{device}}' is a template":
+            {"type": "shadow", "device": "x-{{device}}", "service": "env", "values": {"t": 1}},
+        "Action 2 (publish): the topic '{{values.topic}}' is a template":
+            {"type": "publish", "topic": "{{values.topic}}"},
+        "Action 2 (publish): the topic '/v1/devices/{{device}}x/command' is a template":
+            {"type": "publish", "topic": "/v1/devices/{{device}}x/command"},
+    }
+    for message, action in refused.items():
+        response = api.post("/api/v1/rules/", _rule("p-a", action), format="json")
+        assert response.status_code == 400, (action, response.content)
+        assert message in response.json()["errors"]["actions"][0], response.json()
+        draft = api.post("/api/v1/rules/test/", {"rule": _rule("p-a", action),
+                                                 "values": {"temperature": 35}, "latest": {}},
+                         format="json")
+        assert draft.status_code == 400 and message in draft.content.decode(), action
+    malformed = api.post("/api/v1/rules/", _rule("p-a", {"type": ["command"]}), format="json")
+    assert malformed.status_code == 400, malformed.content  # the compiler's answer, no crash
+    accepted = api.post("/api/v1/rules/", _rule(
+        "p-a", _command("dev-a"), _command(), _command("{{ device }}"),
+        {"type": "shadow", "service": "env", "values": {"t": 1}},
+        {"type": "shadow", "device": "dev-a", "service": "env", "values": {"t": 1}},
+        {"type": "publish", "topic": "/v1/devices/dev-a/command"},
+        {"type": "publish", "topic": "/v1/devices/{{device}}/x/{{value}}"},
+        {"type": "publish", "topic": "alerts/{{values.site}}"}), format="json")
+    assert accepted.status_code == 201, accepted.content
+    rule = accepted.json()["id"]
+    changed = api.patch(f"/api/v1/rules/{rule}/", {"actions": [
+        _command("dev-a"), {"type": "shadow", "device": "dev-b", "service": "env",
+                            "values": {"t": 1}}]}, format="json")
+    assert changed.status_code == 400
+    assert "Action 2 (shadow): there is no device 'dev-b'" in changed.content.decode()
+
+    root = world.org.user("root", None, staff=True, is_superuser=True)
+    anywhere = client_for(root).post("/api/v1/rules/", _rule(
+        "p-a", _command("dev-b"), _command("{{values.target}}"),
+        {"type": "publish", "topic": "/v1/devices/dev-b/command"}), format="json")
+    assert anywhere.status_code == 201, anywhere.content
+    actions.update_rule(acting_user=root, rule=Rule.objects.get(pk=rule), data={
+        "actions": [_command("dev-b"), {"type": "publish", "topic": "{{values.topic}}"}]})
+    kept = api.patch(f"/api/v1/rules/{rule}/", {"description": "x", "actions": [
+        _command("dev-b"), {"type": "publish", "topic": "{{values.topic}}"},
+        _command("dev-a")]}, format="json")
+    assert kept.status_code == 200, kept.content
+    added = api.patch(f"/api/v1/rules/{rule}/", {"actions": [
+        _command("dev-b"), _command("{{values.other}}")]}, format="json")
+    assert added.status_code == 400 and "Action 2 (command)" in added.content.decode()
+
+    world.alice.is_staff = True
+    world.alice.save(update_fields=["is_staff"])
+    client.force_login(world.alice)
+    form = {"name": "admin-rule", "enabled": "on", "fire_mode": "each", "auto_clear": "on",
+            "cooldown": 0, "trigger": '{"type": "property", "product": "p-a", "service": "env",'
+                                      ' "property": "temperature"}',
+            "condition": "{}", "debounce": "{}"}
+    page = client.post("/admin/rules/rule/add/", {
+        **form, "actions": '[{"type": "command", "device": "dev-b", "service": "env", '
+                           '"command": "set_interval"}]'})
+    assert page.status_code == 200
+    assert "Action 1 (command): there is no device" in page.content.decode()
+    assert not Rule.objects.filter(name="admin-rule").exists()
+    saved = client.post("/admin/rules/rule/add/", {
+        **form, "actions": '[{"type": "command", "device": "dev-a", "service": "env", '
+                           '"command": "set_interval"}]'})
+    assert saved.status_code == 302, saved.content.decode()[-2000:]
+
+
+def _run(rule: Any, device: str = "dev-a") -> list[dict[str, Any]]:
+    from webapp.rules import executors
+
+    msg = executors.message_from({"kind": "property", "device": device,
+                                  "product": rule.product.identifier if rule.product else "",
+                                  "service": "env", "ts": 1_700_000_000_000,
+                                  "values": {"temperature": 35}})
+    rule = type(rule).objects.select_related("product").get(pk=rule.pk)
+    return executors.run_actions(rule, msg, executors.template_env(rule, msg))
+
+
+def test_actions_resolve_channels_and_sinks_in_the_rules_department(world):
+    """When the rule runs, a channel or sink is found only in the department of the rule's
+    product (or among those of no department): B's sink wired by an administrator is not
+    used, nor A's sink once it moved to B; a rule without a product uses any."""
+    from webapp.rules import actions
+    from webapp.rules.models import Rule, Sink
+
+    root = world.org.user("root", None, staff=True, is_superuser=True)
+    legacy = Sink.objects.create(name="sk-legacy", sink_type="log")
+    rule = actions.update_rule(acting_user=root, rule=world.rule["a"], data={"actions": [
+        {"type": "forward", "sink": "sk-a"}, {"type": "forward", "sink": "sk-b"},
+        {"type": "forward", "sink": world.sink["b"].pk}, {"type": "notify", "channel": "ch-b"},
+        {"type": "notify", "channel": "ch-a"}, {"type": "forward", "sink": legacy.pk}]})
+    results = _run(rule)
+    assert [r["ok"] for r in results] == [True, False, False, False, True, True], results
+    assert "department" in results[1]["error"]
+    assert Sink.objects.get(pk=world.sink["b"].pk).delivered == 0
+    assert Sink.objects.get(pk=world.sink["a"].pk).delivered == 1
+
+    Sink.objects.filter(pk=world.sink["a"].pk).update(department=world.org.b)
+    assert _run(rule)[0]["ok"] is False  # A's sink moved to B: A's data no longer goes there
+    assert Sink.objects.get(pk=world.sink["a"].pk).delivered == 1
+
+    anywhere = actions.create_rule(acting_user=root, data={
+        "name": "every-minute", "trigger": {"type": "schedule", "cron": "* * * * *",
+                                            "devices": ["dev-x"]},
+        "actions": [{"type": "forward", "sink": "sk-b"}]})
+    assert anywhere.product is None
+    assert [r["ok"] for r in _run(anywhere, "dev-x")] == [True]
+    assert Rule.objects.filter(pk=anywhere.pk).exists()
+
+
+def test_a_number_reference_prefers_the_id(world):
+    """"12" names the sink with id 12 even when an older sink is called "12"; a reference of
+    non-ASCII digits ("²") is a name, not a crash."""
+    from webapp.rules import actions, executors
+    from webapp.rules.models import Sink
+
+    target = world.sink["a"]
+    Sink.objects.create(name=str(target.pk), sink_type="log", department=world.org.a)
+    Sink.objects.create(name="0" + str(target.pk), sink_type="log", department=world.org.a)
+    assert executors._by_id_or_name(Sink, str(target.pk)) == target
+    assert executors._by_id_or_name(Sink, target.pk) == target
+    with pytest.raises(LookupError):
+        executors._by_id_or_name(Sink, "²")
+    with pytest.raises(LookupError):
+        executors._by_id_or_name(Sink, "9" * 30)
+    assert not actions.is_number_reference("²") and not actions.is_number_reference("١٢")
+    client = client_for(world.alice)
+    refused = client.post("/api/v1/rules/", _rule("p-a", {"type": "forward", "sink": "²"}),
+                          format="json")
+    assert refused.status_code == 400 and "Action 2 (forward)" in refused.content.decode()
+
+
+def test_rule_actions_use_channels_and_sinks_of_the_products_department(world):
+    """A user reaching A and A1 cannot connect a rule on A's product to A1's sink: the rule
+    would not find it when it runs (400 naming the action); A's is fine."""
+    from webapp.rules.models import Sink
+
+    Sink.objects.create(name="sk-a1", sink_type="log", department=world.org.a1)
+    bob = world.org.user("bob", world.org.a, PERMS, scope="department_and_below")
+    client = client_for(bob)
+    refused = client.post("/api/v1/rules/", _rule("p-a", {"type": "forward", "sink": "sk-a1"}),
+                          format="json")
+    assert refused.status_code == 400, refused.content
+    assert "Action 2 (forward): the sink 'sk-a1' belongs to another department" in \
+        refused.json()["errors"]["actions"][0]
+    assert client.post("/api/v1/rules/", _rule("p-a", {"type": "forward", "sink": "sk-a"}),
+                       format="json").status_code == 201

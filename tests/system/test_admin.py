@@ -125,3 +125,26 @@ def test_admin_refuses_granting_more_than_held(client, org):
     assert response.status_code == 200
     assert "You cannot grant what you do not hold" in response.content.decode()
     assert not target.roles.filter(code="operator").exists()
+
+
+def test_admin_import_needs_add_and_export_needs_view(client, org):
+    """django-import-export in the admin: importing needs the model's add permission,
+    exporting its view permission (settings IMPORT_EXPORT_*_PERMISSION_CODE); reaching the
+    change list is not enough."""
+    from tests.system.conftest import perms
+
+    viewer = org.user("viewer", org.a, ["system.view_position"], staff=True)
+    client.force_login(viewer)
+    assert client.get("/admin/system/position/").status_code == 200
+    assert client.get("/admin/system/position/import/").status_code == 403
+    assert client.get("/admin/system/position/export/").status_code == 200
+
+    editor = org.user("editor", org.a, ["system.change_position"], staff=True)
+    client.force_login(editor)
+    assert client.get("/admin/system/position/").status_code == 200  # change implies seeing
+    assert client.get("/admin/system/position/export/").status_code == 403
+    assert client.get("/admin/system/position/import/").status_code == 403
+
+    editor.roles.first().permissions.add(*perms("system.add_position"))
+    client.force_login(editor)
+    assert client.get("/admin/system/position/import/").status_code == 200

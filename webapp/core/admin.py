@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import admin
+
 from webapp.core import scope
+
+
+def scoped_choices(related: Any, request: Any) -> Any:
+    """The rows of `related` a form field or list filter of `request`'s user may offer: the
+    departments within their scope (and their own), the records of a scoped model within
+    their scope; None for a model without scope (all its rows)."""
+    from webapp.system.models import Department
+
+    if related is Department:
+        allowed = scope.department_queryset(request.user)
+        if request.user.department_id:
+            allowed = allowed | Department.objects.filter(pk=request.user.department_id)
+        return allowed
+    if scope.scope_fields(related) is not None:
+        return scope.restrict(related._default_manager.all(), request.user)
+    return None
 
 
 class ScopedAdminMixin:
@@ -15,18 +33,11 @@ class ScopedAdminMixin:
         return scope.restrict(super().get_queryset(request), request.user)  # type: ignore[misc]
 
     def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        from webapp.system.models import Department
-
         related = db_field.related_model
         if "queryset" not in kwargs and related is not None:
-            if related is Department:
-                allowed = scope.department_queryset(request.user)
-                if request.user.department_id:
-                    allowed = allowed | Department.objects.filter(pk=request.user.department_id)
+            allowed = scoped_choices(related, request)
+            if allowed is not None:
                 kwargs["queryset"] = allowed
-            elif scope.scope_fields(related) is not None:
-                kwargs["queryset"] = scope.restrict(related._default_manager.all(),
-                                                    request.user)
         return super().formfield_for_foreignkey(  # type: ignore[misc]
             db_field, request, **kwargs)
 
@@ -36,3 +47,31 @@ class ScopedAdminMixin:
         if fields and "department" in fields.departments and request.user.department_id:
             initial.setdefault("department", request.user.department_id)
         return initial
+
+
+class ScopedChoicesMixin(ScopedAdminMixin):
+    """ScopedAdminMixin, and many-to-many choices (a channel's recipient users and
+    departments, a device's groups) limited to the user's data scope as well."""
+
+    def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        related = db_field.related_model
+        if "queryset" not in kwargs and related is not None:
+            allowed = scoped_choices(related, request)
+            if allowed is not None:
+                kwargs["queryset"] = allowed
+        return super().formfield_for_manytomany(  # type: ignore[misc]
+            db_field, request, **kwargs)
+
+
+class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
+    """A sidebar filter on a foreign key or many-to-many field that lists only the related
+    records within the user's data scope (the plain filter lists every department's).
+    Use as `list_filter = (("product", ScopedRelatedFieldListFilter),)`."""
+
+    def field_choices(self, field: Any, request: Any, model_admin: Any) -> Any:
+        allowed = scoped_choices(field.related_model, request)
+        if allowed is None:
+            return super().field_choices(field, request, model_admin)
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return field.get_choices(include_blank=False, ordering=ordering,
+                                 limit_choices_to={"pk__in": allowed.values("pk")})

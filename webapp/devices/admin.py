@@ -11,7 +11,11 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ImportExportModelAdmin
 
 from webapp.core import spreadsheet
-from webapp.core.admin import ScopedAdminMixin
+from webapp.core.admin import (
+    ScopedAdminMixin,
+    ScopedChoicesMixin,
+    ScopedRelatedFieldListFilter,
+)
 from webapp.devices import actions, secrets_once
 from webapp.devices.actions.shadow import validate_desired
 from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus
@@ -64,10 +68,13 @@ class CommandHistoryInline(admin.TabularInline):
 
 
 @admin.register(Device)
-class DeviceAdmin(ScopedAdminMixin, ImportExportModelAdmin):
+class DeviceAdmin(ScopedChoicesMixin, ImportExportModelAdmin):
     list_display = ("identifier", "name", "product", "status", "connect_status", "last_seen",
                     "node_type", "gateway")
-    list_filter = ("connect_status", "status", "node_type", "product", "groups")
+    # Products and groups in the sidebar and the group choices stop at the data scope.
+    list_filter = ("connect_status", "status", "node_type",
+                   ("product", ScopedRelatedFieldListFilter),
+                   ("groups", ScopedRelatedFieldListFilter))
     search_fields = ("identifier", "name", "description")
     readonly_fields = ("connect_status", "last_seen", "node_type", "created", "updated")
     list_select_related = ("product", "gateway")

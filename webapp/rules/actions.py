@@ -5,6 +5,7 @@ worker recompiles its in-memory index before the next batch."""
 from __future__ import annotations
 
 import json
+import re
 import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ from webapp.rules.models import (
 )
 
 MASK = "********"
+MAX_ID = 2**63 - 1  # a larger number is no row's id (and no database integer)
 RULE_FIELDS = ("name", "description", "enabled", "trigger", "condition", "actions", "debounce",
                "cooldown", "fire_mode", "auto_clear")
 
@@ -101,32 +103,124 @@ def validate_rule(data: dict[str, Any]) -> None:
         raise RuleInvalid(exc.detail) from exc
 
 
+def is_number_reference(ref: Any) -> bool:
+    """Whether a rule action's `channel` / `sink` reference can name a row by id: an int,
+    or a text of ASCII digits only (`isdigit()` would take "²", which `int()` refuses)."""
+    if isinstance(ref, bool):
+        return False
+    if isinstance(ref, int):
+        return 0 < ref <= MAX_ID
+    return isinstance(ref, str) and ref.isascii() and ref.isdecimal() and 0 < int(ref) <= MAX_ID
+
+
 def _reference_query(ref: Any) -> Q:
-    """The rows a rule action's `channel` / `sink` reference matches when the rule runs
-    (executors._by_id_or_name: the name, or the id when the reference is a number)."""
+    """The rows a rule action's `channel` / `sink` reference may match when the rule runs
+    (executors._by_id_or_name: the id when the reference is a number, else the name)."""
     query = Q(name=str(ref))
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+    if is_number_reference(ref):
         query |= Q(pk=int(ref))
     return query
 
 
+def department_filter(department_id: int | None) -> Q:
+    """The channels and sinks a rule on a product of `department_id` may use: that
+    department's, and the ones of no department (made before departments existed, reached
+    only by users who see all data)."""
+    if department_id is None:
+        return Q(department__isnull=True)
+    return Q(department__isnull=True) | Q(department_id=department_id)
+
+
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_TRIGGERING_DEVICE = re.compile(r"\{\{\s*device\s*\}\}")
+DEVICE_TOPIC_PREFIX = "/v1/devices/"
+
+
+def action_device_target(action: dict[str, Any]) -> tuple[str, str]:
+    """Which device a `command`, `shadow` or `publish` action reaches: ("trigger", "") for
+    the device whose message fired the rule (no `device`, or exactly `{{device}}`; a topic
+    `/v1/devices/{{device}}/…`), ("device", identifier) for a named one, ("template", text)
+    when a template could name any device, ("none", "") for a topic of no device."""
+    kind = action.get("type")
+    if kind in (ActionType.COMMAND, ActionType.SHADOW):
+        value = action.get("device")
+        if value in (None, ""):
+            return "trigger", ""
+        text = str(value)
+        if _TRIGGERING_DEVICE.fullmatch(text):
+            return "trigger", ""
+        return ("template", text) if _PLACEHOLDER.search(text) else ("device", text)
+    if kind != ActionType.PUBLISH or not isinstance(action.get("topic"), str):
+        return "none", ""
+    topic: str = action["topic"]
+    placeholder = _PLACEHOLDER.search(topic)
+    literal = topic if placeholder is None else topic[:placeholder.start()]
+    if not literal.startswith(DEVICE_TOPIC_PREFIX):
+        # A template may still render into a device topic unless the literal start rules
+        # it out ("alerts/{{device}}" cannot; "{{topic}}" or "/v1/{{x}}" can).
+        could = placeholder is not None and DEVICE_TOPIC_PREFIX.startswith(literal)
+        return ("template", topic) if could else ("none", "")
+    rest = literal[len(DEVICE_TOPIC_PREFIX):]
+    if placeholder is None or "/" in rest:
+        device = rest.partition("/")[0]
+        return ("device", device) if device else ("none", "")
+    after = topic[placeholder.end():]
+    if rest == "" and _TRIGGERING_DEVICE.fullmatch(placeholder.group(0)) and \
+            (after == "" or after.startswith("/")):
+        return "trigger", ""
+    return "template", topic
+
+
+# What an action refers to (kept when the rule already had it): channel, sink, target.
+_REFERENCE_KEYS: dict[str, str] = {
+    ActionType.NOTIFY: "channel", ActionType.FORWARD: "sink", ActionType.COMMAND: "device",
+    ActionType.SHADOW: "device", ActionType.PUBLISH: "topic"}
+
+
+def _reference_key(action: dict[str, Any]) -> tuple[str, str] | None:
+    kind = action.get("type")
+    if not isinstance(kind, str) or kind not in _REFERENCE_KEYS:
+        return None
+    return kind, str(action.get(_REFERENCE_KEYS[kind]))
+
+
+def _product_department(product: Any) -> tuple[bool, int | None]:
+    """(whether the trigger names an existing product, that product's department)."""
+    from webapp.products.models import Product
+
+    if not isinstance(product, str) or not product:
+        return False, None
+    row = Product.objects.filter(identifier=product).values("department_id").first()
+    return (True, row["department_id"]) if row is not None else (False, None)
+
+
 def out_of_scope_references(actions: Any, user: Any,
-                            previous: list[dict[str, Any]] | None = None) -> list[str]:
-    """Why the notify / forward actions of a rule may not be saved by `user`: one message
-    per action whose channel or sink is not within the user's data scope (webapp/core/
-    scope.py), naming the action by its position. A reference the rule already had
-    (`previous`, same action type and reference) is kept: editing a rule an administrator
-    connected to another department's channel does not force removing it."""
+                            previous: list[dict[str, Any]] | None = None,
+                            product: Any = None) -> list[str]:
+    """Why the actions of a rule may not be saved by `user`: one message per action, naming
+    it by its position, whose channel or sink (notify, forward) or target device (command,
+    shadow; a publish topic `/v1/devices/{id}/…`) is not within the user's data scope
+    (webapp/core/scope.py). A target written as a template other than `{{device}}` (the
+    device that fired) could name any device: only users who see all data may write one.
+    A channel or sink also belongs to the department of the rule's `product` (the trigger's
+    identifier), or to none: the executor resolves it only there. A reference the rule
+    already had (`previous`, same action type and reference) is kept: editing a rule an
+    administrator connected to another department's channel does not force removing it."""
     if not isinstance(actions, list):
         return []
-    kept = {(a.get("type"), str(a.get("channel" if a.get("type") == ActionType.NOTIFY
-                                       else "sink")))
-            for a in previous or [] if isinstance(a, dict)}
+    kept = {_reference_key(a) for a in previous or [] if isinstance(a, dict)} - {None}
+    has_product, department_id = _product_department(product)
     problems = []
     for position, action in enumerate(actions, start=1):
-        if not isinstance(action, dict):
+        if not isinstance(action, dict) or _reference_key(action) in kept:
             continue
         kind = action.get("type")
+        if kind in (ActionType.COMMAND, ActionType.SHADOW, ActionType.PUBLISH):
+            problem = _device_problem(action, user)
+            if problem:
+                problems.append(str(_("Action {n} ({type}): {problem}").format(
+                    n=position, type=kind, problem=problem)))
+            continue
         if kind == ActionType.NOTIFY:
             model: type[NotificationChannel] | type[Sink] = NotificationChannel
             key = "channel"
@@ -135,7 +229,7 @@ def out_of_scope_references(actions: Any, user: Any,
         else:
             continue
         ref = action.get(key)
-        if not isinstance(ref, int | str) or ref == "" or (kind, str(ref)) in kept:
+        if not isinstance(ref, int | str) or ref == "":
             continue  # a missing reference is the compiler's to report
         matches = model.objects.filter(_reference_query(ref))
         reachable = scope.restrict(model.objects.all(), user).values("pk")
@@ -143,7 +237,29 @@ def out_of_scope_references(actions: Any, user: Any,
             problems.append(str(_(
                 "Action {n} ({type}): there is no {model} {ref!r} within your data scope."
             ).format(n=position, type=kind, model=model._meta.verbose_name, ref=ref)))
+        elif has_product and matches.exclude(department_filter(department_id)).exists():
+            problems.append(str(_(
+                "Action {n} ({type}): the {model} {ref!r} belongs to another department "
+                "than the product {product!r}: the rule could not use it."
+            ).format(n=position, type=kind, model=model._meta.verbose_name, ref=ref,
+                     product=product)))
     return problems
+
+
+def _device_problem(action: dict[str, Any], user: Any) -> str:
+    """Why `user` may not aim a command, shadow or publish action at its target device."""
+    from webapp.devices.models import Device
+
+    kind, target = action_device_target(action)
+    if kind == "template" and not scope.user_scope(user).everything:
+        what = _("the topic") if action.get("type") == ActionType.PUBLISH else _("the device")
+        return str(_("{what} {ref!r} is a template that could name a device outside your "
+                     "data scope: name the device, or use {placeholder} for the one that "
+                     "fired the rule.").format(what=what, ref=target, placeholder="{{device}}"))
+    if kind == "device" and not scope.restrict(Device.objects.all(), user).filter(
+            identifier=target).exists():
+        return str(_("there is no device {ref!r} within your data scope.").format(ref=target))
+    return ""
 
 
 def check_trigger_scope(trigger: Any, user: Any,

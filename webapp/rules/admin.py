@@ -9,8 +9,11 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 
-from webapp.core import scope
-from webapp.core.admin import ScopedAdminMixin
+from webapp.core.admin import (
+    ScopedAdminMixin,
+    ScopedChoicesMixin,
+    ScopedRelatedFieldListFilter,
+)
 from webapp.core.errors import DomainError
 from webapp.rules import actions
 from webapp.rules.models import (
@@ -45,9 +48,11 @@ class RuleForm(forms.ModelForm):
             actions.validate_rule(data)
         except DomainError as exc:
             raise forms.ValidationError(str(exc.detail)) from exc
+        trigger = data.get("trigger")
         problems = actions.out_of_scope_references(
             data.get("actions"), self.acting_user,
-            previous=self.instance.actions if self.instance.pk else None)
+            previous=self.instance.actions if self.instance.pk else None,
+            product=trigger.get("product") if isinstance(trigger, dict) else None)
         if problems:
             self.add_error("actions", problems)
         try:
@@ -59,29 +64,8 @@ class RuleForm(forms.ModelForm):
         return data
 
 
-_RELATED_ONLY = admin.RelatedOnlyFieldListFilter
-
-
-class ScopedChoicesMixin(ScopedAdminMixin):
-    """ScopedAdminMixin, and many-to-many choices (a channel's recipient users and
-    departments) limited to the user's data scope as well."""
-
-    def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        from webapp.system.models import Department
-
-        related = db_field.related_model
-        if "queryset" not in kwargs and related is not None:
-            if related is Department:
-                allowed = scope.department_queryset(request.user)
-                if request.user.department_id:
-                    allowed = allowed | Department.objects.filter(
-                        pk=request.user.department_id)
-                kwargs["queryset"] = allowed
-            elif scope.scope_fields(related) is not None:
-                kwargs["queryset"] = scope.restrict(related._default_manager.all(),
-                                                    request.user)
-        return super().formfield_for_manytomany(  # type: ignore[misc]
-            db_field, request, **kwargs)
+# Related records in the sidebar filters stop at the user's data scope.
+_SCOPED = ScopedRelatedFieldListFilter
 
 
 @admin.register(Rule)
@@ -89,7 +73,7 @@ class RuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
     form = RuleForm
     list_display = ("name", "enabled", "trigger_type", "product", "cooldown", "fire_mode",
                     "updated")
-    list_filter = ("enabled", "trigger_type", ("product", _RELATED_ONLY))
+    list_filter = ("enabled", "trigger_type", ("product", _SCOPED))
     search_fields = ("name", "description")
     readonly_fields = ("trigger_type", "product", "created", "updated")
     actions = ("enable", "disable")
@@ -127,7 +111,7 @@ class RuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
 class RuleTraceAdmin(ScopedAdminMixin, ExportMixin, admin.ModelAdmin):
     resource_classes = [RuleTraceResource]
     list_display = ("created", "rule", "kind", "device", "ts", "ok")
-    list_filter = ("kind", "ok", ("rule", _RELATED_ONLY))
+    list_filter = ("kind", "ok", ("rule", _SCOPED))
     search_fields = ("device",)
     readonly_fields = ("rule", "kind", "device", "ts", "ok", "created", "pretty_message",
                        "pretty_conditions", "pretty_results")
@@ -194,7 +178,7 @@ class AlarmAdmin(ScopedAdminMixin, ExportMixin, admin.ModelAdmin):
     form = AlarmForm
     list_display = ("name", "device", "product", "severity", "status", "count", "last_seen",
                     "assignee")
-    list_filter = ("status", "severity", ("product", _RELATED_ONLY), ("rule", _RELATED_ONLY))
+    list_filter = ("status", "severity", ("product", _SCOPED), ("rule", _SCOPED))
     search_fields = ("name", "message", "device__identifier")
     readonly_fields = ("rule", "name", "device", "product", "severity", "status", "message",
                        "details", "count", "first_seen", "last_seen", "acknowledged_at",
@@ -325,7 +309,7 @@ class SinkAdmin(ScopedAdminMixin, admin.ModelAdmin):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("created", "sink", "rule", "attempts", "redelivered", "error")
-    list_filter = (("sink", _RELATED_ONLY), "redelivered")
+    list_filter = (("sink", _SCOPED), "redelivered")
     list_select_related = ("sink", "rule")
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
 

@@ -104,13 +104,24 @@ def do_clear_alarm(rule: Rule, action: dict[str, Any], msg: Message, env: dict[s
     return {"alarm": alarm.pk if alarm else None}
 
 
-def _by_id_or_name(model: Any, ref: Any) -> Any:
-    query = Q(name=str(ref))
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        query |= Q(pk=int(ref))
-    found = model.objects.filter(query).first()
+def _by_id_or_name(model: Any, ref: Any, rule: Rule | None = None) -> Any:
+    """The channel or sink an action names: by id when the reference is a number (ASCII
+    digits; a channel or sink named like another's id is not taken for it), else by name.
+    For a rule on a product, only among those of the product's department or of none
+    (`actions.department_filter`): moving the product or the sink to another department
+    stops the rule sending there."""
+    queryset = model.objects.all()
+    product = rule.product if rule is not None and rule.product_id is not None else None
+    if product is not None:
+        queryset = queryset.filter(actions.department_filter(product.department_id))
+    found = None
+    if actions.is_number_reference(ref):
+        found = queryset.filter(pk=int(ref)).first()
     if found is None:
-        raise LookupError(f"no {model._meta.verbose_name} {ref!r}")
+        found = queryset.filter(name=str(ref)).first()
+    if found is None:
+        where = " in the department of the rule's product" if product is not None else ""
+        raise LookupError(f"no {model._meta.verbose_name} {ref!r}{where}")
     return found
 
 
@@ -139,7 +150,7 @@ def send_insite(users: list[Any], title: str, body: str) -> None:
 
 def do_notify(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
               ) -> dict[str, Any]:
-    channel = _by_id_or_name(NotificationChannel, action["channel"])
+    channel = _by_id_or_name(NotificationChannel, action["channel"], rule)
     if not channel.enabled:
         return {"channel": channel.pk, "skipped": "channel disabled"}
     title = _text(action.get("title") or channel.title_template, env)
@@ -254,7 +265,7 @@ def do_forward(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, 
                ) -> dict[str, Any]:
     from webapp.rules.tasks import forward_message
 
-    sink = _by_id_or_name(Sink, action["sink"])
+    sink = _by_id_or_name(Sink, action["sink"], rule)
     return {"sink": sink.pk, **forward_message(sink.pk, message_json(msg), env, rule.pk)}
 
 

@@ -52,16 +52,21 @@ class RuleSerializer(serializers.ModelSerializer):
         actions.check_trigger_scope(value, getattr(request, "user", None), previous=previous)
         return value
 
-    def validate_actions(self, value: Any) -> Any:
-        """Notify and forward actions may only name channels and sinks within the acting
-        user's data scope (a serializer without a request reaches none)."""
-        request = self.context.get("request")
-        previous = self.instance.actions if isinstance(self.instance, Rule) else None
-        problems = actions.out_of_scope_references(
-            value, getattr(request, "user", None), previous=previous)
-        if problems:
-            raise serializers.ValidationError(problems)
-        return value
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Actions may only name channels, sinks and target devices within the acting
+        user's data scope, channels and sinks of the rule's product's department (a
+        serializer without a request reaches none): `actions.out_of_scope_references`."""
+        if "actions" in attrs:
+            request = self.context.get("request")
+            instance = self.instance if isinstance(self.instance, Rule) else None
+            trigger = attrs.get("trigger", instance.trigger if instance else None)
+            problems = actions.out_of_scope_references(
+                attrs["actions"], getattr(request, "user", None),
+                previous=instance.actions if instance else None,
+                product=trigger.get("product") if isinstance(trigger, dict) else None)
+            if problems:
+                raise serializers.ValidationError({"actions": problems})
+        return attrs
 
     def to_representation(self, instance: Rule) -> dict[str, Any]:
         data = super().to_representation(instance)
