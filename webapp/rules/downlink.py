@@ -3,8 +3,10 @@
 - Commands go through the devices app (`webapp.devices.actions.send_command`, source `rule`):
   validated against the thing model, recorded, sent now or when the device comes online.
 - Publishing to a topic of our own broker: an entry without `dev` on the downlink stream of
-  every live edge node (`tl:down:{node}`, docs/bus.md); each node publishes it to its local
-  subscribers as the broker would, so every subscriber on any node gets it once.
+  one live edge node (`tl:down:{node}`, docs/bus.md), chosen by the topic so that a topic's
+  messages keep their order; that node publishes it as if a client had, and cross-node
+  routing (edge.bus.cluster) takes it to the subscribers on other nodes, so every subscriber
+  gets it once. (Writing it to every node delivered it once per node to remote subscribers.)
 - Desired shadow values go through the devices app too (`set_desired`, merged, validated
   against the thing model; the device gets the delta after commit when it is online).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 from webapp.core.redis import get_redis, keys
@@ -35,19 +38,20 @@ def live_nodes() -> list[str]:
 
 
 def publish_topic(topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> int:
-    """Publish on our broker through every live edge node; returns the number of nodes."""
+    """Publish on our broker through one live edge node; returns how many nodes were handed
+    the message (1, or 0 when no edge node is up)."""
     if not topic or "#" in topic or "+" in topic:
         raise ValueError("a topic to publish on has no wildcard")
     nodes = live_nodes()
-    k = keys()
-    pipe = get_redis().pipeline(transaction=False)
+    if not nodes:
+        return 0
+    node = nodes[zlib.crc32(topic.encode()) % len(nodes)]
     fields = {"topic": topic, "payload": payload, "qos": str(qos)}
     if retain:
         fields["retain"] = "1"
-    for node in nodes:
-        pipe.xadd(k.downlink(node), fields, maxlen=DOWNLINK_MAXLEN, approximate=True)
-    pipe.execute()
-    return len(nodes)
+    get_redis().xadd(keys().downlink(node), fields,
+                     maxlen=DOWNLINK_MAXLEN, approximate=True)
+    return 1
 
 
 def send_command(device: str, service: str, command: str, params: dict[str, Any]) -> Any:
