@@ -385,13 +385,30 @@ def _parse_compact(text: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string (or key) of a JSON value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _check_json(spec: FieldSpec, value: Any) -> Any:
-    if spec.max_length is not None:
-        size = len(json.dumps(value, separators=(",", ":")))
-        if size > spec.max_length:
-            raise _Refused(
-                "too_long", f"{spec.code} is {size} bytes of JSON, max {spec.max_length}"
-            )
+    if _has_nul(value):  # PostgreSQL's jsonb (and text) cannot hold a NUL character
+        raise _wrong(spec, value, "JSON without NUL characters")
+    text = json.dumps(value, separators=(",", ":"))
+    if spec.max_length is not None and len(text) > spec.max_length:
+        raise _Refused(
+            "too_long", f"{spec.code} is {len(text)} bytes of JSON, max {spec.max_length}"
+        )
     return value
 
 

@@ -33,6 +33,11 @@ class Keys:
         return f"{self.prefix}uplink"
 
     @property
+    def uplink_dead(self) -> str:
+        """Uplink events the database refused, kept with the reason (docs/bus.md)."""
+        return f"{self.prefix}uplink:dead"
+
+    @property
     def route(self) -> str:
         return f"{self.prefix}route"
 

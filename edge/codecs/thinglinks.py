@@ -491,10 +491,14 @@ def log_event(
 ) -> dict[str, Any]:
     event: dict[str, Any] = {"t": "log", "dev": device, "dir": direction, "topic": topic}
     try:
-        event["payload"] = payload.decode("utf-8")
+        text = payload.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:  # binary, or a NUL no SQL text column can hold
         event["payload"] = base64.b64encode(payload).decode()
         event["enc"] = "b64"
+    else:
+        event["payload"] = text
     event.update(ok=ok, reason=reason, ts=ts)
     return event
 

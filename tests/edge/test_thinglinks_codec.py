@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
@@ -291,3 +292,12 @@ def test_gateway_command_response_for_a_sub_device():
     assert outcome.events == [] and outcome.errors[0].code == "not_allowed"
     own = tl.parse("/v1/devices/d1/commandResponse", payload.replace(b'"s1"', b'"d1"'))
     assert own is not None and own.subject is None
+
+
+def test_a_logged_payload_with_a_nul_byte_is_kept_as_base64():
+    """Valid UTF-8 with U+0000 cannot go into a SQL text column: it is logged like binary."""
+    from edge.codecs.thinglinks import log_event
+
+    event = log_event("d1", "up", "/v1/devices/d1/datas", b"a\x00b", False, "x", 1)
+    assert event["enc"] == "b64" and base64.b64decode(event["payload"]) == b"a\x00b"
+    assert log_event("d1", "up", "t", "é".encode(), True, None, 1)["payload"] == "é"

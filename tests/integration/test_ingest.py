@@ -225,3 +225,30 @@ def test_telemetry_api_reads_what_ingest_wrote(device, worker, api, redis_client
     assert [r["value"] for r in last["results"]] == [30.0, 50.0]
     shadow = api.get("/api/v1/devices/dev-1/shadow/").json()
     assert shadow["reported"]["env"]["temperature"]["value"] == 50.0
+
+
+def test_data_the_database_refuses_is_set_aside_not_retried_forever(device, worker,
+                                                                    redis_client, redis_prefix):
+    """A value the column cannot hold (text in a double column, a NUL in a text column) is
+    refused by PostgreSQL on every retry. The rest of its entry and the next entries are
+    stored, the entry is acknowledged, and the refused events wait in `uplink:dead` with the
+    database's reason. (SQLite stores such values, so there is nothing to refuse there.)"""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL refuses these values")
+    ts = now_ms()
+    good = {"t": "data", "dev": "dev-1", "prod": "thermo", "svc": "env", "ts": ts, "et": None,
+            "v": {"temperature": 1.5}}
+    bad = {**good, "ts": ts + 1, "v": {"temperature": "hot"}}
+    nul = {"t": "log", "dev": "dev-1", "dir": "up", "topic": "/v1/devices/dev-1/datas",
+           "payload": "a\x00b", "ok": True, "reason": None, "ts": ts}
+    xadd(redis_client, redis_prefix, good, bad, nul)
+    xadd(redis_client, redis_prefix, {**good, "ts": ts + 2, "v": {"temperature": 2.5}})
+    worker.process(worker.read())
+    assert [r["temperature"] for r in series(device)] == [1.5, 2.5]
+    assert redis_client.xpending(f"{redis_prefix}uplink", UPLINK_GROUP)["pending"] == 0
+    dead = redis_client.xrange(f"{redis_prefix}uplink:dead")
+    assert [json.loads(fields[b"event"])["t"] for _, fields in dead] == ["data", "log"]
+    assert all(fields[b"reason"] for _, fields in dead)
+    assert [int(fields[b"position"]) for _, fields in dead] == [1, 2]

@@ -160,3 +160,14 @@ def test_fast_path_refuses_what_it_must_not_decide(model):
     values, problems = model.validate_service_data("env", {"temperature": 10**400})
     assert values == {}
     assert problems[0].reason.startswith("temperature must be a finite number")
+
+
+def test_json_values_with_a_nul_character_are_refused(model):
+    """PostgreSQL's jsonb cannot hold U+0000 (and would refuse the whole batch): the edge
+    refuses it with a reason; an escaped backslash-u text is an ordinary string."""
+    values, problems = model.validate_service_data(
+        "env", {"extra": {"a": ["ok", {"k\x00": 1}]}, "temperature": 20})
+    assert values == {"temperature": 20.0}
+    assert problems[0].property == "extra" and "NUL" in problems[0].reason
+    values, problems = model.validate_service_data("env", {"extra": {"a": "\\u0000"}})
+    assert values == {"extra": {"a": "\\u0000"}} and problems == []

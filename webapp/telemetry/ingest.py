@@ -29,8 +29,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 import redis
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from edge import fastjson
 from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
@@ -43,6 +44,11 @@ from webapp.telemetry.messagelog import LoggedMessage
 log = logging.getLogger(__name__)
 
 RECLAIM_IDLE_MS = 30_000
+# What a database raises for data it will never accept (a value its column cannot hold, a
+# constraint), as opposed to being unavailable: retrying such a batch cannot succeed.
+# (The SQL backend's COPY talks to psycopg directly, so its errors come unwrapped.)
+REFUSED_DATA: tuple[type[Exception], ...] = (
+    DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError)
 LAG_CHECK_S = 30.0
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -197,14 +203,61 @@ class IngestWorker:
         return list(fresh[0][1]) if fresh else []
 
     def process(self, entries: list[Entry]) -> int:
-        """Store a group of entries and acknowledge them; returns the points written."""
+        """Store a group of entries and acknowledge them; returns the points written.
+
+        A database that is down raises, and the entries stay pending for the retry. A
+        database that refuses the data itself (a value its column cannot hold) would refuse
+        it on every retry and stall ingest behind it: then the entries are stored one by
+        one, and the events of a refused entry one by one, and what is still refused goes to
+        the dead-letter stream `uplink:dead` with the reason — kept, not lost."""
         if not entries:
             return 0
         batch, ids = decode_entries(entries)
-        written = self.store(batch)
+        try:
+            written = self.store(batch)
+        except REFUSED_DATA as exc:
+            log.warning("the database refused a batch of %d entries (%s); storing them one "
+                        "by one", len(entries), exc)
+            written = self._salvage(entries)
         self.redis.xack(self.keys.uplink, UPLINK_GROUP, *ids)
         self.stored_points += written
         return written
+
+    def _salvage(self, entries: list[Entry]) -> int:
+        written = 0
+        for entry_id, fields in entries:
+            batch, _ids = decode_entries([(entry_id, fields)])
+            try:
+                written += self.store(batch)
+                continue
+            except REFUSED_DATA:
+                pass
+            raw = fields.get(b"b") if fields else None
+            try:
+                events = fastjson.loads(raw) if raw else []
+            except ValueError:
+                events = []
+            for position, event in enumerate(events if isinstance(events, list) else [events]):
+                single = Batch()
+                try:
+                    single.add(event, f"{entry_id.decode()}/{position}")
+                    written += self.store(single)
+                except REFUSED_DATA as exc:
+                    self._dead_letter(entry_id, position, event, exc)
+                except (KeyError, AttributeError):
+                    pass  # malformed: decode_entries logged it already
+        return written
+
+    def _dead_letter(self, entry_id: bytes, position: int, event: Any,
+                     exc: Exception) -> None:
+        reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        log.error("uplink event %s/%d of device %s refused by the database (%s); kept in %s",
+                  entry_id.decode(), position,
+                  event.get("dev") if isinstance(event, dict) else "?", reason,
+                  self.keys.uplink_dead)
+        self.redis.xadd(self.keys.uplink_dead, {
+            "entry": entry_id, "position": str(position), "reason": reason,
+            "event": fastjson.dumps(event)}, maxlen=UPLINK_MAXLEN, approximate=True)
 
     def store(self, batch: Batch) -> int:
         with transaction.atomic():
