@@ -248,6 +248,14 @@ def run(small: bool) -> dict[str, Any]:
             time.sleep(0.05)
         persisted_at = time.time()
         e2e_seconds = persisted_at - started
+        rule_counters: dict[str, int] = {}
+        if rule_count:  # what the rules saw, summed over the rules (rules:stats:{id})
+            import redis as redis_lib
+
+            counters = redis_lib.Redis.from_url(redis_url)
+            for key in counters.scan_iter(match=f"{prefix}rules:stats:*", count=1000):
+                for name, value in counters.hgetall(key).items():
+                    rule_counters[name.decode()] = rule_counters.get(name.decode(), 0) + int(value)
         busy = _machine_busy_seconds() - busy_before
         edge_cpu = cpu_seconds(edge.pid) - cpu_before["edge"]
         ingest_cpu = sum(cpu_seconds(p.pid) for p in processes[1:]) - cpu_before["ingest"]
@@ -274,6 +282,7 @@ def run(small: bool) -> dict[str, Any]:
                       "ingest_workers": round(ingest_cpu, 1),
                       "publishers": round(publishers_cpu, 1),
                       "other": round(busy - edge_cpu - ingest_cpu - publishers_cpu, 1)},
+            "rule_counters": rule_counters or None,
             "copy_rows_per_s": round(copy_rate),
             "end_to_end_over_copy": round(e2e_rate / copy_rate, 3) if copy_rate else None,
             "query_day_1m_avg": query,
