@@ -113,6 +113,19 @@ class Feed:
         self.redis.xadd(f"{self.prefix}uplink", {"b": json.dumps(list(events))})
         self.worker.process(self.worker.read())
 
+    def crash_after_hooks(self, *events) -> None:
+        """XADD, then store the entry and run its hooks but die before XACK: the entry stays
+        in this worker's pending list, as after a crash."""
+        from webapp.telemetry.ingest import decode_entries
+
+        self.redis.xadd(f"{self.prefix}uplink", {"b": json.dumps(list(events))})
+        batch, _ids = decode_entries(self.worker.read())
+        self.worker.store(batch)
+
+    def redeliver(self) -> None:
+        """The restarted worker reads its own pending entries first."""
+        self.worker.process(self.worker.read())
+
     def data(self, device="dev-1", service="env", **values) -> int:
         self.ts += 1000
         self.events({"t": "data", "dev": device, "prod": "thermo", "svc": service,

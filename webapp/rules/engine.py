@@ -8,9 +8,10 @@ windows, cool-down, previous values, which devices have an open alarm) and the d
 values come from Redis in one pipelined round trip, and go back in one more with the
 firings, queued in a Redis list that a Celery task (`rules.drain_firings`) works off.
 
-Replays are harmless: a message no newer than the last one evaluated for the same device,
-kind and service is skipped (the batch is redelivered after a crash), and alarm actions update
-the one open alarm of a (rule, device) instead of adding one.
+Replays are harmless: in a batch of entries delivered before (a crash before XACK), a message
+no newer than the last one evaluated for the same device, kind and service is skipped; fresh
+batches are evaluated whole (late and interleaved points too); and alarm actions update the one
+open alarm of a (rule, device) instead of adding one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from webapp.rules.choices import FireMode, TriggerType
 from webapp.rules.compiler import CompiledRule, compile_model
 from webapp.rules.conditions import _MISSING, Group, Leaf, Message, _lookup
 from webapp.rules.expressions import is_number
+from webapp.telemetry import hooks
 
 if TYPE_CHECKING:
     from webapp.telemetry.ingest import Batch
@@ -407,6 +409,15 @@ def _decode_latest(raw: bytes | None) -> dict[str, Any] | None:
     return {p: e.get("value") for p, e in fastjson.loads(raw).items()} if raw else None
 
 
+# Replay guards only move forward: ARGV holds field, ts pairs.
+_RAISE_GUARDS = """
+for i = 1, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > current then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 0
+"""
+
 # One server-side loop for a batch's counters instead of one HINCRBY per counter.
 _INCREMENTS = """
 for i = 1, #KEYS do
@@ -442,10 +453,15 @@ class Run:
     evaluated: dict[Any, int] = field(default_factory=lambda: defaultdict(int))
     newest: dict[tuple[str, str], int] = field(default_factory=dict)
     general_evaluated: dict[int, int] = field(default_factory=dict)
+    # The batch holds entries delivered before: points no newer than the guard were
+    # evaluated already (a fresh batch is evaluated whole, late or interleaved points too).
+    redelivered: bool = False
 
     @classmethod
-    def start(cls, streams: set[tuple[str, str]], index: RuleIndex | None = None) -> Run:
-        """Read the guards of the (device, guard) streams and the devices' rule state.
+    def start(cls, streams: set[tuple[str, str]], index: RuleIndex | None = None,
+              redelivered: bool = False) -> Run:
+        """Read the devices' rule state and, for a redelivered batch, the guards of the
+        (device, guard) streams (a fresh batch has nothing to check against them).
 
         With `index`, the rules' version is read in the same round trip: `StaleIndex` is
         raised when the rules changed since the index was compiled (the caller recompiles and
@@ -454,17 +470,20 @@ class Run:
         pairs = sorted(streams)
         devices = sorted({device for device, _ in pairs})
         pipe = get_redis().pipeline(transaction=False)
-        pipe.hmget(rk.guards, [f"{d}|{g}" for d, g in pairs])
         pipe.hmget(rk.states, devices)
         if index is not None:
             pipe.get(rk.version)
+        if redelivered:
+            pipe.hmget(rk.guards, [f"{d}|{g}" for d, g in pairs])
         replies = pipe.execute()
-        if index is not None and (replies[2] or b"0") != index.version:
-            raise StaleIndex(replies[2] or b"0")
-        guards_raw, states_raw = replies[0], replies[1]
-        guards = {pair: int(raw) for pair, raw in zip(pairs, guards_raw) if raw}
+        if index is not None and (replies[1] or b"0") != index.version:
+            raise StaleIndex(replies[1] or b"0")
+        states_raw = replies[0]
+        guards = {pair: int(raw) for pair, raw in zip(pairs, replies[-1]) if raw} \
+            if redelivered else {}
         states = {d: fastjson.loads(raw) if raw else {} for d, raw in zip(devices, states_raw)}
-        return cls(guards, {d for d, raw in zip(devices, states_raw) if raw}, states)
+        return cls(guards, {d for d, raw in zip(devices, states_raw) if raw}, states,
+                   redelivered=redelivered)
 
     def load(self, devices: dict[str, set[str]]) -> None:
         """Read the latest values the conditions name (state came with `start`)."""
@@ -493,9 +512,9 @@ class Run:
                     (s, _decode_latest(raw)) for s, raw in zip(names, reply)) if v}
 
     def replayed(self, device: str, guard: str, ts: int) -> bool:
-        """At or before the newest ts of an earlier batch: a redelivered batch."""
+        """In a redelivered batch, at or before the newest ts evaluated before: done."""
         key = (device, guard)
-        if ts <= self.guards.get(key, 0):
+        if self.redelivered and ts <= self.guards.get(key, 0):
             return True
         if ts > self.newest.get(key, 0):
             self.newest[key] = ts
@@ -545,8 +564,9 @@ class Run:
         for rule_id, count in self.general_evaluated.items():
             outcome.stats[rule_id]["evaluated"] += count
         pipe = r.pipeline(transaction=False)
-        if self.newest:
-            pipe.hset(rk.guards, mapping={f"{d}|{g}": ts for (d, g), ts in self.newest.items()})
+        if self.newest:  # raised, never lowered (workers may evaluate out of order)
+            pipe.eval(_RAISE_GUARDS, 1, rk.guards,
+                      *[x for (d, g), ts in self.newest.items() for x in (f"{d}|{g}", ts)])
         changed = {device: fastjson.dumps(self.states[device])
                    for device in self.dirty if self.states[device]}
         emptied = [device for device in self.dirty if not self.states[device]]
@@ -572,11 +592,12 @@ class Run:
         return outcome
 
 
-def evaluate(items: list[Item]) -> Outcome:
+def evaluate(items: list[Item], redelivered: bool = False) -> Outcome:
     """Evaluate messages of any kind: read guards and state, decide, store."""
     if not items:
         return Outcome()
-    run = Run.start({(item.msg.device, item.guard) for item in items})
+    run = Run.start({(item.msg.device, item.guard) for item in items},
+                    redelivered=redelivered)
     items.sort(key=lambda i: i.msg.ts)
     fresh = []
     for item in items:
@@ -598,7 +619,7 @@ def evaluate(items: list[Item]) -> Outcome:
 _BY_TS = attrgetter("ts")
 
 
-def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
+def evaluate_points(index: RuleIndex, points: list[Any], redelivered: bool = False) -> Outcome:
     """Property reports: the hot path. A point whose values hold for no threshold of its
     bucket (the usual case), on a device with nothing in progress, only moves the replay
     guard; the others are decided in full, in time order.
@@ -620,7 +641,7 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
         if version != index.version:
             raise StaleIndex(version)
         return Outcome()
-    run = Run.start(streams, index)
+    run = Run.start(streams, index, redelivered)
     # Per guard (one per service), device → newest ts: before this batch, and in it.
     guards: dict[str, dict[str, int]] = defaultdict(dict)
     for (device, guard), ts in run.guards.items():
@@ -634,15 +655,15 @@ def evaluate_points(index: RuleIndex, points: list[Any]) -> Outcome:
     ordered = sorted(points, key=_BY_TS)
     with_rules = [b for services in buckets.values() for b in services.values()]
     if len(with_rules) == 1 and with_rules[0] is not None and not stateful & devices and \
-            _all_quiet(with_rules[0], ordered, guards[with_rules[0].guard],
-                       newest[with_rules[0].guard], counts):
+            _all_quiet(with_rules[0], ordered, guards[with_rules[0].guard] if redelivered
+                       else {}, newest[with_rules[0].guard], counts):
         ordered = []  # the usual batch: one product and service, nothing to decide
     for point in ordered:
         bucket = buckets[point.product][point.service]
         if bucket is None:
             continue
         device, ts = point.device, point.ts
-        if ts <= guards[bucket.guard].get(device, 0):  # an earlier batch had it: a replay
+        if redelivered and ts <= guards[bucket.guard].get(device, 0):  # evaluated before
             replays[bucket].append(point)
             continue
         newest[bucket.guard][device] = ts  # points come in time order
@@ -774,14 +795,14 @@ def on_batch(batch: Batch) -> None:
     if batch.points:
         for _attempt in range(5):
             try:
-                evaluate_points(index, batch.points)
+                evaluate_points(index, batch.points, batch.redelivered)
                 break
             except StaleIndex as stale:  # rules changed: compile them and start again
                 index = current_index(stale.version)
         else:
             raise RuntimeError("the rules kept changing while a batch was evaluated")
     if batch.statuses and index.status_rules:
-        evaluate(_status_items(index, batch.statuses))
+        evaluate(_status_items(index, batch.statuses), batch.redelivered)
 
 
 def _products_of(devices: Iterable[str]) -> dict[str, str]:
@@ -824,7 +845,7 @@ def on_events(events: list[dict[str, Any]]) -> None:
                       event=event.get("event", ""),
                       values=params if isinstance(params, dict) else {"value": params})
         out.append(Item(msg, product.event, f"_t:e:{msg.service}:{msg.event}"))
-    evaluate(out)
+    evaluate(out, hooks.redelivered.get())
 
 
 def on_command_responses(events: list[dict[str, Any]]) -> None:
@@ -846,4 +867,4 @@ def on_command_responses(events: list[dict[str, Any]]) -> None:
                       ts=int(event["ts"]), command=event.get("cmd", ""), err=event.get("err"),
                       values=values)
         out.append(Item(msg, product.cmdrsp, f"_t:c:{msg.service}:{msg.command}"))
-    evaluate(out)
+    evaluate(out, hooks.redelivered.get())

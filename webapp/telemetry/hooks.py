@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,8 +44,21 @@ def after_store(handler: BatchHandler) -> BatchHandler:
     return handler
 
 
+# Whether the batch being dispatched holds entries delivered before (Batch.redelivered):
+# event handlers that must not act twice (the rule engine) read it.
+redelivered: ContextVar[bool] = ContextVar("redelivered", default=False)
+
+
 def run(batch: Batch) -> list[dict[str, Any]]:
     """Dispatch a stored batch; returns the events no handler claimed."""
+    token = redelivered.set(batch.redelivered)
+    try:
+        return _dispatch(batch)
+    finally:
+        redelivered.reset(token)
+
+
+def _dispatch(batch: Batch) -> list[dict[str, Any]]:
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in batch.others:
         by_kind[str(event.get("t"))].append(event)

@@ -80,6 +80,9 @@ class Batch:
     messages: list[LoggedMessage] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     others: list[dict[str, Any]] = field(default_factory=list)
+    # Some entries were delivered before (a worker's own pending list after a restart, or
+    # taken over from a dead worker): they may have been processed already, up to the XACK.
+    redelivered: bool = False
 
     def add(self, event: dict[str, Any], source: str = "") -> None:
         kind = event.get("t")
@@ -162,6 +165,8 @@ class IngestWorker:
         self.reclaim_idle_ms = reclaim_idle_ms
         self._cas = client.register_script(_LATEST_CAS)
         self.stored_points = 0
+        # Ids of entries this worker got from a pending list (see Batch.redelivered).
+        self._redelivered: set[bytes] = set()
 
     def ensure_group(self) -> None:
         try:
@@ -176,6 +181,7 @@ class IngestWorker:
                                        min_idle_time=self.reclaim_idle_ms, start_id="0-0",
                                        count=self.count)
         entries = result[1]
+        self._redelivered.update(e[0] for e in entries)
         deleted = result[2] if len(result) > 2 else []
         if deleted:
             # Trimmed by the edge's MAXLEN before anyone stored them: the one way to lose
@@ -197,6 +203,7 @@ class IngestWorker:
                 self.redis.xack(self.keys.uplink, UPLINK_GROUP, *gone)
             live = [e for e in entries if e[1]]
             if live:
+                self._redelivered.update(e[0] for e in live)
                 return live
         fresh = self.redis.xreadgroup(UPLINK_GROUP, self.consumer, {self.keys.uplink: ">"},
                                       count=self.count, block=self.block_ms)
@@ -213,6 +220,7 @@ class IngestWorker:
         if not entries:
             return 0
         batch, ids = decode_entries(entries)
+        batch.redelivered = self._was_redelivered(ids)
         try:
             written = self.store(batch)
         except REFUSED_DATA as exc:
@@ -220,13 +228,18 @@ class IngestWorker:
                         "by one", len(entries), exc)
             written = self._salvage(entries)
         self.redis.xack(self.keys.uplink, UPLINK_GROUP, *ids)
+        self._redelivered.difference_update(ids)
         self.stored_points += written
         return written
+
+    def _was_redelivered(self, ids: list[bytes]) -> bool:
+        return bool(self._redelivered) and any(i in self._redelivered for i in ids)
 
     def _salvage(self, entries: list[Entry]) -> int:
         written = 0
         for entry_id, fields in entries:
             batch, _ids = decode_entries([(entry_id, fields)])
+            batch.redelivered = self._was_redelivered([entry_id])
             try:
                 written += self.store(batch)
                 continue
@@ -238,7 +251,7 @@ class IngestWorker:
             except ValueError:
                 events = []
             for position, event in enumerate(events if isinstance(events, list) else [events]):
-                single = Batch()
+                single = Batch(redelivered=self._was_redelivered([entry_id]))
                 try:
                     single.add(event, f"{entry_id.decode()}/{position}")
                     written += self.store(single)
