@@ -68,7 +68,8 @@ def test_admin_login_and_department_management(live_server, browser_page, redis_
     page.wait_for_url(f"{live_server.url}/admin/system/department/")
     assert page.locator("#result_list").get_by_text("Operations").is_visible()
 
-    page.select_option("#tl-language-select", "zh-hans")
+    with page.expect_navigation():  # the select submits the language form on change
+        page.select_option("#tl-language-select", "zh-hans")
     page.wait_for_load_state()
     assert "部门" in page.locator("#content h1").inner_text()
 
