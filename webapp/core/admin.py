@@ -25,6 +25,16 @@ def scoped_choices(related: Any, request: Any) -> Any:
     return None
 
 
+def _scoped_queryset(db_field: Any, request: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A relation field's choices limited to the user's data scope (unless the caller chose)."""
+    related = db_field.related_model
+    if "queryset" not in kwargs and related is not None:
+        allowed = scoped_choices(related, request)
+        if allowed is not None:
+            kwargs["queryset"] = allowed
+    return kwargs
+
+
 class ScopedAdminMixin:
     """Limits the change list, the change/delete pages, exports and foreign-key choices to the
     user's data scope; a new record starts in the user's department."""
@@ -33,13 +43,8 @@ class ScopedAdminMixin:
         return scope.restrict(super().get_queryset(request), request.user)  # type: ignore[misc]
 
     def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        related = db_field.related_model
-        if "queryset" not in kwargs and related is not None:
-            allowed = scoped_choices(related, request)
-            if allowed is not None:
-                kwargs["queryset"] = allowed
         return super().formfield_for_foreignkey(  # type: ignore[misc]
-            db_field, request, **kwargs)
+            db_field, request, **_scoped_queryset(db_field, request, kwargs))
 
     def get_changeform_initial_data(self, request: Any) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)  # type: ignore[misc]
@@ -54,13 +59,8 @@ class ScopedChoicesMixin(ScopedAdminMixin):
     departments, a device's groups) limited to the user's data scope as well."""
 
     def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        related = db_field.related_model
-        if "queryset" not in kwargs and related is not None:
-            allowed = scoped_choices(related, request)
-            if allowed is not None:
-                kwargs["queryset"] = allowed
         return super().formfield_for_manytomany(  # type: ignore[misc]
-            db_field, request, **kwargs)
+            db_field, request, **_scoped_queryset(db_field, request, kwargs))
 
 
 class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
