@@ -195,7 +195,7 @@ class EdgeService:
             more="".join(
                 f", {name.upper()} on {port.getHost().port}"
                 for name, port in self.listeners.items()
-                if name in ("tls", "ws")
+                if name in ("tls", "ws", "wss")
             ),
             metrics=self.metrics_port,
             anon=" (anonymous clients allowed)" if config.allow_anonymous else "",

@@ -10,17 +10,18 @@ from edge.mqtt.broker import Broker
 
 from .lean import listen_lean
 from .tcp import MqttTransportFactory, TransportCounter, listen
-from .tls import CertificateLookup, ServerTLS, tls_factory
+from .tls import CertificateLookup, QuietTLSFactory, ServerTLS, tls_factory
 from .websocket import WebSocketMqttFactory
 
-TRANSPORTS = ("tcp", "tls", "ws")
+TRANSPORTS = ("tcp", "tls", "ws", "wss")
 
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
     """``EDGE_TLS_PORT`` (18443), ``EDGE_TLS_CERT``, ``EDGE_TLS_KEY`` (defaults to the
     certificate file), ``EDGE_TLS_CA`` (asks clients for certificates), ``EDGE_WS_PORT``
-    (18999; 0 turns WebSocket off), ``EDGE_WS_PATH`` (``/mqtt``)."""
+    (18999; 0 turns WebSocket off), ``EDGE_WS_PATH`` (``/mqtt``), ``EDGE_WSS_PORT`` (18998:
+    WebSocket over TLS with the same certificate, when there is one; 0 turns it off)."""
 
     tls_port: int = 18443
     tls_cert: str | None = None
@@ -28,6 +29,7 @@ class TransportConfig:
     tls_ca: str | None = None
     ws_port: int = 18999
     ws_path: str = "/mqtt"
+    wss_port: int = 18998
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TransportConfig:
@@ -47,6 +49,7 @@ class TransportConfig:
             tls_ca=ca,
             ws_port=int(env.get("EDGE_WS_PORT") or 18999),
             ws_path=path,
+            wss_port=int(env.get("EDGE_WSS_PORT") or 18998),
         )
 
     @property
@@ -79,7 +82,8 @@ class Transports:
     def listen(
         self, host: str, mqtt_port: int, backlog: int = 1024, reuse_port: bool = False
     ) -> dict[str, Any]:
-        """Start every configured listener; returns ``{"mqtt"|"tls"|"ws": IListeningPort}``."""
+        """Start every configured listener; returns
+        ``{"mqtt"|"tls"|"ws"|"wss": IListeningPort}``."""
         config = self.config
         listeners: dict[str, Any] = {}
 
@@ -105,6 +109,11 @@ class Transports:
                 self.broker, self.counters["ws"], self.reactor, path=config.ws_path
             )
             start("ws", config.ws_port, ws)
+        if self.tls is not None and config.wss_port:
+            wss = WebSocketMqttFactory(
+                self.broker, self.counters["wss"], self.reactor, path=config.ws_path
+            )
+            start("wss", config.wss_port, QuietTLSFactory(self.tls, False, wss))  # type: ignore[arg-type]
         return listeners
 
     def samples(self) -> list[tuple[str, str, str, float, dict[str, str]]]:

@@ -73,9 +73,11 @@ def edge(edge_redis_url: str, material: Material) -> Iterator[Edge]:
         "EDGE_TLS_CERT": str(material.server.cert),
         "EDGE_TLS_KEY": str(material.server.key),
         "EDGE_TLS_CA": str(material.ca.path),
+        "EDGE_WSS_PORT": str(free_port()),
     }
     with running_edge(edge_redis_url, prefix, env) as running:
         running.tls_port = int(env["EDGE_TLS_PORT"])  # type: ignore[attr-defined]
+        running.wss_port = int(env["EDGE_WSS_PORT"])  # type: ignore[attr-defined]
         yield running
 
 
@@ -154,3 +156,27 @@ def test_unrecognised_certificates_are_refused(
     cert = getattr(material, cert_name)
     device = tls_client(edge, material, clients, f"x-{cert_name}", mqtt.MQTTv5, cert)
     assert device.connect(username, None) == 0x86
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_websocket_over_tls(edge: Edge, material: Material, clients: list[Client],
+                            protocol: int):
+    """wss://…:EDGE_WSS_PORT/mqtt with the TLS listener's certificate: a device
+    authenticates with its secret and its data reaches the uplink stream; a wrong secret is
+    refused."""
+    device = Client(edge, f"wss-{protocol}", protocol, transport="websockets")
+    device.port = edge.wss_port  # type: ignore[attr-defined]
+    device.client.ws_set_options(path="/mqtt")
+    device.client.tls_set(ca_certs=str(material.ca.path), cert_reqs=ssl.CERT_REQUIRED)
+    clients.append(device)
+    assert device.connect("tls-cn", "cn-secret") == 0
+    value = 1.5 + protocol
+    device.publish("/v1/devices/tls-cn/datas", {"devices": [
+        {"deviceId": "tls-cn", "services": [{"serviceCode": "env", "data": {"t": value}}]}]})
+    edge.wait_for_events(lambda e: e.get("t") == "data" and e.get("v") == {"t": value})
+    bad = Client(edge, f"wss-bad-{protocol}", protocol, transport="websockets")
+    bad.port = edge.wss_port  # type: ignore[attr-defined]
+    bad.client.ws_set_options(path="/mqtt")
+    bad.client.tls_set(ca_certs=str(material.ca.path), cert_reqs=ssl.CERT_REQUIRED)
+    clients.append(bad)
+    assert bad.connect("tls-cn", "not-the-secret") != 0

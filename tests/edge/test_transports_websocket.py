@@ -329,6 +329,7 @@ def edge(edge_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "EDGE_ALLOW_ANONYMOUS": "1",
         "EDGE_WS_PORT": str(free_port()),
         "EDGE_TLS_PORT": str(free_port()),
+        "EDGE_WSS_PORT": str(free_port()),
         "EDGE_TLS_CERT": str(server.cert),
         "EDGE_TLS_KEY": str(server.key),
     }
