@@ -75,15 +75,18 @@ class Command(BaseCommand):
         python = sys.executable
         bindir = os.path.dirname(python)
         celery = os.path.join(bindir, "celery")
+        # Celery's INFO is a line per task run (beat sends some every few seconds): the
+        # combined log shows warnings and errors unless CELERY_LOG_LEVEL says otherwise.
+        celery_level = os.environ.get("CELERY_LOG_LEVEL", "WARNING")
         all_children = [
             Child("edge", [python, "-m", "edge"]),
             Child("ingest", [python, "manage.py", "ingest", "--no-republish"]),
             Child("web", [os.path.join(bindir, "daphne"), "-b", options["web_host"], "-p",
                           str(options["web_port"]), "config.asgi:application"]),
-            Child("worker", [celery, "-A", "config", "--quiet", "worker", "-l", "INFO",
+            Child("worker", [celery, "-A", "config", "--quiet", "worker", "-l", celery_level,
                              "--concurrency", os.environ.get("CELERY_CONCURRENCY", "2"),
                              "-n", f"worker-{os.getpid()}@%h"]),
-            Child("beat", [celery, "-A", "config", "--quiet", "beat", "-l", "INFO",
+            Child("beat", [celery, "-A", "config", "--quiet", "beat", "-l", celery_level,
                            "--pidfile", str(settings.VAR_DIR / "celerybeat.pid")]),
         ]
         only = {s.strip() for s in options["only"].split(",") if s.strip()}
