@@ -653,8 +653,21 @@ def evaluate_points(index: RuleIndex, points: list[Any], redelivered: bool = Fal
     todo: list[tuple[Any, Bucket, bool]] = []
     needed: dict[str, set[str]] = {}
     ordered = sorted(points, key=_BY_TS)
+    # Per bucket, the devices with something in progress that a quiet point acts on (an
+    # open alarm to clear, a debounce window, a duration or an episode): a device whose
+    # state is only a cool-down time needs no look at its quiet points.
+    busy_by_bucket: dict[int, set[str]] = {}
+
+    def busy(bucket: Bucket) -> set[str]:
+        found = busy_by_bucket.get(id(bucket))
+        if found is None:
+            found = busy_by_bucket[id(bucket)] = {
+                d for d in stateful if _in_progress(run.states[d], bucket)}
+        return found
+
     with_rules = [b for services in buckets.values() for b in services.values()]
-    if len(with_rules) == 1 and with_rules[0] is not None and not stateful & devices and \
+    if len(with_rules) == 1 and with_rules[0] is not None and \
+            not busy(with_rules[0]) & devices and \
             _all_quiet(with_rules[0], ordered, guards[with_rules[0].guard] if redelivered
                        else {}, newest[with_rules[0].guard], counts):
         ordered = []  # the usual batch: one product and service, nothing to decide
@@ -677,9 +690,9 @@ def evaluate_points(index: RuleIndex, points: list[Any], redelivered: bool = Fal
             if cold and (type(value) not in (int, float) or
                          not (le < value < ge and lt <= value <= gt)):
                 cold = False
-        # A quiet point is skipped unless its device has state, from before or from a
-        # point to decide in this batch (a firing there may need clearing here).
-        if cold and device not in stateful and device not in needed:
+        # A quiet point is skipped unless its device has something in progress, from
+        # before or from a point to decide in this batch (a firing there may need clearing).
+        if cold and device not in needed and device not in busy(bucket):
             continue
         todo.append((point, bucket, cold))
         services = needed.get(device)
