@@ -656,18 +656,12 @@ def evaluate_points(index: RuleIndex, points: list[Any], redelivered: bool = Fal
     # Per bucket, the devices with something in progress that a quiet point acts on (an
     # open alarm to clear, a debounce window, a duration or an episode): a device whose
     # state is only a cool-down time needs no look at its quiet points.
-    busy_by_bucket: dict[int, set[str]] = {}
-
-    def busy(bucket: Bucket) -> set[str]:
-        found = busy_by_bucket.get(id(bucket))
-        if found is None:
-            found = busy_by_bucket[id(bucket)] = {
-                d for d in stateful if _in_progress(run.states[d], bucket)}
-        return found
-
     with_rules = [b for services in buckets.values() for b in services.values()]
+    busy: dict[Bucket, set[str]] = {
+        bucket: {d for d in stateful if _in_progress(run.states[d], bucket)}
+        for bucket in with_rules if bucket is not None}
     if len(with_rules) == 1 and with_rules[0] is not None and \
-            not busy(with_rules[0]) & devices and \
+            not busy[with_rules[0]] & devices and \
             _all_quiet(with_rules[0], ordered, guards[with_rules[0].guard] if redelivered
                        else {}, newest[with_rules[0].guard], counts):
         ordered = []  # the usual batch: one product and service, nothing to decide
@@ -692,7 +686,7 @@ def evaluate_points(index: RuleIndex, points: list[Any], redelivered: bool = Fal
                 cold = False
         # A quiet point is skipped unless its device has something in progress, from
         # before or from a point to decide in this batch (a firing there may need clearing).
-        if cold and device not in needed and device not in busy(bucket):
+        if cold and device not in needed and device not in busy[bucket]:
             continue
         todo.append((point, bucket, cold))
         services = needed.get(device)
