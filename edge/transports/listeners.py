@@ -111,7 +111,11 @@ class Transports:
             start("ws", config.ws_port, ws)
         if self.tls is not None and config.wss_port:
             wss = WebSocketMqttFactory(
-                self.broker, self.counters["wss"], self.reactor, path=config.ws_path
+                self.broker,
+                self.counters["wss"],
+                self.reactor,
+                path=config.ws_path,
+                certificates=self.certificates,
             )
             start("wss", config.wss_port, QuietTLSFactory(self.tls, False, wss))  # type: ignore[arg-type]
         return listeners

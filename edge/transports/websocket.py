@@ -7,7 +7,7 @@ of MQTT output leaves as one binary frame.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -20,6 +20,9 @@ from edge.mqtt.protocol import describe_peer
 
 from . import rfc6455 as ws
 from .tcp import TransportCounter
+
+if TYPE_CHECKING:
+    from .tls import CertificateLookup
 
 log = Logger(namespace="edge.websocket")
 
@@ -78,6 +81,8 @@ class WebSocketMqttProtocol(Protocol):
         self.state = OPEN
         self.decoder = ws.FrameDecoder(self.factory.broker.config.max_packet_size + 16)
         self.connection = MqttConnection(self.factory.broker, self._peer(), self._send, self._close)
+        if self.factory.certificates is not None:  # over TLS: the client's certificate
+            self.factory.certificates.attach(self.connection, self.transport)
         # Paused while the socket's send buffer is full: QoS 0 to this client is then dropped.
         self.transport.registerProducer(self, True)
         if rest:
@@ -152,6 +157,8 @@ class WebSocketMqttProtocol(Protocol):
         self.factory.handshaking.discard(self)
         self.state = CLOSING
         if self.connection is not None:
+            if self.factory.certificates is not None:
+                self.factory.certificates.detach(self.connection)
             self.connection.connection_lost()
             self.factory.broker.flush()
 
@@ -169,8 +176,11 @@ class WebSocketMqttFactory(Factory):
         clock: Any,
         path: str = "/mqtt",
         handshake_timeout: float = 10.0,
+        certificates: CertificateLookup | None = None,
     ) -> None:
         self.broker = broker
+        # Served over TLS: where a connection's client certificate is looked up.
+        self.certificates = certificates
         self.counter = counter
         self.clock = clock
         self.path = path

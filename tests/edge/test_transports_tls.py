@@ -180,3 +180,30 @@ def test_websocket_over_tls(edge: Edge, material: Material, clients: list[Client
     bad.client.tls_set(ca_certs=str(material.ca.path), cert_reqs=ssl.CERT_REQUIRED)
     clients.append(bad)
     assert bad.connect("tls-cn", "not-the-secret") != 0
+
+
+def wss_client(edge: Edge, material: Material, clients: list[Client], client_id: str,
+               cert: Issued | None = None) -> Client:
+    client = Client(edge, client_id, mqtt.MQTTv5, transport="websockets")
+    client.port = edge.wss_port  # type: ignore[attr-defined]
+    client.client.ws_set_options(path="/mqtt")
+    client.client.tls_set(
+        ca_certs=str(material.ca.path),
+        certfile=str(cert.cert) if cert else None,
+        keyfile=str(cert.key) if cert else None,
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
+    clients.append(client)
+    return client
+
+
+def test_client_certificates_over_websocket_tls(edge: Edge, material: Material,
+                                               clients: list[Client]):
+    """Over wss too, a CA-issued certificate with CN = device logs the device in without a
+    password, a pinned self-signed one logs in its device, and a forged one is refused."""
+    assert wss_client(edge, material, clients, "wss-cn", material.by_cn).connect(
+        None, None) == 0
+    assert wss_client(edge, material, clients, "wss-pinned", material.pinned).connect(
+        "tls-pinned", None) == 0
+    assert wss_client(edge, material, clients, "wss-forged", material.forged).connect(
+        None, None) != 0
