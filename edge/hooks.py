@@ -453,9 +453,16 @@ class EdgeHooks(BrokerHooks):
                 return device, tl.DataError("not_allowed", reason, device)
             if not record.product:
                 return device, tl.DeviceContext(device, "", None, "the device has no product")
-            return then(
-                self.registry.product(record.product), lambda prod: (device, _context(record, prod))
-            )
+
+            def with_product(prod: ProductRecord | None) -> Any:
+                # A locked device, or one of a disabled product, is refused here too: a
+                # gateway must not report for a sub-device that could not connect itself.
+                refused = refusal(record, prod)
+                if refused is not None:
+                    return device, tl.DataError(refused[1], refused[2], device)
+                return device, _context(record, prod)
+
+            return then(self.registry.product(record.product), with_product)
 
         return then(self.registry.device(device), from_record)
 

@@ -71,6 +71,8 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
     put_device(r, prefix, "locked-1", "s3cret", status="locked")
     put_device(r, prefix, "gw-1", "gw-secret", product="gw", node_type="gateway")
     put_device(r, prefix, "sub-1", "sub-secret", node_type="sub", gateway="gw-1")
+    put_device(r, prefix, "sub-locked", "sub-secret", node_type="sub", gateway="gw-1",
+               status="locked")
     r.close()
     with running_edge(edge_redis_url, prefix, {"DJANGO_SECRET_KEY": SECRET_KEY}) as running:
         yield running
@@ -183,6 +185,24 @@ def test_gateway_reports_for_sub_device(edge: Edge, clients: list[Client]):
     gateway.publish("/v1/devices/gw-1/datas", datas("sub-1", {"temperature": 30}))
     found = edge.wait_for_events(lambda e: e["t"] == "data" and e["dev"] == "sub-1")
     assert found[0]["v"] == {"temperature": 30.0}
+
+
+def test_gateway_cannot_report_for_a_locked_sub_device(edge: Edge, clients: list[Client]):
+    """A sub-device that could not connect itself (locked, or of a disabled product) cannot
+    report through its gateway either: refused with the reason, the other entry accepted."""
+    gateway = Client(edge, "gw-1-locked")
+    clients.append(gateway)
+    assert gateway.connect("gw-1", "gw-secret") == 0
+    assert gateway.subscribe("/v1/devices/gw-1/datasResponse") == [1]
+    body = datas("sub-locked", {"temperature": 31})
+    body["devices"].append(datas("sub-1", {"temperature": 32})["devices"][0])
+    gateway.publish("/v1/devices/gw-1/datas", body)
+    response = json.loads(gateway.next_message().payload)
+    assert response["statusCode"] == 1
+    assert [(e["deviceId"], e["code"]) for e in response["errors"]] == [("sub-locked", "locked")]
+    edge.wait_for_events(lambda e: e["t"] == "data" and e["dev"] == "sub-1"
+                         and e["v"] == {"temperature": 32.0})
+    assert not [e for e in edge.events() if e["t"] == "data" and e["dev"] == "sub-locked"]
 
 
 def test_downlink_and_takeover(edge: Edge, clients: list[Client]):
