@@ -88,9 +88,13 @@ def tls_client(
     client_id: str,
     protocol: int,
     cert: Issued | None = None,
+    websocket: bool = False,
 ) -> Client:
-    client = Client(edge, client_id, protocol)
-    client.port = edge.tls_port  # type: ignore[attr-defined]
+    """A paho client over TLS (or, with `websocket`, over wss:// on /mqtt)."""
+    client = Client(edge, client_id, protocol, transport="websockets" if websocket else "tcp")
+    client.port = edge.wss_port if websocket else edge.tls_port  # type: ignore[attr-defined]
+    if websocket:
+        client.client.ws_set_options(path="/mqtt")
     client.client.tls_set(
         ca_certs=str(material.ca.path),
         certfile=str(cert.cert) if cert else None,
@@ -164,46 +168,23 @@ def test_websocket_over_tls(edge: Edge, material: Material, clients: list[Client
     """wss://…:EDGE_WSS_PORT/mqtt with the TLS listener's certificate: a device
     authenticates with its secret and its data reaches the uplink stream; a wrong secret is
     refused."""
-    device = Client(edge, f"wss-{protocol}", protocol, transport="websockets")
-    device.port = edge.wss_port  # type: ignore[attr-defined]
-    device.client.ws_set_options(path="/mqtt")
-    device.client.tls_set(ca_certs=str(material.ca.path), cert_reqs=ssl.CERT_REQUIRED)
-    clients.append(device)
+    device = tls_client(edge, material, clients, f"wss-{protocol}", protocol, websocket=True)
     assert device.connect("tls-cn", "cn-secret") == 0
     value = 1.5 + protocol
     device.publish("/v1/devices/tls-cn/datas", {"devices": [
         {"deviceId": "tls-cn", "services": [{"serviceCode": "env", "data": {"t": value}}]}]})
     edge.wait_for_events(lambda e: e.get("t") == "data" and e.get("v") == {"t": value})
-    bad = Client(edge, f"wss-bad-{protocol}", protocol, transport="websockets")
-    bad.port = edge.wss_port  # type: ignore[attr-defined]
-    bad.client.ws_set_options(path="/mqtt")
-    bad.client.tls_set(ca_certs=str(material.ca.path), cert_reqs=ssl.CERT_REQUIRED)
-    clients.append(bad)
+    bad = tls_client(edge, material, clients, f"wss-bad-{protocol}", protocol, websocket=True)
     assert bad.connect("tls-cn", "not-the-secret") != 0
-
-
-def wss_client(edge: Edge, material: Material, clients: list[Client], client_id: str,
-               cert: Issued | None = None) -> Client:
-    client = Client(edge, client_id, mqtt.MQTTv5, transport="websockets")
-    client.port = edge.wss_port  # type: ignore[attr-defined]
-    client.client.ws_set_options(path="/mqtt")
-    client.client.tls_set(
-        ca_certs=str(material.ca.path),
-        certfile=str(cert.cert) if cert else None,
-        keyfile=str(cert.key) if cert else None,
-        cert_reqs=ssl.CERT_REQUIRED,
-    )
-    clients.append(client)
-    return client
 
 
 def test_client_certificates_over_websocket_tls(edge: Edge, material: Material,
                                                clients: list[Client]):
     """Over wss too, a CA-issued certificate with CN = device logs the device in without a
     password, a pinned self-signed one logs in its device, and a forged one is refused."""
-    assert wss_client(edge, material, clients, "wss-cn", material.by_cn).connect(
-        None, None) == 0
-    assert wss_client(edge, material, clients, "wss-pinned", material.pinned).connect(
-        "tls-pinned", None) == 0
-    assert wss_client(edge, material, clients, "wss-forged", material.forged).connect(
-        None, None) != 0
+    def wss(client_id: str, cert: Issued) -> Client:
+        return tls_client(edge, material, clients, client_id, mqtt.MQTTv5, cert, websocket=True)
+
+    assert wss("wss-cn", material.by_cn).connect(None, None) == 0
+    assert wss("wss-pinned", material.pinned).connect("tls-pinned", None) == 0
+    assert wss("wss-forged", material.forged).connect(None, None) != 0
