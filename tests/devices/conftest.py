@@ -3,11 +3,14 @@ own Redis prefix, and helpers that act as the edge does (routes, uplink events, 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from edge.bus.keys import Keys
 from tests.edge import edge_process
@@ -16,6 +19,15 @@ from webapp.telemetry.backends import get_backend
 from webapp.telemetry.ingest import IngestWorker
 
 NODE = "node-a"
+
+
+def csv_file(rows: list[dict[str, Any]], name: str = "devices.csv") -> SimpleUploadedFile:
+    """An uploaded CSV file of `rows` (the header from the first row's keys)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return SimpleUploadedFile(name, out.getvalue().encode(), content_type="text/csv")
 
 GATEWAY = {
     "identifier": "gw",

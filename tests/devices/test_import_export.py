@@ -13,17 +13,10 @@ import tablib
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from edge.crypto import decrypt_secret
+from tests.devices.conftest import csv_file
 from webapp.devices.models import Device, DeviceGroup, DeviceShadow
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def csv_file(rows: list[dict[str, str]], name: str = "devices.csv") -> SimpleUploadedFile:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return SimpleUploadedFile(name, out.getvalue().encode(), content_type="text/csv")
 
 
 def upload(api, file, **extra):

@@ -5,13 +5,12 @@ device without a department gets the importer's own, as one created through the 
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from tests.devices.conftest import csv_file
 from tests.system.conftest import PASSWORD, Org, make_device, make_product
 from webapp.devices.models import Device, DeviceGroup
 
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 DEVICE_PERMS = ("devices.view_device", "devices.add_device", "devices.change_device",
                 "devices.view_devicegroup", "products.view_product")
-
-
-def csv_file(rows: list[dict[str, Any]], name: str = "devices.csv") -> SimpleUploadedFile:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return SimpleUploadedFile(name, out.getvalue().encode(), content_type="text/csv")
 
 
 def client_of(user: Any) -> Any:
