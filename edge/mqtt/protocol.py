@@ -19,7 +19,26 @@ def describe_peer(address: Any) -> str:
     return f"{host}:{getattr(address, 'port', '')}"
 
 
-class MqttProtocol(Protocol):
+class CongestionProducer:
+    """The push producer a transport pauses when its send buffer is full: the MQTT
+    connection is then congested, and QoS 0 messages to it are dropped instead of buffered
+    without bound (edge.transports)."""
+
+    connection: MqttConnection | None
+
+    def pauseProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.congested = True
+
+    def resumeProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.congested = False
+
+    def stopProducing(self) -> None:
+        return None
+
+
+class MqttProtocol(CongestionProducer, Protocol):
     __slots__ = ("broker", "connection")
 
     def __init__(self, broker: Broker) -> None:
@@ -42,17 +61,6 @@ class MqttProtocol(Protocol):
             # The transport pauses us when its send buffer is full: QoS 0 messages to the
             # client are then dropped instead of buffered without bound (edge.transports).
             register(self, True)
-
-    def pauseProducing(self) -> None:
-        if self.connection is not None:
-            self.connection.congested = True
-
-    def resumeProducing(self) -> None:
-        if self.connection is not None:
-            self.connection.congested = False
-
-    def stopProducing(self) -> None:
-        return None
 
     def dataReceived(self, data: bytes) -> None:
         assert self.connection is not None

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from edge.mqtt.broker import Broker
 from edge.mqtt.connection import MqttConnection
-from edge.mqtt.protocol import describe_peer
+from edge.mqtt.protocol import CongestionProducer, describe_peer
 
 from . import rfc6455 as ws
 from .tcp import TransportCounter
@@ -29,7 +29,7 @@ log = Logger(namespace="edge.websocket")
 HANDSHAKE, OPEN, CLOSING = range(3)
 
 
-class WebSocketMqttProtocol(Protocol):
+class WebSocketMqttProtocol(CongestionProducer, Protocol):
     factory: WebSocketMqttFactory
     transport: Any
 
@@ -134,17 +134,6 @@ class WebSocketMqttProtocol(Protocol):
             self.state = CLOSING
             self.transport.write(ws.encode_close(ws.CLOSE_NORMAL))
         self.transport.loseConnection()
-
-    def pauseProducing(self) -> None:
-        if self.connection is not None:
-            self.connection.congested = True
-
-    def resumeProducing(self) -> None:
-        if self.connection is not None:
-            self.connection.congested = False
-
-    def stopProducing(self) -> None:
-        return None
 
     def check_handshake(self, now: float) -> None:
         if self.state == HANDSHAKE and now - self.opened_at > self.factory.handshake_timeout:
