@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from edge.codecs import thinglinks as tl
-from tests.e2e.platform import Platform, database_url
+from tests.e2e.platform import Platform, running_platform
 from tests.e2e.test_walking_skeleton import Client, datas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -19,19 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def platform(transactional_db, django_user_model, redis_url, thermo_payload):
     django_user_model.objects.create_superuser("e2e", "", "pw-e2e-123")
-    p = Platform.create(database_url(connection.settings_dict), redis_url)
-    try:
-        p.start_edge()
-        p.start_ingest()
-        p.start_web()
-        p.login("e2e", "pw-e2e-123")
+    with running_platform(connection.settings_dict, redis_url, "e2e", "pw-e2e-123") as p:
         status, body = p.call("POST", "/api/v1/products/", thermo_payload)
         assert status == 201, body
         yield p
-    finally:
-        logs = p.stop_all()
-        for name, out in logs.items():
-            print(f"----- {name} -----\n{out[-4000:]}")
 
 
 def test_a_device_registers_itself_then_reports(platform):

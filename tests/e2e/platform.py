@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,20 @@ class Platform:
                 return last
             time.sleep(interval)
         raise AssertionError(f"condition not met in {timeout} s; last={last!r}")
+
+
+@contextmanager
+def running_platform(settings_dict: dict[str, Any], redis_url: str, username: str,
+                     password: str) -> Iterator[Platform]:
+    """Edge, ingest and web started and logged in as `username`; on the way out every process
+    is stopped and the tail of its output printed (shown when a test fails)."""
+    platform = Platform.create(database_url(settings_dict), redis_url)
+    try:
+        platform.start_edge()
+        platform.start_ingest()
+        platform.start_web()
+        platform.login(username, password)
+        yield platform
+    finally:
+        for name, out in platform.stop_all().items():
+            print(f"----- {name} -----\n{out[-4000:]}")

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from django.db import connection
 
-from tests.e2e.platform import Platform, database_url
+from tests.e2e.platform import running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -19,17 +19,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def platform(transactional_db, django_user_model, redis_url):
     django_user_model.objects.create_superuser("e2e", "", "pw-e2e-123")
-    p = Platform.create(database_url(connection.settings_dict), redis_url)
-    try:
-        p.start_edge()
-        p.start_ingest()
-        p.start_web()
-        p.login("e2e", "pw-e2e-123")
+    with running_platform(connection.settings_dict, redis_url, "e2e", "pw-e2e-123") as p:
         yield p
-    finally:
-        logs = p.stop_all()
-        for name, out in logs.items():
-            print(f"----- {name} -----\n{out[-4000:]}")
 
 
 @pytest.fixture
