@@ -449,7 +449,7 @@ class Run:
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     latest: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     outcome: Outcome = field(default_factory=Outcome)
-    dirty: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    dirty: set[str] = field(default_factory=set)  # devices whose state changed
     evaluated: dict[Any, int] = field(default_factory=lambda: defaultdict(int))
     newest: dict[tuple[str, str], int] = field(default_factory=dict)
     general_evaluated: dict[int, int] = field(default_factory=dict)
@@ -544,13 +544,13 @@ class Run:
                         state[name] = st
                     else:
                         state.pop(name, None)
-                    self.dirty[device].add(name)
+                    self.dirty.add(device)
             stateful_keys = item.bucket.stateful_keys
             if stateful_keys:  # what the next message's `changed`, `increased_by`… compare with
                 current = _current_of(stateful_keys, msg)
                 if any(previous.get(key, _MISSING) != value for key, value in current.items()):
                     state[PREVIOUS] = {**previous, **current}
-                    self.dirty[device].add(PREVIOUS)
+                    self.dirty.add(device)
 
     def store(self) -> Outcome:
         """Write the guards, the changed state and the counters and queue the firings (one
@@ -700,16 +700,14 @@ def evaluate_points(index: RuleIndex, points: list[Any], redelivered: bool = Fal
         _count_replays(bucket, replayed, run.outcome)
     if todo:
         run.load(needed)
-    active: dict[tuple[str, int], bool] = {}  # (device, bucket) has something in progress
+    # (device, bucket) has something in progress: as at the start (busy) until a point of
+    # the device is decided in this batch.
+    active: dict[tuple[str, Bucket], bool] = {}
     for point, bucket, cold in todo:
         device = point.device
-        key2 = (device, id(bucket))
-        if cold:
-            in_progress = active.get(key2)
-            if in_progress is None:
-                in_progress = active[key2] = _in_progress(run.states[device], bucket)
-            if not in_progress:
-                continue
+        key2 = (device, bucket)
+        if cold and not active.get(key2, device in busy[bucket]):
+            continue
         run.decide_items([Item(Message(kind=TriggerType.PROPERTY, device=device,
                                        product=point.product, service=point.service,
                                        ts=point.ts, values=point.values), bucket,
