@@ -103,27 +103,41 @@ class Batch:
             self.others.append(event)
 
 
+def entry_events(entry_id: bytes, fields: dict[bytes, bytes] | None) -> list[Any]:
+    """The events of one stream entry ([] when it has none or is not JSON, which is logged)."""
+    raw = fields.get(b"b") if fields else None
+    if fields is None or raw is None:
+        return []
+    try:
+        # `o`: the edge wrote it with orjson, which reads it back exactly; otherwise
+        # (a wide integer, or written by something else) the exact, slower parser.
+        events = orjson.loads(raw) if fields.get(b"o") == b"1" else fastjson.loads(raw)
+    except ValueError:
+        log.error("uplink entry %s is not JSON; skipped", entry_id.decode())
+        return []
+    return events if isinstance(events, list) else [events]
+
+
+def add_event(batch: Batch, entry_id: bytes, position: int, event: Any,
+              report: bool = True) -> bool:
+    """Add one event to `batch`; False (logged when `report`) when it is malformed."""
+    try:
+        # The message log's key: the same entry replayed gives the same rows.
+        batch.add(event, f"{entry_id.decode()}/{position}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if report:
+            log.error("uplink event in %s is malformed (%s); skipped", entry_id.decode(), exc)
+        return False
+    return True
+
+
 def decode_entries(entries: Iterable[Entry]) -> tuple[Batch, list[bytes]]:
     batch = Batch()
     ids: list[bytes] = []
     for entry_id, fields in entries:
         ids.append(entry_id)
-        raw = fields.get(b"b") if fields else None
-        if raw is None:
-            continue
-        try:
-            # `o`: the edge wrote it with orjson, which reads it back exactly; otherwise
-            # (a wide integer, or written by something else) the exact, slower parser.
-            events = orjson.loads(raw) if fields.get(b"o") == b"1" else fastjson.loads(raw)
-        except ValueError:
-            log.error("uplink entry %s is not JSON; skipped", entry_id.decode())
-            continue
-        for position, event in enumerate(events if isinstance(events, list) else [events]):
-            try:
-                # The message log's key: the same entry replayed gives the same rows.
-                batch.add(event, f"{entry_id.decode()}/{position}")
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                log.error("uplink event in %s is malformed (%s); skipped", entry_id.decode(), exc)
+        for position, event in enumerate(entry_events(entry_id, fields)):
+            add_event(batch, entry_id, position, event)
     return batch, ids
 
 
@@ -245,20 +259,15 @@ class IngestWorker:
                 continue
             except REFUSED_DATA:
                 pass
-            raw = fields.get(b"b") if fields else None
-            try:
-                events = fastjson.loads(raw) if raw else []
-            except ValueError:
-                events = []
-            for position, event in enumerate(events if isinstance(events, list) else [events]):
-                single = Batch(redelivered=self._was_redelivered([entry_id]))
+            for position, event in enumerate(entry_events(entry_id, fields)):
+                single = Batch(redelivered=batch.redelivered)
+                # A malformed event was reported when the entry was decoded above.
+                if not add_event(single, entry_id, position, event, report=False):
+                    continue
                 try:
-                    single.add(event, f"{entry_id.decode()}/{position}")
                     written += self.store(single)
                 except REFUSED_DATA as exc:
                     self._dead_letter(entry_id, position, event, exc)
-                except (KeyError, AttributeError):
-                    pass  # malformed: decode_entries logged it already
         return written
 
     def _dead_letter(self, entry_id: bytes, position: int, event: Any,
