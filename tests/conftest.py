@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,22 @@ def _start_embedded_redis() -> str:
     url = server.start()
     atexit.register(server.stop)
     return url
+
+
+def missing(message: str) -> None:
+    """Something a test needs is not on this machine: a skip for `make test` on a bare
+    machine, a failure where CI_REQUIRE_SERVICES=1 (CI must not pass without it)."""
+    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """A machine service (RabbitMQ, Mosquitto, MariaDB, PostgreSQL) a test talks to."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        missing(f"{name} is not reachable at {host}:{port} ({exc})")
 
 
 # REDIS_URL is read by config.settings and by every subprocess a test starts (edge, ingest).

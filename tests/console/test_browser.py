@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
+from tests.conftest import missing
 from tests.console.conftest import PASSWORD, data_event, log_event, now_ms, status_event
 from tests.e2e.platform import ROOT, database_url, free_port, wait_for_port
 from webapp.devices.models import DeviceCommand
@@ -46,10 +47,7 @@ def browser(monkeypatch) -> Iterator[Any]:
     # calls are synchronous all the same (Django's documented setting for this case).
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-        if os.environ.get("CI_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import require_service
 from webapp.rules import actions
 from webapp.rules.models import DeadLetter, Sink
 from webapp.rules.sinks.base import Outgoing
@@ -43,6 +44,7 @@ def forward_rule(api, sink_name, name="fwd"):
 
 def test_rabbitmq(thermo, feed):
     """Messages reach a durable RabbitMQ queue; the password is stored encrypted."""
+    require_service("RabbitMQ", "127.0.0.1", 5672)
     from kombu import Connection
 
     queue = f"tl_rules_{uuid.uuid4().hex[:8]}"
@@ -75,6 +77,7 @@ def test_rabbitmq(thermo, feed):
 
 def test_mqtt_external_broker(thermo, feed):
     """Messages are published to Mosquitto on a topic rendered per device."""
+    require_service("Mosquitto", "127.0.0.1", 1883)
     import paho.mqtt.client as mqtt
 
     base = f"tl-rules/{uuid.uuid4().hex[:8]}"
@@ -105,6 +108,7 @@ def test_mqtt_external_broker(thermo, feed):
 
 def test_mariadb_insert_with_bound_parameters(thermo, feed):
     """An INSERT template writes rows to MariaDB with every value bound."""
+    require_service("MariaDB", "127.0.0.1", 3306)
     import pymysql
 
     table = f"rules_sink_{uuid.uuid4().hex[:8]}"
@@ -134,6 +138,7 @@ def test_mariadb_insert_with_bound_parameters(thermo, feed):
 
 def test_postgresql_insert(thermo, feed):
     """The same sink type writes to PostgreSQL."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
     import psycopg
 
     table = f"rules_sink_{uuid.uuid4().hex[:8]}"
@@ -165,13 +170,13 @@ def test_unsafe_sql_templates_are_refused(statement):
         compile_insert(statement)
 
 
-def test_redis_stream_and_list(thermo, feed, redis_client, redis_prefix):
-    """A Redis sink appends to a stream (XADD) or a list (RPUSH)."""
+def test_redis_stream_and_list(thermo, feed, redis_client, redis_url, redis_prefix):
+    """A Redis sink appends to a stream (XADD) or a list (RPUSH). (The test's own Redis: the
+    machine's in CI, the embedded one on a bare machine.)"""
     stream, queue = f"{redis_prefix}fwd:stream", f"{redis_prefix}fwd:list"
-    sink(thermo, name="stream", sink_type="redis",
-         config={"url": "redis://127.0.0.1:6379/0", "key": stream})
+    sink(thermo, name="stream", sink_type="redis", config={"url": redis_url, "key": stream})
     sink(thermo, name="list", sink_type="redis",
-         config={"url": "redis://127.0.0.1:6379/0", "key": queue, "mode": "list"},
+         config={"url": redis_url, "key": queue, "mode": "list"},
          payload_template="{{device}}={{value}}")
     thermo.post("/api/v1/rules/", {**RULE, "name": "both", "actions": [
         {"type": "forward", "sink": "stream"}, {"type": "forward", "sink": "list"}]},

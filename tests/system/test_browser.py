@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tests.system.conftest import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -19,10 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def browser_page(monkeypatch):
     if not CHROMIUM.exists():
-        message = "Debian chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("Debian chromium is not installed (apt-get install -y chromium)")
     # Playwright's sync API runs an event loop; the ORM calls of this test happen outside it.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
