@@ -231,7 +231,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
-        "celery": {"level": "INFO"},
+        # `make run` sets WARNING (webapp/core/management/commands/runplatform.py).
+        "celery": {"level": env("CELERY_LOG_LEVEL", "INFO")},
     },
 }
 

@@ -1,10 +1,32 @@
 """`manage.py runplatform` (make run): what it starts."""
 
+import subprocess
+import sys
+
 import pytest
 
-from webapp.core.management.commands.runplatform import Command
+from webapp.core.management.commands.runplatform import Command, child_env
 
 OPTIONS = {"web_host": "127.0.0.1", "web_port": 8000, "only": ""}
+
+
+def celery_logger_level(env):
+    """The `celery` logger's level in a fresh process configured like a child."""
+    code = ("import django, logging; django.setup(); "
+            "print(logging.getLevelName(logging.getLogger('celery').getEffectiveLevel()))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_children_log_celery_at_warning_unless_asked(monkeypatch):
+    """What Celery's worker and beat print goes through Django's logging: the children's
+    environment, not only `-l`, must carry the level."""
+    monkeypatch.delenv("CELERY_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "config.settings")
+    assert celery_logger_level(child_env()) == "WARNING"
+    monkeypatch.setenv("CELERY_LOG_LEVEL", "INFO")
+    assert celery_logger_level(child_env()) == "INFO"
 
 
 def argv(name, monkeypatch, level=None):

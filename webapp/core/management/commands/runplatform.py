@@ -35,6 +35,16 @@ class Child:
     buffer: bytes = field(default=b"")
 
 
+def child_env() -> dict[str, str]:
+    """The children's environment. Celery's INFO is a line per task run (beat sends some
+    every few seconds): the combined log shows Celery's warnings and errors unless
+    CELERY_LOG_LEVEL says otherwise (settings.LOGGING reads it; Celery's `-l` alone does not
+    apply, as Celery leaves logging to Django)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("CELERY_LOG_LEVEL", "WARNING")
+    return env
+
+
 class Command(BaseCommand):
     help = "Run web, edge, ingest, Celery worker and beat in the foreground (Ctrl-C stops)."
 
@@ -75,9 +85,7 @@ class Command(BaseCommand):
         python = sys.executable
         bindir = os.path.dirname(python)
         celery = os.path.join(bindir, "celery")
-        # Celery's INFO is a line per task run (beat sends some every few seconds): the
-        # combined log shows warnings and errors unless CELERY_LOG_LEVEL says otherwise.
-        celery_level = os.environ.get("CELERY_LOG_LEVEL", "WARNING")
+        celery_level = child_env()["CELERY_LOG_LEVEL"]
         all_children = [
             Child("edge", [python, "-m", "edge"]),
             Child("ingest", [python, "manage.py", "ingest", "--no-republish"]),
@@ -93,9 +101,8 @@ class Command(BaseCommand):
         return [c for c in all_children if not only or c.name in only]
 
     def start(self, child: Child) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         child.process = subprocess.Popen(
-            child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(),
             cwd=settings.BASE_DIR, start_new_session=True)
         child.started = time.monotonic()
         os.set_blocking(child.process.stdout.fileno(), False)  # type: ignore[union-attr]
