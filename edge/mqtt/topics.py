@@ -152,7 +152,9 @@ def covers(outer: str, inner: str) -> bool:
             return False
         other = i_levels[i]
         if other == "#":
-            return False
+            # At the top, `#` matches every topic, and so does `+/#`; deeper, `#` also
+            # matches its parent level (`a/#` matches `a`), which `a/+/#` does not.
+            return i == 0 and level == "+" and o_levels[1:] == ["#"]
         if level != "+" and other != level:
             return False
     return len(o_levels) == len(i_levels)

@@ -110,3 +110,11 @@ def test_subscribe_needs_cover_and_no_overlapping_deny(topic_filter, allowed):
         "p",
     )
     assert decide(rules, "sub", topic_filter) is allowed
+
+
+def test_plus_hash_covers_everything_only_at_the_top():
+    """`+/#` matches every topic, as `#` does (found by the property test above); below the
+    top, `a/#` also matches `a`, which `a/+/#` does not."""
+    assert covers("+/#", "#")
+    assert not covers("a/+/#", "a/#")
+    assert not covers("+", "#")
