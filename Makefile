@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint typecheck migrations-check install install-test install-dev bench clean
+.PHONY: run test lint typecheck migrations-check install install-test install-dev bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ migrations-check: install
 ## Benchmarks (see docs/performance.md); BENCH_ARGS=--small for a quick proof run.
 bench: install-test
 	$(PY) -m bench $(BENCH_ARGS)
+
+## Mutation fuzzing of every decoder of outside bytes (tests/security/fuzzing.py); CI runs it small.
+FUZZ_CASES ?= 1000000
+fuzz: install-test
+	$(PY) -m tests.security.fuzzing --cases $(FUZZ_CASES)
 
 clean:
 	rm -rf var/test-redis .pytest_cache .mypy_cache .ruff_cache

@@ -80,3 +80,32 @@ def test_uplink_entries_say_whether_orjson_may_read_them(value, flagged):
     assert ids == [b"1-0"]
     assert batch.points[0].values == {"x": value}
     assert type(batch.points[0].values["x"]) is type(value)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a":"\\ud800"}',                                  # orjson refuses
+    b'{"a":"\\udc00","b":1234567890123456789012}',       # the standard library's path
+    b'{"a":NaN,"\\ud800":1}',                            # orjson refuses for another reason
+])
+def test_loads_refuses_lone_surrogates(text):
+    """A lone surrogate reaches no encoder downstream (orjson, UTF-8, PostgreSQL): the fuzzer
+    found one crashing the envelope's signature check and the uplink writer."""
+    with pytest.raises(ValueError, match="surrogate"):
+        fastjson.loads(text)
+
+
+def test_loads_keeps_surrogate_pairs():
+    assert fastjson.loads(b'{"a":"\\ud83d\\ude00","b":1234567890123456789012}')["a"] == "\U0001f600"
+
+
+def test_loads_refuses_utf8_encoded_surrogates():
+    """json.loads reads bytes with "surrogatepass": ED A0 80 must not become "\\ud800"."""
+    with pytest.raises(ValueError, match="surrogate"):
+        fastjson.loads(b'{"a":"x\xed\xa0\x80","t":1234567890123456789012}')
+
+
+@pytest.mark.parametrize("text", [b"[" * 5000, b'{"t":1234567890123456789012,"a":' + b"[" * 5000])
+def test_loads_refuses_deep_nesting_with_a_value_error(text):
+    """Found by the fuzzer: the standard library's fallback raised RecursionError."""
+    with pytest.raises(ValueError, match=r"deep|recursion"):
+        fastjson.loads(text)
