@@ -34,7 +34,7 @@ from webapp.core.viewsets import (
 )
 from webapp.system import actions, filtersets, lockout, menus, sessions
 from webapp.system import serializers as s
-from webapp.system.authentication import SESSION_CLAIM
+from webapp.system.authentication import SESSION_CLAIM, check_session
 from webapp.system.choices import LoginChannel, LoginResult
 from webapp.system.models import (
     ApiKey,
@@ -96,12 +96,11 @@ class LoginView(TokenObtainPairView):
 class RefreshSerializer(TokenRefreshSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         try:
-            sid = RefreshToken(attrs["refresh"]).get(SESSION_CLAIM)  # type: ignore[arg-type]
+            token = RefreshToken(attrs["refresh"])  # type: ignore[arg-type]
         except TokenError as exc:
             raise exceptions.AuthenticationFailed(str(exc), code="token_not_valid") from exc
-        if not sid or not sessions.is_active(sid):
-            raise exceptions.AuthenticationFailed(_("This session has ended; log in again."),
-                                                  code="session_revoked")
+        check_session(token)  # active, and the session of the token's own user
+        sid = token.get(SESSION_CLAIM)
         data = super().validate(attrs)
         sessions.extend(sid)
         return data
@@ -306,6 +305,15 @@ class MenuViewSet(SystemViewSet):
     queryset = Menu.objects.order_by("order", "id")
     serializer_class = s.MenuSerializer
     filterset_class = filtersets.MenuFilterSet
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.instance = actions.save_menu(
+            acting_user=self.request.user, instance=None, data=dict(serializer.validated_data))
+
+    def perform_update(self, serializer: Any) -> None:
+        serializer.instance = actions.save_menu(
+            acting_user=self.request.user, instance=serializer.instance,
+            data=dict(serializer.validated_data))
 
     @extend_schema(responses=s.MenuTreeSerializer(many=True))
     @action(detail=False, methods=["get"])

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication as BaseJWTAuthentication
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from webapp.system import sessions
 from webapp.system.models import ApiKey
@@ -31,18 +32,28 @@ def activate_language(request: Any, user: Any) -> None:
         request.LANGUAGE_CODE = translation.get_language()
 
 
+def check_session(token: Any) -> None:
+    """A JWT (access or refresh) carries its login session (`sid`) and its user (`user_id`):
+    refused unless the session is active and belongs to that very user. Tokens are signed
+    with SIMPLE_JWT's SIGNING_KEY, derived from SECRET_KEY (config/settings.py); even with
+    that key, a token naming someone else's user id over one's own session is refused."""
+    sid = token.get(SESSION_CLAIM)
+    user_id = token.get(jwt_settings.USER_ID_CLAIM)
+    if not sid or user_id is None or not sessions.is_active(sid, user_id):
+        raise exceptions.AuthenticationFailed(_("This session has ended; log in again."),
+                                              code="session_revoked")
+
+
 class JWTAuthentication(BaseJWTAuthentication):
-    """`Authorization: Bearer <access>`; refused once its login session is revoked."""
+    """`Authorization: Bearer <access>`; refused once its login session is revoked, and
+    unless that session is the token user's own."""
 
     def authenticate(self, request: Any) -> Any:
         result = super().authenticate(request)
         if result is None:
             return None
         user, token = result
-        sid = token.get(SESSION_CLAIM)
-        if not sid or not sessions.is_active(sid):
-            raise exceptions.AuthenticationFailed(_("This session has ended; log in again."),
-                                                  code="session_revoked")
+        check_session(token)
         activate_language(request, user)
         return user, token
 

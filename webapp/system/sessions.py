@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from webapp.core.context import client_address
@@ -21,7 +22,8 @@ CHECK_EVERY = 60
 
 
 def _cache_key(sid: Any) -> str:
-    return f"sess:{sid}"
+    # The id of the user the login belongs to, or 0 once it has ended.
+    return f"login:{sid}"
 
 
 def _lifetime(channel: str) -> timedelta:
@@ -39,24 +41,34 @@ def open_session(user: Any, channel: str, request: Any = None,
         address=client_address(request) if request is not None else None,
         user_agent=meta.get("HTTP_USER_AGENT", "")[:300],
         expires=timezone.now() + _lifetime(channel))
-    cache.set(_cache_key(session.pk), 1, CHECK_EVERY)
+    cache.set(_cache_key(session.pk), user.pk, CHECK_EVERY)
     return session
 
 
-def is_active(sid: Any) -> bool:
-    """Is the login `sid` still valid (not revoked, not expired)? Touches `last_seen`."""
+def owner(sid: Any) -> Any:
+    """The id of the user whose login `sid` is, while it is valid (not revoked, not
+    expired); None otherwise. Touches `last_seen`."""
     cached = cache.get(_cache_key(sid))
     if cached is not None:
-        return bool(cached)
+        return cached or None
     now = timezone.now()
     try:
-        active = LoginSession.objects.filter(
-            pk=sid, revoked__isnull=True, expires__gt=now).update(last_seen=now) == 1
-    except (ValueError, TypeError):
-        active = False
-    cache.set(_cache_key(sid), 1 if active else 0,
-              CHECK_EVERY if active else _remember_revoked())
-    return active
+        active = LoginSession.objects.filter(pk=sid, revoked__isnull=True, expires__gt=now)
+        user_id = active.values_list("user_id", flat=True).first()
+        if user_id is not None:
+            active.update(last_seen=now)
+    except (ValueError, TypeError, ValidationError):
+        user_id = None
+    cache.set(_cache_key(sid), user_id or 0,
+              CHECK_EVERY if user_id is not None else _remember_revoked())
+    return user_id
+
+
+def is_active(sid: Any, user_id: Any = None) -> bool:
+    """Is the login `sid` still valid, and (given `user_id`) that user's? A token names both
+    its user and its login: each must vouch for the other."""
+    found = owner(sid)
+    return found is not None and (user_id is None or str(found) == str(user_id))
 
 
 def _remember_revoked() -> int:
