@@ -19,14 +19,16 @@ TRANSPORTS = ("tcp", "tls", "ws", "wss")
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
     """``EDGE_TLS_PORT`` (18443), ``EDGE_TLS_CERT``, ``EDGE_TLS_KEY`` (defaults to the
-    certificate file), ``EDGE_TLS_CA`` (asks clients for certificates), ``EDGE_WS_PORT``
-    (18999; 0 turns WebSocket off), ``EDGE_WS_PATH`` (``/mqtt``), ``EDGE_WSS_PORT`` (18998:
-    WebSocket over TLS with the same certificate, when there is one; 0 turns it off)."""
+    certificate file), ``EDGE_TLS_CA`` (asks clients for certificates), ``EDGE_TLS_CRL``
+    (revocation lists checked with the CA, PEM or DER), ``EDGE_WS_PORT`` (18999; 0 turns
+    WebSocket off), ``EDGE_WS_PATH`` (``/mqtt``), ``EDGE_WSS_PORT`` (18998: WebSocket over TLS
+    with the same certificate, when there is one; 0 turns it off)."""
 
     tls_port: int = 18443
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    tls_crl: str | None = None
     ws_port: int = 18999
     ws_path: str = "/mqtt"
     wss_port: int = 18998
@@ -37,8 +39,11 @@ class TransportConfig:
         cert = env.get("EDGE_TLS_CERT") or None
         key = env.get("EDGE_TLS_KEY") or cert
         ca = env.get("EDGE_TLS_CA") or None
+        crl = env.get("EDGE_TLS_CRL") or None
         if (key or ca) and not cert:
             raise ValueError("EDGE_TLS_KEY and EDGE_TLS_CA need EDGE_TLS_CERT")
+        if crl and not ca:
+            raise ValueError("EDGE_TLS_CRL needs EDGE_TLS_CA")
         path = env.get("EDGE_WS_PATH") or "/mqtt"
         if not path.startswith("/"):
             raise ValueError("EDGE_WS_PATH must start with /")
@@ -47,6 +52,7 @@ class TransportConfig:
             tls_cert=cert,
             tls_key=key,
             tls_ca=ca,
+            tls_crl=crl,
             ws_port=int(env.get("EDGE_WS_PORT") or 18999),
             ws_path=path,
             wss_port=int(env.get("EDGE_WSS_PORT") or 18998),
@@ -74,7 +80,9 @@ class Transports:
         self.counters = {name: TransportCounter(name) for name in TRANSPORTS}
         # Built here so that a bad certificate fails at start, before anything listens.
         self.tls = (
-            ServerTLS(config.tls_cert, config.tls_key or config.tls_cert, config.tls_ca)
+            ServerTLS(
+                config.tls_cert, config.tls_key or config.tls_cert, config.tls_ca, config.tls_crl
+            )
             if config.tls_cert is not None
             else None
         )
