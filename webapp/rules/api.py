@@ -144,7 +144,8 @@ class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         params.is_valid(raise_exception=True)
         return Response(explain_rule(self.get_object(), dict(params.validated_data)))
 
-    @extend_schema(request=RuleTestSerializer, responses={200: dict})
+    @extend_schema(request=RuleTestSerializer, responses={200: dict},
+                   operation_id="v1_rules_test_draft_create")
     @action(detail=False, methods=["post"], url_path="test")
     def test_draft(self, request: Request) -> Response:
         """Evaluate an unsaved rule (`rule`: the rule's fields) on a sample message."""
