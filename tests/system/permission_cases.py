@@ -63,6 +63,11 @@ def _n(ctx: Any) -> int:
     return ctx.n
 
 
+def _held(ctx: Any) -> str:
+    """A permission code the actor holds (a menu's code is a grant: only held ones pass)."""
+    return min(ctx.actor.get_all_permissions(), default="")
+
+
 CASES: list[Case] = [
     # Auth
     Case("token_obtain_pair", "post", PUBLIC, (200,), lambda ctx: (
@@ -92,7 +97,7 @@ CASES: list[Case] = [
            lambda ctx: {"code": f"role{_n(ctx)}", "name": "Ops", "data_scope": "department"},
            {"name": "Ops 2"}),
     *_crud("menu", "system", "menu", lambda ctx: ctx.menu(),
-           lambda ctx: {"name": "Page", "menu_type": "page", "permission": "x:y"},
+           lambda ctx: {"name": "Page", "menu_type": "page", "permission": _held(ctx)},
            {"icon": "box"}),
     Case("menu-tree", "get", ("system.view_menu",), (200,)),
     *_crud("dictionary", "system", "dicttype", lambda ctx: ctx.dictionary(),

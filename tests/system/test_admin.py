@@ -111,7 +111,7 @@ def test_admin_refuses_granting_more_than_held(client, org):
 
     manager = org.user("manager", org.a, ["system.view_user", "system.change_user"],
                        scope="department", staff=True)
-    target = org.user("target", org.a)
+    target = org.user("target", org.a, scope="department")  # no more than the manager
     operator = Role.objects.get(code="operator")
     client.force_login(manager)
     page = client.get(f"/admin/system/user/{target.pk}/change/")

@@ -288,7 +288,7 @@ def test_nobody_grants_more_than_they_hold(org, api_as):
     manager = org.user("manager", org.a, ["system.view_user", "system.change_user",
                                           "system.add_role", "system.view_role",
                                           "system.change_role"], scope="department")
-    target = org.user("target", org.a)
+    target = org.user("target", org.a, scope="department")  # no more than the manager
     client = api_as(manager)
     operator = Role.objects.get(code="operator")
     refused = client.patch(f"/api/v1/users/{target.pk}/", {"roles": [operator.pk]},

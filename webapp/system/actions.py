@@ -7,6 +7,7 @@ signals cannot see.
 
 from __future__ import annotations
 
+import copy
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
@@ -20,19 +21,26 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from webapp.core.errors import Conflict, DomainError, NotFound
-from webapp.core.scope import user_scope
+from webapp.core.scope import can_assign, default_scope, department_queryset, user_scope
 from webapp.core.types import Actor, recorded_user
 from webapp.system import cache as system_cache
 from webapp.system import oplog, sessions
 from webapp.system.authentication import hash_key, make_key
 from webapp.system.backends import forget_permissions
-from webapp.system.choices import Audience, MessageCategory, NoticeStatus, OperationAction
+from webapp.system.choices import (
+    Audience,
+    DataScope,
+    MessageCategory,
+    NoticeStatus,
+    OperationAction,
+)
 from webapp.system.models import (
     ApiKey,
     Department,
     DictItem,
     DictType,
     LoginSession,
+    Menu,
     Message,
     Notice,
     Parameter,
@@ -47,31 +55,205 @@ class GrantRefused(DomainError):
     default_detail = _("You cannot grant more than you hold.")
 
 
+class Outranked(DomainError):
+    code = "outranked"
+    http_status = 403
+    default_detail = _("This user holds rights you do not hold: only someone who holds them "
+                       "can change the user, reset their password or act as them.")
+
+
 def _codes(permissions: Iterable[Any]) -> set[str]:
     return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
 
 
+def _actor(acting_user: Actor) -> User | None:
+    """The user whose grants are checked; None for the platform and for superusers."""
+    user = recorded_user(acting_user)
+    return None if user is None or user.is_superuser else user
+
+
+def _scope_missing(user: User, kinds: set[str], departments: Iterable[Department]) -> list[str]:
+    """The data scope `user` would give away without holding it: the all scope, a relative
+    scope (own department, and below) they do not hold, custom departments they do not reach."""
+    if user_scope(user).everything:
+        return []
+    missing = []
+    if DataScope.ALL in kinds:
+        missing.append("data_scope:all")
+    relative = kinds & {DataScope.DEPARTMENT, DataScope.DEPARTMENT_AND_BELOW}
+    if relative:
+        held = set(user.roles.filter(is_active=True).values_list("data_scope", flat=True)) \
+            or {default_scope()}
+        if DataScope.DEPARTMENT_AND_BELOW in held:
+            held.add(DataScope.DEPARTMENT)
+        missing.extend(f"data_scope:{kind}" for kind in sorted(relative - held))
+    departments = list(departments)
+    if departments:
+        reached = set(department_queryset(user).values_list("pk", flat=True))
+        missing.extend(sorted(f"department:{d.name}" for d in departments
+                              if d.pk not in reached))
+    return missing
+
+
 def check_grant(acting_user: Actor, *, roles: Iterable[Role] = (),
                 permissions: Iterable[Any] = (), menus: Iterable[Any] = (),
-                data_scope: str | None = None) -> None:
+                codes: Iterable[str] = (), groups: Iterable[Any] = (),
+                data_scope: str | None = None, departments: Iterable[Department] = (),
+                superuser: bool = False, staff: bool = False) -> None:
     """Someone who is not a superuser grants only what they hold themselves: roles whose
-    permissions, menu codes and data scope they have, or those permissions directly."""
-    user = recorded_user(acting_user)
-    if user is None or user.is_superuser:
+    permissions, menu codes and data scope they have, those permissions, menu codes and
+    groups directly, a data scope and custom departments they reach; never the superuser
+    flag, and the staff flag only when they are staff."""
+    user = _actor(acting_user)
+    if user is None:
         return
     held = user.get_all_permissions()
-    wanted = set(_codes(permissions))
+    wanted = set(_codes(permissions)) | {code for code in codes if code}
     wanted |= {m.permission for m in menus if m.permission}
-    scopes = {data_scope} if data_scope else set()
+    for group in groups:
+        wanted |= _codes(group.permissions.select_related("content_type"))
+    kinds = {data_scope} if data_scope else set()
+    departments = list(departments)
     for role in roles:
         wanted |= _codes(role.permissions.select_related("content_type"))
-        wanted |= set(role.menus.exclude(permission="").values_list("permission", flat=True))
-        scopes.add(role.data_scope)
+        wanted |= set(role.menus.filter(is_active=True).exclude(permission="").values_list(
+            "permission", flat=True))
+        kinds.add(role.data_scope)
+        if role.data_scope == DataScope.CUSTOM:
+            departments.extend(role.departments.all())
     missing = sorted(wanted - held)
-    if "all" in scopes and not user_scope(user).everything:
-        missing.append("data_scope:all")
+    if superuser:
+        missing.append("is_superuser")
+    if staff and not user.is_staff:
+        missing.append("is_staff")
+    missing.extend(_scope_missing(user, kinds, departments))
     if missing:
         raise GrantRefused(extra={"missing": missing})
+
+
+def _as_active(user: User) -> User:
+    """`user` as if active, without caches: a disabled user's rights come back when
+    someone enables them, so they count."""
+    from webapp.core.scope import forget
+
+    probe = copy.copy(user)
+    probe.is_active = True
+    forget_permissions(probe)
+    forget(probe)
+    return probe
+
+
+def check_outranks(acting_user: Actor, user: User) -> None:
+    """Refuse (`Outranked`) when `user` holds something the actor does not: the superuser
+    or staff flag, a permission, the all scope or a department outside the actor's scope.
+    Whoever changes a user's password, status, e-mail or department, or gets a key for them,
+    could become them; so they may do it only to users who hold no more than they do."""
+    actor = _actor(acting_user)
+    if actor is None or actor.pk == user.pk:
+        return
+    target = _as_active(user)
+    missing = []
+    if target.is_superuser:
+        missing.append("is_superuser")
+    if target.is_staff and not actor.is_staff:
+        missing.append("is_staff")
+    missing.extend(sorted(target.get_all_permissions() - actor.get_all_permissions()))
+    if not user_scope(actor).everything:
+        if user_scope(target).everything:
+            missing.append("data_scope:all")
+        else:
+            beyond = department_queryset(target).exclude(
+                pk__in=department_queryset(actor).values("pk"))
+            missing.extend(sorted(f"department:{d.name}" for d in beyond))
+    if missing:
+        raise Outranked(extra={"missing": missing})
+
+
+def _added(new: Iterable[Any] | None, old: Iterable[Any]) -> list[Any]:
+    if new is None:
+        return []
+    current = {item.pk for item in old}
+    return [item for item in new if item.pk not in current]
+
+
+def check_user_change(acting_user: Actor, user: User | None, changes: dict[str, Any]) -> None:
+    """What every write of a user goes through (API, admin form, admin import): the user
+    must not outrank the actor (`check_outranks`), added roles, permissions and groups and
+    the superuser and staff flags must be the actor's to grant (`check_grant`), and a new
+    department must be within the actor's scope. `changes` maps field names to new values
+    (model instances and lists of them); the current values are read from the database."""
+    actor = _actor(acting_user)
+    if actor is None:
+        return
+    before = User.objects.filter(pk=user.pk).first() if user is not None and user.pk else None
+    if before is not None:
+        check_outranks(actor, before)
+
+    def current(name: str) -> Iterable[Any]:
+        return getattr(before, name).all() if before is not None else ()
+
+    department = changes.get("department")
+    if department is not None and department.pk != getattr(before, "department_id", None) \
+            and not can_assign(actor, department):
+        raise GrantRefused(extra={"missing": [f"department:{department.name}"]})
+    check_grant(
+        actor, roles=_added(changes.get("roles"), current("roles")),
+        permissions=_added(changes.get("user_permissions"), current("user_permissions")),
+        groups=_added(changes.get("groups"), current("groups")),
+        superuser=bool(changes.get("is_superuser")) and not getattr(before, "is_superuser",
+                                                                    False),
+        staff=bool(changes.get("is_staff")) and not getattr(before, "is_staff", False))
+
+
+def check_role_change(acting_user: Actor, role: Role | None, data: dict[str, Any]) -> None:
+    """A role changes only towards what the actor holds: what it grants after the change
+    (permissions, active menu codes, data scope and custom departments; nothing while
+    inactive) minus what it granted before must be the actor's to grant. Activating a role
+    therefore checks all of it. Current values are read from the database."""
+    actor = _actor(acting_user)
+    if actor is None:
+        return
+    before = Role.objects.filter(pk=role.pk).first() if role is not None and role.pk else None
+    granted = before is not None and before.is_active
+    default = before if before is not None else Role()
+    if not data.get("is_active", default.is_active):
+        return
+
+    def value(name: str) -> list[Any]:
+        if name in data:
+            return list(data[name] or ())
+        return list(getattr(before, name).all()) if before is not None else []
+
+    def old(name: str) -> list[Any]:
+        return list(getattr(before, name).all()) if granted and before is not None else []
+
+    kind = data.get("data_scope") or default.data_scope
+    old_kind = before.data_scope if granted and before is not None else None
+    departments: list[Any] = []
+    if kind == DataScope.CUSTOM:
+        departments = _added(value("departments"),
+                             old("departments") if old_kind == DataScope.CUSTOM else ())
+    check_grant(actor, permissions=_added(value("permissions"), old("permissions")),
+                codes=[m.permission for m in _added(value("menus"), old("menus"))
+                       if m.is_active],
+                data_scope=kind if kind != old_kind else None, departments=departments)
+
+
+def check_menu_change(acting_user: Actor, menu: Menu | None, data: dict[str, Any]) -> None:
+    """A menu's permission code is a grant to every holder of its roles
+    (`webapp.system.backends.RoleBackend`): setting or activating a code needs the actor to
+    hold it. Current values are read from the database."""
+    actor = _actor(acting_user)
+    if actor is None:
+        return
+    before = Menu.objects.filter(pk=menu.pk).first() if menu is not None and menu.pk else None
+    default = before if before is not None else Menu()
+    code = data.get("permission", default.permission)
+    if not code or not data.get("is_active", default.is_active):
+        return
+    if before is not None and before.is_active and before.permission == code:
+        return
+    check_grant(actor, codes=[code])
 
 
 class PasswordRejected(DomainError):
@@ -177,9 +359,16 @@ def save_role(*, acting_user: Actor, instance: Role | None, data: dict[str, Any]
     if instance is not None and instance.is_builtin and data.get("code", instance.code) != \
             instance.code:
         raise BuiltinProtected()
-    check_grant(acting_user, permissions=data.get("permissions") or (),
-                menus=data.get("menus") or (), data_scope=data.get("data_scope"))
+    check_role_change(acting_user, instance, data)
     return save(acting_user=acting_user, model=Role, instance=instance, data=data)
+
+
+# Menus ---------------------------------------------------------------------------------
+
+@transaction.atomic
+def save_menu(*, acting_user: Actor, instance: Menu | None, data: dict[str, Any]) -> Menu:
+    check_menu_change(acting_user, instance, data)
+    return save(acting_user=acting_user, model=Menu, instance=instance, data=data)
 
 
 # Users ---------------------------------------------------------------------------------
@@ -195,7 +384,7 @@ def check_password(password: str, user: User | None = None) -> None:
 def create_user(*, acting_user: Actor, data: dict[str, Any],
                 password: str | None = None) -> User:
     fields, m2m = _split_m2m(User, data)
-    check_grant(acting_user, roles=m2m.get("roles") or ())
+    check_user_change(acting_user, None, data)
     user = User(**fields)
     user.created_by = recorded_user(acting_user)
     if password:
@@ -212,9 +401,7 @@ def create_user(*, acting_user: Actor, data: dict[str, Any],
 @transaction.atomic
 def update_user(*, acting_user: Actor, user: User, data: dict[str, Any]) -> User:
     fields, m2m = _split_m2m(User, data)
-    if "roles" in m2m:
-        current = set(user.roles.values_list("pk", flat=True))
-        check_grant(acting_user, roles=[r for r in m2m["roles"] if r.pk not in current])
+    check_user_change(acting_user, user, data)
     was_active = user.is_active
     for key, value in fields.items():
         setattr(user, key, value)
@@ -222,6 +409,7 @@ def update_user(*, acting_user: Actor, user: User, data: dict[str, Any]) -> User
     for name, values in m2m.items():
         getattr(user, name).set(values)
     forget_permissions(user)
+    check_outranks(acting_user, user)  # what the change made of them (rolled back if more)
     if was_active and not user.is_active:
         logout_user(acting_user=acting_user, user=user)
     return user
@@ -231,6 +419,7 @@ def update_user(*, acting_user: Actor, user: User, data: dict[str, Any]) -> User
 def delete_user(*, acting_user: Actor, user: User) -> None:
     if recorded_user(acting_user) == user:
         raise DomainError(_("You cannot delete your own account."), code="self_delete")
+    check_outranks(acting_user, user)
     logout_user(acting_user=acting_user, user=user)
     user.delete()
 
@@ -251,7 +440,9 @@ def set_password(*, acting_user: Actor, user: User, password: str,
 @transaction.atomic
 def reset_password(*, acting_user: Actor, user: User, password: str | None = None) -> str:
     """An administrator sets a new password (generated when omitted) that the user must change
-    at next login; every login of the user ends. Returns the password (shown once)."""
+    at next login; every login of the user ends. Returns the password (shown once).
+    Refused for a user who holds more than the actor (`check_outranks`)."""
+    check_outranks(acting_user, user)
     password = password or secrets.token_urlsafe(12)
     check_password(password, user)
     user.set_password(password)
@@ -285,7 +476,9 @@ def logout_user(*, acting_user: Actor, user: User) -> int:
 @transaction.atomic
 def create_api_key(*, acting_user: Actor, user: User, name: str,
                    expires: datetime | None = None) -> tuple[ApiKey, str]:
-    """A new key for `user`; the key itself is returned once and stored only hashed."""
+    """A new key for `user`; the key itself is returned once and stored only hashed. A key
+    for someone else is a way to act as them: refused when they outrank the actor."""
+    check_outranks(acting_user, user)
     prefix, key = make_key()
     while ApiKey.objects.filter(prefix=prefix).exists():  # 32-bit prefixes rarely collide
         prefix, key = make_key()

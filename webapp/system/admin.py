@@ -8,7 +8,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -17,7 +21,9 @@ from django_celery_beat.admin import PeriodicTaskAdmin as BasePeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 from import_export.admin import ExportMixin, ImportExportModelAdmin
 
+from webapp.core import scope
 from webapp.core.admin import ScopedAdminMixin
+from webapp.core.errors import DomainError
 from webapp.system import actions, lockout, resources, sessions
 from webapp.system.models import (
     ApiKey,
@@ -37,27 +43,42 @@ from webapp.system.models import (
     User,
 )
 
+# What the user change form offers only to superusers (anyone else would grant themselves
+# rights through them); the form checks them server-side as well.
+SUPERUSER_ONLY_FIELDS = ("is_superuser", "groups", "user_permissions")
+USER_GRANT_FIELDS = ("roles", "department", "is_staff", *SUPERUSER_ONLY_FIELDS)
+
 
 class GrantCheckForm(forms.ModelForm):
-    """Refuses, as a form error, roles or permissions the editor does not hold."""
+    """Refuses, as a form error, a change that would give away what the editor does not hold
+    (roles, permissions, groups, flags, menu codes, data scope, departments) or touch a user
+    who holds more than the editor (see `webapp.system.actions.check_grant`)."""
 
     acting_user: Any = None
 
     def clean(self) -> Any:
         data: Any = super().clean()
         instance = self.instance
+        saved = instance if instance.pk else None
         try:
-            if isinstance(instance, User) and data.get("roles") is not None:
-                current = set(instance.roles.values_list("pk", flat=True)) if instance.pk \
-                    else set()
-                actions.check_grant(self.acting_user, roles=[
-                    r for r in data["roles"] if r.pk not in current])
+            if isinstance(instance, User):
+                actions.check_user_change(self.acting_user, saved, {
+                    name: data[name] for name in USER_GRANT_FIELDS if name in data})
             elif isinstance(instance, Role):
-                actions.check_grant(self.acting_user, permissions=data.get("permissions") or (),
-                                    menus=data.get("menus") or (),
-                                    data_scope=data.get("data_scope"))
+                actions.check_role_change(self.acting_user, saved, data)
+            elif isinstance(instance, Menu):
+                actions.check_menu_change(self.acting_user, saved, data)
+            elif isinstance(instance, Group) and data.get("permissions") is not None:
+                current = set(instance.permissions.values_list("pk", flat=True)) if saved \
+                    else set()
+                actions.check_grant(self.acting_user, permissions=[
+                    p for p in data["permissions"] if p.pk not in current])
         except actions.GrantRefused as exc:
             raise forms.ValidationError(_("You cannot grant what you do not hold: {missing}")
+                                        .format(missing=", ".join(exc.extra["missing"]))) \
+                from exc
+        except actions.Outranked as exc:
+            raise forms.ValidationError(_("This user holds rights you do not hold: {missing}")
                                         .format(missing=", ".join(exc.extra["missing"]))) \
                 from exc
         return data
@@ -65,6 +86,11 @@ class GrantCheckForm(forms.ModelForm):
 
 def _with_grant_check(form: Any, request: Any) -> Any:
     return type(form.__name__, (GrantCheckForm, form), {"acting_user": request.user})
+
+
+def _refusal(exc: DomainError) -> str:
+    missing = exc.extra.get("missing")
+    return f"{exc.detail} ({', '.join(missing)})" if missing else str(exc.detail)
 
 
 def _indent(depth: int, text: str) -> str:
@@ -114,8 +140,33 @@ class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
         return super().get_queryset(request).select_related("department").prefetch_related(
             "roles")
 
+    def get_fieldsets(self, request: Any, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if request.user.is_superuser:
+            return fieldsets
+        trimmed = []
+        for name, options in fieldsets:
+            fields = tuple(f for f in options["fields"] if f not in SUPERUSER_ONLY_FIELDS)
+            if fields:
+                trimmed.append((name, {**options, "fields": fields}))
+        return trimmed
+
     def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         return _with_grant_check(super().get_form(request, obj, **kwargs), request)
+
+    def get_import_resource_kwargs(self, request: Any, **kwargs: Any) -> Any:
+        return {**super().get_import_resource_kwargs(request, **kwargs),
+                "acting_user": request.user}
+
+    def user_change_password(self, request: Any, id: str, form_url: str = "") -> Any:
+        """Setting the password of a user who holds more than the editor is refused."""
+        user = self.get_object(request, unquote(id))
+        if user is not None:
+            try:
+                actions.check_outranks(request.user, user)
+            except actions.Outranked as exc:
+                raise PermissionDenied(_refusal(exc)) from exc
+        return super().user_change_password(request, id, form_url)
 
     @admin.display(description=_("roles"))
     def roles_list(self, obj: User) -> str:
@@ -132,10 +183,18 @@ class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
         count = sum(actions.logout_user(acting_user=request.user, user=u) for u in queryset)
         self.message_user(request, _("{count} sessions ended.").format(count=count))
 
+    def _refused(self, request: Any, user: User, exc: DomainError) -> None:
+        messages.error(request, _("{username}: {reason}").format(username=user.username,
+                                                                 reason=_refusal(exc)))
+
     @admin.action(description=_("Reset the passwords of the selected users"))
     def reset_passwords(self, request: Any, queryset: QuerySet) -> None:
         for user in queryset:
-            password = actions.reset_password(acting_user=request.user, user=user)
+            try:
+                password = actions.reset_password(acting_user=request.user, user=user)
+            except DomainError as exc:
+                self._refused(request, user, exc)
+                continue
             messages.warning(request, _(
                 "New password of {username}: {password} (shown once; to be changed at the "
                 "next login)").format(username=user.username, password=password))
@@ -143,12 +202,20 @@ class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
     @admin.action(description=_("Activate the selected users"))
     def activate(self, request: Any, queryset: QuerySet) -> None:
         for user in queryset:
-            actions.update_user(acting_user=request.user, user=user, data={"is_active": True})
+            try:
+                actions.update_user(acting_user=request.user, user=user,
+                                    data={"is_active": True})
+            except DomainError as exc:
+                self._refused(request, user, exc)
 
     @admin.action(description=_("Disable the selected users (and end their sessions)"))
     def deactivate(self, request: Any, queryset: QuerySet) -> None:
         for user in queryset.exclude(pk=request.user.pk):
-            actions.update_user(acting_user=request.user, user=user, data={"is_active": False})
+            try:
+                actions.update_user(acting_user=request.user, user=user,
+                                    data={"is_active": False})
+            except DomainError as exc:
+                self._refused(request, user, exc)
 
 
 @admin.register(Department)
@@ -198,7 +265,19 @@ class RoleAdmin(ImportExportModelAdmin):
         return obj.users.count()
 
     def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:
-        return _with_grant_check(super().get_form(request, obj, **kwargs), request)
+        form = _with_grant_check(super().get_form(request, obj, **kwargs), request)
+        field = form.base_fields.get("departments")
+        if field is not None and not request.user.is_superuser:
+            # Custom departments within the editor's scope (those already chosen stay).
+            allowed = scope.department_queryset(request.user)
+            if obj is not None:
+                allowed = allowed | Department.objects.filter(roles=obj)
+            field.queryset = allowed.distinct()
+        return form
+
+    def get_import_resource_kwargs(self, request: Any, **kwargs: Any) -> Any:
+        return {**super().get_import_resource_kwargs(request, **kwargs),
+                "acting_user": request.user}
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))
@@ -220,12 +299,26 @@ class MenuAdmin(admin.ModelAdmin):
     def get_queryset(self, request: Any) -> QuerySet:
         return super().get_queryset(request).select_related("parent__parent")
 
+    def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _with_grant_check(super().get_form(request, obj, **kwargs), request)
+
     @admin.display(description=_("name"))
     def tree_name(self, obj: Menu) -> str:
         depth, parent = 0, obj.parent
         while parent is not None and depth < 3:
             depth, parent = depth + 1, parent.parent
         return _indent(depth, obj.name)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin):
+    """Django's groups: their permissions reach every member, so adding one is a grant."""
+
+    def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
 
 class DictItemInline(admin.TabularInline):
