@@ -5,9 +5,11 @@ Two forms, both with ``username`` = the device identifier:
 * the plain device secret, as ThingLinks devices send it;
 * a time-bounded signed password ``hmac-sha256:{ts}:{sig}`` where ``ts`` is the current Unix
   time in milliseconds and ``sig`` is the lower-case hex HMAC-SHA256, keyed with the device
-  secret, of the text ``{identifier}:{ts}``. It is accepted while ``ts`` is within
-  ``SIGNED_PASSWORD_WINDOW`` seconds of the edge's clock, so a leaked password soon expires
-  and the secret itself never travels.
+  secret, of the text ``{identifier}:{ts}``. It is accepted while ``ts`` is at most
+  ``SIGNED_PASSWORD_WINDOW`` seconds old and at most ``SIGNED_PASSWORD_FUTURE`` seconds ahead
+  of the edge's clock, and only once: ``edge.hooks`` remembers each accepted one in Redis
+  until it expires (security review M8), so a captured password cannot be replayed and the
+  secret itself never travels.
 
 Example (Python)::
 
@@ -29,7 +31,10 @@ if TYPE_CHECKING:
     from edge.bus.registry import DeviceRecord, ProductRecord
 
 SIGNED_PREFIX = b"hmac-sha256:"
+# How old (seconds) a signed password's timestamp may be, and how far ahead of the edge's
+# clock (a device's clock running fast).
 SIGNED_PASSWORD_WINDOW = 300.0
+SIGNED_PASSWORD_FUTURE = 30.0
 
 
 def sign_password(identifier: str, secret: str, ts_ms: int) -> str:
@@ -46,12 +51,30 @@ def password_matches(identifier: str, secret: str, password: bytes, now: float) 
             ts_ms = int(ts_text)
         except (UnicodeDecodeError, ValueError):
             return False
-        if abs(now - ts_ms / 1000) > SIGNED_PASSWORD_WINDOW:
+        age = now - ts_ms / 1000
+        if age > SIGNED_PASSWORD_WINDOW or -age > SIGNED_PASSWORD_FUTURE:
             return False
         return constant_time_equal(
             sign_password(identifier, secret, ts_ms), f"hmac-sha256:{ts_text}:{signature}"
         )
     return constant_time_equal(password, secret.encode())
+
+
+def signed_timestamp(password: bytes | None) -> int | None:
+    """The ``ts`` of a signed password, or None when ``password`` is not one."""
+    if password is None or not password.startswith(SIGNED_PREFIX):
+        return None
+    ts_text = password[len(SIGNED_PREFIX) :].partition(b":")[0]
+    try:
+        return int(ts_text)
+    except ValueError:
+        return None
+
+
+def signed_password_lifetime(ts_ms: int, now: float) -> float:
+    """Seconds for which the signed password of ``ts_ms`` remains acceptable after ``now``
+    (how long it must be remembered to refuse it a second time)."""
+    return max(ts_ms / 1000 + SIGNED_PASSWORD_WINDOW - now, 0.0)
 
 
 def refusal(device: DeviceRecord, product: ProductRecord | None) -> tuple[int, str, str] | None:

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from edge.codecs import thinglinks as tl
 
 from .acl import AclRule, bind, decide, ordered, parse_rules
-from .auth import password_matches, refusal
+from .auth import password_matches, refusal, signed_password_lifetime, signed_timestamp
 from .bus.keys import Keys
 from .bus.redis import RedisClient
 from .bus.registry import AppRecord, DeviceRecord, ProductRecord, Registry
@@ -26,7 +26,7 @@ from .mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerHooks, DenyLis
 from .mqtt.connection import AUTH_FAILURES, MqttConnection
 from .mqtt.errors import Reason
 from .mqtt.topics import split_shared
-from .throttle import FailureThrottle
+from .throttle import AuthThrottle, client_address
 from .transports.tls import ClientCertificate, normalize_fingerprints
 
 log = Logger(namespace="edge")
@@ -40,6 +40,9 @@ return 0
 """
 
 
+# The detail of an AuthResult admitting a device by its TLS client certificate.
+CERTIFICATE_LOGIN = "certificate"
+TOO_MANY_FAILURES = "too many failed attempts; try later"
 # The username prefix of application clients, and the separator of dynamic registration.
 APP_PREFIX = "app:"
 REGISTER_SEPARATOR = "&"
@@ -148,7 +151,7 @@ class EdgeHooks(BrokerHooks):
         node: str,
         allow_anonymous: bool = False,
         acl_deny: Iterable[str] = (),
-        throttle: FailureThrottle | None = None,
+        throttle: AuthThrottle | None = None,
         certificates: Callable[[MqttConnection], ClientCertificate | None] | None = None,
     ) -> None:
         self.clock = clock
@@ -159,7 +162,7 @@ class EdgeHooks(BrokerHooks):
         self.node = node
         self.allow_anonymous = allow_anonymous
         self.acl_deny = tuple(acl_deny)
-        self.throttle = throttle or FailureThrottle(clock)
+        self.throttle = throttle or AuthThrottle(clock, redis, keys)
         self.certificates = certificates
         self.broker: Broker | None = None
 
@@ -176,20 +179,64 @@ class EdgeHooks(BrokerHooks):
         if not username and certificate is not None:
             # A TLS client certificate without a user name names its device by its CN.
             username = certificate.common_name
-        address = connection.peer.rpartition(":")[0] or connection.peer
-        keys = [f"addr:{address}"] + ([f"dev:{username}"] if username else [])
-        if any(self.throttle.blocked(key) for key in keys):
-            return AuthResult(
-                Reason.CONNECTION_RATE_EXCEEDED, detail="too many failed attempts; try later"
+        password = connect.password
+        # Failures are counted per address and per user name (edge.throttle): an address
+        # over its budget is refused whatever it sends, except a certificate that identifies
+        # its device; a user name over its budget only makes failed attempts 0x9F, so a
+        # device's correct credentials still connect while strangers fail its password.
+        address = client_address(connection.peer)
+        blocked = self.throttle.address_blocked(address)
+        if blocked and certificate is None:
+            return AuthResult(Reason.CONNECTION_RATE_EXCEEDED, detail=TOO_MANY_FAILURES)
+
+        def failed(result: AuthResult) -> AuthResult | Deferred[AuthResult]:
+            if result.reason not in AUTH_FAILURES:
+                return result
+            throttled = AuthResult(
+                Reason.CONNECTION_RATE_EXCEEDED, detail=f"{result.detail}; {TOO_MANY_FAILURES}"
+            )
+            over = self.throttle.failed(address, username)
+            return then(over, lambda over: throttled if over else result)
+
+        def settle(result: AuthResult) -> AuthResult | Deferred[AuthResult]:
+            if not result.ok:
+                return failed(result)
+            if result.detail == CERTIFICATE_LOGIN:
+                return result
+            if blocked:
+                return AuthResult(Reason.CONNECTION_RATE_EXCEEDED, detail=TOO_MANY_FAILURES)
+            ts_ms = signed_timestamp(password)
+            if ts_ms is None or not username:
+                return result
+            replayed = AuthResult(
+                Reason.BAD_USER_NAME_OR_PASSWORD,
+                detail=f"signed password of {username} already used",
+            )
+            unchecked = AuthResult(
+                Reason.SERVER_UNAVAILABLE, detail="signed password not checked: Redis unavailable"
+            )
+            return self._first_use(username, ts_ms).addCallback(
+                lambda first: unchecked if first is None else result if first else failed(replayed)
             )
 
-        def record(result: AuthResult) -> AuthResult:
-            if result.reason in AUTH_FAILURES:
-                for key in keys:
-                    self.throttle.failed(key)
-            return result
+        checked: Any = self._authenticate(username, password, certificate)
+        outcome: Any = then(checked, settle)
+        return outcome  # type: ignore[no-any-return]
 
-        return then(self._authenticate(username, connect.password, certificate), record)
+    def _first_use(self, username: str, ts_ms: int) -> Deferred[bool | None]:
+        """Marks the signed password of ``username`` at ``ts_ms`` as used in Redis, shared by
+        every worker, for as long as it would be accepted; False when it was already used (a
+        replay: security review M8), None when Redis did not answer."""
+        lifetime = signed_password_lifetime(ts_ms, self.clock.seconds())
+        d = self.redis.execute(
+            "SET", self.keys.signed_password(username, ts_ms), b"1", "NX",
+            "PX", int(lifetime * 1000) + 1000,
+        )  # fmt: skip
+
+        def unavailable(failure: Any) -> None:
+            log.warn("signed password check failed: {e}", e=failure.getErrorMessage())
+
+        return d.addCallbacks(lambda reply: reply is not None, unavailable)
 
     def _authenticate(
         self,
@@ -245,6 +292,7 @@ class EdgeHooks(BrokerHooks):
             return AuthResult(
                 identity=record.identifier,
                 acl=self._acl(DeviceAcl(record, self.registry, product)),
+                detail=CERTIFICATE_LOGIN,
             )
         if record.secret is None:
             return AuthResult(

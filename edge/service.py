@@ -129,8 +129,8 @@ class EdgeService:
         self.subscriber = RedisSubscriber(
             reactor,
             address,
-            [self.keys.registry_channel],
-            on_message=lambda _channel, data: self.registry.changed(data),
+            [self.keys.registry_channel, self.keys.auth_blocked_channel],
+            on_message=self._bus_message,
             on_subscribed=self.registry.clear,
         )
         self.downlink = Downlink(
@@ -237,6 +237,14 @@ class EdgeService:
         }
         d = self.redis.execute("HSET", self.keys.nodes, self.config.node_id, json.dumps(info))
         d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.getErrorMessage()))
+
+    def _bus_message(self, channel: bytes, data: bytes) -> None:
+        """``tl:registry`` (webapp's changes), or an address over its failed-authentication
+        budget announced by any edge worker (edge.throttle)."""
+        if channel == self.keys.auth_blocked_channel.encode():
+            self.hooks.throttle.announced(data)
+        else:
+            self.registry.changed(data)
 
     def _downlink_done(self, ids: list[bytes]) -> None:
         d = self.redis.execute("XDEL", self.keys.downlink(self.config.node_id), *ids)

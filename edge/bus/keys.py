@@ -88,6 +88,21 @@ class Keys:
         """List: the messages queued for one persistent session."""
         return f"{self.prefix}mqtt:sessq:{client_id}"
 
+    def auth_failures(self, kind: str, value: str) -> str:
+        """Counter: failed authentications of one client address (``addr``) or user name
+        (``user``) in the current window (edge.throttle)."""
+        return f"{self.prefix}auth:fail:{kind}:{value}"
+
+    @property
+    def auth_blocked_channel(self) -> str:
+        """Channel: ``{remaining ms} {address}`` when an address reaches its failure limit."""
+        return f"{self.prefix}auth:blocked"
+
+    def signed_password(self, username: str, ts_ms: int) -> str:
+        """Marks a signed password (``hmac-sha256:{ts}:…``) of ``username`` as used while its
+        timestamp is still accepted: each is accepted once (edge.auth)."""
+        return f"{self.prefix}auth:signed:{username}:{ts_ms}"
+
     def latest(self, identifier: str) -> str:
         return f"{self.prefix}latest:{identifier}"
 

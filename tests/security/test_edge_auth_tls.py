@@ -102,10 +102,11 @@ def edge_with_crl(redis_url: str, material: Material) -> Iterator[Edge]:
     yield from _edge(redis_url, material, EDGE_TLS_CRL=str(material.crl))
 
 
-def client_context(material: Material, cert: Issued, version: str) -> ssl.SSLContext:
+def client_context(material: Material, cert: Issued | None, version: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(str(material.ca.path))
-    context.load_cert_chain(str(cert.cert), str(cert.key))
+    if cert is not None:
+        context.load_cert_chain(str(cert.cert), str(cert.key))
     context.minimum_version = context.maximum_version = VERSIONS[version]
     return context
 
@@ -177,6 +178,19 @@ def test_a_server_certificate_of_the_device_ca_identifies_no_device(
     context = client_context(material, material.server, "TLSv1.3")
     code, _, _ = tls_connack(edge.tls_port, context, "127.0.0.25")  # type: ignore[attr-defined]
     assert code != 0
+
+
+def test_certificate_connects_from_an_address_over_its_failure_budget(
+    edge: Edge, material: Material
+):
+    """Security review M2: an address that failed too often is refused (0x9F, 3.1.1: 0x03)
+    whatever it sends, except a certificate that identifies its device (no guess makes one)."""
+    port = edge.tls_port  # type: ignore[attr-defined]
+    bare = client_context(material, None, "TLSv1.3")
+    codes = [tls_connack(port, bare, "127.0.0.28", username="issued")[0] for _ in range(11)]
+    assert codes[-1] == 0x03 and 0 not in codes
+    certified = client_context(material, material.issued, "TLSv1.3")
+    assert tls_connack(port, certified, "127.0.0.28")[0] == 0
 
 
 def test_revoked_certificate_is_refused_with_edge_tls_crl(
