@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,14 @@ def eager_celery():
     yield
     app.conf.task_always_eager = previous
     engine.forget_indexes()
+
+
+@pytest.fixture(autouse=True)
+def outbound_to_local_services(settings):
+    """These tests send to the machine's services and a receiver on 127.0.0.1, which an
+    administrator allows as OUTBOUND_ALLOWED_NETWORKS would (the platform's own Redis and
+    database stay refused: tests/security/test_outbound_*.py)."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
 
 
 class Receiver:
@@ -76,6 +85,21 @@ def receiver():
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def other_redis(tmp_path):
+    """A Redis server of its own on a TCP port of 127.0.0.1, for a Redis sink: the
+    platform's own Redis (REDIS_URL) is never a destination."""
+    from config.embedded_redis import EmbeddedRedis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False, port=port)
+    url = server.start()
+    yield url
+    server.stop()
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def _sink(ctx: Any) -> Any:
     from webapp.rules.models import Sink
 
     return ctx.once("sink", lambda: Sink.objects.create(
-        name="hook", sink_type="http", config={"url": "http://127.0.0.1:9/"}))
+        name="hook", sink_type="http", config={"url": "http://192.0.43.8:9/"}))
 
 
 def _dead_letter(ctx: Any) -> Any:
@@ -62,6 +62,7 @@ RULE = {"name": "hot", "trigger": {"type": "property", "product": "thermo", "ser
         "condition": {"op": ">", "value": 30},
         "actions": [{"type": "alarm", "severity": "major", "message": "hot"}]}
 CHANGE_OR_INVALID = (200, 400)
+QUEUED_OR_INVALID = (202, 400)  # test endpoints: a Celery worker delivers
 
 
 def _pk(make: Any, body: Any = None) -> Any:
@@ -115,20 +116,21 @@ CASES: list[Case] = [
     Case("notification-channel-detail", "delete", ("rules.delete_notificationchannel",),
          (204,), _pk(_channel)),
     Case("notification-channel-test", "post", ("rules.change_notificationchannel",),
-         CHANGE_OR_INVALID, _pk(_channel, {})),
+         QUEUED_OR_INVALID, _pk(_channel, {})),
     Case("notification-list", "get", ("rules.view_notification",), (200,)),
     Case("notification-detail", "get", ("rules.view_notification",), (200,),
          _pk(_notification)),
     Case("notification-mark-read", "post", ANY_USER, (200,), lambda ctx: ({}, {})),
     Case("sink-list", "get", ("rules.view_sink",), (200,)),
     Case("sink-list", "post", ("rules.add_sink",), (201,), lambda ctx: (
-        {}, {"name": "out", "sink_type": "http", "config": {"url": "http://127.0.0.1:9/"}})),
+        {}, {"name": "out", "sink_type": "http", "config": {"url": "http://192.0.43.8:9/"}})),
     Case("sink-detail", "get", ("rules.view_sink",), (200,), _pk(_sink)),
     Case("sink-detail", "patch", ("rules.change_sink",), (200,), _pk(_sink, {"enabled": False})),
     Case("sink-detail", "put", ("rules.change_sink",), CHANGE_OR_INVALID, _pk(_sink, {
-        "name": "hook", "sink_type": "http", "config": {"url": "http://127.0.0.1:9/"}})),
+        "name": "hook", "sink_type": "http", "config": {"url": "http://192.0.43.8:9/"}})),
     Case("sink-detail", "delete", ("rules.delete_sink",), (204,), _pk(_sink)),
-    Case("sink-test", "post", ("rules.change_sink",), CHANGE_OR_INVALID, _pk(_sink, {})),
+    Case("sink-test", "post", ("rules.change_sink",), QUEUED_OR_INVALID, _pk(_sink, {})),
+    Case("sink-test", "get", ("rules.view_sink",), (200,), _pk(_sink)),
     Case("dead-letter-list", "get", ("rules.view_deadletter",), (200,)),
     Case("dead-letter-detail", "get", ("rules.view_deadletter",), (200,), _pk(_dead_letter)),
     Case("dead-letter-detail", "delete", ("rules.delete_deadletter",), (204,),

@@ -104,7 +104,7 @@ def test_refusals_are_retried_then_marked_failed(thermo, receiver):
     assert len(receiver.requests) == 3
     assert notifications[0]["status"] == "failed"
     stored = Notification.objects.get()
-    assert stored.attempts == 3 and "sign not match" in stored.last_error
+    assert stored.attempts == 3 and stored.last_error == "DeliveryError: errcode=310000"
     receiver.status = 500
     hook = channel(thermo, name="hook", channel_type="webhook", max_retries=0,
                    config={"url": receiver.url + "/down"})

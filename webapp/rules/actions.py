@@ -16,15 +16,16 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from edge.crypto import decrypt_secret, encrypt_secret
-from webapp.core import scope
+from webapp.core import outbound, scope
 from webapp.core.errors import DomainError, NotFound
 from webapp.core.types import Actor, recorded_user
-from webapp.rules import engine
+from webapp.rules import engine, notify
 from webapp.rules.choices import (
     OPEN_ALARM_STATUSES,
     ActionType,
     AlarmEventKind,
     AlarmStatus,
+    ChannelType,
     DeliveryStatus,
     SinkHealth,
     TriggerType,
@@ -101,6 +102,24 @@ def validate_rule(data: dict[str, Any]) -> None:
                      auto_clear=data.get("auto_clear", True))
     except ExpressionError as exc:
         raise RuleInvalid(exc.detail) from exc
+
+
+def check_webhook_destinations(actions: list[dict[str, Any]],
+                               previous: list[dict[str, Any]] | None = None) -> None:
+    """Refuse a webhook action whose URL reaches an address the platform may not connect
+    to (webapp/core/outbound.py). A URL whose host is a template, or one the rule already
+    had (disabling an old rule is never refused), is checked when sent."""
+    kept = {a.get("url") for a in previous or [] if isinstance(a, dict)}
+    for position, action in enumerate(actions, start=1):
+        url = action.get("url") if isinstance(action, dict) else None
+        if action.get("type") != ActionType.WEBHOOK or not isinstance(url, str) or \
+                url in kept or outbound.templated_host(url):
+            continue
+        try:
+            outbound.check_url(url, schemes=("http", "https"))
+        except outbound.OutboundRefused as exc:
+            raise RuleInvalid(_("Action {n} (webhook): {reason}").format(
+                n=position, reason=exc.reason)) from exc
 
 
 def is_number_reference(ref: Any) -> bool:
@@ -304,6 +323,7 @@ def _apply(rule: Rule, data: dict[str, Any]) -> None:
             setattr(rule, name, data[name])
     rule.actions = seal_action_secrets(list(rule.actions or []), previous)
     validate_rule({name: getattr(rule, name) for name in RULE_FIELDS})
+    check_webhook_destinations(rule.actions, previous)
     rule.trigger_type = rule.trigger["type"]
     identifier = rule.trigger.get("product")
     if identifier:
@@ -514,6 +534,84 @@ def visible_notifications(queryset: QuerySet[Notification], user: Any
     return reached
 
 
+class ChannelInvalid(DomainError):
+    code = "invalid_channel"
+    default_detail = _("The notification channel is invalid.")
+
+
+# The credential of a robot URL (notify.split_url_token), encrypted, in the channel's config.
+URL_TOKEN_KEY = "url_token_encrypted"  # noqa: S105 (a key name)
+HTTP_CHANNELS = (ChannelType.WEBHOOK, ChannelType.DINGTALK, ChannelType.WECOM,
+                 ChannelType.FEISHU)
+
+
+def _masked_url(channel_type: str, config: Any) -> tuple[str, str]:
+    url = config.get("url") if isinstance(config, dict) else None
+    return notify.split_url_token(channel_type, url) if isinstance(url, str) else ("", "")
+
+
+def channel_config(channel_type: str, config: Any, *, previous_type: str = "",
+                   previous: Any = None) -> Any:
+    """The config to store: its URL checked (webapp/core/outbound.py) when it is new or
+    changed (disabling an old channel is never refused; every delivery checks it again),
+    and a robot URL's credential moved out of `url` (masked there) into URL_TOKEN_KEY,
+    encrypted. A masked URL keeps the stored credential only when the rest of the URL is
+    unchanged: pointing it elsewhere takes the credential again."""
+    if not isinstance(config, dict):
+        return config
+    previous = previous if isinstance(previous, dict) else {}
+    masked, token = _masked_url(channel_type, config)
+    before, plain_before = _masked_url(previous_type, previous)
+    same_place = previous_type == channel_type and bool(masked) and masked == before
+    if not same_place:
+        check_channel_destination(channel_type, config)
+    config = {k: v for k, v in config.items() if k != URL_TOKEN_KEY}
+    if not token:
+        return config
+    config["url"] = masked
+    if token != MASK:
+        config[URL_TOKEN_KEY] = encrypt_secret(token)
+    elif same_place and previous.get(URL_TOKEN_KEY):
+        config[URL_TOKEN_KEY] = previous[URL_TOKEN_KEY]
+    elif same_place and plain_before and plain_before != MASK:  # saved before L10's fix
+        config[URL_TOKEN_KEY] = encrypt_secret(plain_before)
+    else:
+        raise ChannelInvalid(_("Give the robot URL with its token: a masked one keeps the "
+                               "stored token only when the rest of the URL is unchanged."))
+    return config
+
+
+def channel_url(channel: NotificationChannel) -> str:
+    """Where the channel sends: its URL with the stored credential put back."""
+    config = channel.config if isinstance(channel.config, dict) else {}
+    url = str(config.get("url") or "")
+    token = config.get(URL_TOKEN_KEY)
+    return notify.join_url_token(channel.channel_type, url, decrypt_secret(token)) \
+        if token else url
+
+
+def shown_channel_config(channel: NotificationChannel) -> Any:
+    """The config as users see it: no encrypted credential, a robot URL's credential
+    masked (also in one saved before credentials were kept apart)."""
+    if not isinstance(channel.config, dict):
+        return channel.config
+    shown = {k: v for k, v in channel.config.items() if k != URL_TOKEN_KEY}
+    if isinstance(shown.get("url"), str):
+        shown["url"] = notify.split_url_token(channel.channel_type, shown["url"])[0]
+    return shown
+
+
+def check_channel_destination(channel_type: str, config: Any) -> None:
+    """Refuse a channel URL that reaches an address the platform may not connect to."""
+    url = config.get("url") if isinstance(config, dict) else None
+    if channel_type not in HTTP_CHANNELS or not isinstance(url, str):
+        return
+    try:
+        outbound.check_url(url, schemes=("http", "https"))
+    except outbound.OutboundRefused as exc:
+        raise ChannelInvalid(exc.reason) from exc
+
+
 @transaction.atomic
 def save_channel(*, acting_user: Actor, channel: NotificationChannel | None,
                  data: dict[str, Any], secret: str | None = None) -> NotificationChannel:
@@ -521,8 +619,12 @@ def save_channel(*, acting_user: Actor, channel: NotificationChannel | None,
     if channel is None:
         channel = NotificationChannel()
         _set_owner(channel, acting_user, data)
+    previous_type, previous_config = channel.channel_type, channel.config
     for name, value in data.items():
         setattr(channel, name, value)
+    channel.config = channel_config(channel.channel_type, channel.config,
+                                    previous_type=previous_type if channel.pk else "",
+                                    previous=previous_config)
     if secret is not None and secret != MASK:
         channel.secret_encrypted = encrypt_secret(secret) if secret else ""
     channel.save()
@@ -580,6 +682,7 @@ def save_sink(*, acting_user: Actor, sink: Sink | None, data: dict[str, Any],
     if sink is None:
         sink = Sink()
         _set_owner(sink, acting_user, data)
+    before = (sink.sink_type, sink.config) if sink.pk else None
     for name, value in data.items():
         setattr(sink, name, value)
     if credentials is not None:
@@ -592,7 +695,9 @@ def save_sink(*, acting_user: Actor, sink: Sink | None, data: dict[str, Any],
             else:
                 merged[key] = value
         sink.credentials_encrypted = encrypt_secret(json.dumps(merged)) if merged else ""
-    check_sink(sink)
+    # The destination is checked when it is new (disabling an old sink is never refused);
+    # every connection checks it again.
+    check_sink(sink, destination=before != (sink.sink_type, sink.config))
     sink.save()
     return sink
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 from django.db.models import Count, Q
@@ -295,18 +296,21 @@ class NotificationChannelViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     def perform_destroy(self, instance: NotificationChannel) -> None:
         actions.delete_channel(acting_user=self.request.user, channel=instance)
 
-    @extend_schema(request=None, responses=NotificationSerializer(many=True))
+    @extend_schema(request=None, responses={202: NotificationSerializer(many=True)})
     @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
     def test(self, request: Request, pk: str | None = None) -> Response:
-        """Send a test notification through the channel now."""
+        """Send a test notification through the channel: answers 202 with its deliveries,
+        which a Celery worker sends (read their outcome at GET /notifications/{id}/). An
+        error says what failed in generic words, never what the receiver answered."""
         from webapp.rules.executors import send_channel
 
         channel = self.get_object()
         ids = send_channel(channel, "ThingLinks test notification",
                            "If you can read this, the channel works.", rule=None,
-                           alarm_id=None, data={"test": True})
+                           alarm_id=None, data={"test": True}, queue=True)
         return Response(NotificationSerializer(Notification.objects.filter(pk__in=ids),
-                                               many=True).data)
+                                               many=True).data,
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
@@ -369,29 +373,37 @@ class SinkViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     def perform_destroy(self, instance: Sink) -> None:
         actions.delete_sink(acting_user=self.request.user, sink=instance)
 
-    @extend_schema(request=SinkTestSerializer, responses={200: dict})
-    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    @extend_schema(request=SinkTestSerializer, responses={202: dict, 200: dict})
+    @action(detail=True, methods=["get", "post"], permission_classes=[ChangePermission])
     def test(self, request: Request, pk: str | None = None) -> Response:
-        """Deliver a sample message now (one attempt, no retry, no dead letter)."""
-        from webapp.rules import sinks
+        """POST: deliver a sample message from a Celery worker (one attempt, no retry, no
+        dead letter); answers 202 with the `task` whose outcome GET `?task=…` reads for an
+        hour: `{"status": "pending"}`, then `{"status": "done", "ok": …}` with the `payload`
+        sent, `filtered`, or the `error` (what failed in generic words, never what the
+        destination answered)."""
+        from webapp.rules.tasks import SINK_TEST_TTL_S, sink_test_key, try_sink
 
         sink = self.get_object()
+        r = get_redis()
+        if request.method == "GET":
+            token = str(request.query_params.get("task") or "")
+            raw = r.get(sink_test_key(token)) if token.isalnum() and len(token) == 32 \
+                else None
+            outcome = json.loads(raw) if raw else {}
+            if outcome.get("sink") != sink.pk:
+                return Response({"task": token, "status": "unknown"})
+            return Response({"task": token, **{k: v for k, v in outcome.items()
+                                               if k != "sink"}})
         params = SinkTestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        message = params.validated_data["message"] or {
-            "kind": "property", "device": "test-device", "product": "test", "service": "env",
-            "ts": int(time.time() * 1000), "values": {"temperature": 25.0}}
-        env = {**(message.get("values") or {}), **message, "params": message.get("values"),
-               "value": None, "rule": "test"}
-        try:
-            body = sinks.deliver(sink, message, env)
-        except sinks.SinkError as exc:
-            actions.record_sink_result(sink, ok=False, error=str(exc))
-            return Response({"ok": False, "error": str(exc)})
-        if body is None:
-            return Response({"ok": True, "filtered": True})
-        actions.record_sink_result(sink, ok=True)
-        return Response({"ok": True, "payload": body.decode(errors="replace")})
+        token = uuid.uuid4().hex
+        r.set(sink_test_key(token), json.dumps({"sink": sink.pk, "status": "pending"}),
+              ex=SINK_TEST_TTL_S)
+        try_sink.delay(sink.pk, dict(params.validated_data["message"]), token)
+        raw = r.get(sink_test_key(token))  # already done when Celery runs tasks eagerly
+        outcome = json.loads(raw) if raw else {"status": "pending"}
+        return Response({"task": token, **{k: v for k, v in outcome.items() if k != "sink"}},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class DeadLetterViewSet(ScopedViewSetMixin, mixins.DestroyModelMixin,

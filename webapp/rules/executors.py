@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.db.models import Q
 
 from webapp.rules import actions, notify
@@ -162,8 +163,9 @@ def do_notify(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, A
 
 
 def send_channel(channel: NotificationChannel, title: str, body: str, *, rule: Rule | None,
-                 alarm_id: int | None, data: dict[str, Any]) -> list[int]:
-    """Create the deliveries of one notification and try each once (then retries)."""
+                 alarm_id: int | None, data: dict[str, Any], queue: bool = False) -> list[int]:
+    """Create the deliveries of one notification and try each once (then retries); with
+    `queue`, a Celery worker makes the first try too (off the web process)."""
     from webapp.rules.tasks import deliver_notification
 
     users = recipients(channel)
@@ -179,11 +181,16 @@ def send_channel(channel: NotificationChannel, title: str, body: str, *, rule: R
         addresses = sorted({u.email for u in users if u.email} | set(channel.emails or []))
         target: dict[str, Any] = {}
     else:
-        addresses = [str(channel.config.get("url", ""))]
+        addresses = [notify.split_url_token(channel.channel_type,
+                                            str(channel.config.get("url", "")))[0]]
         target = {"payload": {"title": title, "body": body, "data": data}} if \
             channel.channel_type == ChannelType.WEBHOOK else {}
     notification = actions.create_notification(**common, recipients=addresses, target=target)
-    deliver_notification(notification.pk)
+    if queue:
+        pk = notification.pk
+        transaction.on_commit(lambda: deliver_notification.delay(pk))
+    else:
+        deliver_notification(notification.pk)
     return [notification.pk]
 
 
@@ -207,7 +214,7 @@ def send_notification(notification: Notification) -> None:
     if channel is None:
         raise notify.DeliveryError("the channel was deleted")
     secret = actions.channel_secret(channel)
-    url = str(channel.config.get("url") or "")
+    url = actions.channel_url(channel)
     if channel.channel_type == ChannelType.WEBHOOK:
         notify.send_http(notify.webhook_request(url, secret, notification.target.get(
             "payload") or {"title": notification.title, "body": notification.body},

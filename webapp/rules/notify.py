@@ -21,15 +21,17 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.mail import send_mail
 
+from webapp.core import outbound
+from webapp.core.outbound import HttpReply
 from webapp.rules.choices import ChannelType
 
 log = logging.getLogger(__name__)
@@ -118,23 +120,62 @@ def feishu_request(url: str, secret: str, title: str, text: str, *,
     return HttpRequest(url, {"Content-Type": "application/json"}, _json(body))
 
 
-def send_http(request: HttpRequest, *, check: str = "") -> requests.Response:
-    """Send; any status other than 2xx, or a vendor error code in the body, raises."""
+# Where a robot URL carries its credential (DingTalk `access_token`, WeCom `key`, the Feishu
+# hook id): stored encrypted apart from the URL, which keeps URL_TOKEN_MASK in its place.
+URL_TOKEN_MASK = "********"  # noqa: S105 (what is shown instead)
+_URL_TOKENS: dict[str, re.Pattern[str]] = {
+    ChannelType.DINGTALK: re.compile(r"[?&]access_token=([^&#]*)"),
+    ChannelType.WECOM: re.compile(r"[?&]key=([^&#]*)"),
+    ChannelType.FEISHU: re.compile(r"/hook/([^/?#]+)"),
+}
+
+
+def split_url_token(channel_type: str, url: str) -> tuple[str, str]:
+    """(the URL with its credential masked, the credential); ("url", "") when it has none."""
+    pattern = _URL_TOKENS.get(channel_type)
+    found = pattern.search(url) if pattern is not None else None
+    if found is None or not found.group(1):
+        return url, ""
+    start, end = found.span(1)
+    return url[:start] + URL_TOKEN_MASK + url[end:], found.group(1)
+
+
+def join_url_token(channel_type: str, masked_url: str, token: str) -> str:
+    """The URL to send to: the stored credential back in the place of its mask."""
+    pattern = _URL_TOKENS.get(channel_type)
+    found = pattern.search(masked_url) if pattern is not None else None
+    if found is None or found.group(1) != URL_TOKEN_MASK:
+        return masked_url
+    start, end = found.span(1)
+    return masked_url[:start] + token + masked_url[end:]
+
+
+def send_http(request: HttpRequest, *, check: str = "") -> HttpReply:
+    """Send to a checked destination (webapp/core/outbound.py: no internal address, no
+    redirect); any status other than 2xx, or a vendor error code in the body, raises. The
+    error says what failed in generic words, never what the receiver answered."""
+    host = urllib.parse.urlsplit(request.url).hostname
     try:
-        response = requests.request(request.method, request.url, data=request.body,
-                                    headers=request.headers, timeout=TIMEOUT_S)
-    except requests.RequestException as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-    if not 200 <= response.status_code < 300:
-        raise DeliveryError(f"HTTP {response.status_code}: {response.text[:300]}")
+        response = outbound.http_request(request.method, request.url, body=request.body,
+                                         headers=request.headers, timeout=TIMEOUT_S)
+    except Exception as exc:
+        reason = outbound.failure(exc)
+        log.info("delivery to %s failed: %s (%s)", host, reason, type(exc).__name__)
+        raise DeliveryError(reason) from exc
+    if not 200 <= response.status < 300:
+        log.info("delivery to %s: HTTP %s", host, response.status)
+        raise DeliveryError(f"HTTP {response.status}")
     if check:
         try:
             reply = response.json()
         except ValueError as exc:
-            raise DeliveryError(f"not a JSON reply: {response.text[:300]}") from exc
+            raise DeliveryError("the reply is not JSON") from exc
         code = reply.get(check, reply.get("StatusCode", 0)) if isinstance(reply, dict) else 0
         if code not in (0, "0", None):
-            raise DeliveryError(f"{check}={code}: {reply.get('errmsg') or reply.get('msg')}")
+            log.info("delivery to %s: %s=%r %r", host, check, code,
+                     str(reply.get("errmsg") or reply.get("msg"))[:200])
+            shown = code if isinstance(code, int) else "?"
+            raise DeliveryError(f"{check}={shown}")
     return response
 
 

@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from webapp.core import scope
-from webapp.rules import actions
+from webapp.rules import actions, notify
 from webapp.rules.choices import FireMode
 from webapp.rules.models import (
     Alarm,
@@ -206,6 +206,11 @@ class NotificationChannelSerializer(OwnedSerializerMixin, serializers.ModelSeria
                                                            "'url' in its settings.")})
         return attrs
 
+    def to_representation(self, instance: NotificationChannel) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["config"] = actions.shown_channel_config(instance)
+        return data
+
 
 class NotificationSerializer(serializers.ModelSerializer):
     user: serializers.SlugRelatedField = serializers.SlugRelatedField(
@@ -217,6 +222,13 @@ class NotificationSerializer(serializers.ModelSerializer):
                   "title", "body", "status", "attempts", "last_error", "read", "created",
                   "sent_at")
         read_only_fields = fields
+
+    def to_representation(self, instance: Notification) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if isinstance(data.get("recipients"), list):  # a robot's URL, its credential masked
+            data["recipients"] = [notify.split_url_token(instance.channel_type, r)[0]
+                                  if isinstance(r, str) else r for r in data["recipients"]]
+        return data
 
 
 class SinkSerializer(OwnedSerializerMixin, serializers.ModelSerializer):

@@ -17,6 +17,7 @@ from webapp.rules.models import Notification, Rule, Sink
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 3600
+SINK_TEST_TTL_S = 3600
 
 
 DRAIN_CHUNK = 100
@@ -27,8 +28,10 @@ def drain_firings() -> int:
     """Run the firings the ingest path queued in Redis until the queue is empty.
 
     The pending flag is cleared first: a firing queued after that sends a new task, so none
-    is left behind (the engine sends a task only when it sets the flag)."""
+    is left behind (the engine sends a task only when it sets the flag). Only entries the
+    ingest path signed run (webapp/rules/firings.py)."""
     from webapp.rules.engine import rule_keys
+    from webapp.rules.firings import open_sealed
 
     r = get_redis()
     rk = rule_keys()
@@ -38,12 +41,12 @@ def drain_firings() -> int:
         raw = r.lpop(rk.firings, DRAIN_CHUNK)
         if not raw:
             return done
-        done += run_firings([json.loads(item) for item in raw])
+        done += run_firings([f for f in map(open_sealed, raw) if f is not None])
 
 
-@shared_task(name="rules.run_firings")
 def run_firings(firings: list[dict[str, Any]]) -> int:
-    """Run the actions of firings decided on the ingest path; returns how many ran."""
+    """Run the actions of firings decided on the ingest path; returns how many ran. (Not a
+    Celery task: a message on the broker cannot name firings to run.)"""
     from webapp.rules.executors import run_firing
 
     done = 0
@@ -158,3 +161,45 @@ def forward_message(sink_id: int, message: dict[str, Any], env: dict[str, Any],
         return {"filtered": True}
     actions.record_sink_result(sink, ok=True)
     return {"ok": True, "bytes": len(body)}
+
+
+def sink_test_key(token: str) -> str:
+    """Where the outcome of a sink test (`POST /api/v1/sinks/{id}/test/`) is kept."""
+    return f"{keys().prefix}rules:sink-test:{token}"
+
+
+def sample_message(message: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A sink test's message (the one given, or a sample) and the names its templates see."""
+    message = message or {
+        "kind": "property", "device": "test-device", "product": "test", "service": "env",
+        "ts": int(time.time() * 1000), "values": {"temperature": 25.0}}
+    env = {**(message.get("values") or {}), **message, "params": message.get("values"),
+           "value": None, "rule": "test"}
+    return message, env
+
+
+@shared_task(name="rules.try_sink")
+def try_sink(sink_id: int, message: dict[str, Any], token: str) -> dict[str, Any]:
+    """Deliver a sample message to a sink once (no retry, no dead letter), in a worker, and
+    keep the outcome an hour under the API's `token`. The error says what failed in generic
+    words (webapp/core/outbound.py), never what the destination answered."""
+    sink = Sink.objects.filter(pk=sink_id).first()
+    result: dict[str, Any]
+    if sink is None:
+        result = {"ok": False, "error": "the sink was deleted"}
+    else:
+        message, env = sample_message(message)
+        try:
+            body = sinks.deliver(sink, message, env)
+        except sinks.SinkError as exc:
+            actions.record_sink_result(sink, ok=False, error=str(exc))
+            result = {"ok": False, "error": str(exc)}
+        else:
+            if body is None:
+                result = {"ok": True, "filtered": True}
+            else:
+                actions.record_sink_result(sink, ok=True)
+                result = {"ok": True, "payload": body.decode(errors="replace")}
+    get_redis().set(sink_test_key(token), json.dumps({"sink": sink_id, "status": "done",
+                                                      **result}), ex=SINK_TEST_TTL_S)
+    return result

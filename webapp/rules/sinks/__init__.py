@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
+from webapp.core import outbound
 from webapp.core.errors import DomainError
 from webapp.rules import expressions
 from webapp.rules.choices import SinkType
@@ -46,8 +48,9 @@ class SinkInvalid(DomainError):
     default_detail = _("The sink is invalid.")
 
 
-def check_sink(sink: Any) -> None:
-    """Refuse a sink whose settings, filter or payload template cannot work."""
+def check_sink(sink: Any, *, destination: bool = True) -> None:
+    """Refuse a sink whose settings, filter or payload template cannot work, or (with
+    `destination`) whose destination the platform may not connect to."""
     driver = DRIVERS.get(sink.sink_type)
     if driver is None:
         raise SinkInvalid(_("Unknown sink type {type!r}.").format(type=sink.sink_type))
@@ -62,11 +65,14 @@ def check_sink(sink: Any) -> None:
             expressions.Template(sink.payload_template)
         else:
             expressions.check_structure(sink.payload_template)
+        if destination:
+            driver.check_destination(sink.config)
     except (ValueError, KeyError, ExpressionError) as exc:
         detail = exc.detail if isinstance(exc, ExpressionError) else str(exc)
         raise SinkInvalid(detail) from exc
 
 
+log = logging.getLogger("thinglinks.forward")
 _drivers: dict[int, tuple[Any, Driver]] = {}
 _lock = threading.Lock()
 
@@ -110,5 +116,6 @@ def deliver(sink: Any, message: Mapping[str, Any], env: Mapping[str, Any]) -> by
         raise
     except Exception as exc:
         drop_driver(sink.pk)
-        raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+        log.warning("sink %s: %s", sink.pk, type(exc).__name__)
+        raise SinkError(outbound.failure(exc)) from exc
     return body

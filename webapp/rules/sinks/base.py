@@ -60,6 +60,11 @@ class Driver:
     def check(cls, config: Mapping[str, Any]) -> None:
         """Refuse a configuration that can never work (raises ExpressionError/ValueError)."""
 
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        """Refuse a destination the platform may not connect to (raises OutboundRefused,
+        webapp/core/outbound.py); checked again when the connection is made."""
+
 
 def render(config: Mapping[str, Any], key: str, env: Mapping[str, Any], default: str = ""
            ) -> str:

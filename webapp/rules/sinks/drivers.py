@@ -8,11 +8,14 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from webapp.core import outbound
 from webapp.rules.notify import DeliveryError, HttpRequest, send_http, webhook_request
 from webapp.rules.sinks.base import Driver, Outgoing, SinkError, render
 
 log = logging.getLogger("thinglinks.forward")
 TIMEOUT_S = 10
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss")
 
 
 def with_password(url: str, password: str) -> str:
@@ -38,6 +41,13 @@ def refuse_password_in_url(url: Any) -> None:
         raise ValueError("keep the password out of the URL: give it in the credentials")
 
 
+def check_static_url(url: Any, schemes: tuple[str, ...]) -> None:
+    """Check a destination URL when it is saved (one whose host is a template is checked
+    when it is rendered, before each connection)."""
+    if not outbound.templated_host(str(url)):
+        outbound.check_url(str(url), schemes=schemes)
+
+
 class HttpDriver(Driver):
     def send(self, outgoing: Outgoing) -> None:
         url = render(self.config, "url", outgoing.env)
@@ -58,6 +68,10 @@ class HttpDriver(Driver):
             raise ValueError("an HTTP sink has an http(s) 'url'")
         if str(config.get("method") or "POST").upper() not in ("POST", "PUT", "PATCH"):
             raise ValueError("'method' is POST, PUT or PATCH")
+
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        check_static_url(config.get("url"), ("http", "https"))
 
 
 class MqttDriver(Driver):
@@ -92,10 +106,12 @@ class MqttDriver(Driver):
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         try:
-            client.connect(str(self.config.get("host") or "127.0.0.1"),
-                           int(self.config.get("port") or 1883), keepalive=60)
-        except OSError as exc:
-            raise SinkError(f"cannot connect to the MQTT broker: {exc}") from exc
+            destination = outbound.check_host(*self.address(self.config))
+            client.connect(destination.connect_host(tls=bool(self.config.get("tls"))),
+                           destination.port, keepalive=60)
+        except (OSError, ValueError) as exc:
+            raise SinkError(f"cannot connect to the MQTT broker: {outbound.failure(exc)}"
+                            ) from exc
         client.loop_start()
         if not self.connected.wait(TIMEOUT_S):
             client.loop_stop()
@@ -119,6 +135,10 @@ class MqttDriver(Driver):
             self.client.loop_stop()
             self.client = None
 
+    @staticmethod
+    def address(config: Mapping[str, Any]) -> tuple[str, int]:
+        return str(config.get("host") or ""), int(config.get("port") or 1883)
+
     @classmethod
     def check(cls, config: Mapping[str, Any]) -> None:
         topic = str(config.get("topic") or "")
@@ -126,6 +146,12 @@ class MqttDriver(Driver):
             raise ValueError("an MQTT sink has a 'topic' without wildcards")
         if config.get("qos", 1) not in (0, 1, 2):
             raise ValueError("'qos' is 0, 1 or 2")
+        if not config.get("host"):
+            raise ValueError("an MQTT sink has the 'host' of its broker")
+
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        outbound.check_host(*cls.address(config))
 
 
 class RabbitMqDriver(Driver):
@@ -139,13 +165,20 @@ class RabbitMqDriver(Driver):
     def _open(self) -> None:
         from kombu import Connection, Producer
 
-        url = with_password(str(self.config["url"]), str(self.credentials.get("password") or ""))
+        url = str(self.config["url"])
+        try:
+            destination = outbound.check_url(url, schemes=AMQP_SCHEMES)
+        except ValueError as exc:
+            raise SinkError(f"cannot connect to RabbitMQ: {outbound.failure(exc)}") from exc
+        tls = url.lower().startswith("amqps:")
+        url = outbound.with_host(url, destination.connect_host(tls=tls))
+        url = with_password(url, str(self.credentials.get("password") or ""))
         self.connection = Connection(url, connect_timeout=TIMEOUT_S)
         try:
             self.connection.ensure_connection(max_retries=1)
         except Exception as exc:
             self.connection = None
-            raise SinkError(f"cannot connect to RabbitMQ: {type(exc).__name__}") from exc
+            raise SinkError(f"cannot connect to RabbitMQ: {outbound.failure(exc)}") from exc
         self.producer = Producer(self.connection.channel())
 
     def send(self, outgoing: Outgoing) -> None:
@@ -168,7 +201,7 @@ class RabbitMqDriver(Driver):
                                   declare=declare, content_type="application/json",
                                   content_encoding="utf-8", delivery_mode=2, retry=False)
         except Exception as exc:
-            raise SinkError(f"RabbitMQ publish failed: {type(exc).__name__}: {exc}") from exc
+            raise SinkError(f"RabbitMQ publish failed: {outbound.failure(exc)}") from exc
 
     def close(self) -> None:
         if self.connection is not None:
@@ -182,8 +215,17 @@ class RabbitMqDriver(Driver):
     @classmethod
     def check(cls, config: Mapping[str, Any]) -> None:
         refuse_password_in_url(config.get("url"))
+        # kombu picks its transport by the scheme (redis://, memory://, sqla+…): only AMQP,
+        # and one broker (no ';'-separated fail-over list).
+        url = str(config.get("url"))
+        if urllib.parse.urlsplit(url).scheme.lower() not in AMQP_SCHEMES or ";" in url:
+            raise ValueError("the 'url' is one amqp:// or amqps:// URL")
         if not config.get("queue") and not config.get("exchange"):
             raise ValueError("a RabbitMQ sink names a 'queue' or an 'exchange'")
+
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        outbound.check_url(str(config.get("url")), schemes=AMQP_SCHEMES)
 
 
 class RedisDriver(Driver):
@@ -193,13 +235,31 @@ class RedisDriver(Driver):
         super().__init__(config, credentials)
         self.client: Any = None
 
+    def _client(self) -> Any:
+        """A client of the checked address, with only what the URL may say: user, database
+        number, TLS (no query options, no Unix socket)."""
+        import redis
+
+        url = str(self.config["url"])
+        try:
+            destination = outbound.check_url(url, schemes=REDIS_SCHEMES)
+        except ValueError as exc:
+            raise SinkError(f"cannot connect to Redis: {outbound.failure(exc)}") from exc
+        parts = urllib.parse.urlsplit(url)
+        tls = parts.scheme.lower() == "rediss"
+        database = parts.path.strip("/") or "0"
+        return redis.Redis(host=destination.connect_host(tls=tls), port=destination.port,
+                           db=int(database) if database.isdigit() else 0,
+                           username=urllib.parse.unquote(parts.username) if parts.username
+                           else None,
+                           password=self.credentials.get("password") or None, ssl=tls,
+                           socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+
     def send(self, outgoing: Outgoing) -> None:
         import redis
 
         if self.client is None:
-            self.client = redis.Redis.from_url(
-                str(self.config["url"]), password=self.credentials.get("password") or None,
-                socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+            self.client = self._client()
         key = render(self.config, "key", outgoing.env)
         try:
             if self.config.get("mode", "stream") == "list":
@@ -209,7 +269,7 @@ class RedisDriver(Driver):
                                  maxlen=int(self.config.get("maxlen") or 100_000),
                                  approximate=True)
         except redis.RedisError as exc:
-            raise SinkError(f"Redis write failed: {exc}") from exc
+            raise SinkError(f"Redis write failed: {outbound.failure(exc)}") from exc
 
     def close(self) -> None:
         if self.client is not None:
@@ -219,10 +279,16 @@ class RedisDriver(Driver):
     @classmethod
     def check(cls, config: Mapping[str, Any]) -> None:
         refuse_password_in_url(config.get("url"))
+        if urllib.parse.urlsplit(str(config.get("url"))).scheme.lower() not in REDIS_SCHEMES:
+            raise ValueError("the 'url' is redis://host:port/db or rediss://…")
         if not config.get("key"):
             raise ValueError("a Redis sink has a 'key'")
         if config.get("mode", "stream") not in ("stream", "list"):
             raise ValueError("'mode' is stream or list")
+
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        outbound.check_url(str(config.get("url")), schemes=REDIS_SCHEMES)
 
 
 class TopicDriver(Driver):

@@ -3,12 +3,18 @@ tested without a broker; the integration test runs when KAFKA_URL is set."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webapp.core import outbound
 from webapp.rules.sinks.base import Driver, Outgoing, SinkError, render
 from webapp.rules.sinks.drivers import TIMEOUT_S
+
+log = logging.getLogger("thinglinks.forward")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,42 @@ def kafka_record(config: Mapping[str, Any], outgoing: Outgoing) -> KafkaRecord:
                        key=key.encode() if key else None, value=outgoing.body, headers=headers)
 
 
+def bootstrap_servers(config: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(host, port) of each `host:port` (or `[v6]:port`) in `bootstrap_servers`."""
+    servers = []
+    for entry in str(config.get("bootstrap_servers") or "").split(","):
+        host, _colon, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("'bootstrap_servers' is host:port[,host:port…]")
+        servers.append((host.strip("[]"), int(port)))
+    return servers
+
+
+@functools.cache
+def guard_broker_connections() -> None:
+    """Every address kafka-python connects to in this process (the bootstrap servers and the
+    brokers their metadata advertises) passes the outbound check first: a broker cannot
+    send the producer to an internal address. Addresses refused are dropped, as if the
+    name had not resolved to them; the producer connects to the checked addrinfo itself."""
+    from kafka.net.inet import KafkaNetSocket
+
+    resolve = KafkaNetSocket.dns_lookup
+
+    def checked(self: Any, host: str, port: int, raise_error: bool = False) -> Any:
+        kept = []
+        for info in resolve(self, host, port, raise_error):
+            try:
+                outbound.check_address(host, ipaddress.ip_address(
+                    str(info[4][0]).split("%")[0]), int(port))
+            except outbound.OutboundRefused as exc:
+                log.warning("Kafka: not connecting to %s:%s: %s", host, port, exc.reason)
+                continue
+            kept.append(info)
+        return kept
+
+    KafkaNetSocket.dns_lookup = checked  # type: ignore[method-assign]
+
+
 class KafkaDriver(Driver):
     def __init__(self, config: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
         super().__init__(config, credentials)
@@ -35,6 +77,12 @@ class KafkaDriver(Driver):
     def _producer(self) -> Any:
         from kafka import KafkaProducer
 
+        guard_broker_connections()
+        try:
+            for host, port in bootstrap_servers(self.config):
+                outbound.check_host(host, port)
+        except ValueError as exc:
+            raise SinkError(f"cannot connect to Kafka: {outbound.failure(exc)}") from exc
         options: dict[str, Any] = {
             "bootstrap_servers": str(self.config["bootstrap_servers"]).split(","),
             "client_id": str(self.config.get("client_id") or "thinglinks"),
@@ -50,7 +98,7 @@ class KafkaDriver(Driver):
         try:
             return KafkaProducer(**options)
         except Exception as exc:
-            raise SinkError(f"cannot connect to Kafka: {type(exc).__name__}: {exc}") from exc
+            raise SinkError(f"cannot connect to Kafka: {outbound.failure(exc)}") from exc
 
     def send(self, outgoing: Outgoing) -> None:
         if self.producer is None:
@@ -60,7 +108,7 @@ class KafkaDriver(Driver):
             self.producer.send(record.topic, value=record.value, key=record.key,
                                headers=record.headers).get(timeout=TIMEOUT_S)
         except Exception as exc:
-            raise SinkError(f"Kafka send failed: {type(exc).__name__}: {exc}") from exc
+            raise SinkError(f"Kafka send failed: {outbound.failure(exc)}") from exc
 
     def close(self) -> None:
         if self.producer is not None:
@@ -71,3 +119,9 @@ class KafkaDriver(Driver):
     def check(cls, config: Mapping[str, Any]) -> None:
         if not config.get("bootstrap_servers") or not config.get("topic"):
             raise ValueError("a Kafka sink has 'bootstrap_servers' and a 'topic'")
+        bootstrap_servers(config)
+
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        for host, port in bootstrap_servers(config):
+            outbound.check_host(host, port)

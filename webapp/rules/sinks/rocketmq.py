@@ -17,6 +17,7 @@ from email.utils import formatdate
 from typing import Any
 from xml.sax.saxutils import escape
 
+from webapp.core import outbound
 from webapp.rules.notify import DeliveryError, HttpRequest, send_http
 from webapp.rules.sinks.base import Driver, Outgoing, SinkError, render
 
@@ -62,3 +63,7 @@ class RocketMqDriver(Driver):
             raise ValueError("a RocketMQ sink has an http(s) 'endpoint' (its HTTP access point)")
         if not config.get("topic"):
             raise ValueError("a RocketMQ sink has a 'topic'")
+
+    @classmethod
+    def check_destination(cls, config: Mapping[str, Any]) -> None:
+        outbound.check_url(str(config.get("endpoint")), schemes=("http", "https"))
