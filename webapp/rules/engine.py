@@ -33,6 +33,7 @@ from webapp.rules.choices import FireMode, TriggerType
 from webapp.rules.compiler import CompiledRule, compile_model
 from webapp.rules.conditions import _MISSING, Group, Leaf, Message, _lookup
 from webapp.rules.expressions import is_number
+from webapp.rules.firings import seal
 from webapp.telemetry import hooks
 
 if TYPE_CHECKING:
@@ -584,7 +585,7 @@ class Run:
             # Firings are queued in Redis with the state, in the same round trip; a Celery
             # task is sent only when none is already waiting to run them (publishing a
             # Celery message costs milliseconds, more than a whole batch of evaluations).
-            pipe.rpush(rk.firings, *[fastjson.dumps(f) for f in outcome.firings])
+            pipe.rpush(rk.firings, *[seal(fastjson.dumps(f)) for f in outcome.firings])
             pipe.set(rk.drain_pending, "1", nx=True, ex=DRAIN_PENDING_TTL_S)
         replies = pipe.execute() if len(pipe) else []
         if outcome.firings and replies[-1]:
