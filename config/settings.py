@@ -157,6 +157,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# Networks (comma-separated CIDRs) that sinks, notification channels and webhook actions may
+# reach although they are not public (loopback, private, link-local…); empty by default. The
+# platform's own database and Redis stay refused even inside them (webapp/core/outbound.py).
+OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS")
+
 # Time series: `sql` (the Django database) or a TDengine URL (taosws://, taosrest://, taos://).
 TSDB_URL = env("TSDB_URL", "sql")
 # Device message log retention (days; 0 keeps it forever), and how far back each rollup run
