@@ -378,6 +378,9 @@ def create_rule(*, acting_user: Actor, data: dict[str, Any]) -> Rule:
 @transaction.atomic
 def update_rule(*, acting_user: Actor, rule: Rule, data: dict[str, Any]) -> Rule:
     _apply(rule, data)
+    if rule.enabled and rule.failed_at is not None:  # enabled again after it failed
+        rule.failed_at = None
+        rule.failure_reason = ""
     rule.save()
     _sync_schedule(rule)
     transaction.on_commit(engine.bump_version)

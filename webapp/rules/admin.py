@@ -72,10 +72,11 @@ _SCOPED = ScopedRelatedFieldListFilter
 class RuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
     form = RuleForm
     list_display = ("name", "enabled", "trigger_type", "product", "cooldown", "fire_mode",
-                    "updated")
+                    "failed_at", "updated")
     list_filter = ("enabled", "trigger_type", ("product", _SCOPED))
     search_fields = ("name", "description")
-    readonly_fields = ("trigger_type", "product", "created", "updated")
+    readonly_fields = ("trigger_type", "product", "failed_at", "failure_reason", "created",
+                       "updated")
     actions = ("enable", "disable")
 
     def get_form(self, request, obj=None, change=False, **kwargs):

@@ -28,6 +28,10 @@ OPERATORS = ("==", "!=", ">", ">=", "<", "<=", "between", "not_between", "in", "
 STATEFUL_OPERATORS = ("changed", "increased_by", "decreased_by")
 SOURCES = ("auto", "message", "latest")
 MAX_NODES = 200
+# Operators and operands of all the condition's expressions together, and items of the
+# list an `in`/`not_in` leaf compares with: what one message costs a rule is bounded.
+MAX_EXPRESSION_NODES = 1000
+MAX_LIST = 1000
 
 
 @dataclass(slots=True)
@@ -88,7 +92,10 @@ def _between(actual: Any, bounds: Any) -> bool:
 
 def _delta(actual: Any, previous: Any) -> float | None:
     if is_number(actual) and is_number(previous):
-        return float(actual - previous)
+        try:
+            return float(actual - previous)
+        except OverflowError:  # integers wider than a float: no comparable change
+            return None
     return None
 
 
@@ -226,11 +233,15 @@ class Leaf(Condition):
 
 
 class Expr(Condition):
-    __slots__ = ("latest_services", "node", "source", "stateful_keys")
+    """An expression of the expression language. Its evaluation may raise (an arithmetic
+    overflow: `expressions.EvaluationError`): the rule engine then marks the rule failed."""
+
+    __slots__ = ("latest_services", "node", "size", "source", "stateful_keys")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.node = expressions.parse(source)
+        self.size = expressions.size(self.node)
         self.stateful_keys = ()
         self.latest_services = frozenset(["*"])
 
@@ -240,9 +251,14 @@ class Expr(Condition):
     def explain(self, msg: Message) -> dict[str, Any]:
         env = msg.env()
         names = sorted(set(self.node.names()))
-        held = bool(self.node.eval(env))
-        return {"expr": self.source, "held": held,
-                "inputs": {name: env.get(name) for name in names},
+        inputs = {name: env.get(name) for name in names}
+        try:
+            held = bool(self.node.eval(env))
+        except ExpressionError as exc:
+            return {"expr": self.source, "held": False, "inputs": inputs, "error": str(exc),
+                    "reason": str(_("the expression cannot be evaluated: {error}").format(
+                        error=exc))}
+        return {"expr": self.source, "held": held, "inputs": inputs,
                 "reason": str(_("the expression is {verdict}").format(
                     verdict=_("true") if held else _("false")))}
 
@@ -299,6 +315,9 @@ def _check_value(op: str, value: Any) -> Any:
     elif op in ("in", "not_in"):
         if not isinstance(value, list):
             raise ExpressionError(_("'{op}' takes a list of values.").format(op=op))
+        if len(value) > MAX_LIST:
+            raise ExpressionError(_("'{op}' takes at most {n} values.").format(
+                op=op, n=MAX_LIST))
     elif op in ("increased_by", "decreased_by"):
         if not is_number(value) or value < 0:
             raise ExpressionError(_("'{op}' takes a non-negative number.").format(op=op))
@@ -314,7 +333,7 @@ def compile_condition(spec: Any, *, service: str = "", prop: str = "",
     """Compile the JSON form; `service` and `prop` are the trigger's defaults for leaves.
     With `prop_in_message` (a property trigger only runs on messages carrying its property),
     a leaf on that property never needs the device's latest values."""
-    count = [0]
+    count = [0, 0]  # condition nodes, expression nodes
 
     def build(node: Any, depth: int) -> Condition:
         count[0] += 1
@@ -331,7 +350,13 @@ def compile_condition(spec: Any, *, service: str = "", prop: str = "",
         if "not" in node:
             return Negation(build(node["not"], depth + 1))
         if "expr" in node:
-            return Expr(node["expr"])
+            expr = Expr(node["expr"])
+            count[1] += expr.size
+            if count[1] > MAX_EXPRESSION_NODES:
+                raise ExpressionError(_(
+                    "The condition's expressions have more than {n} operators and operands "
+                    "in all.").format(n=MAX_EXPRESSION_NODES))
+            return expr
         op = node.get("op")
         if op not in OPERATORS:
             raise ExpressionError(_("Unknown operator {op!r}; use one of {ops}.").format(

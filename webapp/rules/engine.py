@@ -12,12 +12,18 @@ Replays are harmless: in a batch of entries delivered before (a crash before XAC
 no newer than the last one evaluated for the same device, kind and service is skipped; fresh
 batches are evaluated whole (late and interleaved points too); and alarm actions update the one
 open alarm of a (rule, device) instead of adding one.
+
+One rule cannot hurt the others nor ingest: a rule whose evaluation raises (an arithmetic
+overflow in an expression, a bug) or takes longer than `RULES_EVAL_BUDGET_MS` on one message
+is taken out of the index at once, and marked failed (`Rule.failed_at`, `failure_reason`,
+disabled) after the batch; the other rules and the batch go on.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -27,12 +33,14 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext_lazy as _
+
 from edge import fastjson
 from webapp.core.redis import get_redis, keys
 from webapp.rules.choices import FireMode, TriggerType
 from webapp.rules.compiler import CompiledRule, compile_model
 from webapp.rules.conditions import _MISSING, Group, Leaf, Message, _lookup
-from webapp.rules.expressions import is_number
+from webapp.rules.expressions import ExpressionError, is_number
 from webapp.rules.firings import seal
 from webapp.telemetry import hooks
 
@@ -43,6 +51,16 @@ log = logging.getLogger(__name__)
 
 # A queued drain task that never ran (worker down, message lost) is resent after this.
 DRAIN_PENDING_TTL_S = 60
+
+
+def eval_budget_s() -> float:
+    """How long one rule may take over one message before it is marked failed (a setting,
+    or the environment's RULES_EVAL_BUDGET_MS; 50 ms by default)."""
+    from django.conf import settings
+
+    value = getattr(settings, "RULES_EVAL_BUDGET_MS", None) or os.environ.get(
+        "RULES_EVAL_BUDGET_MS") or 50
+    return int(value) / 1000
 
 
 class RuleKeys:
@@ -123,6 +141,16 @@ class Bucket:
     """
 
     def __init__(self, rules: list[CompiledRule]) -> None:
+        self._build(rules)
+        service = rules[0].service if rules else ""
+        self.guard = f"_t:p:{service}"
+
+    def drop(self, rule_id: int) -> None:
+        """Take a rule out (it failed): the bucket is rebuilt in place, as the runs in
+        progress and the index hold it."""
+        self._build([rule for rule in self.rules if rule.id != rule_id])
+
+    def _build(self, rules: list[CompiledRule]) -> None:
         self.rules = rules
         self.by_field = {str(r.id): r for r in rules}
         self.general: list[CompiledRule] = []
@@ -156,8 +184,6 @@ class Bucket:
         self.by_property: dict[str, list[CompiledRule]] = defaultdict(list)
         for (prop, _op), (_thresholds, threshold_rules) in self.thresholds.items():
             self.by_property[prop].extend(threshold_rules)
-        service = rules[0].service if rules else ""
-        self.guard = f"_t:p:{service}"
         # (rule, trigger property or None when `accepts` must be asked, holds): what the
         # per-message loop needs, looked up once.
         self.general_entries = [
@@ -211,9 +237,15 @@ class RuleIndex:
 
         lists: dict[tuple[str, str, str], list[CompiledRule]] = defaultdict(list)
         rules = Rule.objects.filter(enabled=True).exclude(trigger_type=TriggerType.SCHEDULE)
+        refused: dict[int, str] = {}
         for rule in rules:
             try:
                 compiled = compile_model(rule)
+            except ExpressionError as exc:
+                # Saved before a limit it breaks existed (or edited in the database).
+                refused[rule.pk] = str(_("The rule cannot be compiled: {error}").format(
+                    error=exc.detail))
+                continue
             except Exception:
                 log.exception("rule %s cannot be compiled; it is skipped", rule.pk)
                 continue
@@ -234,6 +266,8 @@ class RuleIndex:
         self.status_rules = any(p.status for p in self.products.values())
         self.cmdrsp_rules = any(p.cmdrsp for p in self.products.values())
         self.loaded_at = time.monotonic()
+        if refused:
+            record_failures(refused)
 
 
 _indexes: dict[str, RuleIndex] = {}
@@ -276,6 +310,45 @@ class Outcome:
     firings: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(
         lambda: defaultdict(int)))
+    # Rules whose evaluation failed in this run: rule id → reason (see record_failures).
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What an operator reads on a failed rule."""
+    if isinstance(exc, ExpressionError):
+        return str(exc.detail)
+    if isinstance(exc, RecursionError):
+        return str(_("The condition is nested too deeply to be evaluated."))
+    if isinstance(exc, MemoryError):
+        return str(_("Evaluating the condition ran out of memory."))
+    return str(_("Evaluating the condition failed: {error}").format(
+        error=f"{type(exc).__name__}: {exc}"[:500]))
+
+
+def _failed(rule: CompiledRule, exc: Exception, outcome: Outcome) -> None:
+    if rule.id not in outcome.failures:
+        log.warning("rule %s failed on a message: %r", rule.id, exc)
+        outcome.failures[rule.id] = failure_reason(exc)
+
+
+def record_failures(failures: dict[int, str]) -> None:
+    """Mark failed rules: disabled, with when and why (shown in the API and the admin), and
+    tell every index. Best effort: when the database is unavailable this is logged, and the
+    rule, out of this process's index already, fails again and is recorded later."""
+    from django.utils import timezone
+
+    from webapp.rules.models import Rule
+
+    now = timezone.now()
+    try:
+        for rule_id, reason in failures.items():
+            log.error("rule %s failed and is disabled: %s", rule_id, reason)
+            Rule.objects.filter(pk=rule_id, enabled=True).update(
+                enabled=False, failed_at=now, failure_reason=reason[:2000], updated=now)
+        bump_version()
+    except Exception:
+        log.exception("recording the failure of rules %s failed", sorted(failures))
 
 
 def _message_json(msg: Message) -> dict[str, Any]:
@@ -377,12 +450,15 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
             else:
                 hits = rules[bisect_left(thresholds, value):]
         else:
-            hits = [r for r in rules if r.condition.holds(msg)]
+            hits = [r for r in rules if _holds_or_fails(r, msg, outcome)]
         for rule in hits:
             # The guard holds; a rule with more to its condition is evaluated in full.
-            if type(rule.condition) is Leaf or rule.condition.holds(msg):
-                out.append((rule, True))
-                seen.add(rule.id)
+            try:
+                if type(rule.condition) is Leaf or rule.condition.holds(msg):
+                    out.append((rule, True))
+                    seen.add(rule.id)
+            except Exception as exc:  # one rule must not stop the others
+                _failed(rule, exc, outcome)
     if evaluated is None:
         evaluated = {}
     for rule, prop, holds in bucket.general_entries:
@@ -392,9 +468,12 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
         elif not rule.accepts(msg):
             continue
         evaluated[rule.id] = evaluated.get(rule.id, 0) + 1
-        if holds(msg):
-            out.append((rule, True))
-            seen.add(rule.id)
+        try:
+            if holds(msg):
+                out.append((rule, True))
+                seen.add(rule.id)
+        except Exception as exc:  # one rule must not stop the others
+            _failed(rule, exc, outcome)
     for name, st in state.items():
         # Only state a message that does not hold acts on: an open alarm to clear, a
         # debounce window, a duration or episode in progress (a cool-down time waits).
@@ -404,6 +483,36 @@ def _verdicts(item: Item, state: dict[str, Any], outcome: Outcome,
                     with_state.accepts(msg):
                 out.append((with_state, False))
     return out
+
+
+def _holds_or_fails(rule: CompiledRule, msg: Message, outcome: Outcome) -> bool:
+    try:
+        return rule.condition.holds(msg)
+    except Exception as exc:  # one rule must not stop the others
+        _failed(rule, exc, outcome)
+        return False
+
+
+def _over_budget(item: Item, outcome: Outcome, budget: float) -> None:
+    """Evaluating a message took longer than one rule may: time the bucket's rules one by
+    one on it and fail those over the budget by themselves (a slow machine that took long
+    for all of them fails none)."""
+    for rule in item.bucket.rules:
+        if rule.id in outcome.failures or not rule.accepts(item.msg):
+            continue
+        started = time.perf_counter()
+        try:
+            rule.condition.holds(item.msg)
+        except Exception as exc:  # one rule must not stop the others
+            _failed(rule, exc, outcome)
+            continue
+        took = time.perf_counter() - started
+        if took > budget:
+            _failed(rule, TimeoutError(), outcome)
+            outcome.failures[rule.id] = str(_(
+                "Evaluating one message took {took} ms, over the limit of {limit} ms "
+                "(RULES_EVAL_BUDGET_MS).").format(took=round(took * 1000),
+                                                   limit=round(budget * 1000)))
 
 
 def _decode_latest(raw: bytes | None) -> dict[str, Any] | None:
@@ -457,6 +566,8 @@ class Run:
     # The batch holds entries delivered before: points no newer than the guard were
     # evaluated already (a fresh batch is evaluated whole, late or interleaved points too).
     redelivered: bool = False
+    budget: float = field(default_factory=eval_budget_s)
+    dropped: set[int] = field(default_factory=set)  # failed rules taken out of their bucket
 
     @classmethod
     def start(cls, streams: set[tuple[str, str]], index: RuleIndex | None = None,
@@ -531,7 +642,14 @@ class Run:
             msg.latest = self.latest.get(device, {})
             previous = state.get(PREVIOUS) or {}
             msg.prev = previous
-            for rule, held in _verdicts(item, state, outcome, self.general_evaluated):
+            started = time.perf_counter()
+            verdicts = _verdicts(item, state, outcome, self.general_evaluated)
+            if time.perf_counter() - started > self.budget:
+                _over_budget(item, outcome, self.budget)
+            if len(outcome.failures) > len(self.dropped):
+                self._drop_failed(item.bucket)
+                verdicts = [(r, h) for r, h in verdicts if r.id not in outcome.failures]
+            for rule, held in verdicts:
                 if not rule.needs_state:
                     if held:
                         decide(rule, msg, {}, True, outcome)
@@ -552,6 +670,14 @@ class Run:
                 if any(previous.get(key, _MISSING) != value for key, value in current.items()):
                     state[PREVIOUS] = {**previous, **current}
                     self.dirty.add(device)
+
+    def _drop_failed(self, bucket: Bucket) -> None:
+        """Take the rules that failed out of the bucket, so that the rest of the batch does
+        not evaluate them (the index is rebuilt without them once they are recorded)."""
+        for rule_id in self.outcome.failures.keys() - self.dropped:
+            self.dropped.add(rule_id)
+            if rule_id in {rule.id for rule in bucket.rules}:
+                bucket.drop(rule_id)
 
     def store(self) -> Outcome:
         """Write the guards, the changed state and the counters and queue the firings (one
@@ -798,17 +924,22 @@ def on_batch(batch: Batch) -> None:
         index = _index()
         if not index.products:
             return
+    failures: dict[int, str] = {}
     if batch.points:
         for _attempt in range(5):
             try:
-                evaluate_points(index, batch.points, batch.redelivered)
+                failures.update(evaluate_points(index, batch.points,
+                                                batch.redelivered).failures)
                 break
             except StaleIndex as stale:  # rules changed: compile them and start again
                 index = current_index(stale.version)
         else:
             raise RuntimeError("the rules kept changing while a batch was evaluated")
     if batch.statuses and index.status_rules:
-        evaluate(_status_items(index, batch.statuses), batch.redelivered)
+        failures.update(evaluate(_status_items(index, batch.statuses),
+                                 batch.redelivered).failures)
+    if failures:
+        record_failures(failures)
 
 
 def _products_of(devices: Iterable[str]) -> dict[str, str]:
@@ -851,7 +982,9 @@ def on_events(events: list[dict[str, Any]]) -> None:
                       event=event.get("event", ""),
                       values=params if isinstance(params, dict) else {"value": params})
         out.append(Item(msg, product.event, f"_t:e:{msg.service}:{msg.event}"))
-    evaluate(out, hooks.redelivered.get())
+    failures = evaluate(out, hooks.redelivered.get()).failures
+    if failures:
+        record_failures(failures)
 
 
 def on_command_responses(events: list[dict[str, Any]]) -> None:
@@ -873,4 +1006,6 @@ def on_command_responses(events: list[dict[str, Any]]) -> None:
                       ts=int(event["ts"]), command=event.get("cmd", ""), err=event.get("err"),
                       values=values)
         out.append(Item(msg, product.cmdrsp, f"_t:c:{msg.service}:{msg.command}"))
-    evaluate(out, hooks.redelivered.get())
+    failures = evaluate(out, hooks.redelivered.get()).failures
+    if failures:
+        record_failures(failures)

@@ -4,8 +4,11 @@ Source text is tokenized and parsed into a tree of the node classes below by our
 recursive-descent parser, and evaluated by walking that tree. Nothing reaches Python's `eval`,
 `exec`, `compile` or `ast`, and there is no attribute access: a name is looked up in the
 mapping it is evaluated with, `a.b` and `a["b"]` read keys of mappings and items of lists only,
-and the only callables are the functions in `FUNCTIONS`. Sizes are bounded (source length,
-nesting depth, string results) so that a rule cannot exhaust memory or the stack.
+and the only callables are the functions in `FUNCTIONS`. Sizes are bounded at parse time
+(source length, nesting, the tree's height and number of nodes, numeric literals) and at
+evaluation (string results, numbers: an arithmetic overflow raises `EvaluationError`) so that
+a rule cannot exhaust memory or the stack; the rule engine marks a rule whose evaluation
+raises as failed (docs/rules.md).
 
     temperature > 30 && humidity < 60
     device in ["dev-1", "dev-2"] || lower(params.mode) == "boost"
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,13 +31,24 @@ from django.utils.translation import gettext_lazy as _
 from webapp.core.errors import DomainError
 
 MAX_SOURCE = 4000
-MAX_DEPTH = 40
+MAX_DEPTH = 40  # nesting: parentheses, brackets, arguments, `!` and unary `-`
+MAX_HEIGHT = 64  # levels of the tree, chains of operators included (`a + b + c` is 3)
+MAX_NODES = 500  # operators and operands of one expression
+MAX_NUMBER = 64  # characters of a numeric literal
+MAX_INT_BITS = 1024  # an integer result beyond a float's range is an overflow
 MAX_STRING = 65_536
 
 
 class ExpressionError(DomainError):
     code = "invalid_expression"
     default_detail = _("The expression is invalid.")
+
+
+class EvaluationError(ExpressionError):
+    """An expression that parsed but cannot be evaluated on these values (an overflow)."""
+
+    code = "expression_failed"
+    default_detail = _("The expression could not be evaluated.")
 
 
 _TOKEN = re.compile(r"""
@@ -69,8 +84,7 @@ def tokenize(source: str) -> list[Token]:
         kind = match.lastgroup or ""
         text = match.group()
         if kind == "num":
-            tokens.append(Token("num", float(text) if any(c in text for c in ".eE")
-                                else int(text), pos))
+            tokens.append(Token("num", _number(text, pos), pos))
         elif kind == "str":
             tokens.append(Token("str", _unescape(text[1:-1]), pos))
         elif kind == "op":
@@ -88,6 +102,18 @@ def tokenize(source: str) -> list[Token]:
         pos = match.end()
     tokens.append(Token("end", None, pos))
     return tokens
+
+
+def _number(text: str, pos: int) -> int | float:
+    if len(text) > MAX_NUMBER:
+        raise ExpressionError(_("The number at {pos} is longer than {n} characters.").format(
+            pos=pos, n=MAX_NUMBER))
+    if not any(c in text for c in ".eE"):
+        return int(text)
+    value = float(text)
+    if math.isinf(value):
+        raise ExpressionError(_("The number at {pos} is too large.").format(pos=pos))
+    return value
 
 
 def _unescape(body: str) -> str:
@@ -112,8 +138,21 @@ class Node:
     def eval(self, env: Mapping[str, Any]) -> Any:
         raise NotImplementedError
 
-    def names(self) -> Iterable[str]:
+    def children(self) -> tuple[Node, ...]:
         return ()
+
+    def names(self) -> list[str]:
+        """The names the expression reads, left to right (walked with a stack of its own,
+        not by recursion)."""
+        out: list[str] = []
+        stack: list[Node] = [self]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Name):
+                out.append(node.name)
+            else:
+                stack.extend(reversed(node.children()))
+        return out
 
 
 class Const(Node):
@@ -135,9 +174,6 @@ class Name(Node):
     def eval(self, env: Mapping[str, Any]) -> Any:
         return env.get(self.name)
 
-    def names(self) -> Iterable[str]:
-        return (self.name,)
-
 
 class Member(Node):
     """`a.b` or `a[i]`: a key of a mapping or an item of a list, never an attribute."""
@@ -158,9 +194,8 @@ class Member(Node):
             return container[key]
         return None
 
-    def names(self) -> Iterable[str]:
-        yield from self.target.names()
-        yield from self.key.names()
+    def children(self) -> tuple[Node, ...]:
+        return (self.target, self.key)
 
 
 class ListNode(Node):
@@ -172,9 +207,8 @@ class ListNode(Node):
     def eval(self, env: Mapping[str, Any]) -> Any:
         return [item.eval(env) for item in self.items]
 
-    def names(self) -> Iterable[str]:
-        for item in self.items:
-            yield from item.names()
+    def children(self) -> tuple[Node, ...]:
+        return tuple(self.items)
 
 
 class Not(Node):
@@ -186,8 +220,8 @@ class Not(Node):
     def eval(self, env: Mapping[str, Any]) -> Any:
         return not truthy(self.operand.eval(env))
 
-    def names(self) -> Iterable[str]:
-        return self.operand.names()
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
 
 
 class Negate(Node):
@@ -200,8 +234,8 @@ class Negate(Node):
         value = self.operand.eval(env)
         return -value if is_number(value) else None
 
-    def names(self) -> Iterable[str]:
-        return self.operand.names()
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
 
 
 class Logical(Node):
@@ -218,9 +252,8 @@ class Logical(Node):
             return left and truthy(self.right.eval(env))
         return left or truthy(self.right.eval(env))
 
-    def names(self) -> Iterable[str]:
-        yield from self.left.names()
-        yield from self.right.names()
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
 
 
 class Binary(Node):
@@ -235,9 +268,8 @@ class Binary(Node):
     def eval(self, env: Mapping[str, Any]) -> Any:
         return self.fn(self.left.eval(env), self.right.eval(env))
 
-    def names(self) -> Iterable[str]:
-        yield from self.left.names()
-        yield from self.right.names()
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
 
 
 class Call(Node):
@@ -256,9 +288,8 @@ class Call(Node):
         except (TypeError, ValueError, OverflowError, ArithmeticError):
             return None
 
-    def names(self) -> Iterable[str]:
-        for arg in self.args:
-            yield from arg.names()
+    def children(self) -> tuple[Node, ...]:
+        return tuple(self.args)
 
 
 # --- operators and functions -------------------------------------------------------------
@@ -328,7 +359,29 @@ def member_of(item: Any, container: Any) -> bool:
     return False
 
 
+_ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "%": operator.mod}
+_INT_LIMIT = 1 << MAX_INT_BITS
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:20]}…({len(text)} digits)"
+
+
+def overflow(op: str, left: Any, right: Any) -> EvaluationError:
+    return EvaluationError(_("Arithmetic overflow: {left} {op} {right} is out of range.").format(
+        left=_shown(left), op=op, right=_shown(right)))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int) or math.isfinite(value)
+
+
 def _arith(op: str) -> Callable[[Any, Any], Any]:
+    compute = _ARITHMETIC[op]
+
     def arith(left: Any, right: Any) -> Any:
         if op == "+" and isinstance(left, str) and isinstance(right, str):
             if len(left) + len(right) > MAX_STRING:
@@ -337,17 +390,18 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
         if not (is_number(left) and is_number(right)):
             return None
         try:
-            if op == "+":
-                return left + right
-            if op == "-":
-                return left - right
-            if op == "*":
-                return left * right
-            if op == "/":
-                return left / right
-            return left % right
+            result = compute(left, right)
         except ZeroDivisionError:
-            return None
+            return None  # x / 0 is null, as a missing value
+        except ArithmeticError:  # int / int or int * float beyond a float's range
+            raise overflow(op, left, right) from None
+        # A float that overflowed is inf (never an exception); an int grows without end.
+        if type(result) is float:
+            if not math.isfinite(result) and _finite(left) and _finite(right):
+                raise overflow(op, left, right)
+        elif not -_INT_LIMIT < result < _INT_LIMIT:
+            raise overflow(op, left, right)
+        return result
 
     return arith
 
@@ -431,10 +485,16 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 class Parser:
+    """Recursive descent; every node goes through `made`, which counts the nodes and keeps
+    the height of the tree (so that left-deep chains like `1+1+…` or `a.b.b…` are bounded
+    as much as nesting), and every recursion through `nest`."""
+
     def __init__(self, source: str) -> None:
         self.tokens = tokenize(source)
         self.i = 0
         self.depth = 0
+        self.nodes = 0
+        self.heights: dict[int, int] = {}  # id(node) → height (nodes live until parsed)
 
     @property
     def current(self) -> Token:
@@ -457,6 +517,25 @@ class Parser:
             raise ExpressionError(_("Expected {expected!r} at {pos}.").format(
                 expected=op, pos=self.current.pos))
 
+    def made(self, node: Node) -> Node:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ExpressionError(_(
+                "The expression has more than {n} operators and operands; split it into "
+                "several conditions.").format(n=MAX_NODES))
+        height = 1 + max((self.heights[id(c)] for c in node.children()), default=0)
+        if height > MAX_HEIGHT:
+            raise ExpressionError(_(
+                "The expression is nested too deeply: more than {n} levels of operators at "
+                "{pos}.").format(n=MAX_HEIGHT, pos=self.current.pos))
+        self.heights[id(node)] = height
+        return node
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(_("The expression is nested too deeply."))
+
     def parse(self) -> Node:
         node = self.expression()
         if self.current.kind != "end":
@@ -465,9 +544,7 @@ class Parser:
         return node
 
     def expression(self) -> Node:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ExpressionError(_("The expression is nested too deeply."))
+        self.nest()
         try:
             return self.logical_or()
         finally:
@@ -476,22 +553,20 @@ class Parser:
     def logical_or(self) -> Node:
         node = self.logical_and()
         while self.accept("||"):
-            node = Logical("||", node, self.logical_and())
+            node = self.made(Logical("||", node, self.logical_and()))
         return node
 
     def logical_and(self) -> Node:
         node = self.logical_not()
         while self.accept("&&"):
-            node = Logical("&&", node, self.logical_not())
+            node = self.made(Logical("&&", node, self.logical_not()))
         return node
 
     def logical_not(self) -> Node:
         if self.accept("!"):
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise ExpressionError(_("The expression is nested too deeply."))
+            self.nest()
             try:
-                return Not(self.logical_not())
+                return self.made(Not(self.logical_not()))
             finally:
                 self.depth -= 1
         return self.comparison()
@@ -500,24 +575,28 @@ class Parser:
         node = self.additive()
         op = self.accept("==", "!=", ">", ">=", "<", "<=", "in", "contains")
         if op:
-            node = Binary(op, node, self.additive())
+            node = self.made(Binary(op, node, self.additive()))
         return node
 
     def additive(self) -> Node:
         node = self.term()
         while op := self.accept("+", "-"):
-            node = Binary(op, node, self.term())
+            node = self.made(Binary(op, node, self.term()))
         return node
 
     def term(self) -> Node:
         node = self.unary()
         while op := self.accept("*", "/", "%"):
-            node = Binary(op, node, self.unary())
+            node = self.made(Binary(op, node, self.unary()))
         return node
 
     def unary(self) -> Node:
         if self.accept("-"):
-            return Negate(self.unary())
+            self.nest()
+            try:
+                return self.made(Negate(self.unary()))
+            finally:
+                self.depth -= 1
         return self.postfix()
 
     def postfix(self) -> Node:
@@ -528,18 +607,18 @@ class Parser:
                 if token.kind != "name":
                     raise ExpressionError(_("Expected a key after '.' at {pos}.").format(
                         pos=token.pos))
-                node = Member(node, Const(token.value))
+                node = self.made(Member(node, self.made(Const(token.value))))
             elif self.accept("["):
                 key = self.expression()
                 self.expect("]")
-                node = Member(node, key)
+                node = self.made(Member(node, key))
             else:
                 return node
 
     def primary(self) -> Node:
         token = self.advance()
         if token.kind in ("num", "str", "const"):
-            return Const(token.value)
+            return self.made(Const(token.value))
         if token.kind == "name":
             if self.accept("("):
                 args: list[Node] = []
@@ -548,8 +627,8 @@ class Parser:
                     while self.accept(","):
                         args.append(self.expression())
                     self.expect(")")
-                return Call(token.value, args)
-            return Name(token.value)
+                return self.made(Call(token.value, args))
+            return self.made(Name(token.value))
         if token.kind == "op" and token.value == "(":
             node = self.expression()
             self.expect(")")
@@ -561,7 +640,7 @@ class Parser:
                 while self.accept(","):
                     items.append(self.expression())
                 self.expect("]")
-            return ListNode(items)
+            return self.made(ListNode(items))
         raise ExpressionError(_("Unexpected {text!r} at {pos}.").format(
             text=token.value if token.kind != "end" else "end", pos=token.pos))
 
@@ -578,6 +657,16 @@ def parse(source: str, allowed_names: Iterable[str] | None = None) -> Node:
             raise ExpressionError(_("Unknown name {names}; use one of {allowed}.").format(
                 names=", ".join(unknown), allowed=", ".join(sorted(allowed))))
     return node
+
+
+def size(node: Node) -> int:
+    """The number of nodes of a tree (walked with a stack of its own)."""
+    count = 0
+    stack = [node]
+    while stack:
+        count += 1
+        stack.extend(stack.pop().children())
+    return count
 
 
 def evaluate(source: str, env: Mapping[str, Any]) -> Any:

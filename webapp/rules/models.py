@@ -56,6 +56,13 @@ class Rule(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
                                    null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
+    # Set by the rule engine when evaluating the rule raised (an arithmetic overflow, an
+    # evaluation over its time budget): the rule is disabled then, and enabling it again
+    # clears both.
+    failed_at = models.DateTimeField(_("failed"), null=True, blank=True, editable=False,
+                                     help_text=_("When evaluating the rule failed; the rule "
+                                                 "was disabled then."))
+    failure_reason = models.TextField(_("failure reason"), blank=True, editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -41,8 +41,11 @@ class RuleSerializer(serializers.ModelSerializer):
         model = Rule
         fields = ("id", "name", "description", "enabled", "trigger_type", "product", "trigger",
                   "condition", "actions", "debounce", "cooldown", "fire_mode", "auto_clear",
-                  "created", "updated")
-        read_only_fields = ("id", "trigger_type", "product", "created", "updated")
+                  "failed_at", "failure_reason", "created", "updated")
+        # failed_at / failure_reason: set by the rule engine when evaluating the rule failed
+        # (it was disabled then); enabling the rule clears them.
+        read_only_fields = ("id", "trigger_type", "product", "failed_at", "failure_reason",
+                            "created", "updated")
 
     def validate_trigger(self, value: Any) -> Any:
         """The watched product, group and devices are within the acting user's scope
