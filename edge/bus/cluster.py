@@ -639,7 +639,8 @@ class Cluster:
             if before_dev and before_dev != self.node:
                 kicks.setdefault(before_dev, {})["dev"] = device
             if before_cid and before_cid != self.node:
-                kicks.setdefault(before_cid, {})["cid"] = client_id
+                # Only a connection of the same identity is closed there (H1).
+                kicks.setdefault(before_cid, {}).update(cid=client_id, who=connection.owner)
             for node, what in kicks.items():
                 self.stats["takeovers_sent"] += 1
                 body = json.dumps({**what, "at": at, "by": self.node}).encode()
@@ -688,6 +689,10 @@ class Cluster:
                 targets.append(connection)
         client_id = str(body.get("cid") or "")
         session = broker.sessions.get(client_id) if client_id else None
+        if session is not None and session.owner != body.get("who"):
+            # The client id's session here belongs to another identity: it stays, and so
+            # does its connection.
+            session = None
         if session is not None and session.connection is not None:
             targets.append(session.connection)
         for connection in targets:

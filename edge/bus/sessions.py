@@ -3,8 +3,10 @@ that reconnects to another node (docs/bus.md, "Persistent MQTT sessions").
 
 A session is persistent when its expiry interval is above zero (5.0 Session Expiry, or 3.1.1
 clean session 0). Its state lives in ``tl:mqtt:sess:{client id}`` (hash: ``owner`` node,
-``meta``, ``subs``) and ``tl:mqtt:sessq:{client id}`` (list of queued messages), and
-``tl:mqtt:sessions`` indexes the client ids. What is written, batched per reactor turn:
+``who`` the client identity it belongs to, ``meta``, ``subs``) and
+``tl:mqtt:sessq:{client id}`` (list of queued messages), and ``tl:mqtt:sessions`` indexes the
+client ids. Only a client of the same identity may resume or replace a session: every write
+leaves alone a session whose ``who`` differs (H1). What is written, batched per reactor turn:
 
 * the subscriptions, whenever they change;
 * each QoS 1/2 message queued while the client is away (appended, trimmed to the queue bound);
@@ -22,14 +24,13 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
-from edge.mqtt.broker import Broker, Message, Outgoing, Session
+from edge.mqtt.broker import Broker, Loaded, Message, Outgoing, Session
 from edge.mqtt.packets import Subscription
 from edge.mqtt.properties import NO_PROPERTIES, PUBLISH, decode_properties, encode_properties
 from edge.mqtt.wire import Reader
@@ -39,9 +40,13 @@ from .redis import RedisClient
 
 log = Logger(namespace="edge.sessions")
 
-# KEYS: session hash, queue list, index hash. ARGV: node, client id, mode, then per mode.
+# KEYS: session hash, queue list, index hash. ARGV: node, client id, mode, identity ('' for
+# anonymous), then per mode. A session of another identity is never touched; one written
+# before identities were kept (no 'who') may be replaced or deleted.
 WRITE_SCRIPT = """
-local node, cid, mode = ARGV[1], ARGV[2], ARGV[3]
+local node, cid, mode, who = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local held = redis.call('HMGET', KEYS[1], 'owner', 'who')
+if held[2] and held[2] ~= who then return 0 end
 if mode == 'forget' then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HDEL', KEYS[3], cid)
@@ -49,28 +54,28 @@ if mode == 'forget' then
 end
 if mode == 'own' then
   -- Connected: the queue is in the node's memory now (written again at disconnect).
-  redis.call('HSET', KEYS[1], 'owner', node, 'meta', ARGV[4], 'subs', ARGV[5])
+  redis.call('HSET', KEYS[1], 'owner', node, 'who', who, 'meta', ARGV[5], 'subs', ARGV[6])
   redis.call('PERSIST', KEYS[1])
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[3], cid, node)
   return 1
 end
-if redis.call('HGET', KEYS[1], 'owner') ~= node then return 0 end
+if held[1] ~= node then return 0 end
 if mode == 'subs' then
-  redis.call('HSET', KEYS[1], 'subs', ARGV[4])
+  redis.call('HSET', KEYS[1], 'subs', ARGV[5])
 elseif mode == 'push' then
-  for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+  for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 elseif mode == 'snap' then
-  redis.call('HSET', KEYS[1], 'meta', ARGV[4], 'subs', ARGV[5])
+  redis.call('HSET', KEYS[1], 'meta', ARGV[5], 'subs', ARGV[6])
   redis.call('DEL', KEYS[2])
-  for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-  local ttl = tonumber(ARGV[6])
+  for i = 8, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+  local ttl = tonumber(ARGV[7])
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[1], ttl)
-    if #ARGV >= 7 then redis.call('PEXPIRE', KEYS[2], ttl) end
+    if #ARGV >= 8 then redis.call('PEXPIRE', KEYS[2], ttl) end
   else
     redis.call('PERSIST', KEYS[1])
   end
@@ -82,14 +87,24 @@ return 1
 """
 
 # KEYS: session hash, queue list, index hash, node heartbeats. ARGV: node, client id, mode
-# ('restore': only from a node that is gone; 'connect': always), now (ms), silence (ms).
+# ('restore': only from a node that is gone; 'connect': always), now (ms), silence (ms), the
+# connecting client's identity ('connect'; '' for anonymous). Returns false (no session),
+# 'taken' (a session of another identity: left as it is) or [meta, subs, queue, who]. A
+# session written before identities were kept has no 'who': nobody can be sure to resume it
+# as its own, so it is dropped.
 CLAIM_SCRIPT = """
 local node, cid = ARGV[1], ARGV[2]
-local owner = redis.call('HGET', KEYS[1], 'owner')
+local held = redis.call('HMGET', KEYS[1], 'owner', 'who')
+local owner, who = held[1], held[2]
+if owner and not who then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  owner = nil
+end
 if not owner then
   redis.call('HDEL', KEYS[3], cid)
   return false
 end
+if ARGV[3] == 'connect' and who ~= ARGV[6] then return 'taken' end
 if ARGV[3] == 'restore' and owner ~= node then
   local beat = redis.call('HGET', KEYS[4], owner)
   if beat then
@@ -103,7 +118,7 @@ end
 redis.call('HSET', KEYS[1], 'owner', node)
 redis.call('HSET', KEYS[3], cid, node)
 return {redis.call('HGET', KEYS[1], 'meta') or '', redis.call('HGET', KEYS[1], 'subs') or '',
-        redis.call('LRANGE', KEYS[2], 0, -1)}
+        redis.call('LRANGE', KEYS[2], 0, -1), who}
 """
 
 # flags (delivery QoS | retain << 2 | released << 3 | message retain << 4 | message QoS << 5),
@@ -185,12 +200,11 @@ class SessionStore:
         self.node = node
         self.broker = broker
         self.wall = wall
-        self.max_queue = broker.config.max_queued_messages
         # Client ids whose session this node wrote (so that discarding others costs nothing).
         self.owned: set[str] = set()
         self._snapshots: dict[str, Session] = {}
         self._subs: dict[str, Session] = {}
-        self._pushes: dict[str, list[bytes]] = {}
+        self._pushes: dict[str, tuple[Session, list[bytes]]] = {}
         self._ops: list[tuple[str, str, tuple[Any, ...]]] = []
         self._writing: set[Deferred[Any]] = set()
         self._flush_call: Any = None
@@ -219,13 +233,14 @@ class SessionStore:
 
     # -- broker callbacks (cheap: they only mark what the next flush writes) ------------------
 
-    def forget(self, client_id: str) -> None:
-        """A clean start: whatever Redis holds for this client id is gone."""
+    def forget(self, client_id: str, owner: str | None) -> None:
+        """A clean start by ``owner``: what Redis holds for this client id is gone, unless it
+        is the session of another identity."""
         self._snapshots.pop(client_id, None)
         self._subs.pop(client_id, None)
         self._pushes.pop(client_id, None)
         self.owned.discard(client_id)
-        self._ops.append((client_id, "forget", ()))
+        self._ops.append((client_id, "forget", (owner or "",)))
         self._schedule()
 
     def online(self, session: Session) -> None:
@@ -233,9 +248,7 @@ class SessionStore:
         self.owned.add(session.client_id)
         self._pushes.pop(session.client_id, None)
         self._subs.pop(session.client_id, None)
-        self._ops.append(
-            (session.client_id, "own", (self._meta(session), encode_subscriptions(session)))
-        )
+        self._ops.append((session.client_id, "own", self._whole(session)))
         self._schedule()
 
     def subscriptions_changed(self, session: Session) -> None:
@@ -250,18 +263,17 @@ class SessionStore:
         client_id = session.client_id
         if self._loading or client_id not in self.owned or client_id in self._snapshots:
             return
-        self._pushes.setdefault(client_id, []).append(
-            encode_outgoing(outgoing, 0, self._expires_ms(outgoing.message))
-        )
+        pushed = self._pushes.get(client_id)
+        if pushed is None:
+            pushed = self._pushes[client_id] = (session, [])
+        pushed[1].append(encode_outgoing(outgoing, 0, self._expires_ms(outgoing.message)))
         self._schedule()
 
     def offline(self, session: Session) -> None:
         """The session's connection ended; it stays for its expiry interval."""
         if session.client_id not in self.owned:
             self.owned.add(session.client_id)
-            self._ops.append(
-                (session.client_id, "own", (self._meta(session), encode_subscriptions(session)))
-            )
+            self._ops.append((session.client_id, "own", self._whole(session)))
         self._snapshots[session.client_id] = session
         self._subs.pop(session.client_id, None)
         self._pushes.pop(session.client_id, None)
@@ -275,7 +287,7 @@ class SessionStore:
         self._snapshots.pop(client_id, None)
         self._subs.pop(client_id, None)
         self._pushes.pop(client_id, None)
-        self._ops.append((client_id, "del", ()))
+        self._ops.append((client_id, "del", (session.owner or "",)))
         self._schedule()
 
     # -- writing ----------------------------------------------------------------------------
@@ -283,6 +295,10 @@ class SessionStore:
     def _schedule(self) -> None:
         if self._flush_call is None:
             self._flush_call = self.broker.clock.callLater(0, self.flush)
+
+    def _whole(self, session: Session) -> tuple[str, str, str]:
+        """The arguments of an 'own' write: identity, meta and subscriptions."""
+        return session.owner or "", self._meta(session), encode_subscriptions(session)
 
     def _meta(self, session: Session) -> str:
         meta: dict[str, Any] = {"exp": session.expiry_interval, "next": session.next_packet_id}
@@ -339,10 +355,13 @@ class SessionStore:
             self._write(client_id, mode, *args)
         subs, self._subs = self._subs, {}
         for client_id, session in subs.items():
-            self._write(client_id, "subs", encode_subscriptions(session))
+            self._write(client_id, "subs", session.owner or "", encode_subscriptions(session))
         pushes, self._pushes = self._pushes, {}
-        for client_id, records in pushes.items():
-            self._write(client_id, "push", self.max_queue, *records)
+        for client_id, (session, records) in pushes.items():
+            # Redis keeps what the session holds: its queue may have dropped its oldest
+            # messages for the count or the bytes budget.
+            keep = max(1, len(session.inflight) + len(session.pending or ()))
+            self._write(client_id, "push", session.owner or "", keep, *records)
         snapshots, self._snapshots = self._snapshots, {}
         for client_id, session in snapshots.items():
             self._snapshot(client_id, session)
@@ -359,10 +378,11 @@ class SessionStore:
         self._write(
             client_id,
             "snap",
+            session.owner or "",
             self._meta(session),
             encode_subscriptions(session),
             ttl,
-            *records[-(self.max_queue + len(session.inflight)) :],
+            *records,
         )
 
     def drain(self) -> Deferred[Any]:
@@ -385,7 +405,9 @@ class SessionStore:
             ]
             claims = [self._claim(cid, "restore") for cid in client_ids]
             done = DeferredList(claims, consumeErrors=True)
-            return done.addCallback(lambda results: sum(bool(ok and n) for ok, n in results))
+            return done.addCallback(
+                lambda results: sum(ok and found is Loaded.FOUND for ok, found in results)
+            )
 
         def counted(count: int) -> int:
             self.stats["restored"] += count
@@ -395,21 +417,22 @@ class SessionStore:
 
         return d.addCallback(claim_all).addCallback(counted)
 
-    def load(self, client_id: str) -> Deferred[bool]:
-        """A client connects with clean start 0 and this node has no session for it: take
-        the one Redis holds, if any (from a node that is gone or another node)."""
+    def load(self, client_id: str, owner: str | None) -> Deferred[Loaded]:
+        """A client of identity ``owner`` connects with clean start 0 and this node has no
+        session for it: take the one Redis holds, if any (from a node that is gone or another
+        node), unless it belongs to another identity (TAKEN: left where it is)."""
         if client_id in self.broker.sessions:
-            return succeed(True)
-        d = self._claim(client_id, "connect")
-        d.addCallback(lambda found: self._count_load(found))
+            return succeed(Loaded.FOUND)
+        d = self._claim(client_id, "connect", owner or "")
+        d.addCallback(self._count_load)
         return d
 
-    def _count_load(self, found: bool) -> bool:
-        if found:
+    def _count_load(self, found: Loaded) -> Loaded:
+        if found is Loaded.FOUND:
             self.stats["loaded"] += 1
         return found
 
-    def _claim(self, client_id: str, mode: str) -> Deferred[bool]:
+    def _claim(self, client_id: str, mode: str, who: str = "") -> Deferred[Loaded]:
         keys = self.keys
         d = self.redis.execute(
             "EVAL",
@@ -424,23 +447,27 @@ class SessionStore:
             mode,
             int(self.wall() * 1000),
             self.silence_ms,
+            who,
         )
         return d.addCallback(self._restored, client_id)
 
-    def _restored(self, reply: Any, client_id: str) -> bool:
+    def _restored(self, reply: Any, client_id: str) -> Loaded:
         if not reply:
-            return False
+            return Loaded.ABSENT
+        if reply == b"taken":
+            return Loaded.TAKEN
         broker = self.broker
         if client_id in broker.sessions:
-            return True  # a connection made it meanwhile
-        raw_meta, raw_subs, records = reply
+            return Loaded.FOUND  # a connection made it meanwhile
+        raw_meta, raw_subs, records, raw_who = reply
+        who = raw_who.decode()
         try:
             meta = json.loads(raw_meta) if raw_meta else {}
             subs = json.loads(raw_subs) if raw_subs else []
         except ValueError:
             log.warn("unreadable persisted session {client}; dropped", client=client_id)
-            self._write(client_id, "del")
-            return False
+            self._write(client_id, "del", who)
+            return Loaded.ABSENT
         now_wall = self.wall()
         clock_now = broker.clock.seconds()
         expiry = int(meta.get("exp", 0))
@@ -449,9 +476,9 @@ class SessionStore:
         self.owned.add(client_id)
         if remaining <= 0:
             self.owned.discard(client_id)
-            self._write(client_id, "del")
-            return False
-        session = Session(client_id)
+            self._write(client_id, "del", who)
+            return Loaded.ABSENT
+        session = Session(client_id, who or None)
         session.expiry_interval = expiry
         session.expires_at = clock_now + remaining
         session.next_packet_id = int(meta.get("next", 1)) or 1
@@ -459,7 +486,7 @@ class SessionStore:
             session.qos2_received = {int(i) for i in meta["q2"]}
         self._loading = True
         try:
-            broker.sessions[client_id] = session
+            broker.add_session(session)
             for topic_filter, qos, no_local, rap, handling, identifier in subs:
                 options = Subscription(topic_filter, qos, bool(no_local), bool(rap), handling)
                 broker.subscribe(session, options, identifier)
@@ -473,9 +500,10 @@ class SessionStore:
                 if packet_id and packet_id not in session.inflight:
                     session.inflight[packet_id] = outgoing
                 else:
-                    if session.pending is None:
-                        session.pending = deque()
-                    session.pending.append(outgoing)
+                    session.push(outgoing)
+            budget = broker.config.max_queued_bytes
+            while budget and session.pending and session.queued_bytes > budget:
+                session.pop()
         finally:
             self._loading = False
-        return True
+        return Loaded.FOUND

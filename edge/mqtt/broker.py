@@ -7,10 +7,12 @@ to do with published messages). Time comes from an injected ``IReactorTime``.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -28,12 +30,46 @@ if TYPE_CHECKING:
 
 
 ROUTE_CACHE_SIZE = 50_000
+# Publish budgets that filled up again are dropped every this many sweeps.
+BUDGET_SWEEP_EVERY = 60
+# What refusals are counted by (edge_budget_refusals_total{budget=…}).
+BUDGETS = (
+    "client_id",
+    "connect_size",
+    "properties",
+    "connections_per_address",
+    "identity_connections",
+    "identity_sessions",
+    "identity_sessions_ended",
+    "idle",
+    "topic_levels",
+    "topic_length",
+    "filter_levels",
+    "filter_length",
+    "subscriptions",
+    "publish_rate",
+    "publish_bytes",
+    "identity_retained_bytes",
+    "retained_messages",
+    "retained_bytes",
+    "queued_messages",
+    "queued_bytes",
+)
+
+
+class Loaded(Enum):
+    """What a session store found for a client id a client wants to resume."""
+
+    FOUND = "found"
+    ABSENT = "absent"
+    # The session belongs to another identity: the client id is refused (H1).
+    TAKEN = "taken"
 
 
 class SessionStore(Protocol):
     """Where persistent sessions are kept beyond this process (edge.bus.sessions)."""
 
-    def forget(self, client_id: str) -> None: ...
+    def forget(self, client_id: str, owner: str | None) -> None: ...
 
     def online(self, session: Session) -> None: ...
 
@@ -45,7 +81,7 @@ class SessionStore(Protocol):
 
     def discarded(self, session: Session) -> None: ...
 
-    def load(self, client_id: str) -> Deferred[bool]: ...
+    def load(self, client_id: str, owner: str | None) -> Deferred[Loaded]: ...
 
 
 class DelayedCall(Protocol):
@@ -152,12 +188,18 @@ OPEN_ACL = Acl()
 
 @dataclass(frozen=True, slots=True)
 class AuthResult:
-    """The outcome of authenticating a CONNECT; ``reason`` is an MQTT 5 reason code."""
+    """The outcome of authenticating a CONNECT; ``reason`` is an MQTT 5 reason code.
+
+    ``owner`` names who the client's sessions, client ids and budgets belong to when it has
+    no ``identity`` (an application key, a registering device); it defaults to ``identity``.
+    A client without either (anonymous) shares the anonymous owner ``None``.
+    """
 
     reason: int = Reason.SUCCESS
     identity: str | None = None
     acl: Acl = OPEN_ACL
     detail: str = ""
+    owner: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -190,22 +232,199 @@ class BrokerHooks:
         connection is gone; the will topic passed the ACL at CONNECT)."""
 
 
+# BrokerConfig field → the environment variable that sets it (README, "Edge budgets").
+ENVIRONMENT = {
+    "max_keep_alive": "EDGE_MAX_KEEPALIVE",
+    "max_idle": "EDGE_MAX_IDLE",
+    "max_packet_size": "EDGE_MAX_PACKET_SIZE",
+    "max_connect_size": "EDGE_MAX_CONNECT_SIZE",
+    "max_property_bytes": "EDGE_MAX_PROPERTY_BYTES",
+    "max_user_properties": "EDGE_MAX_USER_PROPERTIES",
+    "max_topic_levels": "EDGE_MAX_TOPIC_LEVELS",
+    "max_topic_length": "EDGE_MAX_TOPIC_LENGTH",
+    "max_subscriptions": "EDGE_MAX_SUBSCRIPTIONS",
+    "max_queued_messages": "EDGE_MAX_QUEUED_MESSAGES",
+    "max_queued_bytes": "EDGE_MAX_QUEUED_BYTES",
+    "max_retained": "EDGE_MAX_RETAINED",
+    "max_retained_bytes": "EDGE_MAX_RETAINED_BYTES",
+    "identity_retained_bytes": "EDGE_IDENTITY_RETAINED_BYTES",
+    "identity_sessions": "EDGE_IDENTITY_SESSIONS",
+    "identity_connections": "EDGE_IDENTITY_CONNECTIONS",
+    "max_connections_per_address": "EDGE_MAX_CONN_PER_IP",
+    "unlimited_addresses": "EDGE_CONN_LIMIT_EXEMPT",
+    "publish_rate": "EDGE_PUBLISH_RATE",
+    "publish_burst": "EDGE_PUBLISH_BURST",
+    "publish_bytes_rate": "EDGE_PUBLISH_BYTES_RATE",
+    "publish_bytes_burst": "EDGE_PUBLISH_BYTES_BURST",
+}
+
+
 @dataclass(slots=True)
 class BrokerConfig:
+    """Limits and budgets of one broker (one edge worker); a budget of 0 is no limit.
+
+    Budgets "per identity" count what one device (or application key, or registering
+    device) holds on this worker: with ``EDGE_WORKERS=N`` a client may hold up to N times
+    as much, one share per worker it connects to. Anonymous clients (development mode) have
+    no identity budgets.
+    """
+
     # The Server Keep Alive an MQTT 5 client gets when it asks for more, or for none (0);
-    # 3.1.1 clients keep what they asked for (they cannot be told otherwise).
+    # 3.1.1 clients keep what they asked for (they cannot be told otherwise)...
     max_keep_alive: int = 60
+    # ...except that a 3.1.1 client asking for none (0) is closed after this many seconds
+    # without a packet (L8).
+    max_idle: int = 600
     connect_timeout: float = 10.0
     max_packet_size: int = 1 << 20
+    # Before authentication (M1): the largest CONNECT; and the property block of any packet.
+    max_connect_size: int = 64 * 1024
+    max_property_bytes: int = 8 * 1024
+    max_user_properties: int = 32
+    # Topic names and filters (without a $share/{group}/ prefix): levels and characters. A
+    # deeper or longer filter is refused (SUBACK 0x8F), a topic name too (PUBACK 0x90).
+    max_topic_levels: int = 16
+    max_topic_length: int = 1024
     receive_maximum: int = 1024
     topic_alias_maximum: int = 64
     max_session_expiry: int = 7 * 24 * 3600
+    # Messages queued in one session (in memory and in Redis); the oldest go first.
     max_queued_messages: int = 1000
+    max_queued_bytes: int = 4 << 20
     # Retained messages kept (all topics); a new topic beyond this is not retained.
     max_retained: int = 100_000
+    max_retained_bytes: int = 256 << 20
+    # Retained bytes one identity may keep; beyond, its retained PUBLISH is refused (0x97).
+    identity_retained_bytes: int = 1 << 20
+    # Persistent sessions per identity: a new one ends the identity's oldest offline
+    # session, or is refused (0x97) when all are online.
+    identity_sessions: int = 4
+    # Connections per identity-less owner (an application key, a registering device); a
+    # device has one connection (a new one takes over).
+    identity_connections: int = 16
+    # Open connections per source address, counted from the TCP accept (M1); addresses in
+    # ``unlimited_addresses`` (CIDRs; loopback by default, for local tools) are not counted.
+    max_connections_per_address: int = 1000
+    unlimited_addresses: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Token buckets per identity: messages and bytes (topic and payload) per second, and the
+    # burst a quiet client may send at once.
+    publish_rate: float = 100.0
+    publish_burst: int = 1000
+    publish_bytes_rate: float = float(1 << 20)
+    publish_bytes_burst: int = 4 << 20
     # Subscriptions per session; more are refused with 0x97 Quota exceeded.
     max_subscriptions: int = 10_000
     sweep_interval: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BrokerConfig:
+        """The defaults, with what ``EDGE_*`` variables set (ENVIRONMENT); raises
+        ValueError for a value that is not a number >= 0 or a list of networks."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            name = ENVIRONMENT.get(spec.name)
+            if name is None or name not in env:
+                continue
+            raw = env[name].strip()
+            if spec.name == "unlimited_addresses":
+                networks = tuple(n.strip() for n in raw.split(",") if n.strip())
+                for network in networks:
+                    try:
+                        ipaddress.ip_network(network, strict=False)
+                    except ValueError:
+                        raise ValueError(f"{name}: {network!r} is not a network") from None
+                values[spec.name] = networks
+                continue
+            if not raw:
+                continue
+            kind = float if isinstance(spec.default, float) else int
+            try:
+                number = kind(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {raw!r}") from None
+            if number < 0:
+                raise ValueError(f"{name} must not be negative")
+            values[spec.name] = number
+        return cls(**values)
+
+
+class RetainedStore(dict[str, Message]):
+    """Retained messages by topic, with their bytes counted (topic and payload): in all, and
+    per identity for the messages this node's clients retained (H9).
+
+    A plain dict for readers; every write (here, on a takeover of the topic by another node
+    through edge.bus.cluster, on expiry) keeps the counts right.
+    """
+
+    __slots__ = ("by_owner", "owners", "size")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+        self.owners: dict[str, str] = {}
+        self.by_owner: dict[str, int] = {}
+
+    @staticmethod
+    def cost(message: Message) -> int:
+        return len(message.topic) + len(message.payload)
+
+    def put(self, message: Message, owner: str | None) -> None:
+        self._release(message.topic)
+        cost = self.cost(message)
+        dict.__setitem__(self, message.topic, message)
+        self.size += cost
+        if owner is not None:
+            self.owners[message.topic] = owner
+            self.by_owner[owner] = self.by_owner.get(owner, 0) + cost
+
+    def _release(self, topic: str) -> None:
+        old = dict.get(self, topic)
+        if old is None:
+            return
+        cost = self.cost(old)
+        self.size -= cost
+        owner = self.owners.pop(topic, None)
+        if owner is not None:
+            left = self.by_owner[owner] - cost
+            if left > 0:
+                self.by_owner[owner] = left
+            else:
+                del self.by_owner[owner]
+
+    def owner_bytes(self, owner: str, topic: str) -> int:
+        """What ``owner`` keeps, not counting ``topic`` (which a new message replaces)."""
+        held = self.by_owner.get(owner, 0)
+        if held and self.owners.get(topic) == owner:
+            held -= self.cost(dict.__getitem__(self, topic))
+        return held
+
+    def __setitem__(self, topic: str, message: Message) -> None:
+        self.put(message, None)
+
+    def __delitem__(self, topic: str) -> None:
+        self._release(topic)
+        dict.__delitem__(self, topic)
+
+    def pop(self, topic: str, *default: Any) -> Any:  # type: ignore[override]
+        self._release(topic)
+        return dict.pop(self, topic, *default)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.owners.clear()
+        self.by_owner.clear()
+        self.size = 0
+
+
+class PublishBudget:
+    """Token buckets of one identity: messages and bytes it may still publish now."""
+
+    __slots__ = ("bytes", "messages", "stamp")
+
+    def __init__(self, messages: float, size: float, now: float) -> None:
+        self.messages = messages
+        self.bytes = size
+        self.stamp = now
 
 
 class SubscriptionEntry:
@@ -250,7 +469,11 @@ class Outgoing:
 
 
 class Session:
-    """Per client identifier state that may outlive a network connection."""
+    """Per client identifier state that may outlive a network connection.
+
+    ``owner`` is the identity of the client that made it (AuthResult.owner): only a client of
+    the same identity may use the client id while the session lasts (H1).
+    """
 
     __slots__ = (
         "client_id",
@@ -259,26 +482,47 @@ class Session:
         "expiry_interval",
         "inflight",
         "next_packet_id",
+        "owner",
         "pending",
         "qos2_received",
+        "queued_bytes",
         "subscriptions",
         "will",
         "will_call",
     )
 
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, client_id: str, owner: str | None = None) -> None:
         self.client_id = client_id
+        self.owner = owner
         self.connection: MqttConnection | None = None
         self.subscriptions: dict[str, SubscriptionEntry] = {}
         self.inflight: dict[int, Outgoing] = {}
         # Allocated on first use: most sessions of idle devices never need them.
         self.pending: deque[Outgoing] | None = None
+        self.queued_bytes = 0  # topic and payload bytes of the pending messages
         self.qos2_received: set[int] | None = None
         self.next_packet_id = 1
         self.expiry_interval = 0
         self.expires_at: float | None = None
         self.will: Message | None = None
         self.will_call: DelayedCall | None = None
+
+    def push(self, outgoing: Outgoing) -> None:
+        """Queue a message (after the ones already waiting)."""
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = deque()
+        pending.append(outgoing)
+        message = outgoing.message
+        self.queued_bytes += len(message.topic) + len(message.payload)
+
+    def pop(self) -> Outgoing:
+        """The oldest queued message, taken off the queue."""
+        assert self.pending is not None
+        outgoing = self.pending.popleft()
+        message = outgoing.message
+        self.queued_bytes -= len(message.topic) + len(message.payload)
+        return outgoing
 
     def allocate_packet_id(self) -> int:
         for _ in range(65535):
@@ -309,7 +553,19 @@ class Broker:
         self.shared_groups: dict[tuple[str, str], SharedGroup] = {}
         # topic → matching (entries, shared groups); cleared whenever a subscription changes.
         self._routes: dict[str, tuple[list[SubscriptionEntry], list[SharedGroup]]] = {}
-        self.retained: dict[str, Message] = {}
+        self.retained = RetainedStore()
+        # Budgets (BrokerConfig): persistent sessions by owner and client id, connections of
+        # identity-less owners, connections per source address, publish token buckets.
+        self.persistent: dict[str, dict[str, Session]] = {}
+        self.owner_connections: dict[str, int] = {}
+        self.addresses: dict[str, int] = {}
+        self.unlimited_networks = tuple(
+            ipaddress.ip_network(n, strict=False) for n in self.config.unlimited_addresses
+        )
+        self.publish_budgets: dict[str, PublishBudget] = {}
+        # Refusals (and drops, ends) per budget, for /metrics.
+        self.refusals: dict[str, int] = dict.fromkeys(BUDGETS, 0)
+        self._sweeps = 0
         # Client id → identity of the client whose will waits for its delay.
         self.will_identities: dict[str, str] = {}
         self.stats: dict[str, int] = dict.fromkeys(
@@ -365,6 +621,9 @@ class Broker:
                 and session.expires_at <= now
             ):
                 self.discard_session(session)
+        self._sweeps += 1
+        if self._sweeps % BUDGET_SWEEP_EVERY == 0:
+            self._forget_full_budgets(now)
         self.flush()
 
     # -- output batching ----------------------------------------------------------------------
@@ -400,9 +659,60 @@ class Broker:
             if old is not None and old is not connection:
                 old.close(Reason.SESSION_TAKEN_OVER, "takeover")
 
+    def add_session(self, session: Session) -> None:
+        """A session made elsewhere (edge.bus.sessions) joins this broker."""
+        self.sessions[session.client_id] = session
+        self.track(session)
+
+    def track(self, session: Session) -> None:
+        """Count ``session`` among its owner's persistent sessions while its expiry interval
+        is above 0 (the identity_sessions budget)."""
+        owner = session.owner
+        if owner is None:
+            return
+        held = self.persistent.get(owner)
+        if session.expiry_interval:
+            if held is None:
+                held = self.persistent[owner] = {}
+            held[session.client_id] = session
+        elif held is not None and held.get(session.client_id) is session:
+            del held[session.client_id]
+            if not held:
+                del self.persistent[owner]
+
+    def make_room(self, owner: str, client_id: str) -> bool:
+        """Whether ``owner`` may have one more persistent session, ``client_id``. At its
+        maximum, the session that has been offline longest ends to make room; False when
+        every one is online."""
+        limit = self.config.identity_sessions
+        held = self.persistent.get(owner)
+        if not limit or held is None or client_id in held:
+            return True
+        while len(held) >= limit:
+            offline = [s for s in held.values() if s.connection is None]
+            if not offline:
+                self.refused("identity_sessions")
+                return False
+            oldest = min(offline, key=lambda s: (s.expires_at or 0.0) - s.expiry_interval)
+            self.log.info(
+                "{owner} has {count} persistent sessions: {client} ends",
+                owner=owner,
+                count=len(held),
+                client=oldest.client_id,
+            )
+            self.refused("identity_sessions_ended")
+            self.discard_session(oldest)
+        return True
+
     def discard_session(self, session: Session) -> None:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if session.owner is not None:
+            held = self.persistent.get(session.owner)
+            if held is not None and held.get(session.client_id) is session:
+                del held[session.client_id]
+                if not held:
+                    del self.persistent[session.owner]
         for topic_filter in list(session.subscriptions):
             self.unsubscribe(session, topic_filter)
         if session.will_call is not None and session.will_call.active():
@@ -417,12 +727,12 @@ class Broker:
         session.will_call = None
         identity = self.will_identities.pop(session.client_id, None)
         if will is not None:
-            self.send_will(will, identity)
+            self.send_will(will, identity, session.owner)
 
-    def send_will(self, will: Message, identity: str | None) -> None:
+    def send_will(self, will: Message, identity: str | None, owner: str | None = None) -> None:
         """Publish a will; the hooks see it first, like a message from its client."""
         self.hooks.will_published(identity, will)
-        self.publish(will)
+        self.publish(will, owner=owner)
 
     def subscribe(self, session: Session, options: Subscription, identifier: int | None) -> bool:
         """Add or replace a subscription; True when it did not exist before."""
@@ -468,18 +778,19 @@ class Broker:
 
     # -- routing ------------------------------------------------------------------------------
 
-    def publish(self, message: Message, remote: bool = False) -> int:
+    def publish(self, message: Message, remote: bool = False, owner: str | None = None) -> int:
         """Store (if retained) and route ``message``; return how many sessions it reached.
 
         ``remote``: the message comes from another node (edge.bus.cluster), which already
         stored it if retained and chose the shared subscribers: only plain subscribers here.
+        ``owner``: the identity whose retained budget a retained message counts against.
         """
         kept = message
         if message.retain and not remote:
             if not message.payload:
                 self.retained.pop(message.topic, None)
-            elif len(self.retained) < self.config.max_retained or message.topic in self.retained:
-                self.retained[message.topic] = message
+            elif self._may_retain(message, owner):
+                self.retained.put(message, owner)
             else:
                 # Full: delivered as usual but not kept (nor stored for the other nodes).
                 self.stats["retained_refused"] += 1
@@ -549,16 +860,183 @@ class Broker:
         ):
             connection.send_outgoing(outgoing, session.allocate_packet_id())
             return
-        pending = session.pending
-        if pending is None:
-            pending = session.pending = deque()
-        if len(pending) >= self.config.max_queued_messages:
+        config = self.config
+        if session.pending and len(session.pending) >= config.max_queued_messages > 0:
             # The queue is full: the oldest message is dropped so that the newest data wins.
-            pending.popleft()
+            session.pop()
             self.stats["dropped"] += 1
-        pending.append(outgoing)
+            self.refused("queued_messages")
+        session.push(outgoing)
+        if config.max_queued_bytes:
+            while session.pending and session.queued_bytes > config.max_queued_bytes:
+                # Over its bytes: the oldest go (the newest too when it alone is too large).
+                dropped = session.pop()
+                self.stats["dropped"] += 1
+                self.refused("queued_bytes")
+                if dropped is outgoing:
+                    return
         if connection is None and self.store is not None and session.expiry_interval:
             self.store.queued(session, outgoing)
+
+    # -- budgets ------------------------------------------------------------------------------
+
+    def refused(self, budget: str) -> None:
+        self.refusals[budget] = self.refusals.get(budget, 0) + 1
+
+    def counted_host(self, peer: str) -> str | None:
+        """The source address a connection from ``peer`` (``host:port``) counts against, or
+        None when it is not counted (no limit, or an unlimited network)."""
+        if not self.config.max_connections_per_address:
+            return None
+        host = (peer.rpartition(":")[0] or peer).strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        if any(address in network for network in self.unlimited_networks):
+            return None
+        return host
+
+    def open_from(self, host: str) -> bool:
+        """A connection from ``host`` opens; False (refused) when it has its maximum."""
+        count = self.addresses.get(host, 0)
+        if count >= self.config.max_connections_per_address:
+            self.refused("connections_per_address")
+            return False
+        self.addresses[host] = count + 1
+        return True
+
+    def closed_from(self, host: str) -> None:
+        count = self.addresses.get(host, 0) - 1
+        if count > 0:
+            self.addresses[host] = count
+        else:
+            self.addresses.pop(host, None)
+
+    def open_as(self, owner: str, replaced: int) -> bool:
+        """An identity-less owner (application key, registration) connects, ``replaced`` of
+        its connections being taken over; False (refused) when it has its maximum."""
+        limit = self.config.identity_connections
+        count = self.owner_connections.get(owner, 0)
+        if limit and count - replaced >= limit:
+            self.refused("identity_connections")
+            return False
+        self.owner_connections[owner] = count + 1
+        return True
+
+    def closed_as(self, owner: str) -> None:
+        count = self.owner_connections.get(owner, 0) - 1
+        if count > 0:
+            self.owner_connections[owner] = count
+        else:
+            self.owner_connections.pop(owner, None)
+
+    @property
+    def metered(self) -> bool:
+        """Whether publishing is metered (a publish rate or byte rate is set)."""
+        return bool(self.config.publish_rate or self.config.publish_bytes_rate)
+
+    def spend(self, owner: str, size: int, now: float) -> str | None:
+        """Take one message of ``size`` bytes from ``owner``'s publish budget; the budget it
+        is over (nothing taken), or None."""
+        config = self.config
+        rate, bytes_rate = config.publish_rate, config.publish_bytes_rate
+        burst = config.publish_burst or rate
+        bytes_burst = config.publish_bytes_burst or bytes_rate
+        budget = self.publish_budgets.get(owner)
+        if budget is None:
+            budget = self.publish_budgets[owner] = PublishBudget(burst, bytes_burst, now)
+        else:
+            elapsed = now - budget.stamp
+            if elapsed > 0:
+                budget.stamp = now
+                budget.messages = min(burst, budget.messages + elapsed * rate)
+                budget.bytes = min(bytes_burst, budget.bytes + elapsed * bytes_rate)
+        if rate and budget.messages < 1:
+            return "publish_rate"
+        if bytes_rate and budget.bytes < size:
+            return "publish_bytes"
+        budget.messages -= 1
+        budget.bytes -= size
+        return None
+
+    def _forget_full_budgets(self, now: float) -> None:
+        """Drop the buckets that have filled up again (a new one starts full anyway)."""
+        config = self.config
+        rate, bytes_rate = config.publish_rate, config.publish_bytes_rate
+        burst = config.publish_burst or rate
+        bytes_burst = config.publish_bytes_burst or bytes_rate
+        full = [
+            owner
+            for owner, budget in self.publish_budgets.items()
+            if budget.messages + (now - budget.stamp) * rate >= burst
+            and budget.bytes + (now - budget.stamp) * bytes_rate >= bytes_burst
+        ]
+        for owner in full:
+            del self.publish_budgets[owner]
+
+    def retain_refusal(self, message: Message, owner: str | None) -> str | None:
+        """The budget ``owner`` would go over by retaining ``message``, or None."""
+        limit = self.config.identity_retained_bytes
+        if owner is None or not limit or not message.payload:
+            return None
+        cost = RetainedStore.cost(message)
+        if self.retained.owner_bytes(owner, message.topic) + cost > limit:
+            return "identity_retained_bytes"
+        return None
+
+    def _may_retain(self, message: Message, owner: str | None) -> bool:
+        config = self.config
+        retained = self.retained
+        old = retained.get(message.topic)
+        if old is None and config.max_retained and len(retained) >= config.max_retained:
+            self.refused("retained_messages")
+            return False
+        if config.max_retained_bytes:
+            freed = RetainedStore.cost(old) if old is not None else 0
+            if retained.size - freed + RetainedStore.cost(message) > config.max_retained_bytes:
+                self.refused("retained_bytes")
+                return False
+        refusal = self.retain_refusal(message, owner)
+        if refusal is not None:
+            self.refused(refusal)
+            return False
+        return True
+
+    def samples(self) -> list[tuple[Any, ...]]:
+        """Budget metrics (edge.metrics): refusals per budget and what budgets count."""
+        out: list[tuple[Any, ...]] = [
+            (
+                "edge_budget_refusals_total",
+                "counter",
+                "Connections, packets, subscriptions and messages refused, dropped or ended "
+                "by a budget, and client ids refused to another identity",
+                count,
+                {"budget": budget},
+            )
+            for budget, count in self.refusals.items()
+        ]
+        out += [
+            (
+                "edge_retained_bytes",
+                "gauge",
+                "Bytes of retained messages (topics and payloads)",
+                self.retained.size,
+            ),
+            (
+                "edge_publish_budgets",
+                "gauge",
+                "Identities whose publish budget is being used",
+                len(self.publish_budgets),
+            ),
+            (
+                "edge_persistent_session_owners",
+                "gauge",
+                "Identities holding persistent sessions",
+                len(self.persistent),
+            ),
+        ]
+        return out
 
     def retained_for(self, topic_filter: str) -> list[Message]:
         now = self.clock.seconds()

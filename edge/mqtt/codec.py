@@ -84,14 +84,33 @@ class Decoder:
 
     ``version`` is the protocol level of the connection. A server-side decoder starts with
     ``None``: the first packet must then be a CONNECT, whose protocol level is adopted.
+
+    A server bounds what a client may send before it is authenticated (M1): the CONNECT may
+    not exceed ``max_connect_size`` bytes (0: ``max_packet_size``), and ``property_limits``
+    bound the property block of every packet (``decode_properties``).
     """
 
-    __slots__ = ("_buffer", "connect_level", "max_packet_size", "version")
+    __slots__ = (
+        "_buffer",
+        "connect_level",
+        "max_connect_size",
+        "max_packet_size",
+        "property_limits",
+        "version",
+    )
 
-    def __init__(self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+    def __init__(
+        self,
+        version: int | None = None,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        max_connect_size: int = 0,
+        property_limits: P.PropertyLimits = None,
+    ) -> None:
         self._buffer = bytearray()
         self.version = version
         self.max_packet_size = max_packet_size
+        self.max_connect_size = max_connect_size
+        self.property_limits = property_limits
         # The protocol level a CONNECT announced, known even when the rest of it is invalid,
         # so that a server can answer a broken 5.0 CONNECT with a 5.0 CONNACK (4.13.1).
         self.connect_level: int | None = None
@@ -107,6 +126,8 @@ class Decoder:
             end = start + length
             if end > self.max_packet_size:
                 raise PacketTooLarge(f"packet of {end} bytes exceeds {self.max_packet_size}")
+            if self.version is None and self.max_connect_size and end > self.max_connect_size:
+                raise PacketTooLarge(f"CONNECT of {end} bytes exceeds {self.max_connect_size}")
             if len(buffer) < end:
                 return
             first = buffer[0]
@@ -127,35 +148,36 @@ class Decoder:
                     self.connect_level = body[level_at]
             if flags:
                 raise MalformedPacket("reserved flags set in the fixed header")
-            connect = _decode_connect(Reader(body))
+            connect = _decode_connect(Reader(body), self.property_limits)
             self.version = MQTT_5 if connect.protocol_level == MQTT_5 else MQTT_3_1_1
             return connect
         v5 = version == MQTT_5
+        limits = self.property_limits
         if packet_type == P.PUBLISH:
-            return _decode_publish(flags, body, v5)
+            return _decode_publish(flags, body, v5, limits)
         expected_flags = 0x02 if packet_type in (P.PUBREL, P.SUBSCRIBE, P.UNSUBSCRIBE) else 0
         if flags != expected_flags:
             raise MalformedPacket("reserved flags in the fixed header have the wrong value")
         reader = Reader(body)
         packet: Packet
         if packet_type in _ACK_TYPES:
-            packet = _decode_ack(packet_type, reader, v5)
+            packet = _decode_ack(packet_type, reader, v5, limits)
         elif packet_type == P.SUBSCRIBE:
-            packet = _decode_subscribe(reader, v5)
+            packet = _decode_subscribe(reader, v5, limits)
         elif packet_type == P.SUBACK:
             packet = _decode_suback(reader, v5)
         elif packet_type == P.UNSUBSCRIBE:
-            packet = _decode_unsubscribe(reader, v5)
+            packet = _decode_unsubscribe(reader, v5, limits)
         elif packet_type == P.UNSUBACK:
             packet = _decode_unsuback(reader, v5)
         elif packet_type in (P.PINGREQ, P.PINGRESP):
             packet = PingReq() if packet_type == P.PINGREQ else PingResp()
         elif packet_type == P.DISCONNECT:
-            packet = _decode_disconnect(reader, v5)
+            packet = _decode_disconnect(reader, v5, limits)
         elif packet_type == P.AUTH and v5:
-            packet = _decode_auth(reader)
+            packet = _decode_auth(reader, limits)
         elif packet_type == P.CONNECT:
-            packet = _decode_connect(reader)
+            packet = _decode_connect(reader, limits)
         elif packet_type == P.CONNACK:
             packet = _decode_connack(reader, v5)
         else:
@@ -171,7 +193,7 @@ def check_topic_name(topic: str) -> None:
         raise ProtocolError("wildcard in a topic name", Reason.TOPIC_NAME_INVALID)
 
 
-def _decode_connect(r: Reader) -> Connect:
+def _decode_connect(r: Reader, limits: P.PropertyLimits = None) -> Connect:
     name = r.utf8()
     level = r.byte()
     known = (name == "MQTT" and level in (MQTT_3_1_1, MQTT_5)) or (
@@ -199,11 +221,11 @@ def _decode_connect(r: Reader) -> Connect:
     if has_password and not has_username and not v5:
         raise MalformedPacket("password without a user name")
     keep_alive = r.u16()
-    props = decode_properties(r, P.CONNECT) if v5 else NO_PROPERTIES
+    props = decode_properties(r, P.CONNECT, limits) if v5 else NO_PROPERTIES
     client_id = r.utf8()
     will = None
     if has_will:
-        will_props = decode_properties(r, P.WILL) if v5 else NO_PROPERTIES
+        will_props = decode_properties(r, P.WILL, limits) if v5 else NO_PROPERTIES
         will_topic = r.utf8()
         if not will_topic:
             raise ProtocolError("empty will topic", Reason.TOPIC_NAME_INVALID)
@@ -236,7 +258,7 @@ def _decode_connack(r: Reader, v5: bool) -> ConnAck:
     return ConnAck(code, bool(flags), props)
 
 
-def _decode_publish(flags: int, body: bytes, v5: bool) -> Publish:
+def _decode_publish(flags: int, body: bytes, v5: bool, limits: P.PropertyLimits = None) -> Publish:
     # The hot path: read the fields straight from the body rather than through a Reader.
     qos = (flags >> 1) & 0x03
     if qos == 3:
@@ -263,7 +285,7 @@ def _decode_publish(flags: int, body: bytes, v5: bool) -> Publish:
     props = NO_PROPERTIES
     if v5:
         reader = Reader(body, pos)
-        props = decode_properties(reader, P.PUBLISH)
+        props = decode_properties(reader, P.PUBLISH, limits)
         pos = reader.pos
     if not topic and props.topic_alias is None:
         raise ProtocolError("empty topic name without a topic alias")
@@ -277,7 +299,9 @@ def _packet_id(r: Reader) -> int:
     return packet_id
 
 
-def _decode_ack(packet_type: int, r: Reader, v5: bool) -> PubAck | PubRec | PubRel | PubComp:
+def _decode_ack(
+    packet_type: int, r: Reader, v5: bool, limits: P.PropertyLimits = None
+) -> PubAck | PubRec | PubRel | PubComp:
     cls, allowed = _ACK_TYPES[packet_type]
     packet_id = _packet_id(r)
     code = 0
@@ -287,13 +311,13 @@ def _decode_ack(packet_type: int, r: Reader, v5: bool) -> PubAck | PubRec | PubR
         if code not in allowed:
             raise MalformedPacket(f"invalid reason code 0x{code:02x}")
         if r.remaining():
-            props = decode_properties(r, packet_type)
+            props = decode_properties(r, packet_type, limits)
     return cls(packet_id, code, props)
 
 
-def _decode_subscribe(r: Reader, v5: bool) -> Subscribe:
+def _decode_subscribe(r: Reader, v5: bool, limits: P.PropertyLimits = None) -> Subscribe:
     packet_id = _packet_id(r)
-    props = decode_properties(r, P.SUBSCRIBE) if v5 else NO_PROPERTIES
+    props = decode_properties(r, P.SUBSCRIBE, limits) if v5 else NO_PROPERTIES
     subscriptions = []
     while r.remaining():
         topic_filter = r.utf8()
@@ -331,9 +355,9 @@ def _decode_suback(r: Reader, v5: bool) -> SubAck:
     return SubAck(packet_id, codes, props)
 
 
-def _decode_unsubscribe(r: Reader, v5: bool) -> Unsubscribe:
+def _decode_unsubscribe(r: Reader, v5: bool, limits: P.PropertyLimits = None) -> Unsubscribe:
     packet_id = _packet_id(r)
-    props = decode_properties(r, P.UNSUBSCRIBE) if v5 else NO_PROPERTIES
+    props = decode_properties(r, P.UNSUBSCRIBE, limits) if v5 else NO_PROPERTIES
     filters = []
     while r.remaining():
         filters.append(r.utf8())
@@ -353,23 +377,23 @@ def _decode_unsuback(r: Reader, v5: bool) -> UnsubAck:
     return UnsubAck(packet_id, codes, props)
 
 
-def _decode_disconnect(r: Reader, v5: bool) -> Disconnect:
+def _decode_disconnect(r: Reader, v5: bool, limits: P.PropertyLimits = None) -> Disconnect:
     if not v5 or not r.remaining():
         return Disconnect()
     code = r.byte()
     if code not in DISCONNECT_REASONS:
         raise MalformedPacket(f"invalid DISCONNECT reason code 0x{code:02x}")
-    props = decode_properties(r, P.DISCONNECT) if r.remaining() else NO_PROPERTIES
+    props = decode_properties(r, P.DISCONNECT, limits) if r.remaining() else NO_PROPERTIES
     return Disconnect(code, props)
 
 
-def _decode_auth(r: Reader) -> Auth:
+def _decode_auth(r: Reader, limits: P.PropertyLimits = None) -> Auth:
     if not r.remaining():
         return Auth()
     code = r.byte()
     if code not in AUTH_REASONS:
         raise MalformedPacket(f"invalid AUTH reason code 0x{code:02x}")
-    props = decode_properties(r, P.AUTH) if r.remaining() else NO_PROPERTIES
+    props = decode_properties(r, P.AUTH, limits) if r.remaining() else NO_PROPERTIES
     return Auth(code, props)
 
 

@@ -18,9 +18,16 @@ from twisted.python.failure import Failure
 
 from edge.deferreds import gather
 
-from .broker import OPEN_ACL, Acl, AuthResult, Broker, Message, Outgoing, Session
+from .broker import OPEN_ACL, Acl, AuthResult, Broker, Loaded, Message, Outgoing, Session
 from .codec import CONNACK_REASONS, Decoder, encode, encode_publish_fields
-from .errors import MqttError, ProtocolError, Reason, UnsupportedProtocolVersion
+from .errors import (
+    MqttError,
+    PacketTooLarge,
+    ProtocolError,
+    QuotaExceeded,
+    Reason,
+    UnsupportedProtocolVersion,
+)
 from .packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -61,6 +68,17 @@ REASON_TEXT: dict[int, str] = {
     Reason.NOT_AUTHORIZED: "not authorized for this topic",
     Reason.PAYLOAD_FORMAT_INVALID: "payload rejected; see datasResponse",
 }
+# Why a message or a subscription was refused by a budget, for its reason string.
+BUDGET_TEXT = {
+    "topic_levels": "topic name has more levels than the server allows",
+    "topic_length": "topic name is longer than the server allows",
+    "filter_levels": "topic filter has more levels than the server allows",
+    "filter_length": "topic filter is longer than the server allows",
+    "subscriptions": "too many subscriptions in this session",
+    "publish_rate": "publish rate budget exceeded",
+    "publish_bytes": "publish byte budget exceeded",
+    "identity_retained_bytes": "retained message budget exceeded",
+}
 AUTH_FAILURES = frozenset({Reason.BAD_USER_NAME_OR_PASSWORD, Reason.NOT_AUTHORIZED, Reason.BANNED})
 
 
@@ -92,6 +110,7 @@ class MqttConnection:
         "_out",
         "_write",
         "acl",
+        "address",
         "alias_out_max",
         "aliases_in",
         "aliases_out",
@@ -105,10 +124,12 @@ class MqttConnection:
         "last_seen",
         "max_outgoing_size",
         "opened_at",
+        "owner",
         "peer",
         "send_quota",
         "session",
         "state",
+        "strikes",
         "version",
         "will",
     )
@@ -120,7 +141,12 @@ class MqttConnection:
         self.peer = peer
         self._write = write
         self._close_transport = close
-        self.decoder = Decoder(max_packet_size=broker.config.max_packet_size)
+        config = broker.config
+        self.decoder = Decoder(
+            max_packet_size=config.max_packet_size,
+            max_connect_size=config.max_connect_size,
+            property_limits=(config.max_property_bytes, config.max_user_properties),
+        )
         self.version = MQTT_3_1_1
         self.state = AWAIT_CONNECT
         self.session: Session | None = None
@@ -129,6 +155,8 @@ class MqttConnection:
         # Set while the transport's send buffer is full (see send_message).
         self.congested = False
         self.identity: str | None = None
+        # Who the client's session and budgets belong to (AuthResult.owner), once accepted.
+        self.owner: str | None = None
         self.acl: Acl = OPEN_ACL
         self.keep_alive = 0
         self.opened_at = self.last_seen = broker.clock.seconds()
@@ -146,6 +174,16 @@ class MqttConnection:
         # QoS 1/2 PUBLISH packets received on this connection and not yet answered with a
         # PUBACK, PUBCOMP or an error PUBREC: the count MQTT 5 Receive Maximum limits (3.3.4).
         self._inbound = 0
+        # PUBLISH packets refused by the publish budget since the last one accepted.
+        self.strikes = 0
+        # The source address this connection counts against (M1), None when not counted.
+        self.address = broker.counted_host(peer)
+        if self.address is not None and not broker.open_from(self.address):
+            # Over the connections from this address: closed before reading anything.
+            self.address = None
+            self.state = CLOSED
+            close()
+            return
         broker.connections.add(self)
 
     def __repr__(self) -> str:
@@ -161,10 +199,10 @@ class MqttConnection:
         connect = self.connect
         return connect is None or connect.properties.request_problem_information != 0
 
-    def _reason_props(self, reason: int) -> Properties:
+    def _reason_props(self, reason: int, text: str | None = None) -> Properties:
         if reason < 0x80 or not self.v5 or not self._problem_info:
             return NO_PROPERTIES
-        text = REASON_TEXT.get(reason) or Reason(reason).name.lower().replace("_", " ")
+        text = text or REASON_TEXT.get(reason) or Reason(reason).name.lower().replace("_", " ")
         return Properties(reason_string=text)
 
     # -- input --------------------------------------------------------------------------------
@@ -278,6 +316,7 @@ class MqttConnection:
             self.refuse(result.reason, result.detail or "refused")
             return None
         self.identity = result.identity
+        self.owner = result.owner if result.owner is not None else result.identity
         self.acl = result.acl
         will = self.connect.will if self.connect is not None else None
         if will is None:
@@ -297,18 +336,69 @@ class MqttConnection:
 
     def _admit(self) -> Deferred[Any] | None:
         """Accept the CONNECT, after fetching a persisted session this process does not hold
-        when the client wants its session back."""
+        when the client wants its session back. A client id whose session belongs to another
+        identity is refused, here or by the store (H1)."""
         store = self.broker.store
         connect = self.connect
         assert connect is not None
+        if self._client_id_taken():
+            return None
         if store is None or connect.clean_start or self.client_id in self.broker.sessions:
+            return self._recheck()
+        return store.load(self.client_id, self.owner).addCallback(self._loaded)
+
+    def _loaded(self, found: Loaded) -> Deferred[Any] | None:
+        if self.state == CLOSED:
+            return None
+        if found is Loaded.TAKEN:
+            self._refuse_client_id()
+            return None
+        return self._recheck()
+
+    def _client_id_taken(self) -> bool:
+        """Refuse the CONNECT when this process holds the client id's session for another
+        identity; the session and its connection are left alone."""
+        session = self.broker.sessions.get(self.client_id)
+        if session is None or session.owner == self.owner:
+            return False
+        self._refuse_client_id()
+        return True
+
+    def _refuse_client_id(self) -> None:
+        self.broker.refused("client_id")
+        self.refuse(
+            Reason.CLIENT_IDENTIFIER_NOT_VALID, "client id in use by another client identity"
+        )
+
+    def _recheck(self) -> Deferred[Any] | None:
+        """A resumed session keeps only the subscriptions the client's ACL allows now."""
+        connect = self.connect
+        assert connect is not None
+        session = self.broker.sessions.get(self.client_id)
+        if connect.clean_start or session is None or not session.subscriptions:
             self._accept()
             return None
-        return store.load(self.client_id).addCallback(self._loaded)
+        filters = list(session.subscriptions)
+        answers = gather([self.acl.may_subscribe(f) for f in filters])
+        if isinstance(answers, Deferred):
+            return answers.addCallback(self._rechecked, filters)
+        self._rechecked(answers, filters)
+        return None
 
-    def _loaded(self, _: object) -> None:
-        if self.state != CLOSED:
-            self._accept()
+    def _rechecked(self, answers: list[bool | int], filters: list[str]) -> None:
+        if self.state == CLOSED:
+            return
+        session = self.broker.sessions.get(self.client_id)
+        if session is not None and session.owner == self.owner:
+            for topic_filter, allowed in zip(filters, answers):
+                if allowed is not True:
+                    self.broker.log.info(
+                        "{client} may no longer subscribe to {filter}: removed",
+                        client=self.client_id,
+                        filter=topic_filter,
+                    )
+                    self.broker.unsubscribe(session, topic_filter)
+        self._accept()
 
     def refuse(self, reason: int, detail: str) -> None:
         """Answer the CONNECT with a refusal and close."""
@@ -327,11 +417,37 @@ class MqttConnection:
         self.send(ConnAck(code, False, props))
         self.close(None, "refused")
 
+    def _session_expiry(self) -> int:
+        """The expiry interval the session gets (MQTT 5 asks; 3.1.1 clean session 0: the
+        maximum)."""
+        connect = self.connect
+        assert connect is not None
+        config = self.broker.config
+        if self.v5:
+            return min(connect.properties.session_expiry_interval or 0, config.max_session_expiry)
+        return 0 if connect.clean_start else config.max_session_expiry
+
     def _accept(self) -> None:
         assert self.connect is not None
         broker = self.broker
         connect = self.connect
         config = broker.config
+        if self._client_id_taken():
+            return
+        owner = self.owner
+        persistent = self._session_expiry() > 0
+        if owner is not None and persistent and not broker.make_room(owner, self.client_id):
+            self.refuse(Reason.QUOTA_EXCEEDED, "too many persistent sessions for this client")
+            return
+        if owner is not None and self.identity is None:
+            # Application keys and registrations: a bounded number of connections each (L8).
+            old = broker.sessions.get(self.client_id)
+            replaced = int(
+                old is not None and old.connection is not None and old.connection.owner == owner
+            )
+            if not broker.open_as(owner, replaced):
+                self.refuse(Reason.QUOTA_EXCEEDED, "too many connections for this client")
+                return
         broker.take_over(self)
         session = broker.sessions.get(self.client_id)
         if session is not None and connect.clean_start:
@@ -339,7 +455,7 @@ class MqttConnection:
             session = None
         present = session is not None
         if session is None:
-            session = broker.sessions[self.client_id] = Session(self.client_id)
+            session = broker.sessions[self.client_id] = Session(self.client_id, owner)
         elif session.will_call is not None:
             # Reconnected within the will delay: the will is not sent (3.1.3.2.2).
             if session.will_call.active():
@@ -352,9 +468,10 @@ class MqttConnection:
         store = broker.store
         props = connect.properties
         connack = Properties()
+        session.expiry_interval = self._session_expiry()
+        broker.track(session)
         if self.v5:
             requested = props.session_expiry_interval or 0
-            session.expiry_interval = min(requested, config.max_session_expiry)
             changes: dict[str, Any] = {
                 "receive_maximum": config.receive_maximum,
                 "topic_alias_maximum": config.topic_alias_maximum,
@@ -368,11 +485,9 @@ class MqttConnection:
                 self.keep_alive = config.max_keep_alive
                 changes["server_keep_alive"] = self.keep_alive
             connack = connack.with_(**changes)
-        else:
-            session.expiry_interval = 0 if connect.clean_start else config.max_session_expiry
         if store is not None:
             if connect.clean_start:
-                store.forget(self.client_id)
+                store.forget(self.client_id, owner)
             if session.expiry_interval:
                 store.online(session)
         if connect.will is not None:
@@ -421,11 +536,13 @@ class MqttConnection:
         assert self.session is not None
         topic = publish.topic
         props = publish.properties
+        broker = self.broker
+        config = broker.config
         if props.subscription_identifiers:
             raise ProtocolError("a client PUBLISH may not carry a subscription identifier")
         if self.v5 and props.topic_alias is not None:
             alias = props.topic_alias
-            if alias > self.broker.config.topic_alias_maximum:
+            if alias > config.topic_alias_maximum:
                 raise ProtocolError(
                     f"topic alias {alias} above the maximum", Reason.TOPIC_ALIAS_INVALID
                 )
@@ -436,6 +553,20 @@ class MqttConnection:
                 if known is None:
                     raise ProtocolError(f"topic alias {alias} is not defined")
                 topic = known
+        over = None
+        if self.owner is not None and broker.metered:
+            over = broker.spend(self.owner, len(topic) + len(publish.payload), self.last_seen)
+            if over is None:
+                self.strikes = 0
+            else:
+                broker.refused(over)
+                self.strikes += 1
+                if not (publish.qos and self.v5) or self.strikes > max(config.publish_burst, 1):
+                    # Only an MQTT 5 ack can say "over budget" and keep the connection; any
+                    # other sender is disconnected (an unacknowledged QoS 1/2 message comes
+                    # again after it reconnects).
+                    self.close(Reason.MESSAGE_RATE_TOO_HIGH, "budget", BUDGET_TEXT[over])
+                    return None
         if publish.qos:
             received = None
             if publish.qos == 2:
@@ -446,7 +577,7 @@ class MqttConnection:
                     # A resent QoS 2 PUBLISH: acknowledged again, not delivered again (4.3.3).
                     self.send(PubRec(publish.packet_id))  # type: ignore[arg-type]
                     return None
-            if self._inbound >= self.broker.config.receive_maximum and self.v5:
+            if self._inbound >= config.receive_maximum and self.v5:
                 raise ProtocolError("receive maximum exceeded", Reason.RECEIVE_MAXIMUM_EXCEEDED)
             self._inbound += 1
             if received is not None:
@@ -457,6 +588,15 @@ class MqttConnection:
                 raise ProtocolError("payload is not UTF-8", Reason.PAYLOAD_FORMAT_INVALID)
             self._ack(publish, Reason.PAYLOAD_FORMAT_INVALID)
             return None
+        if over is not None:
+            self._ack(publish, Reason.QUOTA_EXCEEDED, BUDGET_TEXT[over])
+            return None
+        if config.max_topic_length and len(topic) > config.max_topic_length:
+            self._refuse_publish(publish, Reason.TOPIC_NAME_INVALID, "topic_length")
+            return None
+        if config.max_topic_levels and topic.count("/") >= config.max_topic_levels:
+            self._refuse_publish(publish, Reason.TOPIC_NAME_INVALID, "topic_levels")
+            return None
         expiry = props.message_expiry_interval
         message = Message(
             topic,
@@ -464,10 +604,10 @@ class MqttConnection:
             publish.qos,
             publish.retain,
             _forwarded(props),
-            None if expiry is None else self.broker.clock.seconds() + expiry,
+            None if expiry is None else broker.clock.seconds() + expiry,
             self.client_id,
         )
-        self.broker.stats["messages_in"] += 1
+        broker.stats["messages_in"] += 1
         allowed = self.acl.may_publish(topic)
         if allowed is not True and allowed is not False:
             return allowed.addCallback(self._publish_checked, publish, message)
@@ -485,17 +625,34 @@ class MqttConnection:
             )
             self._ack(publish, Reason.NOT_AUTHORIZED if self.v5 else Reason.SUCCESS)
             return
+        if message.retain and message.payload:
+            over = self.broker.retain_refusal(message, self.owner)
+            if over is not None:
+                self._refuse_publish(publish, Reason.QUOTA_EXCEEDED, over)
+                return
         code = self.broker.hooks.message_published(self, message)
-        self.broker.publish(message)
+        self.broker.publish(message, owner=self.owner)
         self._ack(publish, code)
 
-    def _ack(self, publish: Publish, code: int | Deferred[int]) -> None:
+    def _refuse_publish(self, publish: Publish, code: int, budget: str) -> None:
+        """A message over a budget is dropped; an MQTT 5 ack says why (``code`` and a reason
+        string), a 3.1.1 ack cannot (as for a topic outside the ACL)."""
+        self.broker.refused(budget)
+        self.broker.log.info(
+            "{client} over budget ({budget}): message to {topic} dropped",
+            client=self.client_id,
+            budget=budget,
+            topic=publish.topic[:100],
+        )
+        self._ack(publish, code if self.v5 else Reason.SUCCESS, BUDGET_TEXT[budget])
+
+    def _ack(self, publish: Publish, code: int | Deferred[int], text: str | None = None) -> None:
         ready = isinstance(code, int)  # cheaper than checking for a Deferred (an ABC)
         if not publish.qos:
             if not ready:
                 code.addErrback(self._failed)  # type: ignore[union-attr]
             return
-        slot: list[Any] = [publish, None]
+        slot: list[Any] = [publish, None, text]
         if self._acks is None:
             self._acks = deque()
         self._acks.append(slot)
@@ -511,19 +668,19 @@ class MqttConnection:
         acks = self._acks
         assert acks is not None
         while acks and acks[0][1] is not None:
-            publish, reason = acks.popleft()
+            publish, reason, text = acks.popleft()
             if self.state != CONNECTED:
                 continue
             if publish.qos == 1:
                 self._inbound -= 1
-                self.send(PubAck(publish.packet_id, reason, self._reason_props(reason)))
+                self.send(PubAck(publish.packet_id, reason, self._reason_props(reason, text)))
             else:
                 if reason >= 0x80:
                     # An error PUBREC ends the exchange (4.3.3).
                     self._inbound -= 1
                     if self.session is not None and self.session.qos2_received:
                         self.session.qos2_received.discard(publish.packet_id)
-                self.send(PubRec(publish.packet_id, reason, self._reason_props(reason)))
+                self.send(PubRec(publish.packet_id, reason, self._reason_props(reason, text)))
 
     def _on_pubrel(self, packet: PubRel) -> None:
         assert self.session is not None
@@ -572,13 +729,14 @@ class MqttConnection:
         while (
             session.pending and len(session.inflight) < self.send_quota and self.state == CONNECTED
         ):
-            self.send_outgoing(session.pending.popleft(), session.allocate_packet_id())
+            self.send_outgoing(session.pop(), session.allocate_packet_id())
 
     # -- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
 
     def _on_subscribe(self, packet: Subscribe) -> Deferred[Any] | None:
         codes: list[int | None] = []
         checks: list[Any] = []
+        note = None
         for sub in packet.subscriptions:
             code: int | None = None
             try:
@@ -586,20 +744,41 @@ class MqttConnection:
             except ValueError:
                 shared = None
                 code = Reason.TOPIC_FILTER_INVALID
-            if code is None and not valid_filter(sub.topic_filter if shared is None else shared[1]):
+            plain = sub.topic_filter if shared is None else shared[1]
+            if code is None and not valid_filter(plain):
                 code = Reason.TOPIC_FILTER_INVALID
+            if code is None:
+                budget = self._filter_budget(plain)
+                if budget is not None:
+                    # Refused before the ACL sees it: a deep filter is costly to hold (H9).
+                    self.broker.refused(budget)
+                    code = Reason.TOPIC_FILTER_INVALID
+                    note = note or BUDGET_TEXT[budget]
             if shared is not None and sub.no_local and self.v5:
                 raise ProtocolError("no local on a shared subscription")
             codes.append(code)
             checks.append(False if code is not None else self.acl.may_subscribe(sub.topic_filter))
         answers = gather(checks)
         if isinstance(answers, Deferred):
-            return answers.addCallback(self._subscribe_checked, packet, codes)
-        self._subscribe_checked(answers, packet, codes)
+            return answers.addCallback(self._subscribe_checked, packet, codes, note)
+        self._subscribe_checked(answers, packet, codes, note)
+        return None
+
+    def _filter_budget(self, topic_filter: str) -> str | None:
+        """The budget a filter (without its $share prefix) is over, or None."""
+        config = self.broker.config
+        if config.max_topic_length and len(topic_filter) > config.max_topic_length:
+            return "filter_length"
+        if config.max_topic_levels and topic_filter.count("/") >= config.max_topic_levels:
+            return "filter_levels"
         return None
 
     def _subscribe_checked(
-        self, allowed: list[bool | int], packet: Subscribe, codes: list[int | None]
+        self,
+        allowed: list[bool | int],
+        packet: Subscribe,
+        codes: list[int | None],
+        note: str | None = None,
     ) -> None:
         session = self.session
         if self.state == CLOSED or session is None:
@@ -624,8 +803,10 @@ class MqttConnection:
                 continue
             if (
                 sub.topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= broker.config.max_subscriptions
+                and len(session.subscriptions) >= broker.config.max_subscriptions > 0
             ):
+                broker.refused("subscriptions")
+                note = note or BUDGET_TEXT["subscriptions"]
                 results.append(Reason.QUOTA_EXCEEDED if self.v5 else 0x80)
                 continue
             new = broker.subscribe(session, sub, identifier)
@@ -636,7 +817,10 @@ class MqttConnection:
                 retained.extend(
                     (message, sub.qos) for message in broker.retained_for(sub.topic_filter)
                 )
-        self.send(SubAck(packet.packet_id, tuple(results)))
+        props = NO_PROPERTIES
+        if note is not None and self.v5 and self._problem_info:
+            props = Properties(reason_string=note)
+        self.send(SubAck(packet.packet_id, tuple(results), props))
         sub_ids = (identifier,) if identifier is not None else ()
         for message, qos in retained:
             broker.deliver(session, message, min(qos, message.qos), True, sub_ids)
@@ -678,14 +862,21 @@ class MqttConnection:
         if self.state in (AWAIT_CONNECT, AUTHENTICATING):
             if now - self.opened_at > self.broker.config.connect_timeout:
                 self.close(None, "timeout")
-        elif (
-            self.state == CONNECTED
-            and self.keep_alive
-            and now - self.last_seen > self.keep_alive * 1.5
-        ):
-            self.close(Reason.KEEP_ALIVE_TIMEOUT, "keepalive")
+        elif self.state == CONNECTED:
+            if self.keep_alive:
+                if now - self.last_seen > self.keep_alive * 1.5:
+                    self.close(Reason.KEEP_ALIVE_TIMEOUT, "keepalive")
+            elif self.broker.config.max_idle and now - self.last_seen > self.broker.config.max_idle:
+                # A 3.1.1 client without keep-alive cannot be told one; silent this long, it
+                # goes, so that a connection never lives forever unseen (L8).
+                self.broker.refused("idle")
+                self.close(Reason.KEEP_ALIVE_TIMEOUT, "idle")
 
     def protocol_violation(self, exc: MqttError) -> None:
+        if isinstance(exc, QuotaExceeded):
+            self.broker.refused(exc.budget)
+        elif isinstance(exc, PacketTooLarge) and self.state == AWAIT_CONNECT:
+            self.broker.refused("connect_size")
         self.broker.log.info(
             "closing {client} from {peer}: {error} (reason 0x{code:02x})",
             client=self.client_id or "?",
@@ -736,10 +927,14 @@ class MqttConnection:
         broker = self.broker
         broker.connections.discard(self)
         self._backlog = None
+        if self.address is not None:
+            broker.closed_from(self.address)
         if not was_connected:
             return
         if self.identity is not None and broker.by_identity.get(self.identity) is self:
             del broker.by_identity[self.identity]
+        elif self.identity is None and self.owner is not None:
+            broker.closed_as(self.owner)
         session = self.session
         if session is not None and session.connection is self:
             session.connection = None
@@ -758,7 +953,7 @@ class MqttConnection:
                         min(delay, session.expiry_interval), broker.publish_will, session
                     )
                 else:
-                    broker.send_will(will, self.identity)
+                    broker.send_will(will, self.identity, self.owner)
             if session.expiry_interval == 0:
                 broker.discard_session(session)
             else:

@@ -97,6 +97,17 @@ class PacketTooLarge(MqttError):
     default_reason = Reason.PACKET_TOO_LARGE
 
 
+class QuotaExceeded(ProtocolError):
+    """A packet goes beyond one of the server's budgets (``budget`` names it for the
+    refusal counters), such as the size or number of its properties."""
+
+    default_reason = Reason.QUOTA_EXCEEDED
+
+    def __init__(self, message: str, budget: str) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+
 class UnsupportedProtocolVersion(ProtocolError):
     """The CONNECT names a protocol this server does not speak; ``level`` says which."""
 

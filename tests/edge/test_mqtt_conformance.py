@@ -238,11 +238,28 @@ def test_enhanced_authentication_not_supported():
 
 
 def test_keep_alive_zero_v311_never_times_out():
-    """[MQTT-3.1.2-10] Keep alive 0 switches the mechanism off (3.1.1)."""
-    broker, clock = setup()
+    """[MQTT-3.1.2-10] Keep alive 0 switches the mechanism off (3.1.1): with no idle limit
+    (EDGE_MAX_IDLE=0) the client is never closed."""
+    broker, clock = setup(BrokerConfig(max_idle=0))
     client = connected(broker, "k", MQTT_3_1_1, keep_alive=0)
     clock.advance(24 * 3600)
     assert not client.closed
+
+
+def test_keep_alive_zero_v311_idle_limit():
+    """The spec lets a server close an inactive client whatever its keep alive (3.1.2.10):
+    a 3.1.1 client without keep alive is closed after max_idle seconds of silence (L8); any
+    packet starts the count again."""
+    broker, clock = setup(BrokerConfig(max_idle=600))
+    client = connected(broker, "k", MQTT_3_1_1, keep_alive=0)
+    clock.advance(500)
+    client.send(PingReq())
+    assert client.received() == [PingResp()]
+    clock.advance(500)
+    assert not client.closed
+    clock.advance(101)
+    assert client.closed
+    assert broker.refusals["idle"] == 1
 
 
 def test_server_keep_alive_default():
@@ -479,12 +496,13 @@ def test_unsubscribe_reason_codes():
 
 
 def test_subscription_quota():
-    """More subscriptions than the session may hold are refused with 0x97 (0x80 in 3.1.1);
-    replacing an existing one is always allowed."""
+    """More subscriptions than the session may hold are refused with 0x97 (0x80 in 3.1.1)
+    and a reason string; replacing an existing one is always allowed."""
     broker, _ = setup(BrokerConfig(max_subscriptions=2))
     new = subscribed(broker, "q", Subscription("a", 0), Subscription("b", 0))
     new.send(Subscribe(2, (Subscription("c", 0), Subscription("a", 1))))
-    assert new.received() == [SubAck(2, (Reason.QUOTA_EXCEEDED, 1))]
+    why = Properties(reason_string="too many subscriptions in this session")
+    assert new.received() == [SubAck(2, (Reason.QUOTA_EXCEEDED, 1), why)]
     old = subscribed(broker, "o", Subscription("a", 0), Subscription("b", 0), version=MQTT_3_1_1)
     old.send(Subscribe(2, (Subscription("c", 0),)))
     assert old.received() == [SubAck(2, (0x80,))]
