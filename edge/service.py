@@ -60,6 +60,8 @@ class EdgeConfig:
     acl_deny: tuple[str, ...] = ()
     secret_key: str | None = None
     transports: TransportConfig = field(default_factory=TransportConfig)
+    # Limits and budgets (EDGE_MAX_*, EDGE_IDENTITY_*, EDGE_PUBLISH_*: BrokerConfig.from_env).
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     # Set by the worker launcher (edge.workers) when several processes share the ports.
     reuse_port: bool = False
 
@@ -75,6 +77,7 @@ class EdgeConfig:
             mqtt_port = int(env.get("EDGE_MQTT_PORT") or 11883)
             metrics_port = int(env.get("EDGE_METRICS_PORT") or 19100)
             transports = TransportConfig.from_env(env)
+            broker = BrokerConfig.from_env(env)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deny = tuple(f.strip() for f in (env.get("EDGE_ACL_DENY") or "").split(",") if f.strip())
@@ -89,6 +92,7 @@ class EdgeConfig:
             acl_deny=deny,
             secret_key=env.get("DJANGO_SECRET_KEY") or None,
             transports=transports,
+            broker=broker,
             reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
         )
 
@@ -118,7 +122,7 @@ class EdgeService:
             acl_deny=config.acl_deny,
             certificates=self.certificates,
         )
-        self.broker = Broker(reactor, self.hooks, broker_config)
+        self.broker = Broker(reactor, self.hooks, broker_config or config.broker)
         self.transports = Transports(reactor, self.broker, config.transports, self.certificates)
         self.hooks.broker = self.broker
         self.registry.on_change = self.hooks.registry_changed
@@ -313,6 +317,7 @@ class EdgeService:
                 int(self.redis.connected),
             ),
         ]
+        samples.extend(self.broker.samples())
         samples.extend(self.transports.samples())
         samples.extend(self.cluster.samples())
         samples.extend(self._queue_samples())
@@ -321,12 +326,19 @@ class EdgeService:
     def _queue_samples(self) -> list[tuple[Any, ...]]:
         """Messages waiting in sessions: queued (not yet sent) and in flight (sent, not yet
         acknowledged). One pass over the sessions per scrape."""
-        queued = inflight = 0
+        queued = inflight = queued_bytes = 0
         for session in self.broker.sessions.values():
             inflight += len(session.inflight)
             if session.pending:
                 queued += len(session.pending)
+                queued_bytes += session.queued_bytes
         return [
             ("edge_queued_messages", "gauge", "QoS 1/2 messages queued in sessions", queued),
+            (
+                "edge_queued_bytes",
+                "gauge",
+                "Bytes (topics and payloads) of the messages queued in sessions",
+                queued_bytes,
+            ),
             ("edge_inflight_messages", "gauge", "QoS 1/2 messages awaiting an ack", inflight),
         ]

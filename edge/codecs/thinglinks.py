@@ -486,21 +486,39 @@ def datas_response(errors: list[DataError], mid: int | None) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# The payload bytes a message-log event keeps (H9): the log is for reading what a device
+# sent, and every byte goes to Redis and the SQL message log.
+LOG_PAYLOAD_BYTES = 4096
+
+
 def log_event(
     device: str, direction: str, topic: str, payload: bytes, ok: bool, reason: str | None, ts: int
 ) -> dict[str, Any]:
+    """A ``log`` event; a payload above LOG_PAYLOAD_BYTES is cut there, the event then says
+    how large it was (``trunc``) and a text payload ends with a note saying so."""
     event: dict[str, Any] = {"t": "log", "dev": device, "dir": direction, "topic": topic}
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+    size = len(payload)
+    kept = payload[:LOG_PAYLOAD_BYTES] if size > LOG_PAYLOAD_BYTES else payload
+    text = _utf8(kept, cut=kept is not payload)
     if text is None or "\x00" in text:  # binary, or a NUL no SQL text column can hold
-        event["payload"] = base64.b64encode(payload).decode()
+        event["payload"] = base64.b64encode(kept).decode()
         event["enc"] = "b64"
     else:
-        event["payload"] = text
+        event["payload"] = text if kept is payload else f"{text} …[truncated: {size} bytes]"
+    if kept is not payload:
+        event["trunc"] = size
     event.update(ok=ok, reason=reason, ts=ts)
     return event
+
+
+def _utf8(data: bytes, cut: bool) -> str | None:
+    """``data`` as text, or None; when ``data`` was cut, a character it splits is dropped."""
+    for end in range(len(data), max(len(data) - 4, -1) if cut else len(data) - 1, -1):
+        try:
+            return data[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def register_event(
