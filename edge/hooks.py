@@ -321,7 +321,9 @@ class EdgeHooks(BrokerHooks):
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"wrong API key for {app.key_id}"
             )
         return AuthResult(
-            acl=self._acl(RulesAcl(app.acl or DEFAULT_APP_RULES)), detail=f"app {app.user}"
+            acl=self._acl(RulesAcl(app.acl or DEFAULT_APP_RULES)),
+            detail=f"app {app.user}",
+            owner=f"{APP_PREFIX}{app.key_id}",  # its sessions and budgets (H1, H9, L8)
         )
 
     def _check_registration(
@@ -359,7 +361,9 @@ class EdgeHooks(BrokerHooks):
                 Reason.NOT_AUTHORIZED, detail=f"device {device_id} is already registered"
             )
         return AuthResult(
-            acl=self._acl(RegistrationAcl(product_id, device_id)), detail="registration"
+            acl=self._acl(RegistrationAcl(product_id, device_id)),
+            detail="registration",
+            owner=f"{product_id}{REGISTER_SEPARATOR}{device_id}",  # as for an app key
         )
 
     # -- registry changes ---------------------------------------------------------------------
