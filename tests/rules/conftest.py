@@ -38,12 +38,14 @@ def outbound_to_local_services(settings):
 
 
 class Receiver:
-    """A real HTTP server on 127.0.0.1 that records what it is sent."""
+    """A real HTTP server on 127.0.0.1 (or another loopback `host`) that records what it is
+    sent and answers `status`, `headers` and the JSON `reply`."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.requests: list[dict] = []
         self.status = 200
         self.reply: dict = {}
+        self.headers: dict[str, str] = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,23 +56,26 @@ class Receiver:
                                           "headers": dict(self.headers), "body": body})
                 payload = json.dumps(receiver.reply).encode()
                 self.send_response(receiver.status)
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_PUT = do_POST
+            do_PUT = do_GET = do_POST
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
 
     def json(self, i: int = -1) -> dict:
         return json.loads(self.requests[i]["body"])

@@ -46,6 +46,9 @@ class RuleForm(forms.ModelForm):
         data = super().clean() or {}
         try:
             actions.validate_rule(data)
+            actions.check_webhook_destinations(
+                data.get("actions") or [],
+                previous=self.instance.actions if self.instance.pk else None)
         except DomainError as exc:
             raise forms.ValidationError(str(exc.detail)) from exc
         trigger = data.get("trigger")
@@ -231,6 +234,23 @@ class ChannelForm(forms.ModelForm):
                   "title_template", "body_template", "users", "roles", "departments", "emails",
                   "max_retries")
         widgets = {"config": _JSON}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # a robot URL's credential masked, the encrypted one not shown
+            self.initial["config"] = actions.shown_channel_config(self.instance)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        previous = NotificationChannel.objects.filter(pk=self.instance.pk).first() \
+            if self.instance.pk else None
+        try:
+            actions.channel_config(data.get("channel_type") or "", data.get("config"),
+                                   previous_type=previous.channel_type if previous else "",
+                                   previous=previous.config if previous else None)
+        except DomainError as exc:
+            self.add_error("config", str(exc.detail))
+        return data
 
 
 @admin.register(NotificationChannel)
