@@ -6,6 +6,7 @@ and docs/bus.md describe the formats."""
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,7 +15,7 @@ from twisted.logger import Logger
 
 from edge.codecs import thinglinks as tl
 
-from .acl import AclRule, bind, decide, ordered, parse_rules
+from .acl import bind, decide, ordered, parse_rules
 from .auth import password_matches, refusal, signed_password_lifetime, signed_timestamp
 from .bus.keys import Keys
 from .bus.redis import RedisClient
@@ -22,10 +23,10 @@ from .bus.registry import AppRecord, DeviceRecord, ProductRecord, Registry
 from .bus.uplink import Uplink
 from .crypto import constant_time_equal
 from .deferreds import gather, then
-from .mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerHooks, DenyListAcl, Message
+from .mqtt.broker import Acl, AuthResult, Broker, BrokerHooks, DenyListAcl, Message
 from .mqtt.connection import AUTH_FAILURES, MqttConnection
 from .mqtt.errors import Reason
-from .mqtt.topics import split_shared
+from .mqtt.topics import overlaps, split_shared
 from .throttle import AuthThrottle, client_address
 from .transports.tls import ClientCertificate, normalize_fingerprints
 
@@ -46,8 +47,33 @@ TOO_MANY_FAILURES = "too many failed attempts; try later"
 # The username prefix of application clients, and the separator of dynamic registration.
 APP_PREFIX = "app:"
 REGISTER_SEPARATOR = "&"
-# What an application client may do when webapp published no rules for its key.
+# What an application client whose user sees every device may do when webapp published no
+# rules for its key. A client whose user is scoped subscribes to its devices' topics only.
 DEFAULT_APP_RULES = parse_rules(b'[{"action":"sub","topic":"#","decision":"allow"}]')
+# Every device's topics: ACL rules never open them (a device reaches its own namespace, a
+# gateway its sub-devices', an application client the devices of its data scope).
+DEVICE_NAMESPACES = tl.TOPIC_PREFIX + "#"
+
+
+def _outside_devices(topic: str) -> bool:
+    """Whether no device's ``/v1/devices/{id}/…`` topic matches ``topic`` (name or filter)."""
+    return not overlaps(topic, DEVICE_NAMESPACES)
+
+
+class AnonymousAcl(Acl):
+    """EDGE_ALLOW_ANONYMOUS (development): anything, except publishing on devices' topics,
+    which would be taken as their data or reach them as commands."""
+
+    __slots__ = ()
+
+    def may_publish(self, topic: str) -> bool:
+        return _outside_devices(topic)
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        return True
+
+
+ANONYMOUS_ACL = AnonymousAcl()
 
 
 class DeviceAcl(Acl):
@@ -81,7 +107,12 @@ class DeviceAcl(Acl):
         own: Any = self._namespace_allowed(topic)
         if own is True or not self.rules:
             return own  # type: ignore[no-any-return]
-        return then(own, lambda ok: bool(ok) or decide(self.rules, action, topic))
+        return then(own, lambda ok: bool(ok) or self._by_rules(action, topic))
+
+    def _by_rules(self, action: str, topic: str) -> bool:
+        # Rules never open other devices' topics, whatever webapp published (a rule saved
+        # before webapp checked this, or written to Redis by hand).
+        return _outside_devices(topic) and decide(self.rules, action, topic)
 
     def may_publish(self, topic: str) -> bool | Deferred[bool]:
         return self._allowed("pub", topic)
@@ -94,32 +125,67 @@ class DeviceAcl(Acl):
         return self._allowed("sub", topic_filter if shared is None else shared[1])
 
 
-class RulesAcl(Acl):
-    """An application client: only its rules decide."""
+class AppAcl(Acl):
+    """An application client (an API key): the data scope of the key's user decides which
+    devices' topics it reaches, its rules (docs/bus.md) what it may do there and elsewhere.
 
-    __slots__ = ("rules",)
+    A user who sees every device keeps the broker-wide default (subscribe to anything). A
+    scoped user's client names one device per filter (``/v1/devices/{id}/…``, no wildcard
+    at the device level) and may subscribe to the topics of the devices of its scope only;
+    ``devices`` remembers which ones it was allowed, so that a device leaving the scope can
+    end the connection."""
 
-    def __init__(self, rules: tuple[AclRule, ...]) -> None:
-        self.rules = rules
+    __slots__ = ("app", "devices", "registry", "rules")
 
-    def may_publish(self, topic: str) -> bool:
-        return decide(self.rules, "pub", topic)
+    def __init__(self, app: AppRecord, registry: Registry) -> None:
+        self.app = app
+        self.registry = registry
+        self.rules = app.acl or (DEFAULT_APP_RULES if app.everything else ())
+        self.devices: set[str] = set()
 
-    def may_subscribe(self, topic_filter: str) -> bool:
-        return decide(self.rules, "sub", topic_filter)
+    def _allowed(self, action: str, topic: str) -> bool | Deferred[bool]:
+        if self.app.everything:
+            return decide(self.rules, action, topic)
+        split = tl.split_topic(topic)
+        if split is None or "+" in split[0] or "#" in split[0]:
+            return _outside_devices(topic) and decide(self.rules, action, topic)
+        device = split[0]
+
+        def in_scope(record: DeviceRecord | None) -> bool:
+            if record is None or not self.app.reaches(record):
+                return False
+            allowed = decide(self.rules, action, topic) if self.rules else action == "sub"
+            if allowed:
+                self.devices.add(device)
+            return allowed
+
+        return then(self.registry.device(device), in_scope)
+
+    def may_publish(self, topic: str) -> bool | Deferred[bool]:
+        return self._allowed("pub", topic)
+
+    def may_subscribe(self, topic_filter: str) -> bool | Deferred[bool]:
+        try:
+            shared = split_shared(topic_filter)
+        except ValueError:
+            return False
+        return self._allowed("sub", topic_filter if shared is None else shared[1])
 
 
 class RegistrationAcl(Acl):
     """A device registering itself (``{product}&{device}``): it may only send its request
-    and hear the answer."""
+    and hear the answer. The answer is sent to this connection alone (never published):
+    ``token`` names the connection in the ``register`` event, and webapp's answer carries
+    it back."""
 
-    __slots__ = ("answer", "device", "product", "request")
+    __slots__ = ("answer", "device", "product", "request", "token")
 
     def __init__(self, product: str, device: str) -> None:
         self.product = product
         self.device = device
         self.request = tl.response_topic(device, tl.REGISTER)
         self.answer = tl.response_topic(device, tl.REGISTER_RESPONSE)
+        self.token = secrets.token_hex(8)
 
     def may_publish(self, topic: str) -> bool:
         return topic == self.request
@@ -128,11 +194,18 @@ class RegistrationAcl(Acl):
         return topic_filter == self.answer
 
 
+def _inner(acl: Acl) -> Acl:
+    return acl.inner if isinstance(acl, DenyListAcl) else acl
+
+
 def registration_of(connection: MqttConnection) -> RegistrationAcl | None:
-    acl = connection.acl
-    if isinstance(acl, DenyListAcl):
-        acl = acl.inner
+    acl = _inner(connection.acl)
     return acl if isinstance(acl, RegistrationAcl) else None
+
+
+def app_of(connection: MqttConnection) -> AppAcl | None:
+    acl = _inner(connection.acl)
+    return acl if isinstance(acl, AppAcl) else None
 
 
 def now_ms(clock: Any) -> int:
@@ -165,6 +238,10 @@ class EdgeHooks(BrokerHooks):
         self.throttle = throttle or AuthThrottle(clock, redis, keys)
         self.certificates = certificates
         self.broker: Broker | None = None
+        # The registration connection of each identifier (one: a newer one takes over).
+        self.registrations: dict[str, MqttConnection] = {}
+        # Connected application clients → the call that ends them when their key expires.
+        self.apps: dict[MqttConnection, Any] = {}
 
     def _acl(self, acl: Acl) -> Acl:
         return DenyListAcl(acl, self.acl_deny) if self.acl_deny else acl
@@ -246,7 +323,7 @@ class EdgeHooks(BrokerHooks):
     ) -> AuthResult | Deferred[AuthResult]:
         if not username:
             if self.allow_anonymous:
-                return AuthResult(acl=self._acl(OPEN_ACL), detail="anonymous")
+                return AuthResult(acl=self._acl(ANONYMOUS_ACL), detail="anonymous")
             return AuthResult(
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail="no user name (device identifier)"
             )
@@ -283,7 +360,7 @@ class EdgeHooks(BrokerHooks):
     ) -> AuthResult:
         if record is None:
             if self.allow_anonymous:
-                return AuthResult(acl=self._acl(OPEN_ACL), detail="anonymous")
+                return AuthResult(acl=self._acl(ANONYMOUS_ACL), detail="anonymous")
             return AuthResult(Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"unknown device {username}")
         refused = refusal(record, product)
         if refused is not None:
@@ -321,7 +398,7 @@ class EdgeHooks(BrokerHooks):
                 Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"wrong API key for {app.key_id}"
             )
         return AuthResult(
-            acl=self._acl(RulesAcl(app.acl or DEFAULT_APP_RULES)),
+            acl=self._acl(AppAcl(app, self.registry)),
             detail=f"app {app.user}",
             owner=f"{APP_PREFIX}{app.key_id}",  # its sessions and budgets (H1, H9, L8)
         )
@@ -369,9 +446,10 @@ class EdgeHooks(BrokerHooks):
     # -- registry changes ---------------------------------------------------------------------
 
     def registry_changed(self, kind: str, identifier: str) -> None:
-        """A device or product changed in webapp: connected devices it concerns get their new
-        ACL, and a device that was locked or deleted, or whose product was disabled, is
-        disconnected (0x98)."""
+        """A device, product or API key changed in webapp: connected devices it concerns get
+        their new ACL; a device that was locked or deleted, whose product was disabled or
+        whose credentials changed, is disconnected (0x98); so is an application client whose
+        key was revoked or changed, or that follows a device which left its user's scope."""
         broker = self.broker
         if broker is None:
             return
@@ -379,13 +457,59 @@ class EdgeHooks(BrokerHooks):
             connection = broker.by_identity.get(identifier)
             if connection is not None:
                 self._refresh(connection)
+            for app_connection in list(self.apps):
+                app = app_of(app_connection)
+                if app is not None and identifier in app.devices:
+                    self._recheck_app_device(app_connection, app, identifier)
         elif kind == "prod":
             for connection in list(broker.by_identity.values()):
-                acl = connection.acl
-                if isinstance(acl, DenyListAcl):
-                    acl = acl.inner
+                acl = _inner(connection.acl)
                 if isinstance(acl, DeviceAcl) and acl.device.product == identifier:
                     self._refresh(connection)
+        elif kind == "app":
+            for app_connection in list(self.apps):
+                app = app_of(app_connection)
+                if app is not None and app.app.key_id == identifier:
+                    self._recheck_app(app_connection, app)
+
+    def _end_app(self, connection: MqttConnection, text: str) -> None:
+        log.info(
+            "application client {client} disconnected: {text}",
+            client=connection.client_id,
+            text=text,
+        )
+        connection.close(Reason.ADMINISTRATIVE_ACTION, "revoked", text)
+        if self.broker is not None:
+            self.broker.flush()
+
+    def _recheck_app(self, connection: MqttConnection, acl: AppAcl) -> None:
+        """The key was republished or deleted: its client goes unless nothing changed."""
+        key_id = acl.app.key_id
+
+        def settle(record: AppRecord | None) -> None:
+            if record is None:
+                self._end_app(connection, f"API key {key_id} was revoked")
+            elif record != acl.app:
+                self._end_app(connection, f"API key {key_id} changed")
+
+        d = then(self.registry.app(key_id), settle)
+        if isinstance(d, Deferred):
+            d.addErrback(lambda f: log.warn("registry refresh failed: {e}", e=f.getErrorMessage()))
+
+    def _recheck_app_device(self, connection: MqttConnection, acl: AppAcl, device: str) -> None:
+        def settle(record: DeviceRecord | None) -> None:
+            if record is None or not acl.app.reaches(record):
+                self._end_app(connection, f"device {device} left the scope of {acl.app.user}")
+
+        d = then(self.registry.device(device), settle)
+        if isinstance(d, Deferred):
+            d.addErrback(lambda f: log.warn("registry refresh failed: {e}", e=f.getErrorMessage()))
+
+    def _app_expired(self, connection: MqttConnection) -> None:
+        self.apps.pop(connection, None)
+        acl = app_of(connection)
+        if acl is not None:
+            self._end_app(connection, f"API key {acl.app.key_id} expired")
 
     def _refresh(self, connection: MqttConnection) -> None:
         identity = connection.identity
@@ -401,6 +525,8 @@ class EdgeHooks(BrokerHooks):
             refused = refusal(record, product)
             if refused is not None:
                 kick(refused[1], refused[2])
+            elif not self._credentials_hold(connection, record):
+                kick("credentials_changed", f"the credentials of device {identity} changed")
             else:
                 self._set_acl(connection, record, product)
 
@@ -415,6 +541,23 @@ class EdgeHooks(BrokerHooks):
         if isinstance(d, Deferred):
             d.addErrback(lambda f: log.warn("registry refresh failed: {e}", e=f.getErrorMessage()))
 
+    def _credentials_hold(self, connection: MqttConnection, record: DeviceRecord) -> bool:
+        """Whether what admitted the connection still admits it: a rotated secret ends the
+        connections made with the old one; a changed certificate fingerprint those whose
+        certificate no longer matches. (The connection's own record is the one it was
+        admitted with, or a later one that passed this check.)"""
+        acl = _inner(connection.acl)
+        if not isinstance(acl, DeviceAcl):
+            return True
+        before = acl.device
+        if before.secret != record.secret:
+            return False
+        if before.cert_fp != record.cert_fp and self.certificates is not None:
+            certificate = self.certificates(connection)
+            if certificate is not None and not _certificate_matches(record, certificate):
+                return False
+        return True
+
     def _set_acl(
         self, connection: MqttConnection, record: DeviceRecord, product: ProductRecord | None
     ) -> None:
@@ -426,6 +569,7 @@ class EdgeHooks(BrokerHooks):
     def client_connected(self, connection: MqttConnection) -> None:
         device = connection.identity
         if device is None:
+            self._identityless_connected(connection)
             return
         self.uplink.emit(
             tl.status_event(device, True, now_ms(self.clock), self.node, connection.peer, None)
@@ -435,6 +579,7 @@ class EdgeHooks(BrokerHooks):
     def client_disconnected(self, connection: MqttConnection, reason: str) -> None:
         device = connection.identity
         if device is None:
+            self._identityless_disconnected(connection)
             return
         self.uplink.emit(
             tl.status_event(device, False, now_ms(self.clock), self.node, connection.peer, reason)
@@ -445,6 +590,36 @@ class EdgeHooks(BrokerHooks):
         self.redis.execute(
             "EVAL", DELETE_ROUTE_IF_OURS, 1, self.keys.route, device, self.node
         ).addErrback(self._redis_error)
+
+    def _identityless_connected(self, connection: MqttConnection) -> None:
+        """A registration takes over an older one of the same identifier; an application
+        client is followed until its key expires."""
+        registration = registration_of(connection)
+        if registration is not None:
+            older = self.registrations.get(registration.device)
+            self.registrations[registration.device] = connection
+            if older is not None and older is not connection:
+                older.close(Reason.SESSION_TAKEN_OVER, "takeover")
+            return
+        app = app_of(connection)
+        if app is None:
+            return
+        expires_ms = app.app.expires_ms
+        call = None
+        if expires_ms is not None:
+            delay = max(expires_ms - now_ms(self.clock), 0) / 1000
+            call = self.clock.callLater(delay, self._app_expired, connection)
+        self.apps[connection] = call
+
+    def _identityless_disconnected(self, connection: MqttConnection) -> None:
+        registration = registration_of(connection)
+        if registration is not None:
+            if self.registrations.get(registration.device) is connection:
+                del self.registrations[registration.device]
+            return
+        call = self.apps.pop(connection, None)
+        if call is not None and call.active():
+            call.cancel()
 
     def _redis_error(self, failure: Any) -> None:
         log.warn("Redis route update failed: {error}", error=failure.getErrorMessage())
@@ -564,8 +739,7 @@ class EdgeHooks(BrokerHooks):
                 reason = "the body must be a JSON object"
         if reason is not None:
             answer = tl.register_response(registration.device, 1, reason, None, mid)
-            if self.broker is not None:
-                self.broker.publish(Message(registration.answer, answer))
+            self._answer_registration(connection, Message(registration.answer, answer))
             return Reason.PAYLOAD_FORMAT_INVALID
         event = tl.register_event(
             registration.device,
@@ -575,6 +749,7 @@ class EdgeHooks(BrokerHooks):
             ts,
             self.node,
             connection.peer,
+            registration.token,
         )
         log.info(
             "{device} asks to be registered in product {product}",
@@ -585,6 +760,20 @@ class EdgeHooks(BrokerHooks):
             self.uplink.emit(event)
             return Reason.SUCCESS
         return self.uplink.emit_confirmed([event]).addCallback(lambda _: Reason.SUCCESS)
+
+    def _answer_registration(self, connection: MqttConnection, message: Message) -> bool:
+        """Give a registration answer to the registering connection alone (when it
+        subscribed to it), never through the broker's routing: nobody else hears a secret."""
+        registration = registration_of(connection)
+        session = connection.session
+        if self.broker is None or registration is None or session is None:
+            return False
+        entry = session.subscriptions.get(registration.answer)
+        if entry is None or session.connection is not connection:
+            return False
+        ids = (entry.identifier,) if entry.identifier is not None else ()
+        self.broker.deliver(session, message, min(entry.options.qos, message.qos), False, ids)
+        return True
 
     # -- downlink -----------------------------------------------------------------------------
 
@@ -605,10 +794,29 @@ class EdgeHooks(BrokerHooks):
                 tl.log_event(device, "down", topic, payload, False, "invalid topic", ts)
             )
             return
-        reached = self.broker.publish(Message(topic, payload, qos))
-        reason = None if reached else "no subscriber"
+        if split is not None and split[1] == tl.REGISTER_RESPONSE:
+            reached, reason = self._registration_downlink(
+                split[0], fields, Message(topic, payload, qos)
+            )
+        else:
+            reached = self.broker.publish(Message(topic, payload, qos)) > 0
+            reason = None if reached else "no subscriber"
         logged = tl.redacted(topic, payload)
         self.uplink.emit(tl.log_event(device, "down", topic, logged, bool(reached), reason, ts))
+
+    def _registration_downlink(
+        self, device: str, fields: dict[bytes, bytes], message: Message
+    ) -> tuple[bool, str | None]:
+        """A registration answer goes to the connection that asked (``conn``: its token),
+        if it is still here; otherwise to nobody."""
+        connection = self.registrations.get(device)
+        registration = registration_of(connection) if connection is not None else None
+        token = fields.get(b"conn", b"").decode("ascii", "replace")
+        if connection is None or registration is None or registration.token != token:
+            return False, "the registering connection is gone"
+        if not self._answer_registration(connection, message):
+            return False, "no subscriber"
+        return True, None
 
 
 def _certificate_matches(record: DeviceRecord, certificate: ClientCertificate) -> bool:

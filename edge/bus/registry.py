@@ -4,6 +4,7 @@ Redis, cached in memory and dropped when ``tl:registry`` announces a change (doc
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -37,6 +38,10 @@ class DeviceRecord:
     encrypt_key: str | None = None
     encrypt_vector: str | None = None
     acl: tuple[AclRule, ...] = ()
+    # Who owns the device, for the data scope of application clients: the id of its
+    # department and of the user who created it ("" when none).
+    department: str = ""
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +61,26 @@ class ProductRecord:
 
 @dataclass(frozen=True, slots=True)
 class AppRecord:
-    """An application client (``app:{key id}`` on CONNECT): a platform API key."""
+    """An application client (``app:{key id}`` on CONNECT): a platform API key, with the
+    data scope of its user: every device (``everything``), or the devices of
+    ``departments`` and those the user created (``owner``, a user id)."""
 
     key_id: str
     key_hash: str  # SHA-256 hex of the full API key
     user: str
     expires_ms: int | None
     acl: tuple[AclRule, ...] = ()
+    everything: bool = False
+    departments: frozenset[str] = frozenset()
+    owner: str = ""
+
+    def reaches(self, device: DeviceRecord) -> bool:
+        """Whether the key's user may see ``device`` (its data scope)."""
+        if self.everything:
+            return True
+        if device.department and device.department in self.departments:
+            return True
+        return bool(self.owner) and device.owner == self.owner
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str:
@@ -110,6 +128,8 @@ def parse_device(
         encrypt_key=_decrypted(fields, "encrypt_key", what, secret_key),
         encrypt_vector=_decrypted(fields, "encrypt_vector", what, secret_key),
         acl=parse_rules(fields.get(b"acl")),
+        department=_text(fields, "department"),
+        owner=_text(fields, "owner"),
     )
 
 
@@ -121,12 +141,18 @@ def parse_app(key_id: str, reply: list[bytes]) -> AppRecord | None:
     if len(key_hash) != 64:
         return None
     expires = _text(fields, "expires")
+    # No scope published (an older webapp): no device at all rather than every device.
+    scope = _text(fields, "scope")
+    departments = _text(fields, "departments")
     return AppRecord(
         key_id,
         key_hash,
         _text(fields, "user"),
         int(expires) if expires.isdigit() else None,
         parse_rules(fields.get(b"acl")),
+        everything=scope == "all",
+        departments=frozenset(d for d in departments.split(",") if d),
+        owner=_text(fields, "owner"),
     )
 
 
@@ -160,20 +186,56 @@ def parse_product(
 
 class AsyncCache(Generic[T]):
     """Values loaded on first use; concurrent lookups share one load; ``drop`` wins over a load
-    that is still running (its result is returned but not kept)."""
+    that is still running (its result is returned but not kept).
 
-    def __init__(self, load: Callable[[str], Deferred[T]], max_entries: int = 200_000) -> None:
+    Bounded without ever forgetting everything at once: values live in two generations of at
+    most ``max_entries // 2`` each. A full young generation becomes the old one and the old
+    one is forgotten; a value used while old moves back to the young one. What leaves is thus
+    what was not used for a whole generation (a cheap LRU: a hit costs one dict lookup).
+    A ``None`` value (nothing in Redis) is kept apart, at most ``max_missing`` of them, each
+    for ``missing_ttl`` seconds only: lookups of names that do not exist (a client trying
+    random device topics) neither push real entries out nor pin a miss for long.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str], Deferred[T]],
+        max_entries: int = 200_000,
+        *,
+        max_missing: int = 10_000,
+        missing_ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._load = load
         self.max_entries = max_entries
-        self.values: dict[str, T] = {}
+        self.max_missing = max_missing
+        self.missing_ttl = missing_ttl
+        self._now = clock
+        self.values: dict[str, T] = {}  # the young generation
+        self._old: dict[str, T] = {}
+        # Names found missing → when that answer expires (insertion order: oldest first).
+        self.missing: dict[str, float] = {}
         self._loading: dict[str, list[Deferred[T]]] = {}
         self._stale: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.values) + len(self._old)
 
     def get(self, key: str) -> T | Deferred[T]:
         try:
             return self.values[key]
         except KeyError:
             pass
+        old = self._old
+        if key in old:
+            value = old.pop(key)
+            self._keep(key, value)
+            return value
+        missing = self.missing
+        if key in missing:
+            if missing[key] > self._now():
+                return None  # type: ignore[return-value]
+            del missing[key]
         d: Deferred[T] = Deferred()
         waiting = self._loading.get(key)
         if waiting is not None:
@@ -185,14 +247,23 @@ class AsyncCache(Generic[T]):
         )
         return d
 
+    def _keep(self, key: str, value: T) -> None:
+        if len(self.values) >= max(self.max_entries // 2, 1):
+            self._old = self.values
+            self.values = {}
+        self.values[key] = value
+
     def _loaded(self, value: T, key: str) -> None:
         waiting = self._loading.pop(key, [])
         if key in self._stale:
             self._stale.discard(key)
+        elif value is None:
+            missing = self.missing
+            if len(missing) >= self.max_missing:
+                del missing[next(iter(missing))]
+            missing[key] = self._now() + self.missing_ttl
         else:
-            if len(self.values) >= self.max_entries:
-                self.values.clear()
-            self.values[key] = value
+            self._keep(key, value)
         for d in waiting:
             d.callback(value)
 
@@ -204,11 +275,15 @@ class AsyncCache(Generic[T]):
 
     def drop(self, key: str) -> None:
         self.values.pop(key, None)
+        self._old.pop(key, None)
+        self.missing.pop(key, None)
         if key in self._loading:
             self._stale.add(key)
 
     def clear(self) -> None:
         self.values.clear()
+        self._old.clear()
+        self.missing.clear()
         self._stale.update(self._loading)
 
 

@@ -529,9 +529,12 @@ def register_event(
     ts: int,
     node: str,
     addr: str,
+    conn: str = "",
 ) -> dict[str, Any]:
     """A device asks to be created (dynamic registration): webapp answers on
-    ``/v1/devices/{device}/registerResponse`` through ``tl:down:{node}``."""
+    ``/v1/devices/{device}/registerResponse`` through ``tl:down:{node}``, with ``conn`` (the
+    registering connection's token) in the downlink entry: the edge gives the answer to that
+    connection only."""
     return {
         "t": "register",
         "dev": device,
@@ -541,6 +544,7 @@ def register_event(
         "ts": ts,
         "node": node,
         "addr": addr,
+        "conn": conn,
     }
 
 

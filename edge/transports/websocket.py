@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from edge.mqtt.broker import Broker
-from edge.mqtt.connection import MqttConnection
+from edge.mqtt.connection import CONNECTED, MqttConnection
 from edge.mqtt.protocol import CongestionProducer, describe_peer
 
 from . import rfc6455 as ws
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = Logger(namespace="edge.websocket")
 
 HANDSHAKE, OPEN, CLOSING = range(3)
+# The largest frame payload accepted before the client is connected (authenticated): enough
+# for any sensible CONNECT, which may also span frames; then the broker's packet size.
+PRE_CONNECT_MAX_FRAME = 64 * 1024
+FRAME_OVERHEAD = 16
 
 
 class WebSocketMqttProtocol(CongestionProducer, Protocol):
@@ -79,7 +83,8 @@ class WebSocketMqttProtocol(CongestionProducer, Protocol):
         self.buffer = b""
         self.transport.write(handshake.response)
         self.state = OPEN
-        self.decoder = ws.FrameDecoder(self.factory.broker.config.max_packet_size + 16)
+        limit = min(self.factory.broker.config.max_packet_size, PRE_CONNECT_MAX_FRAME)
+        self.decoder = ws.FrameDecoder(limit + FRAME_OVERHEAD)
         self.connection = MqttConnection(self.factory.broker, self._peer(), self._send, self._close)
         if self.factory.certificates is not None:  # over TLS: the client's certificate
             self.factory.certificates.attach(self.connection, self.transport)
@@ -92,9 +97,12 @@ class WebSocketMqttProtocol(CongestionProducer, Protocol):
         return describe_peer(self.transport.getPeer())
 
     def _frames(self, data: bytes) -> None:
-        assert self.decoder is not None and self.connection is not None
+        decoder = self.decoder
+        assert decoder is not None and self.connection is not None
+        if self.connection.state == CONNECTED:
+            decoder.max_frame = self.factory.broker.config.max_packet_size + FRAME_OVERHEAD
         try:
-            events = self.decoder.feed(data)
+            events = decoder.feed(data)
         except ws.FrameError as exc:
             log.info(
                 "WebSocket framing error from {peer}: {error}", peer=self._peer(), error=str(exc)

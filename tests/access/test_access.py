@@ -116,7 +116,7 @@ def test_registration_event_creates_and_answers(api, thermo, redis_client, redis
     from webapp.devices.models import Device
 
     event = {"t": "register", "dev": "r-1", "prod": "thermo", "body": {"name": "Kitchen"},
-             "mid": 9, "ts": 1700000000000, "node": "n1", "addr": "10.0.0.1:5"}
+             "mid": 9, "ts": 1700000000000, "node": "n1", "addr": "10.0.0.1:5", "conn": "c1"}
     register_device(event)
     assert _down(redis_client, redis_prefix)[0][1]["statusCode"] == 1  # registration off
     with django_capture_on_commit_callbacks(execute=True):

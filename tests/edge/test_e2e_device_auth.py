@@ -83,7 +83,15 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
     put(r, prefix, "dev", "gw", **device_fields("sg", node_type="gateway"))
     put(r, prefix, "dev", "sub", **device_fields("ss", node_type="sub", gateway="gw"))
     put(r, prefix, "dev", "pending", **device_fields("sp", status="unactivated"))
-    put(r, prefix, "app", "k1", key_hash=hashlib.sha256(API_KEY.encode()).hexdigest(), user="ops")
+    put(
+        r,
+        prefix,
+        "app",
+        "k1",
+        key_hash=hashlib.sha256(API_KEY.encode()).hexdigest(),
+        user="ops",
+        scope="all",
+    )
     put(r, prefix, "app", "old", key_hash=hashlib.sha256(b"old").hexdigest(), expires="1")
     put(
         r,
@@ -133,7 +141,12 @@ def test_dynamic_registration(edge: Edge, clients: list[Client]):
     answer = tl.register_response("new-1", 0, "successful", "fresh-secret", event["mid"])
     edge.redis.xadd(
         edge.key(f"down:{edge.node}"),
-        {"topic": "/v1/devices/new-1/registerResponse", "payload": answer, "dev": "new-1"},
+        {
+            "topic": "/v1/devices/new-1/registerResponse",
+            "payload": answer,
+            "dev": "new-1",
+            "conn": event["conn"],
+        },
     )
     reply = json.loads(newcomer.next_message().payload)
     assert reply["data"] == {"deviceIdentification": "new-1", "secret": "fresh-secret"}
@@ -168,8 +181,8 @@ def test_registration_refusals(edge: Edge, clients: list[Client]):
 
 
 def test_application_clients(edge: Edge, clients: list[Client]):
-    """app:{key id} with the API key subscribes to every device's topics; publishing needs a
-    rule; a wrong or expired key is refused."""
+    """app:{key id} with the API key of a user who sees every device subscribes to every
+    device's topics; publishing needs a rule; a wrong or expired key is refused."""
     app, acks = client(edge, clients, "app-1")
     assert app.connect("app:k1", API_KEY) == 0
     assert app.subscribe("/v1/devices/+/datas") == [1]

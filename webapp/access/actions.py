@@ -7,15 +7,18 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from edge.codecs import thinglinks as tl
 from edge.crypto import encrypt_secret, generate_secret
 from webapp.access import registry
-from webapp.access.models import AclRule, DeviceKeys, ProductRegistration
+from webapp.access.models import AclRule, DeviceKeys, ProductRegistration, SelfRegistration
 from webapp.core.errors import DomainError
 from webapp.core.redis import get_redis, keys
 from webapp.core.types import Actor
@@ -114,10 +117,12 @@ def disable_registration(*, acting_user: Actor, registration: ProductRegistratio
 
 
 def _answer(node: str, device: str, status: int, description: str, secret: str | None,
-            mid: int | None) -> None:
+            mid: int | None, conn: str) -> None:
+    """The answer goes to the registering connection alone (``conn``), never to the
+    device's topic at large: the edge sends it to that connection only."""
     payload = tl.register_response(device, status, description, secret, mid)
     downlink.publish(node, downlink.topic(device, tl.REGISTER_RESPONSE), payload,
-                     device=device)
+                     device=device, conn=conn)
 
 
 @transaction.atomic
@@ -141,23 +146,31 @@ def _register(product_id: str, identifier: str, body: dict[str, Any]) -> tuple[i
                 department=product.department)
         except DomainError as exc:
             return 1, str(exc.detail), None
+        SelfRegistration.objects.create(device=device, registered=timezone.now())
         return 0, "successful", plain
-    if device.product_id != product.pk or device.status != DeviceStatus.UNACTIVATED:
+    # Registered by itself a moment ago but never connected: its answer may have been lost.
+    # A device provisioned by an administrator, or registered long ago, keeps its secret.
+    window = timedelta(seconds=settings.REGISTRATION_RETRY_WINDOW)
+    if (device.product_id != product.pk or device.status != DeviceStatus.UNACTIVATED
+            or not SelfRegistration.objects.filter(
+                device=device, registered__gte=timezone.now() - window).exists()):
         return 1, _("device {device} is already registered").format(device=identifier), None
-    # Registered before but never connected: its answer may have been lost.
     return 0, "successful", device_actions.rotate_secret(acting_user=None, device=device)
 
 
 def register_device(event: dict[str, Any]) -> None:
     """Answer one `register` event (docs/bus.md): create the device, or give a device that
-    registered but never connected a new secret, and send the result to the node holding
-    the registering connection. Idempotent: an event answered once is not answered again."""
+    registered itself within `REGISTRATION_RETRY_WINDOW` but never connected a new secret,
+    and send the result to the registering connection (`conn`) on the node holding it.
+    Idempotent: an event answered once is not answered again."""
     identifier = event.get("dev")
     product_id = event.get("prod")
     node = event.get("node")
     ts = event.get("ts")
+    conn = event.get("conn")
     if not (isinstance(identifier, str) and isinstance(product_id, str) and isinstance(node, str)
-            and isinstance(ts, int) and tl.valid_identifier(identifier)):
+            and isinstance(ts, int) and isinstance(conn, str) and conn
+            and tl.valid_identifier(identifier)):
         log.warning("ignoring a malformed register event: %r", event)
         return
     marker = keys().registration_done(identifier, ts)
@@ -168,7 +181,7 @@ def register_device(event: dict[str, Any]) -> None:
     body: dict[str, Any] = raw_body if isinstance(raw_body, dict) else {}
     mid = event.get("mid") if isinstance(event.get("mid"), int) else None
     status, description, secret = _register(product_id, identifier, body)
-    _answer(node, identifier, status, description, secret, mid)
+    _answer(node, identifier, status, description, secret, mid, conn)
     r.set(marker, "1", ex=REGISTRATION_MEMORY)
     log.info("registration of %s in %s: %s", identifier, product_id, description)
 

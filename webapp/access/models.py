@@ -8,17 +8,30 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from edge.mqtt.topics import valid_filter
+from edge.codecs.thinglinks import TOPIC_PREFIX
+from edge.mqtt.topics import overlaps, valid_filter
 from webapp.access.choices import AclAction, AclDecision
 from webapp.devices.models import Device
 from webapp.products.models import Product
 
+# A device's own topics, in a rule's terms (redundant in a rule, but harmless).
+OWN_NAMESPACE = TOPIC_PREFIX + "${device}/"
+
 
 def validate_topic_filter(value: str) -> None:
+    """A valid MQTT filter that reaches no other device's `/v1/devices/{id}/…` topics: a
+    device always reaches its own namespace and a gateway its sub-devices'; no rule may open
+    another device's (`#`, `+/#` or `/v1/devices/+/…` would)."""
     bound = value.replace("${device}", "d").replace("${product}", "p")
     if not valid_filter(bound) or "\x00" in value:
         raise ValidationError(_("{value} is not a valid MQTT topic filter").format(value=value),
                               code="invalid_filter")
+    if not value.startswith(OWN_NAMESPACE) and overlaps(bound, TOPIC_PREFIX + "#"):
+        raise ValidationError(_(
+            "{value} would reach other devices' topics ({prefix}…): a device always reaches "
+            "its own and a gateway its sub-devices', but no rule may open another device's. "
+            "Use topics outside {prefix}.").format(value=value, prefix=TOPIC_PREFIX),
+            code="device_namespace")
 
 
 class AclRule(models.Model):
@@ -78,6 +91,24 @@ class ProductRegistration(models.Model):
 
     def __str__(self) -> str:
         return str(self.product)
+
+
+class SelfRegistration(models.Model):
+    """A device that created itself by dynamic registration. Only such a device may register
+    again, while it never connected and within `REGISTRATION_RETRY_WINDOW` of this
+    registration (its answer may have been lost); a device an administrator provisioned
+    never gets its secret from registration."""
+
+    device = models.OneToOneField(Device, verbose_name=_("device"), on_delete=models.CASCADE,
+                                  primary_key=True, related_name="self_registration")
+    registered = models.DateTimeField(_("registered"))
+
+    class Meta:
+        verbose_name = _("self-registration")
+        verbose_name_plural = _("self-registrations")
+
+    def __str__(self) -> str:
+        return str(self.device)
 
 
 class DeviceKeys(models.Model):

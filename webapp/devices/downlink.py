@@ -57,12 +57,15 @@ def routes(identifiers: list[str]) -> dict[str, str]:
 
 
 def publish(node: str, topic_name: str, payload: bytes, *, device: str, qos: int = 1,
-            mid: int | None = None, pipe: Any = None) -> None:
-    """Append one message to a node's downlink stream (to ``pipe`` when given)."""
+            mid: int | None = None, pipe: Any = None, conn: str | None = None) -> None:
+    """Append one message to a node's downlink stream (to ``pipe`` when given). ``conn``
+    names the one connection that may receive it (a registration answer)."""
     fields: dict[str, Any] = {"topic": topic_name, "payload": payload, "qos": str(qos),
                               "dev": device}
     if mid is not None:
         fields["mid"] = str(mid)
+    if conn is not None:
+        fields["conn"] = conn
     target = pipe if pipe is not None else get_redis()
     target.xadd(keys().downlink(node), fields, maxlen=DOWNLINK_MAXLEN, approximate=True)
 

@@ -20,6 +20,9 @@ from webapp.products.thingmodel import compact_model
 # when many devices are published at once (bulk import, start-up) to avoid a query per device.
 device_field_providers: list[Callable[[Device], dict[str, str]]] = []
 product_field_providers: list[Callable[[Product], dict[str, str]]] = []
+# What other apps publish again when everything is (webapp.access: the API keys of
+# application clients).
+republishers: list[Callable[[], object]] = []
 
 
 def _own_fields(device: Device) -> dict[str, str]:
@@ -141,5 +144,7 @@ def republish_all(batch: int = 1000) -> tuple[int, int]:
         if len(chunk) >= batch:
             flush()
     flush()
+    for republish in republishers:
+        republish()
     r.publish(k.registry_channel, "all")
     return products, devices
