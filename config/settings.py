@@ -180,6 +180,10 @@ DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
 # Devices that have not been seen for this long are marked offline by the beat sweep.
 DEVICE_OFFLINE_AFTER = timedelta(seconds=int(env("DEVICE_OFFLINE_AFTER", "600")))
 
+# Dynamic registration: for how long after it registered itself a device that never connected
+# may register again (a new secret: its answer may have been lost). Seconds.
+REGISTRATION_RETRY_WINDOW = int(env("REGISTRATION_RETRY_WINDOW", "600"))
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "webapp.system.authentication.JWTAuthentication",
