@@ -34,12 +34,16 @@ run: install
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# mypy's Django plugin and manage.py load the settings, which refuse to start without a secret
+# key: these checks get a throwaway random one when the environment has none.
+CHECK_KEY = DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')}"
+
 lint: install-dev
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy edge webapp config
+	$(CHECK_KEY) $(VENV)/bin/mypy edge webapp config
 
 migrations-check: install
-	$(PY) manage.py makemigrations --check --dry-run
+	$(CHECK_KEY) $(PY) manage.py makemigrations --check --dry-run
 
 ## Benchmarks (see docs/performance.md); BENCH_ARGS=--small for a quick proof run.
 bench: install-test

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,9 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="a quick proof run (CI)")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args()
+    # The benches start the edge, ingest and Django on databases of their own: a random
+    # secret key of this run for all of them unless one is given (there is no built-in key).
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     discover()
     names = args.names or sorted(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]

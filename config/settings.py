@@ -6,20 +6,45 @@ import os
 from datetime import timedelta
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from config.env import BASE_DIR, env, env_bool, env_list, load_dotenv, redis_url_for_celery
-from edge.crypto import DEV_SECRET_KEY
+from edge.crypto import MissingSecretKey, derive_key, load_secret_key, new_secret_key
 from webapp.core.spreadsheet import FORMATS as SPREADSHEET_FORMATS
 
 load_dotenv()
 
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == DEV_SECRET_KEY and env_bool("THINGLINKS_PRODUCTION"):
-    raise RuntimeError("DJANGO_SECRET_KEY must be set in production")
+# No built-in key: DJANGO_SECRET_KEY, else var/secret_key (DJANGO_SECRET_KEY_FILE), which the
+# first `make run` creates with a random key (edge/crypto.py). The test suite makes a random
+# key of its own (pytest loads these settings before any conftest).
+if "PYTEST_VERSION" in os.environ and not env("DJANGO_SECRET_KEY"):
+    os.environ["DJANGO_SECRET_KEY"] = new_secret_key()
+try:
+    SECRET_KEY = load_secret_key()
+except MissingSecretKey as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# The same key for edge.crypto and for every process started from here (make run, tests).
+os.environ["DJANGO_SECRET_KEY"] = SECRET_KEY
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+# Behind TLS (a reverse proxy or a load balancer that terminates it): secure cookies, HSTS and
+# the redirect to https, as Django's deployment checklist asks (`manage.py check --deploy`).
+HTTPS = env_bool("DJANGO_HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = int(env("DJANGO_HSTS_SECONDS", "31536000")) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS",
+                                                    default=True)
+SECURE_HSTS_PRELOAD = HTTPS and env_bool("DJANGO_HSTS_PRELOAD", default=True)
+# The proxy in front says which scheme the client used. Trusted only with DJANGO_HTTPS, where
+# the web process must be reachable through that proxy alone (it would believe a client's
+# X-Forwarded-Proto otherwise).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+# /healthz answers the load balancer's plain-HTTP probe instead of redirecting it.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 VAR_DIR = BASE_DIR / "var"
 VAR_DIR.mkdir(exist_ok=True)
@@ -103,6 +128,8 @@ AUTHENTICATION_BACKENDS = ["webapp.system.backends.RoleBackend"]
 # The data scope of a user without any role (webapp/core/scope.py).
 DATA_SCOPE_DEFAULT = env("DATA_SCOPE_DEFAULT", "self")
 # Trusted reverse proxies in front of the web process (client address from X-Forwarded-For).
+# Set it only behind that many real proxies, each appending to X-Forwarded-For: otherwise a
+# client chooses the address that login lockouts and the operation log record.
 NUM_PROXIES = int(env("NUM_PROXIES", "0"))
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -169,8 +196,9 @@ TSDB_URL = env("TSDB_URL", "sql")
 TELEMETRY_MESSAGE_DAYS = int(env("TELEMETRY_MESSAGE_DAYS", "30"))
 TELEMETRY_ROLLUP_LOOKBACK = timedelta(minutes=int(env("TELEMETRY_ROLLUP_LOOKBACK_MINUTES", "60")))
 
-# The address devices reach the web process at (OTA download links are built on it), and how
-# long an OTA download link stays valid (seconds).
+# The address devices and users reach the web process at (OTA download links and password
+# reset links are built on it, never on the request's Host header), and how long an OTA
+# download link stays valid (seconds).
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 OTA_URL_TTL = int(env("OTA_URL_TTL", "86400"))
 
@@ -203,6 +231,9 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=int(env("JWT_ACCESS_MINUTES", "30"))),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=int(env("JWT_REFRESH_DAYS", "7"))),
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # A key of its own, derived from SECRET_KEY: the JWT key is never the key that signs
+    # sessions, password reset and OTA links or encrypts device secrets.
+    "SIGNING_KEY": derive_key(SECRET_KEY, "jwt"),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -210,6 +241,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Products, thing models, devices, telemetry, rules and system management.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/schema/ and /api/docs/ for logged-in users and API clients only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -65,7 +65,8 @@ def main() -> int:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     if workers > 1:
         # EDGE_WORKERS=N: this process supervises N workers (edge.workers).
-        return supervise(os.environ, workers, config.host, config.metrics_port, config.node_id)
+        return supervise(os.environ, workers, config.metrics_host, config.metrics_port,
+                         config.node_id)
 
     from twisted.internet import reactor as installed_reactor
 

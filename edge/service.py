@@ -24,6 +24,7 @@ from .bus.redis import RedisAddress, RedisClient, RedisSubscriber
 from .bus.registry import Registry
 from .bus.sessions import SessionStore
 from .bus.uplink import Uplink
+from .crypto import MissingSecretKey, load_secret_key
 from .hooks import EdgeHooks
 from .metrics import MetricsResource, QuietSite
 from .mqtt.broker import Broker, BrokerConfig
@@ -56,6 +57,8 @@ class EdgeConfig:
     host: str = "0.0.0.0"
     node_id: str = field(default_factory=default_node_id)
     metrics_port: int = 19100
+    # /metrics has no authentication: loopback unless EDGE_METRICS_HOST says otherwise.
+    metrics_host: str = "127.0.0.1"
     allow_anonymous: bool = False
     acl_deny: tuple[str, ...] = ()
     secret_key: str | None = None
@@ -81,6 +84,10 @@ class EdgeConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deny = tuple(f.strip() for f in (env.get("EDGE_ACL_DENY") or "").split(",") if f.strip())
+        try:
+            secret_key = load_secret_key(env)
+        except MissingSecretKey as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             redis_url=redis_url,
             prefix=env.get("REDIS_PREFIX") or "tl:",
@@ -88,9 +95,10 @@ class EdgeConfig:
             host=env.get("EDGE_HOST") or "0.0.0.0",
             node_id=env.get("EDGE_NODE_ID") or default_node_id(),
             metrics_port=metrics_port,
+            metrics_host=env.get("EDGE_METRICS_HOST") or "127.0.0.1",
             allow_anonymous=_flag(env.get("EDGE_ALLOW_ANONYMOUS")),
             acl_deny=deny,
-            secret_key=env.get("DJANGO_SECRET_KEY") or None,
+            secret_key=secret_key,
             transports=transports,
             broker=broker,
             reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
@@ -187,11 +195,12 @@ class EdgeService:
         )
         site = QuietSite(MetricsResource(self.samples, lambda: self.redis.connected))
         self.listeners["metrics"] = self.reactor.listenTCP(
-            config.metrics_port, site, interface=config.host
+            config.metrics_port, site, interface=config.metrics_host
         )
         self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
         log.info(
-            "edge node {node} listening: MQTT on {host}:{mqtt}{more}, metrics on {host}:{metrics}"
+            "edge node {node} listening: MQTT on {host}:{mqtt}{more}, metrics on "
+            "{metrics_host}:{metrics}"
             "{anon}",
             node=config.node_id,
             host=config.host,
@@ -201,6 +210,7 @@ class EdgeService:
                 for name, port in self.listeners.items()
                 if name in ("tls", "ws", "wss")
             ),
+            metrics_host=config.metrics_host,
             metrics=self.metrics_port,
             anon=" (anonymous clients allowed)" if config.allow_anonymous else "",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import socket
 import uuid
 from pathlib import Path
@@ -14,6 +15,12 @@ import pytest
 from config.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# There is no built-in secret key. The suite runs on a random one of its own, in os.environ so
+# that every process a test starts (edge, ingest, Daphne) inherits it. pytest-django loads the
+# settings before this file, and they do the same under pytest (config/settings.py); this
+# line covers a run without pytest-django.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 
 def _start_embedded_redis() -> str:

@@ -165,7 +165,9 @@ def test_api_docs_are_served_locally(platform):
     assert status == 200 and "/api/v1/devices/{identifier}/telemetry/" in schema["paths"]
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{platform.web_port}/api/docs/") as page:
+    request = urllib.request.Request(f"http://127.0.0.1:{platform.web_port}/api/docs/",
+                                     headers={"Authorization": f"Bearer {platform.token}"})
+    with urllib.request.urlopen(request) as page:  # noqa: S310
         html = page.read().decode()
     assert "swagger-ui" in html
     assert "unpkg" not in html and "cdn" not in html.lower()

@@ -48,9 +48,11 @@ def test_config_from_env():
     with pytest.raises(ConfigError):
         EdgeConfig.from_env({})
     config = EdgeConfig.from_env(
-        {"REDIS_URL": "redis://x/1", "EDGE_ACL_DENY": "a/#, b/+ ,", "EDGE_ALLOW_ANONYMOUS": "1"}
+        {"REDIS_URL": "redis://x/1", "EDGE_ACL_DENY": "a/#, b/+ ,", "EDGE_ALLOW_ANONYMOUS": "1",
+         "DJANGO_SECRET_KEY": "k" * 50}
     )
     assert (config.mqtt_port, config.metrics_port, config.prefix) == (11883, 19100, "tl:")
+    assert config.metrics_host == "127.0.0.1" and config.secret_key == "k" * 50
     assert config.acl_deny == ("a/#", "b/+") and config.allow_anonymous
 
 

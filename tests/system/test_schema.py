@@ -36,7 +36,9 @@ def test_schema_validates_without_warnings_from_our_views(tmp_path, capsys):
     assert "apiKeyAuth" in text and "jwtAuth" in text
 
 
-def test_docs_are_served_without_a_cdn(client):
-    """/api/docs/ loads Swagger UI from our own static files."""
+def test_docs_are_served_without_a_cdn(client, admin_user):
+    """/api/docs/ loads Swagger UI from our own static files (for logged-in users: the
+    schema and the docs are not public, tests/security/test_deploy_settings.py)."""
+    client.force_login(admin_user)
     page = client.get("/api/docs/").content.decode()
     assert "/static/drf_spectacular_sidecar/" in page and "cdn." not in page

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -45,8 +48,22 @@ DEMO_PRODUCT = {
 DEMO_DEVICE = "demo-001"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `path` readable by its owner only (0600), replacing it as a whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
 class Command(BaseCommand):
-    help = "Create the admin account (printed once) and the demo product and device."
+    help = ("Create the admin account (a generated password goes to var/admin-password, never "
+            "to the log) and the demo product and device.")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--no-demo", action="store_true")
@@ -71,12 +88,24 @@ class Command(BaseCommand):
                     return
             self.stdout.write(f"admin account {username!r} exists (log in at /admin/)")
             return
-        generated = password is None
-        password = password or secrets.token_urlsafe(12)
-        user_model.objects.create_superuser(username=username, email="", password=password)
-        shown = password if generated else "(from DJANGO_SUPERUSER_PASSWORD)"
+        if password:
+            user_model.objects.create_superuser(username=username, email="", password=password)
+            self.stdout.write(self.style.SUCCESS(
+                f"admin account created: username {username!r} password from "
+                "DJANGO_SUPERUSER_PASSWORD"))
+            return
+        # A generated password is kept in a file only its owner reads, not in the log (which
+        # container platforms keep and ship), and must be changed at the first login.
+        password = secrets.token_urlsafe(12)
+        user = user_model.objects.create_superuser(username=username, email="",
+                                                   password=password)
+        user.must_change_password = True
+        user.save(update_fields=["must_change_password"])
+        path = Path(settings.VAR_DIR) / "admin-password"
+        write_private(path, password + "\n")
         self.stdout.write(self.style.SUCCESS(
-            f"admin account created: username {username!r} password {shown}"))
+            f"admin account created: username {username!r}, password in {path} (readable by "
+            "this user only; to be changed at the first login, then delete the file)"))
 
     @transaction.atomic
     def _demo(self) -> None:

@@ -42,6 +42,9 @@ def child_env() -> dict[str, str]:
     apply, as Celery leaves logging to Django)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("CELERY_LOG_LEVEL", "WARNING")
+    # The key the settings found (DJANGO_SECRET_KEY, else var/secret_key that manage.py
+    # created on the first run): every child encrypts and signs with the same one.
+    env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
     return env
 
 
@@ -75,11 +78,33 @@ class Command(BaseCommand):
                 call_command("migrate", interactive=False, verbosity=0)
                 self.log("setup", f"database migrated ({settings.DATABASES['default']['ENGINE']})")
                 call_command("bootstrap", stdout=_LineWriter(lambda s: self.log("setup", s)))
+                self.check_stored_secrets()
             self.supervise(self.children(options), options)
         finally:
             if redis_server is not None:
                 redis_server.stop()
                 self.log("redis", "embedded redis-server stopped")
+
+    def check_stored_secrets(self) -> None:
+        """Warn when the stored device secrets were encrypted with another key (an
+        installation of an earlier version, which fell back to a public development key)."""
+        from edge.crypto import InvalidToken, decrypt_secret
+        from webapp.devices.models import Device
+
+        tokens = list(Device.objects.exclude(secret_encrypted="").order_by("-pk")
+                      .values_list("secret_encrypted", flat=True)[:5])
+        readable = 0
+        for token in tokens:
+            try:
+                decrypt_secret(token, settings.SECRET_KEY)
+                readable += 1
+            except InvalidToken:
+                pass
+        if tokens and not readable:
+            self.log("setup", "WARNING: the stored device secrets do not open with the current "
+                              "secret key, so devices cannot connect. Move them to it with "
+                              "`manage.py rotate_secrets --old-key-file <file with the old key>` "
+                              "(README, Production)")
 
     def children(self, options: dict[str, Any]) -> list[Child]:
         python = sys.executable
