@@ -12,6 +12,12 @@ backlog itself waits in the stream, which the edge trims at `UPLINK_MAXLEN` entr
 (docs/performance.md says how far behind ingest may fall before that matters, and the worker
 warns when its group lags by more than half of it).
 
+Poison: an entry whose storing fails by itself (not because the database, Redis or the broker
+is unavailable) is retried after `retry_delay_s` while the entries behind it go on, and moved
+to the dead-letter stream `uplink:dead` once it has been delivered `INGEST_MAX_DELIVERIES`
+times (default 5) and other entries were stored since it first failed (so that an outage
+never empties the stream into the dead letters). docs/bus.md describes both streams.
+
 Latest values go to Redis first (`tl:latest:{device}`, compare-and-set so that parallel
 workers never lose each other's updates) and are persisted to the shadow's `reported` by the
 `telemetry.persist_latest` beat task, not by a database write per device per batch.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -44,6 +51,8 @@ from webapp.telemetry.messagelog import LoggedMessage
 log = logging.getLogger(__name__)
 
 RECLAIM_IDLE_MS = 30_000
+RETRY_DELAY_S = 2.0
+DEFAULT_MAX_DELIVERIES = 5
 # What a database raises for data it will never accept (a value its column cannot hold, a
 # constraint), as opposed to being unavailable: retrying such a batch cannot succeed.
 # (The SQL backend's COPY talks to psycopg directly, so its errors come unwrapped.)
@@ -51,6 +60,28 @@ REFUSED_DATA: tuple[type[Exception], ...] = (
     DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError)
 LAG_CHECK_S = 30.0
 Entry = tuple[bytes, dict[bytes, bytes]]
+# What an unavailable service raises (PEP 249 drivers, Redis, the Celery broker): the entries
+# stay pending and are retried, never dead-lettered, however long it lasts.
+OUTAGE: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError, OSError)
+_OUTAGE_NAMES = frozenset(("OperationalError", "InterfaceError", "ConnectionError",
+                           "TimeoutError"))
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a service is unavailable rather than that the entry is bad."""
+    return isinstance(exc, OUTAGE) or any(
+        cls.__name__ in _OUTAGE_NAMES for cls in type(exc).__mro__)
+
+
+def configured_max_deliveries() -> int:
+    """INGEST_MAX_DELIVERIES (a setting or the environment; 5 by default)."""
+    from django.conf import settings
+
+    value = getattr(settings, "INGEST_MAX_DELIVERIES", None) or os.environ.get(
+        "INGEST_MAX_DELIVERIES") or DEFAULT_MAX_DELIVERIES
+    return max(1, int(value))
 
 # Compare-and-set of latest values. KEYS: the dirty set, then one latest hash per update;
 # ARGV: four per update (device, service, value expected now or "" for none, new value).
@@ -169,7 +200,8 @@ def merge_latest(raw: bytes | None, values: dict[str, dict[str, Any]]) -> str | 
 class IngestWorker:
     def __init__(self, client: redis.Redis, keys: Keys, backend: TimeSeriesBackend,
                  consumer: str, *, count: int = 200, block_ms: int = 1000,
-                 reclaim_idle_ms: int = RECLAIM_IDLE_MS) -> None:
+                 reclaim_idle_ms: int = RECLAIM_IDLE_MS, max_deliveries: int | None = None,
+                 retry_delay_s: float = RETRY_DELAY_S) -> None:
         self.redis = client
         self.keys = keys
         self.backend = backend
@@ -177,10 +209,19 @@ class IngestWorker:
         self.count = count
         self.block_ms = block_ms
         self.reclaim_idle_ms = reclaim_idle_ms
+        self.max_deliveries = max_deliveries or configured_max_deliveries()
+        self.retry_delay_s = retry_delay_s
         self._cas = client.register_script(_LATEST_CAS)
         self.stored_points = 0
+        self.dead_lettered = 0  # entries moved to uplink:dead after failing too often
         # Ids of entries this worker got from a pending list (see Batch.redelivered).
         self._redelivered: set[bytes] = set()
+        # Entries that failed by themselves → the number of stores that had succeeded then
+        # (one stored since shows that the platform works and the entry is the problem).
+        self._failing: dict[bytes, int] = {}
+        self._successes = 0
+        # Own pending entries (failed ones) are read again from then on (time.monotonic).
+        self._retry_at = 0.0
 
     def ensure_group(self) -> None:
         try:
@@ -205,9 +246,11 @@ class IngestWorker:
         return [e for e in entries if e[1] is not None]
 
     def read(self) -> list[Entry]:
-        # First our own pending entries (after a restart), then new ones.
-        pending = self.redis.xreadgroup(UPLINK_GROUP, self.consumer, {self.keys.uplink: "0"},
-                                        count=self.count)
+        # First our own pending entries (after a restart, or failed ones once their retry is
+        # due: meanwhile the entries behind them go on), then new ones.
+        pending = self.redis.xreadgroup(
+            UPLINK_GROUP, self.consumer, {self.keys.uplink: "0"}, count=self.count
+        ) if time.monotonic() >= self._retry_at else None
         if pending and pending[0][1]:
             entries = list(pending[0][1])
             gone = [e[0] for e in entries if not e[1]]
@@ -226,11 +269,14 @@ class IngestWorker:
     def process(self, entries: list[Entry]) -> int:
         """Store a group of entries and acknowledge them; returns the points written.
 
-        A database that is down raises, and the entries stay pending for the retry. A
-        database that refuses the data itself (a value its column cannot hold) would refuse
-        it on every retry and stall ingest behind it: then the entries are stored one by
-        one, and the events of a refused entry one by one, and what is still refused goes to
-        the dead-letter stream `uplink:dead` with the reason — kept, not lost."""
+        A database (or Redis, or the broker) that is down raises, and the entries stay
+        pending for the retry. A database that refuses the data itself (a value its column
+        cannot hold) would refuse it on every retry and stall ingest behind it: then the
+        entries are stored one by one, and the events of a refused entry one by one, and
+        what is still refused goes to the dead-letter stream `uplink:dead` with the reason —
+        kept, not lost. Any other failure (a bug, a handler that raises on some data) is
+        narrowed down the same way to the entries that fail by themselves: the others are
+        stored, and those are retried later, then dead-lettered (`_retry_or_give_up`)."""
         if not entries:
             return 0
         batch, ids = decode_entries(entries)
@@ -240,42 +286,126 @@ class IngestWorker:
         except REFUSED_DATA as exc:
             log.warning("the database refused a batch of %d entries (%s); storing them one "
                         "by one", len(entries), exc)
-            written = self._salvage(entries)
-        self.redis.xack(self.keys.uplink, UPLINK_GROUP, *ids)
-        self._redelivered.difference_update(ids)
+            written, ids = self._one_by_one(entries, None)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            log.warning("storing a batch of %d entries failed (%r); storing them one by one",
+                        len(entries), exc)
+            written, ids = self._one_by_one(entries, exc)
+        else:
+            self._successes += 1
+            if self._failing:
+                for entry_id in ids:
+                    self._failing.pop(entry_id, None)
+        if ids:
+            self.redis.xack(self.keys.uplink, UPLINK_GROUP, *ids)
+            self._redelivered.difference_update(ids)
         self.stored_points += written
         return written
 
     def _was_redelivered(self, ids: list[bytes]) -> bool:
         return bool(self._redelivered) and any(i in self._redelivered for i in ids)
 
-    def _salvage(self, entries: list[Entry]) -> int:
+    def _one_by_one(self, entries: list[Entry], failure: Exception | None
+                    ) -> tuple[int, list[bytes]]:
+        """Store the entries one at a time; returns the points written and the ids that are
+        done (stored, or dead-lettered). `failure`: what the whole batch raised, which is
+        what a batch of one entry would raise again."""
         written = 0
+        done: list[bytes] = []
+        failed: list[tuple[bytes, dict[bytes, bytes], Exception]] = []
         for entry_id, fields in entries:
-            batch, _ids = decode_entries([(entry_id, fields)])
-            batch.redelivered = self._was_redelivered([entry_id])
-            try:
-                written += self.store(batch)
-                continue
-            except REFUSED_DATA:
-                pass
-            for position, event in enumerate(entry_events(entry_id, fields)):
-                single = Batch(redelivered=batch.redelivered)
-                # A malformed event was reported when the entry was decoded above.
-                if not add_event(single, entry_id, position, event, report=False):
-                    continue
+            if failure is not None and len(entries) == 1:
+                error: Exception = failure
+            else:
                 try:
-                    written += self.store(single)
-                except REFUSED_DATA as exc:
-                    self._dead_letter(entry_id, position, event, exc)
+                    written += self._store_entry(entry_id, fields)
+                except Exception as exc:
+                    if is_outage(exc):  # acknowledge what is stored, retry the rest
+                        if done:
+                            self.redis.xack(self.keys.uplink, UPLINK_GROUP, *done)
+                            self._redelivered.difference_update(done)
+                        self.stored_points += written
+                        raise
+                    error = exc
+                else:
+                    done.append(entry_id)
+                    self._successes += 1
+                    self._failing.pop(entry_id, None)
+                    continue
+            failed.append((entry_id, fields, error))
+            self._failing.setdefault(entry_id, self._successes)
+        if failed:
+            done += self._retry_or_give_up(failed)
+        return written, done
+
+    def _store_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> int:
+        """Store one entry; when the database refuses it, its events one by one, and what is
+        still refused goes to the dead letters."""
+        batch, _ids = decode_entries([(entry_id, fields)])
+        batch.redelivered = self._was_redelivered([entry_id])
+        try:
+            return self.store(batch)
+        except REFUSED_DATA:
+            pass
+        written = 0
+        for position, event in enumerate(entry_events(entry_id, fields)):
+            single = Batch(redelivered=batch.redelivered)
+            # A malformed event was reported when the entry was decoded above.
+            if not add_event(single, entry_id, position, event, report=False):
+                continue
+            try:
+                written += self.store(single)
+            except REFUSED_DATA as exc:
+                self._dead_letter(entry_id, position, event, exc)
         return written
 
+    def _retry_or_give_up(self, failed: list[tuple[bytes, dict[bytes, bytes], Exception]]
+                          ) -> list[bytes]:
+        """Entries that failed by themselves: dead-lettered when delivered
+        `max_deliveries` times with entries stored since they first failed, else left
+        pending for a retry after `retry_delay_s`. Returns the ids dead-lettered."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id, _fields, _exc in failed:
+            pipe.xpending_range(self.keys.uplink, UPLINK_GROUP, min=entry_id, max=entry_id,
+                                count=1)
+        deliveries = {entry_id: int(reply[0]["times_delivered"]) if reply else 0
+                      for (entry_id, _f, _e), reply in zip(failed, pipe.execute())}
+        given_up: list[bytes] = []
+        for entry_id, fields, exc in failed:
+            times = deliveries[entry_id]
+            if times >= self.max_deliveries and \
+                    self._successes > self._failing.get(entry_id, self._successes):
+                reason = f"failed on {times} deliveries: {type(exc).__name__}: {exc}"
+                events = entry_events(entry_id, fields) or [
+                    (fields.get(b"b") or b"").decode(errors="replace")]
+                for position, event in enumerate(events):
+                    self._dead_letter(entry_id, position, event, exc, reason=reason)
+                self._failing.pop(entry_id, None)
+                self.dead_lettered += 1
+                given_up.append(entry_id)
+            else:
+                log.warning("uplink entry %s failed (delivery %d of at most %d: %r); it is "
+                            "retried in %.0f s", entry_id.decode(), times,
+                            self.max_deliveries, exc, self.retry_delay_s)
+                self._retry_at = time.monotonic() + self.retry_delay_s
+        if len(self._failing) > 10_000:  # ids taken over by other workers meanwhile
+            self._failing.clear()
+        return given_up
+
     def _dead_letter(self, entry_id: bytes, position: int, event: Any,
-                     exc: Exception) -> None:
-        reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
-        log.error("uplink event %s/%d of device %s refused by the database (%s); kept in %s",
+                     exc: Exception, reason: str | None = None) -> None:
+        if reason is None:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                type(exc).__name__
+            what = "refused by the database"
+        else:
+            what = "kept failing"
+        reason = reason.strip().splitlines()[0][:500] if reason.strip() else type(exc).__name__
+        log.error("uplink event %s/%d of device %s %s (%s); kept in %s",
                   entry_id.decode(), position,
-                  event.get("dev") if isinstance(event, dict) else "?", reason,
+                  event.get("dev") if isinstance(event, dict) else "?", what, reason,
                   self.keys.uplink_dead)
         self.redis.xadd(self.keys.uplink_dead, {
             "entry": entry_id, "position": str(position), "reason": reason,
