@@ -62,6 +62,13 @@ class Outranked(DomainError):
                        "can change the user, reset their password or act as them.")
 
 
+def refusal(exc: GrantRefused | Outranked) -> str:
+    """A refused grant as one sentence, for admin forms, messages and import rows."""
+    template = _("This user holds rights you do not hold: {missing}") if isinstance(
+        exc, Outranked) else _("You cannot grant what you do not hold: {missing}")
+    return template.format(missing=", ".join(exc.extra.get("missing", ())))
+
+
 def _codes(permissions: Iterable[Any]) -> set[str]:
     return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
 

@@ -68,19 +68,15 @@ class GrantCheckForm(forms.ModelForm):
                 actions.check_role_change(self.acting_user, saved, data)
             elif isinstance(instance, Menu):
                 actions.check_menu_change(self.acting_user, saved, data)
+            elif isinstance(instance, ApiKey) and data.get("user") is not None:
+                actions.check_outranks(self.acting_user, data["user"])
             elif isinstance(instance, Group) and data.get("permissions") is not None:
                 current = set(instance.permissions.values_list("pk", flat=True)) if saved \
                     else set()
                 actions.check_grant(self.acting_user, permissions=[
                     p for p in data["permissions"] if p.pk not in current])
-        except actions.GrantRefused as exc:
-            raise forms.ValidationError(_("You cannot grant what you do not hold: {missing}")
-                                        .format(missing=", ".join(exc.extra["missing"]))) \
-                from exc
-        except actions.Outranked as exc:
-            raise forms.ValidationError(_("This user holds rights you do not hold: {missing}")
-                                        .format(missing=", ".join(exc.extra["missing"]))) \
-                from exc
+        except (actions.GrantRefused, actions.Outranked) as exc:
+            raise forms.ValidationError(actions.refusal(exc)) from exc
         return data
 
 
@@ -89,8 +85,9 @@ def _with_grant_check(form: Any, request: Any) -> Any:
 
 
 def _refusal(exc: DomainError) -> str:
-    missing = exc.extra.get("missing")
-    return f"{exc.detail} ({', '.join(missing)})" if missing else str(exc.detail)
+    if isinstance(exc, actions.GrantRefused | actions.Outranked):
+        return actions.refusal(exc)
+    return str(exc.detail)
 
 
 def _indent(depth: int, text: str) -> str:
@@ -487,6 +484,9 @@ class ApiKeyAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
+
+    def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
     def save_model(self, request: Any, obj: ApiKey, form: Any, change: bool) -> None:
         api_key, key = actions.create_api_key(acting_user=request.user, user=obj.user,

@@ -10,7 +10,6 @@ from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources, widgets
 
 from webapp.core import scope
-from webapp.core.errors import DomainError
 from webapp.core.types import recorded_user
 from webapp.system.models import (
     Department,
@@ -82,10 +81,10 @@ class GrantCheckedResource(resources.ModelResource):
         super().before_import(dataset, **kwargs)
 
     @staticmethod
-    def refused(exc: DomainError) -> ValidationError:
-        missing = exc.extra.get("missing")
-        detail = f"{exc.detail} ({', '.join(missing)})" if missing else str(exc.detail)
-        return ValidationError(detail, code=exc.code)
+    def refused(exc: Any) -> ValidationError:
+        from webapp.system import actions
+
+        return ValidationError(actions.refusal(exc), code=exc.code)
 
 
 class UserResource(GrantCheckedResource):

@@ -81,13 +81,15 @@ class MenuSerializer(serializers.ModelSerializer):
 
 
 class MenuTreeSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    menu_type = serializers.CharField()
-    permission = serializers.CharField()
-    path = serializers.CharField()
-    icon = serializers.CharField()
-    children = serializers.ListField(child=serializers.DictField())
+    """A menu tree node (answers only)."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    menu_type = serializers.CharField(read_only=True)
+    permission = serializers.CharField(read_only=True)
+    path = serializers.CharField(read_only=True)
+    icon = serializers.CharField(read_only=True)
+    children = serializers.ListField(child=serializers.DictField(), read_only=True)
 
 
 class RoleSerializer(serializers.ModelSerializer):
@@ -159,6 +161,7 @@ class MeSerializer(serializers.ModelSerializer):
                   "gender", "avatar", "language", "department", "department_name", "roles",
                   "is_superuser", "must_change_password", "last_login", "permissions", "menus",
                   "data_scope")
+        read_only_fields = fields  # the caller as they are; changes go through PATCH me
 
 
 class DictTypeSerializer(serializers.ModelSerializer):
