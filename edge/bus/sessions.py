@@ -314,7 +314,9 @@ class SessionStore:
         remaining = message.expires_at - self.broker.clock.seconds()
         return max(1, int((self.wall() + remaining) * 1000))
 
-    def _write(self, client_id: str, mode: str, *args: Any) -> None:
+    def _write(self, client_id: str, mode: str, *args: Any) -> Deferred[Any]:
+        """One WRITE_SCRIPT call; ``args`` are the identity, then what the mode needs. Fires
+        with 1 when written, 0 when the session is another node's or another identity's."""
         keys = self.keys
         d = self.redis.execute(
             "EVAL",
@@ -332,6 +334,13 @@ class SessionStore:
         self._writing.add(d)
         d.addErrback(self._failed, client_id, mode)
         d.addBoth(self._written, d)
+        return d
+
+    def _forgotten(self, result: Any, client_id: str, who: str) -> None:
+        """A clean start was accepted here, and Redis says the client id's persisted session
+        is another identity's (the node had no copy to refuse it by): that connection ends."""
+        if result == 0:
+            self.broker.client_id_taken(client_id, who or None)
 
     def _written(self, result: Any, d: Deferred[Any]) -> Any:
         self._writing.discard(d)
@@ -352,7 +361,9 @@ class SessionStore:
             self._flush_call = None
         ops, self._ops = self._ops, []
         for client_id, mode, args in ops:
-            self._write(client_id, mode, *args)
+            d = self._write(client_id, mode, *args)
+            if mode == "forget":
+                d.addCallback(self._forgotten, client_id, args[0])
         subs, self._subs = self._subs, {}
         for client_id, session in subs.items():
             self._write(client_id, "subs", session.owner or "", encode_subscriptions(session))

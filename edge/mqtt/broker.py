@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 
 ROUTE_CACHE_SIZE = 50_000
+CLIENT_ID_TAKEN = "client id in use by another client identity"
 # Publish budgets that filled up again are dropped every this many sweeps.
 BUDGET_SWEEP_EVERY = 60
 # What refusals are counted by (edge_budget_refusals_total{budget=…}).
@@ -703,6 +704,25 @@ class Broker:
             self.refused("identity_sessions_ended")
             self.discard_session(oldest)
         return True
+
+    def client_id_taken(self, client_id: str, owner: str | None) -> None:
+        """The session store found ``client_id``'s persisted session to be another
+        identity's after a clean start of ``owner`` was accepted here (the node held no copy
+        to refuse it by): that client's connection ends (0x87) and its session goes."""
+        session = self.sessions.get(client_id)
+        if session is None or session.owner != owner:
+            return
+        self.refused("client_id")
+        self.log.info(
+            "{client}: client id in use by another identity; {owner} disconnected",
+            client=client_id,
+            owner=owner or "anonymous",
+        )
+        if session.connection is not None:
+            session.connection.close(Reason.NOT_AUTHORIZED, "client_id", CLIENT_ID_TAKEN)
+        if self.sessions.get(client_id) is session:
+            self.discard_session(session)
+        self.flush()
 
     def discard_session(self, session: Session) -> None:
         if self.sessions.get(session.client_id) is session:

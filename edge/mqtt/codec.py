@@ -127,6 +127,10 @@ class Decoder:
             if end > self.max_packet_size:
                 raise PacketTooLarge(f"packet of {end} bytes exceeds {self.max_packet_size}")
             if self.version is None and self.max_connect_size and end > self.max_connect_size:
+                # Refused from its fixed header; the level, when it came, says how to answer.
+                level_at = start + 6
+                if len(buffer) > level_at and buffer[start : start + 6] == b"\x00\x04MQTT":
+                    self.connect_level = buffer[level_at]
                 raise PacketTooLarge(f"CONNECT of {end} bytes exceeds {self.max_connect_size}")
             if len(buffer) < end:
                 return

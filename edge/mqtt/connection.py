@@ -18,7 +18,17 @@ from twisted.python.failure import Failure
 
 from edge.deferreds import gather
 
-from .broker import OPEN_ACL, Acl, AuthResult, Broker, Loaded, Message, Outgoing, Session
+from .broker import (
+    CLIENT_ID_TAKEN,
+    OPEN_ACL,
+    Acl,
+    AuthResult,
+    Broker,
+    Loaded,
+    Message,
+    Outgoing,
+    Session,
+)
 from .codec import CONNACK_REASONS, Decoder, encode, encode_publish_fields
 from .errors import (
     MqttError,
@@ -366,9 +376,7 @@ class MqttConnection:
 
     def _refuse_client_id(self) -> None:
         self.broker.refused("client_id")
-        self.refuse(
-            Reason.CLIENT_IDENTIFIER_NOT_VALID, "client id in use by another client identity"
-        )
+        self.refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, CLIENT_ID_TAKEN)
 
     def _recheck(self) -> Deferred[Any] | None:
         """A resumed session keeps only the subscriptions the client's ACL allows now."""

@@ -12,10 +12,12 @@ from edge.mqtt.protocol import MqttProtocol
 
 
 class FakeClient:
-    def __init__(self, broker: Broker, version: int = MQTT_3_1_1, port: int = 40000) -> None:
+    def __init__(
+        self, broker: Broker, version: int = MQTT_3_1_1, port: int = 40000, host: str = "10.0.0.1"
+    ) -> None:
         self.broker = broker
         self.version = version
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", port))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         self.protocol = MqttProtocol(broker)
         self.protocol.makeConnection(self.transport)
         self.decoder = Decoder(version)
