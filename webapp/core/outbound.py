@@ -352,25 +352,32 @@ def http_request(method: str, url: str, *, body: bytes, headers: Mapping[str, st
         sent.update(urllib3.util.make_headers(basic_auth=f"{user}:{password}"))
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     limits = urllib3.Timeout(connect=timeout, read=timeout)
-    pool: urllib3.HTTPConnectionPool
-    if scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            destination.address, destination.port, timeout=limits, retries=False,
-            cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(), assert_hostname=host,
-            server_hostname=None if _is_literal(host) else host)
-    else:
-        pool = urllib3.HTTPConnectionPool(destination.address, destination.port,
-                                          timeout=limits, retries=False)
-    try:
-        response = pool.urlopen(method, target, body=body, headers=sent, redirect=False,
-                                retries=False, preload_content=False, assert_same_host=False)
+    for n, address in enumerate(destination.addresses, start=1):
+        pool: urllib3.HTTPConnectionPool
+        if scheme == "https":
+            pool = urllib3.HTTPSConnectionPool(
+                address, destination.port, timeout=limits, retries=False,
+                cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(), assert_hostname=host,
+                server_hostname=None if _is_literal(host) else host)
+        else:
+            pool = urllib3.HTTPConnectionPool(address, destination.port, timeout=limits,
+                                              retries=False)
         try:
-            data = response.read(MAX_REPLY_BYTES)
+            response = pool.urlopen(method, target, body=body, headers=sent, redirect=False,
+                                    retries=False, preload_content=False,
+                                    assert_same_host=False)
+            try:
+                data = response.read(MAX_REPLY_BYTES)
+            finally:
+                response.release_conn()
+            return HttpReply(response.status, data)
+        except (urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError):
+            if n == len(destination.addresses):
+                raise  # else the next checked address of the name, as browsers do
         finally:
-            response.release_conn()
-        return HttpReply(response.status, data)
-    finally:
-        pool.close()
+            pool.close()
+    raise AssertionError("unreachable: a Destination has at least one address")
 
 
 # --- describing failures ---------------------------------------------------------------------
