@@ -183,3 +183,22 @@ def test_token_saved_before_the_fix_is_masked_and_sealed(operator, receiver):
     channel.refresh_from_db()
     assert token not in json.dumps(channel.config)
     assert actions.channel_url(channel).endswith(f"key={token}")
+
+
+def test_robot_url_token_follows_a_key_rotation(redis_prefix, settings, monkeypatch):
+    """`manage.py rotate_secrets` re-encrypts the stored URL token with the new key."""
+    from django.core.management import call_command
+
+    from edge.crypto import new_secret_key
+    from webapp.rules import actions
+
+    key_a = settings.SECRET_KEY
+    channel = actions.save_channel(acting_user=None, channel=None, data={
+        "name": "ding", "channel_type": "dingtalk",
+        "config": {"url": "https://8.8.8.8/robot/send?access_token=rotate-me"}})
+    key_b = new_secret_key()
+    monkeypatch.setenv("DJANGO_SECRET_KEY", key_b)
+    settings.SECRET_KEY = key_b
+    call_command("rotate_secrets", "--old-key", key_a, "--no-republish")
+    channel.refresh_from_db()
+    assert actions.channel_url(channel).endswith("access_token=rotate-me")

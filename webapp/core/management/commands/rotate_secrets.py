@@ -1,8 +1,9 @@
 """Move every stored secret to the current secret key: `manage.py rotate_secrets --old-key …`.
 
 Device secrets, product registration secrets, device envelope keys, notification channel
-secrets, sink credentials and the secrets of rule actions are Fernet tokens whose key derives
-from `DJANGO_SECRET_KEY` (edge/crypto.py). To leave an old (or leaked) key:
+secrets and robot URL tokens, sink credentials and the secrets of rule actions are Fernet
+tokens whose key derives from `DJANGO_SECRET_KEY` (edge/crypto.py). To leave an old (or
+leaked) key:
 
 1. stop every process (web, edge, ingest, Celery),
 2. set the new key (`DJANGO_SECRET_KEY`, or `var/secret_key` under `make run`),
@@ -113,6 +114,25 @@ def _rotate_rule_actions(rekey: Rekey) -> None:
             Rule.objects.bulk_update(changed, ["actions"])
 
 
+def _rotate_channel_url_tokens(rekey: Rekey) -> None:
+    """The credential of a robot channel's URL, kept encrypted in its config."""
+    from webapp.rules.actions import URL_TOKEN_KEY
+    from webapp.rules.models import NotificationChannel
+
+    for batch in _rows(NotificationChannel.objects.all()):
+        changed = []
+        for channel in batch:
+            config = channel.config if isinstance(channel.config, dict) else {}
+            token = config.get(URL_TOKEN_KEY)
+            if token:
+                new = rekey(token, f"channel {channel.name} URL token")
+                if new != token:
+                    channel.config = {**config, URL_TOKEN_KEY: new}
+                    changed.append(channel)
+        if changed:
+            NotificationChannel.objects.bulk_update(changed, ["config"])
+
+
 def rotate(old_key: str, new_key: str) -> Tally:
     """Re-encrypt every stored secret from `old_key` to `new_key` (one transaction; raises
     CommandError, writing nothing, when a secret opens with neither key)."""
@@ -130,6 +150,7 @@ def rotate(old_key: str, new_key: str) -> Tally:
                        lambda k: f"envelope keys of device {k.device_id}")
         _rotate_fields(NotificationChannel, ["secret_encrypted"], rekey,
                        lambda c: f"channel {c.name}")
+        _rotate_channel_url_tokens(rekey)
         _rotate_fields(Sink, ["credentials_encrypted"], rekey, lambda s: f"sink {s.name}")
         _rotate_rule_actions(rekey)
         unreadable = rekey.tally.unreadable
