@@ -15,7 +15,6 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from edge.crypto import derive_key
-from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org, login
 from webapp.system.models import Role, User
 
@@ -82,7 +81,8 @@ def test_a_session_of_the_same_user_still_works(viewer):
                                 format="json")
     assert response.status_code == 200, response.content
     assert bearer(response.json()["access"]).get("/api/v1/auth/me/").status_code == 200
-    assert jwt_client(viewer).get("/api/v1/auth/me/").json()["username"] == "vera"
+    assert bearer(own_tokens(viewer)["access"]).get("/api/v1/auth/me/").json()[
+        "username"] == "vera"
 
 
 @pytest.mark.parametrize("key", ["secret-key", "former-dev-key"])
