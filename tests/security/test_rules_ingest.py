@@ -193,6 +193,24 @@ def test_a_rule_over_its_time_budget_fails_alone(operator, feed, settings):
     assert Rule.objects.get(pk=cheap).enabled is True and fired(cheap) == 1
 
 
+def test_a_scheduled_rule_that_overflows_is_failed(operator, redis_client, redis_prefix):
+    """A schedule rule evaluates the latest values in a Celery task: the overflow fails the
+    rule (with the reason), not the task."""
+    from webapp.rules.tasks import run_schedule
+
+    created = operator.post("/api/v1/rules/", {
+        "name": "nightly", "condition": {"expr": "temperature * 1e308 > 1"}, "actions": ALARM,
+        "trigger": {"type": "schedule", "cron": "0 2 * * *", "product": "thermo",
+                    "service": "env"}}, format="json")
+    assert created.status_code == 201, created.content
+    redis_client.hset(f"{redis_prefix}latest:dev-1", "env",
+                      '{"temperature": {"value": 35, "ts": 1}}')
+    assert run_schedule(created.json()["id"]) == 0
+    shown = operator.get(f"/api/v1/rules/{created.json()['id']}/").json()
+    assert shown["enabled"] is False
+    assert shown["failure_reason"] == "Arithmetic overflow: 35 * 1e+308 is out of range."
+
+
 # --- poison entries go to uplink:dead -----------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from celery import shared_task
 from webapp.core.redis import get_redis, keys
 from webapp.rules import actions, sinks
 from webapp.rules.choices import DeliveryStatus, TriggerType
+from webapp.rules.expressions import ExpressionError
 from webapp.rules.models import Notification, Rule, Sink
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,13 @@ def run_schedule(rule_id: int) -> int:
                                trigger_type=TriggerType.SCHEDULE).first()
     if rule is None:
         return 0
-    compiled = compile_model(rule)
+    from webapp.rules.engine import failure_reason, record_failures
+
+    try:
+        compiled = compile_model(rule)
+    except ExpressionError as exc:  # saved before a bound it breaks existed
+        record_failures({rule.pk: failure_reason(exc)})
+        return 0
     trigger = rule.trigger
     devices: list[str] = list(trigger.get("devices") or [])
     if trigger.get("group"):
@@ -93,8 +100,12 @@ def run_schedule(rule_id: int) -> int:
         msg = Message(kind="schedule", device=device, product=rule.product.identifier
                       if rule.product else "", service=service, ts=now,
                       values=latest.get(service, {}), latest=latest)
-        if not compiled.condition.holds(msg):
-            continue
+        try:
+            if not compiled.condition.holds(msg):
+                continue
+        except Exception as exc:  # an overflow on the data: the rule fails, not the task
+            record_failures({rule.pk: failure_reason(exc)})
+            return fired
         run_firing({"rule": rule.pk, "kind": "fired", "latest": latest, "message": {
             "kind": "schedule", "device": device, "product": msg.product, "service": service,
             "ts": now, "values": dict(msg.values)}})
