@@ -204,6 +204,19 @@ OTA_URL_TTL = int(env("OTA_URL_TTL", "86400"))
 
 # How long a command waits for an offline device before it times out (seconds).
 DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
+# A synchronous command call (`"sync": true`) waits at most this long (seconds), and at most
+# this many wait at once in one web process (more are refused with 429).
+COMMAND_SYNC_MAX_WAIT = int(env("COMMAND_SYNC_MAX_WAIT", "30"))
+COMMAND_SYNC_MAX_CONCURRENT = int(env("COMMAND_SYNC_MAX_CONCURRENT", "16"))
+
+# Uploads (webapp/core/uploads.py), in bytes: a request body besides files (JSON, form fields);
+# the size above which an uploaded file goes to a temporary file rather than memory; an import
+# file (devices CSV/XLSX, product JSON) and its cells; an OTA package.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(env("DATA_UPLOAD_MAX_MEMORY_SIZE", str(5 * 2**20)))
+FILE_UPLOAD_MAX_MEMORY_SIZE = int(env("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2_621_440)))
+IMPORT_MAX_BYTES = int(env("IMPORT_MAX_BYTES", str(10 * 2**20)))
+IMPORT_MAX_CELLS = int(env("IMPORT_MAX_CELLS", "1000000"))
+OTA_MAX_BYTES = int(env("OTA_MAX_BYTES", str(512 * 2**20)))
 
 # Devices that have not been seen for this long are marked offline by the beat sweep.
 DEVICE_OFFLINE_AFTER = timedelta(seconds=int(env("DEVICE_OFFLINE_AFTER", "600")))
@@ -224,6 +237,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapp.core.errors.exception_handler",
+    # JSON bodies within DATA_UPLOAD_MAX_MEMORY_SIZE (DRF's own parser reads past it).
+    "DEFAULT_PARSER_CLASSES": ["webapp.core.parsers.JSONParser",
+                               "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

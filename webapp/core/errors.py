@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
@@ -40,6 +42,22 @@ class Conflict(DomainError):
     default_detail = _("The resource changed or already exists.")
 
 
+class TooLarge(DomainError):
+    """An upload or a request body over its size, row or cell budget (HTTP 413)."""
+
+    code = "too_large"
+    http_status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The request is too large.")
+
+
+class Busy(DomainError):
+    """The server is at the limit of some resource for the moment: retry later (HTTP 429)."""
+
+    code = "busy"
+    http_status = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = _("Too many requests of this kind at the moment; retry later.")
+
+
 _DRF_CODES = {
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
@@ -55,6 +73,10 @@ _DRF_CODES = {
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every API error as `{"code": …, "detail": …}` (plus `errors` for field errors)."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = TooLarge(_("the request body is larger than {max} bytes "
+                         "(DATA_UPLOAD_MAX_MEMORY_SIZE)").format(
+                             max=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), code="body_too_large")
     if isinstance(exc, DomainError):
         body = {"code": exc.code, "detail": exc.detail, **exc.extra}
         return Response(body, status=exc.http_status)

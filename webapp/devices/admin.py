@@ -16,6 +16,7 @@ from webapp.core.admin import (
     ScopedChoicesMixin,
     ScopedRelatedFieldListFilter,
 )
+from webapp.core.uploads import BoundedImportMixin
 from webapp.devices import actions, secrets_once
 from webapp.devices.actions.shadow import validate_desired
 from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus
@@ -68,7 +69,7 @@ class CommandHistoryInline(admin.TabularInline):
 
 
 @admin.register(Device)
-class DeviceAdmin(ScopedChoicesMixin, ImportExportModelAdmin):
+class DeviceAdmin(ScopedChoicesMixin, BoundedImportMixin, ImportExportModelAdmin):
     list_display = ("identifier", "name", "product", "status", "connect_status", "last_seen",
                     "node_type", "gateway")
     # Products and groups in the sidebar and the group choices stop at the data scope.
@@ -76,7 +77,8 @@ class DeviceAdmin(ScopedChoicesMixin, ImportExportModelAdmin):
                    ("product", ScopedRelatedFieldListFilter),
                    ("groups", ScopedRelatedFieldListFilter))
     search_fields = ("identifier", "name", "description")
-    readonly_fields = ("connect_status", "last_seen", "node_type", "created", "updated")
+    readonly_fields = ("connect_status", "last_seen", "node_type", "created_by", "created",
+                       "updated")
     list_select_related = ("product", "gateway")
     filter_horizontal = ("groups",)
     raw_id_fields = ("gateway",)
@@ -224,8 +226,9 @@ class SendCommandForm(forms.ModelForm):
 
 
 @admin.register(DeviceCommand)
-class DeviceCommandAdmin(admin.ModelAdmin):
-    """Command history of every device; "add" sends a command (checked against the model)."""
+class DeviceCommandAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Command history of the devices in the user's data scope; "add" sends a command to one
+    of them (checked against the model)."""
 
     list_display = ("id", "device", "service", "command", "status", "source", "created",
                     "completed")
@@ -235,12 +238,6 @@ class DeviceCommandAdmin(admin.ModelAdmin):
     raw_id_fields = ("device",)
     date_hierarchy = "created"
     actions = ("cancel",)
-
-    def get_queryset(self, request):
-        from webapp.core import scope
-
-        return super().get_queryset(request).filter(
-            device__in=scope.restrict(Device.objects.all(), request.user))
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

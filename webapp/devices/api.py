@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.db.models import Count
@@ -14,7 +15,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webapp.core import scope
+from webapp.core import scope, uploads
 from webapp.core.errors import DomainError, NotFound
 from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.devices import actions, secrets_once
@@ -163,19 +164,22 @@ class DeviceViewSet(ScopedModelViewSet):
     @commands.mapping.post
     def send_command(self, request: Request, identifier: str | None = None) -> Response:
         """Send a command (validated against the thing model). It waits while the device is
-        offline; with `"sync": true` the call waits up to `timeout` for the response."""
+        offline; with `"sync": true` the call waits up to `timeout` for the response (at most
+        `COMMAND_SYNC_MAX_WAIT`; 429 `too_many_waits` when `COMMAND_SYNC_MAX_CONCURRENT`
+        calls already wait)."""
         device = self.get_object()
         params = CommandRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        record = actions.send_command(
-            acting_user=request.user, device=device, service=data["service"],
-            command=data["command"], params=data.get("params"), timeout=data.get("timeout"),
-            ttl=data.get("ttl"))
-        if data.get("sync"):
-            record = actions.wait_for_command(record, record.timeout)
-        else:
-            record.refresh_from_db()
+        with actions.sync_wait_slot() if data.get("sync") else contextlib.nullcontext():
+            record = actions.send_command(
+                acting_user=request.user, device=device, service=data["service"],
+                command=data["command"], params=data.get("params"),
+                timeout=data.get("timeout"), ttl=data.get("ttl"))
+            if data.get("sync"):
+                record = actions.wait_for_command(record, record.timeout)
+            else:
+                record.refresh_from_db()
         return Response(DeviceCommandSerializer(record).data, status=status.HTTP_201_CREATED)
 
 
@@ -186,10 +190,13 @@ class DeviceViewSet(ScopedModelViewSet):
             parser_classes=[MultiPartParser, FormParser])
     def import_devices(self, request: Request) -> Response:
         """Create or update devices from a CSV or XLSX file: every row or none. Errors are
-        reported per row. New devices' secrets can be downloaded once (`secrets.url`)."""
+        reported per row. New devices' secrets can be downloaded once (`secrets.url`). A file
+        over `IMPORT_MAX_BYTES` bytes or `IMPORT_MAX_CELLS` cells is refused (413)."""
+        uploads.check_request_size(request, uploads.max_import_bytes(), "IMPORT_MAX_BYTES")
         form = DeviceImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         upload = form.validated_data["file"]
+        uploads.check_size(upload.size, uploads.max_import_bytes(), "IMPORT_MAX_BYTES")
         file_format = form.validated_data.get("file_format") or (
             "xlsx" if upload.name.lower().endswith(".xlsx") else "csv")
         dataset = actions.read_dataset(upload.read(), file_format)

@@ -28,6 +28,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from webapp.core import uploads
 from webapp.core.errors import Conflict, DomainError, NotFound
 from webapp.core.types import Actor, recorded_user
 from webapp.devices import actions as device_actions
@@ -58,6 +59,11 @@ def url_ttl() -> int:
     return int(getattr(settings, "OTA_URL_TTL", 86_400))
 
 
+def max_package_bytes() -> int:
+    """The largest package file (`OTA_MAX_BYTES`, 512 MiB by default)."""
+    return int(getattr(settings, "OTA_MAX_BYTES", 512 * 2**20))
+
+
 # packages ---------------------------------------------------------------------------------
 
 
@@ -65,7 +71,9 @@ def url_ttl() -> int:
 def create_package(*, acting_user: Actor, product: Product, name: str, version: str,
                    package_type: str, upload: Any, description: str = "",
                    custom_info: dict[str, Any] | None = None) -> OtaPackage:
-    """Store an uploaded package with its size and checksums."""
+    """Store an uploaded package with its size and checksums (at most `OTA_MAX_BYTES`)."""
+    limit = max_package_bytes()
+    uploads.check_size(getattr(upload, "size", None), limit, "OTA_MAX_BYTES")
     if OtaPackage.objects.filter(product=product, package_type=package_type,
                                  version=version).exists():
         raise Conflict(_("{product} already has a {type} package {version}").format(
@@ -75,6 +83,7 @@ def create_package(*, acting_user: Actor, product: Product, name: str, version: 
         sha256.update(chunk)
         md5.update(chunk)
         size += len(chunk)
+        uploads.check_size(size, limit, "OTA_MAX_BYTES")
     if size == 0:
         raise DomainError(_("the package file is empty"), code="empty_file")
     upload.seek(0)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from webapp.core import scope
+from webapp.core import scope, uploads
 from webapp.core.admin import ScopedAdminMixin
 from webapp.core.errors import DomainError
 from webapp.devices.models import Device
@@ -14,8 +16,24 @@ from webapp.ota.choices import CampaignStatus
 from webapp.ota.models import OtaCampaign, OtaPackage, OtaTask
 
 
+class PackageForm(forms.ModelForm):
+    class Meta:
+        model = OtaPackage
+        fields = "__all__"
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data.get("file")
+        if upload is not None and "file" in self.changed_data:
+            try:
+                uploads.check_size(upload.size, actions.max_package_bytes(), "OTA_MAX_BYTES")
+            except DomainError as exc:
+                raise forms.ValidationError(str(exc.detail)) from None
+        return upload
+
+
 @admin.register(OtaPackage)
 class OtaPackageAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    form = PackageForm
     list_display = ("name", "product", "package_type", "version", "size", "created")
     list_filter = ("package_type", "product")
     search_fields = ("name", "version", "product__identifier")

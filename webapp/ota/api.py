@@ -10,14 +10,15 @@ from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.core import scope
+from webapp.core import scope, uploads
 from webapp.core.errors import Conflict, DomainError, NotFound
+from webapp.core.parsers import JSONParser
 from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.devices.models import Device
 from webapp.ota import actions
@@ -40,6 +41,11 @@ class OtaPackageViewSet(ScopedModelViewSet):
 
     def get_queryset(self):
         return OtaPackage.objects.select_related("product").order_by("-created", "-id")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Upload a package (a file over `OTA_MAX_BYTES` is refused with 413)."""
+        uploads.check_request_size(request, actions.max_package_bytes(), "OTA_MAX_BYTES")
+        return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)

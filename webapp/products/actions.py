@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from webapp.core import scope
 from webapp.core.errors import Conflict, DomainError, NotFound
 from webapp.core.types import Actor, recorded_user
 from webapp.devices import registry
@@ -168,7 +169,8 @@ def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
     if Product.objects.filter(identifier=data["identifier"]).exists():
         raise Conflict(_("product {identifier!r} already exists").format(
             identifier=data["identifier"]), code="duplicate")
-    product = Product.objects.create(created_by=recorded_user(acting_user), **data)
+    # `created_by` is the acting user, whatever a form sent along (the admin's does).
+    product = Product.objects.create(**{**data, "created_by": recorded_user(acting_user)})
     _create_services(product, services)
     _after_model_change(product)
     return product
@@ -235,6 +237,13 @@ def import_product(*, acting_user: Actor, payload: Any, identifier: str | None =
         if identifier:
             data["identifier"] = identifier
     existing = Product.objects.filter(identifier=data.get("identifier")).first()
+    if existing is not None and acting_user is not None and not scope.restrict(
+            Product.objects.filter(pk=existing.pk), acting_user).exists():
+        # Identifiers are global (they name the devices' topics), so a taken one cannot be
+        # hidden; another department's product is answered as a taken identifier, never
+        # updated, whatever `update` says.
+        raise Conflict(_("product {identifier!r} already exists").format(
+            identifier=existing.identifier), code="duplicate")
     if existing is not None and not update:
         raise Conflict(_("product {identifier!r} already exists; import with update=true to "
                          "replace its model").format(identifier=existing.identifier),
@@ -248,6 +257,8 @@ def import_product(*, acting_user: Actor, payload: Any, identifier: str | None =
     if existing is not None:
         return update_product(acting_user=acting_user, product=existing, data=validated,
                               migrate=migrate), False
+    # A new product belongs to the importer's department, as one created through the API.
+    validated.setdefault("department", getattr(recorded_user(acting_user), "department", None))
     return create_product(acting_user=acting_user, data=validated), True
 
 

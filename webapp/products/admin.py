@@ -110,7 +110,7 @@ class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_filter = ("product_type", "protocol", "status")
     search_fields = ("identifier", "name", "manufacturer", "model")
     inlines = [ServiceInline]
-    readonly_fields = ("created", "updated")
+    readonly_fields = ("created_by", "created", "updated")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)

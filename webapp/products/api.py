@@ -10,11 +10,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from webapp.core import uploads
 from webapp.core.errors import DomainError
+from webapp.core.parsers import JSONParser
 from webapp.core.viewsets import ScopedModelViewSet
 from webapp.products import actions
 from webapp.products.filtersets import ProductFilterSet
@@ -90,12 +92,16 @@ class ProductViewSet(ScopedModelViewSet):
     def import_product(self, request: Request) -> Response:
         """Create a product from a product JSON: ours (`GET …/thing-model/`) or the ThingLinks
         one, as the body or a `.json` file. `update=true` replaces an existing product's model
-        (`migrate=true` also when stored data depends on what changes)."""
+        (`migrate=true` also when stored data depends on what changes). A file over
+        `IMPORT_MAX_BYTES`, or a body over `DATA_UPLOAD_MAX_MEMORY_SIZE`, is refused (413)."""
+        if request.content_type.startswith("multipart/"):
+            uploads.check_request_size(request, uploads.max_import_bytes(), "IMPORT_MAX_BYTES")
         options = ProductImportSerializer(data={**request.query_params.dict(),
                                                 **_form_fields(request)})
         options.is_valid(raise_exception=True)
         upload = options.validated_data.get("file")
         if upload is not None:
+            uploads.check_size(upload.size, uploads.max_import_bytes(), "IMPORT_MAX_BYTES")
             try:
                 payload = json.loads(upload.read().decode("utf-8-sig"))
             except (UnicodeDecodeError, ValueError) as exc:

@@ -12,6 +12,7 @@ from webapp.devices.actions.commands import (
     expire_commands,
     retry_pending,
     send_command,
+    sync_wait_slot,
     undelivered,
     wait_for_command,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "set_desired",
     "set_device_status",
     "shadow_document",
+    "sync_wait_slot",
     "undelivered",
     "update_device",
     "update_group",

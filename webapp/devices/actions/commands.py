@@ -15,17 +15,22 @@ never send a command twice or overwrite a final state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from webapp.core.errors import Conflict, DomainError, NotFound
+from webapp.core import scope
+from webapp.core.errors import Busy, Conflict, DomainError, NotFound
 from webapp.core.redis import get_redis, keys
 from webapp.core.types import Actor, recorded_user
 from webapp.devices import downlink
@@ -39,6 +44,9 @@ DEFAULT_TIMEOUT = 30
 MAX_DELIVERY_ATTEMPTS = 5
 MAX_TIMEOUT = 300
 REPLY_KEY_TTL = 120
+# One blocking read of a reply, well under the Redis client's socket timeout (5 s in
+# redis-py): a read that outlasts it fails instead of returning empty.
+REPLY_BLOCK_SECONDS = 2
 OPEN = (CommandStatus.PENDING, CommandStatus.SENT)
 
 
@@ -62,21 +70,30 @@ def _problems_error(problems: list[Any]) -> DomainError:
                        extra={"errors": [p.as_dict() for p in problems]})
 
 
+def _in_scope(acting_user: Actor, device: Device) -> bool:
+    """May ``acting_user`` command ``device`` (the platform itself, None, may command any)?"""
+    if acting_user is None or scope.user_scope(acting_user).everything:
+        return True
+    return scope.restrict(Device.objects.filter(pk=device.pk), acting_user).exists()
+
+
 def send_command(*, acting_user: Actor, device: Device | str, service: str, command: str,
                  params: dict[str, Any] | None = None, timeout: int | None = None,
                  ttl: int | None = None, source: str = CommandSource.API) -> DeviceCommand:
     """Validate and queue a command; it is sent after commit if the device is online.
 
-    ``device`` is a device or its identifier. Raises ``DomainError`` with code
-    ``invalid_command`` (and the per-parameter ``errors``) when the thing model refuses it.
+    ``device`` is a device or its identifier. A user reaches only the devices of their data
+    scope: any other is answered as unknown (the platform itself, None, reaches every
+    device). Raises ``DomainError`` with code ``invalid_command`` (and the per-parameter
+    ``errors``) when the thing model refuses it.
     """
-    if isinstance(device, str):
-        found = Device.objects.select_related("product", "gateway").filter(
-            identifier=device).first()
-        if found is None:
-            raise NotFound(_("device {identifier} does not exist").format(identifier=device),
-                           code="unknown_device")
-        device = found
+    found = Device.objects.select_related("product", "gateway").filter(
+        identifier=device).first() if isinstance(device, str) else device
+    if found is None or not _in_scope(acting_user, found):
+        raise NotFound(_("device {identifier} does not exist").format(
+            identifier=device if isinstance(device, str) else device.identifier),
+            code="unknown_device")
+    device = found
     if device.status == DeviceStatus.LOCKED:
         raise Conflict(_("device {identifier} is locked").format(identifier=device.identifier),
                        code="device_locked")
@@ -274,22 +291,80 @@ def expire_commands() -> int:
     return expired
 
 
-def wait_for_command(record: DeviceCommand, timeout: float) -> DeviceCommand:
-    """Block until the command completes or ``timeout`` seconds pass (synchronous API calls).
+def sync_max_wait() -> int:
+    """The longest a synchronous call waits (`COMMAND_SYNC_MAX_WAIT`, 30 s by default)."""
+    return int(getattr(settings, "COMMAND_SYNC_MAX_WAIT", 30))
 
-    A sent command still unanswered at the end times out at once rather than at the next sweep:
-    the caller asked to wait exactly that long.
+
+def sync_max_concurrent() -> int:
+    """How many synchronous calls may wait at once in one web process
+    (`COMMAND_SYNC_MAX_CONCURRENT`, 16 by default)."""
+    return int(getattr(settings, "COMMAND_SYNC_MAX_CONCURRENT", 16))
+
+
+class _WaitSlots:
+    """The synchronous waits of this process: each holds a thread, so there are few."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    @contextmanager
+    def take(self) -> Iterator[None]:
+        limit = sync_max_concurrent()
+        with self._lock:
+            if self.taken >= limit:
+                raise Busy(_("{count} synchronous commands are already waiting "
+                             "(COMMAND_SYNC_MAX_CONCURRENT); send without sync and read the "
+                             "command later, or retry").format(count=self.taken),
+                           code="too_many_waits")
+            self.taken += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.taken -= 1
+
+
+_wait_slots = _WaitSlots()
+
+
+def sync_wait_slot() -> AbstractContextManager[None]:
+    """A slot for one synchronous wait; raises `Busy` (429) when all are taken. Take it
+    before creating the command, so that a refused call leaves nothing behind."""
+    return _wait_slots.take()
+
+
+def _release_database() -> None:
+    """Give the database connection back while blocking on Redis (waiting calls must not hold
+    the database's connections); the next query opens one again."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def wait_for_command(record: DeviceCommand, timeout: float) -> DeviceCommand:
+    """Block until the command completes or ``timeout`` seconds pass (synchronous API calls),
+    at most `sync_max_wait()` seconds, without holding a database connection meanwhile.
+
+    A sent command still unanswered after its whole ``timeout`` times out at once rather than
+    at the next sweep: the caller asked to wait exactly that long. A wait cut short by the cap
+    returns the command still open; its own deadline applies.
     """
-    deadline = timezone.now() + timedelta(seconds=timeout)
+    wait = min(float(timeout), float(sync_max_wait()))
+    deadline = time.monotonic() + wait
     key = keys().command_reply(record.pk)
     redis = get_redis()
-    while True:
-        record.refresh_from_db()
-        remaining = (deadline - timezone.now()).total_seconds()
-        if not record.is_open or remaining <= 0:
+    record.refresh_from_db()
+    while record.is_open:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             break
-        redis.blpop([key], timeout=max(1, min(int(remaining + 0.999), 5)))
-    if record.status == CommandStatus.SENT:
+        _release_database()
+        if redis.blpop([key], timeout=max(1, min(math.ceil(remaining),
+                                                  REPLY_BLOCK_SECONDS))) is not None:
+            record.refresh_from_db()
+    record.refresh_from_db()
+    if record.status == CommandStatus.SENT and wait >= timeout:
         if DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.SENT).update(
                 status=CommandStatus.TIMEOUT, completed=timezone.now(),
                 error=_("the device did not respond in time")):

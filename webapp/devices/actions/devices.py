@@ -60,10 +60,10 @@ def create_device(*, acting_user: Actor, product: Product, identifier: str,
     _check_gateway(None, gateway)
     fields.setdefault("node_type", node_type_for(product, gateway))
     plain = secret or generate_secret()
-    device = Device.objects.create(
-        product=product, identifier=identifier, secret_encrypted=encrypt_secret(plain),
-        created_by=recorded_user(acting_user), **fields,
-    )
+    # `created_by` is the acting user, whatever a form sent along (the admin's does).
+    device = Device.objects.create(**{
+        **fields, "product": product, "identifier": identifier,
+        "secret_encrypted": encrypt_secret(plain), "created_by": recorded_user(acting_user)})
     if groups:
         device.groups.set(groups)
     DeviceShadow.objects.create(device=device)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
 import tablib
 from django.utils.translation import gettext as _
 
-from webapp.core import spreadsheet
+from webapp.core import spreadsheet, uploads
 from webapp.core.errors import DomainError
 from webapp.core.types import Actor, recorded_user
 from webapp.devices import secrets_once
@@ -37,22 +36,10 @@ class ImportOutcome:
 
 
 def read_dataset(content: bytes, file_format: str) -> tablib.Dataset:
-    """A tablib dataset from an uploaded CSV (UTF-8, with or without BOM) or XLSX file, with
-    the formula-injection escaping of an export removed (`webapp.core.spreadsheet`)."""
-    if file_format not in FORMATS:
-        raise DomainError(_("the file format is csv or xlsx"), code="invalid_format")
-    try:
-        if file_format == "csv":
-            dataset = tablib.Dataset().load(content.decode("utf-8-sig"), format="csv")
-        else:
-            dataset = tablib.Dataset().load(io.BytesIO(content), format="xlsx")
-    except (UnicodeDecodeError, ValueError, KeyError, tablib.InvalidDimensions,
-            tablib.UnsupportedFormat) as exc:
-        raise DomainError(_("the file cannot be read as {format}: {error}").format(
-            format=file_format, error=exc), code="invalid_file") from None
-    except Exception as exc:  # openpyxl raises many kinds for a corrupt workbook
-        raise DomainError(_("the file cannot be read as {format}: {error}").format(
-            format=file_format, error=exc.__class__.__name__), code="invalid_file") from None
+    """A tablib dataset from an uploaded CSV (UTF-8, with or without BOM) or XLSX file, read
+    within the upload budgets (`webapp.core.uploads`: bytes, cells, `MAX_IMPORT_ROWS` rows),
+    with the formula-injection escaping of an export removed (`webapp.core.spreadsheet`)."""
+    dataset = uploads.load_dataset(content, file_format, max_rows=MAX_IMPORT_ROWS)
     # The quote the export put before text such as "=…" is not part of the value.
     return spreadsheet.unescape_dataset(dataset)
 

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from webapp.devices import downlink
 from webapp.devices.actions.commands import carrier, dispatch_pending
@@ -32,15 +33,30 @@ def _failed(reason: str) -> dict[str, Any]:
     return {"statusCode": 1, "statusDesc": reason}
 
 
-def _product_of(info: dict[str, Any]) -> Product | str:
-    """The sub-device's product, or why none was found."""
+def products_for(gateway: Device) -> QuerySet[Product]:
+    """The products a gateway may give its sub-devices: those of its department and below
+    (a sub-device joins the gateway's department), or, for a gateway without a department,
+    the products without one. Another department's product stays out of reach: its data,
+    rules and identifiers are not the gateway's to use."""
+    department = gateway.department
+    if department is None:
+        return Product.objects.filter(department__isnull=True)
+    if not department.path:
+        return Product.objects.filter(department=department)
+    return Product.objects.filter(department__path__startswith=department.path)
+
+
+def _product_of(gateway: Device, info: dict[str, Any]) -> Product | str:
+    """The sub-device's product, or why none was found (a product out of the gateway's reach
+    is unknown to it, whether it exists or not)."""
+    reachable = products_for(gateway)
     named = info.get("productIdentification") or info.get("productId")
     if isinstance(named, str) and named:
-        product = Product.objects.filter(identifier=named).first()
+        product = reachable.filter(identifier=named).first()
         return product if product is not None else f"unknown product {named}"
     manufacturer, model = info.get("manufacturerId"), info.get("model")
     if isinstance(manufacturer, str) and isinstance(model, str) and manufacturer and model:
-        matches = list(Product.objects.filter(manufacturer=manufacturer, model=model)[:2])
+        matches = list(reachable.filter(manufacturer=manufacturer, model=model)[:2])
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -82,7 +98,7 @@ def _add(gateway: Device, body: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             results.append({**OK, "deviceInfo": _info(existing, node_id)})
             continue
-        product = _product_of(info)
+        product = _product_of(gateway, info)
         if isinstance(product, str):
             results.append({**_failed(product), "deviceInfo": {"nodeId": node_id}})
             continue
