@@ -3,6 +3,7 @@
 import pytest
 
 from webapp.rules.expressions import (
+    EvaluationError,
     ExpressionError,
     Template,
     evaluate,
@@ -66,6 +67,25 @@ def test_limits():
     with pytest.raises(ExpressionError, match="Unexpected"):
         parse("1 2")
     assert evaluate("'a' * 100000000", {}) is None  # no string multiplication
+
+
+def test_bounds_of_trees_and_numbers():
+    """Chains of operators count as levels, literals are capped, overflow raises (the rule
+    engine fails the rule on it: tests/security/test_rules_ingest.py)."""
+    assert evaluate("1" + "+1" * 63, {}) == 64  # 64 levels: the most
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        parse("1" + "+1" * 64)
+    assert parse("a" + ".b" * 40 + " + c").names() == ["a", "c"]
+    with pytest.raises(ExpressionError, match="longer than 64 characters"):
+        parse("1" * 65)
+    with pytest.raises(EvaluationError, match="Arithmetic overflow"):
+        evaluate("x * 1e308", {"x": 10})
+    with pytest.raises(EvaluationError, match="Arithmetic overflow"):
+        evaluate("x / 3", {"x": 10 ** 400})
+    with pytest.raises(EvaluationError, match="Arithmetic overflow"):
+        evaluate("x * x * x * x * x", {"x": 10 ** 250})
+    assert evaluate("x * 2", {"x": float("inf")}) == float("inf")  # not this overflow
+    assert evaluate("x % 0", {"x": 5}) is None
 
 
 def test_templates_render_whitelisted_fields():
