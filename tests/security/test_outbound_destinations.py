@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.rules.conftest import Receiver
-from tests.security.outbound_support import jwt_client
+from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org, make_device, make_product
 from webapp.rules.models import Notification, Rule, Sink
 
