@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.security.devices_support import jwt_client
+from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org, make_product
 from webapp.products.models import Product
 from webapp.telemetry.backends import Point, get_backend
