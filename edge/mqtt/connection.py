@@ -443,10 +443,7 @@ class MqttConnection:
         if self._client_id_taken():
             return
         owner = self.owner
-        persistent = self._session_expiry() > 0
-        if owner is not None and persistent and not broker.make_room(owner, self.client_id):
-            self.refuse(Reason.QUOTA_EXCEEDED, "too many persistent sessions for this client")
-            return
+        counted = False
         if owner is not None and self.identity is None:
             # Application keys and registrations: a bounded number of connections each (L8).
             old = broker.sessions.get(self.client_id)
@@ -456,6 +453,13 @@ class MqttConnection:
             if not broker.open_as(owner, replaced):
                 self.refuse(Reason.QUOTA_EXCEEDED, "too many connections for this client")
                 return
+            counted = True
+        persistent = self._session_expiry() > 0
+        if owner is not None and persistent and not broker.make_room(owner, self.client_id):
+            if counted:
+                broker.closed_as(owner)
+            self.refuse(Reason.QUOTA_EXCEEDED, "too many persistent sessions for this client")
+            return
         broker.take_over(self)
         session = broker.sessions.get(self.client_id)
         if session is not None and connect.clean_start:

@@ -268,6 +268,7 @@ def test_persistent_sessions_per_identity():
     assert connack.reason_code == Reason.QUOTA_EXCEEDED
     assert not app_a.closed and not app_b.closed
     assert sorted(broker.persistent["app:k"]) == ["k-1", "k-2"]
+    assert broker.owner_connections == {"app:k": 2}
     # A client that asks for no persistent session is not counted.
     connected(broker, "k-4", "app:k")
 
