@@ -403,3 +403,29 @@ def test_device_cannot_resume_a_session_persisted_by_another_node(redis_url: str
             assert back.messages.get(timeout=10).payload == b"queued while away"
         finally:
             back.close()
+
+
+@pytest.mark.e2e
+def test_takeover_message_spares_another_identity(redis_url: str, prefix: str):
+    """Across nodes a client id is claimed after CONNACK, and the node holding it is asked to
+    close its connection: only a connection of the same identity is closed. The victim
+    (connected on node A) keeps its connection and its commands while the attacker connects
+    to node B with its client id; the victim connecting again on node B takes its client id
+    back from its own older connection as before (0x8E)."""
+    with ExitStack() as stack:
+        a = stack.enter_context(running_edge(redis_url, prefix, ENV))
+        b = stack.enter_context(running_edge(redis_url, prefix, ENV))
+        victim = Device("victim", "victim-cid", mqtt.MQTTv5)
+        stack.callback(victim.close)
+        assert victim.connect(a, clean=True) == (0, False)
+        victim.subscribe_commands()
+        wait_for(lambda: a.redis.hget(a.key("mqtt:clients"), "victim-cid") == a.node.encode())
+        assert raw_connack(b, "victim-cid", "attacker", clean=True).reason_code == 0
+        time.sleep(0.5)  # node B has claimed the client id and sent node A its takeover message
+        assert victim.disconnects.empty()
+        send_command(a, "victim", "still yours")
+        assert victim.messages.get(timeout=10).payload == b"still yours"
+        again = Device("victim", "victim-cid", mqtt.MQTTv5)
+        stack.callback(again.close)
+        assert again.connect(b, clean=True) == (0, False)
+        assert victim.disconnects.get(timeout=10) == 0x8E
