@@ -458,16 +458,18 @@ def test_device_over_its_publish_budget_is_told_and_others_are_not(edge: Edge):
         for n in range(20):
             flood.client.publish("/v1/devices/flood/other", f"f{n}".encode(), qos=1)
         codes = [flood.acks.get(timeout=10) for _ in range(20)]
-        assert codes.count(0) == 10 and codes.count(0x97) == 10
+        # The burst, and what 5/s refilled while the 20 came in (a slow machine).
+        accepted = codes.count(0)
+        assert 10 <= accepted <= 12 and codes.count(0x97) == 20 - accepted
         for n in range(5):
             calm.client.publish("/v1/devices/calm/other", f"c{n}".encode(), qos=1)
         assert [calm.acks.get(timeout=10) for _ in range(5)] == [0] * 5
-        for _ in range(30):
-            # One at a time: the server closes right after its DISCONNECT, and unread input
-            # would make that a reset the client may see before the DISCONNECT.
+        for _ in range(100):
+            # 50/s, well over the budget, but one at a time: the server closes right after its
+            # DISCONNECT, and input it has not read would turn that into a reset.
             flood.client.publish("/v1/devices/flood/other", b"q0", qos=0)
             try:
-                code, props = flood.disconnects.get(timeout=0.5)
+                code, props = flood.disconnects.get(timeout=0.02)
                 break
             except queue.Empty:
                 continue
@@ -476,7 +478,8 @@ def test_device_over_its_publish_budget_is_told_and_others_are_not(edge: Edge):
         logged = edge.wait_for_events(lambda e: e["t"] == "log" and e["dev"] == "calm", 5)
         assert sorted(e["payload"] for e in logged) == [f"c{n}" for n in range(5)]
         deadline = time.monotonic() + 10
-        while not _metric(edge, 'edge_budget_refusals_total{budget="publish_rate"} 11'):
+        refused = f'edge_budget_refusals_total{{budget="publish_rate"}} {20 - accepted + 1}'
+        while not _metric(edge, refused):
             assert time.monotonic() < deadline
             time.sleep(0.1)
     finally:
