@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import gettext
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,15 @@ from rest_framework.test import APIClient
 
 from tests.system.conftest import login
 
-LOCALE = Path(__file__).resolve().parents[2] / "locale" / "zh_Hans" / "LC_MESSAGES"
+ROOT = Path(__file__).resolve().parents[2]
+LOCALE = ROOT / "locale" / "zh_Hans" / "LC_MESSAGES"
+# What `makemessages` reads for this catalogue (docs/system.md): the console has its own.
+SOURCES = (ROOT / "webapp", ROOT / "config")
+SKIPPED = (ROOT / "webapp" / "console",)
+# gettext's and Django's keywords: the position of the msgid among the call's arguments.
+KEYWORDS = {"_": 0, "gettext": 0, "gettext_lazy": 0, "gettext_noop": 0, "ngettext": 0,
+            "ngettext_lazy": 0, "pgettext": 1, "pgettext_lazy": 1, "npgettext": 1,
+            "npgettext_lazy": 1}
 
 
 def _po_entries() -> list[tuple[str, str]]:
@@ -43,6 +53,55 @@ def test_catalogue_is_complete_and_keeps_placeholders():
         for pattern in (r"\{[a-z_]+(?:![rs])?\}", r"%\([a-z_]+\)[sd]"):
             assert sorted(re.findall(pattern, msgid)) == sorted(re.findall(pattern, msgstr)), \
                 msgid
+
+
+def _sources(suffixes: tuple[str, ...]) -> Iterator[Path]:
+    for root in SOURCES:
+        for path in sorted(root.rglob("*")):
+            if path.suffix in suffixes and not any(path.is_relative_to(s) for s in SKIPPED):
+                yield path
+
+
+def _python_msgids(path: Path) -> Iterator[tuple[str, str]]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        position = KEYWORDS.get(name or "")
+        if position is None or len(node.args) <= position:
+            continue
+        argument = node.args[position]
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+            yield f"{path.relative_to(ROOT)}:{node.lineno}", argument.value
+
+
+def _template_msgids(path: Path) -> Iterator[tuple[str, str]]:
+    """{% translate %} and {% blocktranslate %} as `makemessages` sees them (templatize)."""
+    from django.utils.translation.template import templatize
+
+    literal = r"""u?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+    code = templatize(path.read_text(encoding="utf-8"), origin=str(path))
+    for match in re.finditer(rf"\b(_|n?p?gettext)\(\s*({literal})(?:\s*,\s*({literal}))?",
+                             code):
+        text = match.group(3) if match.group(1).startswith(("pgettext", "npgettext")) \
+            else match.group(2)
+        if text:
+            yield str(path.relative_to(ROOT)), ast.literal_eval(text)
+
+
+def test_every_string_of_the_code_is_in_the_catalogue():
+    """Each translatable string of webapp/ and config/ (but the console's) has its Chinese
+    translation: fails when strings were added without running makemessages (docs/system.md)."""
+    translated = {msgid for msgid, msgstr in _po_entries() if msgstr}
+    found = [*(m for p in _sources((".py",)) for m in _python_msgids(p)),
+             *(m for p in _sources((".html", ".txt")) for m in _template_msgids(p))]
+    assert len(found) > 500
+    missing = [f"{where}: {msgid!r}" for where, msgid in found
+               if msgid and msgid not in translated]
+    assert not missing, "run makemessages and translate:\n" + "\n".join(missing[:20])
+    fuzzy = (LOCALE / "django.po").read_text(encoding="utf-8").count("#, fuzzy")
+    assert not fuzzy, "check and translate the fuzzy entries of django.po"
 
 
 def test_compiled_catalogue_matches_the_po():
