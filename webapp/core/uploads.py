@@ -7,6 +7,8 @@
 - An import file (CSV or XLSX) holds at most `IMPORT_MAX_BYTES` bytes and `IMPORT_MAX_CELLS`
   cells; a workbook's parts expand to at most `XLSX_MAX_EXPANSION` times the file limit.
   `load_dataset` stops at the first budget passed, never reading the whole file first.
+- The admin's imports (django-import-export) offer only those two formats and check the
+  file size in the form (`BoundedImportMixin`, on every `ImportExportModelAdmin`).
 
 The web process (Daphne) still receives a whole body before Django sees it: the transport
 limit belongs to the reverse proxy in front (docs/security.md).
@@ -26,12 +28,16 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from import_export import forms as import_forms
 
+from webapp.core import spreadsheet
 from webapp.core.errors import DomainError, TooLarge
 
 #: The parts of a workbook (a zip) may expand to this many times the file size limit: an
 #: ordinary workbook compresses 5 to 10 times, a zip bomb thousands of times.
 XLSX_MAX_EXPANSION = 10
 READABLE = ("csv", "xlsx")
+#: The formats the admin imports: read row by row within the budgets (`load_dataset`), cells
+#: unescaped as exported (`webapp.core.spreadsheet`).
+BOUNDED_IMPORT_FORMATS: tuple[type, ...] = (spreadsheet.CSV, spreadsheet.XLSX)
 
 
 class UnreadableFile(ValueError):
@@ -178,10 +184,17 @@ class ImportForm(import_forms.ImportForm):
 
 
 class BoundedImportMixin:
-    """For an `ImportExportModelAdmin`: the import form checks the file size, and a file the
-    budgets refuse is reported with the reason (not only the exception's name)."""
+    """For every `ImportExportModelAdmin` of the project (tests/security/test_system_imports.py
+    walks the admin site): the admin imports only the formats read within the budgets (CSV,
+    XLSX; tablib reads XLS, ODS, TSV, JSON and YAML whole, so they are export formats only),
+    the import form checks the file size, and a file the budgets refuse is reported with the
+    reason (not only the exception's name)."""
 
     import_form_class = ImportForm
+
+    @property
+    def import_formats(self) -> list[type]:
+        return list(BOUNDED_IMPORT_FORMATS)
 
     def add_data_read_fail_error_to_form(self, form: Any, e: Exception) -> None:
         if isinstance(e, UnreadableFile):

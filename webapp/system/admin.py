@@ -24,6 +24,7 @@ from import_export.admin import ExportMixin, ImportExportModelAdmin
 from webapp.core import scope
 from webapp.core.admin import ScopedAdminMixin
 from webapp.core.errors import DomainError
+from webapp.core.uploads import BoundedImportMixin
 from webapp.system import actions, lockout, resources, sessions
 from webapp.system.models import (
     ApiKey,
@@ -108,7 +109,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(User)
-class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
+class UserAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdmin, BaseUserAdmin):
     resource_classes = [resources.UserResource]
     list_display = ("username", "nickname", "email", "department", "roles_list", "is_active",
                     "is_staff", "last_login")
@@ -216,7 +217,7 @@ class UserAdmin(ScopedAdminMixin, ImportExportModelAdmin, BaseUserAdmin):
 
 
 @admin.register(Department)
-class DepartmentAdmin(ScopedAdminMixin, ImportExportModelAdmin):
+class DepartmentAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.DepartmentResource]
     list_display = ("tree_name", "leader", "phone", "email", "order", "is_active")
     search_fields = ("name", "leader", "phone", "email")
@@ -235,7 +236,7 @@ class DepartmentAdmin(ScopedAdminMixin, ImportExportModelAdmin):
 
 
 @admin.register(Position)
-class PositionAdmin(ImportExportModelAdmin):
+class PositionAdmin(BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.PositionResource]
     list_display = ("code", "name", "order", "is_active")
     search_fields = ("code", "name")
@@ -243,7 +244,7 @@ class PositionAdmin(ImportExportModelAdmin):
 
 
 @admin.register(Role)
-class RoleAdmin(ImportExportModelAdmin):
+class RoleAdmin(BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.RoleResource]
     list_display = ("name", "code", "data_scope", "is_active", "is_builtin", "user_count")
     search_fields = ("code", "name")
@@ -325,7 +326,7 @@ class DictItemInline(admin.TabularInline):
 
 
 @admin.register(DictType)
-class DictTypeAdmin(ImportExportModelAdmin):
+class DictTypeAdmin(BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.DictTypeResource]
     list_display = ("code", "name", "is_active", "is_builtin", "updated")
     search_fields = ("code", "name")
@@ -339,7 +340,7 @@ class DictTypeAdmin(ImportExportModelAdmin):
 
 
 @admin.register(DictItem)
-class DictItemAdmin(ImportExportModelAdmin):
+class DictItemAdmin(BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.DictItemResource]
     list_display = ("dict_type", "value", "label", "order", "is_default", "is_active")
     list_filter = ("dict_type", "is_active")
@@ -351,7 +352,7 @@ class DictItemAdmin(ImportExportModelAdmin):
 
 
 @admin.register(Parameter)
-class ParameterAdmin(ImportExportModelAdmin):
+class ParameterAdmin(BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.ParameterResource]
     list_display = ("key", "name", "value", "value_type", "is_builtin", "updated")
     search_fields = ("key", "name", "value")
