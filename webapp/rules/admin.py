@@ -303,6 +303,24 @@ class SinkForm(forms.ModelForm):
                   "payload_template", "max_retries", "backoff")
         widgets = {"config": _JSON}
 
+    def clean(self) -> dict[str, Any]:
+        """What `actions.save_sink` refuses (settings, filter, template, a destination the
+        platform may not connect to) is a form error, not a sink "added" that was not."""
+        from webapp.rules.sinks import check_sink
+
+        data = super().clean() or {}
+        if "sink_type" not in data or "config" not in data:
+            return data  # their own errors are shown
+        before = Sink.objects.filter(pk=self.instance.pk).values_list(
+            "sink_type", "config").first() if self.instance.pk else None
+        candidate = Sink(**{k: data[k] for k in ("sink_type", "config", "filter",
+                                                  "payload_template") if k in data})
+        try:
+            check_sink(candidate, destination=before != (candidate.sink_type, candidate.config))
+        except DomainError as exc:
+            raise forms.ValidationError(str(exc.detail)) from exc
+        return data
+
 
 @admin.register(Sink)
 class SinkAdmin(ScopedAdminMixin, admin.ModelAdmin):
