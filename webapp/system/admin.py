@@ -227,6 +227,10 @@ class DepartmentAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdm
     fields = ("name", "parent", "order", "leader", "leader_user", "phone", "email",
               "is_active", "remark")
 
+    def get_import_resource_kwargs(self, request: Any, **kwargs: Any) -> Any:
+        return {**super().get_import_resource_kwargs(request, **kwargs),
+                "acting_user": request.user}
+
     @admin.display(description=_("name"), ordering="path")
     def tree_name(self, obj: Department) -> str:
         return _indent(obj.depth, obj.name)

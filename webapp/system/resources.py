@@ -24,16 +24,6 @@ from webapp.system.models import (
 )
 
 
-class DepartmentResource(resources.ModelResource):
-    parent = fields.Field(attribute="parent", column_name="parent",
-                          widget=widgets.ForeignKeyWidget(Department, "name"))
-
-    class Meta:
-        model = Department
-        fields = ("id", "name", "parent", "order", "leader", "phone", "email", "is_active",
-                  "remark")
-
-
 class PositionResource(resources.ModelResource):
     class Meta:
         model = Position
@@ -85,6 +75,34 @@ class GrantCheckedResource(resources.ModelResource):
         from webapp.system import actions
 
         return ValidationError(actions.refusal(exc), code=exc.code)
+
+
+class DepartmentResource(GrantCheckedResource):
+    """Departments by id. As through the API, rows change only departments within the
+    importer's scope, and a parent is one the importer may assign (their scope and their own
+    department): moving another department below one's own would put all of it in one's
+    scope."""
+
+    parent = fields.Field(attribute="parent", column_name="parent",
+                          widget=ScopedDepartmentWidget())
+
+    class Meta:
+        model = Department
+        fields = ("id", "name", "parent", "order", "leader", "phone", "email", "is_active",
+                  "remark")
+
+    def before_import(self, dataset: Any, **kwargs: Any) -> None:
+        super().before_import(dataset, **kwargs)
+        self.fields["parent"].widget.acting_user = self.acting_user
+
+    def after_init_instance(self, instance: Any, new: bool, row: Any, **kwargs: Any) -> None:
+        super().after_init_instance(instance, new, row, **kwargs)
+        if new or self.acting_user is None:
+            return
+        reached = scope.restrict(Department.objects.filter(pk=instance.pk), self.acting_user)
+        if not reached.exists():
+            raise ValidationError(_("{name}: this department is not in your data scope.")
+                                  .format(name=instance.name), code="out_of_scope")
 
 
 class UserResource(GrantCheckedResource):
