@@ -13,9 +13,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from webapp.core import scope
 from webapp.core.permissions import ModelPermissions
 from webapp.core.redis import get_redis, keys
 from webapp.core.viewsets import ScopedViewSetMixin
+from webapp.devices.models import Device
 from webapp.rules import actions, engine
 from webapp.rules.choices import OPEN_ALARM_STATUSES
 from webapp.rules.compiler import compile_rule
@@ -64,14 +66,20 @@ class ChangePermission(ModelPermissions):
                  "POST": ["%(app_label)s.change_%(model_name)s"]}
 
 
-def _latest_of(device: str) -> dict[str, dict[str, Any]]:
-    raw = get_redis().hgetall(keys().latest(device)) if device else {}
+def _latest_of(device: str, user: Any) -> dict[str, dict[str, Any]]:
+    """The latest values of a device of `user`'s data scope (none for another device: it
+    is answered as a device without data)."""
+    if not device or not scope.restrict(Device.objects.filter(identifier=device),
+                                        user).exists():
+        return {}
+    raw = get_redis().hgetall(keys().latest(device))
     return {svc.decode(): {p: e.get("value") for p, e in json.loads(v).items()}
             for svc, v in raw.items()}
 
 
-def explain_rule(rule: Rule, data: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate a rule on a sample message: which conditions held, and why."""
+def explain_rule(rule: Rule, data: dict[str, Any], user: Any) -> dict[str, Any]:
+    """Evaluate a rule on a sample message: which conditions held, and why. The latest
+    values of the named device are read only when it is in `user`'s data scope."""
     try:
         compiled = compile_rule(id=rule.pk or 0, name=rule.name, trigger=rule.trigger,
                                 condition=rule.condition, actions=rule.actions,
@@ -80,7 +88,7 @@ def explain_rule(rule: Rule, data: dict[str, Any]) -> dict[str, Any]:
     except ExpressionError as exc:
         raise actions.RuleInvalid(exc.detail) from exc
     device = data.get("device") or ""
-    latest = data["latest"] if data.get("latest") is not None else _latest_of(device)
+    latest = data["latest"] if data.get("latest") is not None else _latest_of(device, user)
     msg = Message(kind=compiled.trigger_type, device=device, product=compiled.product,
                   service=data.get("service") or compiled.service,
                   ts=data.get("ts") or int(time.time() * 1000), values=data.get("values") or {},
@@ -143,7 +151,8 @@ class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         Runs no action."""
         params = RuleTestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        return Response(explain_rule(self.get_object(), dict(params.validated_data)))
+        return Response(explain_rule(self.get_object(), dict(params.validated_data),
+                                     request.user))
 
     @extend_schema(request=RuleTestSerializer, responses={200: dict},
                    operation_id="v1_rules_test_draft_create")
@@ -157,7 +166,7 @@ class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         rule = Rule(**dict(draft.validated_data))
         params = RuleTestSerializer(data={k: v for k, v in body.items() if k != "rule"})
         params.is_valid(raise_exception=True)
-        return Response(explain_rule(rule, dict(params.validated_data)))
+        return Response(explain_rule(rule, dict(params.validated_data), request.user))
 
     @extend_schema(responses=RuleTraceSerializer(many=True))
     @action(detail=True, methods=["get"])
