@@ -6,6 +6,8 @@
   put in the schema.
 - The sink add form said "added successfully" for a sink whose destination was refused (the
   refusal came after validation, in `save_model`): nothing was saved, the message lied.
+- A JSON box left empty (a device's tags, a rule's condition, a channel's settings…) was
+  None for a NOT NULL column: a 500 when the record was written.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from tests.security.rbac import (  # noqa: F401  (fixtures)
     org_fixture,
     own_cache_prefix,
 )
-from tests.system.conftest import PASSWORD
-from webapp.rules.models import Sink
+from tests.system.conftest import PASSWORD, make_product
+from webapp.devices.models import Device
+from webapp.rules.models import NotificationChannel, Rule, Sink
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +93,41 @@ def test_an_old_sink_with_a_refused_destination_can_still_be_disabled(ops_client
     data["config"] = json.dumps({"url": "http://10.0.0.8/in"})  # a new destination: checked
     refused = ops_client.post(url, data)
     assert refused.status_code == 200 and "10.0.0.8" in refused.content.decode()
+
+
+def test_empty_json_boxes_save_as_their_defaults(client, org, redis_prefix):
+    """A superuser leaves the JSON boxes of the device, rule, channel and sink forms empty:
+    each record is saved with `{}` / `[]`; a required box (a rule's trigger) still says so."""
+    from webapp.system.models import User
+
+    User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    assert client.login(username="root", password=PASSWORD)
+    product = make_product("thermo", org.a)
+    trigger = json.dumps({"type": "property", "product": "thermo", "service": "env",
+                          "property": "temperature"})
+    posts = {
+        "/admin/devices/device/add/": {"identifier": "dev-1", "product": product.pk,
+                                       "status": "activated", "tags": ""},
+        "/admin/rules/rule/add/": {"name": "hot", "trigger": trigger, "condition": "",
+                                   "debounce": "", "actions": "", "cooldown": 0,
+                                   "fire_mode": "each"},
+        "/admin/rules/notificationchannel/add/": {
+            "name": "inbox", "channel_type": "insite", "config": "", "roles": "",
+            "emails": "", "max_retries": 1},
+        "/admin/rules/sink/add/": {"name": "log", "sink_type": "log", "config": "",
+                                   "payload_template": "", "credentials": "",
+                                   "max_retries": 1, "backoff": 1},
+    }
+    for url, data in posts.items():
+        response = client.post(url, data)
+        assert response.status_code == 302, (url, response.content.decode()[-2000:])
+    assert Device.objects.get(identifier="dev-1").tags == {}
+    rule = Rule.objects.get(name="hot")
+    assert (rule.condition, rule.actions, rule.debounce) == ({}, [], {})
+    channel = NotificationChannel.objects.get(name="inbox")
+    assert (channel.config, channel.roles, channel.emails) == ({}, [], [])
+    assert Sink.objects.get(name="log").config == {}
+    no_trigger = client.post("/admin/rules/rule/add/", {**posts["/admin/rules/rule/add/"],
+                                                        "name": "none", "trigger": ""})
+    assert no_trigger.status_code == 200
+    assert no_trigger.context["adminform"].form.errors["trigger"]

@@ -9,8 +9,9 @@ add and change (no escalation fields for the operator), role add and change, men
 group change (superuser), product add, device add, device command add (another department's
 device refused), notification channel add (a robot URL checked as a destination; a name that
 does not resolve is a form error), sink add (an internal destination refused as a form
-error), rule add with a webhook action; then the console pages (/, /devices/, /products/ and
-each device's page) and the API schema, which now needs a login.
+error), rule add with a webhook action (some JSON boxes left empty: their defaults); then
+the console pages (/, /devices/, /products/ and each device's page) and the API schema,
+which now needs a login.
 
 A page answering 5xx, or a save without its success message, is recorded with a screenshot
 (under the test's tmp_path) and the server's traceback; the test fails listing them all.
@@ -365,6 +366,7 @@ def walk_admin(walk: Walk, world: World, superuser: bool) -> None:
         page.fill("#id_identifier", "meter-01")
         page.fill("#id_name", "Meter 01")
         page.select_option("#id_department", str(department))
+        page.fill("#id_tags", "")  # an empty JSON box is its default ({})
 
     walk.save("device add", "/admin/devices/device/add/", device_add)
 
@@ -390,6 +392,7 @@ def walk_admin(walk: Walk, world: World, superuser: bool) -> None:
             page.select_option("#id_channel_type", "dingtalk")
             page.select_option("#id_department", str(department))
             fill_json(page, "config", {"url": url})
+            page.fill("#id_emails", "")
         return fill
 
     if not superuser:
@@ -418,6 +421,7 @@ def walk_admin(walk: Walk, world: World, superuser: bool) -> None:
         fill_json(page, "trigger", {"type": "property", "product": "thermo-a",
                                     "service": "env", "property": "temperature"})
         fill_json(page, "condition", {"op": ">", "value": 30})
+        page.fill("#id_debounce", "")
         fill_json(page, "actions", [
             {"type": "alarm", "severity": "minor"},
             {"type": "notify", "channel": "duty-robot"},
@@ -446,7 +450,7 @@ def check_saved(walk: Walk, world: World, superuser: bool) -> None:
         "menu": Menu.objects.filter(pk=world.menu.pk, name="Devices (list)").exists(),
         "product": Product.objects.filter(identifier="meter", department=a,
                                           services__code="power").exists(),
-        "device": Device.objects.filter(identifier="meter-01", department=a,
+        "device": Device.objects.filter(identifier="meter-01", department=a, tags={},
                                         product__identifier="meter").exists(),
         "command": list(DeviceCommand.objects.values_list("device__identifier", "params"))
         == [("dev-a1", {"seconds": 15})],
@@ -454,7 +458,8 @@ def check_saved(walk: Walk, world: World, superuser: bool) -> None:
         and "abc" not in json.dumps(channel.config)
         and not NotificationChannel.objects.exclude(pk=channel.pk).exists(),
         "sink": list(Sink.objects.values_list("name", "department")) == [("archive", a.pk)],
-        "rule": Rule.objects.filter(name="too-hot", product=world.product_a).exists(),
+        "rule": Rule.objects.filter(name="too-hot", product=world.product_a,
+                                    debounce={}).exists(),
     }
     if superuser:
         saved["group"] = Group.objects.filter(pk=world.group.pk,

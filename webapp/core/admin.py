@@ -1,12 +1,44 @@
-"""ModelAdmin mixins: data scope on every admin page and export (see `webapp.core.scope`)."""
+"""ModelAdmin mixins: data scope on every admin page and export (see `webapp.core.scope`),
+and JSON boxes left empty read as their column's default."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.db import models
 
 from webapp.core import scope
+
+
+class DefaultingJSONField(forms.JSONField):
+    """A JSON box left empty is the model field's default (`{}`, `[]`), not None: the
+    column is NOT NULL, so None failed only when the record was written (a 500). A required
+    field still refuses an empty box."""
+
+    def __init__(self, *args: Any, empty: Callable[[], Any], **kwargs: Any) -> None:
+        self.empty = empty
+        super().__init__(*args, **kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if not self.disabled and value in self.empty_values:
+            return self.empty()
+        return super().to_python(value)
+
+
+class EmptyJSONAdminMixin:
+    """Form fields of NOT NULL JSON columns with a default are `DefaultingJSONField`s (the
+    fields a ModelAdmin's form builds from the model, its `Meta.widgets` kept)."""
+
+    def formfield_for_dbfield(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        if isinstance(db_field, models.JSONField) and not db_field.null \
+                and db_field.has_default():
+            kwargs.setdefault("form_class", DefaultingJSONField)
+            if kwargs["form_class"] is DefaultingJSONField:
+                kwargs["empty"] = db_field.get_default
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
 
 
 def scoped_choices(related: Any, request: Any) -> Any:
@@ -35,9 +67,10 @@ def _scoped_queryset(db_field: Any, request: Any, kwargs: dict[str, Any]) -> dic
     return kwargs
 
 
-class ScopedAdminMixin:
+class ScopedAdminMixin(EmptyJSONAdminMixin):
     """Limits the change list, the change/delete pages, exports and foreign-key choices to the
-    user's data scope; a new record starts in the user's department."""
+    user's data scope; a new record starts in the user's department. (Empty JSON boxes read
+    as their default: `EmptyJSONAdminMixin`.)"""
 
     def get_queryset(self, request: Any) -> Any:
         return scope.restrict(super().get_queryset(request), request.user)  # type: ignore[misc]
