@@ -126,16 +126,35 @@ def _by_id_or_name(model: Any, ref: Any, rule: Rule | None = None) -> Any:
     return found
 
 
+def _role_reach(channel: NotificationChannel) -> Q | None:
+    """Where the members of a channel's roles are looked for: the channel's department and
+    below; without a department, its maker's data scope (None: everywhere). A role code
+    names users in every department: unbounded, a channel would reach (and its deliveries
+    would list) another department's people."""
+    from webapp.core import scope
+
+    if channel.department_id is not None and channel.department is not None:
+        return Q(department__path__startswith=channel.department.path)
+    maker = channel.created_by
+    if maker is None or scope.user_scope(maker).everything:
+        return None
+    return Q(pk__in=scope.restrict(get_user_model().objects.all(), maker).values("pk"))
+
+
 def recipients(channel: NotificationChannel) -> list[Any]:
     """The channel's users, the members of its roles (system roles by code, or Django groups
-    by name) and the users of its departments; active users only."""
+    by name) within the channel's department and below (`_role_reach`), and the users of
+    its departments; active users only. (Users and departments are checked against the
+    editor's scope when the channel is saved.)"""
     user_model = get_user_model()
     roles = [str(r) for r in channel.roles or []]
     query = Q(pk__in=channel.users.all()) | Q(department__in=channel.departments.all())
     if roles:
-        query |= Q(groups__name__in=roles)
+        members = Q(groups__name__in=roles)
         if any(f.name == "roles" for f in user_model._meta.get_fields()):
-            query |= Q(roles__code__in=roles)
+            members |= Q(roles__code__in=roles)
+        reach = _role_reach(channel)
+        query |= members if reach is None else members & reach
     return list(user_model.objects.filter(query, is_active=True).distinct())
 
 
