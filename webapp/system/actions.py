@@ -21,7 +21,13 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from webapp.core.errors import Conflict, DomainError, NotFound
-from webapp.core.scope import can_assign, default_scope, department_queryset, user_scope
+from webapp.core.scope import (
+    can_assign,
+    default_scope,
+    department_queryset,
+    restrict,
+    user_scope,
+)
 from webapp.core.types import Actor, recorded_user
 from webapp.system import cache as system_cache
 from webapp.system import oplog, sessions
@@ -523,13 +529,18 @@ def _audience(notice: Notice) -> models.QuerySet[User]:
 
 @transaction.atomic
 def publish_notice(*, acting_user: Actor, notice: Notice) -> int:
-    """Publish a notice: every user of its audience gets an in-site message."""
+    """Publish a notice: every user of its audience within the publisher's data scope gets
+    an in-site message (a department's manager does not message other departments)."""
     if notice.status == NoticeStatus.PUBLISHED:
         raise Conflict(_("The notice is already published."), code="already_published")
     notice.status = NoticeStatus.PUBLISHED
     notice.published = timezone.now()
     notice.save(update_fields=["status", "published", "updated"])
-    recipients = list(_audience(notice).values_list("pk", flat=True))
+    audience = _audience(notice)
+    publisher = _actor(acting_user)
+    if publisher is not None:
+        audience = restrict(audience, publisher)
+    recipients = list(audience.values_list("pk", flat=True))
     Message.objects.bulk_create([
         Message(recipient_id=pk, category=MessageCategory.NOTICE, title=notice.title,
                 body=notice.content, notice=notice) for pk in recipients], batch_size=500)
