@@ -224,17 +224,20 @@ class Walk:
             errors = self.page.locator(".errornote, .errorlist, .messagelist .error")
             self.problem(what, "no success message; " + " | ".join(errors.all_inner_texts()))
 
-    def refused(self, what: str, path: str, fill: Callable[[Any], None], reason: str | None,
+    def refused(self, what: str, path: str, fill: Callable[[Any], None],
+                reasons: dict[str, tuple[str, ...]] | None = None,
                 where: str = ".errorlist") -> None:
         """Open an admin form, fill it with what must be refused: the form again with an
-        error in `where` (naming `reason` when given), no server error, nothing saved."""
+        error in `where` (holding the words `reasons` gives for the page's language), no
+        server error, nothing saved."""
         self.open(path, what)
         fill(self.page)
         self.submit(what)
         shown = " | ".join(self.page.locator(where).all_inner_texts())
-        if self.page.locator(".messagelist .success").count() or not shown or (
-                reason is not None and reason not in shown):
-            self.problem(what, f"expected a refusal naming {reason!r}; shown: {shown!r}")
+        words = (reasons or {}).get(self.language, ())
+        if self.page.locator(".messagelist .success").count() or not shown or not all(
+                word in shown for word in words):
+            self.problem(what, f"expected a refusal naming {words!r}; shown: {shown!r}")
 
 
 def choose(page: Any, name: str, *values: Any) -> None:
@@ -383,7 +386,7 @@ def walk_admin(walk: Walk, world: World, superuser: bool) -> None:
               command(world.device_a))
     if not superuser:  # the device choices stop at the operator's scope
         walk.refused("device command to department B", "/admin/devices/devicecommand/add/",
-                     command(world.device_b), None, ".field-device .errorlist")
+                     command(world.device_b), where=".field-device .errorlist")
 
     # Notification channel: a name that does not resolve is a form error, a robot URL saves.
     def channel(url: str) -> Callable[[Any], None]:
@@ -399,7 +402,8 @@ def walk_admin(walk: Walk, world: World, superuser: bool) -> None:
         walk.refused("channel to a name that does not resolve",
                      "/admin/rules/notificationchannel/add/",
                      channel("https://robot.does-not-exist.invalid/send?access_token=abc"),
-                     "robot.does-not-exist.invalid")
+                     {"en": ("robot.does-not-exist.invalid", "does not resolve"),
+                      "zh-hans": ("robot.does-not-exist.invalid", "无法解析")})
     walk.save("channel add", "/admin/rules/notificationchannel/add/", channel(ROBOT_URL))
 
     # Sink: the platform's own Redis is refused (a form error), a public address saves.
@@ -413,7 +417,8 @@ def walk_admin(walk: Walk, world: World, superuser: bool) -> None:
 
     if not superuser:
         walk.refused("sink to loopback", "/admin/rules/sink/add/",
-                     sink("http://127.0.0.1:9/in"), "127.0.0.1")
+                     sink("http://127.0.0.1:9/in"),
+                     {"en": ("127.0.0.1", "loopback"), "zh-hans": ("127.0.0.1", "环回")})
     walk.save("sink add", "/admin/rules/sink/add/", sink(SINK_URL))
 
     def rule_add(page: Any) -> None:
