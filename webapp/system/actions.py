@@ -68,10 +68,19 @@ class Outranked(DomainError):
                        "can change the user, reset their password or act as them.")
 
 
+class RoleOutranked(Outranked):
+    default_detail = _("This role is held by users who hold rights you do not hold: only "
+                       "someone who holds them can change or delete the role.")
+
+
 def refusal(exc: GrantRefused | Outranked) -> str:
     """A refused grant as one sentence, for admin forms, messages and import rows."""
-    template = _("This user holds rights you do not hold: {missing}") if isinstance(
-        exc, Outranked) else _("You cannot grant what you do not hold: {missing}")
+    if isinstance(exc, RoleOutranked):
+        template = _("This role is held by users who hold rights you do not hold: {missing}")
+    elif isinstance(exc, Outranked):
+        template = _("This user holds rights you do not hold: {missing}")
+    else:
+        template = _("You cannot grant what you do not hold: {missing}")
     return template.format(missing=", ".join(exc.extra.get("missing", ())))
 
 
@@ -182,6 +191,28 @@ def check_outranks(acting_user: Actor, user: User) -> None:
         raise Outranked(extra={"missing": missing})
 
 
+def check_role_holders(acting_user: Actor, role: Role | None) -> None:
+    """Roles are shared by every department: changing, deactivating or deleting one changes
+    each of its holders. Refused (`RoleOutranked`) unless every holder is within the actor's
+    data scope and holds no more than the actor (`check_outranks`): a department's manager
+    cannot switch off the administrator role or change another department's users' roles."""
+    actor = _actor(acting_user)
+    if actor is None or role is None or not role.pk:
+        return
+    holders = User.objects.filter(roles=role).exclude(pk=actor.pk).order_by("pk")
+    beyond = holders.exclude(pk__in=restrict(User.objects.all(), actor).values("pk"))
+    missing = [f"{name}: data scope" for name in beyond.values_list("username", flat=True)[:5]]
+    if not missing:
+        for holder in holders.iterator():
+            try:
+                check_outranks(actor, holder)
+            except Outranked as exc:
+                missing.append(f"{holder.username}: {', '.join(exc.extra['missing'])}")
+                break
+    if missing:
+        raise RoleOutranked(extra={"missing": missing})
+
+
 def _added(new: Iterable[Any] | None, old: Iterable[Any]) -> list[Any]:
     if new is None:
         return []
@@ -219,14 +250,16 @@ def check_user_change(acting_user: Actor, user: User | None, changes: dict[str, 
 
 
 def check_role_change(acting_user: Actor, role: Role | None, data: dict[str, Any]) -> None:
-    """A role changes only towards what the actor holds: what it grants after the change
-    (permissions, active menu codes, data scope and custom departments; nothing while
+    """A role changes only when none of its holders outranks the actor
+    (`check_role_holders`), and only towards what the actor holds: what it grants after the
+    change (permissions, active menu codes, data scope and custom departments; nothing while
     inactive) minus what it granted before must be the actor's to grant. Activating a role
     therefore checks all of it. Current values are read from the database."""
     actor = _actor(acting_user)
     if actor is None:
         return
     before = Role.objects.filter(pk=role.pk).first() if role is not None and role.pk else None
+    check_role_holders(actor, before)
     granted = before is not None and before.is_active
     default = before if before is not None else Role()
     if not data.get("is_active", default.is_active):
@@ -374,6 +407,13 @@ def save_role(*, acting_user: Actor, instance: Role | None, data: dict[str, Any]
         raise BuiltinProtected()
     check_role_change(acting_user, instance, data)
     return save(acting_user=acting_user, model=Role, instance=instance, data=data)
+
+
+@transaction.atomic
+def delete_role(*, acting_user: Actor, role: Role) -> None:
+    """Delete a role (not a built-in one) none of whose holders outranks the actor."""
+    check_role_holders(acting_user, role)
+    delete(acting_user=acting_user, instance=role)
 
 
 # Menus ---------------------------------------------------------------------------------

@@ -290,6 +290,17 @@ class RoleAdmin(BoundedImportMixin, ImportExportModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def delete_model(self, request: Any, obj: Role) -> None:
+        self.delete_queryset(request, Role.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+        """Roles none of whose holders outranks the editor (`actions.check_role_holders`)."""
+        for role in queryset:
+            try:
+                actions.delete_role(acting_user=request.user, role=role)
+            except DomainError as exc:
+                raise PermissionDenied(_refusal(exc)) from exc
+
 
 @admin.register(Menu)
 class MenuAdmin(admin.ModelAdmin):

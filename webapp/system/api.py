@@ -298,6 +298,9 @@ class RoleViewSet(SystemViewSet):
             acting_user=self.request.user, instance=serializer.instance,
             data=dict(serializer.validated_data))
 
+    def perform_destroy(self, instance: Role) -> None:
+        actions.delete_role(acting_user=self.request.user, role=instance)
+
 
 class MenuViewSet(SystemViewSet):
     """The console's menus, pages and buttons with their permission codes."""

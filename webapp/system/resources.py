@@ -171,7 +171,7 @@ class RoleResource(GrantCheckedResource):
         try:
             actions.check_role_change(self.acting_user, instance if instance.pk else None, {
                 "data_scope": instance.data_scope, "is_active": instance.is_active})
-        except actions.GrantRefused as exc:
+        except (actions.GrantRefused, actions.Outranked) as exc:
             raise self.refused(exc) from exc
 
 
