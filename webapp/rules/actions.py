@@ -28,6 +28,7 @@ from webapp.rules.choices import (
     ChannelType,
     DeliveryStatus,
     SinkHealth,
+    SinkType,
     TriggerType,
 )
 from webapp.rules.compiler import compile_rule
@@ -678,6 +679,24 @@ def sink_credentials(sink: Sink) -> dict[str, Any]:
 
 
 @transaction.atomic
+def check_sink_scope(sink_type: str, config: Any, user: Any,
+                     before: tuple[str, Any] | None = None) -> None:
+    """A `topic` sink publishes on the platform's own broker as a client would: like the
+    `publish` action, its topic may be a device topic only of a device within `user`'s data
+    scope, or of the device that fired (`{{device}}`); only users who see all data may write
+    a template that could render into a device topic. Unchanged settings are kept."""
+    from webapp.rules.sinks import SinkInvalid
+
+    actor = recorded_user(user)
+    if actor is None or sink_type != SinkType.TOPIC or before == (sink_type, config) or \
+            not isinstance(config, dict):
+        return  # the platform itself, another kind of sink, or what it already was
+    problem = _device_problem({"type": ActionType.PUBLISH,
+                               "topic": str(config.get("topic") or "")}, actor)
+    if problem:
+        raise SinkInvalid(problem)
+
+
 def save_sink(*, acting_user: Actor, sink: Sink | None, data: dict[str, Any],
               credentials: dict[str, Any] | None = None) -> Sink:
     from webapp.rules.sinks import check_sink
@@ -688,6 +707,7 @@ def save_sink(*, acting_user: Actor, sink: Sink | None, data: dict[str, Any],
     before = (sink.sink_type, sink.config) if sink.pk else None
     for name, value in data.items():
         setattr(sink, name, value)
+    check_sink_scope(sink.sink_type, sink.config, acting_user, before)
     if credentials is not None:
         merged = sink_credentials(sink) if sink.pk else {}
         for key, value in credentials.items():

@@ -303,6 +303,9 @@ class SinkForm(forms.ModelForm):
                   "payload_template", "max_retries", "backoff")
         widgets = {"config": _JSON}
 
+    # The user saving the form (set by SinkAdmin.get_form on the form class it builds).
+    acting_user: Any = None
+
     def clean(self) -> dict[str, Any]:
         """What `actions.save_sink` refuses (settings, filter, template, a destination the
         platform may not connect to) is a form error, not a sink "added" that was not."""
@@ -317,6 +320,8 @@ class SinkForm(forms.ModelForm):
                                                   "payload_template") if k in data})
         try:
             check_sink(candidate, destination=before != (candidate.sink_type, candidate.config))
+            actions.check_sink_scope(candidate.sink_type, candidate.config, self.acting_user,
+                                     before)
         except DomainError as exc:
             raise forms.ValidationError(str(exc.detail)) from exc
         return data
@@ -330,6 +335,11 @@ class SinkAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("department",)
     list_filter = ("sink_type", "enabled", "health")
     readonly_fields = ("health", "last_error", "last_success", "failures", "delivered")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.acting_user = request.user  # a class built for this request
+        return form
 
     def save_model(self, request, obj, form, change):
         data = {k: v for k, v in form.cleaned_data.items() if k != "credentials"}
