@@ -26,7 +26,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from webapp.core.context import client_address
 from webapp.core.errors import DomainError
 from webapp.core.permissions import IsAuthenticated
-from webapp.core.scope import user_scope
+from webapp.core.scope import restrict, user_scope
 from webapp.core.viewsets import (
     ScopedListDestroyViewSet,
     ScopedModelViewSet,
@@ -440,6 +440,13 @@ class LoginLogViewSet(ScopedReadOnlyModelViewSet):
         body.is_valid(raise_exception=True)
         username = body.validated_data["username"]
         address = body.validated_data.get("address")
+        user = User.objects.filter(username=username).first()
+        if user is not None:
+            # A lockout lifted at will is a password guessed without end: only for users of
+            # the caller's scope who hold no more than the caller (as a password reset).
+            if not restrict(User.objects.filter(pk=user.pk), request.user).exists():
+                raise exceptions.NotFound()
+            actions.check_outranks(request.user, user)
         addresses = [address] if address else set(LoginLog.objects.filter(
             username=username).values_list("address", flat=True))
         for each in addresses:
