@@ -112,8 +112,10 @@ def test_forced_logout_ends_jwt_and_admin_sessions(org, api_as, client):
     jwt_client = api_as(victim)
     client.post("/admin/login/", {"username": "victim", "password": PASSWORD})
     assert client.get("/admin/").status_code == 200
+    # (Holding what the victim holds: the logins of someone who holds more are not ended.)
     admin = api_as(org.user("boss", org.a, ["system.view_loginsession",
-                                             "system.logout_loginsession"]))
+                                             "system.logout_loginsession", "system.view_user"],
+                            staff=True))
     online = admin.get("/api/v1/online-users/", {"user": victim.pk}).json()["results"]
     assert {row["channel"] for row in online} == {"api", "admin"}
     for row in online:

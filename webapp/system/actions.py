@@ -509,6 +509,8 @@ def reset_password(*, acting_user: Actor, user: User, password: str | None = Non
 
 @transaction.atomic
 def force_logout(*, acting_user: Actor, session: LoginSession) -> None:
+    """End one login; not of a user who holds more than the actor (`check_outranks`)."""
+    check_outranks(acting_user, session.user)
     sessions.revoke(session)
     oplog.record(OperationAction.OTHER, session, after={"logout": str(session.pk)},
                  object_repr=str(session))
@@ -516,7 +518,10 @@ def force_logout(*, acting_user: Actor, session: LoginSession) -> None:
 
 @transaction.atomic
 def logout_user(*, acting_user: Actor, user: User) -> int:
-    """End every login of `user` (tokens refused, admin sessions deleted)."""
+    """End every login of `user` (tokens refused, admin sessions deleted); not of a user who
+    holds more than the actor (`check_outranks`: ending an administrator's logins at will
+    keeps them out)."""
+    check_outranks(acting_user, user)
     count = 0
     for session in sessions.online().filter(user=user):
         sessions.revoke(session)

@@ -178,7 +178,12 @@ class UserAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdmin, Ba
 
     @admin.action(description=_("Force the logout of the selected users"))
     def force_logout(self, request: Any, queryset: QuerySet) -> None:
-        count = sum(actions.logout_user(acting_user=request.user, user=u) for u in queryset)
+        count = 0
+        for user in queryset:
+            try:
+                count += actions.logout_user(acting_user=request.user, user=user)
+            except DomainError as exc:
+                self._refused(request, user, exc)
         self.message_user(request, _("{count} sessions ended.").format(count=count))
 
     def _refused(self, request: Any, user: User, exc: DomainError) -> None:
@@ -480,8 +485,12 @@ class OnlineUserAdmin(ScopedAdminMixin, ReadOnlyAdmin):
     @admin.action(description=_("Force the logout of the selected sessions"),
                   permissions=["logout"])
     def force_logout(self, request: Any, queryset: QuerySet) -> None:
-        for session in queryset:
-            actions.force_logout(acting_user=request.user, session=session)
+        for session in queryset.select_related("user"):
+            try:
+                actions.force_logout(acting_user=request.user, session=session)
+            except DomainError as exc:
+                messages.error(request, _("{username}: {reason}").format(
+                    username=session.user.username, reason=_refusal(exc)))
         self.message_user(request, _("Sessions ended."))
 
     def has_logout_permission(self, request: Any) -> bool:
