@@ -5,13 +5,13 @@ from django.utils.translation import gettext_lazy as _
 
 from webapp.access import actions
 from webapp.access.models import AclRule, DeviceKeys, ProductRegistration
-from webapp.core.admin import ScopedAdminMixin
+from webapp.core.admin import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
 
 @admin.register(AclRule)
 class AclRuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("product", "device", "action", "topic", "decision", "priority", "enabled")
-    list_filter = ("action", "decision", "enabled", "product")
+    list_filter = ("action", "decision", "enabled", ("product", ScopedRelatedFieldListFilter))
     search_fields = ("topic", "product__identifier", "device__identifier", "description")
     autocomplete_fields = ("device",)
     readonly_fields = ("created", "updated")

@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from webapp.core import scope, uploads
-from webapp.core.admin import ScopedAdminMixin
+from webapp.core.admin import ScopedAdminMixin, ScopedRelatedFieldListFilter
 from webapp.core.errors import DomainError
 from webapp.devices.models import Device
 from webapp.ota import actions
@@ -35,7 +35,7 @@ class PackageForm(forms.ModelForm):
 class OtaPackageAdmin(ScopedAdminMixin, admin.ModelAdmin):
     form = PackageForm
     list_display = ("name", "product", "package_type", "version", "size", "created")
-    list_filter = ("package_type", "product")
+    list_filter = ("package_type", ("product", ScopedRelatedFieldListFilter))
     search_fields = ("name", "version", "product__identifier")
     readonly_fields = ("size", "checksum", "md5", "created")
 

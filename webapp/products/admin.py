@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from webapp.core.admin import ScopedAdminMixin
+from webapp.core.admin import ScopedAdminMixin, ScopedRelatedFieldListFilter
 from webapp.products import actions
 from webapp.products.models import (
     Command,
@@ -207,7 +207,7 @@ class EventInline(admin.TabularInline):
 @admin.register(Service)
 class ServiceAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ("code", "name", "product")
-    list_filter = ("product",)
+    list_filter = (("product", ScopedRelatedFieldListFilter),)
     search_fields = ("code", "name", "product__identifier")
     inlines = [PropertyInline, CommandInline, EventInline]
 

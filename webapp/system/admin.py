@@ -22,7 +22,11 @@ from django_celery_beat.models import PeriodicTask
 from import_export.admin import ExportMixin, ImportExportModelAdmin
 
 from webapp.core import scope
-from webapp.core.admin import ScopedAdminMixin
+from webapp.core.admin import (
+    ScopedAdminMixin,
+    ScopedChoicesMixin,
+    ScopedRelatedFieldListFilter,
+)
 from webapp.core.errors import DomainError
 from webapp.core.uploads import BoundedImportMixin
 from webapp.system import actions, lockout, resources, sessions
@@ -113,7 +117,8 @@ class UserAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdmin, Ba
     resource_classes = [resources.UserResource]
     list_display = ("username", "nickname", "email", "department", "roles_list", "is_active",
                     "is_staff", "last_login")
-    list_filter = ("is_active", "is_staff", "department", "roles", "positions")
+    list_filter = ("is_active", "is_staff", ("department", ScopedRelatedFieldListFilter),
+                   "roles", "positions")
     search_fields = ("username", "nickname", "email", "phone", "first_name", "last_name")
     filter_horizontal = ("roles", "positions", "groups", "user_permissions")
     readonly_fields = ("last_login", "date_joined", "password_changed")
@@ -388,7 +393,7 @@ class ParameterAdmin(BoundedImportMixin, ImportExportModelAdmin):
 
 
 @admin.register(Notice)
-class NoticeAdmin(ScopedAdminMixin, admin.ModelAdmin):
+class NoticeAdmin(ScopedChoicesMixin, admin.ModelAdmin):
     list_display = ("title", "notice_type", "status", "audience", "published", "created_by")
     list_filter = ("notice_type", "status", "audience")
     search_fields = ("title", "content")
