@@ -1,17 +1,29 @@
 from django.contrib import admin
 
+from webapp.core import scope
 from webapp.core.admin import ScopedAdminMixin
+from webapp.devices.models import Device
 from webapp.telemetry import actions
 from webapp.telemetry.models import DeviceMessage, RetentionPolicy
 
 
 @admin.register(DeviceMessage)
 class DeviceMessageAdmin(admin.ModelAdmin):
+    """The message log of the devices in the user's data scope (a message names its device
+    by identifier, so the scope is applied here rather than by `ScopedAdminMixin`)."""
+
     list_display = ("ts", "device_identifier", "direction", "topic", "result", "reason")
     list_filter = ("direction", "result")
     search_fields = ("device_identifier", "topic", "reason")
     date_hierarchy = "ts"
     readonly_fields = [f.name for f in DeviceMessage._meta.fields]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if scope.user_scope(request.user).everything:
+            return queryset
+        return queryset.filter(device_identifier__in=scope.restrict(
+            Device.objects.all(), request.user).values("identifier"))
 
     def has_add_permission(self, request):
         return False
