@@ -37,6 +37,15 @@ def outbound_to_local_services(settings):
     settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
 
 
+class _ExclusiveServer(ThreadingHTTPServer):
+    """Bound to port 0 without SO_REUSEADDR: with it, Linux may hand out a port another
+    socket still holds and `listen()` then fails with "Address already in use" (seen under
+    concurrent runs). The kernel picks the port at bind time and the socket keeps it."""
+
+    allow_reuse_address = False
+    daemon_threads = True
+
+
 class Receiver:
     """A real HTTP server on 127.0.0.1 (or another loopback `host`) that records what it is
     sent and answers `status`, `headers` and the JSON `reply`."""
@@ -68,7 +77,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = _ExclusiveServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -98,11 +107,20 @@ def other_redis(tmp_path):
     platform's own Redis (REDIS_URL) is never a destination."""
     from config.embedded_redis import EmbeddedRedis
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False, port=port)
-    url = server.start()
+    # redis-server binds the port itself, after the probe let it go: another process may
+    # take it in between, so a failed start is retried on a new port.
+    for attempt in range(5):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = EmbeddedRedis(tmp_path / f"redis-{attempt}", persistent=False, port=port)
+        try:
+            url = server.start()
+            break
+        except RuntimeError:
+            server.stop()
+            if attempt == 4:
+                raise
     yield url
     server.stop()
 
