@@ -73,9 +73,24 @@ class RoleOutranked(Outranked):
                        "someone who holds them can change or delete the role.")
 
 
+class MenuOutranked(Outranked):
+    default_detail = _("This menu belongs to roles held by users who hold rights you do not "
+                       "hold: only someone who holds them can change or delete the menu.")
+
+
+class GroupOutranked(Outranked):
+    default_detail = _("This group has members who hold rights you do not hold: only someone "
+                       "who holds them can change or delete the group.")
+
+
 def refusal(exc: GrantRefused | Outranked) -> str:
     """A refused grant as one sentence, for admin forms, messages and import rows."""
-    if isinstance(exc, RoleOutranked):
+    if isinstance(exc, MenuOutranked):
+        template = _("This menu belongs to roles held by users who hold rights you do not "
+                     "hold: {missing}")
+    elif isinstance(exc, GroupOutranked):
+        template = _("This group has members who hold rights you do not hold: {missing}")
+    elif isinstance(exc, RoleOutranked):
         template = _("This role is held by users who hold rights you do not hold: {missing}")
     elif isinstance(exc, Outranked):
         template = _("This user holds rights you do not hold: {missing}")
@@ -191,6 +206,25 @@ def check_outranks(acting_user: Actor, user: User) -> None:
         raise Outranked(extra={"missing": missing})
 
 
+def _check_holders(actor: User, holders: Any, error: type[Outranked]) -> None:
+    """Refused (`error`) unless every user of `holders` (but the actor) is within the
+    actor's data scope and holds no more than the actor (`check_outranks`)."""
+    holders = holders.exclude(pk=actor.pk).distinct().order_by("pk")
+    beyond = holders.exclude(pk__in=restrict(User.objects.all(), actor).values("pk"))
+    missing = [f"{name}: data scope" for name in beyond.values_list("username", flat=True)[:5]]
+    if not missing:
+        for holder in holders.iterator():
+            try:
+                check_outranks(actor, holder)
+            except Outranked as exc:
+                codes = exc.extra["missing"]
+                more = ", …" if len(codes) > 5 else ""
+                missing.append(f"{holder.username}: {', '.join(codes[:5])}{more}")
+                break
+    if missing:
+        raise error(extra={"missing": missing})
+
+
 def check_role_holders(acting_user: Actor, role: Role | None) -> None:
     """Roles are shared by every department: changing, deactivating or deleting one changes
     each of its holders. Refused (`RoleOutranked`) unless every holder is within the actor's
@@ -199,18 +233,25 @@ def check_role_holders(acting_user: Actor, role: Role | None) -> None:
     actor = _actor(acting_user)
     if actor is None or role is None or not role.pk:
         return
-    holders = User.objects.filter(roles=role).exclude(pk=actor.pk).order_by("pk")
-    beyond = holders.exclude(pk__in=restrict(User.objects.all(), actor).values("pk"))
-    missing = [f"{name}: data scope" for name in beyond.values_list("username", flat=True)[:5]]
-    if not missing:
-        for holder in holders.iterator():
-            try:
-                check_outranks(actor, holder)
-            except Outranked as exc:
-                missing.append(f"{holder.username}: {', '.join(exc.extra['missing'])}")
-                break
-    if missing:
-        raise RoleOutranked(extra={"missing": missing})
+    _check_holders(actor, User.objects.filter(roles=role), RoleOutranked)
+
+
+def check_menu_holders(acting_user: Actor, menu: Menu | None) -> None:
+    """A menu's code reaches every holder of the roles it belongs to: it is changed,
+    deactivated or deleted only when none of them outranks the actor (`MenuOutranked`)."""
+    actor = _actor(acting_user)
+    if actor is None or menu is None or not menu.pk:
+        return
+    _check_holders(actor, User.objects.filter(roles__menus=menu), MenuOutranked)
+
+
+def check_group_holders(acting_user: Actor, group: Any) -> None:
+    """A Django group's permissions reach every member: it is changed or deleted only when
+    none of them outranks the actor (`GroupOutranked`)."""
+    actor = _actor(acting_user)
+    if actor is None or group is None or not group.pk:
+        return
+    _check_holders(actor, User.objects.filter(groups=group), GroupOutranked)
 
 
 def _added(new: Iterable[Any] | None, old: Iterable[Any]) -> list[Any]:
@@ -287,12 +328,14 @@ def check_role_change(acting_user: Actor, role: Role | None, data: dict[str, Any
 
 def check_menu_change(acting_user: Actor, menu: Menu | None, data: dict[str, Any]) -> None:
     """A menu's permission code is a grant to every holder of its roles
-    (`webapp.system.backends.RoleBackend`): setting or activating a code needs the actor to
+    (`webapp.system.backends.RoleBackend`): a menu changes only when none of them outranks
+    the actor (`check_menu_holders`), and setting or activating a code needs the actor to
     hold it. Current values are read from the database."""
     actor = _actor(acting_user)
     if actor is None:
         return
     before = Menu.objects.filter(pk=menu.pk).first() if menu is not None and menu.pk else None
+    check_menu_holders(actor, before)
     default = before if before is not None else Menu()
     code = data.get("permission", default.permission)
     if not code or not data.get("is_active", default.is_active):
@@ -422,6 +465,18 @@ def delete_role(*, acting_user: Actor, role: Role) -> None:
 def save_menu(*, acting_user: Actor, instance: Menu | None, data: dict[str, Any]) -> Menu:
     check_menu_change(acting_user, instance, data)
     return save(acting_user=acting_user, model=Menu, instance=instance, data=data)
+
+
+def delete_menu(*, acting_user: Actor, menu: Menu) -> None:
+    """Delete a menu none of whose holders outranks the actor."""
+    check_menu_holders(acting_user, menu)
+    delete(acting_user=acting_user, instance=menu)
+
+
+def delete_group(*, acting_user: Actor, group: Any) -> None:
+    """Delete a Django group none of whose members outranks the actor."""
+    check_group_holders(acting_user, group)
+    group.delete()
 
 
 # Users ---------------------------------------------------------------------------------

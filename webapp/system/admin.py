@@ -75,7 +75,9 @@ class GrantCheckForm(forms.ModelForm):
                 actions.check_menu_change(self.acting_user, saved, data)
             elif isinstance(instance, ApiKey) and data.get("user") is not None:
                 actions.check_outranks(self.acting_user, data["user"])
-            elif isinstance(instance, Group) and data.get("permissions") is not None:
+            elif isinstance(instance, Group):
+                actions.check_group_holders(self.acting_user, saved)
+            if isinstance(instance, Group) and data.get("permissions") is not None:
                 current = set(instance.permissions.values_list("pk", flat=True)) if saved \
                     else set()
                 actions.check_grant(self.acting_user, permissions=[
@@ -325,6 +327,17 @@ class MenuAdmin(admin.ModelAdmin):
     def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
+    def delete_model(self, request: Any, obj: Menu) -> None:
+        self.delete_queryset(request, Menu.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+        """Menus none of whose holders outranks the editor (`actions.check_menu_holders`)."""
+        for menu in queryset:
+            try:
+                actions.delete_menu(acting_user=request.user, menu=menu)
+            except DomainError as exc:
+                raise PermissionDenied(_refusal(exc)) from exc
+
     @admin.display(description=_("name"))
     def tree_name(self, obj: Menu) -> str:
         depth, parent = 0, obj.parent
@@ -338,10 +351,22 @@ admin.site.unregister(Group)
 
 @admin.register(Group)
 class GroupAdmin(BaseGroupAdmin):
-    """Django's groups: their permissions reach every member, so adding one is a grant."""
+    """Django's groups: their permissions reach every member, so adding one is a grant, and
+    a group is changed or deleted only when none of its members outranks the editor."""
 
     def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         return _with_grant_check(super().get_form(request, obj, **kwargs), request)
+
+    def delete_model(self, request: Any, obj: Group) -> None:
+        self.delete_queryset(request, Group.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+        """Groups none of whose members outranks the editor (`actions.check_group_holders`)."""
+        for group in queryset:
+            try:
+                actions.delete_group(acting_user=request.user, group=group)
+            except DomainError as exc:
+                raise PermissionDenied(_refusal(exc)) from exc
 
 
 class DictItemInline(admin.TabularInline):

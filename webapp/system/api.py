@@ -318,6 +318,9 @@ class MenuViewSet(SystemViewSet):
             acting_user=self.request.user, instance=serializer.instance,
             data=dict(serializer.validated_data))
 
+    def perform_destroy(self, instance: Menu) -> None:
+        actions.delete_menu(acting_user=self.request.user, menu=instance)
+
     @extend_schema(responses=s.MenuTreeSerializer(many=True))
     @action(detail=False, methods=["get"])
     def tree(self, request: Request) -> Response:
