@@ -18,7 +18,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django_celery_beat.admin import PeriodicTaskAdmin as BasePeriodicTaskAdmin
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
 from import_export.admin import ExportMixin, ImportExportModelAdmin
 
 from webapp.core import scope
@@ -29,7 +35,7 @@ from webapp.core.admin import (
 )
 from webapp.core.errors import DomainError
 from webapp.core.uploads import BoundedImportMixin
-from webapp.system import actions, lockout, resources, sessions
+from webapp.system import actions, lockout, resources, runs, sessions
 from webapp.system.models import (
     ApiKey,
     Department,
@@ -564,16 +570,54 @@ class TaskRunAdmin(ReadOnlyAdmin):
     search_fields = ("task_name", "periodic_task_name", "task_id", "error")
     date_hierarchy = "started"
 
+    def get_queryset(self, request: Any) -> QuerySet:
+        """Runs of the schedules the user sees (`webapp.system.runs`)."""
+        return runs.scoped_task_runs(super().get_queryset(request), request.user)
+
+
+class SuperuserWritesMixin:
+    """A schedule names any registered task with any arguments (a rule's action towards
+    another department's sink, for one): only superusers add, change, delete or run them.
+    Scheduled rules keep their schedules in step through the rules API."""
+
+    def has_add_permission(self, request: Any, *args: Any) -> bool:
+        return bool(request.user.is_superuser) and super().has_add_permission(  # type: ignore[misc]
+            request, *args)
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser) and super().has_change_permission(  # type: ignore[misc]
+            request, obj)
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser) and super().has_delete_permission(  # type: ignore[misc]
+            request, obj)
+
+    def get_actions(self, request: Any) -> Any:
+        if not request.user.is_superuser:
+            return {}
+        return super().get_actions(request)  # type: ignore[misc]
+
+
+for _schedule in (IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule):
+    if admin.site.is_registered(_schedule):
+        _base = type(admin.site._registry[_schedule])
+        admin.site.unregister(_schedule)
+        admin.site.register(_schedule, type(_base.__name__, (SuperuserWritesMixin, _base), {}))
+
 
 admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
-class PeriodicTaskAdmin(BasePeriodicTaskAdmin):
-    """Celery beat schedules, with their last runs."""
+class PeriodicTaskAdmin(SuperuserWritesMixin, BasePeriodicTaskAdmin):
+    """Celery beat schedules, with their last runs; written by superusers only, and listed
+    within the data scope (`webapp.system.runs`)."""
 
     list_display = (*BasePeriodicTaskAdmin.list_display, "last_status")
     readonly_fields = (*getattr(BasePeriodicTaskAdmin, "readonly_fields", ()), "recent_runs")
+
+    def get_queryset(self, request: Any) -> QuerySet:
+        return runs.scoped_periodic_tasks(super().get_queryset(request), request.user)
 
     def get_fieldsets(self, request: Any, obj: Any = None) -> Any:
         fieldsets = list(super().get_fieldsets(request, obj))

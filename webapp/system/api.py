@@ -32,7 +32,7 @@ from webapp.core.viewsets import (
     ScopedModelViewSet,
     ScopedReadOnlyModelViewSet,
 )
-from webapp.system import actions, filtersets, lockout, menus, sessions
+from webapp.system import actions, filtersets, lockout, menus, runs, sessions
 from webapp.system import serializers as s
 from webapp.system.authentication import SESSION_CLAIM, check_session
 from webapp.system.choices import LoginChannel, LoginResult
@@ -512,6 +512,10 @@ class TaskRunViewSet(ScopedReadOnlyModelViewSet):
     queryset = TaskRun.objects.order_by("-started")
     serializer_class = s.TaskRunSerializer
     filterset_class = filtersets.TaskRunFilterSet
+
+    def get_queryset(self) -> Any:
+        """Runs of the schedules the caller sees (`webapp.system.runs`)."""
+        return runs.scoped_task_runs(super().get_queryset(), self.request.user)
 
 
 ROUTES = [
