@@ -135,6 +135,8 @@ CASES: list[Case] = [
     Case("dead-letter-detail", "get", ("rules.view_deadletter",), (200,), _pk(_dead_letter)),
     Case("dead-letter-detail", "delete", ("rules.delete_deadletter",), (204,),
          _pk(_dead_letter)),
-    Case("dead-letter-redeliver", "post", ("rules.change_deadletter",), CHANGE_OR_INVALID,
+    Case("dead-letter-redeliver", "post", ("rules.change_deadletter",), QUEUED_OR_INVALID,
          _pk(_dead_letter, {})),
+    Case("dead-letter-redeliver", "get", ("rules.view_deadletter",), (200,),
+         _pk(_dead_letter)),
 ]

@@ -163,7 +163,7 @@ def test_own_department_actions_work(world):
     assert tested.status_code == 202 and tested.json()["ok"], tested.content
     letter = world.letter["a"].pk
     redelivered = client.post(f"/api/v1/dead-letters/{letter}/redeliver/", {}, format="json")
-    assert redelivered.status_code == 200 and redelivered.json()["ok"], redelivered.content
+    assert redelivered.status_code == 202 and redelivered.json()["ok"], redelivered.content
     assert DeadLetter.objects.get(pk=letter).redelivered
     assert client.patch(f"/api/v1/sinks/{world.sink['a'].pk}/", {"enabled": False},
                         format="json").status_code == 200

@@ -424,22 +424,50 @@ class DeadLetterViewSet(ScopedViewSetMixin, mixins.DestroyModelMixin,
     filterset_class = DeadLetterFilterSet
     queryset = DeadLetter.objects.select_related("sink")
 
-    @extend_schema(request=None, responses={200: dict})
-    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    @extend_schema(request=None, responses={202: dict, 200: dict})
+    @action(detail=True, methods=["get", "post"], permission_classes=[ChangePermission])
     def redeliver(self, request: Request, pk: str | None = None) -> Response:
-        from webapp.rules import sinks
+        """POST: deliver the message to its sink again from a Celery worker; answers 202
+        with the `task` whose outcome GET `?task=…` reads for an hour: `{"status":
+        "pending"}`, then `{"status": "done", "ok": …}` (with the `error`). The letter is
+        marked redelivered on success. While one redelivery is pending, another POST
+        answers its task instead of sending the message twice."""
+        from webapp.rules.tasks import (
+            SINK_TEST_TTL_S,
+            redeliver_dead_letter,
+            redeliver_key,
+            redeliver_lock_key,
+        )
 
         letter = self.get_object()
-        env = {**(letter.message.get("values") or {}), **letter.message,
-               "params": letter.message.get("values")}
-        try:
-            sinks.deliver(letter.sink, letter.message, env)
-        except sinks.SinkError as exc:
-            actions.record_sink_result(letter.sink, ok=False, error=str(exc))
-            return Response({"ok": False, "error": str(exc)})
-        actions.record_sink_result(letter.sink, ok=True)
-        actions.mark_redelivered(acting_user=request.user, letter=letter)
-        return Response({"ok": True})
+        r = get_redis()
+        if request.method == "GET":
+            token = str(request.query_params.get("task") or "")
+            raw = r.get(redeliver_key(token)) if token.isalnum() and len(token) == 32 \
+                else None
+            outcome = json.loads(raw) if raw else {}
+            if outcome.get("letter") != letter.pk:
+                return Response({"task": token, "status": "unknown"})
+            return Response({"task": token, **{k: v for k, v in outcome.items()
+                                               if k != "letter"}})
+        token = uuid.uuid4().hex
+        if r.set(redeliver_lock_key(letter.pk), token, nx=True, ex=SINK_TEST_TTL_S):
+            r.set(redeliver_key(token), json.dumps({"letter": letter.pk, "status": "pending"}),
+                  ex=SINK_TEST_TTL_S)
+            try:
+                redeliver_dead_letter.delay(letter.pk, token,
+                                            getattr(request.user, "pk", None))
+            except Exception:
+                r.delete(redeliver_lock_key(letter.pk))
+                raise
+        else:
+            pending = r.get(redeliver_lock_key(letter.pk))
+            token = pending.decode() if isinstance(pending, bytes) else str(pending or token)
+        raw = r.get(redeliver_key(token))  # already done when Celery runs tasks eagerly
+        outcome = json.loads(raw) if raw else {"status": "pending"}
+        return Response({"task": token, **{k: v for k, v in outcome.items()
+                                           if k != "letter"}},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 # (prefix, viewset, basename) for the API router (webapp/core/api.py).

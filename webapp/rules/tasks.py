@@ -13,7 +13,7 @@ from webapp.core.redis import get_redis, keys
 from webapp.rules import actions, sinks
 from webapp.rules.choices import DeliveryStatus, TriggerType
 from webapp.rules.expressions import ExpressionError
-from webapp.rules.models import Notification, Rule, Sink
+from webapp.rules.models import DeadLetter, Notification, Rule, Sink
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +214,51 @@ def try_sink(sink_id: int, message: dict[str, Any], token: str) -> dict[str, Any
     get_redis().set(sink_test_key(token), json.dumps({"sink": sink_id, "status": "done",
                                                       **result}), ex=SINK_TEST_TTL_S)
     return result
+
+
+def redeliver_key(token: str) -> str:
+    """Where the outcome of a redelivery (`POST /api/v1/dead-letters/{id}/redeliver/`) is
+    kept."""
+    return f"{keys().prefix}rules:redeliver:{token}"
+
+
+def redeliver_lock_key(letter_id: int) -> str:
+    """Held (the pending token) while a dead letter is being redelivered: a second request
+    gets the same task instead of sending the message twice."""
+    return f"{keys().prefix}rules:redeliver-lock:{letter_id}"
+
+
+@shared_task(name="rules.redeliver_dead_letter")
+def redeliver_dead_letter(letter_id: int, token: str, user_id: int | None = None
+                          ) -> dict[str, Any]:
+    """Deliver a dead letter's message to its sink again (once), in a worker, and keep the
+    outcome an hour under the API's `token`; marks the letter redelivered on success."""
+    try:
+        result = _redeliver(letter_id, user_id)
+    except Exception:
+        log.exception("redelivering dead letter %s failed", letter_id)
+        result = {"ok": False, "error": "the redelivery failed"}
+    r = get_redis()
+    r.set(redeliver_key(token), json.dumps({"letter": letter_id, "status": "done", **result}),
+          ex=SINK_TEST_TTL_S)
+    r.delete(redeliver_lock_key(letter_id))
+    return result
+
+
+def _redeliver(letter_id: int, user_id: int | None) -> dict[str, Any]:
+    from webapp.system.models import User
+
+    letter = DeadLetter.objects.select_related("sink").filter(pk=letter_id).first()
+    if letter is None or letter.sink is None:
+        return {"ok": False, "error": "the dead letter or its sink was deleted"}
+    env = {**(letter.message.get("values") or {}), **letter.message,
+           "params": letter.message.get("values")}
+    try:
+        sinks.deliver(letter.sink, letter.message, env)
+    except sinks.SinkError as exc:
+        actions.record_sink_result(letter.sink, ok=False, error=str(exc))
+        return {"ok": False, "error": str(exc)}
+    actions.record_sink_result(letter.sink, ok=True)
+    user = User.objects.filter(pk=user_id).first() if user_id else None
+    actions.mark_redelivered(acting_user=user, letter=letter)
+    return {"ok": True}
