@@ -12,7 +12,8 @@ def _template(ctx: Any) -> Any:
     from webapp.products.models import ProductTemplate
 
     return ctx.once("template", lambda: ProductTemplate.objects.create(
-        identifier="tpl-thermo", name="Thermometer template", services=[]))
+        identifier="tpl-thermo", name="Thermometer template", services=[],
+        department=ctx.org.a))
 
 
 def _key(make: Any, body: Any = None) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from webapp.core import scope
 from webapp.core.errors import Conflict, DomainError, NotFound
@@ -265,17 +266,67 @@ def import_product(*, acting_user: Actor, payload: Any, identifier: str | None =
 # templates ------------------------------------------------------------------------------
 
 
+class TemplateShared(DomainError):
+    code = "template_shared"
+    http_status = 403
+    default_detail = gettext_lazy("Built-in templates and templates without a department are "
+                                  "shared by every department: only superusers change or "
+                                  "delete them.")
+
+
+def visible_templates(queryset: Any, user: Any) -> Any:
+    """The templates `user` sees: the shared ones (no department) and those of the
+    departments in their data scope."""
+    return (scope.restrict(queryset, user) | queryset.filter(department=None)).distinct()
+
+
+def check_template_write(acting_user: Actor, template: ProductTemplate | None,
+                         department: Any = None) -> None:
+    """Built-in and shared templates (no department) are written by superusers only; a
+    department's, by users whose data scope reaches it (`department`: the one it gets)."""
+    user = recorded_user(acting_user)
+    if user is None or user.is_superuser:
+        return
+    if template is not None and template.pk:
+        if template.built_in or template.department_id is None:
+            raise TemplateShared()
+        if not scope.can_assign(user, template.department):
+            raise NotFound(_("Not found."))
+    if department is None:
+        raise TemplateShared()
+    if not scope.can_assign(user, department):
+        raise DomainError(_("You cannot give a template to a department outside your data "
+                            "scope."), code="department_out_of_scope")
+
+
+def _template_department(acting_user: Actor, data: dict[str, Any],
+                         current: Any = None) -> Any:
+    """The department a written template gets: the one given, else its current one, else
+    the actor's (a superuser without a department makes a shared template)."""
+    if "department" in data:
+        return data["department"]
+    if current is not None:
+        return current
+    user = recorded_user(acting_user)
+    return getattr(user, "department", None)
+
+
 @transaction.atomic
 def create_template(*, acting_user: Actor, data: dict[str, Any]) -> ProductTemplate:
+    department = _template_department(acting_user, data)
+    check_template_write(acting_user, None, department)
     if ProductTemplate.objects.filter(identifier=data["identifier"]).exists():
         raise Conflict(_("template {identifier!r} already exists").format(
             identifier=data["identifier"]), code="duplicate")
-    return ProductTemplate.objects.create(**data)
+    return ProductTemplate.objects.create(**{**data, "department": department})
 
 
 @transaction.atomic
 def update_template(*, acting_user: Actor, template: ProductTemplate,
                     data: dict[str, Any]) -> ProductTemplate:
+    before = ProductTemplate.objects.filter(pk=template.pk).first() or template
+    check_template_write(acting_user, before,
+                         _template_department(acting_user, data, before.department))
     for key, value in data.items():
         setattr(template, key, value)
     template.save()
@@ -284,6 +335,7 @@ def update_template(*, acting_user: Actor, template: ProductTemplate,
 
 @transaction.atomic
 def delete_template(*, acting_user: Actor, template: ProductTemplate) -> None:
+    check_template_write(acting_user, template, template.department)
     template.delete()
 
 
@@ -294,6 +346,7 @@ def save_as_template(*, acting_user: Actor, product: Product, identifier: str,
 
     services = [_without_ids(s) for s in export_services(product)]
     return create_template(acting_user=acting_user, data={
+        "department": product.department,
         "identifier": identifier, "name": name, "description": product.description,
         "product_type": product.product_type, "protocol": product.protocol,
         "data_format": product.data_format, "services": services})

@@ -267,17 +267,67 @@ class ProductTemplateForm(forms.ModelForm):
 
 
 @admin.register(ProductTemplate)
-class ProductTemplateAdmin(admin.ModelAdmin):
+class ProductTemplateAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Shared templates (built in, or without a department) are listed to everyone and
+    written by superusers only; a department's, within the data scope
+    (`actions.check_template_write`)."""
+
     form = ProductTemplateForm
-    list_display = ("identifier", "name", "product_type", "status", "built_in")
+    list_display = ("identifier", "name", "product_type", "status", "built_in", "department")
     list_filter = ("product_type", "status", "built_in")
     search_fields = ("identifier", "name")
     readonly_fields = ("built_in", "created")
 
+    def get_queryset(self, request):
+        return actions.visible_templates(admin.ModelAdmin.get_queryset(self, request),
+                                         request.user)
+
+    def _writable(self, request, obj) -> bool:
+        if obj is None:
+            return True
+        try:
+            actions.check_template_write(request.user, obj, obj.department)
+        except actions.DomainError:
+            return False
+        return True
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._writable(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._writable(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        acting_user = request.user
+
+        class CheckedForm(form):  # type: ignore[misc, valid-type]
+            def clean(self):
+                data = super().clean()
+                saved = self.instance if self.instance.pk else None
+                department = data.get("department") if "department" in data else (
+                    saved.department if saved is not None else None)
+                try:
+                    actions.check_template_write(acting_user, saved, department)
+                except actions.DomainError as exc:
+                    raise forms.ValidationError(str(exc.detail)) from exc
+                return data
+
+        return CheckedForm
+
+    def delete_queryset(self, request, queryset):
+        from django.core.exceptions import PermissionDenied
+
+        for template in queryset:
+            try:
+                actions.delete_template(acting_user=request.user, template=template)
+            except actions.DomainError as exc:
+                raise PermissionDenied(str(exc.detail)) from exc
+
     def save_model(self, request, obj, form, change):
         data = {f: form.cleaned_data[f] for f in ("identifier", "name", "description",
                                                   "product_type", "protocol", "data_format",
-                                                  "services", "status")
+                                                  "services", "status", "department")
                 if f in form.cleaned_data}
         if change:
             actions.update_template(acting_user=request.user, template=obj, data=data)

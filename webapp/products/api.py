@@ -153,7 +153,9 @@ class ProductTemplateViewSet(viewsets.ModelViewSet):
     filterset_fields = ("product_type", "status")
 
     def get_queryset(self):
-        return ProductTemplate.objects.order_by("name")
+        """Shared templates and those of the departments in the caller's data scope."""
+        return actions.visible_templates(ProductTemplate.objects.all(),
+                                         self.request.user).order_by("name")
 
     def perform_create(self, serializer: Any) -> None:
         serializer.instance = actions.create_template(acting_user=self.request.user,

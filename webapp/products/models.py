@@ -207,6 +207,13 @@ class ProductTemplate(models.Model):
     status = models.CharField(_("status"), max_length=16, choices=ProductStatus.choices,
                               default=ProductStatus.ENABLED)
     built_in = models.BooleanField(_("built in"), default=False, editable=False)
+    # Every user who may view templates sees the global ones (no department); a
+    # department's are seen and changed within the data scope, like its products.
+    department = models.ForeignKey(
+        "system.Department", verbose_name=_("department"), null=True, blank=True,
+        on_delete=models.CASCADE, related_name="product_templates", help_text=_(
+            "The department that owns it; without one it is shared by every department and "
+            "only superusers change or delete it."))
     created = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:

@@ -107,6 +107,14 @@ class ProductSerializer(serializers.ModelSerializer):
     def validate_template(self, value: ProductTemplate) -> ProductTemplate:
         if self.instance is not None:
             raise serializers.ValidationError(_("a template is for new products only"))
+        request = self.context.get("request")
+        if request is not None and value.department_id is not None:
+            from webapp.products.actions import visible_templates
+
+            if not visible_templates(ProductTemplate.objects.filter(pk=value.pk),
+                                     request.user).exists():
+                raise serializers.ValidationError(_("There is no template {identifier!r}.")
+                                                  .format(identifier=value.identifier))
         return value
 
     def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -137,7 +145,7 @@ class ProductTemplateSerializer(serializers.ModelSerializer):
     class Meta:
         model = ProductTemplate
         fields = ("id", "identifier", "name", "description", "product_type", "protocol",
-                  "data_format", "services", "status", "built_in", "created")
+                  "data_format", "services", "status", "built_in", "department", "created")
         read_only_fields = ("id", "built_in", "created")
 
     def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
