@@ -36,7 +36,7 @@ def test_oversized_user_import_is_refused_with_the_reason(client, admin_user, se
     assert "IMPORT_MAX_BYTES" in errors and "at most 2000" in errors
     assert page.context.get("confirm_form") is None
     chinese = _import(client, ROWS, HTTP_ACCEPT_LANGUAGE="zh-hans")
-    assert "最多接受 2000 字节（IMPORT_MAX_BYTES）" in str(chinese.context["form"].errors)
+    assert "最多接受 2000 字节（IMPORT_MAX_BYTES）" in str(chinese.context["form"].errors)  # noqa: RUF001
 
     settings.IMPORT_MAX_BYTES = 10 * 2**20
     settings.IMPORT_MAX_CELLS = 50
