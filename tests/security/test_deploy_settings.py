@@ -197,3 +197,18 @@ def test_bootstrap_keeps_the_generated_password_out_of_the_log(settings, tmp_pat
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     refused = client.get("/api/v1/devices/")
     assert refused.status_code == 403 and refused.json()["code"] == "password_change_required"
+
+
+@pytest.mark.django_db
+def test_make_run_shows_the_generated_password_once_and_it_must_be_changed(
+        settings, tmp_path, monkeypatch, django_user_model):
+    """`make run` (runplatform) prints the generated password as the README's first step
+    needs; it is the file's password and must still be changed at the first login."""
+    monkeypatch.delenv("DJANGO_SUPERUSER_USERNAME", raising=False)
+    monkeypatch.delenv("DJANGO_SUPERUSER_PASSWORD", raising=False)
+    settings.VAR_DIR = tmp_path
+    out = io.StringIO()
+    call_command("bootstrap", "--no-demo", "--show-password", stdout=out)
+    password = (tmp_path / "admin-password").read_text().strip()
+    assert f"password {password!r}" in out.getvalue()
+    assert django_user_model.objects.get(username="admin").must_change_password

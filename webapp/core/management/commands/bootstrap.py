@@ -67,13 +67,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--no-demo", action="store_true")
+        parser.add_argument(
+            "--show-password", action="store_true",
+            help="also print a generated password (`make run` in a terminal: the developer "
+                 "reads it there); containers and production leave it in the file only")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self._admin()
+        self._admin(show_password=options["show_password"])
         if not options["no_demo"]:
             self._demo()
 
-    def _admin(self) -> None:
+    def _admin(self, show_password: bool = False) -> None:
         user_model = get_user_model()
         username = os.environ.get("DJANGO_SUPERUSER_USERNAME") or "admin"
         password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
@@ -103,6 +107,11 @@ class Command(BaseCommand):
         user.save(update_fields=["must_change_password"])
         path = Path(settings.VAR_DIR) / "admin-password"
         write_private(path, password + "\n")
+        if show_password:
+            self.stdout.write(self.style.SUCCESS(
+                f"admin account created: username {username!r} password {password!r} (also in "
+                f"{path}; to be changed at the first login)"))
+            return
         self.stdout.write(self.style.SUCCESS(
             f"admin account created: username {username!r}, password in {path} (readable by "
             "this user only; to be changed at the first login, then delete the file)"))

@@ -77,7 +77,11 @@ class Command(BaseCommand):
             if not options["no_bootstrap"]:
                 call_command("migrate", interactive=False, verbosity=0)
                 self.log("setup", f"database migrated ({settings.DATABASES['default']['ENGINE']})")
-                call_command("bootstrap", stdout=_LineWriter(lambda s: self.log("setup", s)))
+                # `make run` is the development command: the admin's generated password is
+                # shown in its terminal, as the README promises (and must be changed at the
+                # first login); `manage.py bootstrap` alone (containers) keeps it in the file.
+                call_command("bootstrap", show_password=True,
+                             stdout=_LineWriter(lambda s: self.log("setup", s)))
                 self.check_stored_secrets()
             self.supervise(self.children(options), options)
         finally:
