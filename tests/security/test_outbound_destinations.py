@@ -11,6 +11,7 @@ import socket
 import urllib.parse
 
 import pytest
+from django.db import connection
 
 from tests.conftest import require_service
 from tests.rules.conftest import Receiver
@@ -208,19 +209,29 @@ def test_platform_redis_is_refused_even_when_allowed(world, settings):
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_platform_database_is_refused_even_when_allowed(world, settings):
-    """The review's chain 2: a PostgreSQL sink at the platform's own database server (as in
-    the README's production example), any database name on it, is refused with
-    127.0.0.0/8 allowed; the exploit's INSERT … SELECT is refused wherever it points."""
+    """The review's chain 2: a PostgreSQL sink at the platform's own database (as in the
+    README's production example), by any name of its host, is refused with 127.0.0.0/8
+    allowed; another database on that server is a destination like any other (a sink
+    writes rows of its own tables, never system tables); the exploit's INSERT … SELECT is
+    refused wherever it points."""
     settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
     settings.DATABASES = {**settings.DATABASES, "platform": {
         "ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1", "PORT": "5432",
         "NAME": "thinglinks", "USER": "postgres"}}
     insert = "INSERT INTO readings (device) VALUES ({{device}})"
     for url in ("postgres://postgres@127.0.0.1:5432/thinglinks",
-                "postgres://postgres@localhost/test"):
+                "postgres://postgres@localhost/thinglinks",
+                "postgres://postgres@localhost/THINGLINKS",
+                "postgres://postgres@localhost/",
+                f"postgres://postgres@localhost/{connection.settings_dict['NAME']}"):
         refused(world.post("/api/v1/sinks/", {
             "name": "db", "sink_type": "postgresql",
             "config": {"url": url, "statement": insert}}, format="json"), "own database")
+    other = world.post("/api/v1/sinks/", {
+        "name": "other-db", "sink_type": "postgresql",
+        "config": {"url": "postgres://postgres@127.0.0.1:5432/sinks", "statement": insert}},
+        format="json")
+    assert other.status_code == 201, other.json()
     exploit = ("INSERT INTO system_user_roles (user_id, role_id) SELECT u.id, r.id FROM "
                "system_user u, system_role r WHERE u.username={{device}} AND "
                "r.code='administrator'")

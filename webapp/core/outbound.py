@@ -172,6 +172,32 @@ def own_endpoints() -> tuple[frozenset[tuple[IPAddress, int]], frozenset[int]]:
     return _resolve_own(tuple(sorted(set(endpoints))))
 
 
+def own_service_endpoints() -> tuple[frozenset[tuple[IPAddress, int]], frozenset[int]]:
+    """As `own_endpoints`, without the database servers (Redis, the time-series server)."""
+    endpoints = [e for e in map(_url_endpoint, _platform_urls()) if e is not None]
+    return _resolve_own(tuple(sorted(set(endpoints))))
+
+
+def platform_database_names() -> frozenset[str]:
+    """The names of the platform's own databases (the test database's too)."""
+    from django.db import connections
+
+    names = set()
+    for database in settings.DATABASES.values():
+        names.add(str(database.get("NAME") or ""))
+        names.add(str((database.get("TEST") or {}).get("NAME") or ""))
+    for connection in connections.all(initialized_only=True):
+        names.add(str(connection.settings_dict.get("NAME") or ""))
+    return frozenset(n.lower() for n in names if n)
+
+
+def _reaches(endpoints: tuple[frozenset[tuple[IPAddress, int]], frozenset[int]],
+             address: IPAddress, port: int) -> bool:
+    pairs, local_ports = endpoints
+    return (address, port) in pairs or (port in local_ports and (
+        address.is_loopback or address.is_unspecified or _is_local_address(address)))
+
+
 @functools.lru_cache(maxsize=256)
 def _is_local_address(address: IPAddress) -> bool:
     """Whether the address belongs to this machine (binding to it succeeds)."""
@@ -229,12 +255,16 @@ def _kind(address: IPAddress) -> Any:
     return None
 
 
-def check_address(host: str, address: IPAddress, port: int) -> None:
-    """Refuse one resolved address of `host` (raises OutboundRefused)."""
+def check_address(host: str, address: IPAddress, port: int,
+                  database: str | None = None) -> None:
+    """Refuse one resolved address of `host` (raises OutboundRefused). `database` is the
+    database an SQL sink names: another database than the platform's own on the platform's
+    database server is a destination like any other (a sink writes rows of its own tables,
+    never system tables, and no SQL reaches across databases)."""
     address = _canonical(address)
-    own, own_local_ports = own_endpoints()
-    if (address, port) in own or (port in own_local_ports and (
-            address.is_loopback or address.is_unspecified or _is_local_address(address))):
+    if _reaches(own_endpoints(), address, port) and (
+            database is None or database.lower() in platform_database_names()
+            or _reaches(own_service_endpoints(), address, port)):
         raise OutboundRefused(_(
             "{host}:{port} is the platform's own database or Redis: it is never a "
             "destination.").format(host=host, port=port))
@@ -251,7 +281,7 @@ def check_address(host: str, address: IPAddress, port: int) -> None:
                     host=host, kind=kind))
 
 
-def check_host(host: str, port: int) -> Destination:
+def check_host(host: str, port: int, database: str | None = None) -> Destination:
     """Resolve `host` and check every address; returns what to connect to."""
     host = (host or "").strip()
     if host.startswith("[") and host.endswith("]"):
@@ -270,7 +300,7 @@ def check_host(host: str, port: int) -> Destination:
     addresses: list[str] = []
     for info in infos:
         text = str(info[4][0]).split("%")[0]
-        check_address(host, ipaddress.ip_address(text), int(port))
+        check_address(host, ipaddress.ip_address(text), int(port), database)
         if text not in addresses:
             addresses.append(text)
     if not addresses:
@@ -278,8 +308,10 @@ def check_host(host: str, port: int) -> Destination:
     return Destination(host=host, port=int(port), addresses=tuple(addresses))
 
 
-def check_url(url: str, *, schemes: Iterable[str] | None = None) -> Destination:
-    """Check the host of a URL (scheme in `schemes` when given; its default port)."""
+def check_url(url: str, *, schemes: Iterable[str] | None = None,
+              database: bool = False) -> Destination:
+    """Check the host of a URL (scheme in `schemes` when given; its default port). With
+    `database`, the URL's path names a database (SQL sinks; see `check_address`)."""
     try:
         parts = urllib.parse.urlsplit(str(url))
         port = parts.port
@@ -293,7 +325,8 @@ def check_url(url: str, *, schemes: Iterable[str] | None = None) -> Destination:
             schemes=", ".join(sorted(schemes))))
     if not parts.hostname:
         raise OutboundRefused(_("The URL has no host."))
-    return check_host(parts.hostname, port or DEFAULT_PORTS.get(scheme, 0))
+    name = urllib.parse.unquote(parts.path.lstrip("/")) if database else None
+    return check_host(parts.hostname, port or DEFAULT_PORTS.get(scheme, 0), name or None)
 
 
 def with_host(url: str, host: str) -> str:

@@ -94,7 +94,8 @@ class SqlDriver(Driver):
         password = str(self.credentials.get("password") or "")
         database = url.path.lstrip("/")
         try:
-            destination = outbound.check_url(str(self.config["url"]), schemes=SCHEMES)
+            destination = outbound.check_url(str(self.config["url"]), schemes=SCHEMES,
+                                             database=True)
             if url.scheme in ("mysql", "mariadb"):
                 import pymysql
 
@@ -145,4 +146,4 @@ class SqlDriver(Driver):
 
     @classmethod
     def check_destination(cls, config: Mapping[str, Any]) -> None:
-        outbound.check_url(str(config.get("url")), schemes=SCHEMES)
+        outbound.check_url(str(config.get("url")), schemes=SCHEMES, database=True)
