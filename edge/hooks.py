@@ -76,7 +76,27 @@ class AnonymousAcl(Acl):
 ANONYMOUS_ACL = AnonymousAcl()
 
 
-class DeviceAcl(Acl):
+class ActionAcl(Acl):
+    """An ACL that decides each action ("pub", "sub") on a topic in ``_allowed``; a shared
+    subscription is decided by its filter."""
+
+    __slots__ = ()
+
+    def _allowed(self, action: str, topic: str) -> bool | Deferred[bool]:
+        raise NotImplementedError
+
+    def may_publish(self, topic: str) -> bool | Deferred[bool]:
+        return self._allowed("pub", topic)
+
+    def may_subscribe(self, topic_filter: str) -> bool | Deferred[bool]:
+        try:
+            shared = split_shared(topic_filter)
+        except ValueError:
+            return False
+        return self._allowed("sub", topic_filter if shared is None else shared[1])
+
+
+class DeviceAcl(ActionAcl):
     """A device may use its own ``/v1/devices/{id}/…`` namespace; a gateway also its
     sub-devices' namespaces (devices whose ``gateway`` field names it). Any other topic is
     decided by the device's and its product's ACL rules (edge.acl), default deny."""
@@ -114,18 +134,8 @@ class DeviceAcl(Acl):
         # before webapp checked this, or written to Redis by hand).
         return _outside_devices(topic) and decide(self.rules, action, topic)
 
-    def may_publish(self, topic: str) -> bool | Deferred[bool]:
-        return self._allowed("pub", topic)
 
-    def may_subscribe(self, topic_filter: str) -> bool | Deferred[bool]:
-        try:
-            shared = split_shared(topic_filter)
-        except ValueError:
-            return False
-        return self._allowed("sub", topic_filter if shared is None else shared[1])
-
-
-class AppAcl(Acl):
+class AppAcl(ActionAcl):
     """An application client (an API key): the data scope of the key's user decides which
     devices' topics it reaches, its rules (docs/bus.md) what it may do there and elsewhere.
 
@@ -160,16 +170,6 @@ class AppAcl(Acl):
             return allowed
 
         return then(self.registry.device(device), in_scope)
-
-    def may_publish(self, topic: str) -> bool | Deferred[bool]:
-        return self._allowed("pub", topic)
-
-    def may_subscribe(self, topic_filter: str) -> bool | Deferred[bool]:
-        try:
-            shared = split_shared(topic_filter)
-        except ValueError:
-            return False
-        return self._allowed("sub", topic_filter if shared is None else shared[1])
 
 
 class RegistrationAcl(Acl):

@@ -1,12 +1,7 @@
 """The edge as a process beside the test's Django database: webapp's actions publish the
 registry (products, devices, API keys) under the test's Redis prefix after commit, and the
-edge reads it from there, as in production (shared by the access security tests, which wrap
-these in fixtures of their own).
-
-    @pytest.fixture
-    def edge(transactional_db, redis_url, redis_prefix, settings):
-        with webapp_edge(redis_url, redis_prefix, settings) as e:
-            yield e
+edge reads it from there, as in production. tests/security/conftest.py makes the `edge` and
+`mqtt_clients` fixtures of them.
 """
 
 from __future__ import annotations
@@ -75,3 +70,4 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.05)
+

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
-from tests.security.access_edge import Mqtt, eventually, mqtt_clients_of, webapp_edge
+from tests.security.access_edge import Mqtt, eventually
 from tests.system.conftest import Org, make_device, make_product
 from webapp.devices import actions as device_actions
 from webapp.system import actions as system_actions
@@ -19,18 +18,6 @@ from webapp.system import actions as system_actions
 APP = ("access.mqtt_application",)
 NOT_AUTHORIZED = 0x87
 ADMINISTRATIVE_ACTION = 0x98
-
-
-@pytest.fixture
-def edge(transactional_db, redis_url, redis_prefix, settings):
-    with webapp_edge(redis_url, redis_prefix, settings) as e:
-        yield e
-
-
-@pytest.fixture
-def mqtt_clients(edge):
-    with mqtt_clients_of(edge) as make:
-        yield make
 
 
 def setup(org: Org, scope: str = "department", expires=None):

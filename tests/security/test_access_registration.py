@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from edge.crypto import decrypt_secret
-from tests.security.access_edge import eventually, mqtt_clients_of, webapp_edge
+from tests.security.access_edge import eventually
 from tests.system.conftest import Org, make_product
 from webapp.access import actions as access_actions
 from webapp.access.actions import register_device
@@ -24,18 +24,6 @@ from webapp.products.models import Product
 from webapp.system import actions as system_actions
 
 ANSWER = "/v1/devices/{}/registerResponse"
-
-
-@pytest.fixture
-def edge(transactional_db, redis_url, redis_prefix, settings):
-    with webapp_edge(redis_url, redis_prefix, settings) as e:
-        yield e
-
-
-@pytest.fixture
-def mqtt_clients(edge):
-    with mqtt_clients_of(edge) as make:
-        yield make
 
 
 @pytest.fixture

@@ -4,19 +4,11 @@ they were keeps the device connected."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.security.access_edge import mqtt_clients_of, webapp_edge
+from tests.security.access_edge import mqtt_clients_of
 from tests.system.conftest import make_product
 from webapp.devices import actions as device_actions
 
 ADMINISTRATIVE_ACTION = 0x98
-
-
-@pytest.fixture
-def edge(transactional_db, redis_url, redis_prefix, settings):
-    with webapp_edge(redis_url, redis_prefix, settings) as e:
-        yield e
 
 
 def test_rotating_the_secret_ends_the_old_secrets_connection(edge):

@@ -1,0 +1,26 @@
+"""Fixtures of the security tests: the edge beside the test's Django database, and paho
+clients of it (tests/security/access_edge.py). A test module may define its own `edge`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.edge.edge_process import Edge
+from tests.security.access_edge import Mqtt, mqtt_clients_of, webapp_edge
+
+
+@pytest.fixture
+def edge(transactional_db: Any, redis_url: str, redis_prefix: str, settings: Any
+         ) -> Iterator[Edge]:
+    """The edge on the test's Redis prefix, with webapp's registry published to it."""
+    with webapp_edge(redis_url, redis_prefix, settings) as e:
+        yield e
+
+
+@pytest.fixture
+def mqtt_clients(edge: Edge) -> Iterator[Callable[[str], Mqtt]]:
+    with mqtt_clients_of(edge) as make:
+        yield make
