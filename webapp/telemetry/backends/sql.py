@@ -271,7 +271,8 @@ class SQLBackend(SchemaCache[_ProductSchema]):
             return 0
         self.ensure_schema(product)
         schema = self._schemas[product.identifier]
-        today = _now_ms() - _now_ms() % DAY_MS
+        now = _now_ms()
+        today = now - now % DAY_MS
         created = 0
         with transaction.atomic(), connection.cursor() as cursor:
             for table in schema.tables.values():
