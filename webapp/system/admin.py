@@ -265,8 +265,26 @@ class PositionAdmin(BoundedImportMixin, ImportExportModelAdmin):
     list_filter = ("is_active",)
 
 
+class DeletedThroughActions:
+    """Admin deletes (one object or the bulk action) go through the app's delete action,
+    `delete_one`, object by object; a refusal is a 403 with its reason."""
+
+    def delete_one(self, user: Any, obj: Any) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, request: Any, obj: Any) -> None:
+        self.delete_queryset(request, type(obj).objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+        for obj in queryset:
+            try:
+                self.delete_one(request.user, obj)
+            except DomainError as exc:
+                raise PermissionDenied(_refusal(exc)) from exc
+
+
 @admin.register(Role)
-class RoleAdmin(BoundedImportMixin, ImportExportModelAdmin):
+class RoleAdmin(DeletedThroughActions, BoundedImportMixin, ImportExportModelAdmin):
     resource_classes = [resources.RoleResource]
     list_display = ("name", "code", "data_scope", "is_active", "is_builtin", "user_count")
     search_fields = ("code", "name")
@@ -308,20 +326,13 @@ class RoleAdmin(BoundedImportMixin, ImportExportModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def delete_model(self, request: Any, obj: Role) -> None:
-        self.delete_queryset(request, Role.objects.filter(pk=obj.pk))
-
-    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+    def delete_one(self, user: Any, obj: Role) -> None:
         """Roles none of whose holders outranks the editor (`actions.check_role_holders`)."""
-        for role in queryset:
-            try:
-                actions.delete_role(acting_user=request.user, role=role)
-            except DomainError as exc:
-                raise PermissionDenied(_refusal(exc)) from exc
+        actions.delete_role(acting_user=user, role=obj)
 
 
 @admin.register(Menu)
-class MenuAdmin(admin.ModelAdmin):
+class MenuAdmin(DeletedThroughActions, admin.ModelAdmin):
     list_display = ("tree_name", "menu_type", "permission", "path", "order", "is_visible",
                     "is_active")
     list_filter = ("menu_type", "is_visible", "is_active")
@@ -333,16 +344,9 @@ class MenuAdmin(admin.ModelAdmin):
     def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
-    def delete_model(self, request: Any, obj: Menu) -> None:
-        self.delete_queryset(request, Menu.objects.filter(pk=obj.pk))
-
-    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+    def delete_one(self, user: Any, obj: Menu) -> None:
         """Menus none of whose holders outranks the editor (`actions.check_menu_holders`)."""
-        for menu in queryset:
-            try:
-                actions.delete_menu(acting_user=request.user, menu=menu)
-            except DomainError as exc:
-                raise PermissionDenied(_refusal(exc)) from exc
+        actions.delete_menu(acting_user=user, menu=obj)
 
     @admin.display(description=_("name"))
     def tree_name(self, obj: Menu) -> str:
@@ -356,23 +360,16 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class GroupAdmin(BaseGroupAdmin):
+class GroupAdmin(DeletedThroughActions, BaseGroupAdmin):
     """Django's groups: their permissions reach every member, so adding one is a grant, and
     a group is changed or deleted only when none of its members outranks the editor."""
 
     def get_form(self, request: Any, obj: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         return _with_grant_check(super().get_form(request, obj, **kwargs), request)
 
-    def delete_model(self, request: Any, obj: Group) -> None:
-        self.delete_queryset(request, Group.objects.filter(pk=obj.pk))
-
-    def delete_queryset(self, request: Any, queryset: QuerySet) -> None:
+    def delete_one(self, user: Any, obj: Group) -> None:
         """Groups none of whose members outranks the editor (`actions.check_group_holders`)."""
-        for group in queryset:
-            try:
-                actions.delete_group(acting_user=request.user, group=group)
-            except DomainError as exc:
-                raise PermissionDenied(_refusal(exc)) from exc
+        actions.delete_group(acting_user=user, group=obj)
 
 
 class DictItemInline(admin.TabularInline):
