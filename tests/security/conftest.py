@@ -1,5 +1,6 @@
 """Fixtures of the security tests: the edge beside the test's Django database, and paho
-clients of it (tests/security/access_edge.py). A test module may define its own `edge`."""
+clients of it (tests/security/access_edge.py), and the rules tests' local HTTP `receiver`.
+A test module may define its own `edge`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.edge.edge_process import Edge
+from tests.rules.conftest import receiver  # noqa: F401  (a local HTTP receiver, the rules tests')
 from tests.security.access_edge import Mqtt, mqtt_clients_of, webapp_edge
 
 

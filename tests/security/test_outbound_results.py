@@ -12,7 +12,6 @@ import uuid
 import pytest
 
 from tests.conftest import require_service
-from tests.rules.conftest import Receiver
 from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org
 from webapp.rules.models import Notification, NotificationChannel, Sink
@@ -31,13 +30,6 @@ def operator(redis_prefix, settings):
     settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     org = Org()
     return jwt_client(org.user("olga", org.a, OPERATOR, scope="department_and_below"))
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture
