@@ -180,7 +180,14 @@ def test_sessions_and_retained_survive_a_restart(edge_redis_url: str, prefix: st
         assert sorted(m.payload for m in got) == [b"after", b"before", b"on"]
         assert all(m.properties.SubscriptionIdentifier == [42] for m in got)
         assert online.connect(second) is True
-        assert [m.payload for m in online.received(1)] == [b"after"]
+        (first_after,) = online.received(1)
+        if first_after.payload == b"on":
+            # paho acknowledges after its callback returns: when the edge stopped before that
+            # PUBACK arrived, the QoS 1 message is still unacknowledged and MQTT requires it
+            # again, marked as a duplicate.
+            assert first_after.dup
+            (first_after,) = online.received(1)
+        assert first_after.payload == b"after"
         assert brief.connect(second) is False
         late = Session("late")
         late.connect(second)
