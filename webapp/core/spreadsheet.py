@@ -21,7 +21,6 @@ every admin import/export of django-import-export (`FORMATS`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import tablib
@@ -48,10 +47,6 @@ def unescape_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(QUOTE) and _NEEDS_QUOTE.match(value, 1):
         return value[1:]
     return value
-
-
-def escape_row(values: Iterable[Any]) -> list[Any]:
-    return [escape_cell(v) for v in values]
 
 
 def _mapped(dataset: tablib.Dataset, cell: Any) -> tablib.Dataset:

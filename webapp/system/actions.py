@@ -20,7 +20,7 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from webapp.core.errors import Conflict, DomainError, NotFound
+from webapp.core.errors import Conflict, DomainError
 from webapp.core.scope import (
     can_assign,
     default_scope,
@@ -670,10 +670,3 @@ def mark_read(*, acting_user: Actor, user: User, ids: Iterable[int] | None = Non
     if ids is not None:
         queryset = queryset.filter(pk__in=list(ids))
     return queryset.update(read=timezone.now())
-
-
-def get_session(session_id: Any) -> LoginSession:
-    session = LoginSession.objects.filter(pk=session_id).first()
-    if session is None:
-        raise NotFound()
-    return session

@@ -45,10 +45,6 @@ def dict_choices(code: str) -> list[tuple[str, str]]:
     return [(item["value"], item["label"]) for item in dict_items(code)]
 
 
-def dict_label(code: str, value: str) -> str:
-    return next((item["label"] for item in dict_items(code) if item["value"] == value), value)
-
-
 def forget_dict(code: str) -> None:
     cache.delete(_dict_key(code))
 
