@@ -10,8 +10,7 @@ import pytest
 from django.db import connection
 
 from edge.codecs import thinglinks as tl
-from tests.e2e.platform import Platform, running_platform
-from tests.e2e.test_walking_skeleton import Client, datas
+from tests.support.platform import Client, Platform, datas, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

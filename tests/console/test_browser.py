@@ -25,7 +25,7 @@ from django.db import connection, connections
 
 from tests.conftest import missing
 from tests.console.conftest import PASSWORD, data_event, log_event, now_ms, status_event
-from tests.e2e.platform import ROOT, database_url, free_port, wait_for_port
+from tests.support.platform import ROOT, database_url, free_port, wait_for_port
 from webapp.devices.models import DeviceCommand
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

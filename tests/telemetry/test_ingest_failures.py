@@ -22,7 +22,7 @@ import redis
 from django.db import connection
 
 from edge.bus.keys import UPLINK_GROUP
-from tests.e2e.platform import database_url, free_port
+from tests.support.platform import database_url, free_port
 from tests.telemetry.conftest import BASE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

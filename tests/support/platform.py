@@ -1,9 +1,11 @@
-"""Start the real platform processes (edge, ingest, web) for end-to-end tests."""
+"""Start the real platform processes (edge, ingest, web) for end-to-end tests, and talk to
+them as a device (a paho client) and over the REST API."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,3 +162,48 @@ def running_platform(settings_dict: dict[str, Any], redis_url: str, username: st
     finally:
         for name, out in platform.stop_all().items():
             print(f"----- {name} -----\n{out[-4000:]}")
+
+
+class Client:
+    """A paho MQTT 3.1.1 client with a queue of received messages."""
+
+    def __init__(self, port: int, username: str, password: str, client_id: str = "") -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connack: queue.Queue[int] = queue.Queue()
+        self.suback: queue.Queue[list[int]] = queue.Queue()
+        self.disconnected = False
+        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or
+                                f"c-{time.monotonic_ns()}", protocol=mqtt.MQTTv311)
+        self.mqtt.username_pw_set(username, password)
+        self.mqtt.on_connect = lambda c, u, f, rc, p: self.connack.put(rc.value)
+        self.mqtt.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.mqtt.on_subscribe = lambda c, u, mid, codes, p: self.suback.put(
+            [code.value for code in codes])
+        self.mqtt.connect("127.0.0.1", port, keepalive=30)
+        self.mqtt.loop_start()
+
+    def connected(self) -> int:
+        return self.connack.get(timeout=10)
+
+    def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        self.mqtt.subscribe(topic, qos)
+        return self.suback.get(timeout=10)
+
+    def publish(self, topic: str, body, qos: int = 1) -> None:
+        payload = body if isinstance(body, bytes | str) else json.dumps(body)
+        info = self.mqtt.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+
+    def next_message(self, timeout: float = 10.0) -> tuple[str, dict]:
+        topic, payload = self.messages.get(timeout=timeout)
+        return topic, json.loads(payload)
+
+    def close(self) -> None:
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+
+
+def datas(device: str, data: dict, service: str = "env") -> dict:
+    return {"devices": [{"deviceId": device, "services": [{"serviceCode": service,
+                                                          "data": data}]}]}

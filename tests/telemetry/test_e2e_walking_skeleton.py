@@ -4,14 +4,12 @@ client (paho), the REST API over HTTP."""
 from __future__ import annotations
 
 import json
-import queue
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 from django.db import connection
 
-from tests.e2e.platform import running_platform
+from tests.support.platform import Client, datas, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,51 +29,6 @@ def thermo_device(platform, thermo_payload):
                                  {"product": "thermo", "identifier": "dev-001", "name": "one"})
     assert status == 201, body
     return body["identifier"], body["secret"]
-
-
-class Client:
-    """A paho MQTT 3.1.1 client with a queue of received messages."""
-
-    def __init__(self, port: int, username: str, password: str, client_id: str = "") -> None:
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.connack: queue.Queue[int] = queue.Queue()
-        self.suback: queue.Queue[list[int]] = queue.Queue()
-        self.disconnected = False
-        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or
-                                f"c-{time.monotonic_ns()}", protocol=mqtt.MQTTv311)
-        self.mqtt.username_pw_set(username, password)
-        self.mqtt.on_connect = lambda c, u, f, rc, p: self.connack.put(rc.value)
-        self.mqtt.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
-        self.mqtt.on_subscribe = lambda c, u, mid, codes, p: self.suback.put(
-            [code.value for code in codes])
-        self.mqtt.connect("127.0.0.1", port, keepalive=30)
-        self.mqtt.loop_start()
-
-    def connected(self) -> int:
-        return self.connack.get(timeout=10)
-
-    def subscribe(self, topic: str, qos: int = 1) -> list[int]:
-        self.mqtt.subscribe(topic, qos)
-        return self.suback.get(timeout=10)
-
-    def publish(self, topic: str, body, qos: int = 1) -> None:
-        payload = body if isinstance(body, bytes | str) else json.dumps(body)
-        info = self.mqtt.publish(topic, payload, qos=qos)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-
-    def next_message(self, timeout: float = 10.0) -> tuple[str, dict]:
-        topic, payload = self.messages.get(timeout=timeout)
-        return topic, json.loads(payload)
-
-    def close(self) -> None:
-        self.mqtt.disconnect()
-        self.mqtt.loop_stop()
-
-
-def datas(device: str, data: dict, service: str = "env") -> dict:
-    return {"devices": [{"deviceId": device, "services": [{"serviceCode": service,
-                                                          "data": data}]}]}
 
 
 def test_a_device_reports_and_the_api_reads_it_back(platform, thermo_device):
