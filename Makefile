@@ -38,8 +38,10 @@ test: install-test
 # key: these checks get a throwaway random one when the environment has none.
 CHECK_KEY = DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')}"
 
+## Ruff, the layers and import cycles (import-linter, docs/architecture.md), then mypy.
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(CHECK_KEY) $(VENV)/bin/mypy edge webapp config
 
 migrations-check: install
