@@ -55,9 +55,9 @@ def test_writes_create_the_daily_partitions_they_need(backend, sensor):
 @on_postgresql
 def test_prepare_ahead_creates_future_partitions(backend, sensor):
     """Beat's prepare_ahead creates today's and the coming days' partitions, once."""
-    from webapp.telemetry.backends.sql import _now_ms
+    from edge.clock import now_ms
 
-    now = _now_ms()  # read once: two reads a millisecond apart made "today" 1 ms early
+    now = now_ms()  # read once: two reads a millisecond apart made "today" 1 ms early
     today = now - now % DAY_MS
     assert backend.prepare_ahead(sensor, today + 2 * DAY_MS) == 2 * 3  # two services
     assert backend.prepare_ahead(sensor, today + 2 * DAY_MS) == 0

@@ -21,13 +21,13 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections import defaultdict
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from channels.layers import get_channel_layer
 
+from edge.clock import now_ms
 from webapp.core.redis import get_redis, keys
 from webapp.telemetry.choices import MessageResult
 
@@ -52,10 +52,6 @@ SEND_TIMEOUT_S = 2.0
 def group_name(identifier: str) -> str:
     """The Channels group of one device (identifiers are valid group-name characters)."""
     return f"console.device.{identifier}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def watch(identifier: str) -> None:

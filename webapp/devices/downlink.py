@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
+from edge.clock import now_ms
+from edge.codecs.thinglinks import TOPIC_PREFIX
 from webapp.core.redis import get_redis, keys
 
 log = logging.getLogger(__name__)
 
-TOPIC_PREFIX = "/v1/devices/"
 # The edge deletes delivered entries; the cap only matters for a node that died with a backlog.
 DOWNLINK_MAXLEN = 100_000
 
 
 def topic(identifier: str, suffix: str) -> str:
     return f"{TOPIC_PREFIX}{identifier}/{suffix}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def envelope(body: Any, mid: int | None = None) -> bytes:

@@ -24,13 +24,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge.clock import now_ms
+from edge.codecs.thinglinks import TOPIC_PREFIX
+
 log = logging.getLogger(__name__)
 
-TOPIC = "/v1/devices/{device}/{suffix}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+TOPIC = TOPIC_PREFIX + "{device}/{suffix}"
 
 
 # values from the thing model --------------------------------------------------------------

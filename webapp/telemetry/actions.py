@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from edge import clock
 from webapp.core.redis import get_redis, keys
 from webapp.core.types import Actor
 from webapp.devices.models import Device, DeviceShadow
@@ -25,10 +25,6 @@ from webapp.telemetry.models import DeviceMessage, RetentionPolicy
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # retention policies -----------------------------------------------------------------------
@@ -58,14 +54,14 @@ def delete_retention_policy(*, acting_user: Actor, policy: RetentionPolicy) -> N
 def prepare_partitions(days_ahead: int = 2) -> int:
     """Create the time-series storage of the coming days (PostgreSQL partitions)."""
     backend = get_backend()
-    until = _now_ms() + days_ahead * DAY_MS
+    until = clock.now_ms() + days_ahead * DAY_MS
     return sum(backend.prepare_ahead(product, until) for product in Product.objects.all())
 
 
 def refresh_rollups(now_ms: int | None = None) -> int:
     """Bring every product's rollups up to the last complete bucket."""
     backend = get_backend()
-    now_ms = now_ms or _now_ms()
+    now_ms = now_ms or clock.now_ms()
     lookback = int(settings.TELEMETRY_ROLLUP_LOOKBACK.total_seconds() * 1000)
     written = 0
     for policy in RetentionPolicy.objects.select_related("product").exclude(rollups=[]):
@@ -79,7 +75,7 @@ def apply_retention(now_ms: int | None = None) -> dict[str, int]:
     """Drop raw points and rollup buckets past their product's retention, and device
     messages past `TELEMETRY_MESSAGE_DAYS`."""
     backend = get_backend()
-    now_ms = now_ms or _now_ms()
+    now_ms = now_ms or clock.now_ms()
     dropped = {"raw": 0, "rollups": 0, "messages": 0}
     for policy in RetentionPolicy.objects.select_related("product"):
         if policy.raw_days:

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
+from edge.clock import now_ms
 from edge.thingmodel import Problem
 from webapp.core.errors import Conflict, DomainError
 from webapp.core.redis import get_redis, keys
@@ -180,7 +181,7 @@ def send_delta(device: Device) -> bool:
     if not doc["delta"]:
         return False
     return downlink.send(device.identifier, "shadow/delta", {
-        "version": doc["version"], "delta": doc["delta"], "timestamp": downlink.now_ms(),
+        "version": doc["version"], "delta": doc["delta"], "timestamp": now_ms(),
     }, via=carrier(device))
 
 
@@ -205,7 +206,7 @@ def answer_get(device: Device, mid: Any = None) -> None:
     _reply(device, "shadow/getResponse", {
         "statusCode": 0, "statusDesc": "successful", "version": doc["version"],
         "desired": doc["desired"], "reported": _values_only(doc["reported"]),
-        "delta": doc["delta"], "timestamp": downlink.now_ms(),
+        "delta": doc["delta"], "timestamp": now_ms(),
     }, mid)
 
 

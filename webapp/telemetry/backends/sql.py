@@ -28,6 +28,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from edge.clock import now_ms
 from webapp.core.errors import DomainError
 from webapp.products.models import Product
 from webapp.telemetry.backends.base import (
@@ -271,7 +272,7 @@ class SQLBackend(SchemaCache[_ProductSchema]):
             return 0
         self.ensure_schema(product)
         schema = self._schemas[product.identifier]
-        now = _now_ms()
+        now = now_ms()
         today = now - now % DAY_MS
         created = 0
         with transaction.atomic(), connection.cursor() as cursor:
@@ -651,5 +652,3 @@ class SQLBackend(SchemaCache[_ProductSchema]):
         return dropped
 
 
-def _now_ms() -> int:
-    return int(datetime.now(tz=UTC).timestamp() * 1000)
