@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from .bus.cluster import Cluster
 from .bus.downlink import Downlink
 from .bus.keys import Keys
-from .bus.redis import RedisAddress, RedisClient, RedisSubscriber
+from .bus.redis import RedisAddress, RedisConnector
 from .bus.registry import Registry
 from .bus.sessions import SessionStore
 from .bus.uplink import Uplink
@@ -114,8 +114,8 @@ class EdgeService:
         self.config = config
         self.reactor = reactor
         self.keys = Keys(config.prefix)
-        address = RedisAddress.parse(config.redis_url)
-        self.redis = RedisClient(reactor, address, "redis")
+        connector = RedisConnector(reactor, RedisAddress.parse(config.redis_url))
+        self.redis = connector.client("redis")
         self.registry = Registry(self.redis, self.keys, config.secret_key)
         self.uplink = Uplink(self.redis, self.keys, reactor)
         self.certificates = CertificateLookup()
@@ -134,20 +134,20 @@ class EdgeService:
         self.transports = Transports(reactor, self.broker, config.transports, self.certificates)
         self.hooks.broker = self.broker
         self.registry.on_change = self.hooks.registry_changed
-        self.cluster = Cluster(reactor, address, self.redis, self.keys, config.node_id, self.broker)
+        self.cluster = Cluster(
+            reactor, connector, self.redis, self.keys, config.node_id, self.broker
+        )
         self.cluster.attach()
         self.sessions = SessionStore(self.redis, self.keys, config.node_id, self.broker)
         self.sessions.attach()
-        self.subscriber = RedisSubscriber(
-            reactor,
-            address,
+        self.subscriber = connector.subscriber(
             [self.keys.registry_channel, self.keys.auth_blocked_channel],
             on_message=self._bus_message,
             on_subscribed=self.registry.clear,
         )
         self.downlink = Downlink(
             reactor,
-            address,
+            connector,
             self.keys.downlink(config.node_id),
             self.hooks.deliver_downlink,
             on_batch_done=self._downlink_done,

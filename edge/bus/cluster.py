@@ -25,14 +25,15 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from edge.codecs import thinglinks as tl
-from edge.mqtt.broker import Broker, Message
+from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
+from edge.mqtt.message import Message
 from edge.mqtt.properties import NO_PROPERTIES, PUBLISH, decode_properties, encode_properties
 from edge.mqtt.topics import TopicTrie, split_shared
 from edge.mqtt.wire import Reader
 
+from .client import Commands, Connector, RedisError
 from .keys import Keys
-from .redis import RedisAddress, RedisClient, RedisError, RedisSubscriber
 
 if TYPE_CHECKING:
     from edge.mqtt.connection import MqttConnection
@@ -118,7 +119,7 @@ SCRIPTS = (INTEREST_SCRIPT, PURGE_SCRIPT, RETAIN_SCRIPT, CLAIM_SCRIPT, DELETE_IF
 _SHA1 = {source: hashlib.sha1(source.encode()).hexdigest() for source in SCRIPTS}  # noqa: S324
 
 
-def run_script(client: RedisClient, source: str, *args: Any) -> Deferred[Any]:
+def run_script(client: Commands, source: str, *args: Any) -> Deferred[Any]:
     """EVALSHA (the scripts are loaded when the cluster starts); EVAL if Redis lost them."""
     d = client.execute("EVALSHA", _SHA1[source], *args)
 
@@ -233,8 +234,8 @@ class Cluster:
     def __init__(
         self,
         reactor: Any,
-        address: RedisAddress,
-        redis: RedisClient,
+        connector: Connector,
+        redis: Commands,
         keys: Keys,
         node: str,
         broker: Broker,
@@ -247,10 +248,9 @@ class Cluster:
         self.broker = broker
         self.wall = wall
         self.channel = keys.mqtt_forward(node)
-        self.client = RedisClient(reactor, address, "cluster")
-        self.subscriber = RedisSubscriber(
-            reactor,
-            address,
+        # Its own connections: forwarding and snapshots do not wait behind the hooks' commands.
+        self.client = connector.client("cluster")
+        self.subscriber = connector.subscriber(
             [self.channel, keys.mqtt_interest, keys.mqtt_retain_channel],
             on_message=self._message,
             on_subscribed=self._resync,

@@ -9,7 +9,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .redis import RedisAddress, RedisClient
+from .client import Connector
 
 log = Logger(namespace="edge.downlink")
 
@@ -21,7 +21,7 @@ class Downlink:
     def __init__(
         self,
         reactor: Any,
-        address: RedisAddress,
+        connector: Connector,
         key: str,
         on_entry: Callable[[dict[bytes, bytes]], None],
         on_batch_done: Callable[[list[bytes]], None] | None = None,
@@ -30,7 +30,7 @@ class Downlink:
         self.key = key
         self.on_entry = on_entry
         self.on_batch_done = on_batch_done
-        self.client = RedisClient(reactor, address, "downlink")
+        self.client = connector.client("downlink")
         self.last_id = b"$"
         self._stopping = False
 

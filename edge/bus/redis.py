@@ -1,8 +1,10 @@
 """A small Redis client for Twisted: RESP over a Protocol, replies parsed by ``hiredis``.
 
-Commands are pipelined (each returns a Deferred, answered in order). The client reconnects
-with a backoff; commands issued while it is disconnected wait for the next connection.
-:class:`RedisSubscriber` holds a second connection in pub/sub mode.
+Commands are pipelined (each returns a Deferred, answered in order). Each connection is kept
+by Twisted's :class:`~twisted.application.internet.ClientService`, which reconnects with an
+exponential backoff; commands issued while it is disconnected wait for the next connection.
+:class:`RedisSubscriber` holds a second connection in pub/sub mode, and
+:class:`RedisConnector` opens both: it is the real implementation of :mod:`edge.bus.client`.
 """
 
 from __future__ import annotations
@@ -10,23 +12,28 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectionLost
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .client import Arg, RedisError
+
+__all__ = ["Arg", "RedisAddress", "RedisClient", "RedisConnector", "RedisError", "RedisSubscriber"]
+
 log = Logger(namespace="edge.redis")
 
-Arg = str | bytes | int | float
-
-
-class RedisError(Exception):
-    """An error reply from the server."""
+# Reconnect after 0.1 s, then twice as long each time up to 5 s (the attempt count starts
+# at 1). No jitter: the delays stay those the edge always had.
+RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=5.0, factor=2.0, jitter=lambda: 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +92,15 @@ def pack_command(args: Sequence[Arg]) -> bytes:
 class RespProtocol(Protocol):
     """One Redis connection; replies are matched to commands in order."""
 
-    def __init__(self, on_push: Callable[[list[Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_push: Callable[[list[Any]], None] | None = None,
+        on_lost: Callable[[RespProtocol, Failure | None], None] | None = None,
+    ) -> None:
         self.reader = hiredis.Reader()
         self.pending: deque[Deferred[Any]] = deque()
         self.on_push = on_push
-        self.ready: Deferred[RespProtocol] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.ready.callback(self)
+        self.on_lost = on_lost
 
     def send(self, commands: Sequence[Sequence[Arg]]) -> list[Deferred[Any]]:
         deferreds: list[Deferred[Any]] = []
@@ -135,6 +143,8 @@ class RespProtocol(Protocol):
         pending, self.pending = self.pending, deque()
         for d in pending:
             d.errback(ConnectionLost("Redis connection lost"))
+        if self.on_lost is not None:
+            self.on_lost(self, reason)
 
 
 def _drop(proto: Protocol) -> None:
@@ -143,29 +153,26 @@ def _drop(proto: Protocol) -> None:
         transport.loseConnection()
 
 
-class _Factory(ClientFactory):
+def _endpoint(reactor: Any, address: RedisAddress) -> Any:
+    if address.path:
+        return UNIXClientEndpoint(reactor, address.path, timeout=5)
+    return TCP4ClientEndpoint(reactor, address.host, address.port, timeout=5)
+
+
+class _Factory(Factory):
     noisy = False
 
     def __init__(self, owner: RedisClient) -> None:
         self.owner = owner
 
     def buildProtocol(self, addr: Any) -> RespProtocol:
-        proto = RespProtocol(self.owner.on_push)
+        proto = RespProtocol(self.owner.on_push, self.owner._lost)
         proto.factory = self
-        proto.ready.addCallback(self.owner._connected)
         return proto
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        self.owner._lost(reason)
-
-    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
-        self.owner._lost(reason)
 
 
 class RedisClient:
     """A reconnecting, pipelining Redis client."""
-
-    max_backoff = 5.0
 
     def __init__(
         self,
@@ -183,27 +190,25 @@ class RedisClient:
         self.protocol: RespProtocol | None = None
         self._queued: list[tuple[Sequence[Arg], Deferred[Any]]] = []
         self._stopping = False
-        self._backoff = 0.1
-        self._retry: Any = None
         self._first: Deferred[None] = Deferred()
-        self._connector: Any = None
+        self._service = ClientService(
+            _endpoint(reactor, address),
+            # mypy does not see zope's @implementer on Factory.
+            cast(IProtocolFactory, _Factory(self)),
+            retryPolicy=RETRY_POLICY,
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
 
     def start(self) -> Deferred[None]:
         """Connect; the Deferred fires on the first successful connection."""
-        self._connect()
+        self._service.startService()
         return self._first
 
-    def _connect(self) -> None:
-        self._retry = None
-        factory = _Factory(self)
-        if self.address.path:
-            self._connector = self.reactor.connectUNIX(self.address.path, factory, timeout=5)
-        else:
-            self._connector = self.reactor.connectTCP(
-                self.address.host, self.address.port, factory, timeout=5
-            )
-
-    def _connected(self, proto: RespProtocol) -> None:
+    def _prepare(self, proto: RespProtocol) -> Deferred[None]:
+        """Authenticate and select the database before the connection carries commands. A
+        connection that fails either is dropped, and made again after the backoff: the
+        service counts it as connected, then lost (it does not close a rejected one)."""
         setup: list[Sequence[Arg]] = []
         if self.address.password is not None:
             if self.address.username:
@@ -212,10 +217,14 @@ class RedisClient:
                 setup.append(("AUTH", self.address.password))
         if self.address.db:
             setup.append(("SELECT", self.address.db))
-        for d in proto.send(setup) if setup else []:
-            d.addErrback(self._setup_failed, proto)
+        replies = proto.send(setup) if setup else []
+        done = DeferredList(replies, fireOnOneErrback=True, consumeErrors=True)
+        return done.addCallbacks(
+            lambda _: self._connected(proto), self._setup_failed, errbackArgs=(proto,)
+        )
+
+    def _connected(self, proto: RespProtocol) -> None:
         self.protocol = proto
-        self._backoff = 0.1
         log.info("{name} connected to {address}", name=self.name, address=str(self.address))
         if self.on_connect is not None:
             self.on_connect(self)
@@ -231,11 +240,13 @@ class RedisClient:
         log.error(
             "{name}: Redis AUTH/SELECT failed: {error}",
             name=self.name,
-            error=failure.getErrorMessage(),
+            error=failure.value.subFailure.getErrorMessage(),
         )
         _drop(proto)
 
-    def _lost(self, reason: Failure) -> None:
+    def _lost(self, proto: RespProtocol, reason: Failure | None) -> None:
+        if self.protocol is not proto:
+            return
         self.protocol = None
         if self._stopping:
             return
@@ -243,10 +254,8 @@ class RedisClient:
             "{name}: Redis connection to {address} lost ({error}); retrying",
             name=self.name,
             address=str(self.address),
-            error=reason.getErrorMessage(),
+            error=reason.getErrorMessage() if reason is not None else "closed",
         )
-        self._retry = self.reactor.callLater(self._backoff, self._connect)
-        self._backoff = min(self._backoff * 2, self.max_backoff)
 
     @property
     def connected(self) -> bool:
@@ -268,27 +277,13 @@ class RedisClient:
         return waiting
 
     def stop(self) -> Deferred[None]:
+        """Close the connection (or stop trying to make one); commands still waiting fail."""
         self._stopping = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
         queued, self._queued = self._queued, []
         for _, d in queued:
             d.errback(ConnectionLost("Redis client stopped"))
-        proto = self.protocol
-        if proto is None or proto.transport is None:
-            if self._connector is not None:
-                self._connector.disconnect()
-            return succeed(None)
-        done: Deferred[None] = Deferred()
-        original = proto.connectionLost
-
-        def lost(reason: Failure | None = None) -> None:
-            original(reason)
-            done.callback(None)
-
-        proto.connectionLost = lost  # type: ignore[method-assign]
-        _drop(proto)
-        return done
+        stopped: Deferred[None] = self._service.stopService()
+        return stopped
 
 
 class RedisSubscriber:
@@ -330,3 +325,22 @@ class RedisSubscriber:
     def _push(self, reply: list[Any]) -> None:
         if reply[0] == b"message":
             self.on_message(reply[1], reply[2])
+
+
+class RedisConnector:
+    """Opens Redis connections to one server (:class:`edge.bus.client.Connector`)."""
+
+    def __init__(self, reactor: Any, address: RedisAddress) -> None:
+        self.reactor = reactor
+        self.address = address
+
+    def client(self, name: str) -> RedisClient:
+        return RedisClient(self.reactor, self.address, name)
+
+    def subscriber(
+        self,
+        channels: Sequence[str],
+        on_message: Callable[[bytes, bytes], None],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> RedisSubscriber:
+        return RedisSubscriber(self.reactor, self.address, channels, on_message, on_subscribed)

@@ -16,8 +16,8 @@ from edge.acl import AclRule, parse_rules
 from edge.crypto import InvalidToken, decrypt_secret
 from edge.thingmodel import ThingModel
 
+from .client import Commands
 from .keys import Keys
-from .redis import RedisClient
 
 log = Logger(namespace="edge.registry")
 
@@ -290,7 +290,7 @@ class AsyncCache(Generic[T]):
 class Registry:
     """Cached device and product records."""
 
-    def __init__(self, redis: RedisClient, keys: Keys, secret_key: str | None = None) -> None:
+    def __init__(self, redis: Commands, keys: Keys, secret_key: str | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.secret_key = secret_key

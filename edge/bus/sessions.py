@@ -30,13 +30,15 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
-from edge.mqtt.broker import Broker, Loaded, Message, Outgoing, Session
+from edge.mqtt.broker import Broker
+from edge.mqtt.message import Message, Outgoing
 from edge.mqtt.packets import Subscription
 from edge.mqtt.properties import NO_PROPERTIES, PUBLISH, decode_properties, encode_properties
+from edge.mqtt.session import Loaded, Session
 from edge.mqtt.wire import Reader
 
+from .client import Commands
 from .keys import Keys
-from .redis import RedisClient
 
 log = Logger(namespace="edge.sessions")
 
@@ -189,7 +191,7 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: RedisClient,
+        redis: Commands,
         keys: Keys,
         node: str,
         broker: Broker,

@@ -10,8 +10,8 @@ from twisted.python.failure import Failure
 
 from edge import fastjson
 
+from .client import Commands
 from .keys import UPLINK_MAXLEN, Keys
-from .redis import RedisClient
 
 log = Logger(namespace="edge.uplink")
 
@@ -28,7 +28,7 @@ class Uplink:
     retry_delay = 0.5
 
     def __init__(
-        self, redis: RedisClient, keys: Keys, clock: Any, maxlen: int = UPLINK_MAXLEN
+        self, redis: Commands, keys: Keys, clock: Any, maxlen: int = UPLINK_MAXLEN
     ) -> None:
         self.redis = redis
         self.key = keys.uplink
