@@ -23,9 +23,11 @@ from .bus.registry import AppRecord, DeviceRecord, ProductRecord, Registry
 from .bus.uplink import Uplink
 from .crypto import constant_time_equal
 from .deferreds import gather, then
-from .mqtt.broker import Acl, AuthResult, Broker, BrokerHooks, DenyListAcl, Message
-from .mqtt.connection import AUTH_FAILURES, MqttConnection
+from .mqtt.broker import Broker
+from .mqtt.connection import MqttConnection
 from .mqtt.errors import Reason
+from .mqtt.message import Message
+from .mqtt.policy import AUTH_FAILURES, Acl, AuthResult, BrokerHooks, DenyListAcl
 from .mqtt.topics import overlaps, split_shared
 from .throttle import AuthThrottle, client_address
 from .transports.tls import ClientCertificate, normalize_fingerprints

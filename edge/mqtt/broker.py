@@ -1,8 +1,9 @@
 """Broker state independent of I/O: sessions, subscriptions, routing and retained messages.
 
-A :class:`Broker` knows clients only as :class:`~edge.mqtt.connection.MqttConnection` objects
-(sans-I/O) and the outside world only through :class:`BrokerHooks` (authentication, ACL, what
-to do with published messages). Time comes from an injected ``IReactorTime``.
+A :class:`Broker` knows clients only as :class:`~edge.mqtt.policy.Client` objects (sans-I/O
+connections) and the outside world only through :class:`~edge.mqtt.policy.BrokerHooks`
+(authentication, ACL, what to do with published messages). Time comes from an injected
+``IReactorTime``.
 """
 
 from __future__ import annotations
@@ -10,25 +11,20 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import socket
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .errors import Reason
+from .message import Message, Outgoing
 from .packets import Subscription
-from .properties import NO_PROPERTIES, Properties
+from .policy import BrokerHooks, Client
+from .session import Clock, DelayedCall, Session, SessionStore, SubscriptionEntry
 from .topics import TopicTrie, matches, split_shared
-
-if TYPE_CHECKING:
-    from .connection import MqttConnection
-
 
 ROUTE_CACHE_SIZE = 50_000
 CLIENT_ID_TAKEN = "client id in use by another client identity"
@@ -57,181 +53,6 @@ BUDGETS = (
     "queued_messages",
     "queued_bytes",
 )
-
-
-class Loaded(Enum):
-    """What a session store found for a client id a client wants to resume."""
-
-    FOUND = "found"
-    ABSENT = "absent"
-    # The session belongs to another identity: the client id is refused (H1).
-    TAKEN = "taken"
-
-
-class SessionStore(Protocol):
-    """Where persistent sessions are kept beyond this process (edge.bus.sessions)."""
-
-    def forget(self, client_id: str, owner: str | None) -> None: ...
-
-    def online(self, session: Session) -> None: ...
-
-    def offline(self, session: Session) -> None: ...
-
-    def subscriptions_changed(self, session: Session) -> None: ...
-
-    def queued(self, session: Session, outgoing: Outgoing) -> None: ...
-
-    def discarded(self, session: Session) -> None: ...
-
-    def load(self, client_id: str, owner: str | None) -> Deferred[Loaded]: ...
-
-
-class DelayedCall(Protocol):
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the broker uses (a reactor or ``task.Clock``)."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, func: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
-
-
-class Message:
-    """An application message as the broker routes it (treated as immutable).
-
-    A plain ``__slots__`` class rather than a frozen dataclass: one is built per PUBLISH, and
-    frozen dataclasses are several times slower to construct.
-    """
-
-    __slots__ = ("expires_at", "origin", "payload", "properties", "qos", "retain", "topic")
-
-    def __init__(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int = 0,
-        retain: bool = False,
-        properties: Properties = NO_PROPERTIES,
-        expires_at: float | None = None,
-        origin: str | None = None,
-    ) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.properties = properties
-        self.expires_at = expires_at
-        self.origin = origin
-
-    def __repr__(self) -> str:
-        size = len(self.payload)
-        return f"<Message {self.topic!r} qos={self.qos} retain={self.retain} {size} bytes>"
-
-
-SubscribeAnswer = bool | int | Deferred[bool] | Deferred[int]
-
-
-class Acl:
-    """Which topics a client may publish to and subscribe to; this one allows everything.
-
-    Methods return a bool, or a Deferred firing with one when the answer needs a lookup.
-    ``may_subscribe`` may also refuse with an MQTT 5 SUBACK reason code (>= 0x80) instead of
-    False (which stands for 0x87 Not authorized).
-    """
-
-    __slots__ = ()
-
-    def may_publish(self, topic: str) -> bool | Deferred[bool]:
-        return True
-
-    def may_subscribe(self, topic_filter: str) -> SubscribeAnswer:
-        return True
-
-
-class DenyListAcl(Acl):
-    """Wraps another ACL and refuses every topic matched by one of ``deny`` filters
-    (``EDGE_ACL_DENY``): nobody may publish there, and a subscription inside a denied filter
-    is refused with 0x80 (the code 3.1.1 has, and the one interoperability suites expect of
-    a filter the server does not allow). A wider filter (``#``) is accepted: no client can
-    publish on a denied topic, so it never carries denied traffic."""
-
-    __slots__ = ("deny", "inner")
-
-    def __init__(self, inner: Acl, deny: Iterable[str]) -> None:
-        self.inner = inner
-        self.deny = tuple(deny)
-
-    def _denied(self, topic: str) -> bool:
-        return any(matches(f, topic) for f in self.deny)
-
-    def may_publish(self, topic: str) -> bool | Deferred[bool]:
-        return False if self._denied(topic) else self.inner.may_publish(topic)
-
-    def may_subscribe(self, topic_filter: str) -> SubscribeAnswer:
-        # Refused when every topic the filter matches is denied: it equals a denied filter or
-        # a denied filter matches it read as a topic name ("secret/#" covers "secret/+/x").
-        try:
-            shared = split_shared(topic_filter)
-        except ValueError:
-            shared = None
-        plain = topic_filter if shared is None else shared[1]
-        for denied in self.deny:
-            if plain == denied or matches(denied, plain):
-                return Reason.UNSPECIFIED_ERROR
-        return self.inner.may_subscribe(topic_filter)
-
-
-OPEN_ACL = Acl()
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResult:
-    """The outcome of authenticating a CONNECT; ``reason`` is an MQTT 5 reason code.
-
-    ``owner`` names who the client's sessions, client ids and budgets belong to when it has
-    no ``identity`` (an application key, a registering device); it defaults to ``identity``.
-    A client without either (anonymous) shares the anonymous owner ``None``.
-    """
-
-    reason: int = Reason.SUCCESS
-    identity: str | None = None
-    acl: Acl = OPEN_ACL
-    detail: str = ""
-    owner: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.reason == Reason.SUCCESS
-
-
-class BrokerHooks:
-    """What the broker asks of the application around it. This base admits everyone."""
-
-    def authenticate(self, connection: MqttConnection) -> AuthResult | Deferred[AuthResult]:
-        return AuthResult()
-
-    def client_connected(self, connection: MqttConnection) -> None:
-        """The CONNACK accepting ``connection`` has been sent."""
-
-    def client_disconnected(self, connection: MqttConnection, reason: str) -> None:
-        """An accepted connection ended; ``reason`` is a short word (disconnect, keepalive…)."""
-
-    def message_published(
-        self, connection: MqttConnection, message: Message
-    ) -> int | Deferred[int]:
-        """A client published ``message`` (ACL passed); return the reason code for its ack.
-
-        A Deferred delays the ack until it fires (for example until the message is stored).
-        """
-        return Reason.SUCCESS
-
-    def will_published(self, identity: str | None, will: Message) -> None:
-        """The will of a client that authenticated as ``identity`` is being published (its
-        connection is gone; the will topic passed the ACL at CONNECT)."""
 
 
 # BrokerConfig field → the environment variable that sets it (README, "Edge budgets").
@@ -429,14 +250,6 @@ class PublishBudget:
         self.stamp = now
 
 
-class SubscriptionEntry:
-    __slots__ = ("identifier", "options", "session")
-
-    def __init__(self, session: Session, options: Subscription, identifier: int | None) -> None:
-        self.session = session
-        self.options = options
-        self.identifier = identifier
-
 
 class SharedGroup:
     """The members of one ``$share/{group}/{filter}``; each message goes to one of them."""
@@ -455,85 +268,6 @@ class SharedGroup:
         return online[next(self.turn) % len(online)]
 
 
-class Outgoing:
-    """A QoS 1/2 message sent to a client and not yet fully acknowledged."""
-
-    __slots__ = ("message", "qos", "released", "retain", "subscription_ids")
-
-    def __init__(
-        self, message: Message, qos: int, retain: bool, subscription_ids: tuple[int, ...]
-    ) -> None:
-        self.message = message
-        self.qos = qos
-        self.retain = retain
-        self.subscription_ids = subscription_ids
-        self.released = False  # QoS 2: PUBREC received, PUBREL sent
-
-
-class Session:
-    """Per client identifier state that may outlive a network connection.
-
-    ``owner`` is the identity of the client that made it (AuthResult.owner): only a client of
-    the same identity may use the client id while the session lasts (H1).
-    """
-
-    __slots__ = (
-        "client_id",
-        "connection",
-        "expires_at",
-        "expiry_interval",
-        "inflight",
-        "next_packet_id",
-        "owner",
-        "pending",
-        "qos2_received",
-        "queued_bytes",
-        "subscriptions",
-        "will",
-        "will_call",
-    )
-
-    def __init__(self, client_id: str, owner: str | None = None) -> None:
-        self.client_id = client_id
-        self.owner = owner
-        self.connection: MqttConnection | None = None
-        self.subscriptions: dict[str, SubscriptionEntry] = {}
-        self.inflight: dict[int, Outgoing] = {}
-        # Allocated on first use: most sessions of idle devices never need them.
-        self.pending: deque[Outgoing] | None = None
-        self.queued_bytes = 0  # topic and payload bytes of the pending messages
-        self.qos2_received: set[int] | None = None
-        self.next_packet_id = 1
-        self.expiry_interval = 0
-        self.expires_at: float | None = None
-        self.will: Message | None = None
-        self.will_call: DelayedCall | None = None
-
-    def push(self, outgoing: Outgoing) -> None:
-        """Queue a message (after the ones already waiting)."""
-        pending = self.pending
-        if pending is None:
-            pending = self.pending = deque()
-        pending.append(outgoing)
-        message = outgoing.message
-        self.queued_bytes += len(message.topic) + len(message.payload)
-
-    def pop(self) -> Outgoing:
-        """The oldest queued message, taken off the queue."""
-        assert self.pending is not None
-        outgoing = self.pending.popleft()
-        message = outgoing.message
-        self.queued_bytes -= len(message.topic) + len(message.payload)
-        return outgoing
-
-    def allocate_packet_id(self) -> int:
-        for _ in range(65535):
-            packet_id = self.next_packet_id
-            self.next_packet_id = packet_id % 65535 + 1
-            if packet_id not in self.inflight:
-                return packet_id
-        raise RuntimeError("no free packet identifier")
-
 
 class Broker:
     """All sessions of one edge process and the routing between them."""
@@ -548,8 +282,8 @@ class Broker:
         self.hooks = hooks or BrokerHooks()
         self.config = config or BrokerConfig()
         self.sessions: dict[str, Session] = {}
-        self.connections: set[MqttConnection] = set()
-        self.by_identity: dict[str, MqttConnection] = {}
+        self.connections: set[Client] = set()
+        self.by_identity: dict[str, Client] = {}
         self.subscriptions: TopicTrie[SubscriptionEntry] = TopicTrie()
         self.shared: TopicTrie[SharedGroup] = TopicTrie()
         self.shared_groups: dict[tuple[str, str], SharedGroup] = {}
@@ -587,7 +321,7 @@ class Broker:
             ),
             0,
         )
-        self._dirty: list[MqttConnection] = []
+        self._dirty: list[Client] = []
         self._flush_call: DelayedCall | None = None
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock  # type: ignore[assignment]
@@ -635,7 +369,7 @@ class Broker:
 
     # -- output batching ----------------------------------------------------------------------
 
-    def mark_dirty(self, connection: MqttConnection) -> None:
+    def mark_dirty(self, connection: Client) -> None:
         self._dirty.append(connection)
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
@@ -655,7 +389,7 @@ class Broker:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def take_over(self, connection: MqttConnection) -> None:
+    def take_over(self, connection: Client) -> None:
         """Close older connections with the same client id or the same device (identity)."""
         session = self.sessions.get(connection.client_id)
         old = session.connection if session is not None else None
@@ -903,6 +637,20 @@ class Broker:
                     return
         if connection is None and self.store is not None and session.expiry_interval:
             self.store.queued(session, outgoing)
+
+    def deliver_to(self, connection: Client, topic_filter: str, message: Message) -> bool:
+        """Give ``message`` to ``connection`` alone, through its subscription to exactly
+        ``topic_filter``, bypassing routing (nobody else hears it); False when it has no such
+        subscription."""
+        session = self.sessions.get(connection.client_id)
+        if session is None or session.connection is not connection:
+            return False
+        entry = session.subscriptions.get(topic_filter)
+        if entry is None:
+            return False
+        ids = (entry.identifier,) if entry.identifier is not None else ()
+        self.deliver(session, message, min(entry.options.qos, message.qos), False, ids)
+        return True
 
     # -- budgets ------------------------------------------------------------------------------
 

@@ -18,17 +18,7 @@ from twisted.python.failure import Failure
 
 from edge.deferreds import gather
 
-from .broker import (
-    CLIENT_ID_TAKEN,
-    OPEN_ACL,
-    Acl,
-    AuthResult,
-    Broker,
-    Loaded,
-    Message,
-    Outgoing,
-    Session,
-)
+from .broker import CLIENT_ID_TAKEN, Broker
 from .codec import CONNACK_REASONS, Decoder, encode, encode_publish_fields
 from .errors import (
     MqttError,
@@ -38,6 +28,7 @@ from .errors import (
     Reason,
     UnsupportedProtocolVersion,
 )
+from .message import Message, Outgoing
 from .packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -58,7 +49,9 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
+from .policy import AUTH_FAILURES, OPEN_ACL, Acl, AuthResult
 from .properties import NO_PROPERTIES, Properties
+from .session import Loaded, Session
 from .topics import split_shared, valid_filter
 
 AWAIT_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
@@ -89,7 +82,6 @@ BUDGET_TEXT = {
     "publish_bytes": "publish byte budget exceeded",
     "identity_retained_bytes": "retained message budget exceeded",
 }
-AUTH_FAILURES = frozenset({Reason.BAD_USER_NAME_OR_PASSWORD, Reason.NOT_AUTHORIZED, Reason.BANNED})
 
 
 def _is_utf8(payload: bytes) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from .broker import Broker
@@ -72,12 +72,3 @@ class MqttProtocol(CongestionProducer, Protocol):
             self.connection.connection_lost()
             self.broker.flush()
 
-
-class MqttFactory(Factory):
-    noisy = False
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    def buildProtocol(self, addr: Any) -> MqttProtocol:
-        return MqttProtocol(self.broker)

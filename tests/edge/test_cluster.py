@@ -18,7 +18,7 @@ from paho.mqtt.properties import Properties
 
 from edge.bus.cluster import KIND_SHARED, decode_records, encode_record
 from edge.crypto import encrypt_secret
-from edge.mqtt.broker import Message
+from edge.mqtt.message import Message
 from edge.mqtt.properties import Properties as EdgeProperties
 
 from .edge_process import Client, Edge, running_edge

@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.bus.sessions import decode_outgoing, encode_outgoing
-from edge.mqtt.broker import Message, Outgoing
+from edge.mqtt.message import Message, Outgoing
 from edge.mqtt.properties import Properties as EdgeProperties
 
 from .edge_process import Edge, running_edge

@@ -339,7 +339,7 @@ def test_offline_queue_is_bounded():
 
 def test_request_problem_information_zero_suppresses_reason_strings():
     """With request problem information 0, PUBACKs carry no reason string."""
-    from edge.mqtt.broker import Acl, AuthResult, BrokerHooks
+    from edge.mqtt.policy import Acl, AuthResult, BrokerHooks
 
     class Closed(Acl):
         def may_publish(self, topic):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from edge.mqtt.broker import Acl, AuthResult, Broker, BrokerHooks
+from edge.mqtt.broker import Broker
 from edge.mqtt.codec import encode
 from edge.mqtt.errors import Reason
 from edge.mqtt.packets import (
@@ -28,6 +28,7 @@ from edge.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from edge.mqtt.policy import Acl, AuthResult, BrokerHooks
 from edge.mqtt.properties import Properties
 
 from .mqtt_helpers import FakeClient

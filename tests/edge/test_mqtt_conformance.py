@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from edge.mqtt.broker import OPEN_ACL, AuthResult, Broker, BrokerConfig, BrokerHooks, DenyListAcl
+from edge.mqtt.broker import Broker, BrokerConfig
 from edge.mqtt.codec import encode
 from edge.mqtt.errors import Reason
 from edge.mqtt.packets import (
@@ -30,6 +30,7 @@ from edge.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from edge.mqtt.policy import OPEN_ACL, AuthResult, BrokerHooks, DenyListAcl
 from edge.mqtt.properties import Properties
 
 from .mqtt_helpers import FakeClient

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from edge.mqtt.broker import OPEN_ACL, Acl, AuthResult, Broker, BrokerConfig, BrokerHooks
+from edge.mqtt.broker import Broker, BrokerConfig
 from edge.mqtt.packets import MQTT_5, Publish
+from edge.mqtt.policy import OPEN_ACL, Acl, AuthResult, BrokerHooks
 from tests.edge.mqtt_helpers import FakeClient
 
 APP = "app:"

@@ -26,9 +26,10 @@ import redis
 from edge.codecs import thinglinks as tl
 from edge.crypto import encrypt_secret
 from edge.metrics import render_metrics
-from edge.mqtt.broker import BrokerConfig, Message
+from edge.mqtt.broker import BrokerConfig
 from edge.mqtt.codec import encode
 from edge.mqtt.errors import Reason
+from edge.mqtt.message import Message
 from edge.mqtt.packets import (
     MQTT_3_1_1,
     MQTT_5,

@@ -30,9 +30,9 @@ from twisted.internet.defer import Deferred, succeed
 from edge.bus.keys import Keys
 from edge.bus.sessions import CLAIM_SCRIPT, WRITE_SCRIPT
 from edge.crypto import encrypt_secret
-from edge.mqtt.broker import Loaded, Message, Session
 from edge.mqtt.codec import Decoder, encode
 from edge.mqtt.errors import Reason
+from edge.mqtt.message import Message
 from edge.mqtt.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -44,6 +44,7 @@ from edge.mqtt.packets import (
     Subscription,
 )
 from edge.mqtt.properties import Properties
+from edge.mqtt.session import Loaded, Session
 from tests.edge.edge_process import Edge, running_edge
 
 from .mqtt_broker import Namespace, client, connected, make_broker
