@@ -125,7 +125,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "system.User"
 # Role and menu permissions, login lockout per (username, address): webapp/system/backends.py.
 AUTHENTICATION_BACKENDS = ["webapp.system.backends.RoleBackend"]
-# The data scope of a user without any role (webapp/core/scope.py).
+# The data scope of a user without any role (webapp/system/scope.py).
 DATA_SCOPE_DEFAULT = env("DATA_SCOPE_DEFAULT", "self")
 # Trusted reverse proxies in front of the web process (client address from X-Forwarded-For).
 # Set it only behind that many real proxies, each appending to X-Forwarded-For: otherwise a

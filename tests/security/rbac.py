@@ -43,8 +43,8 @@ def rights(user: Any) -> dict[str, Any]:
     """What `user` can do, read afresh from the database (no cached permission or scope):
     the superuser and staff flags, every permission code (roles, menus, groups, direct),
     the all scope and the departments reached."""
-    from webapp.core.scope import department_queryset, user_scope
     from webapp.system.models import User
+    from webapp.system.scope import department_queryset, user_scope
 
     fresh = User.objects.get(pk=user.pk)
     return {

@@ -11,7 +11,7 @@ from import_export.admin import ImportMixin
 
 from tests.security.rbac import csv_upload
 from webapp.core import spreadsheet
-from webapp.core.uploads import BoundedImportMixin
+from webapp.core.admin import BoundedImportMixin
 from webapp.system.models import User
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from webapp.access import actions
 from webapp.access.models import AclRule, DeviceKeys, ProductRegistration
-from webapp.core.admin import ScopedAdminMixin, ScopedRelatedFieldListFilter
+from webapp.system.admin_scope import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
 
 @admin.register(AclRule)

@@ -25,7 +25,7 @@ from webapp.access.serializers import (
 )
 from webapp.core.errors import Conflict
 from webapp.core.export import ExportMixin
-from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
+from webapp.system.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 
 
 class AclRuleViewSet(ScopedModelViewSet):

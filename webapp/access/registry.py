@@ -15,10 +15,10 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from webapp.core.redis import get_redis, keys
-from webapp.core.scope import department_queryset, user_scope
 from webapp.devices import registry as devices_registry
 from webapp.devices.models import Device
 from webapp.products.models import Product
+from webapp.system.scope import department_queryset, user_scope
 
 APP_PERMISSION = "access.mqtt_application"
 

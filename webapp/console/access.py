@@ -3,7 +3,7 @@
 Every console view is wrapped by `console_view(*permissions)`: anonymous users go to the
 login page, users without the permissions get a 403 page, and users whose password must be
 changed go to the password page first. Every list and detail reads through the functions below,
-which apply the user's data scope (`webapp.core.scope`) — the same restriction the API and the
+which apply the user's data scope (`webapp.system.scope`) — the same restriction the API and the
 admin use.
 """
 
@@ -20,10 +20,10 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from webapp.core import scope
 from webapp.devices.models import Device
 from webapp.products.models import Product
 from webapp.rules.models import Alarm
+from webapp.system import scope
 from webapp.telemetry.models import DeviceMessage
 
 View = Callable[..., HttpResponse]

@@ -1,5 +1,5 @@
-"""ModelAdmin mixins: data scope on every admin page and export (see `webapp.core.scope`),
-and JSON boxes left empty read as their column's default."""
+"""ModelAdmin mixins of every app: JSON boxes left empty read as their column's default, and
+imports read within the upload budgets. (The data scope's mixins: `webapp.system.admin_scope`.)"""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
-from django.contrib import admin
 from django.db import models
+from import_export import forms as import_forms
 
-from webapp.core import scope
+from webapp.core import spreadsheet
+from webapp.core.errors import TooLarge
+from webapp.core.uploads import UnreadableFile, check_size, max_import_bytes
+
+#: The formats the admin imports: read row by row within the budgets
+#: (`webapp.core.uploads.load_dataset`), cells unescaped as exported (`webapp.core.spreadsheet`).
+BOUNDED_IMPORT_FORMATS: tuple[type, ...] = (spreadsheet.CSV, spreadsheet.XLSX)
+
 
 
 class DefaultingJSONField(forms.JSONField):
@@ -41,70 +48,36 @@ class EmptyJSONAdminMixin:
         return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
 
 
-def scoped_choices(related: Any, request: Any) -> Any:
-    """The rows of `related` a form field or list filter of `request`'s user may offer: the
-    departments within their scope (and their own), the records of a scoped model within
-    their scope; None for a model without scope (all its rows)."""
-    from webapp.system.models import Department
-
-    if related is Department:
-        allowed = scope.department_queryset(request.user)
-        if request.user.department_id:
-            allowed = allowed | Department.objects.filter(pk=request.user.department_id)
-        return allowed
-    if scope.scope_fields(related) is not None:
-        return scope.restrict(related._default_manager.all(), request.user)
-    return None
+# the admin's imports (django-import-export) -----------------------------------------------
 
 
-def _scoped_queryset(db_field: Any, request: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A relation field's choices limited to the user's data scope (unless the caller chose)."""
-    related = db_field.related_model
-    if "queryset" not in kwargs and related is not None:
-        allowed = scoped_choices(related, request)
-        if allowed is not None:
-            kwargs["queryset"] = allowed
-    return kwargs
+class ImportForm(import_forms.ImportForm):
+    """The admin's import form, refusing a file over `IMPORT_MAX_BYTES` with the reason."""
+
+    def clean_import_file(self) -> Any:
+        upload = self.cleaned_data["import_file"]
+        try:
+            check_size(upload.size, max_import_bytes(), "IMPORT_MAX_BYTES")
+        except TooLarge as exc:
+            raise forms.ValidationError(str(exc.detail)) from None
+        return upload
 
 
-class ScopedAdminMixin(EmptyJSONAdminMixin):
-    """Limits the change list, the change/delete pages, exports and foreign-key choices to the
-    user's data scope; a new record starts in the user's department. (Empty JSON boxes read
-    as their default: `EmptyJSONAdminMixin`.)"""
+class BoundedImportMixin:
+    """For every `ImportExportModelAdmin` of the project (tests/security/test_system_imports.py
+    walks the admin site): the admin imports only the formats read within the budgets (CSV,
+    XLSX; tablib reads XLS, ODS, TSV, JSON and YAML whole, so they are export formats only),
+    the import form checks the file size, and a file the budgets refuse is reported with the
+    reason (not only the exception's name)."""
 
-    def get_queryset(self, request: Any) -> Any:
-        return scope.restrict(super().get_queryset(request), request.user)  # type: ignore[misc]
+    import_form_class = ImportForm
 
-    def formfield_for_foreignkey(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        return super().formfield_for_foreignkey(  # type: ignore[misc]
-            db_field, request, **_scoped_queryset(db_field, request, kwargs))
+    @property
+    def import_formats(self) -> list[type]:
+        return list(BOUNDED_IMPORT_FORMATS)
 
-    def get_changeform_initial_data(self, request: Any) -> dict[str, Any]:
-        initial = super().get_changeform_initial_data(request)  # type: ignore[misc]
-        fields = scope.scope_fields(self.model)  # type: ignore[attr-defined]
-        if fields and "department" in fields.departments and request.user.department_id:
-            initial.setdefault("department", request.user.department_id)
-        return initial
-
-
-class ScopedChoicesMixin(ScopedAdminMixin):
-    """ScopedAdminMixin, and many-to-many choices (a channel's recipient users and
-    departments, a device's groups) limited to the user's data scope as well."""
-
-    def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
-        return super().formfield_for_manytomany(  # type: ignore[misc]
-            db_field, request, **_scoped_queryset(db_field, request, kwargs))
-
-
-class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
-    """A sidebar filter on a foreign key or many-to-many field that lists only the related
-    records within the user's data scope (the plain filter lists every department's).
-    Use as `list_filter = (("product", ScopedRelatedFieldListFilter),)`."""
-
-    def field_choices(self, field: Any, request: Any, model_admin: Any) -> Any:
-        allowed = scoped_choices(field.related_model, request)
-        if allowed is None:
-            return super().field_choices(field, request, model_admin)
-        ordering = self.field_admin_ordering(field, request, model_admin)
-        return field.get_choices(include_blank=False, ordering=ordering,
-                                 limit_choices_to={"pk__in": allowed.values("pk")})
+    def add_data_read_fail_error_to_form(self, form: Any, e: Exception) -> None:
+        if isinstance(e, UnreadableFile):
+            form.add_error("import_file", str(e))
+            return
+        super().add_data_read_fail_error_to_form(form, e)  # type: ignore[misc]

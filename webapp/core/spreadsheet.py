@@ -99,7 +99,7 @@ class _Escaping:
         try:
             dataset = load_dataset(content, self.reads)
         except DomainError as exc:
-            # What the admin's import form reports (`uploads.BoundedImportMixin`).
+            # What the admin's import form reports (`webapp.core.admin.BoundedImportMixin`).
             raise UnreadableFile(str(exc.detail)) from None
         return unescape_dataset(dataset)
 

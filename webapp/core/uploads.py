@@ -8,7 +8,8 @@
   cells; a workbook's parts expand to at most `XLSX_MAX_EXPANSION` times the file limit.
   `load_dataset` stops at the first budget passed, never reading the whole file first.
 - The admin's imports (django-import-export) offer only those two formats and check the
-  file size in the form (`BoundedImportMixin`, on every `ImportExportModelAdmin`).
+  file size in the form (`webapp.core.admin.BoundedImportMixin`, on every
+  `ImportExportModelAdmin`).
 
 The web process (Daphne) still receives a whole body before Django sees it: the transport
 limit belongs to the reverse proxy in front (docs/security.md).
@@ -23,21 +24,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import tablib
-from django import forms
 from django.conf import settings
 from django.utils.translation import gettext as _
-from import_export import forms as import_forms
 
-from webapp.core import spreadsheet
 from webapp.core.errors import DomainError, TooLarge
 
 #: The parts of a workbook (a zip) may expand to this many times the file size limit: an
 #: ordinary workbook compresses 5 to 10 times, a zip bomb thousands of times.
 XLSX_MAX_EXPANSION = 10
 READABLE = ("csv", "xlsx")
-#: The formats the admin imports: read row by row within the budgets (`load_dataset`), cells
-#: unescaped as exported (`webapp.core.spreadsheet`).
-BOUNDED_IMPORT_FORMATS: tuple[type, ...] = (spreadsheet.CSV, spreadsheet.XLSX)
 
 
 class UnreadableFile(ValueError):
@@ -166,38 +161,3 @@ def _reason(exc: BaseException) -> str:
                   | zipfile.BadZipFile | tablib.InvalidDimensions):
         return str(exc) or exc.__class__.__name__
     return exc.__class__.__name__
-
-
-# the admin's imports (django-import-export) -----------------------------------------------
-
-
-class ImportForm(import_forms.ImportForm):
-    """The admin's import form, refusing a file over `IMPORT_MAX_BYTES` with the reason."""
-
-    def clean_import_file(self) -> Any:
-        upload = self.cleaned_data["import_file"]
-        try:
-            check_size(upload.size, max_import_bytes(), "IMPORT_MAX_BYTES")
-        except TooLarge as exc:
-            raise forms.ValidationError(str(exc.detail)) from None
-        return upload
-
-
-class BoundedImportMixin:
-    """For every `ImportExportModelAdmin` of the project (tests/security/test_system_imports.py
-    walks the admin site): the admin imports only the formats read within the budgets (CSV,
-    XLSX; tablib reads XLS, ODS, TSV, JSON and YAML whole, so they are export formats only),
-    the import form checks the file size, and a file the budgets refuse is reported with the
-    reason (not only the exception's name)."""
-
-    import_form_class = ImportForm
-
-    @property
-    def import_formats(self) -> list[type]:
-        return list(BOUNDED_IMPORT_FORMATS)
-
-    def add_data_read_fail_error_to_form(self, form: Any, e: Exception) -> None:
-        if isinstance(e, UnreadableFile):
-            form.add_error("import_file", str(e))
-            return
-        super().add_data_read_fail_error_to_form(form, e)  # type: ignore[misc]

@@ -11,18 +11,18 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ImportExportModelAdmin
 
 from webapp.core import spreadsheet
-from webapp.core.admin import (
-    ScopedAdminMixin,
-    ScopedChoicesMixin,
-    ScopedRelatedFieldListFilter,
-)
-from webapp.core.uploads import BoundedImportMixin
+from webapp.core.admin import BoundedImportMixin
 from webapp.devices import actions, secrets_once
 from webapp.devices.actions.shadow import validate_desired
 from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus
 from webapp.devices.models import Device, DeviceCommand, DeviceGroup, DeviceShadow
 from webapp.devices.resources import DeviceResource
 from webapp.products.thingmodel import thing_model
+from webapp.system.admin_scope import (
+    ScopedAdminMixin,
+    ScopedChoicesMixin,
+    ScopedRelatedFieldListFilter,
+)
 
 
 class ShadowForm(forms.ModelForm):

@@ -15,9 +15,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webapp.core import scope, uploads
+from webapp.core import uploads
 from webapp.core.errors import DomainError, NotFound
-from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.devices import actions, secrets_once
 from webapp.devices.filtersets import (
     DeviceCommandFilterSet,
@@ -38,6 +37,8 @@ from webapp.devices.serializers import (
     ShadowWriteSerializer,
     TelemetryQuerySerializer,
 )
+from webapp.system import scope
+from webapp.system.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.telemetry import queries
 from webapp.telemetry.filtersets import DeviceMessageFilterSet
 from webapp.telemetry.models import DeviceMessage

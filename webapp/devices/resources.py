@@ -1,7 +1,7 @@
 """Bulk import and export of devices (django-import-export), shared by the admin and the API.
 
 One import is one transaction: any invalid row rolls the whole file back and every row's
-errors are reported. The importer's data scope (`webapp.core.scope`) holds as in the API: a row
+errors are reported. The importer's data scope (`webapp.system.scope`) holds as in the API: a row
 may only update a device the importer reaches, and give it a product, gateway, department or
 device group the importer reaches (else a per-row error on that column); a new device
 without a department gets the importer's own, as a device created through the API does.
@@ -25,12 +25,12 @@ from import_export import fields, resources, widgets
 from import_export.instance_loaders import CachedInstanceLoader
 
 from edge.crypto import encrypt_secret, generate_secret
-from webapp.core import scope
-from webapp.core.types import recorded_user
 from webapp.devices import registry
 from webapp.devices.choices import DeviceStatus, NodeType
 from webapp.devices.models import Device, DeviceGroup, DeviceShadow
 from webapp.products.models import Product
+from webapp.system import scope
+from webapp.system.actors import recorded_user
 from webapp.system.models import Department
 
 GROUP_SEPARATOR = ","

@@ -30,7 +30,7 @@ from django.utils.translation import gettext as _
 
 from webapp.core import uploads
 from webapp.core.errors import Conflict, DomainError, NotFound
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.devices import actions as device_actions
 from webapp.devices import downlink
 from webapp.devices.actions.commands import carrier
@@ -45,6 +45,7 @@ from webapp.ota.choices import (
 )
 from webapp.ota.models import OtaCampaign, OtaPackage, OtaTask
 from webapp.products.models import Product
+from webapp.system.actors import recorded_user
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from webapp.core import scope, uploads
-from webapp.core.admin import ScopedAdminMixin, ScopedRelatedFieldListFilter
+from webapp.core import uploads
 from webapp.core.errors import DomainError
 from webapp.devices.models import Device
 from webapp.ota import actions
 from webapp.ota.choices import CampaignStatus
 from webapp.ota.models import OtaCampaign, OtaPackage, OtaTask
+from webapp.system import scope
+from webapp.system.admin_scope import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
 
 class PackageForm(forms.ModelForm):

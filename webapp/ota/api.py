@@ -16,10 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.core import scope, uploads
+from webapp.core import uploads
 from webapp.core.errors import Conflict, DomainError, NotFound
 from webapp.core.parsers import JSONParser
-from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.devices.models import Device
 from webapp.ota import actions
 from webapp.ota.filtersets import OtaCampaignFilterSet, OtaPackageFilterSet, OtaTaskFilterSet
@@ -30,6 +29,8 @@ from webapp.ota.serializers import (
     OtaTaskSerializer,
     ReadVersionSerializer,
 )
+from webapp.system import scope
+from webapp.system.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 
 
 class OtaPackageViewSet(ScopedModelViewSet):

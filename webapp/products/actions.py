@@ -12,9 +12,8 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from webapp.core import scope
 from webapp.core.errors import Conflict, DomainError, NotFound
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.devices import registry
 from webapp.products.choices import ParameterDirection
 from webapp.products.models import (
@@ -27,6 +26,8 @@ from webapp.products.models import (
     Property,
     Service,
 )
+from webapp.system import scope
+from webapp.system.actors import recorded_user
 
 _TYPED_KEYS = ("code", "name", "datatype", "unit", "min", "max", "step", "max_length",
                "enum_values", "required", "description")

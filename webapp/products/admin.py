@@ -10,7 +10,6 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from webapp.core.admin import ScopedAdminMixin, ScopedRelatedFieldListFilter
 from webapp.products import actions
 from webapp.products.models import (
     Command,
@@ -25,6 +24,7 @@ from webapp.products.models import (
 from webapp.products.serializers import ServiceSerializer
 from webapp.products.thinglinks import ThingLinksFormatError, from_thinglinks, is_thinglinks
 from webapp.products.thingmodel import export_services
+from webapp.system.admin_scope import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
 
 class ProductForm(forms.ModelForm):

@@ -17,7 +17,6 @@ from rest_framework.response import Response
 from webapp.core import uploads
 from webapp.core.errors import DomainError
 from webapp.core.parsers import JSONParser
-from webapp.core.viewsets import ScopedModelViewSet
 from webapp.products import actions
 from webapp.products.filtersets import ProductFilterSet
 from webapp.products.models import Product, ProductTemplate
@@ -29,6 +28,7 @@ from webapp.products.serializers import (
 )
 from webapp.products.thinglinks import to_thinglinks
 from webapp.products.thingmodel import export_services
+from webapp.system.viewsets import ScopedModelViewSet
 
 
 class ProductViewSet(ScopedModelViewSet):

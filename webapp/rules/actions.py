@@ -16,9 +16,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from edge.crypto import decrypt_secret, encrypt_secret
-from webapp.core import outbound, scope
+from webapp.core import outbound
 from webapp.core.errors import DomainError, NotFound
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.rules import engine, notify
 from webapp.rules.choices import (
     OPEN_ALARM_STATUSES,
@@ -44,6 +44,8 @@ from webapp.rules.models import (
     RuleTrace,
     Sink,
 )
+from webapp.system import scope
+from webapp.system.actors import recorded_user
 
 MASK = "********"
 MAX_ID = 2**63 - 1  # a larger number is no row's id (and no database integer)
@@ -220,7 +222,7 @@ def out_of_scope_references(actions: Any, user: Any,
     """Why the actions of a rule may not be saved by `user`: one message per action, naming
     it by its position, whose channel or sink (notify, forward) or target device (command,
     shadow; a publish topic `/v1/devices/{id}/…`) is not within the user's data scope
-    (webapp/core/scope.py). A target written as a template other than `{{device}}` (the
+    (webapp/system/scope.py). A target written as a template other than `{{device}}` (the
     device that fired) could name any device: only users who see all data may write one.
     A channel or sink also belongs to the department of the rule's `product` (the trigger's
     identifier), or to none: the executor resolves it only there. A reference the rule

@@ -9,11 +9,6 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 
-from webapp.core.admin import (
-    ScopedAdminMixin,
-    ScopedChoicesMixin,
-    ScopedRelatedFieldListFilter,
-)
 from webapp.core.errors import DomainError
 from webapp.rules import actions
 from webapp.rules.models import (
@@ -28,6 +23,11 @@ from webapp.rules.models import (
     Sink,
 )
 from webapp.rules.resources import AlarmResource, RuleTraceResource
+from webapp.system.admin_scope import (
+    ScopedAdminMixin,
+    ScopedChoicesMixin,
+    ScopedRelatedFieldListFilter,
+)
 
 _JSON = forms.Textarea(attrs={"rows": 8, "cols": 100, "style": "font-family:monospace"})
 

@@ -13,10 +13,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webapp.core import scope
 from webapp.core.permissions import ModelPermissions
 from webapp.core.redis import get_redis, keys
-from webapp.core.viewsets import ScopedViewSetMixin
 from webapp.devices.models import Device
 from webapp.rules import actions, engine
 from webapp.rules.choices import OPEN_ALARM_STATUSES
@@ -57,6 +55,8 @@ from webapp.rules.serializers import (
     SinkSerializer,
     SinkTestSerializer,
 )
+from webapp.system import scope
+from webapp.system.viewsets import ScopedViewSetMixin
 
 
 class ChangePermission(ModelPermissions):

@@ -8,11 +8,11 @@ class RulesConfig(AppConfig):
     verbose_name = _("Rules, alarms and forwarding")
 
     def ready(self) -> None:
-        from webapp.core import scope
         from webapp.rules import engine, models
+        from webapp.system import scope
         from webapp.telemetry.hooks import after_store, on_uplink
 
-        # Data scope (webapp/core/scope.py): a rule belongs where its product belongs, an
+        # Data scope (webapp/system/scope.py): a rule belongs where its product belongs, an
         # alarm where its device (or, without one, its product) belongs.
         scope.register(models.Rule, department="product__department", owner="created_by")
         scope.register(models.Alarm, department=("device__department", "product__department"))

@@ -131,7 +131,7 @@ def _role_reach(channel: NotificationChannel) -> Q | None:
     below; without a department, its maker's data scope (None: everywhere). A role code
     names users in every department: unbounded, a channel would reach (and its deliveries
     would list) another department's people."""
-    from webapp.core import scope
+    from webapp.system import scope
 
     if channel.department_id is not None and channel.department is not None:
         return Q(department__path__startswith=channel.department.path)

@@ -3,7 +3,6 @@ from typing import Any
 import django_filters
 from django.db.models import Q
 
-from webapp.core import scope
 from webapp.rules.choices import OPEN_ALARM_STATUSES
 from webapp.rules.models import (
     Alarm,
@@ -14,6 +13,7 @@ from webapp.rules.models import (
     RuleTrace,
     Sink,
 )
+from webapp.system import scope
 
 
 def in_scope(model: Any) -> Any:

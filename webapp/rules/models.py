@@ -185,7 +185,7 @@ class AlarmEvent(models.Model):
 
 
 class DepartmentOwned(models.Model):
-    """Configuration owned by a department (data scope, webapp/core/scope.py) and its maker."""
+    """Configuration owned by a department (data scope, webapp/system/scope.py) and its maker."""
 
     department = models.ForeignKey("system.Department", verbose_name=_("department"),
                                    null=True, blank=True, on_delete=models.SET_NULL,

@@ -6,7 +6,6 @@ from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from webapp.core import scope
 from webapp.rules import actions, notify
 from webapp.rules.choices import FireMode
 from webapp.rules.models import (
@@ -20,6 +19,7 @@ from webapp.rules.models import (
     RuleTrace,
     Sink,
 )
+from webapp.system import scope
 
 
 class RuleSerializer(serializers.ModelSerializer):

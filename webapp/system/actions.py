@@ -21,16 +21,10 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from webapp.core.errors import Conflict, DomainError
-from webapp.core.scope import (
-    can_assign,
-    default_scope,
-    department_queryset,
-    restrict,
-    user_scope,
-)
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.system import cache as system_cache
 from webapp.system import oplog, sessions
+from webapp.system.actors import recorded_user
 from webapp.system.authentication import hash_key, make_key
 from webapp.system.backends import forget_permissions
 from webapp.system.choices import (
@@ -52,6 +46,13 @@ from webapp.system.models import (
     Parameter,
     Role,
     User,
+)
+from webapp.system.scope import (
+    can_assign,
+    default_scope,
+    department_queryset,
+    restrict,
+    user_scope,
 )
 
 
@@ -171,7 +172,7 @@ def check_grant(acting_user: Actor, *, roles: Iterable[Role] = (),
 def _as_active(user: User) -> User:
     """`user` as if active, without caches: a disabled user's rights come back when
     someone enables them, so they count."""
-    from webapp.core.scope import forget
+    from webapp.system.scope import forget
 
     probe = copy.copy(user)
     probe.is_active = True

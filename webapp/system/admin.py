@@ -27,15 +27,14 @@ from django_celery_beat.models import (
 )
 from import_export.admin import ExportMixin, ImportExportModelAdmin
 
-from webapp.core import scope
-from webapp.core.admin import (
+from webapp.core.admin import BoundedImportMixin
+from webapp.core.errors import DomainError
+from webapp.system import actions, lockout, resources, runs, scope, sessions
+from webapp.system.admin_scope import (
     ScopedAdminMixin,
     ScopedChoicesMixin,
     ScopedRelatedFieldListFilter,
 )
-from webapp.core.errors import DomainError
-from webapp.core.uploads import BoundedImportMixin
-from webapp.system import actions, lockout, resources, runs, sessions
 from webapp.system.models import (
     ApiKey,
     Department,

@@ -26,12 +26,6 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from webapp.core.context import client_address
 from webapp.core.errors import DomainError
 from webapp.core.permissions import IsAuthenticated
-from webapp.core.scope import restrict, user_scope
-from webapp.core.viewsets import (
-    ScopedListDestroyViewSet,
-    ScopedModelViewSet,
-    ScopedReadOnlyModelViewSet,
-)
 from webapp.system import actions, filtersets, lockout, menus, runs, sessions
 from webapp.system import serializers as s
 from webapp.system.authentication import SESSION_CLAIM, check_session
@@ -53,7 +47,13 @@ from webapp.system.models import (
     TaskRun,
     User,
 )
+from webapp.system.scope import restrict, user_scope
 from webapp.system.signals import log_login
+from webapp.system.viewsets import (
+    ScopedListDestroyViewSet,
+    ScopedModelViewSet,
+    ScopedReadOnlyModelViewSet,
+)
 
 
 class LoginLocked(DomainError):

@@ -10,8 +10,7 @@ class SystemConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from webapp.core import scope
-        from webapp.system import defaults, models, oplog, signals, tasks
+        from webapp.system import defaults, models, oplog, scope, signals, tasks
 
         post_migrate.connect(defaults.grant_builtin_permissions,
                              dispatch_uid="tl_builtin_permissions")

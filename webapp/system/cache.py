@@ -14,6 +14,7 @@ from django import forms
 from django.core.cache import cache
 
 from webapp.system.choices import ParameterType
+from webapp.system.dictionaries import DictItem, Parameter
 
 TIMEOUT = 3600
 _MISSING = "__missing__"
@@ -32,8 +33,6 @@ def dict_items(code: str) -> list[dict[str, Any]]:
     key = _dict_key(code)
     items = cache.get(key)
     if items is None:
-        from webapp.system.models import DictItem
-
         items = list(DictItem.objects.filter(
             dict_type__code=code, dict_type__is_active=True, is_active=True,
         ).order_by("order", "value").values("value", "label", "color", "is_default"))
@@ -70,8 +69,6 @@ def param(key: str, default: Any = None) -> Any:
     """The typed value of parameter `key`, or `default` when it is not defined."""
     cached = cache.get(_param_key(key))
     if cached is None:
-        from webapp.system.models import Parameter
-
         row = Parameter.objects.filter(key=key).values("value", "value_type").first()
         cached = {"value": row["value"], "type": row["value_type"]} if row else _MISSING
         cache.set(_param_key(key), cached, TIMEOUT)

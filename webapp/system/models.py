@@ -1,4 +1,8 @@
-"""Users, the organisation, roles and menus, dictionaries, parameters, notices and logs."""
+"""Users, the organisation, roles and menus, notices and logs; the dictionaries and parameters.
+
+The dictionaries and parameters are defined in `webapp.system.dictionaries` and re-exported
+here: their cache (`webapp.system.cache`) imports them, and the users' password policy reads a
+parameter through that cache, so they cannot live in this module."""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Permission
-from django.core.validators import FileExtensionValidator, RegexValidator
+from django.core.validators import FileExtensionValidator
 from django.db import models
 from django.db.models.functions import Concat, Length, Substr
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from webapp.system.cache import param
 from webapp.system.choices import (
     Audience,
     DataScope,
@@ -25,13 +30,12 @@ from webapp.system.choices import (
     NoticeType,
     OperationAction,
     OperationSource,
-    ParameterType,
     TaskRunStatus,
 )
-
-code_validator = RegexValidator(
-    r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$",
-    _("Use letters, digits, '_', '.', ':' or '-', starting with a letter."))
+from webapp.system.codes import code_validator
+from webapp.system.dictionaries import DictItem as DictItem
+from webapp.system.dictionaries import DictType as DictType
+from webapp.system.dictionaries import Parameter as Parameter
 
 
 class Department(models.Model):
@@ -213,75 +217,9 @@ class User(AbstractUser):
         `security.password.max_age_days` (0: passwords do not expire)."""
         if self.must_change_password:
             return True
-        from webapp.system.cache import param
-
         max_age = int(param("security.password.max_age_days", 0) or 0)
         return bool(max_age and self.password_changed and
                     timezone.now() - self.password_changed > timedelta(days=max_age))
-
-
-class DictType(models.Model):
-    """A dictionary: a named list of value/label items used as choices."""
-
-    code = models.CharField(_("code"), max_length=100, unique=True, validators=[code_validator])
-    name = models.CharField(_("name"), max_length=100)
-    is_active = models.BooleanField(_("active"), default=True)
-    is_builtin = models.BooleanField(_("built-in"), default=False)
-    remark = models.TextField(_("remark"), blank=True)
-    created = models.DateTimeField(_("created"), auto_now_add=True)
-    updated = models.DateTimeField(_("updated"), auto_now=True)
-
-    class Meta:
-        verbose_name = _("dictionary")
-        verbose_name_plural = _("dictionaries")
-        ordering = ("code",)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.code})"
-
-
-class DictItem(models.Model):
-    dict_type = models.ForeignKey(DictType, verbose_name=_("dictionary"),
-                                  on_delete=models.CASCADE, related_name="items")
-    value = models.CharField(_("value"), max_length=100)
-    label = models.CharField(_("label"), max_length=100)
-    order = models.PositiveIntegerField(_("order"), default=0)
-    is_default = models.BooleanField(_("default"), default=False)
-    color = models.CharField(_("colour"), max_length=20, blank=True,
-                             help_text=_("A CSS colour or a style name for badges."))
-    is_active = models.BooleanField(_("active"), default=True)
-    remark = models.TextField(_("remark"), blank=True)
-
-    class Meta:
-        verbose_name = _("dictionary item")
-        verbose_name_plural = _("dictionary items")
-        ordering = ("dict_type", "order", "value")
-        constraints = [models.UniqueConstraint(fields=("dict_type", "value"),
-                                               name="dict_item_value_unique")]
-
-    def __str__(self) -> str:
-        return self.label
-
-
-class Parameter(models.Model):
-    """A runtime setting editable in the admin (RuoYi `sys_config`), cached."""
-
-    key = models.CharField(_("key"), max_length=100, unique=True, validators=[code_validator])
-    name = models.CharField(_("name"), max_length=100)
-    value = models.TextField(_("value"), blank=True)
-    value_type = models.CharField(_("type"), max_length=16, choices=ParameterType.choices,
-                                  default=ParameterType.STRING)
-    is_builtin = models.BooleanField(_("built-in"), default=False)
-    remark = models.TextField(_("remark"), blank=True)
-    updated = models.DateTimeField(_("updated"), auto_now=True)
-
-    class Meta:
-        verbose_name = _("parameter")
-        verbose_name_plural = _("parameters")
-        ordering = ("key",)
-
-    def __str__(self) -> str:
-        return self.key
 
 
 class Notice(models.Model):

@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources, widgets
 
-from webapp.core import scope
-from webapp.core.types import recorded_user
+from webapp.system import scope
+from webapp.system.actors import recorded_user
 from webapp.system.models import (
     Department,
     DictItem,

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from webapp.core.scope import restrict, user_scope
+from webapp.system.scope import restrict, user_scope
 
 
 def _sees_everything(user: Any) -> bool:

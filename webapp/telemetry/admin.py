@@ -1,8 +1,8 @@
 from django.contrib import admin
 
-from webapp.core import scope
-from webapp.core.admin import ScopedAdminMixin
 from webapp.devices.models import Device
+from webapp.system import scope
+from webapp.system.admin_scope import ScopedAdminMixin
 from webapp.telemetry import actions
 from webapp.telemetry.models import DeviceMessage, RetentionPolicy
 

@@ -14,11 +14,11 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webapp.core import scope
 from webapp.core.errors import NotFound
-from webapp.core.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.devices.models import Device
 from webapp.products.models import Product
+from webapp.system import scope
+from webapp.system.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.telemetry import actions, queries
 from webapp.telemetry.filtersets import RetentionPolicyFilterSet
 from webapp.telemetry.models import RetentionPolicy

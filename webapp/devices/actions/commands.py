@@ -29,14 +29,15 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from webapp.core import scope
 from webapp.core.errors import Busy, Conflict, DomainError, NotFound
 from webapp.core.redis import get_redis, keys
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.devices import downlink
 from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus, NodeType
 from webapp.devices.models import Device, DeviceCommand
 from webapp.products.thingmodel import thing_model
+from webapp.system import scope
+from webapp.system.actors import recorded_user
 
 log = logging.getLogger(__name__)
 

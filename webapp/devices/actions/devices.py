@@ -11,11 +11,12 @@ from django.utils.translation import gettext as _
 
 from edge.crypto import encrypt_secret, generate_secret
 from webapp.core.errors import Conflict, DomainError
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.devices import registry
 from webapp.devices.choices import ConnectStatus, DeviceStatus, NodeType
 from webapp.devices.models import Device, DeviceShadow
 from webapp.products.models import Product
+from webapp.system.actors import recorded_user
 
 
 def _publish_after_commit(device: Device) -> None:

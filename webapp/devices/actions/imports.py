@@ -10,9 +10,10 @@ from django.utils.translation import gettext as _
 
 from webapp.core import spreadsheet, uploads
 from webapp.core.errors import DomainError
-from webapp.core.types import Actor, recorded_user
+from webapp.core.types import Actor
 from webapp.devices import secrets_once
 from webapp.devices.resources import DeviceResource
+from webapp.system.actors import recorded_user
 
 FORMATS = ("csv", "xlsx")
 MAX_IMPORT_ROWS = 50_000

@@ -3,8 +3,8 @@
 A role's data scope is one of all / custom departments / own department / own department and
 below / only own records (`webapp.system.choices.DataScope`); a user's scope is the union of
 the scopes of their active roles. `restrict(queryset, user)` applies it to any queryset whose
-model has a department and/or an owner field. Every API view (`webapp.core.viewsets`), every
-admin page (`webapp.core.admin.ScopedAdminMixin`) and every export go through it.
+model has a department and/or an owner field. Every API view (`webapp.system.viewsets`), every
+admin page (`webapp.system.admin_scope.ScopedAdminMixin`) and every export go through it.
 
 Models are found automatically when they have a `department` foreign key to
 `system.Department` and/or a `created_by` foreign key to the user model, or else a required

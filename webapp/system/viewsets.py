@@ -12,8 +12,8 @@ from typing import Any
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.permissions import SAFE_METHODS
 
-from webapp.core import scope
 from webapp.core.export import ExportMixin
+from webapp.system import scope
 
 
 def _scoped(get_queryset: Any) -> Any:
