@@ -37,6 +37,7 @@ from .keys import Keys
 
 if TYPE_CHECKING:
     from edge.mqtt.connection import MqttConnection
+    from edge.mqtt.policy import Client
 
 log = Logger(namespace="edge.cluster")
 
@@ -275,7 +276,7 @@ class Cluster:
         self._syncing = True
         self._held: list[tuple[bytes, bytes]] = []
         self._synced: Deferred[None] = Deferred()
-        self._kicked: dict[MqttConnection, int] = {}
+        self._kicked: dict[Client, int] = {}
         self._janitor = LoopingCall(self._purge_silent)
         self._janitor.clock = reactor
         self._stopping = False
@@ -681,7 +682,7 @@ class Cluster:
     def _kick(self, body: dict[str, Any]) -> None:
         at = int(body.get("at", 0))
         broker = self.broker
-        targets: list[MqttConnection] = []
+        targets: list[Client] = []
         device = body.get("dev")
         if device:
             connection = broker.by_identity.get(device)

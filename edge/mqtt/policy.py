@@ -105,6 +105,7 @@ class Client(Protocol):
     identity: str | None
     owner: str | None
     peer: str
+    opened_at: float
     connect: Connect | None
     acl: Acl
     send_quota: int

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from edge.mqtt.broker import Broker
 from edge.mqtt.connection import MqttConnection
+from edge.mqtt.policy import Client
 
 from .tcp import CountedMqttProtocol, MqttTransportFactory, TransportCounter
 
@@ -230,7 +231,7 @@ class CertificateLookup:
     """The client certificate behind an MQTT connection, for authentication."""
 
     def __init__(self) -> None:
-        self._transports: dict[MqttConnection, Any] = {}
+        self._transports: dict[Client, Any] = {}
 
     def attach(self, connection: MqttConnection, tls_transport: Any) -> None:
         self._transports[connection] = tls_transport
@@ -238,7 +239,7 @@ class CertificateLookup:
     def detach(self, connection: MqttConnection) -> None:
         self._transports.pop(connection, None)
 
-    def __call__(self, connection: MqttConnection) -> ClientCertificate | None:
+    def __call__(self, connection: Client) -> ClientCertificate | None:
         transport = self._transports.get(connection)
         if transport is None:
             return None
