@@ -290,7 +290,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
-        # `make run` sets WARNING (webapp/core/management/commands/runplatform.py).
+        # `make run` sets WARNING (webapp/devices/management/commands/runplatform.py).
         "celery": {"level": env("CELERY_LOG_LEVEL", "INFO")},
     },
 }

@@ -206,7 +206,7 @@ def _api_value(serializer: Any, field: str, value: Any) -> Any:
 
 
 def _api_submit(client: Any, target: Any, field: str, value: Any) -> int:
-    from webapp.core.api import router
+    from config.api import router
 
     route = API_ROUTES[type(target)]
     viewset = next(v for prefix, v, _b in router.registry if prefix == route)

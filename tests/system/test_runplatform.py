@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from webapp.core.management.commands.runplatform import Command, child_env
+from webapp.devices.management.commands.runplatform import Command, child_env
 
 OPTIONS = {"web_host": "127.0.0.1", "web_port": 8000, "only": ""}
 

@@ -113,3 +113,11 @@ class DeviceKeysViewSet(ScopedViewSetMixin, ExportMixin, mixins.CreateModelMixin
 
     def perform_destroy(self, instance: DeviceKeys) -> None:
         actions.delete_device_keys(acting_user=self.request.user, device_keys=instance)
+
+
+# (prefix, viewset, basename) for the API router (config/api.py).
+ROUTES = [
+    ("acl-rules", AclRuleViewSet, "acl-rule"),
+    ("product-registrations", ProductRegistrationViewSet, "product-registration"),
+    ("device-keys", DeviceKeysViewSet, "device-keys"),
+]

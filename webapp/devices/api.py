@@ -334,3 +334,11 @@ class DeviceGroupViewSet(ScopedModelViewSet):
             add=[found[i] for i in body.validated_data["add"]],
             remove=[found[i] for i in body.validated_data["remove"]])
         return Response(DeviceGroupSerializer(self.get_queryset().get(pk=group.pk)).data)
+
+
+# (prefix, viewset, basename) for the API router (config/api.py).
+ROUTES = [
+    ("devices", DeviceViewSet, "device"),
+    ("device-groups", DeviceGroupViewSet, "device-group"),
+    ("commands", DeviceCommandViewSet, "command"),
+]

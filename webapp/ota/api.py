@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import FileResponse, HttpRequest, JsonResponse
+from django.urls import path
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -161,3 +162,16 @@ def download(request: HttpRequest, token: str) -> FileResponse | JsonResponse:
     response["X-Checksum-SHA256"] = package.checksum
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+# (prefix, viewset, basename) for the API router (config/api.py).
+ROUTES = [
+    ("ota/packages", OtaPackageViewSet, "ota-package"),
+    ("ota/campaigns", OtaCampaignViewSet, "ota-campaign"),
+]
+
+# The views outside the router, under `/api/v1/` as well.
+urlpatterns = [
+    path("ota/download/<str:token>/", download, name="ota-download"),
+    path("ota/read-version/", ReadVersionView.as_view(), name="ota-read-version"),
+]

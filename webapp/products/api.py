@@ -28,6 +28,7 @@ from webapp.products.serializers import (
 )
 from webapp.products.thinglinks import to_thinglinks
 from webapp.products.thingmodel import export_services
+from webapp.products.visibility import visible_templates
 from webapp.system.viewsets import ScopedModelViewSet
 
 
@@ -154,7 +155,7 @@ class ProductTemplateViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self):
         """Shared templates and those of the departments in the caller's data scope."""
-        return actions.visible_templates(ProductTemplate.objects.all(),
+        return visible_templates(ProductTemplate.objects.all(),
                                          self.request.user).order_by("name")
 
     def perform_create(self, serializer: Any) -> None:
@@ -168,3 +169,10 @@ class ProductTemplateViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance: ProductTemplate) -> None:
         actions.delete_template(acting_user=self.request.user, template=instance)
+
+
+# (prefix, viewset, basename) for the API router (config/api.py).
+ROUTES = [
+    ("products", ProductViewSet, "product"),
+    ("product-templates", ProductTemplateViewSet, "product-template"),
+]

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth import logout as django_logout
 from django.contrib.auth.models import Permission, update_last_login
 from django.db.models import Prefetch
+from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, permissions, status, viewsets
@@ -518,6 +519,7 @@ class TaskRunViewSet(ScopedReadOnlyModelViewSet):
         return runs.scoped_task_runs(super().get_queryset(), self.request.user)
 
 
+# (prefix, viewset, basename) for the API router (config/api.py).
 ROUTES = [
     ("users", UserViewSet, "user"),
     ("departments", DepartmentViewSet, "department"),
@@ -534,4 +536,13 @@ ROUTES = [
     ("online-users", OnlineUserViewSet, "online-user"),
     ("api-keys", ApiKeyViewSet, "api-key"),
     ("task-runs", TaskRunViewSet, "task-run"),
+]
+
+# The views outside the router, under `/api/v1/` as well.
+urlpatterns = [
+    path("auth/token/", LoginView.as_view(), name="token_obtain_pair"),
+    path("auth/token/refresh/", RefreshView.as_view(), name="token_refresh"),
+    path("auth/logout/", LogoutView.as_view(), name="logout"),
+    path("auth/me/", MeView.as_view(), name="me"),
+    path("auth/password/", PasswordView.as_view(), name="change_password"),
 ]
