@@ -1,0 +1,224 @@
+"""Cross-node routing (edge.bus.cluster) on an in-memory Redis: two nodes, each an in-memory
+broker with its cluster part, share one Redis as two edge processes would. The wire format
+(keys, channels, records) is the one real nodes use; tests/edge/test_cluster.py checks the
+same paths over sockets with paho clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet.task import Clock
+
+from edge.bus.cluster import Cluster
+from edge.bus.keys import Keys
+from edge.mqtt.broker import Broker
+from edge.mqtt.errors import Reason
+from edge.mqtt.packets import (
+    MQTT_5,
+    Connect,
+    Disconnect,
+    Publish,
+    Subscribe,
+    Subscription,
+    Unsubscribe,
+)
+from edge.mqtt.policy import AuthResult, BrokerHooks
+from tests.support.fake_redis import FakeRedis
+
+from .mqtt_helpers import FakeClient
+
+KEYS = Keys("tl:")
+START = 1_700_000_000.0
+
+
+class UserIsIdentity(BrokerHooks):
+    def authenticate(self, connection):
+        assert connection.connect is not None
+        return AuthResult(identity=connection.connect.username)
+
+
+class Node:
+    def __init__(self, redis: FakeRedis, name: str) -> None:
+        self.redis = redis
+        self.name = name
+        self.broker = Broker(redis.clock, UserIsIdentity())
+        self.cluster = Cluster(
+            redis.clock,
+            redis,
+            redis.client("redis"),
+            KEYS,
+            name,
+            self.broker,
+            wall=redis.clock.seconds,
+        )
+        self.cluster.attach()
+        self.broker.start()
+
+    def start(self) -> None:
+        started = self.cluster.start()
+        self.redis.settle()
+        assert started.called
+
+    def client(self, client_id: str, user: str | None = None, version: int = 4) -> FakeClient:
+        client = FakeClient(self.broker, version)
+        client.send(Connect(client_id, protocol_level=version, username=user))
+        self.redis.settle()
+        return client
+
+    def published(self, client: FakeClient) -> list[tuple[str, bytes]]:
+        self.redis.settle()
+        return [(p.topic, p.payload) for p in client.received() if isinstance(p, Publish)]
+
+    def forwards(self) -> list[str]:
+        """The nodes this node published forward batches to."""
+        prefix = KEYS.mqtt_forward("")
+        return [
+            str(c[1])[len(prefix) :]
+            for c in self.cluster.client.commands  # type: ignore[attr-defined]
+            if c[0] == "PUBLISH" and str(c[1]).startswith(prefix)
+        ]
+
+
+@pytest.fixture
+def redis() -> FakeRedis:
+    clock = Clock()
+    clock.advance(START)
+    return FakeRedis(clock)
+
+
+@pytest.fixture
+def nodes(redis: FakeRedis) -> Iterator[tuple[Node, Node]]:
+    a, b = Node(redis, "A"), Node(redis, "B")
+    a.start()
+    b.start()
+    yield a, b
+    for node in (a, b):
+        node.cluster.stop()
+    redis.settle()
+
+
+def subs(redis: FakeRedis) -> dict[str, list[str]]:
+    return {k.decode(): json.loads(v) for k, v in redis.sync.hgetall(KEYS.mqtt_subs).items()}
+
+
+def test_a_message_goes_only_to_the_node_with_a_matching_subscription(redis, nodes):
+    a, b = nodes
+    subscriber = b.client("sub")
+    subscriber.send(Subscribe(1, (Subscription("a/+", 0),)))
+    b.published(subscriber)
+    assert subs(redis) == {"a/+": ["B"]}
+    assert a.cluster.remote == {"a/+": ("B",)}
+
+    publisher = a.client("pub")
+    publisher.send(Publish("a/b", b"hello"), Publish("other", b"stays here"))
+    assert b.published(subscriber) == [("a/b", b"hello")]
+    assert a.forwards() == ["B"]  # one batch, for a/b only
+    assert (a.cluster.stats["forwarded_out"], b.cluster.stats["forwarded_in"]) == (1, 1)
+
+
+def test_the_last_unsubscribe_withdraws_the_interest(redis, nodes):
+    a, b = nodes
+    one, two = b.client("one"), b.client("two")
+    for client in (one, two):
+        client.send(Subscribe(1, (Subscription("x/#", 0),)))
+    one.send(Unsubscribe(2, ("x/#",)))
+    redis.settle()
+    assert subs(redis) == {"x/#": ["B"]}
+    two.send(Disconnect())
+    redis.settle()
+    assert subs(redis) == {} and a.cluster.remote == {}
+    a.client("pub").send(Publish("x/1", b"nobody"))
+    redis.settle()
+    assert a.forwards() == []
+
+
+def test_retained_messages_are_shared_by_every_node(redis, nodes):
+    a, b = nodes
+    a.client("pub").send(Publish("r/1", b"kept", retain=True))
+    redis.settle()
+    assert redis.sync.hexists(KEYS.mqtt_retained, "r/1")
+    assert b.broker.retained["r/1"].payload == b"kept"
+    late = b.client("late")
+    late.send(Subscribe(1, (Subscription("r/#", 0),)))
+    assert b.published(late) == [("r/1", b"kept")]
+    a.client("pub2").send(Publish("r/1", b"", retain=True))
+    redis.settle()
+    assert not redis.sync.hexists(KEYS.mqtt_retained, "r/1")
+    assert "r/1" not in b.broker.retained
+
+
+def test_a_shared_subscription_on_another_node_gets_each_message_once(redis, nodes):
+    a, b = nodes
+    member = b.client("member", version=MQTT_5)
+    member.send(Subscribe(1, (Subscription("$share/g/s/#", 0),)))
+    b.published(member)
+    publisher = a.client("pub")
+    for i in range(3):
+        publisher.send(Publish("s/x", b"%d" % i))
+    assert b.published(member) == [("s/x", b"0"), ("s/x", b"1"), ("s/x", b"2")]
+
+
+def test_a_client_connecting_to_another_node_closes_its_older_connection(redis, nodes):
+    """Same client id and identity: the connection on A ends (session taken over) and
+    tl:mqtt:clients names B; the same client id under another identity closes nothing."""
+    a, b = nodes
+    first = a.client("c1", "alice", MQTT_5)
+    redis.clock.advance(1)
+    other = b.client("c1", "mallory", MQTT_5)
+    assert not first.closed
+    other.send(Disconnect())
+    redis.clock.advance(1)
+    b.client("c1", "alice", MQTT_5)
+    assert first.closed
+    disconnect = [p for p in first.received() if isinstance(p, Disconnect)]
+    assert disconnect[0].reason_code == Reason.SESSION_TAKEN_OVER
+    assert redis.sync.hget(KEYS.mqtt_clients, "c1") == b"B"
+    assert (b.cluster.stats["takeovers_sent"], a.cluster.stats["takeovers_done"]) >= (1, 1)
+
+
+def test_a_silent_nodes_filters_are_dropped(redis, nodes):
+    """The janitor keeps a node's filters while its heartbeat (tl:nodes) is fresh and drops
+    them, in Redis and in every view, once it is silent for silent_after."""
+    a, b = nodes
+    b.client("sub").send(Subscribe(1, (Subscription("t/#", 0),)))
+    redis.settle()
+    redis.sync.hset(KEYS.nodes, "B", json.dumps({"ts": int(redis.clock.seconds() * 1000)}))
+    redis.clock.advance(a.cluster.silent_after / 2)
+    redis.settle()
+    assert subs(redis) == {"t/#": ["B"]}
+    redis.clock.advance(a.cluster.silent_after)
+    redis.settle()
+    assert subs(redis) == {} and a.cluster.remote == {}
+
+
+def test_a_node_starting_again_forgets_what_its_previous_process_left(redis):
+    redis.sync.hset(KEYS.mqtt_subs, "old/#", json.dumps(["A", "C"]))
+    Node(redis, "A").start()
+    assert subs(redis) == {"old/#": ["C"]}
+
+
+def test_after_a_pubsub_reconnect_the_view_is_reloaded_and_filters_asserted(redis, nodes):
+    """Redis lost the subscriptions hash (a restart) and the pub/sub connections came back:
+    each node sends its filters again and reloads the others'."""
+    a, b = nodes
+    subscriber = b.client("sub")
+    subscriber.send(Subscribe(1, (Subscription("k/#", 0),)))
+    redis.settle()
+    redis.sync.delete(KEYS.mqtt_subs)
+    redis.resubscribe()
+    redis.settle()
+    assert subs(redis) == {"k/#": ["B"]}
+    assert a.cluster.remote == {"k/#": ("B",)}
+    a.client("pub").send(Publish("k/1", b"again"))
+    assert b.published(subscriber) == [("k/1", b"again")]
+
+
+def test_stopping_withdraws_the_nodes_filters(redis, nodes):
+    _, b = nodes
+    b.client("sub").send(Subscribe(1, (Subscription("z", 0),)))
+    redis.settle()
+    b.cluster.stop()
+    redis.settle()
+    assert subs(redis) == {}
