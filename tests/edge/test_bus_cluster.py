@@ -11,10 +11,11 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet.task import Clock
 
-from edge.bus.cluster import Cluster
+from edge.bus.cluster import KIND_SHARED, Cluster, decode_records, encode_record
 from edge.bus.keys import Keys
 from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
+from edge.mqtt.message import Message
 from edge.mqtt.packets import (
     MQTT_5,
     Connect,
@@ -25,6 +26,7 @@ from edge.mqtt.packets import (
     Unsubscribe,
 )
 from edge.mqtt.policy import AuthResult, BrokerHooks
+from edge.mqtt.properties import Properties as EdgeProperties
 from tests.support.fake_redis import FakeRedis
 
 from .mqtt_helpers import FakeClient
@@ -101,6 +103,32 @@ def nodes(redis: FakeRedis) -> Iterator[tuple[Node, Node]]:
 
 def subs(redis: FakeRedis) -> dict[str, list[str]]:
     return {k.decode(): json.loads(v) for k, v in redis.sync.hgetall(KEYS.mqtt_subs).items()}
+
+
+def test_record_round_trip():
+    """A forwarded record keeps topic, payload, QoS, retain, origin, properties and expiry."""
+    props = EdgeProperties(
+        content_type="text/plain",
+        response_topic="reply/here",
+        correlation_data=b"\x00\x01",
+        user_properties=(("k", "v"), ("k", "w")),
+    )
+    message = Message("a/b", b"\x00payload", 2, True, props, None, "origin-client")
+    data = encode_record(message, KIND_SHARED, "$share/g/a/+", 1_700_000_000_123)
+    data += encode_record(Message("c", b"", 0))
+    first, second = list(decode_records(data))
+    kind, share, decoded, expires = first
+    assert (kind, share, expires) == (KIND_SHARED, "$share/g/a/+", 1_700_000_000_123)
+    assert (decoded.topic, decoded.payload, decoded.qos, decoded.retain) == (
+        "a/b",
+        b"\x00payload",
+        2,
+        True,
+    )
+    assert decoded.origin == "origin-client" and decoded.properties == props
+    assert (second[2].topic, second[2].payload, second[2].origin, second[3]) == ("c", b"", None, 0)
+    with pytest.raises(ValueError):
+        list(decode_records(data[:-3]))
 
 
 def test_a_message_goes_only_to_the_node_with_a_matching_subscription(redis, nodes):

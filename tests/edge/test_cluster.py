@@ -1,5 +1,6 @@
 """Cross-node MQTT routing through Redis (edge.bus.cluster): two ``python -m edge`` nodes
-sharing one Redis and key prefix, paho clients (3.1.1 and 5.0) on either."""
+sharing one Redis and key prefix, paho clients (3.1.1 and 5.0) on either. What needs no sockets
+(record encoding, routing decisions, takeover, liveness) is in test_bus_cluster.py, in memory."""
 
 from __future__ import annotations
 
@@ -16,40 +17,11 @@ import redis
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.bus.cluster import KIND_SHARED, decode_records, encode_record
 from edge.crypto import encrypt_secret
-from edge.mqtt.message import Message
-from edge.mqtt.properties import Properties as EdgeProperties
 
 from .edge_process import Client, Edge, running_edge
 
 SECRET_KEY = "cluster-test-secret-key"
-
-
-def test_record_round_trip():
-    """A forwarded record keeps topic, payload, QoS, retain, origin, properties and expiry."""
-    props = EdgeProperties(
-        content_type="text/plain",
-        response_topic="reply/here",
-        correlation_data=b"\x00\x01",
-        user_properties=(("k", "v"), ("k", "w")),
-    )
-    message = Message("a/b", b"\x00payload", 2, True, props, None, "origin-client")
-    data = encode_record(message, KIND_SHARED, "$share/g/a/+", 1_700_000_000_123)
-    data += encode_record(Message("c", b"", 0))
-    first, second = list(decode_records(data))
-    kind, share, decoded, expires = first
-    assert (kind, share, expires) == (KIND_SHARED, "$share/g/a/+", 1_700_000_000_123)
-    assert (decoded.topic, decoded.payload, decoded.qos, decoded.retain) == (
-        "a/b",
-        b"\x00payload",
-        2,
-        True,
-    )
-    assert decoded.origin == "origin-client" and decoded.properties == props
-    assert (second[2].topic, second[2].payload, second[2].origin, second[3]) == ("c", b"", None, 0)
-    with pytest.raises(ValueError):
-        list(decode_records(data[:-3]))
 
 
 @pytest.fixture(scope="module")
