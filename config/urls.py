@@ -12,6 +12,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("i18n/", include("django.conf.urls.i18n")),
-    # The console last: its pages sit at the root (CONTRACT §2).
+    # The console last: its pages sit at the root, so every prefix above is matched first.
     path("", include("webapp.console.urls")),
 ]

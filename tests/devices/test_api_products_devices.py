@@ -1,4 +1,4 @@
-"""The REST API of products and devices (CONTRACT §4), against the real Redis registry."""
+"""The REST API of products and devices (docs/api.md), against the real Redis registry."""
 
 import json
 

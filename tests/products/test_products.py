@@ -14,7 +14,7 @@ from webapp.telemetry.backends import Point, get_backend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The ThingLinks v1.4 product JSON as its export writes it (reference/thinglinks.md §1.3).
+# The ThingLinks v1.4 product JSON as its export writes it (docs/devices.md, "Products").
 THINGLINKS = {
     "productName": "Smart lamp", "productType": 1, "manufacturerId": "mqttsnet",
     "manufacturerName": "MqttsNet", "model": "LAMP-01", "dataFormat": "JSON",

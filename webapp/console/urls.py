@@ -1,4 +1,4 @@
-"""The console's pages (CONTRACT §2: the console is served at `/`)."""
+"""The console's pages, served at the site's root `/` (docs/processes.md)."""
 
 from django.urls import path
 

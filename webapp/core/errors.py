@@ -1,4 +1,4 @@
-"""Typed domain errors with stable codes, rendered as JSON by one handler (CONTRACT §4)."""
+"""Typed domain errors with stable codes, rendered as JSON by one handler (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ def topic(identifier: str, suffix: str) -> str:
 
 
 def envelope(body: Any, mid: int | None = None) -> bytes:
-    """The ThingLinks envelope (CONTRACT §3): ``head`` with ``mid``, ``dataBody``, ``dataSign``."""
+    """The ThingLinks envelope (docs/protocol.md): ``head`` with ``mid``, ``dataBody`` and a
+    blank ``dataSign``."""
     message = {
         "head": {"mid": mid if mid is not None else now_ms() % 2_000_000_000 + 1,
                  "cipherFlag": 0, "timeStamp": now_ms()},

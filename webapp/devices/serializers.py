@@ -78,7 +78,7 @@ class TelemetryQuerySerializer(serializers.Serializer):
 
 
 class CommandRequestSerializer(serializers.Serializer):
-    """`POST /api/v1/devices/{identifier}/commands/` (CONTRACT §4)."""
+    """`POST /api/v1/devices/{identifier}/commands/` (docs/devices.md, "Commands")."""
 
     service = serializers.CharField(max_length=50)
     command = serializers.CharField(max_length=50)

@@ -1,4 +1,4 @@
-"""Over-the-air upgrades (reference/thinglinks.md §3.2): packages, campaigns, and the
+"""Over-the-air upgrades (docs/devices.md, "OTA"): packages, campaigns, and the
 ThingLinks OTA topics.
 
 - Down ``/v1/devices/{id}/topo/otaCommand``: "upgrade to this package" with a signed download

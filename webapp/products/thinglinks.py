@@ -1,4 +1,4 @@
-"""The ThingLinks product JSON (reference/thinglinks.md §1.3) to and from our API form.
+"""The ThingLinks product JSON (docs/devices.md, "Products") to and from our API form.
 
 ThingLinks writes camelCase keys and numbers as strings: ``{"productName", "productType": 1,
 "manufacturerId", "model", "dataFormat": "JSON", "protocolType": "MQTT", "services":

@@ -1,4 +1,4 @@
-"""The thing model in its three forms: SQL rows, the API/JSON form (CONTRACT §4) and the
+"""The thing model in its three forms: SQL rows, the API/JSON form (docs/devices.md) and the
 compact form the edge validates with (docs/bus.md)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""System management writes (STYLE.md: writes go through actions).
+"""System management writes: views, the admin and tasks change these models through here.
 
 Every function takes the acting user, owns its transaction and leaves the operation log to
 the generic recorder (`webapp.system.oplog`), calling `oplog.record` only for what model

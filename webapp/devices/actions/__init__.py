@@ -1,5 +1,5 @@
-"""Every change to devices goes through here (STYLE.md: writes go through actions): the
-transaction, then — after commit — the registry for the edge and the downlink to devices.
+"""Every change to devices goes through here: the transaction, then — after commit — the
+registry for the edge and the downlink to devices.
 
 The package keeps one public namespace, ``webapp.devices.actions``, over modules per topic.
 """

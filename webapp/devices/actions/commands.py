@@ -1,4 +1,4 @@
-"""Commands to devices (CONTRACT §3 and §4).
+"""Commands to devices (docs/devices.md, "Commands"; docs/protocol.md).
 
 A command is validated against the product's thing model, stored, and — after commit — sent on
 ``/v1/devices/{id}/command`` through the edge node holding the device (a sub-device's command

@@ -1,5 +1,5 @@
 """Gateways and their sub-devices: the ThingLinks ``/topo/add``, ``/topo/delete``,
-``/topo/update`` and ``/topo/query`` requests (reference/thinglinks.md §3.2), each answered on
+``/topo/update`` and ``/topo/query`` requests (docs/devices.md, "Gateways"), each answered on
 ``…/topo/{op}Response`` with ``{"statusCode", "statusDesc", "data": [...]}``.
 
 A sub-device is a device with ``node_type=sub`` and ``gateway`` set; the registry publishes
