@@ -84,7 +84,7 @@ def admin_user(db, django_user_model):
 
 @pytest.fixture
 def api(admin_user):
-    """An API client authenticated as a superuser with a JWT, as CONTRACT §4 describes."""
+    """An API client authenticated as a superuser with a JWT, as docs/api.md describes."""
     from rest_framework.test import APIClient
 
     client = APIClient()

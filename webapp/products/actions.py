@@ -1,6 +1,5 @@
-"""Every change to products and thing models goes through here (STYLE.md: writes go through
-actions): the transaction, then — after commit — the registry for the edge and the time-series
-schema."""
+"""Every change to products and thing models goes through here: the transaction, then — after
+commit — the registry for the edge and the time-series schema."""
 
 from __future__ import annotations
 
@@ -161,7 +160,7 @@ def _from_template(data: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
-    """Create a product with its thing model (`services`), in the API form of CONTRACT §4.
+    """Create a product with its thing model (`services`), in the API form (docs/devices.md).
 
     ``template`` (a template or its identifier) fills the type, protocol, data format and
     model that ``data`` does not give.

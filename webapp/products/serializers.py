@@ -1,4 +1,4 @@
-"""The API form of products and thing models (CONTRACT §4)."""
+"""The API form of products and thing models (docs/api.md, docs/devices.md)."""
 
 from __future__ import annotations
 

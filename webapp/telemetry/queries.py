@@ -76,7 +76,7 @@ def _series_query(devices: Sequence[Device], params: dict[str, Any]) -> SeriesQu
 
 
 def telemetry(device: Device | Sequence[Device], params: dict[str, Any]) -> dict[str, Any]:
-    """`GET /api/v1/devices/{id}/telemetry/` (CONTRACT §4), and the same for several devices
+    """`GET /api/v1/devices/{id}/telemetry/` (docs/telemetry.md), and the same for several devices
     (`GET /api/v1/telemetry/?devices=a,b`): raw points with a `next` cursor, or aggregates
     by `interval` with `agg` and `fill`."""
     devices = [device] if isinstance(device, Device) else list(device)
