@@ -1,4 +1,4 @@
-"""Device passwords accepted on CONNECT (CONTRACT §3).
+"""Device passwords accepted on CONNECT (README "Device authentication", docs/protocol.md).
 
 Two forms, both with ``username`` = the device identifier:
 
@@ -7,9 +7,9 @@ Two forms, both with ``username`` = the device identifier:
   time in milliseconds and ``sig`` is the lower-case hex HMAC-SHA256, keyed with the device
   secret, of the text ``{identifier}:{ts}``. It is accepted while ``ts`` is at most
   ``SIGNED_PASSWORD_WINDOW`` seconds old and at most ``SIGNED_PASSWORD_FUTURE`` seconds ahead
-  of the edge's clock, and only once: ``edge.hooks`` remembers each accepted one in Redis
-  until it expires (security review M8), so a captured password cannot be replayed and the
-  secret itself never travels.
+  of the edge's clock, and only once: ``edge.thinglinks.auth`` remembers each accepted one
+  in Redis until it expires (security review M8), so a captured password cannot be replayed
+  and the secret itself never travels.
 
 Example (Python)::
 

@@ -25,10 +25,10 @@ from .bus.registry import Registry
 from .bus.sessions import SessionStore
 from .bus.uplink import Uplink
 from .crypto import MissingSecretKey, load_secret_key
-from .hooks import EdgeHooks
 from .metrics import MetricsResource, QuietSite
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
+from .thinglinks.mqtt import EdgeHooks
 from .transports.listeners import TransportConfig, Transports
 from .transports.tls import CertificateLookup
 

@@ -27,8 +27,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
+from .bus.client import Commands
 from .bus.keys import Keys
-from .bus.redis import RedisClient
 
 log = Logger(namespace="edge")
 
@@ -121,7 +121,7 @@ class AuthThrottle:
     def __init__(
         self,
         clock: Any,
-        redis: RedisClient | None = None,
+        redis: Commands | None = None,
         keys: Keys | None = None,
         limit: int = FAILURE_LIMIT,
         window: float = FAILURE_WINDOW,

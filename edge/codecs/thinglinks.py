@@ -1,8 +1,10 @@
-"""The ThingLinks device protocol (CONTRACT §3): topics, the envelope, and the uplink events a
-device message produces (docs/bus.md). Pure functions: the caller supplies the registry data.
+"""The ThingLinks device protocol (docs/protocol.md): topics, the envelope, and the uplink
+events a device message produces (docs/bus.md). Pure functions: the caller supplies the
+registry data.
 
-Processing one message is two steps: :func:`parse` reads the topic and body and says which
-devices it names; the caller looks those up and :func:`evaluate` validates and builds events.
+Processing one message is two steps: :func:`read` (or :func:`parse`, from a whole topic)
+unwraps and parses the body and says which devices it names; the caller looks those up and
+:func:`evaluate` validates and builds events. :mod:`edge.thinglinks.uplink` runs the steps.
 """
 
 from __future__ import annotations
@@ -323,7 +325,14 @@ def parse(topic: str, payload: bytes, keys: Keys | None = None) -> Parsed | None
     split = split_topic(topic)
     if split is None:
         return None
-    device, suffix = split
+    return read(split[0], split[1], payload, keys)
+
+
+def read(device: str, suffix: str, payload: bytes, keys: Keys | None = None) -> Parsed:
+    """Read a message of ``device`` on the topic suffix ``suffix`` (``datas``, ``events``,
+    ``shadow/update``…, what follows ``/v1/devices/{id}/``), whatever transport carried it:
+    unwrap the envelope (signature, decryption with ``keys``, the device's envelope keys) and
+    parse the body."""
     kind = {"datas": "data", "commandResponse": "cmdrsp", "events": "event"}.get(suffix)
     if kind is None:
         kind = SIMPLE_TOPICS[suffix][0] if suffix in SIMPLE_TOPICS else "other"

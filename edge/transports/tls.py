@@ -5,7 +5,7 @@ certificate file may hold the chain). With ``EDGE_TLS_CA`` the server asks clien
 certificate (optional: a client without one authenticates with its password). Any presented
 certificate completes the handshake, so that a self-signed certificate registered by its
 fingerprint works; whether its chain verifies against the CA decides whether its common name
-alone may identify a device (see ``edge.hooks`` and docs/bus.md ``cert_fp``).
+alone may identify a device (see ``edge.thinglinks.auth`` and docs/bus.md ``cert_fp``).
 
 That check is made by the edge itself (:class:`ChainVerifier`) each time a connection
 authenticates, never taken from the handshake: a resumed TLS session (1.2 session id or
