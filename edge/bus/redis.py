@@ -27,8 +27,6 @@ from twisted.python.failure import Failure
 
 from .client import Arg, RedisError
 
-__all__ = ["Arg", "RedisAddress", "RedisClient", "RedisConnector", "RedisError", "RedisSubscriber"]
-
 log = Logger(namespace="edge.redis")
 
 # Reconnect after 0.1 s, then twice as long each time up to 5 s (the attempt count starts
