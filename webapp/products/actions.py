@@ -274,12 +274,6 @@ class TemplateShared(DomainError):
                                   "delete them.")
 
 
-def visible_templates(queryset: Any, user: Any) -> Any:
-    """The templates `user` sees: the shared ones (no department) and those of the
-    departments in their data scope."""
-    return (scope.restrict(queryset, user) | queryset.filter(department=None)).distinct()
-
-
 def check_template_write(acting_user: Actor, template: ProductTemplate | None,
                          department: Any = None) -> None:
     """Built-in and shared templates (no department) are written by superusers only; a

@@ -24,6 +24,7 @@ from webapp.products.models import (
 from webapp.products.serializers import ServiceSerializer
 from webapp.products.thinglinks import ThingLinksFormatError, from_thinglinks, is_thinglinks
 from webapp.products.thingmodel import export_services
+from webapp.products.visibility import visible_templates
 from webapp.system.admin_scope import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
 
@@ -279,7 +280,7 @@ class ProductTemplateAdmin(ScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ("built_in", "created")
 
     def get_queryset(self, request):
-        return actions.visible_templates(admin.ModelAdmin.get_queryset(self, request),
+        return visible_templates(admin.ModelAdmin.get_queryset(self, request),
                                          request.user)
 
     def _writable(self, request, obj) -> bool:

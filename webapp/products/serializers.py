@@ -10,6 +10,7 @@ from rest_framework import serializers
 from webapp.products.choices import AccessMode, Datatype, ProductStatus
 from webapp.products.models import CODE_RE, IDENTIFIER_RE, Product, ProductTemplate
 from webapp.products.thingmodel import export_services
+from webapp.products.visibility import visible_templates
 
 RESERVED_PROPERTY_CODES = frozenset({"device", "ts", "received"})
 
@@ -108,13 +109,11 @@ class ProductSerializer(serializers.ModelSerializer):
         if self.instance is not None:
             raise serializers.ValidationError(_("a template is for new products only"))
         request = self.context.get("request")
-        if request is not None and value.department_id is not None:
-            from webapp.products.actions import visible_templates
-
-            if not visible_templates(ProductTemplate.objects.filter(pk=value.pk),
-                                     request.user).exists():
-                raise serializers.ValidationError(_("There is no template {identifier!r}.")
-                                                  .format(identifier=value.identifier))
+        if (request is not None and value.department_id is not None
+                and not visible_templates(ProductTemplate.objects.filter(pk=value.pk),
+                                          request.user).exists()):
+            raise serializers.ValidationError(_("There is no template {identifier!r}.")
+                                              .format(identifier=value.identifier))
         return value
 
     def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
