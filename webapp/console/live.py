@@ -32,7 +32,7 @@ from webapp.core.redis import get_redis, keys
 from webapp.telemetry.choices import MessageResult
 
 if TYPE_CHECKING:
-    from webapp.telemetry.ingest import Batch
+    from webapp.telemetry.batch import Batch
 
 log = logging.getLogger(__name__)
 

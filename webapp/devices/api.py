@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from webapp.core import uploads
 from webapp.core.errors import DomainError, NotFound
+from webapp.core.timestamps import iso
 from webapp.devices import actions, secrets_once
 from webapp.devices.filtersets import (
     DeviceCommandFilterSet,
@@ -35,14 +36,9 @@ from webapp.devices.serializers import (
     GroupMembersSerializer,
     ShadowSerializer,
     ShadowWriteSerializer,
-    TelemetryQuerySerializer,
 )
 from webapp.system import scope
 from webapp.system.viewsets import ScopedModelViewSet, ScopedViewSetMixin
-from webapp.telemetry import queries
-from webapp.telemetry.filtersets import DeviceMessageFilterSet
-from webapp.telemetry.models import DeviceMessage
-from webapp.telemetry.serializers import DeviceMessageSerializer
 
 
 class DeviceViewSet(ScopedModelViewSet):
@@ -126,27 +122,6 @@ class DeviceViewSet(ScopedModelViewSet):
                                   desired=body.validated_data["desired"],
                                   version=body.validated_data.get("version"), merge=merge)
         return Response(_shadow_body(doc))
-
-    @extend_schema(parameters=[TelemetryQuerySerializer])
-    @action(detail=True, methods=["get"])
-    def telemetry(self, request: Request, identifier: str | None = None) -> Response:
-        """Raw points of a time range, or aggregates by interval (`interval` + `agg`)."""
-        params = TelemetryQuerySerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        return Response(queries.telemetry(self.get_object(), params.validated_data))
-
-    @extend_schema(responses=DeviceMessageSerializer(many=True), parameters=[
-        OpenApiParameter("start", str), OpenApiParameter("end", str),
-        OpenApiParameter("result", str), OpenApiParameter("direction", str)])
-    @action(detail=True, methods=["get"])
-    def messages(self, request: Request, identifier: str | None = None) -> Response:
-        """The device's message log: raw messages up and down, with their result."""
-        device = self.get_object()
-        queryset = DeviceMessageFilterSet(
-            request.query_params,
-            DeviceMessage.objects.filter(device_identifier=device.identifier)).qs
-        page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(DeviceMessageSerializer(page, many=True).data)
 
     @extend_schema(responses=DeviceCommandSerializer(many=True), parameters=[
         OpenApiParameter("status", str), OpenApiParameter("service", str),
@@ -251,7 +226,7 @@ class DeviceViewSet(ScopedModelViewSet):
 
 def _shadow_body(doc: dict[str, Any]) -> dict[str, Any]:
     reported = {
-        service: {prop: {**entry, "ts": queries.iso(entry["ts"])}
+        service: {prop: {**entry, "ts": iso(entry["ts"])}
                   if isinstance(entry.get("ts"), int) else entry
                   for prop, entry in values.items()}
         for service, values in doc["reported"].items()
@@ -337,8 +312,9 @@ class DeviceGroupViewSet(ScopedModelViewSet):
 
 
 # (prefix, viewset, basename) for the API router (config/api.py).
+# ("devices" is registered by webapp.telemetry.api, whose DeviceViewSet adds each device's
+# telemetry and message log to this one: the device app sits below telemetry.)
 ROUTES = [
-    ("devices", DeviceViewSet, "device"),
     ("device-groups", DeviceGroupViewSet, "device-group"),
     ("commands", DeviceCommandViewSet, "command"),
 ]

@@ -17,7 +17,7 @@ from webapp.devices.models import Device
 from webapp.telemetry.hooks import after_store, on_uplink
 
 if TYPE_CHECKING:
-    from webapp.telemetry.ingest import Batch
+    from webapp.telemetry.batch import Batch
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from webapp.ota import actions
 from webapp.telemetry.hooks import after_store, on_uplink
 
 if TYPE_CHECKING:
-    from webapp.telemetry.ingest import Batch
+    from webapp.telemetry.batch import Batch
 
 
 @on_uplink("ota")

@@ -8,26 +8,57 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.core.errors import NotFound
+from webapp.devices import api as devices_api
 from webapp.devices.models import Device
+from webapp.devices.serializers import TelemetryQuerySerializer
 from webapp.products.models import Product
 from webapp.system import scope
 from webapp.system.viewsets import ScopedModelViewSet, ScopedViewSetMixin
 from webapp.telemetry import actions, queries
-from webapp.telemetry.filtersets import RetentionPolicyFilterSet
-from webapp.telemetry.models import RetentionPolicy
+from webapp.telemetry.filtersets import DeviceMessageFilterSet, RetentionPolicyFilterSet
+from webapp.telemetry.models import DeviceMessage, RetentionPolicy
 from webapp.telemetry.serializers import (
+    DeviceMessageSerializer,
     ExportQuerySerializer,
     LatestQuerySerializer,
     RetentionPolicySerializer,
     SeriesQuerySerializer,
 )
+
+
+# The devices API (`webapp.devices.api`) with each device's telemetry and message log: it is
+# registered here because the device app sits below telemetry and cannot import it. (The
+# docstring is the parent's: the API schema describes the endpoints with it.)
+class DeviceViewSet(devices_api.DeviceViewSet):
+    """Devices: credentials, status, shadow, telemetry and message log."""
+
+    @extend_schema(parameters=[TelemetryQuerySerializer])
+    @action(detail=True, methods=["get"])
+    def telemetry(self, request: Request, identifier: str | None = None) -> Response:
+        """Raw points of a time range, or aggregates by interval (`interval` + `agg`)."""
+        params = TelemetryQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(queries.telemetry(self.get_object(), params.validated_data))
+
+    @extend_schema(responses=DeviceMessageSerializer(many=True), parameters=[
+        OpenApiParameter("start", str), OpenApiParameter("end", str),
+        OpenApiParameter("result", str), OpenApiParameter("direction", str)])
+    @action(detail=True, methods=["get"])
+    def messages(self, request: Request, identifier: str | None = None) -> Response:
+        """The device's message log: raw messages up and down, with their result."""
+        device = self.get_object()
+        queryset = DeviceMessageFilterSet(
+            request.query_params,
+            DeviceMessage.objects.filter(device_identifier=device.identifier)).qs
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(DeviceMessageSerializer(page, many=True).data)
 
 
 class TelemetryViewSet(ScopedViewSetMixin, viewsets.GenericViewSet):
@@ -114,7 +145,9 @@ class RetentionPolicyViewSet(ScopedModelViewSet):
         actions.delete_retention_policy(acting_user=self.request.user, policy=instance)
 
 
+# (prefix, viewset, basename) for the API router (config/api.py).
 ROUTES = [
+    ("devices", DeviceViewSet, "device"),
     ("telemetry", TelemetryViewSet, "telemetry"),
     ("retention-policies", RetentionPolicyViewSet, "retention-policy"),
 ]

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from webapp.telemetry.ingest import Batch
+    from webapp.telemetry.batch import Batch
 
 EventHandler = Callable[[list[dict[str, Any]]], None]
 BatchHandler = Callable[["Batch"], None]

@@ -31,8 +31,6 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -45,8 +43,7 @@ from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
 from webapp.devices import actions as device_actions
 from webapp.telemetry import hooks, messagelog
 from webapp.telemetry.backends import Point, TimeSeriesBackend
-from webapp.telemetry.choices import MessageResult
-from webapp.telemetry.messagelog import LoggedMessage
+from webapp.telemetry.batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -101,37 +98,6 @@ for i = 2, #KEYS do
 end
 return conflicts
 """
-
-
-@dataclass
-class Batch:
-    """The events of a group of stream entries, sorted by kind."""
-
-    points: list[Point] = field(default_factory=list)
-    messages: list[LoggedMessage] = field(default_factory=list)
-    statuses: list[dict[str, Any]] = field(default_factory=list)
-    others: list[dict[str, Any]] = field(default_factory=list)
-    # Some entries were delivered before (a worker's own pending list after a restart, or
-    # taken over from a dead worker): they may have been processed already, up to the XACK.
-    redelivered: bool = False
-
-    def add(self, event: dict[str, Any], source: str = "") -> None:
-        kind = event.get("t")
-        if kind == "data":
-            ts = event.get("et") or event["ts"]
-            self.points.append(Point(product=event["prod"], service=event["svc"],
-                                     device=event["dev"], ts=int(ts),
-                                     received=int(event["ts"]), values=event["v"]))
-        elif kind == "log":
-            self.messages.append(LoggedMessage(
-                event["dev"][:64], datetime.fromtimestamp(event["ts"] / 1000, tz=UTC),
-                event.get("dir", "up"), event.get("topic", "")[:255], event.get("payload", ""),
-                MessageResult.ACCEPTED if event.get("ok") else MessageResult.REJECTED,
-                event.get("reason") or "", source or None))
-        elif kind == "status":
-            self.statuses.append(event)
-        else:
-            self.others.append(event)
 
 
 def entry_events(entry_id: bytes, fields: dict[bytes, bytes] | None) -> list[Any]:

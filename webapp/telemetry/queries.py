@@ -11,7 +11,7 @@ import io
 import json
 import re
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -19,6 +19,7 @@ from django.utils import timezone
 from webapp.core.errors import DomainError
 from webapp.core.redis import get_redis, keys
 from webapp.core.spreadsheet import escape_cell
+from webapp.core.timestamps import iso
 from webapp.devices.models import Device
 from webapp.products.models import Product
 from webapp.telemetry.backends import Fill, SeriesQuery, get_backend
@@ -43,10 +44,6 @@ def parse_interval(text: str) -> int:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _rollups(product: Product) -> list[int]:
