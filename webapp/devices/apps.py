@@ -8,4 +8,8 @@ class DevicesConfig(AppConfig):
     verbose_name = _("Devices")
 
     def ready(self) -> None:
-        from webapp.devices import handlers  # noqa: F401 - registers the ingest hooks
+        from webapp.devices import registry
+        from webapp.products import followers
+
+        # The edge registry follows the products' thing models.
+        followers.on_change(registry.publish_product, registry.unpublish_product)

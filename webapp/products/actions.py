@@ -1,5 +1,5 @@
 """Every change to products and thing models goes through here: the transaction, then — after
-commit — the registry for the edge and the time-series schema."""
+commit — the time-series schema and the registry for the edge (`webapp.products.followers`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy
 
 from webapp.core.errors import Conflict, DomainError, NotFound
 from webapp.core.types import Actor
-from webapp.devices import registry
+from webapp.products import followers
 from webapp.products.choices import ParameterDirection
 from webapp.products.models import (
     Command,
@@ -39,16 +39,14 @@ def _typed(data: dict[str, Any]) -> dict[str, Any]:
 def _after_model_change(product: Product, drops: list[ModelChange] | None = None) -> None:
     """After commit: drop the storage of removed or retyped properties (an explicit
     migration), extend the time-series schema, publish the model to the edge."""
-    from webapp.telemetry.backends import get_backend
-
     def publish() -> None:
         fresh = Product.objects.get(pk=product.pk)
-        backend = get_backend()
+        storage = followers.storage()
         for change in drops or []:
-            backend.drop_storage(fresh, change.service,
+            storage.drop_storage(fresh, change.service,
                                  None if change.prop is None else [change.prop])
-        backend.ensure_schema(fresh)
-        registry.publish_product(fresh)
+        storage.ensure_schema(fresh)
+        followers.changed(fresh)
 
     transaction.on_commit(publish)
 
@@ -91,13 +89,11 @@ def model_changes(product: Product, services: list[dict[str, Any]]) -> list[Mode
 def _check_model_change(product: Product, services: list[dict[str, Any]],
                         migrate: bool) -> list[ModelChange]:
     """Refuse removing or retyping what stored data depends on, unless ``migrate``."""
-    from webapp.telemetry.backends import get_backend
-
     changes = model_changes(product, services)
     if not changes or migrate:
         return changes
-    backend = get_backend()
-    blocked = [c for c in changes if backend.has_data(product, c.service, c.prop)]
+    storage = followers.storage()
+    blocked = [c for c in changes if storage.has_data(product, c.service, c.prop)]
     if blocked:
         first = blocked[0]
         what = first.service if first.prop is None else f"{first.service}.{first.prop}"
@@ -205,7 +201,7 @@ def delete_product(*, acting_user: Actor, product: Product) -> None:
         raise Conflict("the product still has devices", code="product_in_use")
     identifier = product.identifier
     product.delete()
-    transaction.on_commit(lambda: registry.unpublish_product(identifier))
+    transaction.on_commit(lambda: followers.deleted(identifier))
 
 
 def republish(product: Product) -> None:

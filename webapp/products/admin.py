@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from webapp.products import actions
+from webapp.products import actions, followers
 from webapp.products.models import (
     Command,
     CommandParameter,
@@ -81,11 +81,9 @@ class ProductForm(forms.ModelForm):
 
 
 def _blocked_changes(product: Product, changes: list[actions.ModelChange]) -> list[str]:
-    from webapp.telemetry.backends import get_backend
-
-    backend = get_backend()
+    storage = followers.storage()
     return [c.service if c.prop is None else f"{c.service}.{c.prop}"
-            for c in changes if backend.has_data(product, c.service, c.prop)]
+            for c in changes if storage.has_data(product, c.service, c.prop)]
 
 
 class ServiceInline(admin.TabularInline):
@@ -163,9 +161,7 @@ class GuardedPropertyFormSet(BaseInlineFormSet):
         service = self.instance
         if not service.pk:
             return
-        from webapp.telemetry.backends import get_backend
-
-        backend = get_backend()
+        storage = followers.storage()
         for form in self.forms:
             prop = form.instance
             if not prop.pk:
@@ -175,7 +171,7 @@ class GuardedPropertyFormSet(BaseInlineFormSet):
                 continue
             deleted = self.can_delete and self._should_delete_form(form)  # type: ignore[attr-defined]
             changed = {"code", "datatype"} & set(form.changed_data)
-            if (deleted or changed) and backend.has_data(service.product, service.code,
+            if (deleted or changed) and storage.has_data(service.product, service.code,
                                                          original["code"]):
                 raise forms.ValidationError(_(
                     "{code} has stored data: it cannot be removed, renamed or retyped here. "

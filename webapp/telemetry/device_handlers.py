@@ -1,6 +1,7 @@
 """How the device domain takes part in ingest (`webapp.telemetry.hooks`): command responses,
 shadow requests, and what a device coming online receives (its waiting commands and its
-shadow delta).
+shadow delta). They are registered by telemetry (`TelemetryConfig.ready`), not by the device
+app, which sits below telemetry.
 
 Handlers never raise for a device's bad input (that would leave the batch pending forever):
 they answer the device with the reason. A database or Redis failure does raise, so the batch
