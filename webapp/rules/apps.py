@@ -9,7 +9,7 @@ class RulesConfig(AppConfig):
 
     def ready(self) -> None:
         from webapp.rules import engine, models
-        from webapp.system import scope
+        from webapp.system import runs, scope
         from webapp.telemetry.hooks import after_store, on_uplink
 
         # Data scope (webapp/system/scope.py): a rule belongs where its product belongs, an
@@ -27,6 +27,8 @@ class RulesConfig(AppConfig):
         scope.register(models.Notification, department=(
             "rule__product__department", "alarm__device__department",
             "alarm__product__department"), owner="user")
+        # A scheduled rule's beat schedule and its runs belong where the rule belongs.
+        runs.owned_schedules(models.Rule, "periodic_task")
 
         after_store(engine.on_batch)
         on_uplink("event")(engine.on_events)

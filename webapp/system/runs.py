@@ -2,16 +2,28 @@
 
 Beat schedules and their runs are shared by the whole platform, and a scheduled rule's
 schedule and runs (arguments, results, errors) belong to the rule's department. Someone
-whose data scope is everything sees them all; anyone else sees the schedules of the rules
-within their data scope and those schedules' runs only."""
+whose data scope is everything sees them all; anyone else sees the schedules of the records
+within their data scope that own one (the rules: `webapp.rules` declares them with
+`owned_schedules`, as this app sits below it) and those schedules' runs only."""
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db import models
+from django.db.models import Q, QuerySet
 
 from webapp.system.scope import restrict, user_scope
+
+_owners: list[tuple[type[models.Model], str]] = []
+
+
+def owned_schedules(model: type[models.Model], field: str) -> None:
+    """Declare that the beat schedule named by `model.field` (a foreign key to a periodic
+    task) belongs where the `model` row belongs (its data scope)."""
+    _owners.append((model, field))
 
 
 def _sees_everything(user: Any) -> bool:
@@ -19,13 +31,14 @@ def _sees_everything(user: Any) -> bool:
 
 
 def scoped_periodic_tasks(queryset: QuerySet, user: Any) -> QuerySet:
-    """Beat schedules `user` may see: those of the rules in their data scope."""
+    """Beat schedules `user` may see: those of the records (rules) in their data scope."""
     if _sees_everything(user):
         return queryset
-    from webapp.rules.models import Rule
-
-    rules = restrict(Rule.objects.all(), user).exclude(periodic_task=None)
-    return queryset.filter(pk__in=rules.values("periodic_task"))
+    owned = [Q(pk__in=restrict(model._default_manager.all(), user)
+               .exclude(**{field: None}).values(field)) for model, field in _owners]
+    if not owned:
+        return queryset.none()
+    return queryset.filter(reduce(operator.or_, owned))
 
 
 def scoped_task_runs(queryset: QuerySet, user: Any) -> QuerySet:
