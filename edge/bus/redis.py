@@ -93,12 +93,18 @@ class RespProtocol(Protocol):
     def __init__(
         self,
         on_push: Callable[[list[Any]], None] | None = None,
+        on_made: Callable[[RespProtocol], None] | None = None,
         on_lost: Callable[[RespProtocol, Failure | None], None] | None = None,
     ) -> None:
         self.reader = hiredis.Reader()
         self.pending: deque[Deferred[Any]] = deque()
         self.on_push = on_push
+        self.on_made = on_made
         self.on_lost = on_lost
+
+    def connectionMade(self) -> None:
+        if self.on_made is not None:
+            self.on_made(self)
 
     def send(self, commands: Sequence[Sequence[Arg]]) -> list[Deferred[Any]]:
         deferreds: list[Deferred[Any]] = []
@@ -138,11 +144,13 @@ class RespProtocol(Protocol):
                 d.callback(reply)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        # The client learns first, so that a command issued by an errback below waits for
+        # the next connection instead of going to this one.
+        if self.on_lost is not None:
+            self.on_lost(self, reason)
         pending, self.pending = self.pending, deque()
         for d in pending:
             d.errback(ConnectionLost("Redis connection lost"))
-        if self.on_lost is not None:
-            self.on_lost(self, reason)
 
 
 def _drop(proto: Protocol) -> None:
@@ -164,7 +172,7 @@ class _Factory(Factory):
         self.owner = owner
 
     def buildProtocol(self, addr: Any) -> RespProtocol:
-        proto = RespProtocol(self.owner.on_push, self.owner._lost)
+        proto = RespProtocol(self.owner.on_push, self.owner._prepare, self.owner._lost)
         proto.factory = self
         return proto
 
@@ -195,7 +203,6 @@ class RedisClient:
             cast(IProtocolFactory, _Factory(self)),
             retryPolicy=RETRY_POLICY,
             clock=reactor,
-            prepareConnection=self._prepare,
         )
 
     def start(self) -> Deferred[None]:
@@ -203,10 +210,9 @@ class RedisClient:
         self._service.startService()
         return self._first
 
-    def _prepare(self, proto: RespProtocol) -> Deferred[None]:
+    def _prepare(self, proto: RespProtocol) -> None:
         """Authenticate and select the database before the connection carries commands. A
-        connection that fails either is dropped, and made again after the backoff: the
-        service counts it as connected, then lost (it does not close a rejected one)."""
+        connection that fails either is dropped, and made again after the backoff."""
         setup: list[Sequence[Arg]] = []
         if self.address.password is not None:
             if self.address.username:
@@ -217,7 +223,7 @@ class RedisClient:
             setup.append(("SELECT", self.address.db))
         replies = proto.send(setup) if setup else []
         done = DeferredList(replies, fireOnOneErrback=True, consumeErrors=True)
-        return done.addCallbacks(
+        done.addCallbacks(
             lambda _: self._connected(proto), self._setup_failed, errbackArgs=(proto,)
         )
 
