@@ -66,7 +66,8 @@ class StreamFramer:
                 frames.append(frame)
             pos = search = end + len(delimiter)
         rest = buffer[pos:]
-        if len(rest) > framing.max_frame + len(delimiter) - 1:
+        # what lies past max_frame bytes can only be the start of the delimiter
+        if len(rest) > framing.max_frame and not delimiter.startswith(rest[framing.max_frame :]):
             raise FrameError(
                 "oversize", f"no delimiter within {framing.max_frame} bytes (the largest frame)"
             )
