@@ -174,5 +174,5 @@ def test_application_keys_published_for_permitted_users(admin_user, redis_client
         other.save()
     assert redis_client.exists(f"{redis_prefix}app:{other.prefix}")
     with django_capture_on_commit_callbacks(execute=True):
-        system_actions.revoke_api_key(acting_user=admin_user, api_key=allowed)
+        system_actions.revoke_api_key(api_key=allowed)
     assert not redis_client.exists(f"{redis_prefix}app:{allowed.prefix}")

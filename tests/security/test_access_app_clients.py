@@ -107,8 +107,7 @@ def test_a_narrower_scope_or_a_revoked_key_ends_the_app_client(edge, mqtt_client
     narrowed = mqtt_clients("app-narrowed")
     assert narrowed.connect(f"app:{key_id}", key) == 0
     assert narrowed.subscribe("#") == [NOT_AUTHORIZED]
-    system_actions.revoke_api_key(acting_user=admin_user,
-                                  api_key=operator.api_keys.get(prefix=key_id))
+    system_actions.revoke_api_key(api_key=operator.api_keys.get(prefix=key_id))
     assert narrowed.disconnected() == ADMINISTRATIVE_ACTION
 
 
@@ -121,7 +120,7 @@ def test_a_device_leaving_the_scope_ends_the_app_client_that_follows_it(edge, mq
     assert app.subscribe("/v1/devices/a2/datas") == [1]
     from webapp.devices.models import Device
 
-    device_actions.update_device(acting_user=None, device=Device.objects.get(identifier="a2"),
+    device_actions.update_device(device=Device.objects.get(identifier="a2"),
                                  data={"department": org.b})
     assert app.disconnected() == ADMINISTRATIVE_ACTION
 

@@ -29,8 +29,7 @@ ANSWER = "/v1/devices/{}/registerResponse"
 @pytest.fixture
 def product_secret(transactional_db, redis_prefix):
     product = make_product("thermo", Org().a)
-    _registration, secret = access_actions.enable_registration(acting_user=None,
-                                                               product=product)
+    _registration, secret = access_actions.enable_registration(product=product)
     return secret
 
 

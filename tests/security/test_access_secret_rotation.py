@@ -19,10 +19,10 @@ def test_rotating_the_secret_ends_the_old_secrets_connection(edge):
     with mqtt_clients_of(edge) as make:
         thief = make("thief")
         assert thief.connect("victim", old) == 0
-        device_actions.update_device(acting_user=None, device=device, data={"name": "Hall"})
+        device_actions.update_device(device=device, data={"name": "Hall"})
         assert thief.quiet() == [] and thief.disconnects.empty()  # nothing changed for it
 
-        new = device_actions.rotate_secret(acting_user=None, device=device)
+        new = device_actions.rotate_secret(device=device)
         assert thief.disconnected() == ADMINISTRATIVE_ACTION
         assert make("thief-again").connect("victim", old) != 0
         assert make("owner").connect("victim", new) == 0

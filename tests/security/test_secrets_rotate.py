@@ -35,8 +35,8 @@ def stored(redis_prefix, key_a):
     device, device_secret = device_actions.create_device(
         acting_user=None, product=product, identifier="rot-1", secret="device-secret-1")
     _registration, product_secret = access_actions.enable_registration(
-        acting_user=None, product=product)
-    _keys, envelope = access_actions.set_device_keys(acting_user=None, device=device)
+        product=product)
+    _keys, envelope = access_actions.set_device_keys(device=device)
     channel = NotificationChannel.objects.create(
         name="hook", channel_type="webhook", config={"url": "https://hooks.example.com/x"},
         secret_encrypted=encrypt_secret("channel-secret"))

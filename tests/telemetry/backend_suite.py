@@ -66,7 +66,7 @@ class BackendBehaviour:
         backend.write([point("d1", BASE, temperature=1.0)])
         sensor_payload["services"][0]["properties"].append(
             {"code": "pressure", "datatype": "int"})
-        actions.update_product(acting_user=admin_user, product=sensor,
+        actions.update_product(product=sensor,
                                data={"services": sensor_payload["services"]})
         backend.write([point("d1", BASE + 1000, temperature=2.0, pressure=1013)])
         rows = backend.query(q(sensor, properties=["temperature", "pressure"]))

@@ -21,7 +21,6 @@ from webapp.access import registry
 from webapp.access.models import AclRule, DeviceKeys, ProductRegistration, SelfRegistration
 from webapp.core.errors import DomainError
 from webapp.core.redis import get_redis, keys
-from webapp.core.types import Actor
 from webapp.devices import actions as device_actions
 from webapp.devices import downlink
 from webapp.devices.choices import DeviceStatus
@@ -60,7 +59,7 @@ def _check_rule(rule: AclRule) -> None:
 
 
 @transaction.atomic
-def create_rule(*, acting_user: Actor, product: Product, topic: str, decision: str,
+def create_rule(*, product: Product, topic: str, decision: str,
                 action: str = "all", device: Device | None = None, priority: int = 0,
                 enabled: bool = True, description: str = "") -> AclRule:
     """A product-wide rule, or with ``device`` one for a device of the product."""
@@ -73,7 +72,7 @@ def create_rule(*, acting_user: Actor, product: Product, topic: str, decision: s
 
 
 @transaction.atomic
-def update_rule(*, acting_user: Actor, rule: AclRule, data: dict[str, Any]) -> AclRule:
+def update_rule(*, rule: AclRule, data: dict[str, Any]) -> AclRule:
     before = AclRule(product_id=rule.product_id, device_id=rule.device_id)
     for name, value in data.items():
         setattr(rule, name, value)
@@ -84,7 +83,7 @@ def update_rule(*, acting_user: Actor, rule: AclRule, data: dict[str, Any]) -> A
 
 
 @transaction.atomic
-def delete_rule(*, acting_user: Actor, rule: AclRule) -> None:
+def delete_rule(*, rule: AclRule) -> None:
     gone = AclRule(product_id=rule.product_id, device_id=rule.device_id)
     rule.delete()
     _publish_targets(gone)
@@ -98,7 +97,7 @@ def _publish_product_later(product: Product) -> None:
 
 
 @transaction.atomic
-def enable_registration(*, acting_user: Actor, product: Product) -> tuple[ProductRegistration,
+def enable_registration(*, product: Product) -> tuple[ProductRegistration,
                                                                          str]:
     """Turn dynamic registration on with a new product secret; returns it with the plain
     secret, shown this once."""
@@ -110,7 +109,7 @@ def enable_registration(*, acting_user: Actor, product: Product) -> tuple[Produc
 
 
 @transaction.atomic
-def disable_registration(*, acting_user: Actor, registration: ProductRegistration) -> None:
+def disable_registration(*, registration: ProductRegistration) -> None:
     product = registration.product
     registration.delete()
     _publish_product_later(product)
@@ -155,7 +154,7 @@ def _register(product_id: str, identifier: str, body: dict[str, Any]) -> tuple[i
             or not SelfRegistration.objects.filter(
                 device=device, registered__gte=timezone.now() - window).exists()):
         return 1, _("device {device} is already registered").format(device=identifier), None
-    return 0, "successful", device_actions.rotate_secret(acting_user=None, device=device)
+    return 0, "successful", device_actions.rotate_secret(device=device)
 
 
 def register_device(event: dict[str, Any]) -> None:
@@ -195,7 +194,7 @@ def _random_text(length: int) -> str:
 
 
 @transaction.atomic
-def set_device_keys(*, acting_user: Actor, device: Device, sign_key: str | None = None,
+def set_device_keys(*, device: Device, sign_key: str | None = None,
                     encrypt_key: str | None = None,
                     encrypt_vector: str | None = None) -> tuple[DeviceKeys, dict[str, str]]:
     """Give a device its envelope keys (random ones for those not given: a 32-character sign
@@ -217,7 +216,7 @@ def set_device_keys(*, acting_user: Actor, device: Device, sign_key: str | None 
 
 
 @transaction.atomic
-def delete_device_keys(*, acting_user: Actor, device_keys: DeviceKeys) -> None:
+def delete_device_keys(*, device_keys: DeviceKeys) -> None:
     device = device_keys.device
     device_keys.delete()
     transaction.on_commit(lambda: registry.publish_device(device))

@@ -19,9 +19,9 @@ class AclRuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = {name: form.cleaned_data[name] for name in form.changed_data}
         if change:
-            actions.update_rule(acting_user=request.user, rule=obj, data=data)
+            actions.update_rule(rule=obj, data=data)
             return
-        saved = actions.create_rule(acting_user=request.user, **{
+        saved = actions.create_rule(**{
             name: form.cleaned_data[name] for name in (
                 "product", "device", "action", "topic", "decision", "priority", "enabled",
                 "description")})
@@ -29,7 +29,7 @@ class AclRuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
         obj._state = saved._state
 
     def delete_model(self, request, obj):
-        actions.delete_rule(acting_user=request.user, rule=obj)
+        actions.delete_rule(rule=obj)
 
 
 @admin.register(ProductRegistration)
@@ -45,21 +45,19 @@ class ProductRegistrationAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return
-        saved, plain = actions.enable_registration(acting_user=request.user,
-                                                   product=form.cleaned_data["product"])
+        saved, plain = actions.enable_registration(product=form.cleaned_data["product"])
         obj.pk = saved.pk
         obj._state = saved._state
         self.message_user(request, _("Product secret (shown once): {secret}").format(
             secret=plain), messages.WARNING)
 
     def delete_model(self, request, obj):
-        actions.disable_registration(acting_user=request.user, registration=obj)
+        actions.disable_registration(registration=obj)
 
     @admin.action(description=_("Rotate the product secret"))
     def rotate_secret(self, request, queryset):
         for registration in queryset.select_related("product"):
-            _saved, plain = actions.enable_registration(acting_user=request.user,
-                                                        product=registration.product)
+            _saved, plain = actions.enable_registration(product=registration.product)
             self.message_user(request, _("{product}: new secret (shown once): {secret}").format(
                 product=registration.product.identifier, secret=plain), messages.WARNING)
 
@@ -81,7 +79,7 @@ class DeviceKeysAdmin(ScopedAdminMixin, admin.ModelAdmin):
         self._generate(request, form.cleaned_data["device"], obj)
 
     def _generate(self, request, device, obj=None):
-        saved, plain = actions.set_device_keys(acting_user=request.user, device=device)
+        saved, plain = actions.set_device_keys(device=device)
         if obj is not None:
             obj.pk = saved.pk
             obj._state = saved._state
@@ -91,7 +89,7 @@ class DeviceKeysAdmin(ScopedAdminMixin, admin.ModelAdmin):
             iv=plain["encrypt_vector"]), messages.WARNING)
 
     def delete_model(self, request, obj):
-        actions.delete_device_keys(acting_user=request.user, device_keys=obj)
+        actions.delete_device_keys(device_keys=obj)
 
     @admin.action(description=_("Generate new keys"))
     def regenerate(self, request, queryset):

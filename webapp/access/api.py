@@ -39,16 +39,15 @@ class AclRuleViewSet(ScopedModelViewSet):
             "product__identifier", "-priority", "id")
 
     def perform_create(self, serializer: Any) -> None:
-        serializer.instance = actions.create_rule(acting_user=self.request.user,
-                                                  **serializer.validated_data)
+        serializer.instance = actions.create_rule(**serializer.validated_data)
 
     def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.update_rule(
-            acting_user=self.request.user, rule=serializer.instance,
+            rule=serializer.instance,
             data=dict(serializer.validated_data))
 
     def perform_destroy(self, instance: AclRule) -> None:
-        actions.delete_rule(acting_user=self.request.user, rule=instance)
+        actions.delete_rule(rule=instance)
 
 
 class ProductRegistrationViewSet(ScopedViewSetMixin, ExportMixin, mixins.CreateModelMixin,
@@ -71,8 +70,7 @@ class ProductRegistrationViewSet(ScopedViewSetMixin, ExportMixin, mixins.CreateM
         if ProductRegistration.objects.filter(product=product).exists():
             raise Conflict(_("registration is already on for {product}; rotate its secret "
                              "instead").format(product=product.identifier), code="duplicate")
-        registration, plain = actions.enable_registration(acting_user=request.user,
-                                                          product=product)
+        registration, plain = actions.enable_registration(product=product)
         body = self.get_serializer(registration, context={**self.get_serializer_context(),
                                                           "secret": plain}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -82,12 +80,12 @@ class ProductRegistrationViewSet(ScopedViewSetMixin, ExportMixin, mixins.CreateM
     def rotate(self, request: Request, pk: Any = None) -> Response:
         """A new product secret (the old one stops working at once)."""
         registration, plain = actions.enable_registration(
-            acting_user=request.user, product=self.get_object().product)
+            product=self.get_object().product)
         return Response(self.get_serializer(registration, context={
             **self.get_serializer_context(), "secret": plain}).data)
 
     def perform_destroy(self, instance: ProductRegistration) -> None:
-        actions.disable_registration(acting_user=self.request.user, registration=instance)
+        actions.disable_registration(registration=instance)
 
 
 class DeviceKeysViewSet(ScopedViewSetMixin, ExportMixin, mixins.CreateModelMixin,
@@ -106,13 +104,13 @@ class DeviceKeysViewSet(ScopedViewSetMixin, ExportMixin, mixins.CreateModelMixin
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        device_keys, plain = actions.set_device_keys(acting_user=request.user, **data)
+        device_keys, plain = actions.set_device_keys(**data)
         body = self.get_serializer(device_keys, context={**self.get_serializer_context(),
                                                          "keys": plain}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance: DeviceKeys) -> None:
-        actions.delete_device_keys(acting_user=self.request.user, device_keys=instance)
+        actions.delete_device_keys(device_keys=instance)
 
 
 # (prefix, viewset, basename) for the API router (config/api.py).

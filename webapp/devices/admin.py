@@ -147,7 +147,7 @@ class DeviceAdmin(ScopedChoicesMixin, BoundedImportMixin, ImportExportModelAdmin
 
     def save_model(self, request, obj, form, change):
         if change:
-            actions.update_device(acting_user=request.user, device=obj, data={})
+            actions.update_device(device=obj, data={})
             return
         fields = {k: v for k, v in form.cleaned_data.items()
                   if k not in ("identifier", "product")}
@@ -163,25 +163,25 @@ class DeviceAdmin(ScopedChoicesMixin, BoundedImportMixin, ImportExportModelAdmin
                 identifier=device.identifier, secret=secret))
 
     def delete_model(self, request, obj):
-        actions.delete_device(acting_user=request.user, device=obj)
+        actions.delete_device(device=obj)
 
     @admin.action(description=_("Rotate the secret of the selected devices"))
     def rotate_secrets(self, request, queryset):
         for device in queryset:
-            secret = actions.rotate_secret(acting_user=request.user, device=device)
+            secret = actions.rotate_secret(device=device)
             messages.warning(request, _("New secret of {identifier}: {secret}").format(
                 identifier=device.identifier, secret=secret))
 
     @admin.action(description=_("Lock the selected devices (refuse connections)"))
     def lock(self, request, queryset):
         for device in queryset:
-            actions.set_device_status(acting_user=request.user, device=device,
+            actions.set_device_status(device=device,
                                       status=DeviceStatus.LOCKED)
 
     @admin.action(description=_("Unlock the selected devices"))
     def unlock(self, request, queryset):
         for device in queryset:
-            actions.set_device_status(acting_user=request.user, device=device,
+            actions.set_device_status(device=device,
                                       status=DeviceStatus.ACTIVATED)
 
 
@@ -194,14 +194,14 @@ class DeviceGroupAdmin(ScopedAdminMixin, admin.ModelAdmin):
         data = {f: form.cleaned_data[f] for f in ("name", "description", "department")
                 if f in form.cleaned_data}
         if change:
-            actions.update_group(acting_user=request.user, group=obj, data=data)
+            actions.update_group(group=obj, data=data)
         else:
-            saved = actions.create_group(acting_user=request.user, data=data)
+            saved = actions.create_group(data=data)
             obj.pk = saved.pk
             obj._state = saved._state
 
     def delete_model(self, request, obj):
-        actions.delete_group(acting_user=request.user, group=obj)
+        actions.delete_group(group=obj)
 
 
 class SendCommandForm(forms.ModelForm):
@@ -271,6 +271,6 @@ class DeviceCommandAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def cancel(self, request, queryset):
         done = 0
         for record in queryset.filter(status=CommandStatus.PENDING):
-            actions.cancel_command(acting_user=request.user, record=record)
+            actions.cancel_command(record=record)
             done += 1
         messages.info(request, _("{count} commands cancelled.").format(count=done))

@@ -79,18 +79,18 @@ class DeviceViewSet(ScopedModelViewSet):
 
     def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.update_device(
-            acting_user=self.request.user, device=serializer.instance,
+            device=serializer.instance,
             data=dict(serializer.validated_data))
 
     def perform_destroy(self, instance: Device) -> None:
-        actions.delete_device(acting_user=self.request.user, device=instance)
+        actions.delete_device(device=instance)
 
     @extend_schema(request=None, responses={200: CreatedDeviceSerializer})
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, identifier: str | None = None) -> Response:
         """Give the device a new secret (shown once in this response)."""
         device = self.get_object()
-        secret = actions.rotate_secret(acting_user=request.user, device=device)
+        secret = actions.rotate_secret(device=device)
         body = CreatedDeviceSerializer(device).data
         body["secret"] = secret
         return Response(body)
@@ -251,7 +251,7 @@ class DeviceCommandViewSet(ScopedViewSetMixin, mixins.ListModelMixin, mixins.Ret
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel a command that still waits for its (offline) device."""
-        record = actions.cancel_command(acting_user=request.user, record=self.get_object())
+        record = actions.cancel_command(record=self.get_object())
         return Response(DeviceCommandSerializer(record).data)
 
 
@@ -268,16 +268,15 @@ class DeviceGroupViewSet(ScopedModelViewSet):
         return DeviceGroup.objects.annotate(device_count=Count("devices")).order_by("name")
 
     def perform_create(self, serializer: Any) -> None:
-        serializer.instance = actions.create_group(acting_user=self.request.user,
-                                                   data=dict(serializer.validated_data))
+        serializer.instance = actions.create_group(data=dict(serializer.validated_data))
 
     def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.update_group(
-            acting_user=self.request.user, group=serializer.instance,
+            group=serializer.instance,
             data=dict(serializer.validated_data))
 
     def perform_destroy(self, instance: DeviceGroup) -> None:
-        actions.delete_group(acting_user=self.request.user, group=instance)
+        actions.delete_group(group=instance)
 
     @extend_schema(responses=DeviceSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="devices")
@@ -305,7 +304,7 @@ class DeviceGroupViewSet(ScopedModelViewSet):
             raise NotFound(_("unknown devices: {ids}").format(ids=", ".join(unknown[:20])),
                            code="unknown_device", extra={"unknown": unknown})
         actions.change_members(
-            acting_user=request.user, group=group,
+            group=group,
             add=[found[i] for i in body.validated_data["add"]],
             remove=[found[i] for i in body.validated_data["remove"]])
         return Response(DeviceGroupSerializer(self.get_queryset().get(pk=group.pk)).data)

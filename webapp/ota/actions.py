@@ -95,7 +95,7 @@ def create_package(*, acting_user: Actor, product: Product, name: str, version: 
 
 
 @transaction.atomic
-def delete_package(*, acting_user: Actor, package: OtaPackage) -> None:
+def delete_package(*, package: OtaPackage) -> None:
     if package.campaigns.exists():
         raise Conflict(_("campaigns use this package; delete them first"), code="in_use")
     stored = package.file.name or ""
@@ -173,12 +173,12 @@ def create_campaign(*, acting_user: Actor, package: OtaPackage, name: str, targe
         [OtaTask(campaign=campaign, device=d, from_version=getattr(d, version_field))
          for d in devices], batch_size=1000)
     if start:
-        start_campaign(acting_user=acting_user, campaign=campaign)
+        start_campaign(campaign=campaign)
     return campaign
 
 
 @transaction.atomic
-def start_campaign(*, acting_user: Actor, campaign: OtaCampaign) -> OtaCampaign:
+def start_campaign(*, campaign: OtaCampaign) -> OtaCampaign:
     if campaign.status != CampaignStatus.DRAFT:
         raise Conflict(_("only a draft campaign can start"), code="not_draft")
     campaign.status = CampaignStatus.RUNNING
@@ -190,7 +190,7 @@ def start_campaign(*, acting_user: Actor, campaign: OtaCampaign) -> OtaCampaign:
 
 
 @transaction.atomic
-def cancel_campaign(*, acting_user: Actor, campaign: OtaCampaign) -> OtaCampaign:
+def cancel_campaign(*, campaign: OtaCampaign) -> OtaCampaign:
     """Stop a campaign: tasks not started yet are cancelled; running upgrades finish."""
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.RUNNING):
         raise Conflict(_("the campaign is already over"), code="not_running")
@@ -329,7 +329,7 @@ def _subject(sender: Device, body: dict[str, Any]) -> Device | None:
 def _set_version(device: Device, package_type: str, version: str) -> None:
     field = "fw_version" if package_type == PackageType.FIRMWARE else "sw_version"
     if version and getattr(device, field) != version[:50]:
-        device_actions.update_device(acting_user=None, device=device,
+        device_actions.update_device(device=device,
                                      data={field: version[:50]})
 
 
@@ -456,7 +456,7 @@ def handle_message(sender: Device, op: str, body: Any, ts: int, mid: Any = None)
                        {"statusCode": 0, "statusDesc": "successful"}, mid)
 
 
-def read_version(*, acting_user: Actor, device: Device, package_type: str) -> bool:
+def read_version(*, device: Device, package_type: str) -> bool:
     """Ask a device for its version (``/topo/otaRead``); False when it is offline."""
     return downlink.send(device.identifier, "topo/otaRead", {
         "deviceIdentification": device.identifier,

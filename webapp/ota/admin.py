@@ -57,7 +57,7 @@ class OtaPackageAdmin(ScopedAdminMixin, admin.ModelAdmin):
         obj._state = saved._state
 
     def delete_model(self, request, obj):
-        actions.delete_package(acting_user=request.user, package=obj)
+        actions.delete_package(package=obj)
 
 
 class TaskInline(admin.TabularInline):
@@ -150,12 +150,12 @@ class OtaCampaignAdmin(ScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description=_("Start the selected draft campaigns"))
     def start(self, request, queryset):
         for campaign in queryset.filter(status=CampaignStatus.DRAFT):
-            actions.start_campaign(acting_user=request.user, campaign=campaign)
+            actions.start_campaign(campaign=campaign)
         messages.info(request, _("Started."))
 
     @admin.action(description=_("Cancel the selected campaigns"))
     def cancel(self, request, queryset):
         for campaign in queryset.filter(status__in=(CampaignStatus.DRAFT,
                                                     CampaignStatus.RUNNING)):
-            actions.cancel_campaign(acting_user=request.user, campaign=campaign)
+            actions.cancel_campaign(campaign=campaign)
         messages.info(request, _("Cancelled."))

@@ -61,7 +61,7 @@ class OtaPackageViewSet(ScopedModelViewSet):
             description=data.get("description", ""), custom_info=data.get("custom_info"))
 
     def perform_destroy(self, instance: OtaPackage) -> None:
-        actions.delete_package(acting_user=self.request.user, package=instance)
+        actions.delete_package(package=instance)
 
 
 class OtaCampaignViewSet(ScopedViewSetMixin, mixins.CreateModelMixin, mixins.ListModelMixin,
@@ -100,14 +100,14 @@ class OtaCampaignViewSet(ScopedViewSetMixin, mixins.CreateModelMixin, mixins.Lis
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str | None = None) -> Response:
         """Start a draft campaign."""
-        campaign = actions.start_campaign(acting_user=request.user, campaign=self.get_object())
+        campaign = actions.start_campaign(campaign=self.get_object())
         return Response(OtaCampaignSerializer(campaign).data)
 
     @extend_schema(request=None, responses=OtaCampaignSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel: devices that have not started are skipped; running upgrades finish."""
-        campaign = actions.cancel_campaign(acting_user=request.user, campaign=self.get_object())
+        campaign = actions.cancel_campaign(campaign=self.get_object())
         return Response(OtaCampaignSerializer(campaign).data)
 
     @extend_schema(responses=OtaTaskSerializer(many=True), parameters=[
@@ -143,7 +143,7 @@ class ReadVersionView(APIView):
             identifier=body.validated_data["device"]).first()
         if device is None:
             raise NotFound(_("unknown device"), code="unknown_device")
-        if not actions.read_version(acting_user=request.user, device=device,
+        if not actions.read_version(device=device,
                                     package_type=body.validated_data["package_type"]):
             raise Conflict(_("the device is offline"), code="device_offline")
         return Response({"sent": True}, status=status.HTTP_202_ACCEPTED)

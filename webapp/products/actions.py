@@ -174,7 +174,7 @@ def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
 
 
 @transaction.atomic
-def update_product(*, acting_user: Actor, product: Product, data: dict[str, Any],
+def update_product(*, product: Product, data: dict[str, Any],
                    migrate: bool = False) -> Product:
     """Change product fields and, when `services` is given, replace the thing model.
 
@@ -196,7 +196,7 @@ def update_product(*, acting_user: Actor, product: Product, data: dict[str, Any]
 
 
 @transaction.atomic
-def delete_product(*, acting_user: Actor, product: Product) -> None:
+def delete_product(*, product: Product) -> None:
     if product.devices.exists():
         raise Conflict("the product still has devices", code="product_in_use")
     identifier = product.identifier
@@ -252,7 +252,7 @@ def import_product(*, acting_user: Actor, payload: Any, identifier: str | None =
     validated = dict(serializer.validated_data)
     validated.setdefault("services", [])
     if existing is not None:
-        return update_product(acting_user=acting_user, product=existing, data=validated,
+        return update_product(product=existing, data=validated,
                               migrate=migrate), False
     # A new product belongs to the importer's department, as one created through the API.
     validated.setdefault("department", getattr(recorded_user(acting_user), "department", None))

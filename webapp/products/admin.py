@@ -128,7 +128,7 @@ class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
         fields = {f.name: form.cleaned_data[f.name] for f in Product._meta.fields
                   if f.name in form.cleaned_data}
         if change:
-            saved = actions.update_product(acting_user=request.user, product=obj,
+            saved = actions.update_product(product=obj,
                                            data={**fields, "services": services}
                                            if services is not None else fields,
                                            migrate=form.cleaned_data.get("migrate", False))

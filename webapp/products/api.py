@@ -57,11 +57,11 @@ class ProductViewSet(ScopedModelViewSet):
 
     def perform_update(self, serializer: Any) -> None:
         serializer.instance = actions.update_product(
-            acting_user=self.request.user, product=serializer.instance,
+            product=serializer.instance,
             data=dict(serializer.validated_data), migrate=_flag(self.request, "migrate"))
 
     def perform_destroy(self, instance: Product) -> None:
-        actions.delete_product(acting_user=self.request.user, product=instance)
+        actions.delete_product(product=instance)
 
     @extend_schema(parameters=[OpenApiParameter(
         "dialect", str, enum=["thinglinks"],

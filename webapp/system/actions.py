@@ -1,8 +1,9 @@
 """System management writes: views, the admin and tasks change these models through here.
 
-Every function takes the acting user, owns its transaction and leaves the operation log to
-the generic recorder (`webapp.system.oplog`), calling `oplog.record` only for what model
-signals cannot see.
+Every function owns its transaction and leaves the operation log to the generic recorder
+(`webapp.system.oplog`, which knows who acts from the operation context), calling
+`oplog.record` only for what model signals cannot see. A function takes the acting user
+only when who acts decides something (what they may grant, whom they outrank).
 """
 
 from __future__ import annotations
@@ -393,7 +394,7 @@ def save(*, acting_user: Actor, model: type[models.Model], instance: models.Mode
 
 
 @transaction.atomic
-def delete(*, acting_user: Actor, instance: models.Model) -> None:
+def delete(*, instance: models.Model) -> None:
     if getattr(instance, "is_builtin", False):
         raise BuiltinProtected()
     try:
@@ -439,7 +440,7 @@ def save_department(*, acting_user: Actor, instance: Department | None,
 def delete_department(*, acting_user: Actor, department: Department) -> None:
     if department.children.exists() or department.users.exists():
         raise InUse(_("The department still has sub-departments or users."))
-    delete(acting_user=acting_user, instance=department)
+    delete(instance=department)
 
 
 # Roles ---------------------------------------------------------------------------------
@@ -457,7 +458,7 @@ def save_role(*, acting_user: Actor, instance: Role | None, data: dict[str, Any]
 def delete_role(*, acting_user: Actor, role: Role) -> None:
     """Delete a role (not a built-in one) none of whose holders outranks the actor."""
     check_role_holders(acting_user, role)
-    delete(acting_user=acting_user, instance=role)
+    delete(instance=role)
 
 
 # Menus ---------------------------------------------------------------------------------
@@ -471,7 +472,7 @@ def save_menu(*, acting_user: Actor, instance: Menu | None, data: dict[str, Any]
 def delete_menu(*, acting_user: Actor, menu: Menu) -> None:
     """Delete a menu none of whose holders outranks the actor."""
     check_menu_holders(acting_user, menu)
-    delete(acting_user=acting_user, instance=menu)
+    delete(instance=menu)
 
 
 def delete_group(*, acting_user: Actor, group: Any) -> None:
@@ -534,7 +535,7 @@ def delete_user(*, acting_user: Actor, user: User) -> None:
 
 
 @transaction.atomic
-def set_password(*, acting_user: Actor, user: User, password: str,
+def set_password(*, user: User, password: str,
                  old_password: str | None = None) -> User:
     """Change a password (the user's own: `old_password` is checked). Other logins end."""
     if old_password is not None and not user.check_password(old_password):
@@ -602,7 +603,7 @@ def create_api_key(*, acting_user: Actor, user: User, name: str,
 
 
 @transaction.atomic
-def revoke_api_key(*, acting_user: Actor, api_key: ApiKey) -> ApiKey:
+def revoke_api_key(*, api_key: ApiKey) -> ApiKey:
     if api_key.revoked is None:
         api_key.revoked = timezone.now()
         api_key.save(update_fields=["revoked"])
@@ -649,7 +650,7 @@ def publish_notice(*, acting_user: Actor, notice: Notice) -> int:
 
 
 @transaction.atomic
-def close_notice(*, acting_user: Actor, notice: Notice) -> Notice:
+def close_notice(*, notice: Notice) -> Notice:
     notice.status = NoticeStatus.CLOSED
     notice.save(update_fields=["status", "updated"])
     return notice
@@ -665,7 +666,7 @@ def send_message(*, acting_user: Actor, recipients: Iterable[User], title: str,
                 link=link[:300]) for user in recipients])
 
 
-def mark_read(*, acting_user: Actor, user: User, ids: Iterable[int] | None = None) -> int:
+def mark_read(*, user: User, ids: Iterable[int] | None = None) -> int:
     """Mark the user's messages read (all unread ones when `ids` is None)."""
     queryset = Message.objects.filter(recipient=user, read__isnull=True)
     if ids is not None:

@@ -443,7 +443,7 @@ class NoticeAdmin(ScopedChoicesMixin, admin.ModelAdmin):
     @admin.action(description=_("Close the selected notices"))
     def close(self, request: Any, queryset: QuerySet) -> None:
         for notice in queryset:
-            actions.close_notice(acting_user=request.user, notice=notice)
+            actions.close_notice(notice=notice)
 
 
 @admin.register(Message)
@@ -555,7 +555,7 @@ class ApiKeyAdmin(ScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description=_("Revoke the selected keys"))
     def revoke(self, request: Any, queryset: QuerySet) -> None:
         for api_key in queryset:
-            actions.revoke_api_key(acting_user=request.user, api_key=api_key)
+            actions.revoke_api_key(api_key=api_key)
 
 
 @admin.register(TaskRun)

@@ -180,7 +180,7 @@ class PasswordView(APIView):
         body = s.ChangePasswordSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         me: Any = request.user
-        actions.set_password(acting_user=me, user=me,
+        actions.set_password(user=me,
                              password=body.validated_data["password"],
                              old_password=body.validated_data["old_password"])
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -202,7 +202,7 @@ class SystemViewSet(ScopedModelViewSet):
             instance=serializer.instance, data=dict(serializer.validated_data))
 
     def perform_destroy(self, instance: Any) -> None:
-        actions.delete(acting_user=self.request.user, instance=instance)
+        actions.delete(instance=instance)
 
 
 class UserViewSet(SystemViewSet):
@@ -387,7 +387,7 @@ class NoticeViewSet(SystemViewSet):
     @extend_schema(request=None, responses=s.NoticeSerializer)
     @action(detail=True, methods=["post"])
     def close(self, request: Request, pk: str | None = None) -> Response:
-        notice = actions.close_notice(acting_user=request.user, notice=self.get_object())
+        notice = actions.close_notice(notice=self.get_object())
         return Response(s.NoticeSerializer(notice).data)
 
 
@@ -409,7 +409,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         body = s.MarkReadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         me: Any = request.user
-        count = actions.mark_read(acting_user=me, user=me,
+        count = actions.mark_read(user=me,
                                   ids=body.validated_data.get("ids"))
         return Response({"count": count})
 
@@ -504,7 +504,7 @@ class ApiKeyViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retri
         return Response(data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance: ApiKey) -> None:
-        actions.revoke_api_key(acting_user=self.request.user, api_key=instance)
+        actions.revoke_api_key(api_key=instance)
 
 
 class TaskRunViewSet(ScopedReadOnlyModelViewSet):

@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from edge import clock
 from webapp.core.redis import get_redis, keys
-from webapp.core.types import Actor
 from webapp.devices.models import Device, DeviceShadow
 from webapp.products.models import Product
 from webapp.telemetry.backends import get_backend
@@ -30,7 +29,7 @@ DAY_MS = 86_400_000
 # retention policies -----------------------------------------------------------------------
 
 @transaction.atomic
-def set_retention_policy(*, acting_user: Actor, product: Product,
+def set_retention_policy(*, product: Product,
                          data: dict[str, Any]) -> RetentionPolicy:
     """Create or change the product's retention policy (`raw_days`, `rollups`,
     `rollup_days`); rollups start filling at the next beat run."""
@@ -44,7 +43,7 @@ def set_retention_policy(*, acting_user: Actor, product: Product,
 
 
 @transaction.atomic
-def delete_retention_policy(*, acting_user: Actor, policy: RetentionPolicy) -> None:
+def delete_retention_policy(*, policy: RetentionPolicy) -> None:
     """Back to keeping everything; existing rollup tables stay until dropped by hand."""
     policy.delete()
 

@@ -40,10 +40,10 @@ class RetentionPolicyAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         policy = actions.set_retention_policy(
-            acting_user=request.user, product=obj.product, data={
+            product=obj.product, data={
                 "raw_days": obj.raw_days, "rollups": obj.rollups,
                 "rollup_days": obj.rollup_days})
         obj.pk = policy.pk
 
     def delete_model(self, request, obj):
-        actions.delete_retention_policy(acting_user=request.user, policy=obj)
+        actions.delete_retention_policy(policy=obj)

@@ -133,16 +133,16 @@ class RetentionPolicyViewSet(ScopedModelViewSet):
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
         serializer.instance = actions.set_retention_policy(
-            acting_user=self.request.user, product=self._product(data.pop("product")), data=data)
+            product=self._product(data.pop("product")), data=data)
 
     def perform_update(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
         data.pop("product", None)
         serializer.instance = actions.set_retention_policy(
-            acting_user=self.request.user, product=serializer.instance.product, data=data)
+            product=serializer.instance.product, data=data)
 
     def perform_destroy(self, instance: RetentionPolicy) -> None:
-        actions.delete_retention_policy(acting_user=self.request.user, policy=instance)
+        actions.delete_retention_policy(policy=instance)
 
 
 # (prefix, viewset, basename) for the API router (config/api.py).

@@ -71,7 +71,7 @@ def password(request: HttpRequest) -> HttpResponse:
             errors.append(_("The two new passwords differ."))
         else:
             try:
-                system_actions.set_password(acting_user=user, user=user, password=new,
+                system_actions.set_password(user=user, password=new,
                                             old_password=request.POST.get("old_password", ""))
             except DomainError as exc:
                 errors.extend(_error_lines(exc))

@@ -375,7 +375,7 @@ def wait_for_command(record: DeviceCommand, timeout: float) -> DeviceCommand:
 
 
 @transaction.atomic
-def cancel_command(*, acting_user: Actor, record: DeviceCommand) -> DeviceCommand:
+def cancel_command(*, record: DeviceCommand) -> DeviceCommand:
     """Cancel a command that is still waiting for its device."""
     if not DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.PENDING).update(
             status=CommandStatus.CANCELLED, completed=timezone.now()):

@@ -73,7 +73,7 @@ def create_device(*, acting_user: Actor, product: Product, identifier: str,
 
 
 @transaction.atomic
-def update_device(*, acting_user: Actor, device: Device, data: dict[str, Any]) -> Device:
+def update_device(*, device: Device, data: dict[str, Any]) -> Device:
     """Change device fields (``groups`` replaces its groups, ``gateway`` moves it under a
     gateway or, with None, makes it a direct device again)."""
     data = dict(data)
@@ -91,7 +91,7 @@ def update_device(*, acting_user: Actor, device: Device, data: dict[str, Any]) -
 
 
 @transaction.atomic
-def rotate_secret(*, acting_user: Actor, device: Device) -> str:
+def rotate_secret(*, device: Device) -> str:
     """Give the device a new secret; the old one stops working at once."""
     plain = generate_secret()
     device.secret_encrypted = encrypt_secret(plain)
@@ -101,7 +101,7 @@ def rotate_secret(*, acting_user: Actor, device: Device) -> str:
 
 
 @transaction.atomic
-def set_device_status(*, acting_user: Actor, device: Device, status: str) -> Device:
+def set_device_status(*, device: Device, status: str) -> Device:
     """Lock or unlock a device (a locked device is refused at CONNECT)."""
     device.status = status
     device.save(update_fields=["status", "updated"])
@@ -110,7 +110,7 @@ def set_device_status(*, acting_user: Actor, device: Device, status: str) -> Dev
 
 
 @transaction.atomic
-def delete_device(*, acting_user: Actor, device: Device) -> None:
+def delete_device(*, device: Device) -> None:
     identifier = device.identifier
     device.delete()
     transaction.on_commit(lambda: registry.unpublish_device(identifier))

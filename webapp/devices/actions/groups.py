@@ -9,12 +9,11 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from webapp.core.errors import Conflict
-from webapp.core.types import Actor
 from webapp.devices.models import Device, DeviceGroup
 
 
 @transaction.atomic
-def create_group(*, acting_user: Actor, data: dict[str, Any]) -> DeviceGroup:
+def create_group(*, data: dict[str, Any]) -> DeviceGroup:
     if DeviceGroup.objects.filter(name=data["name"]).exists():
         raise Conflict(_("a group named {name!r} exists").format(name=data["name"]),
                        code="duplicate")
@@ -22,7 +21,7 @@ def create_group(*, acting_user: Actor, data: dict[str, Any]) -> DeviceGroup:
 
 
 @transaction.atomic
-def update_group(*, acting_user: Actor, group: DeviceGroup, data: dict[str, Any]) -> DeviceGroup:
+def update_group(*, group: DeviceGroup, data: dict[str, Any]) -> DeviceGroup:
     name = data.get("name")
     if name and DeviceGroup.objects.filter(name=name).exclude(pk=group.pk).exists():
         raise Conflict(_("a group named {name!r} exists").format(name=name), code="duplicate")
@@ -33,12 +32,12 @@ def update_group(*, acting_user: Actor, group: DeviceGroup, data: dict[str, Any]
 
 
 @transaction.atomic
-def delete_group(*, acting_user: Actor, group: DeviceGroup) -> None:
+def delete_group(*, group: DeviceGroup) -> None:
     group.delete()
 
 
 @transaction.atomic
-def change_members(*, acting_user: Actor, group: DeviceGroup, add: Iterable[Device] = (),
+def change_members(*, group: DeviceGroup, add: Iterable[Device] = (),
                    remove: Iterable[Device] = ()) -> DeviceGroup:
     """Add and remove devices (adding a member twice, or removing a non-member, is harmless)."""
     group.devices.add(*add)

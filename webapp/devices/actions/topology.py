@@ -131,7 +131,7 @@ def _delete(gateway: Device, body: dict[str, Any]) -> list[dict[str, Any]]:
             results.append({"deviceId": identifier,
                             **_failed(f"unknown sub-device {identifier} of {gateway.identifier}")})
             continue
-        delete_device(acting_user=None, device=device)
+        delete_device(device=device)
         results.append({"deviceId": identifier, **OK})
     return results
 

@@ -16,5 +16,5 @@ class Command(BaseCommand):
         device = Device.objects.filter(identifier=options["identifier"]).first()
         if device is None:
             raise CommandError(f"no device {options['identifier']!r}")
-        secret = actions.rotate_secret(acting_user=None, device=device)
+        secret = actions.rotate_secret(device=device)
         self.stdout.write(f"new secret of {device.identifier}: {secret}")
