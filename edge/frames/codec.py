@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from edge.frames import fields
 from edge.frames.checksums import CHECKSUMS, frame_mac, mac_matches
@@ -221,13 +221,13 @@ class Codec:
 
     def _verify_checksum(self, check: Check, frame: bytes) -> None:
         start, at = self._span(check, len(frame))
-        expected = CHECKSUMS[check.algorithm][1](frame[start:at])
-        found = int.from_bytes(frame[at : at + check.size], "little" if check.little else "big")
+        order: Literal["little", "big"] = "little" if check.little else "big"
+        expected = CHECKSUMS[check.algorithm][1](frame[start:at]).to_bytes(check.size, order)
+        found = frame[at : at + check.size]
         if found != expected:
             raise FrameError(
                 "bad_checksum",
-                f"{check.algorithm} is {found:0{check.size * 2}x}, "
-                f"the bytes give {expected:0{check.size * 2}x}",
+                f"{check.algorithm} is {found.hex()}; the bytes before it give {expected.hex()}",
             )
 
     def _encode(
