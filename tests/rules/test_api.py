@@ -4,7 +4,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
-from webapp.rules import actions
+from webapp.rules import secrets
 from webapp.rules.models import Alarm, Rule
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,10 +42,10 @@ def test_webhook_secret_is_encrypted_and_masked(thermo):
     assert created["actions"][0]["secret"] == "********"
     stored = Rule.objects.get(pk=created["id"]).actions[0]
     assert "secret" not in stored and "s3cr3t" not in str(stored)
-    assert actions.action_secret(stored) == "s3cr3t-value"
+    assert secrets.action_secret(stored) == "s3cr3t-value"
     thermo.patch(f"/api/v1/rules/{created['id']}/", {"actions": created["actions"]},
                  format="json")
-    assert actions.action_secret(Rule.objects.get(pk=created["id"]).actions[0]) == \
+    assert secrets.action_secret(Rule.objects.get(pk=created["id"]).actions[0]) == \
         "s3cr3t-value"
 
 

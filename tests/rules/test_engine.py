@@ -7,6 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from webapp.rules import engine
+from webapp.rules.engine.evaluation import all_quiet
+from webapp.rules.engine.index import Bucket
+from webapp.rules.engine.state import PREVIOUS
 from webapp.rules.models import Alarm, RuleTrace
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -201,7 +204,8 @@ def test_threshold_index_agrees_with_evaluating_every_rule():
 
     from webapp.rules.compiler import compile_rule
     from webapp.rules.conditions import Message
-    from webapp.rules.engine import Bucket, Item, Outcome, _verdicts
+    from webapp.rules.engine.decide import Outcome
+    from webapp.rules.engine.evaluation import Item, verdicts
 
     rng = random.Random(3)
     trigger = {"type": "property", "product": "p", "service": "env", "property": "t"}
@@ -219,7 +223,7 @@ def test_threshold_index_agrees_with_evaluating_every_rule():
                   "h": rng.randint(0, 100)}
         msg = Message(kind="property", device="d", product="p", service="env", ts=1,
                       values=values)
-        picked = {rule.id for rule, held in _verdicts(Item(msg, bucket, bucket.guard), {},
+        picked = {rule.id for rule, held in verdicts(Item(msg, bucket, bucket.guard), {},
                                                        Outcome()) if held}
         assert picked == {rule.id for rule in rules if rule.condition.holds(msg)}
         cold = all(le < values["t"] < ge and lt <= values["t"] <= gt
@@ -311,7 +315,7 @@ def test_stateful_operators_compare_with_the_previous_report(thermo, feed, redis
     feed.data(temperature=36)  # unchanged
     assert (fired(rise), fired(change)) == (1, 2)
     state = json.loads(redis_client.hget(f"{redis_prefix}rules:states", "dev-1"))
-    assert state[engine.PREVIOUS] == {"env.temperature": 36}
+    assert state[PREVIOUS] == {"env.temperature": 36}
     # A rule created later compares with the same previous value.
     late = make_rule(thermo, name="late", condition={"op": "decreased_by", "value": 5},
                      actions=[])
@@ -363,13 +367,13 @@ def test_the_bulk_check_leaves_anything_but_plain_numbers_to_the_per_point_loop(
                             compile_condition({"op": op, "value": value}, service="env",
                                               prop="t", prop_in_message=True), [], False)
 
-    bucket = engine.Bucket([rule(1, ">", 30), rule(2, "<", -5)])
+    bucket = Bucket([rule(1, ">", 30), rule(2, "<", -5)])
     points = [Point("p", "env", f"d{i}", 10 + i, 10 + i, {"t": v})
               for i, v in enumerate([1.5, 20, 29.9])]
-    assert engine._all_quiet(bucket, points, {}, {}, {})
-    assert not engine._all_quiet(bucket, [*points, Point("p", "env", "d", 99, 99, {"t": 31})],
+    assert all_quiet(bucket, points, {}, {}, {})
+    assert not all_quiet(bucket, [*points, Point("p", "env", "d", 99, 99, {"t": 31})],
                                  {}, {}, {})
     newest, counts = {}, {}
     mixed = [*points, Point("p", "env", "d9", 99, 99, {"t": odd})]
-    assert not engine._all_quiet(bucket, mixed, {}, newest, counts)
+    assert not all_quiet(bucket, mixed, {}, newest, counts)
     assert newest == {} and counts == {}  # nothing moved: the per-point loop decides

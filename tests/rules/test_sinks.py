@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from tests.conftest import require_service
-from webapp.rules import actions
+from webapp.rules import secrets
 from webapp.rules.models import DeadLetter, Sink
 from webapp.rules.sinks.base import Outgoing
 from webapp.rules.sinks.kafka import kafka_record
@@ -55,7 +55,7 @@ def test_rabbitmq(thermo, feed):
     assert created["credential_keys"] == ["password"] and "credentials" not in created
     stored = Sink.objects.get(pk=created["id"])
     assert stored.credentials_encrypted and "guest" not in stored.credentials_encrypted
-    assert actions.sink_credentials(stored) == {"password": "guest"}
+    assert secrets.sink_credentials(stored) == {"password": "guest"}
     forward_rule(thermo, "amqp")
     feed.data(temperature=35.5)
     with Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:

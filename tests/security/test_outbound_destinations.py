@@ -175,7 +175,7 @@ def test_platform_redis_is_refused_even_when_allowed(world, settings):
     127.0.0.0/8 allowed), spelled any way, is refused; one saved before the fix writes
     nothing to the firings list at delivery."""
     from webapp.rules import sinks
-    from webapp.rules.engine import rule_keys
+    from webapp.rules.keys import rule_keys
 
     settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
     platform = settings.REDIS_URL

@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 
 from webapp.core.errors import DomainError
-from webapp.rules import actions
+from webapp.rules import actions, secrets
 from webapp.rules.models import (
     Alarm,
     AlarmComment,
@@ -90,25 +90,24 @@ class RuleAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = {k: form.cleaned_data[k] for k in form.Meta.fields if k in form.cleaned_data}
         if change:
-            saved = actions.update_rule(acting_user=request.user,
-                                        rule=Rule.objects.get(pk=obj.pk), data=data)
+            saved = actions.update_rule(rule=Rule.objects.get(pk=obj.pk), data=data)
         else:
             saved = actions.create_rule(acting_user=request.user, data=data)
         obj.pk = saved.pk
         obj._state = saved._state
 
     def delete_model(self, request, obj):
-        actions.delete_rule(acting_user=request.user, rule=obj)
+        actions.delete_rule(rule=obj)
 
     @admin.action(description=_("Enable the selected rules"))
     def enable(self, request, queryset):
         for rule in queryset:
-            actions.set_rule_enabled(acting_user=request.user, rule=rule, enabled=True)
+            actions.set_rule_enabled(rule=rule, enabled=True)
 
     @admin.action(description=_("Disable the selected rules"))
     def disable(self, request, queryset):
         for rule in queryset:
-            actions.set_rule_enabled(acting_user=request.user, rule=rule, enabled=False)
+            actions.set_rule_enabled(rule=rule, enabled=False)
 
 
 @admin.register(RuleTrace)
@@ -238,7 +237,7 @@ class ChannelForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:  # a robot URL's credential masked, the encrypted one not shown
-            self.initial["config"] = actions.shown_channel_config(self.instance)
+            self.initial["config"] = secrets.shown_channel_config(self.instance)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

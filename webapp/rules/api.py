@@ -16,11 +16,11 @@ from rest_framework.response import Response
 from webapp.core.permissions import ModelPermissions
 from webapp.core.redis import get_redis, keys
 from webapp.devices.models import Device
-from webapp.rules import actions, engine
+from webapp.rules import actions, engine, secrets
 from webapp.rules.choices import OPEN_ALARM_STATUSES
 from webapp.rules.compiler import compile_rule
 from webapp.rules.conditions import Message
-from webapp.rules.executors import message_json, template_env
+from webapp.rules.executors import send_channel, template_env
 from webapp.rules.expressions import ExpressionError, render_structure
 from webapp.rules.filtersets import (
     AlarmFilterSet,
@@ -31,6 +31,7 @@ from webapp.rules.filtersets import (
     RuleTraceFilterSet,
     SinkFilterSet,
 )
+from webapp.rules.keys import RESULT_TTL_S, rule_keys
 from webapp.rules.models import (
     Alarm,
     DeadLetter,
@@ -55,6 +56,7 @@ from webapp.rules.serializers import (
     SinkSerializer,
     SinkTestSerializer,
 )
+from webapp.rules.taskqueue import enqueue
 from webapp.system import scope
 from webapp.system.viewsets import ScopedViewSetMixin
 
@@ -107,12 +109,12 @@ def explain_rule(rule: Rule, data: dict[str, Any], user: Any) -> dict[str, Any]:
         trigger_notes.append(f"the rule does not watch device {device}")
     env = template_env(rule, msg)
     preview = []
-    for act in actions.masked_actions(rule.actions or []):
+    for act in secrets.masked_actions(rule.actions or []):
         shown = {k: v for k, v in act.items() if k != "secret"}
         preview.append(render_structure(shown, env))
     out: dict[str, Any] = {
         "matched": bool(conditions["held"]) and not trigger_notes,
-        "conditions": conditions, "trigger": trigger_notes, "message": message_json(msg),
+        "conditions": conditions, "trigger": trigger_notes, "message": msg.as_json(),
         "latest": latest, "actions": preview,
         "debounce": rule.debounce or None, "cooldown": rule.cooldown,
         "note": "debounce and cool-down apply on the ingest path and are not simulated here; "
@@ -137,12 +139,11 @@ class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
                                                   data=dict(serializer.validated_data))
 
     def perform_update(self, serializer: Any) -> None:
-        serializer.instance = actions.update_rule(acting_user=self.request.user,
-                                                  rule=serializer.instance,
+        serializer.instance = actions.update_rule(rule=serializer.instance,
                                                   data=dict(serializer.validated_data))
 
     def perform_destroy(self, instance: Rule) -> None:
-        actions.delete_rule(acting_user=self.request.user, rule=instance)
+        actions.delete_rule(rule=instance)
 
     @extend_schema(request=RuleTestSerializer, responses={200: dict})
     @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
@@ -183,7 +184,7 @@ class RuleViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         """Counters from the ingest path: evaluated, held, fired, suppressed (debounce or
         cool-down), cleared, replayed."""
         rule = self.get_object()
-        raw = get_redis().hgetall(engine.rule_keys().stats(rule.pk))
+        raw = get_redis().hgetall(rule_keys().stats(rule.pk))
         counters = {k.decode(): int(v) for k, v in raw.items()}
         for name in ("evaluated", "held", "fired", "suppressed", "cleared", "replayed"):
             counters.setdefault(name, 0)
@@ -303,7 +304,7 @@ class NotificationChannelViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
                                                    secret=secret)
 
     def perform_destroy(self, instance: NotificationChannel) -> None:
-        actions.delete_channel(acting_user=self.request.user, channel=instance)
+        actions.delete_channel(channel=instance)
 
     @extend_schema(request=None, responses={202: NotificationSerializer(many=True)})
     @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
@@ -311,7 +312,6 @@ class NotificationChannelViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         """Send a test notification through the channel: answers 202 with its deliveries,
         which a Celery worker sends (read their outcome at GET /notifications/{id}/). An
         error says what failed in generic words, never what the receiver answered."""
-        from webapp.rules.executors import send_channel
 
         channel = self.get_object()
         ids = send_channel(channel, "ThingLinks test notification",
@@ -380,7 +380,7 @@ class SinkViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
                                                 credentials=credentials)
 
     def perform_destroy(self, instance: Sink) -> None:
-        actions.delete_sink(acting_user=self.request.user, sink=instance)
+        actions.delete_sink(sink=instance)
 
     @extend_schema(request=SinkTestSerializer, responses={202: dict, 200: dict})
     @action(detail=True, methods=["get", "post"], permission_classes=[ChangePermission])
@@ -390,13 +390,11 @@ class SinkViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         hour: `{"status": "pending"}`, then `{"status": "done", "ok": …}` with the `payload`
         sent, `filtered`, or the `error` (what failed in generic words, never what the
         destination answered)."""
-        from webapp.rules.tasks import SINK_TEST_TTL_S, sink_test_key, try_sink
-
         sink = self.get_object()
         r = get_redis()
         if request.method == "GET":
             token = str(request.query_params.get("task") or "")
-            raw = r.get(sink_test_key(token)) if token.isalnum() and len(token) == 32 \
+            raw = r.get(rule_keys().sink_test(token)) if token.isalnum() and len(token) == 32 \
                 else None
             outcome = json.loads(raw) if raw else {}
             if outcome.get("sink") != sink.pk:
@@ -406,10 +404,10 @@ class SinkViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         params = SinkTestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         token = uuid.uuid4().hex
-        r.set(sink_test_key(token), json.dumps({"sink": sink.pk, "status": "pending"}),
-              ex=SINK_TEST_TTL_S)
-        try_sink.delay(sink.pk, dict(params.validated_data["message"]), token)
-        raw = r.get(sink_test_key(token))  # already done when Celery runs tasks eagerly
+        r.set(rule_keys().sink_test(token), json.dumps({"sink": sink.pk, "status": "pending"}),
+              ex=RESULT_TTL_S)
+        enqueue("rules.try_sink", sink.pk, dict(params.validated_data["message"]), token)
+        raw = r.get(rule_keys().sink_test(token))  # already done when Celery runs tasks eagerly
         outcome = json.loads(raw) if raw else {"status": "pending"}
         return Response({"task": token, **{k: v for k, v in outcome.items() if k != "sink"}},
                         status=status.HTTP_202_ACCEPTED)
@@ -432,18 +430,12 @@ class DeadLetterViewSet(ScopedViewSetMixin, mixins.DestroyModelMixin,
         "pending"}`, then `{"status": "done", "ok": …}` (with the `error`). The letter is
         marked redelivered on success. While one redelivery is pending, another POST
         answers its task instead of sending the message twice."""
-        from webapp.rules.tasks import (
-            SINK_TEST_TTL_S,
-            redeliver_dead_letter,
-            redeliver_key,
-            redeliver_lock_key,
-        )
-
         letter = self.get_object()
         r = get_redis()
+        rk = rule_keys()
         if request.method == "GET":
             token = str(request.query_params.get("task") or "")
-            raw = r.get(redeliver_key(token)) if token.isalnum() and len(token) == 32 \
+            raw = r.get(rk.redeliver(token)) if token.isalnum() and len(token) == 32 \
                 else None
             outcome = json.loads(raw) if raw else {}
             if outcome.get("letter") != letter.pk:
@@ -451,26 +443,25 @@ class DeadLetterViewSet(ScopedViewSetMixin, mixins.DestroyModelMixin,
             return Response({"task": token, **{k: v for k, v in outcome.items()
                                                if k != "letter"}})
         token = uuid.uuid4().hex
-        if r.set(redeliver_lock_key(letter.pk), token, nx=True, ex=SINK_TEST_TTL_S):
-            r.set(redeliver_key(token), json.dumps({"letter": letter.pk, "status": "pending"}),
-                  ex=SINK_TEST_TTL_S)
+        if r.set(rk.redeliver_lock(letter.pk), token, nx=True, ex=RESULT_TTL_S):
+            r.set(rk.redeliver(token), json.dumps({"letter": letter.pk, "status": "pending"}),
+                  ex=RESULT_TTL_S)
             try:
-                redeliver_dead_letter.delay(letter.pk, token,
-                                            getattr(request.user, "pk", None))
+                enqueue("rules.redeliver_dead_letter", letter.pk, token)
             except Exception:
-                r.delete(redeliver_lock_key(letter.pk))
+                r.delete(rk.redeliver_lock(letter.pk))
                 raise
         else:
-            pending = r.get(redeliver_lock_key(letter.pk))
+            pending = r.get(rk.redeliver_lock(letter.pk))
             token = pending.decode() if isinstance(pending, bytes) else str(pending or token)
-        raw = r.get(redeliver_key(token))  # already done when Celery runs tasks eagerly
+        raw = r.get(rk.redeliver(token))  # already done when Celery runs tasks eagerly
         outcome = json.loads(raw) if raw else {"status": "pending"}
         return Response({"task": token, **{k: v for k, v in outcome.items()
                                            if k != "letter"}},
                         status=status.HTTP_202_ACCEPTED)
 
 
-# (prefix, viewset, basename) for the API router (webapp/core/api.py).
+# (prefix, viewset, basename) for the API router (config/api.py).
 ROUTES = [
     ("rules", RuleViewSet, "rule"),
     ("rule-traces", RuleTraceViewSet, "rule-trace"),

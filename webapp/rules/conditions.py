@@ -67,6 +67,14 @@ class Message:
                    latest={svc: dict(props) for svc, props in self.latest.items()})
         return env
 
+    def as_json(self) -> dict[str, Any]:
+        """The message itself as JSON (in firings, traces and payloads), without the
+        latest and previous values it was evaluated with."""
+        return {"kind": self.kind, "device": self.device, "product": self.product,
+                "service": self.service, "ts": self.ts, "values": dict(self.values),
+                "event": self.event, "command": self.command, "status": self.status,
+                "err": self.err}
+
 
 _MISSING = object()
 _FAST_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {

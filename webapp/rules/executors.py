@@ -17,12 +17,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
-from webapp.rules import actions, notify
+from webapp.rules import actions, deliveries, notify, references
 from webapp.rules.choices import ActionType, ChannelType, DeliveryStatus, TraceKind
 from webapp.rules.compiler import compile_model
 from webapp.rules.conditions import Message
 from webapp.rules.expressions import Template, render_structure
-from webapp.rules.models import Notification, NotificationChannel, Rule, Sink
+from webapp.rules.models import NotificationChannel, Rule, Sink
+from webapp.rules.sinks.base import build_payload
+from webapp.rules.taskqueue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,6 @@ def template_env(rule: Rule, msg: Message) -> dict[str, Any]:
     return env
 
 
-def message_json(msg: Message) -> dict[str, Any]:
-    return {"kind": msg.kind, "device": msg.device, "product": msg.product,
-            "service": msg.service, "ts": msg.ts, "values": dict(msg.values),
-            "event": msg.event, "command": msg.command, "status": msg.status, "err": msg.err}
-
-
 def _text(source: Any, env: dict[str, Any], default: str = "") -> str:
     return Template(str(source if source not in (None, "") else default)).render(env)
 
@@ -88,7 +84,7 @@ def do_alarm(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, An
     name = _text(action.get("name"), env, rule.name)
     alarm, raised = actions.raise_alarm(
         rule=rule, device=msg.device, severity=severity, name=name, message=message,
-        details={"message": message_json(msg), "value": env.get("value"),
+        details={"message": msg.as_json(), "value": env.get("value"),
                  "property": env.get("property")},
         at=datetime.fromtimestamp(msg.ts / 1000, tz=UTC) if msg.ts else None)
     env.update(severity=severity, message=message, alarm={
@@ -109,14 +105,14 @@ def _by_id_or_name(model: Any, ref: Any, rule: Rule | None = None) -> Any:
     """The channel or sink an action names: by id when the reference is a number (ASCII
     digits; a channel or sink named like another's id is not taken for it), else by name.
     For a rule on a product, only among those of the product's department or of none
-    (`actions.department_filter`): moving the product or the sink to another department
+    (`references.department_filter`): moving the product or the sink to another department
     stops the rule sending there."""
     queryset = model.objects.all()
     product = rule.product if rule is not None and rule.product_id is not None else None
     if product is not None:
-        queryset = queryset.filter(actions.department_filter(product.department_id))
+        queryset = queryset.filter(references.department_filter(product.department_id))
     found = None
-    if actions.is_number_reference(ref):
+    if references.is_number_reference(ref):
         found = queryset.filter(pk=int(ref)).first()
     if found is None:
         found = queryset.filter(name=str(ref)).first()
@@ -185,8 +181,6 @@ def send_channel(channel: NotificationChannel, title: str, body: str, *, rule: R
                  alarm_id: int | None, data: dict[str, Any], queue: bool = False) -> list[int]:
     """Create the deliveries of one notification and try each once (then retries); with
     `queue`, a Celery worker makes the first try too (off the web process)."""
-    from webapp.rules.tasks import deliver_notification
-
     users = recipients(channel)
     common = {"channel": channel, "channel_type": channel.channel_type, "rule": rule,
               "alarm_id": alarm_id, "title": title[:500], "body": body}
@@ -207,51 +201,19 @@ def send_channel(channel: NotificationChannel, title: str, body: str, *, rule: R
     notification = actions.create_notification(**common, recipients=addresses, target=target)
     if queue:
         pk = notification.pk
-        transaction.on_commit(lambda: deliver_notification.delay(pk))
+        transaction.on_commit(lambda: enqueue("rules.deliver_notification", pk))
     else:
-        deliver_notification(notification.pk)
+        deliveries.deliver_notification(notification.pk)
     return [notification.pk]
-
-
-def send_notification(notification: Notification) -> None:
-    """One delivery attempt; raises notify.DeliveryError on failure."""
-    channel = notification.channel
-    if notification.channel_type == ChannelType.EMAIL:
-        notify.send_email(notification.title, notification.body, list(notification.recipients))
-        return
-    if channel is None and notification.target.get("url"):  # an inline webhook action
-        rule = notification.rule
-        index = int(notification.target.get("action", -1))
-        action = rule.actions[index] if rule is not None and 0 <= index < len(
-            rule.actions) else {}
-        request = notify.webhook_request(notification.target["url"],
-                                         actions.action_secret(action),
-                                         notification.target.get("payload"),
-                                         headers=dict(action.get("headers") or {}))
-        notify.send_http(request)
-        return
-    if channel is None:
-        raise notify.DeliveryError("the channel was deleted")
-    secret = actions.channel_secret(channel)
-    url = actions.channel_url(channel)
-    if channel.channel_type == ChannelType.WEBHOOK:
-        notify.send_http(notify.webhook_request(url, secret, notification.target.get(
-            "payload") or {"title": notification.title, "body": notification.body},
-            headers=dict(channel.config.get("headers") or {})))
-    else:
-        notify.send_robot(channel.channel_type, url, secret, notification.title,
-                          notification.body, channel.config)
 
 
 def do_webhook(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
                ) -> dict[str, Any]:
-    from webapp.rules.tasks import deliver_notification
-
     index = next(i for i, a in enumerate(rule.actions) if a is action)
     if action.get("body") is not None:
         payload = render_structure(action["body"], env)
     else:
-        payload = {"rule": {"id": rule.pk, "name": rule.name}, "message": message_json(msg),
+        payload = {"rule": {"id": rule.pk, "name": rule.name}, "message": msg.as_json(),
                    "value": env.get("value"), "property": env.get("property"),
                    "alarm": env.get("alarm") or None, "time": env.get("time")}
     url = _text(action["url"], env)
@@ -260,7 +222,7 @@ def do_webhook(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, 
         alarm_id=(env.get("alarm") or {}).get("id"), recipients=[url],
         target={"url": url, "action": index, "payload": payload},
         title=f"webhook {url}"[:500], body="")
-    deliver_notification(notification.pk)
+    deliveries.deliver_notification(notification.pk)
     notification.refresh_from_db()
     return {"notification": notification.pk, "status": notification.status,
             "error": notification.last_error or None}
@@ -289,19 +251,16 @@ def do_shadow(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, A
 
 def do_forward(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
                ) -> dict[str, Any]:
-    from webapp.rules.tasks import forward_message
-
     sink = _by_id_or_name(Sink, action["sink"], rule)
-    return {"sink": sink.pk, **forward_message(sink.pk, message_json(msg), env, rule.pk)}
+    return {"sink": sink.pk, **deliveries.forward(sink.pk, msg.as_json(), env, rule.pk)}
 
 
 def do_publish(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
                ) -> dict[str, Any]:
     from webapp.rules.downlink import publish_topic
-    from webapp.rules.sinks.base import build_payload
 
     topic = _text(action["topic"], env)
-    body = build_payload(action.get("payload"), message_json(msg), env)
+    body = build_payload(action.get("payload"), msg.as_json(), env)
     nodes = publish_topic(topic, body, qos=int(action.get("qos", 0)),
                           retain=bool(action.get("retain", False)))
     return {"topic": topic, "nodes": nodes}
@@ -356,5 +315,5 @@ def run_firing(firing: dict[str, Any]) -> None:
         kind = TraceKind.SCHEDULED if msg.kind == "schedule" else TraceKind.FIRED
     actions.record_trace(rule=rule, kind=kind, device=msg.device, ts_ms=msg.ts or int(
         datetime.now(tz=UTC).timestamp() * 1000), message={
-            **message_json(msg), "latest": dict(msg.latest), "previous": dict(msg.prev)},
+            **msg.as_json(), "latest": dict(msg.latest), "previous": dict(msg.prev)},
         conditions=conditions, results=results)

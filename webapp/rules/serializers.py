@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from webapp.rules import actions, notify
+from webapp.rules import actions, notify, secrets
 from webapp.rules.choices import FireMode
 from webapp.rules.models import (
     Alarm,
@@ -73,7 +73,7 @@ class RuleSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance: Rule) -> dict[str, Any]:
         data = super().to_representation(instance)
-        data["actions"] = actions.masked_actions(instance.actions or [])
+        data["actions"] = secrets.masked_actions(instance.actions or [])
         return data
 
 
@@ -211,7 +211,7 @@ class NotificationChannelSerializer(OwnedSerializerMixin, serializers.ModelSeria
 
     def to_representation(self, instance: NotificationChannel) -> dict[str, Any]:
         data = super().to_representation(instance)
-        data["config"] = actions.shown_channel_config(instance)
+        data["config"] = secrets.shown_channel_config(instance)
         return data
 
 
@@ -253,7 +253,7 @@ class SinkSerializer(OwnedSerializerMixin, serializers.ModelSerializer):
         extra_kwargs = _OWNER_KWARGS
 
     def get_credential_keys(self, obj: Sink) -> list[str]:
-        return sorted(actions.sink_credentials(obj))
+        return sorted(secrets.sink_credentials(obj))
 
 
 class SinkTestSerializer(serializers.Serializer):

@@ -10,16 +10,18 @@ from typing import Any
 from celery import shared_task
 
 from webapp.core.redis import get_redis, keys
-from webapp.rules import actions, sinks
-from webapp.rules.choices import DeliveryStatus, TriggerType
+from webapp.rules import actions, deliveries, sinks
+from webapp.rules.choices import TriggerType
+from webapp.rules.compiler import compile_model, group_members
+from webapp.rules.conditions import Message
+from webapp.rules.engine import failure_reason, record_failures
+from webapp.rules.executors import run_firing
 from webapp.rules.expressions import ExpressionError
-from webapp.rules.models import DeadLetter, Notification, Rule, Sink
+from webapp.rules.firings import open_sealed
+from webapp.rules.keys import RESULT_TTL_S, rule_keys
+from webapp.rules.models import DeadLetter, Rule, Sink
 
 log = logging.getLogger(__name__)
-
-MAX_BACKOFF_S = 3600
-SINK_TEST_TTL_S = 3600
-
 
 DRAIN_CHUNK = 100
 
@@ -31,9 +33,6 @@ def drain_firings() -> int:
     The pending flag is cleared first: a firing queued after that sends a new task, so none
     is left behind (the engine sends a task only when it sets the flag). Only entries the
     ingest path signed run (webapp/rules/firings.py)."""
-    from webapp.rules.engine import rule_keys
-    from webapp.rules.firings import open_sealed
-
     r = get_redis()
     rk = rule_keys()
     r.delete(rk.drain_pending)
@@ -48,8 +47,6 @@ def drain_firings() -> int:
 def run_firings(firings: list[dict[str, Any]]) -> int:
     """Run the actions of firings decided on the ingest path; returns how many ran. (Not a
     Celery task: a message on the broker cannot name firings to run.)"""
-    from webapp.rules.executors import run_firing
-
     done = 0
     for firing in firings:
         try:
@@ -70,16 +67,11 @@ def _latest(device: str) -> dict[str, dict[str, Any]]:
 def run_schedule(rule_id: int) -> int:
     """Evaluate a scheduled rule over its devices' latest values; returns the firings."""
     from webapp.devices.models import Device
-    from webapp.rules.compiler import compile_model, group_members
-    from webapp.rules.conditions import Message
-    from webapp.rules.executors import run_firing
 
     rule = Rule.objects.filter(pk=rule_id, enabled=True,
                                trigger_type=TriggerType.SCHEDULE).first()
     if rule is None:
         return 0
-    from webapp.rules.engine import failure_reason, record_failures
-
     try:
         compiled = compile_model(rule)
     except ExpressionError as exc:  # saved before a bound it breaks existed
@@ -113,70 +105,17 @@ def run_schedule(rule_id: int) -> int:
     return fired
 
 
-def backoff(base: float, attempt: int) -> float:
-    return float(min(MAX_BACKOFF_S, base * (2 ** max(0, attempt - 1))))
-
-
 @shared_task(name="rules.deliver_notification")
 def deliver_notification(notification_id: int) -> str:
-    """One delivery attempt; on failure, schedules the next one with exponential backoff."""
-    from webapp.rules.executors import send_notification
-
-    notification = Notification.objects.select_related("channel", "rule").filter(
-        pk=notification_id).first()
-    if notification is None or notification.status in (DeliveryStatus.SENT,
-                                                        DeliveryStatus.FAILED):
-        return "gone"
-    retries = notification.channel.max_retries if notification.channel else 3
-    try:
-        send_notification(notification)
-    except Exception as exc:
-        final = notification.attempts + 1 > retries
-        actions.record_delivery(notification, ok=False, error=f"{type(exc).__name__}: {exc}",
-                                final=final)
-        if not final:
-            deliver_notification.apply_async(
-                (notification_id,), countdown=backoff(5, notification.attempts))
-        return notification.status
-    actions.record_delivery(notification, ok=True)
-    return notification.status
+    """One delivery attempt; on failure, the next one is queued with exponential backoff."""
+    return deliveries.deliver_notification(notification_id)
 
 
 @shared_task(name="rules.forward_message")
 def forward_message(sink_id: int, message: dict[str, Any], env: dict[str, Any],
                     rule_id: int | None = None, attempt: int = 1) -> dict[str, Any]:
     """Deliver to a sink; retried with backoff, then dead-lettered."""
-    sink = Sink.objects.filter(pk=sink_id).first()
-    if sink is None:
-        return {"ok": False, "error": "the sink was deleted"}
-    if not sink.enabled:
-        return {"skipped": "sink disabled"}
-    try:
-        body = sinks.deliver(sink, message, env)
-    except sinks.SinkError as exc:
-        error = str(exc)
-        actions.record_sink_result(sink, ok=False, error=error)
-        if attempt <= sink.max_retries:
-            forward_message.apply_async((sink_id, message, env, rule_id, attempt + 1),
-                                        countdown=backoff(sink.backoff, attempt))
-            return {"ok": False, "retrying": True, "attempt": attempt, "error": error}
-        from webapp.rules.sinks.base import build_payload
-
-        known_rule = rule_id is not None and Rule.objects.filter(pk=rule_id).exists()
-        letter = actions.record_dead_letter(
-            sink=sink, rule_id=rule_id if known_rule else None,
-            message=message, payload=build_payload(sink.payload_template, message, env).decode(
-                errors="replace"), error=error, attempts=attempt)
-        return {"ok": False, "dead_letter": letter.pk, "error": error}
-    if body is None:
-        return {"filtered": True}
-    actions.record_sink_result(sink, ok=True)
-    return {"ok": True, "bytes": len(body)}
-
-
-def sink_test_key(token: str) -> str:
-    """Where the outcome of a sink test (`POST /api/v1/sinks/{id}/test/`) is kept."""
-    return f"{keys().prefix}rules:sink-test:{token}"
+    return deliveries.forward(sink_id, message, env, rule_id, attempt)
 
 
 def sample_message(message: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -211,43 +150,29 @@ def try_sink(sink_id: int, message: dict[str, Any], token: str) -> dict[str, Any
             else:
                 actions.record_sink_result(sink, ok=True)
                 result = {"ok": True, "payload": body.decode(errors="replace")}
-    get_redis().set(sink_test_key(token), json.dumps({"sink": sink_id, "status": "done",
-                                                      **result}), ex=SINK_TEST_TTL_S)
+    get_redis().set(rule_keys().sink_test(token), json.dumps(
+        {"sink": sink_id, "status": "done", **result}), ex=RESULT_TTL_S)
     return result
 
 
-def redeliver_key(token: str) -> str:
-    """Where the outcome of a redelivery (`POST /api/v1/dead-letters/{id}/redeliver/`) is
-    kept."""
-    return f"{keys().prefix}rules:redeliver:{token}"
-
-
-def redeliver_lock_key(letter_id: int) -> str:
-    """Held (the pending token) while a dead letter is being redelivered: a second request
-    gets the same task instead of sending the message twice."""
-    return f"{keys().prefix}rules:redeliver-lock:{letter_id}"
-
-
 @shared_task(name="rules.redeliver_dead_letter")
-def redeliver_dead_letter(letter_id: int, token: str, user_id: int | None = None
-                          ) -> dict[str, Any]:
+def redeliver_dead_letter(letter_id: int, token: str) -> dict[str, Any]:
     """Deliver a dead letter's message to its sink again (once), in a worker, and keep the
     outcome an hour under the API's `token`; marks the letter redelivered on success."""
     try:
-        result = _redeliver(letter_id, user_id)
+        result = _redeliver(letter_id)
     except Exception:
         log.exception("redelivering dead letter %s failed", letter_id)
         result = {"ok": False, "error": "the redelivery failed"}
     r = get_redis()
-    r.set(redeliver_key(token), json.dumps({"letter": letter_id, "status": "done", **result}),
-          ex=SINK_TEST_TTL_S)
-    r.delete(redeliver_lock_key(letter_id))
+    rk = rule_keys()
+    r.set(rk.redeliver(token), json.dumps({"letter": letter_id, "status": "done", **result}),
+          ex=RESULT_TTL_S)
+    r.delete(rk.redeliver_lock(letter_id))
     return result
 
 
-def _redeliver(letter_id: int, user_id: int | None) -> dict[str, Any]:
-    from webapp.system.models import User
-
+def _redeliver(letter_id: int) -> dict[str, Any]:
     letter = DeadLetter.objects.select_related("sink").filter(pk=letter_id).first()
     if letter is None or letter.sink is None:
         return {"ok": False, "error": "the dead letter or its sink was deleted"}
@@ -259,6 +184,5 @@ def _redeliver(letter_id: int, user_id: int | None) -> dict[str, Any]:
         actions.record_sink_result(letter.sink, ok=False, error=str(exc))
         return {"ok": False, "error": str(exc)}
     actions.record_sink_result(letter.sink, ok=True)
-    user = User.objects.filter(pk=user_id).first() if user_id else None
-    actions.mark_redelivered(acting_user=user, letter=letter)
+    actions.mark_redelivered(letter=letter)
     return {"ok": True}

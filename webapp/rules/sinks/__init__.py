@@ -14,6 +14,7 @@ from webapp.core.errors import DomainError
 from webapp.rules import expressions
 from webapp.rules.choices import SinkType
 from webapp.rules.expressions import ExpressionError
+from webapp.rules.secrets import sink_credentials
 from webapp.rules.sinks.base import Driver, Outgoing, SinkError, build_payload
 from webapp.rules.sinks.drivers import (
     HttpDriver,
@@ -103,8 +104,6 @@ def passes(sink: Any, env: Mapping[str, Any]) -> bool:
 def deliver(sink: Any, message: Mapping[str, Any], env: Mapping[str, Any]) -> bytes | None:
     """Send one message; returns the payload sent, or None when the filter dropped it.
     Raises SinkError (after dropping the connection) when delivery failed."""
-    from webapp.rules.actions import sink_credentials
-
     if not passes(sink, env):
         return None
     body = build_payload(sink.payload_template, message, env)

@@ -116,8 +116,8 @@ def _rotate_rule_actions(rekey: Rekey) -> None:
 
 def _rotate_channel_url_tokens(rekey: Rekey) -> None:
     """The credential of a robot channel's URL, kept encrypted in its config."""
-    from webapp.rules.actions import URL_TOKEN_KEY
     from webapp.rules.models import NotificationChannel
+    from webapp.rules.secrets import URL_TOKEN_KEY
 
     for batch in _rows(NotificationChannel.objects.all()):
         changed = []
