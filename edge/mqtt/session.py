@@ -36,7 +36,9 @@ class Clock(Protocol):
 
     def seconds(self) -> float: ...
 
-    def callLater(self, delay: float, func: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
+    def callLater(
+        self, delay: float, func: Callable[..., Any], /, *args: Any, **kw: Any
+    ) -> Any: ...
 
 
 class SubscriptionEntry:

@@ -1,6 +1,6 @@
 """What the ThingLinks layer needs of the world around it: the device registry, the uplink
-stream and a clock. :class:`edge.bus.registry.Registry`, :class:`edge.bus.uplink.Uplink` and
-the reactor implement them; tests use in-memory ones."""
+stream and a clock (the broker's). :class:`edge.bus.registry.Registry`,
+:class:`edge.bus.uplink.Uplink` and the reactor implement them; tests use in-memory ones."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 
 from edge.bus.registry import AppRecord, DeviceRecord, ProductRecord
+from edge.mqtt.session import Clock
+
+__all__ = ["Clock", "Directory", "EventSink"]
 
 
 class Directory(Protocol):
@@ -35,11 +38,3 @@ class EventSink(Protocol):
         """Queue ``events``; fires once they are stored (a QoS 1/2 message is acknowledged
         only then)."""
         ...
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the layer reads and schedules with."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, func: Any, *args: Any, **kw: Any) -> Any: ...

@@ -12,8 +12,6 @@ from twisted.logger import Logger
 
 from edge.bus.client import Commands
 from edge.bus.keys import Keys
-from edge.bus.registry import Registry
-from edge.bus.uplink import Uplink
 from edge.codecs import thinglinks as tl
 from edge.deferreds import then
 from edge.mqtt.broker import Broker
@@ -26,7 +24,7 @@ from .acl import app_of, registration_of
 from .auth import Authenticator, CertificateOf
 from .changes import RegistryFollower
 from .downlink import Downlink
-from .interfaces import Clock
+from .interfaces import Clock, Directory, EventSink
 from .presence import Presence
 from .registration import Registrations
 from .uplink import Handled, UplinkPipeline
@@ -41,8 +39,8 @@ class EdgeHooks(BrokerHooks):
         clock: Clock,
         redis: Commands,
         keys: Keys,
-        registry: Registry,
-        uplink: Uplink,
+        registry: Directory,
+        uplink: EventSink,
         node: str,
         allow_anonymous: bool = False,
         acl_deny: Iterable[str] = (),
