@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
 from celery import shared_task
 
+from edge.clock import now_ms
 from webapp.core.redis import get_redis, keys
 from webapp.devices import actions
 from webapp.devices.choices import ConnectStatus, NodeType
@@ -24,7 +24,7 @@ def sweep_offline() -> int:
     """
     r = get_redis()
     k = keys()
-    now = int(time.time() * 1000)
+    now = now_ms()
     alive: set[str] = set()
     for node, raw in r.hgetall(k.nodes).items():
         try:
