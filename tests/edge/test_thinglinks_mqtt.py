@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from edge.auth import sign_password
 from edge.bus.keys import Keys
+from edge.bus.registry import ProductRecord
 from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
 from edge.mqtt.packets import (
@@ -145,3 +146,42 @@ def test_a_locked_device_is_disconnected_when_the_registry_says_so():
     assert client.closed
     offline = edge.events("status")[-1]
     assert offline["s"] == "offline" and offline["reason"] == "locked"
+
+
+def test_registration_answer_goes_to_the_asking_connection_only_and_is_logged_redacted():
+    edge = Edge()
+    edge.directory.products["reg"] = ProductRecord("reg", "direct", None, None, secret="ps")
+    client = edge.client("reg&newdev", b"ps")
+    client.send(Subscribe(1, (Subscription("/v1/devices/newdev/registerResponse"),)))
+    client.received()
+    client.send(Publish("/v1/devices/newdev/register", b'{"name": "n"}'))
+    (event,) = edge.events("register")
+    assert (event["dev"], event["prod"], event["body"]) == ("newdev", "reg", {"name": "n"})
+
+    answer = json.dumps({"statusCode": 0, "data": {"secret": "new-secret"}}).encode()
+    topic = b"/v1/devices/newdev/registerResponse"
+    edge.hooks.deliver_downlink({b"topic": topic, b"payload": answer, b"conn": b"stranger"})
+    assert client.received() == []
+    assert edge.events("log")[-1]["reason"] == "the registering connection is gone"
+
+    token = event["conn"].encode()
+    edge.hooks.deliver_downlink({b"topic": topic, b"payload": answer, b"conn": token})
+    (delivered,) = client.received()
+    assert isinstance(delivered, Publish) and delivered.payload == answer
+    log = edge.events("log")[-1]
+    assert log["ok"] is True and json.loads(log["payload"])["data"]["secret"] == "***"
+
+
+def test_downlink_to_nobody_is_logged_with_the_reason():
+    edge = Edge()
+    topic = b"/v1/devices/d1/command"
+    edge.hooks.deliver_downlink({b"topic": topic, b"payload": b"{}", b"qos": b"1"})
+    log = edge.events("log")[-1]
+    assert (log["dev"], log["dir"], log["ok"], log["reason"]) == (
+        "d1",
+        "down",
+        False,
+        "no subscriber",
+    )
+    edge.hooks.deliver_downlink({b"topic": b"/v1/devices/+/command", b"payload": b"{}"})
+    assert edge.events("log")[-1]["reason"] == "invalid topic"
