@@ -250,7 +250,6 @@ class PublishBudget:
         self.stamp = now
 
 
-
 class SharedGroup:
     """The members of one ``$share/{group}/{filter}``; each message goes to one of them."""
 
@@ -266,7 +265,6 @@ class SharedGroup:
             return None
         online = [m for m in members if m.session.connection is not None] or members
         return online[next(self.turn) % len(online)]
-
 
 
 class Broker:

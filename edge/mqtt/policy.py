@@ -25,6 +25,7 @@ AUTH_FAILURES = frozenset({Reason.BAD_USER_NAME_OR_PASSWORD, Reason.NOT_AUTHORIZ
 
 SubscribeAnswer = bool | int | Deferred[bool] | Deferred[int]
 
+
 class Acl:
     """Which topics a client may publish to and subscribe to; this one allows everything.
 
@@ -76,6 +77,7 @@ class DenyListAcl(Acl):
 
 
 OPEN_ACL = Acl()
+
 
 @dataclass(frozen=True, slots=True)
 class AuthResult:
@@ -141,9 +143,7 @@ class BrokerHooks:
     def client_disconnected(self, connection: Client, reason: str) -> None:
         """An accepted connection ended; ``reason`` is a short word (disconnect, keepalive…)."""
 
-    def message_published(
-        self, connection: Client, message: Message
-    ) -> int | Deferred[int]:
+    def message_published(self, connection: Client, message: Message) -> int | Deferred[int]:
         """A client published ``message`` (ACL passed); return the reason code for its ack.
 
         A Deferred delays the ack until it fires (for example until the message is stored).

@@ -141,6 +141,4 @@ class RegistryFollower:
 
 def _warn_failed(result: Any) -> None:
     if isinstance(result, Deferred):
-        result.addErrback(
-            lambda f: log.warn("registry refresh failed: {e}", e=f.getErrorMessage())
-        )
+        result.addErrback(lambda f: log.warn("registry refresh failed: {e}", e=f.getErrorMessage()))
