@@ -250,3 +250,15 @@ def test_stopping_withdraws_the_nodes_filters(redis, nodes):
     b.cluster.stop()
     redis.settle()
     assert subs(redis) == {}
+
+
+def test_scripts_lost_by_redis_are_sent_again(redis, nodes):
+    """Redis forgot the loaded scripts (a restart or SCRIPT FLUSH): EVALSHA fails with
+    NOSCRIPT and the script goes again in full."""
+    a, b = nodes
+    redis.sync.script_flush()
+    subscriber = b.client("sub")
+    subscriber.send(Subscribe(1, (Subscription("f/1", 0),)))
+    redis.settle()
+    assert subs(redis) == {"f/1": ["B"]} and a.cluster.remote == {"f/1": ("B",)}
+    assert any(c[0] == "EVAL" for c in b.cluster.client.commands)  # type: ignore[attr-defined]
