@@ -145,7 +145,7 @@ def loads(text: str | bytes) -> CodecSpec:
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError("", f"a codec description has at most {MAX_SPEC_BYTES} bytes")
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicates)
+        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except ValueError as exc:
         raise SpecError("", f"not valid JSON: {exc}") from None
     return validate(document)
@@ -158,6 +158,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"the key {key!r} appears twice")
         document[key] = value
     return document
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate(document: Any) -> CodecSpec:
@@ -202,10 +206,7 @@ def validate(document: Any) -> CodecSpec:
     if discriminator is not None:
         _unique(messages, "messages", lambda m: m.id, "id")
     _unique(
-        [d for d in downlinks if d.command is not None],
-        "downlinks",
-        lambda d: (d.service, d.command),
-        "command",
+        downlinks, "downlinks", lambda d: (d.service, d.command) if d.command else None, "command"
     )
     _check_auth_roles(auth, transport, messages)
     if framing.type == "fixed" and framing.length is None:
@@ -276,7 +277,7 @@ class _Object:
         value = self.value[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SpecError(self.at(key), f"must be a number, not {value!r}")
-        if not math.isfinite(value) or abs(value) > 1e15:
+        if abs(value) > 1e15 or not math.isfinite(value):
             raise SpecError(self.at(key), "must be a finite number of at most 1e15")
         return Decimal(str(value))
 
@@ -492,6 +493,11 @@ def _field(obj: _Object, context: _Context, frame_length: int | None, kind: str)
     enum = _enum(obj) if obj.has("enum") else None
     if enum is not None and not integer:
         raise SpecError(obj.at("enum"), "maps integers: only integer, bcd and bits fields have one")
+    for key in enum or ():
+        try:
+            f.encode_raw(field, key, bytes(field.size))
+        except FrameError as exc:
+            raise SpecError(f"{obj.at('enum')}.{key}", exc.reason) from None
     if enum is not None and (scale is not None or bias is not None):
         raise SpecError(obj.at("enum"), "a field has an enum map or a scale and bias, not both")
     const = obj.get("const")
@@ -531,6 +537,8 @@ def _enum(obj: _Object) -> dict[int, Any]:
             raise SpecError(f"{path}.{key}", "maps to a string, a number or a boolean")
         if any(f.same_value(value, seen) for seen in enum.values()):
             raise SpecError(f"{path}.{key}", f"{value!r} is mapped twice (encoding needs one key)")
+        if int(key) in enum:
+            raise SpecError(f"{path}.{key}", f"{int(key)} is a key twice")
         enum[int(key)] = value
     return enum
 
@@ -680,9 +688,12 @@ def _downlink(obj: _Object, context: _Context) -> Downlink:
 
 
 def _unique(items: Iterable[Any], path: str, key: Any, what: str) -> None:
+    """Refuse two items with the same ``key`` (None: the item has none)."""
     seen: set[Any] = set()
     for i, item in enumerate(items):
         value = key(item)
+        if value is None:
+            continue
         if value in seen:
             raise SpecError(f"{path}[{i}].{what}", f"{value!r} is used twice")
         seen.add(value)
