@@ -12,12 +12,10 @@ control message on that node's channel. docs/bus.md describes the semantics.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -28,11 +26,19 @@ from edge.codecs import thinglinks as tl
 from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
 from edge.mqtt.message import Message
-from edge.mqtt.properties import NO_PROPERTIES, PUBLISH, decode_properties, encode_properties
 from edge.mqtt.topics import TopicTrie, split_shared
-from edge.mqtt.wire import Reader
 
-from .client import Commands, Connector, RedisError
+from .client import Commands, Connector
+from .cluster_records import BATCH, KICK, KIND_PUBLISH, KIND_SHARED, decode_records, encode_record
+from .cluster_scripts import (
+    CLAIM_SCRIPT,
+    DELETE_IF_OURS,
+    INTEREST_SCRIPT,
+    PURGE_SCRIPT,
+    RETAIN_SCRIPT,
+    SCRIPTS,
+    run_script,
+)
 from .keys import Keys
 
 if TYPE_CHECKING:
@@ -41,161 +47,7 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="edge.cluster")
 
-# -- Lua: every change of tl:mqtt:subs is applied and announced atomically ----------------------
-
-# KEYS[1] = subs hash; ARGV[1] = node, ARGV[2] = interest channel, then op/filter pairs.
-INTEREST_SCRIPT = """
-local node, changed = ARGV[1], {}
-for i = 3, #ARGV, 2 do
-  local op, f = ARGV[i], ARGV[i + 1]
-  local raw = redis.call('HGET', KEYS[1], f)
-  local nodes = raw and cjson.decode(raw) or {}
-  local out = {}
-  for _, n in ipairs(nodes) do if n ~= node then out[#out + 1] = n end end
-  if op == '+' then out[#out + 1] = node end
-  if #out == 0 then redis.call('HDEL', KEYS[1], f)
-  else redis.call('HSET', KEYS[1], f, cjson.encode(out)) end
-  changed[#changed + 1] = {f, out}
-end
-redis.call('PUBLISH', ARGV[2], cjson.encode(changed))
-return #changed
-"""
-
-# Removes a node from every filter (a node starting again, stopping, or found dead).
-PURGE_SCRIPT = """
-local node, changed = ARGV[1], {}
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local ok, nodes = pcall(cjson.decode, all[i + 1])
-  if ok and type(nodes) == 'table' then
-    local out, found = {}, false
-    for _, n in ipairs(nodes) do
-      if n == node then found = true else out[#out + 1] = n end
-    end
-    if found then
-      if #out == 0 then redis.call('HDEL', KEYS[1], all[i])
-      else redis.call('HSET', KEYS[1], all[i], cjson.encode(out)) end
-      changed[#changed + 1] = {all[i], out}
-    end
-  end
-end
-if #changed > 0 then redis.call('PUBLISH', ARGV[2], cjson.encode(changed)) end
-return #changed
-"""
-
-# KEYS[1] = retained hash; ARGV[1] = retain channel, ARGV[2] = the batch, then topic/record
-# pairs (a record with an empty payload clears its topic).
-RETAIN_SCRIPT = """
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS[1] = tl:route, KEYS[2] = tl:mqtt:clients; ARGV = device ('' for none), client id, node.
-# Returns the nodes that held the device and the client id before.
-CLAIM_SCRIPT = """
-local dev, cid, node = ARGV[1], ARGV[2], ARGV[3]
-local before_dev, before_cid = '', ''
-if dev ~= '' then
-  before_dev = redis.call('HGET', KEYS[1], dev) or ''
-  redis.call('HSET', KEYS[1], dev, node)
-end
-before_cid = redis.call('HGET', KEYS[2], cid) or ''
-redis.call('HSET', KEYS[2], cid, node)
-return {before_dev, before_cid}
-"""
-
-DELETE_IF_OURS = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-SCRIPTS = (INTEREST_SCRIPT, PURGE_SCRIPT, RETAIN_SCRIPT, CLAIM_SCRIPT, DELETE_IF_OURS)
-# Redis names scripts by their SHA-1.
-_SHA1 = {source: hashlib.sha1(source.encode()).hexdigest() for source in SCRIPTS}  # noqa: S324
-
-
-def run_script(client: Commands, source: str, *args: Any) -> Deferred[Any]:
-    """EVALSHA (the scripts are loaded when the cluster starts); EVAL if Redis lost them."""
-    d = client.execute("EVALSHA", _SHA1[source], *args)
-
-    def missing(failure: Any) -> Any:
-        if failure.check(RedisError) and "NOSCRIPT" in str(failure.value):
-            return client.execute("EVAL", source, *args)
-        return failure
-
-    return d.addErrback(missing)
-
-
-# -- forwarded message records ------------------------------------------------------------------
-
-# kind, flags (qos | retain << 2 | expires << 3), lengths of topic, origin, share key,
-# properties and payload, expiry (epoch milliseconds).
-_HEAD = struct.Struct(">BBHHHIIQ")
-KIND_PUBLISH, KIND_SHARED = 0, 1
-BATCH, KICK = b"M", b"K"
-MAX_BATCH = 512 * 1024
-
-
-def encode_record(
-    message: Message,
-    kind: int = KIND_PUBLISH,
-    share: str = "",
-    expires_ms: int = 0,
-) -> bytes:
-    topic = message.topic.encode()
-    origin = (message.origin or "").encode()
-    share_raw = share.encode()
-    props = b"" if message.properties is NO_PROPERTIES else encode_properties(message.properties)
-    flags = message.qos | (message.retain << 2) | ((expires_ms > 0) << 3)
-    head = _HEAD.pack(
-        kind,
-        flags,
-        len(topic),
-        len(origin),
-        len(share_raw),
-        len(props),
-        len(message.payload),
-        expires_ms,
-    )
-    return b"".join((head, topic, origin, share_raw, props, message.payload))
-
-
-def decode_records(data: bytes, offset: int = 0) -> Iterator[tuple[int, str, Message, int]]:
-    """``(kind, share key, message, expires_ms)`` for each record; the message's
-    ``expires_at`` is left None (the caller converts ``expires_ms`` to its clock)."""
-    size = len(data)
-    head_size = _HEAD.size
-    while offset < size:
-        if offset + head_size > size:
-            raise ValueError("truncated record")
-        kind, flags, n_topic, n_origin, n_share, n_props, n_payload, expires_ms = _HEAD.unpack_from(
-            data, offset
-        )
-        pos = offset + head_size
-        topic = data[pos : pos + n_topic].decode()
-        pos += n_topic
-        origin = data[pos : pos + n_origin].decode() or None
-        pos += n_origin
-        share = data[pos : pos + n_share].decode()
-        pos += n_share
-        props = (
-            decode_properties(Reader(data, pos, pos + n_props), PUBLISH)
-            if n_props
-            else NO_PROPERTIES
-        )
-        pos += n_props
-        payload = data[pos : pos + n_payload]
-        offset = pos + n_payload
-        if offset > size:
-            raise ValueError("truncated record")
-        message = Message(topic, payload, flags & 3, bool(flags & 4), props, None, origin)
-        yield kind, share, message, expires_ms if flags & 8 else 0
+MAX_BATCH = 512 * 1024  # bytes of records per forward batch
 
 
 def _nodes(value: Any) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet.task import Clock
 
-from edge.bus.cluster import KIND_SHARED, Cluster, decode_records, encode_record
+from edge.bus.cluster import Cluster
+from edge.bus.cluster_records import KIND_SHARED, decode_records, encode_record
 from edge.bus.keys import Keys
 from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
