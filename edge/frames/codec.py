@@ -273,6 +273,12 @@ class Codec:
             buffer[at : at + check.size] = digest.to_bytes(
                 check.size, "little" if check.little else "big"
             )
+        if framing.delimiter and framing.delimiter in buffer:
+            raise FrameError(
+                "bad_value",
+                f"{downlink.name} would contain its delimiter {framing.delimiter.hex()}: "
+                "the device could not tell where it ends",
+            )
         return bytes(buffer) + framing.delimiter
 
     def _length(self, downlink: Downlink) -> int:
@@ -307,7 +313,10 @@ def _device(message: Message, frame: bytes) -> str | None:
         return None
     field = next(field for field in message.fields if field.name == message.device)
     value = fields.decode(field, frame)
-    device = value if isinstance(value, str) else str(value)
+    if field.type == "bcd":  # an address in BCD keeps its leading zeros
+        device = str(value).rjust(field.size * 2, "0")
+    else:
+        device = value if isinstance(value, str) else str(value)
     if not device:
         raise FrameError("no_device", f"the {field.name} field names no device")
     return device

@@ -25,6 +25,13 @@ class StreamFramer:
         self._buffer = b""
         self._scanned = 0  # bytes of the buffer already searched for a delimiter
         self._failed: FrameError | None = None
+        # the bytes that say whether a frame starts right and how long it is
+        self._prefix = max(
+            len(framing.header),
+            framing.selector.end if framing.selector is not None else 0,
+            framing.field.end if framing.field is not None else 0,
+            1,
+        )
 
     @property
     def buffered(self) -> int:
@@ -79,10 +86,10 @@ class StreamFramer:
         frames: list[bytes] = []
         pos = 0
         while pos < len(buffer):
-            view = buffer[pos:]
-            check_header(self.framing, view)
-            length = expected_length(self.framing, view)
-            if length is None or length > len(view):
+            head = buffer[pos : pos + self._prefix]  # not the rest: a chunk holds many frames
+            check_header(self.framing, head)
+            length = expected_length(self.framing, head)
+            if length is None or pos + length > len(buffer):
                 break
             frames.append(buffer[pos : pos + length])
             pos += length

@@ -244,12 +244,6 @@ class _Object:
         self.path = path
         known = (*required, *optional)
         for key in value:
-            if key == "expr":
-                raise SpecError(
-                    self.at(key),
-                    "derived values (expressions) are not supported yet: "
-                    "a field reads its value from the frame's bytes",
-                )
             if key not in known:
                 raise SpecError(self.at(key), f"unknown key (expected: {', '.join(known)})")
         for key in required:
@@ -471,11 +465,28 @@ def _typed_field(obj: _Object, name: str, little: bool, max_frame: int) -> f.Fie
     return f.Field(name, base, offset, size, little=order == "little", bit=bit, width=width)
 
 
-_FIELD_KEYS = ("length", "byte_order", "bit", "width", "scale", "bias", "enum", "const", "service")
+_FIELD_KEYS = (
+    "length",
+    "byte_order",
+    "bit",
+    "width",
+    "scale",
+    "bias",
+    "enum",
+    "const",
+    "service",
+    "expr",
+)
 
 
 def _field(obj: _Object, context: _Context, frame_length: int | None, kind: str) -> f.Field:
     name = obj.name("name")
+    if obj.has("expr"):
+        raise SpecError(
+            obj.at("expr"),
+            "derived values (expressions) are not supported yet: "
+            "a field reads its value from the frame's bytes",
+        )
     limit = frame_length if frame_length is not None else context.framing.max_frame
     field = _typed_field(obj, name, context.little, limit)
     numeric = field.type not in ("ascii", "hex")
@@ -640,11 +651,14 @@ def _message(obj: _Object, context: _Context) -> Message:
     service = obj.name("service") if obj.has("service") else None
     if kind == "datas" and service is None:
         for i, field in enumerate(fields):
-            if field.service is None and field.name not in _role_names(obj):
+            if field.service is None and field.name not in _role_names(obj) and field.const is None:
                 raise SpecError(
                     f"{obj.at('fields')}[{i}].service",
                     "is required: the message names no service",
                 )
+    roles = _role_names(obj)
+    if kind == "datas" and all(field.name in roles or field.const is not None for field in fields):
+        raise SpecError(obj.at("fields"), "a datas message reports at least one property")
     if obj.has("secret") and kind != "login":
         raise SpecError(obj.at("secret"), "only a login message carries the secret")
     if obj.has("err_code") and kind != "commandResponse":
@@ -665,8 +679,9 @@ def _message(obj: _Object, context: _Context) -> Message:
     )
 
 
-def _role_names(obj: _Object) -> set[Any]:
-    return {obj.get(key) for key in ROLES if obj.has(key)}
+def _role_names(obj: _Object) -> set[str]:
+    """The field names the message's roles give (as written: _role checks them)."""
+    return {name for key in ROLES if isinstance(name := obj.get(key), str)}
 
 
 def _downlink(obj: _Object, context: _Context) -> Downlink:

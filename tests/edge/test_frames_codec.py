@@ -399,3 +399,75 @@ def test_mutated_frames_are_refused_with_a_reason_never_an_exception() -> None:
             assert exc.code and exc.reason
             outcomes["refused"] += 1
     assert outcomes["refused"] > 1000 and outcomes["decoded"] > 0
+
+
+# Delimited frames over TCP, each naming its device by a BCD address, with a MAC and a sum8.
+LINE = Codec.from_json(
+    {
+        "codec": 1,
+        "name": "tank-line",
+        "transport": "tcp",
+        "framing": {"type": "delimiter", "delimiter": "7e", "max_frame": 32},
+        "checksum": {"type": "sum8", "at": -1},
+        "auth": {"type": "mac", "size": 4, "at": -5},
+        "messages": [
+            {
+                "name": "level",
+                "kind": "datas",
+                "service": "tank",
+                "device": "address",
+                "fields": [
+                    {"name": "address", "type": "bcd", "offset": 0, "length": 3},
+                    {"name": "level", "type": "u8", "offset": 3, "scale": 0.5, "bias": -10},
+                ],
+            }
+        ],
+        "downlinks": [
+            {
+                "name": "fill",
+                "service": "tank",
+                "command": "fill",
+                "device": "address",
+                "fields": [
+                    {"name": "address", "type": "bcd", "offset": 0, "length": 3},
+                    {"name": "to", "type": "u8", "offset": 3},
+                ],
+            }
+        ],
+    }
+)
+
+
+def line_frame(hex_body: str) -> bytes:
+    body = bytes.fromhex(hex_body)
+    body += frame_mac(SECRET, body, 4)
+    return body + bytes([sum(body) & 0xFF])
+
+
+def test_a_bcd_address_keeps_its_leading_zeros() -> None:
+    frame = line_frame("00004228")  # level 40 * 0.5 - 10
+    assert LINE.identify(frame) == "000042"
+    uplink = LINE.decode(frame, SECRET).uplink()
+    assert uplink is not None
+    assert uplink.body["devices"] == [
+        {"deviceId": "000042", "services": [{"serviceCode": "tank", "data": {"level": 10.0}}]}
+    ]
+
+
+def test_many_frames_in_one_chunk() -> None:
+    frames = [line_frame(f"{i % 10000:06d}28") for i in range(3000)]
+    stream = b"".join(frame + b"\x7e" for frame in frames if b"\x7e" not in frame)
+    got = LINE.framer().feed(stream)
+    assert got == [frame for frame in frames if b"\x7e" not in frame]
+    assert [LINE.decode(frame, SECRET).device for frame in got[:2]] == ["000000", "000001"]
+
+
+def test_an_encoded_frame_never_holds_its_delimiter() -> None:
+    frame = LINE.encode_command("tank", "fill", {"to": 5}, secret=SECRET, device="000042")
+    assert frame[:4].hex() == "00004205" and frame.endswith(b"\x7e") and frame.count(b"\x7e") == 1
+    assert LINE.framer().feed(frame) == [frame[:-1]]
+    with pytest.raises(FrameError, match="would contain its delimiter 7e") as caught:
+        LINE.encode_command("tank", "fill", {"to": 0x7E}, secret=SECRET, device="000042")
+    assert caught.value.code == "bad_value"
+    with pytest.raises(FrameError, match="holds a number"):
+        LINE.encode_command("tank", "fill", {"to": 5}, secret=SECRET, device="tank-1")

@@ -20,7 +20,10 @@ def framing(spec: dict[str, Any], transport: str = "tcp") -> Framing:
         "kind": "datas",
         "service": "s",
         "device": "dev",
-        "fields": [{"name": "dev", "type": "u8", "offset": 1 if by_type else 0}],
+        "fields": [
+            {"name": "dev", "type": "u8", "offset": 1 if by_type else 0},
+            {"name": "v", "type": "u8", "offset": 2 if by_type else 1},
+        ],
     }
     document: dict[str, Any] = {
         "codec": 1,
@@ -131,6 +134,11 @@ def test_an_oversize_frame_arriving_whole_is_refused() -> None:
     with pytest.raises(FrameError, match="a frame of 9 bytes; the largest is 8") as caught:
         StreamFramer(DELIMITED).feed(b"ok\r\n123456789\r\n")
     assert caught.value.code == "oversize"
+
+
+def test_a_chunk_of_many_frames_is_split_in_linear_time() -> None:
+    frames = StreamFramer(COUNTED).feed(bytes.fromhex("680000") * 50000)
+    assert len(frames) == 50000 and frames[-1] == bytes.fromhex("680000")
 
 
 def test_a_delimiter_split_after_max_frame_bytes_is_still_awaited() -> None:

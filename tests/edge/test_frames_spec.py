@@ -148,6 +148,14 @@ CASES: list[tuple[dict[str, Any], Edit, str, str]] = [
     (TH, edit_field(2, 0, name="interval"), "messages[2].fields.[2].name", "used twice"),
     (TH, edit_field(2, 0, name="9seq"), "messages[2].fields[0].name", "is not a name"),
     (TH, edit_message(1, name="login"), "messages[1].name", "'login' is used twice"),
+    (
+        TH,
+        lambda d: d["messages"][1].update(
+            fields=[{"name": "t", "type": "u8", "offset": 3, "const": 1}]
+        ),
+        "messages[1].fields",
+        "a datas message reports at least one property",
+    ),
     (TH, edit_message(1, id=1), "messages[1].id", "1 is used twice"),
     (TH, edit_message(1, id=256), "messages[1].id", "within 0..255"),
     (TH, drop("messages", 1, "id"), "messages[1].id", "is required: the codec has a discriminator"),
