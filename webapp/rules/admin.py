@@ -23,6 +23,7 @@ from webapp.rules.models import (
     Sink,
 )
 from webapp.rules.resources import AlarmResource, RuleTraceResource
+from webapp.rules.sinks import check_sink
 from webapp.system.admin_scope import (
     ScopedAdminMixin,
     ScopedChoicesMixin,
@@ -308,8 +309,6 @@ class SinkForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         """What `actions.save_sink` refuses (settings, filter, template, a destination the
         platform may not connect to) is a form error, not a sink "added" that was not."""
-        from webapp.rules.sinks import check_sink
-
         data = super().clean() or {}
         if "sink_type" not in data or "config" not in data:
             return data  # their own errors are shown

@@ -21,10 +21,13 @@ from webapp.rules import actions, deliveries, notify, references
 from webapp.rules.choices import ActionType, ChannelType, DeliveryStatus, TraceKind
 from webapp.rules.compiler import compile_model
 from webapp.rules.conditions import Message
+from webapp.rules.downlink import publish_topic, send_command, set_desired
 from webapp.rules.expressions import Template, render_structure
 from webapp.rules.models import NotificationChannel, Rule, Sink
 from webapp.rules.sinks.base import build_payload
 from webapp.rules.taskqueue import enqueue
+from webapp.system import scope
+from webapp.system.actions import send_message
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,6 @@ def _role_reach(channel: NotificationChannel) -> Q | None:
     below; without a department, its maker's data scope (None: everywhere). A role code
     names users in every department: unbounded, a channel would reach (and its deliveries
     would list) another department's people."""
-    from webapp.system import scope
-
     if channel.department_id is not None and channel.department is not None:
         return Q(department__path__startswith=channel.department.path)
     maker = channel.created_by
@@ -155,11 +156,7 @@ def recipients(channel: NotificationChannel) -> list[Any]:
 
 
 def send_insite(users: list[Any], title: str, body: str) -> None:
-    """In-site messages through the system app's messages when it has them."""
-    try:
-        from webapp.system.actions import send_message
-    except ImportError:
-        return
+    """In-site messages, through the system app's messages."""
     send_message(acting_user=None, recipients=users, title=title, body=body,
                  category="alarm")
 
@@ -230,8 +227,6 @@ def do_webhook(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, 
 
 def do_command(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
                ) -> dict[str, Any]:
-    from webapp.rules.downlink import send_command
-
     device = _text(action.get("device"), env, msg.device)
     params = render_structure(action.get("params") or {}, env)
     record = send_command(device, action["service"], action["command"], params)
@@ -241,8 +236,6 @@ def do_command(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, 
 
 def do_shadow(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
               ) -> dict[str, Any]:
-    from webapp.rules.downlink import set_desired
-
     device = _text(action.get("device"), env, msg.device)
     values = render_structure(action["values"], env)
     version = set_desired(device, action["service"], values)
@@ -257,8 +250,6 @@ def do_forward(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, 
 
 def do_publish(rule: Rule, action: dict[str, Any], msg: Message, env: dict[str, Any]
                ) -> dict[str, Any]:
-    from webapp.rules.downlink import publish_topic
-
     topic = _text(action["topic"], env)
     body = build_payload(action.get("payload"), msg.as_json(), env)
     nodes = publish_topic(topic, body, qos=int(action.get("qos", 0)),

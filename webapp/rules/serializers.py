@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from webapp.rules import actions, notify, secrets
 from webapp.rules.choices import FireMode
+from webapp.rules.expressions import ExpressionError, Template
 from webapp.rules.models import (
     Alarm,
     AlarmComment,
@@ -193,8 +194,6 @@ class NotificationChannelSerializer(OwnedSerializerMixin, serializers.ModelSeria
         return bool(obj.secret_encrypted)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        from webapp.rules.expressions import ExpressionError, Template
-
         for name in ("title_template", "body_template"):
             if attrs.get(name):
                 try:

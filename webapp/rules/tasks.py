@@ -10,6 +10,7 @@ from typing import Any
 from celery import shared_task
 
 from webapp.core.redis import get_redis, keys
+from webapp.devices.models import Device
 from webapp.rules import actions, deliveries, sinks
 from webapp.rules.choices import TriggerType
 from webapp.rules.compiler import compile_model, group_members
@@ -66,8 +67,6 @@ def _latest(device: str) -> dict[str, dict[str, Any]]:
 @shared_task(name="rules.run_schedule")
 def run_schedule(rule_id: int) -> int:
     """Evaluate a scheduled rule over its devices' latest values; returns the firings."""
-    from webapp.devices.models import Device
-
     rule = Rule.objects.filter(pk=rule_id, enabled=True,
                                trigger_type=TriggerType.SCHEDULE).first()
     if rule is None:
