@@ -504,11 +504,11 @@ def _field(obj: _Object, context: _Context, frame_length: int | None, kind: str)
     enum = _enum(obj) if obj.has("enum") else None
     if enum is not None and not integer:
         raise SpecError(obj.at("enum"), "maps integers: only integer, bcd and bits fields have one")
-    for key in enum or ():
+    for raw in enum or ():
         try:
-            f.encode_raw(field, key, bytes(field.size))
+            f.encode_raw(field, raw, bytes(field.size))
         except FrameError as exc:
-            raise SpecError(f"{obj.at('enum')}.{key}", exc.reason) from None
+            raise SpecError(f"{obj.at('enum')}.{raw}", exc.reason) from None
     if enum is not None and (scale is not None or bias is not None):
         raise SpecError(obj.at("enum"), "a field has an enum map or a scale and bias, not both")
     const = obj.get("const")
