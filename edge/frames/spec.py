@@ -21,13 +21,23 @@ codec can be built from a description an API client sent. The format (``"codec":
                     "fields": [...]}]}
 
 A field: ``{"name", "type", "offset", "length"?, "byte_order"?, "bit"?, "width"?, "scale"?,
-"bias"?, "enum"?, "const"?, "service"?}``. A length frame is ``offset + size + value + adjust``
-bytes long. A checksum covers the bytes from ``start`` up to ``at``, where it is stored; the
-MAC likewise (it is computed before the checksum, which may cover it); negative positions
-count from the end of the frame. The roles ``device``, ``secret``, ``mid`` and ``err_code``
-name fields that carry the device identifier, the login secret, the command id and the
-command's result; the other fields (but ``const`` ones) are the message's properties, event
-parameters or response parameters. A field's ``expr`` (a value derived from the others in the
+"bias"?, "enum"?, "const"?, "service"?}``. Types: ``u8 i8 u16 i16 u32 i32 u64 i64 f32 f64``
+(``be`` or ``le`` appended names the byte order, else the field's or the codec's
+``byte_order``, big by default), and ``bcd`` (packed decimal digits, an integer), ``bits``
+(``width`` bits from ``bit``, 0 being the least significant, of a ``length``-byte integer),
+``ascii`` (NUL padding removed) and ``hex``, each ``length`` bytes long. A number is
+``raw * scale + bias``; an ``enum`` maps raw integers (keys in decimal) to strings, numbers
+or booleans; a ``const`` field must hold its raw value and is no property. ``service`` lets a
+datas field report into another service than the message's.
+
+A length frame is ``offset + size + value + adjust`` bytes long. A checksum covers the bytes
+from ``start`` up to ``at``, where it is stored; the MAC likewise (it is computed before the
+checksum, which may cover it); negative positions count from the end of the frame. The roles
+``device``, ``secret``, ``mid`` and ``err_code`` name fields that carry the device
+identifier, the login secret, the command id and the command's result; the other fields (but
+``const`` ones) are the message's properties, event parameters or response parameters.
+Encoding a downlink writes the header, the discriminator (its ``id``), the length field, the
+MAC and the checksum by itself. A field's ``expr`` (a value derived from the others in the
 rule expression language) is reserved for a later version and refused for now.
 """
 
