@@ -87,7 +87,8 @@ def test_th_report_is_a_datas_message_of_the_logged_in_device() -> None:
 
 
 def test_th_uplinks_land_like_mqtt_messages() -> None:
-    """The uplink body goes through the MQTT path's parser and validation unchanged."""
+    """The uplink body goes through the transport-independent reader and validation of the
+    MQTT path unchanged."""
     model = ThingModel.from_json(
         {
             "services": {
@@ -111,15 +112,13 @@ def test_th_uplinks_land_like_mqtt_messages() -> None:
     contexts = {"th-001": tl.DeviceContext("th-001", "th-sensor", model)}
     uplink = TH.decode(TH_REPORT).uplink("th-001")
     assert uplink is not None
-    parsed = tl.parse(f"/v1/devices/th-001/{uplink.suffix}", json.dumps(uplink.body).encode())
-    assert parsed is not None
+    parsed = tl.read("th-001", uplink.suffix, json.dumps(uplink.body).encode())
     outcome = tl.evaluate(parsed, contexts, ts=1)
     assert not outcome.errors
     assert outcome.events[0]["v"] == {"temperature": 25.3, "humidity": 45.0}
     answer = TH.decode(TH_INTERVAL_SET).uplink("th-001")
     assert answer is not None
-    parsed = tl.parse(f"/v1/devices/th-001/{answer.suffix}", json.dumps(answer.body).encode())
-    assert parsed is not None
+    parsed = tl.read("th-001", answer.suffix, json.dumps(answer.body).encode())
     event = tl.evaluate(parsed, contexts, ts=1).events[0]
     assert (event["t"], event["mid"], event["cmd"], event["err"]) == (
         "cmdrsp",
