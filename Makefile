@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint typecheck migrations-check install install-test install-dev bench fuzz clean
+.PHONY: run test test-fast lint typecheck migrations-check install install-test install-dev bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ run: install
 ## Install the test requirements and run the whole suite.
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The fast suite (docs/testing.md): no processes, no browser (tests marked `slow` are left
+## out, and one that starts a process fails), on TEST_WORKERS pytest-xdist workers.
+TEST_WORKERS ?= 2
+test-fast: install-test
+	$(PY) -m pytest -m "not slow" -p tests.support.fast -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # mypy's Django plugin and manage.py load the settings, which refuse to start without a secret
 # key: these checks get a throwaway random one when the environment has none.

@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 from config.embedded_redis import EmbeddedRedis
+from tests.support.slow import is_slow
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fixtures every area uses: `commit_hooks` (on-commit callbacks without transaction=True).
+pytest_plugins = ["tests.support.commits"]
 
 # There is no built-in secret key. The suite runs on a random one of its own, in os.environ so
 # that every process a test starts (edge, ingest, Daphne) inherits it. pytest-django loads the
@@ -49,6 +53,23 @@ def require_service(name: str, host: str, port: int) -> None:
 # REDIS_URL is read by config.settings and by every subprocess a test starts (edge, ingest).
 if not os.environ.get("REDIS_URL"):
     os.environ["REDIS_URL"] = _start_embedded_redis()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` what starts processes or a browser (tests/support/slow.py says how it is
+    told), so that `make test-fast` can leave it out."""
+    for item in items:
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(request: pytest.FixtureRequest, settings) -> None:
+    """Tests log in often and PBKDF2 takes about a second a password: a fast hasher keeps
+    them quick (production keeps PBKDF2). Slow tests keep the platform's own hashers, as the
+    processes they start check the passwords too."""
+    if request.node.get_closest_marker("slow") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")

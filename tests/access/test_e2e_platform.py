@@ -11,6 +11,7 @@ from django.db import connection
 
 from edge.codecs import thinglinks as tl
 from tests.support.platform import Client, Platform, datas, running_platform
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -44,9 +45,9 @@ def test_a_device_registers_itself_then_reports(platform):
     itself = Client(platform.mqtt_port, "reg-001", secret)
     assert itself.connected() == 0
     itself.publish("/v1/devices/reg-001/datas", datas("reg-001", {"temperature": 22.5}))
-    platform.eventually(lambda: platform.call(
+    wait_for(lambda: platform.call(
         "GET", "/api/v1/devices/reg-001/telemetry/?service=env&property=temperature")[1]
-        .get("results"))
+        .get("results"), timeout=20)
     itself.close()
     again = Client(platform.mqtt_port, "thermo&reg-001", product_secret, "reg-001-again")
     assert again.connected() == 0x87  # activated: no second registration (3.1.1 code 5)
@@ -65,7 +66,7 @@ def test_acl_rules_and_envelope_keys_through_the_api(platform):
     status, body = platform.call("POST", "/api/v1/acl-rules/", {
         "product": "thermo", "action": "sub", "topic": "broadcast/#", "decision": "allow"})
     assert status == 201, body
-    platform.eventually(lambda: device.subscribe("broadcast/all") == [1])
+    wait_for(lambda: device.subscribe("broadcast/all") == [1], timeout=20)
 
     status, body = platform.call("POST", "/api/v1/device-keys/", {"device": "acl-001"})
     assert status == 201, body
@@ -76,7 +77,7 @@ def test_acl_rules_and_envelope_keys_through_the_api(platform):
     envelope = {"head": {"mid": 4, "cipherFlag": 2, "timeStamp": 1700000000000},
                 "dataBody": cipher,
                 "dataSign": tl.data_sign(cipher, 1700000000000, keys.sign_key or "")}
-    platform.eventually(lambda: _reported(platform, device, envelope), timeout=30)
+    wait_for(lambda: _reported(platform, device, envelope), timeout=30)
     device.close()
 
 

@@ -22,11 +22,6 @@ OPERATOR_PERMISSIONS = (
 
 
 @pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _own_redis_names(settings, redis_prefix):
     """This test's own cache and Channels layer (prefixes as a process started with
     REDIS_PREFIX=redis_prefix computes them), so that concurrent tests never meet."""

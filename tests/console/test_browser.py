@@ -25,7 +25,8 @@ from django.db import connection, connections
 
 from tests.conftest import missing
 from tests.console.conftest import PASSWORD, data_event, log_event, now_ms, status_event
-from tests.support.platform import ROOT, database_url, free_port, wait_for_port
+from tests.support.platform import ROOT, database_url, free_port
+from tests.support.waiting import wait_for_port
 from webapp.devices.models import DeviceCommand
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -34,11 +35,6 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-
-
-@pytest.fixture
-def _fast_hasher():
-    """The platform's own password hashers: the web process checks the passwords too."""
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ import redis
 
 from edge.mqtt.codec import Decoder, encode
 from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect
+from tests.support.waiting import wait_for, wait_for_port
 
 from .redis_server import free_port
 
@@ -51,30 +51,14 @@ class Edge:
     def wait_for_events(
         self, predicate: Callable[[dict[str, Any]], bool], count: int = 1
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 10
-        while True:
-            found = [e for e in self.events() if predicate(e)]
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"events not found; have {self.events()}")
-            time.sleep(0.05)
+        def found() -> list[dict[str, Any]]:
+            matching = [e for e in self.events() if predicate(e)]
+            return matching if len(matching) >= count else []
+
+        return wait_for(found, message=lambda: f"events: {self.events()}")
 
     def log(self) -> str:
         return self.log_path.read_text()
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"edge exited early:\n{log_path.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"edge did not listen:\n{log_path.read_text()}")
 
 
 @contextmanager
@@ -103,7 +87,7 @@ def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[E
             command, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
         )
     try:
-        _wait_port(mqtt_port, process, log_path)
+        wait_for_port(mqtt_port, process, 60, log_path)
         yield Edge(prefix, node, mqtt_port, metrics_port, process, log_path, r)
     finally:
         if process.poll() is None:

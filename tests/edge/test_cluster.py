@@ -18,6 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.crypto import encrypt_secret
+from tests.support.waiting import wait_for
 
 from .edge_process import Client, Edge, running_edge
 
@@ -64,14 +65,6 @@ def metric(edge: Edge, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     raise AssertionError(f"no metric {name}")
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.05)
 
 
 def drain(client: Client) -> list[mqtt.MQTTMessage]:

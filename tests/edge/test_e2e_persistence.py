@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -21,6 +19,7 @@ from paho.mqtt.properties import Properties
 from edge.bus.sessions import decode_outgoing, encode_outgoing
 from edge.mqtt.message import Message, Outgoing
 from edge.mqtt.properties import Properties as EdgeProperties
+from tests.support.waiting import wait_for
 
 from .edge_process import Edge, running_edge
 
@@ -130,13 +129,6 @@ def stop(edge: Edge, how: signal.Signals = signal.SIGTERM) -> None:
     assert edge.process.wait(20) in (0, -signal.SIGKILL)
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in 10 s"
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def prefix(edge_redis_url: str):
     """A key prefix of the test's own, removed after it."""
@@ -148,6 +140,7 @@ def prefix(edge_redis_url: str):
     r.close()
 
 
+@pytest.mark.e2e
 def test_sessions_and_retained_survive_a_restart(edge_redis_url: str, prefix: str):
     """After SIGTERM and a new edge: a 5.0 offline session gets what was queued before and
     after the restart (subscription identifier kept), a 3.1.1 session that was online when
@@ -198,6 +191,7 @@ def test_sessions_and_retained_survive_a_restart(edge_redis_url: str, prefix: st
             session.close()
 
 
+@pytest.mark.e2e
 def test_subscriptions_survive_a_crash(edge_redis_url: str, prefix: str):
     """After SIGKILL a client that reconnects with clean start 0 finds its session (the node
     that held it looks alive for a while, so the session is fetched at CONNECT)."""
@@ -216,6 +210,7 @@ def test_subscriptions_survive_a_crash(edge_redis_url: str, prefix: str):
         crashed.close()
 
 
+@pytest.mark.e2e
 def test_session_follows_its_client_to_another_node(edge_redis_url: str, prefix: str):
     """A persistent session left on node A (with a message queued there) is taken by node B
     when the client reconnects to B."""

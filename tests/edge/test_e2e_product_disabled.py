@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from edge.crypto import encrypt_secret
+from tests.support.waiting import wait_for
 
 from .edge_process import Client, Edge, raw_connack, running_edge
 
@@ -49,10 +50,7 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
 
 
 def wait_for_log(edge: Edge, text: str) -> None:
-    deadline = time.monotonic() + 5
-    while text not in edge.log():
-        assert time.monotonic() < deadline, edge.log()[-2000:]
-        time.sleep(0.05)
+    wait_for(lambda: text in edge.log(), 5, message=lambda: edge.log()[-2000:])
 
 
 def set_product_status(edge: Edge, identifier: str, status: str) -> None:

@@ -19,6 +19,7 @@ import redis
 
 from edge.crypto import encrypt_secret
 from edge.workers import aggregate, worker_count, worker_env
+from tests.support.waiting import wait_for
 
 from .edge_process import Client, Edge, running_edge
 
@@ -64,14 +65,6 @@ def get(edge: Edge, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.1)
-
-
 def healthy(edge: Edge) -> bool:
     try:
         return get(edge, "/healthz")[0] == 200
@@ -94,7 +87,7 @@ def workers(edge_redis_url: str) -> Iterator[Edge]:
     r.close()
     env = {"EDGE_WORKERS": "2", "EDGE_ALLOW_ANONYMOUS": "1", "DJANGO_SECRET_KEY": SECRET_KEY}
     with running_edge(edge_redis_url, prefix, env) as edge:
-        wait_for(lambda: healthy(edge))
+        wait_for(lambda: healthy(edge), 60, interval=0.1)
         yield edge
 
 
@@ -110,7 +103,7 @@ def placed(edge: Edge, client_id: str) -> str:
         found[0] = edge.redis.hget(edge.key("mqtt:clients"), client_id)
         return found[0] is not None
 
-    wait_for(registered, 5)
+    wait_for(registered, 5, interval=0.1)
     assert found[0] is not None
     return found[0].decode()
 
@@ -132,7 +125,8 @@ def on_each_worker(
 
 def test_workers_report_and_metrics_aggregate(workers: Edge, clients: list[Client]):
     """Both workers heart-beat as {node}-0 and {node}-1; the supervisor's /metrics sums them."""
-    wait_for(lambda: {f"{workers.node}-0", f"{workers.node}-1"} <= set(nodes(workers)))
+    wait_for(lambda: {f"{workers.node}-0", f"{workers.node}-1"} <= set(nodes(workers)),
+             60, interval=0.1)
     on_each_worker(workers, clients, f"m{uuid.uuid4().hex[:4]}")
     status, text = get(workers, "/metrics")
     assert status == 200
@@ -181,7 +175,8 @@ def test_device_takeover_across_workers(workers: Edge, clients: list[Client]):
     else:
         raise AssertionError("every connection went to the same worker")
     assert int(old.disconnects.get(timeout=5).value) == 0x8E
-    wait_for(lambda: workers.redis.hget(workers.key("route"), "wk-dev") != first_node.encode(), 5)
+    wait_for(lambda: workers.redis.hget(workers.key("route"), "wk-dev") != first_node.encode(), 5,
+             interval=0.1)
 
 
 def test_killed_worker_is_restarted(workers: Edge):
@@ -190,8 +185,9 @@ def test_killed_worker_is_restarted(workers: Edge):
     victim = f"{workers.node}-1"
     pid = nodes(workers)[victim]["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: nodes(workers).get(victim, {}).get("pid") not in (None, pid))
-    wait_for(lambda: healthy(workers))
+    wait_for(lambda: nodes(workers).get(victim, {}).get("pid") not in (None, pid), 60,
+             interval=0.1)
+    wait_for(lambda: healthy(workers), 60, interval=0.1)
     _, text = get(workers, "/metrics")
     assert 'edge_worker_restarts_total{worker="1"} 1' in text.splitlines()
     subs = workers.redis.hgetall(workers.key("mqtt:subs"))
@@ -202,7 +198,7 @@ def test_sigterm_stops_supervisor_and_workers(edge_redis_url: str):
     """SIGTERM to the supervisor stops both workers and exits 0."""
     env = {"EDGE_WORKERS": "2", "EDGE_ALLOW_ANONYMOUS": "1"}
     with running_edge(edge_redis_url, f"wkstop{uuid.uuid4().hex[:6]}:", env) as edge:
-        wait_for(lambda: healthy(edge))
+        wait_for(lambda: healthy(edge), 60, interval=0.1)
         pids = [info["pid"] for info in nodes(edge).values()]
         assert len(pids) == 2
         edge.process.send_signal(signal.SIGTERM)

@@ -61,13 +61,3 @@ def mqtt_clients_of(edge: Edge) -> Iterator[Callable[[str], Mqtt]]:
     yield make
     for c in made:
         c.close()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
-

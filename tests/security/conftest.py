@@ -12,9 +12,11 @@ import pytest
 from tests.edge.edge_process import Edge
 from tests.rules.conftest import receiver  # noqa: F401  (a local HTTP receiver, the rules tests')
 from tests.security.access_edge import Mqtt, mqtt_clients_of, webapp_edge
+from tests.support.slow import starts_processes
 
 
 @pytest.fixture
+@starts_processes
 def edge(transactional_db: Any, redis_url: str, redis_prefix: str, settings: Any
          ) -> Iterator[Edge]:
     """The edge on the test's Redis prefix, with webapp's registry published to it."""

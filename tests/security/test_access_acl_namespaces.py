@@ -16,6 +16,7 @@ import redis
 from edge.crypto import encrypt_secret
 from tests.edge.edge_process import Edge, running_edge
 from tests.security.access_edge import mqtt_clients_of
+from tests.support.slow import starts_processes
 
 SECRET_KEY = "acl-namespaces-secret-key"
 NOT_AUTHORIZED = 0x87
@@ -53,6 +54,7 @@ def put(r: redis.Redis, key: str, **fields: Any) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def edge(redis_url: str) -> Iterator[Edge]:
     """Rules written to Redis as an older webapp (or someone by hand) would: `#` and
     `/v1/devices/+/#` allowed for every device of the product."""

@@ -15,12 +15,14 @@ import redis
 from edge.crypto import encrypt_secret
 from tests.edge.edge_process import Edge, running_edge
 from tests.security.access_edge import mqtt_clients_of
+from tests.support.slow import starts_processes
 
 SECRET_KEY = "anonymous-secret-key"
 NOT_AUTHORIZED = 0x87
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def edge(redis_url: str) -> Iterator[Edge]:
     prefix = f"anon{uuid.uuid4().hex[:8]}:"
     r = redis.Redis.from_url(redis_url)

@@ -10,7 +10,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from tests.security.access_edge import Mqtt, eventually
+from tests.security.access_edge import Mqtt
+from tests.support.waiting import wait_for
 from tests.system.conftest import Org, make_device, make_product
 from webapp.devices import actions as device_actions
 from webapp.system import actions as system_actions
@@ -143,5 +144,5 @@ def test_devices_created_by_the_user_are_in_a_self_scope(edge, mqtt_clients):
     api_key, key = system_actions.create_api_key(acting_user=operator, user=operator, name="m")
     app = mqtt_clients("app")
     assert app.connect(f"app:{api_key.prefix}", key) == 0
-    assert eventually(lambda: app.subscribe("/v1/devices/mine/#") == [1])
+    assert wait_for(lambda: app.subscribe("/v1/devices/mine/#") == [1])
     assert app.subscribe("/v1/devices/theirs/#") == [NOT_AUTHORIZED]

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from edge.crypto import decrypt_secret
-from tests.security.access_edge import eventually
+from tests.support.waiting import wait_for
 from tests.system.conftest import Org, make_product
 from webapp.access import actions as access_actions
 from webapp.access.actions import register_device
@@ -61,7 +61,7 @@ def test_the_answer_reaches_the_registering_connection_only(edge, mqtt_clients,
     assert newcomer.subscribe(ANSWER.format("new-1")) == [1]
     newcomer.publish("/v1/devices/new-1/register", {"name": "Hall"})
     done: set = set()
-    assert eventually(lambda: answer_registrations(edge, done))
+    assert wait_for(lambda: answer_registrations(edge, done))
     reply = newcomer.next_message()
     assert reply.topic == ANSWER.format("new-1")
     secret = json.loads(reply.payload)["data"]["secret"]
@@ -74,12 +74,12 @@ def test_the_answer_reaches_the_registering_connection_only(edge, mqtt_clients,
     assert first.connect("thermo&new-2", product_secret) == 0
     assert first.subscribe(ANSWER.format("new-2")) == [1]
     first.publish("/v1/devices/new-2/register", {})
-    eventually(lambda: any(e.get("dev") == "new-2" for e in edge.events()))
+    wait_for(lambda: any(e.get("dev") == "new-2" for e in edge.events()))
     thief = mqtt_clients("thief")
     assert thief.connect("thermo&new-2", product_secret) == 0
     assert first.disconnected() == 0x8E  # session taken over
     assert thief.subscribe(ANSWER.format("new-2")) == [1]
-    assert eventually(lambda: answer_registrations(edge, done))
+    assert wait_for(lambda: answer_registrations(edge, done))
     assert thief.quiet() == []
     assert [m for m in spy.quiet() if m.topic.endswith("registerResponse")] == []
 

@@ -46,6 +46,7 @@ from edge.mqtt.packets import (
 from edge.mqtt.properties import Properties
 from edge.mqtt.session import Loaded, Session
 from tests.edge.edge_process import Edge, running_edge
+from tests.support.waiting import wait_for
 
 from .mqtt_broker import Namespace, client, connected, make_broker
 
@@ -336,13 +337,6 @@ def send_command(edge: Edge, device: str, text: str) -> None:
         edge.key(f"down:{edge.node}"),
         {"topic": f"/v1/devices/{device}/command", "payload": text, "qos": 1, "dev": device},
     )
-
-
-def wait_for(condition: Any) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in 10 s"
-        time.sleep(0.05)
 
 
 @pytest.mark.e2e

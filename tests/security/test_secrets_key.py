@@ -22,7 +22,8 @@ from django.db import connection
 
 from edge.crypto import create_key_file, encrypt_secret, load_secret_key
 from tests.edge.edge_process import ROOT, Client, Edge
-from tests.support.platform import database_url, free_port, wait_for_port
+from tests.support.platform import database_url, free_port
+from tests.support.waiting import wait_for_port
 
 # What earlier versions used whenever DJANGO_SECRET_KEY was unset (public: it was in the code).
 FORMER_DEV_KEY = "thinglinks-dev-insecure-secret-key-change-me"

@@ -21,6 +21,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from tests.support.waiting import wait_for_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,20 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            out = process.stdout.read().decode(errors="replace") if process.stdout else ""
-            raise RuntimeError(f"process exited with {process.returncode}:\n{out[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
@@ -135,16 +123,6 @@ class Platform:
         assert status == 200, body
         self.token = body["access"]
 
-    def eventually(self, check, timeout: float = 20.0, interval: float = 0.2):
-        """Call `check` until it returns a truthy value; fail with its last result."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"condition not met in {timeout} s; last={last!r}")
 
 
 @contextmanager

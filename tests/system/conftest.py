@@ -13,12 +13,6 @@ PASSWORD = "Pw-test-2468"
 
 
 @pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    """Tests log in often: a fast hasher keeps them quick (production keeps PBKDF2)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _own_cache_prefix(settings, redis_prefix):
     """The Django cache (lockout counters, sessions, dictionaries) of this test only."""
     caches = {**settings.CACHES}

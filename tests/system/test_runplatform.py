@@ -19,6 +19,7 @@ def celery_logger_level(env):
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.e2e
 def test_children_log_celery_at_warning_unless_asked(monkeypatch):
     """What Celery's worker and beat print goes through Django's logging: the children's
     environment, not only `-l`, must carry the level."""

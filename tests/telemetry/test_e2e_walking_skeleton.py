@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from tests.support.platform import Client, datas, running_platform
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,8 +37,8 @@ def test_a_device_reports_and_the_api_reads_it_back(platform, thermo_device):
     identifier, secret = thermo_device
     device = Client(platform.mqtt_port, identifier, secret)
     assert device.connected() == 0
-    platform.eventually(lambda: platform.call("GET", f"/api/v1/devices/{identifier}/")[1][
-        "connect_status"] == "online")
+    wait_for(lambda: platform.call("GET", f"/api/v1/devices/{identifier}/")[1][
+        "connect_status"] == "online", timeout=20)
 
     device.publish(f"/v1/devices/{identifier}/datas", datas(identifier, {"temperature": 25.6}))
     event_time = int(time.time() * 1000) - 5000
@@ -54,7 +55,7 @@ def test_a_device_reports_and_the_api_reads_it_back(platform, thermo_device):
         assert status == 200, body
         return sorted(r["value"] for r in body["results"]) if len(body["results"]) == 2 else None
 
-    assert platform.eventually(values) == [21.0, 25.6]
+    assert wait_for(values, timeout=20) == [21.0, 25.6]
     _status, shadow = platform.call("GET", f"/api/v1/devices/{identifier}/shadow/")
     assert shadow["reported"]["env"]["temperature"]["value"] == 25.6
     assert shadow["reported"]["env"]["humidity"]["value"] == 40
@@ -63,8 +64,8 @@ def test_a_device_reports_and_the_api_reads_it_back(platform, thermo_device):
     assert detail["status"] == "activated" and detail["last_seen"]
 
     device.close()
-    platform.eventually(lambda: platform.call("GET", f"/api/v1/devices/{identifier}/")[1][
-        "connect_status"] == "offline")
+    wait_for(lambda: platform.call("GET", f"/api/v1/devices/{identifier}/")[1][
+        "connect_status"] == "offline", timeout=20)
 
 
 def test_bad_input_is_answered_and_logged(platform, thermo_device, thermo_payload):
@@ -100,13 +101,13 @@ def test_bad_input_is_answered_and_logged(platform, thermo_device, thermo_payloa
                                     "?service=env&property=humidity")[1]
         return [r["value"] for r in body["results"]]
 
-    assert platform.eventually(stored) == [50]  # the good value of the same message landed
+    assert wait_for(stored, timeout=20) == [50]  # the good value of the same message landed
 
     def rejected():
         body = platform.call("GET", f"/api/v1/devices/{identifier}/messages/?result=rejected")[1]
         return body["results"] if len(body["results"]) >= 2 else None
 
-    log = platform.eventually(rejected)
+    log = wait_for(rejected, timeout=20)
     assert any("above max" in m["reason"] for m in log)
     assert any("{not json" in m["payload"] for m in log)
     device.close()
