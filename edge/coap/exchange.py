@@ -643,8 +643,9 @@ class Endpoint:
         key = (peer, message.token)
         szx = min(self.preferred_szx, block2.szx) if block2 else self.preferred_szx
         existing = self._observations.get(key)
-        if existing is not None:  # a re-registration keeps its sequence (RFC 7641 4.1)
+        if existing is not None:  # a re-registration (RFC 7641 4.1) answers with a newer number
             existing.transfer_key, existing.szx = transfer_key(message), szx
+            existing.sequence = (existing.sequence + 1) % OBSERVE_MODULUS
             return True
         state = self._peer(peer)
         if (

@@ -317,7 +317,7 @@ def test_observations_are_bounded_per_peer_and_overall() -> None:
     assert register(ep, PEER, b"1", 1).observe is not None
     assert register(ep, PEER, b"2", 2).observe is not None
     assert register(ep, PEER, b"3", 3).observe is None
-    assert register(ep, PEER, b"1", 4).observe is not None  # a re-registration is no new one
+    assert register(ep, PEER, b"1", 4).observe == 1  # a re-registration: no new one, a newer number
     assert register(ep, OTHER, b"1", 1).observe is not None
     assert register(ep, ("192.0.2.3", 1), b"1", 1).observe is None
     assert ep.observations == 3
