@@ -20,16 +20,25 @@ from edge.mqtt.policy import Client
 
 from .acl import AppAcl, app_of, device_of
 from .auth import Authenticator
+from .endpoints import Endpoints
 from .interfaces import Clock, Directory
 
 log = Logger(namespace="edge")
 
 
 class RegistryFollower:
-    def __init__(self, clock: Clock, directory: Directory, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        directory: Directory,
+        auth: Authenticator,
+        endpoints: Endpoints | None = None,
+    ) -> None:
         self.clock = clock
         self.directory = directory
         self.auth = auth
+        # Devices served by the other transports: dropped like a kicked MQTT connection.
+        self.endpoints = endpoints
         self.broker: Broker | None = None
         # Connected application clients → the call that ends them when their key expires.
         self.apps: dict[Client, Any] = {}
@@ -53,6 +62,8 @@ class RegistryFollower:
         their new ACL; a device that was locked or deleted, whose product was disabled or
         whose credentials changed, is disconnected (0x98); so is an application client whose
         key was revoked or changed, or that follows a device which left its user's scope."""
+        if self.endpoints is not None:
+            self._recheck_endpoints(kind, identifier)
         broker = self.broker
         if broker is None:
             return
@@ -74,6 +85,37 @@ class RegistryFollower:
                 app = app_of(app_connection)
                 if app is not None and app.app.key_id == identifier:
                     self._recheck_app(app_connection, app)
+
+    def _recheck_endpoints(self, kind: str, identifier: str) -> None:
+        """A device of another transport that is now locked, deleted or in a disabled
+        product is dropped (its lease ends and it goes offline with that reason)."""
+        endpoints = self.endpoints
+        assert endpoints is not None
+        if kind == "dev":
+            devices = [identifier] if identifier in endpoints else []
+        elif kind == "prod":
+            devices = list(endpoints.attached)
+        else:
+            return
+        for device in devices:
+            self._recheck_endpoint(endpoints, device, kind == "dev")
+
+    def _recheck_endpoint(self, endpoints: Endpoints, device: str, named: bool) -> None:
+        def settle(record: DeviceRecord, product: ProductRecord | None) -> None:
+            refused = refusal(record, product)
+            if refused is not None:
+                log.info("{device} dropped: {text}", device=device, text=refused[2])
+                endpoints.drop(device, refused[1])
+
+        def with_product(record: DeviceRecord | None) -> Any:
+            if record is None:
+                if named:
+                    endpoints.drop(device, "deleted")
+                return None
+            product = self.directory.product(record.product) if record.product else None
+            return then(product, lambda prod: settle(record, prod))
+
+        _warn_failed(then(self.directory.device(device), with_product))
 
     def _end_app(self, connection: Client, text: str) -> None:
         log.info(

@@ -1,6 +1,7 @@
 """What the platform sends devices: each ``tl:down:{node}`` entry (docs/bus.md) is published
-through the broker (a registration answer goes to the asking connection only) and written
-to the message log, with why it reached nobody."""
+through the broker (a registration answer goes to the asking connection only; a device served
+by another transport gets it through its endpoint, :mod:`edge.thinglinks.endpoints`) and
+written to the message log, with why it reached nobody."""
 
 from __future__ import annotations
 
@@ -9,15 +10,26 @@ from edge.codecs import thinglinks as tl
 from edge.mqtt.broker import Broker
 from edge.mqtt.message import Message
 
+from .endpoints import Downlink as DeviceDownlink
+from .endpoints import Endpoints
 from .interfaces import Clock, EventSink
 from .registration import Registrations
 
 
 class Downlink:
-    def __init__(self, clock: Clock, sink: EventSink, registrations: Registrations) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        sink: EventSink,
+        registrations: Registrations,
+        endpoints: Endpoints | None = None,
+    ) -> None:
         self.clock = clock
         self.sink = sink
         self.registrations = registrations
+        # Devices on this node served by HTTP, CoAP, raw TCP or UDP: their messages go to
+        # their endpoint, not through the broker (they have no MQTT subscription).
+        self.endpoints = endpoints
         self.broker: Broker | None = None
 
     def deliver(self, fields: dict[bytes, bytes]) -> None:
@@ -40,6 +52,9 @@ class Downlink:
             reached, reason = self.registrations.downlink(
                 split[0], token, Message(topic, payload, qos)
             )
+        elif split is not None and self.endpoints is not None and split[0] in self.endpoints:
+            reason = self.endpoints.deliver(split[0], DeviceDownlink(split[1], payload))
+            reached = reason is None
         else:
             reached = self.broker.publish(Message(topic, payload, qos)) > 0
             reason = None if reached else "no subscriber"

@@ -24,6 +24,7 @@ from .acl import app_of, registration_of
 from .auth import Authenticator, CertificateOf
 from .changes import RegistryFollower
 from .downlink import Downlink
+from .endpoints import Endpoints
 from .interfaces import Clock, Directory, EventSink
 from .presence import Presence
 from .registration import Registrations
@@ -46,6 +47,8 @@ class EdgeHooks(BrokerHooks):
         acl_deny: Iterable[str] = (),
         throttle: AuthThrottle | None = None,
         certificates: CertificateOf | None = None,
+        device_lease: float = 300.0,
+        mailbox_limit: int = 16,
     ) -> None:
         self.uplink = uplink
         self.throttle = throttle or AuthThrottle(clock, redis, keys)
@@ -62,8 +65,16 @@ class EdgeHooks(BrokerHooks):
         self.pipeline = UplinkPipeline(registry, uplink, clock)
         self.registrations = Registrations(clock, uplink, node)
         self.presence = Presence(clock, redis, keys, uplink, node)
-        self.follower = RegistryFollower(clock, registry, self.auth)
-        self.downlink = Downlink(clock, uplink, self.registrations)
+        # Devices of the other transports (HTTP, CoAP, raw TCP, UDP) on this node.
+        self.endpoints = Endpoints(
+            clock,
+            self.presence,
+            lease=device_lease,
+            mailbox_limit=mailbox_limit,
+            mailbox_ttl=device_lease,
+        )
+        self.follower = RegistryFollower(clock, registry, self.auth, self.endpoints)
+        self.downlink = Downlink(clock, uplink, self.registrations, self.endpoints)
         self._broker: Broker | None = None
 
     @property
