@@ -6,7 +6,7 @@ import pytest
 
 from edge.crypto import decrypt_secret
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 def test_token_is_required(client, redis_prefix):

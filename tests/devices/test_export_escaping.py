@@ -25,7 +25,7 @@ from webapp.core.spreadsheet import (
 )
 from webapp.devices.models import Device
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 # Values a device's owner (or a device, for telemetry) may write, meant to run in the
 # spreadsheet of whoever opens the export.

@@ -8,7 +8,7 @@ import pytest
 from tests.devices.conftest import now_ms
 from webapp.devices.models import Device
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 def topo(op, body, dev="gw-1", mid=None):

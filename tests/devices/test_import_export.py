@@ -16,7 +16,7 @@ from edge.crypto import decrypt_secret
 from tests.devices.conftest import csv_file
 from webapp.devices.models import Device, DeviceGroup, DeviceShadow
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 def upload(api, file, **extra):

@@ -14,7 +14,7 @@ from tests.devices.conftest import csv_file
 from tests.system.conftest import PASSWORD, Org, make_device, make_product
 from webapp.devices.models import Device, DeviceGroup
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 DEVICE_PERMS = ("devices.view_device", "devices.add_device", "devices.change_device",
                 "devices.view_devicegroup", "products.view_product")

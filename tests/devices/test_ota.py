@@ -14,7 +14,7 @@ from webapp.devices.models import Device
 from webapp.ota import actions
 from webapp.ota.models import OtaTask
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 FIRMWARE = b"\x7fELF firmware image " * 100
 

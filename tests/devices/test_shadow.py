@@ -7,7 +7,7 @@ import pytest
 
 from tests.devices.conftest import now_ms
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 LAMP = {
     "identifier": "lamp",

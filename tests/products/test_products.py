@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from webapp.products.models import Product
 from webapp.telemetry.backends import Point, get_backend
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 # The ThingLinks v1.4 product JSON as its export writes it (docs/devices.md, "Products").
 THINGLINKS = {

@@ -6,7 +6,7 @@ import pytest
 
 from webapp.rules.models import Rule, RuleTrace
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 def test_admin_creates_rules_and_shows_traces_and_alarms(thermo, feed, client, admin_user):

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from webapp.rules import secrets
 from webapp.rules.models import Alarm, Rule
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 HOT = {"name": "hot", "trigger": {"type": "property", "product": "thermo", "service": "env",
                                   "property": "temperature"},

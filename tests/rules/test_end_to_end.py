@@ -6,7 +6,7 @@ import pytest
 
 from webapp.rules.models import RuleTrace
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 def test_rule_raises_alarm_calls_webhook_sends_command_then_clears(thermo, feed, receiver,

@@ -15,7 +15,7 @@ from webapp.rules import notify
 from webapp.rules.models import Notification, NotificationChannel
 from webapp.system.models import Department
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 def test_webhook_signature():

@@ -23,7 +23,7 @@ from webapp.rules.sinks.kafka import kafka_record
 from webapp.rules.sinks.rocketmq import rocketmq_request
 from webapp.rules.sinks.sql import compile_insert
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 RULE = {"trigger": {"type": "property", "product": "thermo", "service": "env",
                     "property": "temperature"}, "condition": {"op": ">", "value": 30}}

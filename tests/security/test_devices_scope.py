@@ -23,7 +23,7 @@ from webapp.devices import actions
 from webapp.devices.models import Device, DeviceCommand
 from webapp.products.models import Product
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 COMMAND_PERMS = ("devices.view_device", "devices.view_devicecommand",
                  "devices.add_devicecommand")

@@ -20,7 +20,7 @@ from tests.system.conftest import make_product
 from webapp.devices.models import Device
 from webapp.ota.models import OtaPackage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 ROWS = [{"identifier": f"dev-{i:04d}", "product": "thermo", "name": "a device"}
         for i in range(100)]

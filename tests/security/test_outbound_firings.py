@@ -11,7 +11,7 @@ import pytest
 from tests.system.conftest import Org, make_device, make_product
 from webapp.rules.models import Alarm, Rule, RuleTrace
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org
 from webapp.rules.models import Notification, NotificationChannel, Sink
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 OPERATOR = ("rules.view_sink", "rules.add_sink", "rules.change_sink",
             "rules.view_notificationchannel", "rules.add_notificationchannel",

@@ -13,7 +13,7 @@ from tests.system.conftest import Org, make_product
 from webapp.products.models import Product
 from webapp.telemetry.backends import Point, get_backend
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 PERMS = ("products.view_product", "products.add_product", "products.change_product")
 IMPORT = "/api/v1/products/import/"

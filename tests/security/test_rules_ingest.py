@@ -21,7 +21,7 @@ from webapp.rules.models import Alarm, Rule, RuleTrace
 from webapp.telemetry.backends import SeriesQuery, get_backend
 from webapp.telemetry.ingest import IngestWorker
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 OPERATOR = ("rules.view_rule", "rules.add_rule", "rules.change_rule", "rules.view_alarm")
 ALARM = [{"type": "alarm", "severity": "major", "message": "{{device}} {{value}}"}]

@@ -12,7 +12,7 @@ from webapp.telemetry.backends import Point, SeriesQuery, get_backend
 from webapp.telemetry.ingest import IngestWorker, decode_entries
 from webapp.telemetry.models import DeviceMessage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 
 @pytest.fixture
