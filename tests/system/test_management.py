@@ -81,7 +81,7 @@ def test_messages_are_private_and_can_be_marked_read(org, api_as):
     from webapp.system import actions
 
     ann, ben = org.user("ann", org.a), org.user("ben", org.b)
-    actions.send_message(acting_user=None, recipients=[ann, ann, ben], title="Alarm",
+    actions.send_message(recipients=[ann, ann, ben], title="Alarm",
                          category="alarm")
     client = api_as(ann)
     assert client.get("/api/v1/messages/unread-count/").json() == {"count": 2}

@@ -95,7 +95,7 @@ class DeviceAdmin(ScopedChoicesMixin, BoundedImportMixin, ImportExportModelAdmin
             return
         for shadow_form in formset.forms:
             if "desired" in shadow_form.changed_data:
-                actions.set_desired(acting_user=request.user, device=form.instance,
+                actions.set_desired(device=form.instance,
                                     desired=shadow_form.cleaned_data["desired"])
         formset.new_objects = formset.changed_objects = formset.deleted_objects = []
 

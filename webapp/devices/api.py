@@ -118,7 +118,7 @@ class DeviceViewSet(ScopedModelViewSet):
         device = self.get_object()
         body = ShadowWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        doc = actions.set_desired(acting_user=request.user, device=device,
+        doc = actions.set_desired(device=device,
                                   desired=body.validated_data["desired"],
                                   version=body.validated_data.get("version"), merge=merge)
         return Response(_shadow_body(doc))

@@ -71,6 +71,6 @@ def set_desired(device: str, service: str, values: dict[str, Any]) -> int:
     found = Device.objects.select_related("product").filter(identifier=device).first()
     if found is None:
         raise NotFound(f"device {device!r} does not exist", code="unknown_device")
-    document = devices_set_desired(acting_user=None, device=found, desired={service: values},
+    document = devices_set_desired(device=found, desired={service: values},
                                    merge=True)
     return int(document["version"])

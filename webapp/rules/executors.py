@@ -157,7 +157,7 @@ def recipients(channel: NotificationChannel) -> list[Any]:
 
 def send_insite(users: list[Any], title: str, body: str) -> None:
     """In-site messages, through the system app's messages."""
-    send_message(acting_user=None, recipients=users, title=title, body=body,
+    send_message(recipients=users, title=title, body=body,
                  category="alarm")
 
 

@@ -657,7 +657,7 @@ def close_notice(*, notice: Notice) -> Notice:
 
 
 @transaction.atomic
-def send_message(*, acting_user: Actor, recipients: Iterable[User], title: str,
+def send_message(*, recipients: Iterable[User], title: str,
                  body: str = "", category: str = MessageCategory.SYSTEM,
                  link: str = "") -> list[Message]:
     """In-site messages (for other apps too: alarms use category `alarm`)."""

@@ -256,7 +256,7 @@ def set_desired(request: HttpRequest, identifier: str) -> HttpResponse:
     version_text = request.POST.get("version", "")
     version = int(version_text) if version_text.isdigit() else None
     try:
-        doc = device_actions.set_desired(acting_user=request.user, device=device,
+        doc = device_actions.set_desired(device=device,
                                          desired=desired, version=version)
     except DomainError as exc:
         return _refusal(request, device, str(exc.detail), exc.code, exc.http_status,

@@ -29,7 +29,6 @@ from edge.clock import now_ms
 from edge.thingmodel import Problem
 from webapp.core.errors import Conflict, DomainError
 from webapp.core.redis import get_redis, keys
-from webapp.core.types import Actor
 from webapp.devices import downlink
 from webapp.devices.actions.commands import carrier
 from webapp.devices.models import Device, DeviceShadow
@@ -143,7 +142,7 @@ def _normalise(device: Device, desired: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def set_desired(*, acting_user: Actor, device: Device, desired: Any, version: int | None = None,
+def set_desired(*, device: Device, desired: Any, version: int | None = None,
                 merge: bool = False) -> dict[str, Any]:
     """Replace (or, with ``merge``, patch — ``null`` removes) the desired state.
 
