@@ -15,7 +15,7 @@ from tests.devices.conftest import NODE, now_ms
 from webapp.devices import actions
 from webapp.devices.models import DeviceCommand
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 SET_INTERVAL = {"service": "env", "command": "set_interval", "params": {"seconds": 10},
                 "timeout": 10}
@@ -143,6 +143,8 @@ def test_timeouts(api, device, edge):
     assert api.get(f"/api/v1/commands/{sent['id']}/").json()["status"] == "timeout"
 
 
+# The device answers from another thread, whose database connection must see the command.
+@pytest.mark.django_db(transaction=True)
 def test_synchronous_command_returns_the_response(api, device, edge, worker):
     """With `sync`, the call returns once the device's response has been ingested."""
     edge.connect("dev-1")

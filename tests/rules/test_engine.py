@@ -12,7 +12,7 @@ from webapp.rules.engine.index import Bucket
 from webapp.rules.engine.state import PREVIOUS
 from webapp.rules.models import Alarm, RuleTrace
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 WEBHOOK_FREE_ALARM = [{"type": "alarm", "severity": "minor", "message": "{{device}} {{value}}"}]
 

@@ -18,7 +18,7 @@ from webapp.devices import actions
 from webapp.devices.actions import commands
 from webapp.devices.models import DeviceCommand
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
 
 SET_INTERVAL = {"service": "env", "command": "set_interval", "params": {"seconds": 5}}
 URL = "/api/v1/devices/dev-1/commands/"
@@ -66,6 +66,8 @@ def test_a_wait_longer_than_the_redis_socket_timeout_answers(api, edge):
     assert 5.9 <= time.monotonic() - started < 10
 
 
+# The first call waits in another thread, with its own database connection.
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_synchronous_calls_are_limited(api, admin_user, edge, settings):
     """With one slot taken, the next synchronous call is refused at once with 429 and
     creates no command; asynchronous calls go on, and the slot is free again afterwards."""
@@ -97,6 +99,8 @@ def test_concurrent_synchronous_calls_are_limited(api, admin_user, edge, setting
     assert again.status_code == 201, again.json()
 
 
+# The wait runs in another thread, whose connection must see the command.
+@pytest.mark.django_db(transaction=True)
 def test_the_wait_holds_no_database_connection(edge, monkeypatch, settings):
     """While it blocks on Redis, the waiting thread has closed its database connection."""
     settings.COMMAND_SYNC_MAX_WAIT = 2

@@ -37,7 +37,7 @@ def sensor_payload():
 
 
 @pytest.fixture
-def sensor(transactional_db, redis_prefix, admin_user, sensor_payload):
+def sensor(db, commit_hooks, redis_prefix, admin_user, sensor_payload):
     """The `sensor` product, created through the products actions (schema ensured on commit)."""
     from webapp.products import actions
 

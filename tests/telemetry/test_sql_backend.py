@@ -8,7 +8,7 @@ from tests.telemetry.backend_suite import BackendBehaviour
 
 
 @pytest.fixture
-def backend(transactional_db):
+def backend(db):
     from webapp.telemetry.backends import get_backend
 
     return get_backend()

@@ -22,7 +22,7 @@ def partitions(table):
 
 
 @pytest.fixture
-def backend(transactional_db):
+def backend(db):
     from webapp.telemetry.backends import get_backend
 
     return get_backend()
