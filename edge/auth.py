@@ -77,13 +77,18 @@ def signed_password_lifetime(ts_ms: int, now: float) -> float:
     return max(ts_ms / 1000 + SIGNED_PASSWORD_WINDOW - now, 0.0)
 
 
-def refusal(device: DeviceRecord, product: ProductRecord | None) -> tuple[int, str, str] | None:
-    """Why a known device may not be connected whatever its credentials, or None.
+def refusal(
+    device: DeviceRecord, product: ProductRecord | None, transport: str | None = None
+) -> tuple[int, str, str] | None:
+    """Why a known device may not be connected over ``transport`` whatever its credentials,
+    or None.
 
     Returns the CONNACK reason, a short word (the ``reason`` of the ``status`` offline event
     when a connected device is disconnected for it) and the text for the log and the
-    client: a locked device (0x8A Banned), a device of a disabled product (0x87 Not
-    authorized; MQTT 3.1.1 0x05).
+    client: a locked device (0x8A Banned), a device of a disabled product, or of a product
+    whose protocol is another transport (0x87 Not authorized; MQTT 3.1.1 0x05).
+    ``transport`` None: the device does not connect itself (a sub-device reported by its
+    gateway), so its product's protocol does not matter.
     """
     if device.status == "locked":
         return Reason.BANNED, "locked", f"device {device.identifier} is locked"
@@ -92,5 +97,12 @@ def refusal(device: DeviceRecord, product: ProductRecord | None) -> tuple[int, s
             Reason.NOT_AUTHORIZED,
             "product_disabled",
             f"device {device.identifier}: product {product.identifier} is disabled",
+        )
+    if product is not None and transport is not None and not product.admits(transport):
+        return (
+            Reason.NOT_AUTHORIZED,
+            "protocol",
+            f"device {device.identifier}: product {product.identifier} uses"
+            f" {product.protocol}, not {transport}",
         )
     return None

@@ -14,6 +14,8 @@ from twisted.logger import Logger
 
 from edge.acl import AclRule, parse_rules
 from edge.crypto import InvalidToken, decrypt_secret
+from edge.frames.codec import Codec
+from edge.frames.errors import SpecError
 from edge.thingmodel import ThingModel
 
 from .client import Commands
@@ -53,10 +55,26 @@ class ProductRecord:
     secret: str | None = None  # dynamic registration (decrypted); None: registration off
     acl: tuple[AclRule, ...] = ()
     status: str = "enabled"  # "disabled": its devices are refused and disconnected
+    # The transport its devices use (mqtt, websocket, http, coap, tcp, udp): see ``admits``.
+    protocol: str = "mqtt"
+    # The product's binary frame codec (raw TCP and UDP devices that speak their own bytes),
+    # or None: the default codec (JSON lines / datagrams). ``codec_error`` says why a
+    # published codec could not be used (its devices are then refused with that reason).
+    codec: Codec | None = None
+    codec_error: str | None = None
 
     @property
     def disabled(self) -> bool:
         return self.status == "disabled"
+
+    def admits(self, transport: str) -> bool:
+        """Whether a device of this product may connect over ``transport`` (``mqtt`` covers
+        MQTT over TCP, TLS and WebSocket; ``http``, ``coap``, ``tcp``, ``udp`` the device
+        transports of the same names). A product's protocol names its transport: MQTT and
+        MQTT over WebSocket are one family, every other transport only admits itself."""
+        if self.protocol in ("mqtt", "websocket", ""):
+            return transport == "mqtt"
+        return transport == self.protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +191,15 @@ def parse_product(
             log.error("product {product}: {error}", product=identifier, error=error)
     else:
         error = "the product has no thing model"
+    codec: Codec | None = None
+    codec_error: str | None = None
+    raw_codec = fields.get(b"codec")
+    if raw_codec:
+        try:
+            codec = Codec.loads(raw_codec)
+        except (SpecError, ValueError) as exc:
+            codec_error = f"invalid codec: {exc}"
+            log.error("product {product}: {error}", product=identifier, error=codec_error)
     return ProductRecord(
         identifier,
         _text(fields, "type") or "common",
@@ -181,6 +208,9 @@ def parse_product(
         _decrypted(fields, "secret", f"product {identifier}", secret_key),
         parse_rules(fields.get(b"acl")),
         _text(fields, "status") or "enabled",
+        _text(fields, "protocol") or "mqtt",
+        codec,
+        codec_error,
     )
 
 

@@ -97,9 +97,15 @@ class Authenticator:
         password: bytes | None,
         peer: str,
         certificate: ClientCertificate | None = None,
+        transport: str = "mqtt",
     ) -> AuthResult | Deferred[AuthResult]:
         """Credentials from ``peer`` (``host:port``): admitted with an identity and an ACL,
-        or refused with an MQTT 5 CONNACK reason and a detail saying why."""
+        or refused with an MQTT 5 CONNACK reason and a detail saying why.
+
+        ``transport`` is how the client came (``mqtt``, or a device transport: ``http``,
+        ``coap``, ``tcp``, ``udp``): a device transport admits only a device of a product
+        whose protocol it is, with its own credentials (no anonymous, application or
+        registration logins, which are MQTT's)."""
         # Failures are counted per address and per user name (edge.throttle): an address
         # over its budget is refused whatever it sends, except a certificate that identifies
         # its device; a user name over its budget only makes failed attempts 0x9F, so a
@@ -139,7 +145,7 @@ class Authenticator:
                 lambda first: unchecked if first is None else result if first else failed(replayed)
             )
 
-        checked: Any = self._credentials(username, password, certificate)
+        checked: Any = self._credentials(username, password, certificate, transport)
         outcome: Any = then(checked, settle)
         return outcome  # type: ignore[no-any-return]
 
@@ -163,7 +169,15 @@ class Authenticator:
         username: str | None,
         password: bytes | None,
         certificate: ClientCertificate | None = None,
+        transport: str = "mqtt",
     ) -> AuthResult | Deferred[AuthResult]:
+        if transport != "mqtt" and (
+            not username or username.startswith(APP_PREFIX) or REGISTER_SEPARATOR in username
+        ):
+            return AuthResult(
+                Reason.BAD_USER_NAME_OR_PASSWORD,
+                detail=f"{transport} takes a device identifier and its secret",
+            )
         if not username:
             if self.allow_anonymous:
                 return AuthResult(acl=self.acl(ANONYMOUS_ACL), detail="anonymous")
@@ -185,11 +199,11 @@ class Authenticator:
 
         def with_product(record: DeviceRecord | None) -> Any:
             if record is None or not record.product:
-                return self._check_device(record, None, username, password, certificate)
+                return self._check_device(record, None, username, password, certificate, transport)
             return then(
                 self.directory.product(record.product),
                 lambda product: self._check_device(
-                    record, product, username, password, certificate
+                    record, product, username, password, certificate, transport
                 ),
             )
 
@@ -202,12 +216,13 @@ class Authenticator:
         username: str,
         password: bytes | None,
         certificate: ClientCertificate | None = None,
+        transport: str = "mqtt",
     ) -> AuthResult:
         if record is None:
-            if self.allow_anonymous:
+            if self.allow_anonymous and transport == "mqtt":
                 return AuthResult(acl=self.acl(ANONYMOUS_ACL), detail="anonymous")
             return AuthResult(Reason.BAD_USER_NAME_OR_PASSWORD, detail=f"unknown device {username}")
-        refused = refusal(record, product)
+        refused = refusal(record, product, transport)
         if refused is not None:
             return AuthResult(refused[0], detail=refused[2])
         if certificate is not None and certificate_matches(record, certificate):

@@ -102,7 +102,10 @@ class RegistryFollower:
 
     def _recheck_endpoint(self, endpoints: Endpoints, device: str, named: bool) -> None:
         def settle(record: DeviceRecord, product: ProductRecord | None) -> None:
-            refused = refusal(record, product)
+            attachment = endpoints.attached.get(device)
+            if attachment is None:
+                return
+            refused = refusal(record, product, attachment.transport)
             if refused is not None:
                 log.info("{device} dropped: {text}", device=device, text=refused[2])
                 endpoints.drop(device, refused[1])
@@ -163,7 +166,7 @@ class RegistryFollower:
                 self.broker.flush()
 
         def settle(record: DeviceRecord, product: ProductRecord | None) -> None:
-            refused = refusal(record, product)
+            refused = refusal(record, product, "mqtt")
             if refused is not None:
                 kick(refused[1], refused[2])
             elif not self.auth.credentials_hold(connection, record):
