@@ -1,6 +1,6 @@
-"""Every state change of rules, alarms, channels, sinks and deliveries (STYLE.md: writes go
-through actions): the checks made before a write in `validation`, the writes in a module
-per topic.
+"""Every state change of rules, alarms, channels, sinks and deliveries goes through here (views,
+the admin and tasks call these): the checks made before a write in `validation`, the writes in
+a module per topic.
 
 The package keeps one public namespace, ``webapp.rules.actions``, over those modules.
 """
