@@ -437,7 +437,7 @@ def save_department(*, acting_user: Actor, instance: Department | None,
 
 
 @transaction.atomic
-def delete_department(*, acting_user: Actor, department: Department) -> None:
+def delete_department(*, department: Department) -> None:
     if department.children.exists() or department.users.exists():
         raise InUse(_("The department still has sub-departments or users."))
     delete(instance=department)

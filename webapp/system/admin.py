@@ -253,7 +253,7 @@ class DepartmentAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdm
         return _indent(obj.depth, obj.name)
 
     def delete_model(self, request: Any, obj: Department) -> None:
-        actions.delete_department(acting_user=request.user, department=obj)
+        actions.delete_department(department=obj)
 
 
 @admin.register(Position)

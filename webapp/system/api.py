@@ -265,7 +265,7 @@ class DepartmentViewSet(SystemViewSet):
             data=dict(serializer.validated_data))
 
     def perform_destroy(self, instance: Department) -> None:
-        actions.delete_department(acting_user=self.request.user, department=instance)
+        actions.delete_department(department=instance)
 
     @extend_schema(responses=s.DepartmentTreeSerializer(many=True))
     @action(detail=False, methods=["get"])
