@@ -34,8 +34,8 @@ def test_forged_firings_are_dropped(victim, redis_client):
     """Plain JSON (as a Redis sink wrote it) and JSON with a made-up signature do nothing;
     the entry the ingest path seals runs."""
     from webapp.devices.models import DeviceCommand
-    from webapp.rules.keys import rule_keys
     from webapp.rules.firings import seal
+    from webapp.rules.keys import rule_keys
     from webapp.rules.tasks import drain_firings
 
     firing = {"rule": victim.pk, "kind": "fired", "message": {
