@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from edge.bus.keys import Keys
+from tests.support.slow import starts_processes
 from webapp.rules import engine
 from webapp.telemetry.backends import get_backend
 from webapp.telemetry.ingest import IngestWorker
@@ -102,6 +103,7 @@ def receiver():
 
 
 @pytest.fixture
+@starts_processes
 def other_redis(tmp_path):
     """A Redis server of its own on a TCP port of 127.0.0.1, for a Redis sink: the
     platform's own Redis (REDIS_URL) is never a destination."""

@@ -47,6 +47,7 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 # -- DJANGO_HTTPS and check --deploy ---------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_check_deploy_reports_no_issue_behind_https():
     """The issue's command, as a real process."""
     out = subprocess.run(
@@ -57,6 +58,7 @@ def test_check_deploy_reports_no_issue_behind_https():
     assert "no issues" in out.stdout
 
 
+@pytest.mark.e2e
 def test_check_deploy_complains_without_https():
     out = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -72,6 +74,7 @@ SHOW = ("import django, json; django.setup(); from django.conf import settings a
         "'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SECURE_HSTS_PRELOAD', 'SECURE_PROXY_SSL_HEADER')}))")
 
 
+@pytest.mark.e2e
 def test_https_settings_follow_the_switch():
     env = deploy_env(DJANGO_HTTPS="1", DJANGO_SETTINGS_MODULE="config.settings")
     on = json.loads(run_python(SHOW, env).stdout.strip().splitlines()[-1])

@@ -51,6 +51,7 @@ PROCESSES = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(PROCESSES))
 def test_processes_started_on_their_own_refuse_to_start_without_a_key(name, tmp_path,
                                                                        redis_url):
@@ -60,6 +61,7 @@ def test_processes_started_on_their_own_refuse_to_start_without_a_key(name, tmp_
     assert "DJANGO_SECRET_KEY is not set" in out.stdout + out.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["manage.py", "edge"])
 def test_the_former_public_development_key_is_refused(name, tmp_path, redis_url):
     env = keyless_env(tmp_path, REDIS_URL=redis_url, DJANGO_SECRET_KEY=FORMER_DEV_KEY)
