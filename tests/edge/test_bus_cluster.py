@@ -28,9 +28,8 @@ from edge.mqtt.packets import (
 )
 from edge.mqtt.policy import AuthResult, BrokerHooks
 from edge.mqtt.properties import Properties as EdgeProperties
+from tests.support.broker import FakeClient
 from tests.support.fake_redis import FakeRedis
-
-from .mqtt_helpers import FakeClient
 
 KEYS = Keys("tl:")
 START = 1_700_000_000.0

@@ -15,9 +15,8 @@ from edge.mqtt.packets import MQTT_5, ConnAck, Connect, Publish, Subscribe, Subs
 from edge.mqtt.policy import AuthResult, BrokerHooks
 from edge.mqtt.properties import Properties
 from edge.mqtt.session import Loaded
+from tests.support.broker import FakeClient
 from tests.support.fake_redis import FakeRedis
-
-from .mqtt_helpers import FakeClient
 
 KEYS = Keys("tl:")
 START = 1_700_000_000.0

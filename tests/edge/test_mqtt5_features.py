@@ -19,15 +19,7 @@ from edge.mqtt.packets import (
     Will,
 )
 from edge.mqtt.properties import Properties
-
-from .mqtt_helpers import FakeClient
-
-
-def setup(config: BrokerConfig | None = None) -> tuple[Broker, Clock]:
-    clock = Clock()
-    broker = Broker(clock, config=config)
-    broker.start()
-    return broker, clock
+from tests.support.broker import FakeClient, make_broker
 
 
 def subscriber(
@@ -49,7 +41,7 @@ def publisher(broker: Broker, version: int = MQTT_5) -> FakeClient:
 
 def test_subscription_identifiers_and_overlap():
     """Overlapping subscriptions deliver once, carrying every matching subscription identifier."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     sub = FakeClient(broker, MQTT_5)
     sub.connect("s")
     sub.send(Subscribe(1, (Subscription("a/+", 0),), Properties(subscription_identifiers=(5,))))
@@ -63,7 +55,7 @@ def test_subscription_identifiers_and_overlap():
 
 def test_no_local_and_retain_as_published():
     """no_local skips the client's own messages; retain_as_published keeps the retain flag."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.connect("me")
     client.send(
@@ -90,7 +82,7 @@ def test_no_local_and_retain_as_published():
 
 def test_retain_handling_options():
     """0: retained sent on every subscribe; 1: only on a new subscription; 2: never."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     publisher(broker).send(Publish("r/t", b"kept", retain=True))
     client = FakeClient(broker, MQTT_5)
     client.connect("c")
@@ -108,7 +100,7 @@ def test_retain_handling_options():
 
 def test_message_expiry():
     """Expired messages are not delivered; the interval sent is what remains."""
-    broker, clock = setup()
+    broker, clock = make_broker()
     sub = subscriber(
         broker,
         "s",
@@ -144,7 +136,7 @@ def test_message_expiry():
 
 def test_topic_alias_from_client():
     """A client may set an alias, then publish with an empty topic; unknown aliases are errors."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     sub = subscriber(broker, "s", Subscription("long/topic/name", 0))
     pub = publisher(broker)
     pub.send(
@@ -167,7 +159,7 @@ def test_topic_alias_from_client():
 
 def test_topic_alias_to_client():
     """Towards a client with a topic alias maximum, repeated topics are sent as aliases."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     sub = subscriber(
         broker,
         "s",
@@ -188,7 +180,7 @@ def test_topic_alias_to_client():
 
 def test_receive_maximum_of_client_limits_inflight():
     """No more unacknowledged QoS 1 messages than the client's receive maximum."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     sub = subscriber(
         broker,
         "s",
@@ -206,7 +198,7 @@ def test_receive_maximum_of_client_limits_inflight():
 
 def test_maximum_packet_size_of_client():
     """A message larger than the client's maximum packet size is not sent to it."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     sub = subscriber(
         broker,
         "s",
@@ -221,7 +213,7 @@ def test_maximum_packet_size_of_client():
 
 def test_server_maximum_packet_size():
     """A packet above the server's maximum gets DISCONNECT 0x95."""
-    broker, _ = setup(BrokerConfig(max_packet_size=128))
+    broker, _ = make_broker(config=BrokerConfig(max_packet_size=128))
     client = FakeClient(broker, MQTT_5)
     client.connect("c")
     client.send(Publish("t", b"x" * 200))
@@ -231,7 +223,7 @@ def test_server_maximum_packet_size():
 
 def test_shared_subscription_distributes():
     """Each message on a $share group goes to one member, alternating."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     a = subscriber(broker, "a", Subscription("$share/g/work/#", 1))
     b = subscriber(broker, "b", Subscription("$share/g/work/#", 1))
     pub = publisher(broker)
@@ -245,7 +237,7 @@ def test_shared_subscription_distributes():
 
 def test_shared_subscription_with_no_local_is_protocol_error():
     """no_local on a shared subscription closes the connection (3.8.3.1)."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.connect("c")
     client.send(Subscribe(1, (Subscription("$share/g/x", 0, no_local=True),)))
@@ -254,7 +246,7 @@ def test_shared_subscription_with_no_local_is_protocol_error():
 
 def test_invalid_filters_get_0x8f():
     """Malformed filters are refused per subscription, others still granted."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.connect("c")
     client.send(
@@ -269,7 +261,7 @@ def test_invalid_filters_get_0x8f():
 
 def test_will_delay_cancelled_by_reconnect_and_sent_after_delay():
     """With a will delay, a quick reconnect cancels the will; else it goes after the delay."""
-    broker, clock = setup()
+    broker, clock = make_broker()
     watcher = subscriber(broker, "w", Subscription("will/#", 0))
     session = Properties(session_expiry_interval=100)
     will = Will("will/x", b"gone", properties=Properties(will_delay_interval=10))
@@ -290,7 +282,7 @@ def test_will_delay_cancelled_by_reconnect_and_sent_after_delay():
 
 def test_will_with_disconnect_with_will_message():
     """DISCONNECT with reason 0x04 still publishes the will."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     watcher = subscriber(broker, "w", Subscription("will/#", 0))
     client = FakeClient(broker, MQTT_5)
     client.connect("d", will=Will("will/y", b"bye"))
@@ -300,7 +292,7 @@ def test_will_with_disconnect_with_will_message():
 
 def test_session_expiry():
     """A persistent session disappears when its expiry interval has passed."""
-    broker, clock = setup()
+    broker, clock = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.connect("p", clean_start=False, properties=Properties(session_expiry_interval=30))
     client.drop()
@@ -312,7 +304,7 @@ def test_session_expiry():
 
 def test_disconnect_cannot_set_expiry_after_zero():
     """Session expiry 0 at CONNECT cannot be raised on DISCONNECT (3.14.2.2.2)."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.connect("z")
     client.send(Disconnect(0, Properties(session_expiry_interval=10)))
@@ -321,7 +313,7 @@ def test_disconnect_cannot_set_expiry_after_zero():
 
 def test_offline_queue_is_bounded():
     """An offline persistent session keeps at most max_queued_messages, dropping the oldest."""
-    broker, _ = setup(BrokerConfig(max_queued_messages=3))
+    broker, _ = make_broker(config=BrokerConfig(max_queued_messages=3))
     sub = subscriber(
         broker,
         "s",
@@ -360,7 +352,7 @@ def test_request_problem_information_zero_suppresses_reason_strings():
 
 def test_server_keep_alive_and_unsupported_version():
     """Keep alive 0 gets the server's keep alive; an unknown protocol level gets CONNACK 0x01."""
-    broker, _ = setup(BrokerConfig(max_keep_alive=120))
+    broker, _ = make_broker(config=BrokerConfig(max_keep_alive=120))
     connack = FakeClient(broker, MQTT_5).connect("k", keep_alive=0)
     assert connack.properties.server_keep_alive == 120
     old = FakeClient(broker, MQTT_3_1_1)
@@ -371,7 +363,7 @@ def test_server_keep_alive_and_unsupported_version():
 
 def test_client_publish_with_subscription_identifier_is_protocol_error():
     """A PUBLISH from a client must not carry a subscription identifier (MQTT-3.3.4-6)."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.connect("c")
     client.send(Publish("t", b"", properties=Properties(subscription_identifiers=(3,))))

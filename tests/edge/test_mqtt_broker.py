@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 
-from edge.mqtt.broker import Broker
 from edge.mqtt.codec import encode
 from edge.mqtt.errors import Reason
 from edge.mqtt.packets import (
@@ -30,15 +28,7 @@ from edge.mqtt.packets import (
 )
 from edge.mqtt.policy import Acl, AuthResult, BrokerHooks
 from edge.mqtt.properties import Properties
-
-from .mqtt_helpers import FakeClient
-
-
-def make_broker(hooks: BrokerHooks | None = None) -> tuple[Broker, Clock]:
-    clock = Clock()
-    broker = Broker(clock, hooks)
-    broker.start()
-    return broker, clock
+from tests.support.broker import FakeClient, make_broker
 
 
 def test_connect_v311_and_v5():

@@ -5,7 +5,6 @@ test_mqtt_broker.py and test_mqtt5_features.py is not repeated here."""
 from __future__ import annotations
 
 import pytest
-from twisted.internet.task import Clock
 
 from edge.mqtt.broker import Broker, BrokerConfig
 from edge.mqtt.codec import encode
@@ -32,15 +31,7 @@ from edge.mqtt.packets import (
 )
 from edge.mqtt.policy import OPEN_ACL, AuthResult, BrokerHooks, DenyListAcl
 from edge.mqtt.properties import Properties
-
-from .mqtt_helpers import FakeClient
-
-
-def setup(config: BrokerConfig | None = None, hooks: BrokerHooks | None = None):
-    clock = Clock()
-    broker = Broker(clock, hooks, config)
-    broker.start()
-    return broker, clock
+from tests.support.broker import FakeClient, make_broker
 
 
 def connected(broker: Broker, client_id: str, version: int = MQTT_5, **connect) -> FakeClient:
@@ -74,7 +65,7 @@ class DenyHooks(BrokerHooks):
 def test_deny_list_refuses_with_0x80_and_allows_wider_filters():
     """EDGE_ACL_DENY filters: SUBACK 0x80 in both versions (what interoperability suites
     expect), PUBACK 0x87 for a publish; '#' is accepted and never carries denied topics."""
-    broker, _ = setup(hooks=DenyHooks())
+    broker, _ = make_broker(hooks=DenyHooks())
     for version in (MQTT_3_1_1, MQTT_5):
         client = connected(broker, f"d{version}", version)
         client.send(
@@ -100,7 +91,7 @@ def test_deny_list_refuses_with_0x80_and_allows_wider_filters():
 @pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5])
 def test_first_packet_must_be_connect(version):
     """[MQTT-3.1.0-1] Anything but CONNECT first closes the connection without an answer."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, version)
     client.send(PingReq())
     assert client.received() == []
@@ -110,7 +101,7 @@ def test_first_packet_must_be_connect(version):
 def test_second_connect_is_a_protocol_violation():
     """[MQTT-3.1.0-2] A second CONNECT closes the connection: 3.1.1 silently, 5.0 with a
     DISCONNECT 0x82."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     old = connected(broker, "a", MQTT_3_1_1)
     old.send(Connect("a"))
     assert old.received() == [] and old.closed
@@ -123,7 +114,7 @@ def test_second_connect_is_a_protocol_violation():
 
 def test_wrong_protocol_name_closes():
     """[MQTT-3.1.2-1] A protocol name other than MQTT is not processed as MQTT."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker)
     client.send_bytes(connect_bytes(name=b"hj"))
     assert client.closed and client.transport.value() == b""
@@ -133,7 +124,7 @@ def test_wrong_protocol_name_closes():
 @pytest.mark.parametrize(("level", "answer"), [(6, b"\x20\x02\x00\x01"), (2, b"\x20\x02\x00\x01")])
 def test_unsupported_protocol_level(level, answer):
     """[MQTT-3.1.2-2] An unsupported level gets CONNACK 0x01 (unacceptable protocol level)."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker)
     client.send_bytes(connect_bytes(level=level))
     assert client.transport.value() == answer
@@ -151,7 +142,7 @@ def test_unsupported_protocol_level(level, answer):
 )
 def test_invalid_connect_flags(flags, reason):
     """Invalid CONNECT flags: 3.1.1 closes at once, 5.0 answers CONNACK 0x81 then closes."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     old = FakeClient(broker, MQTT_3_1_1)
     old.send_bytes(connect_bytes(level=4, flags=flags))
     assert old.transport.value() == b"" and old.closed
@@ -165,7 +156,7 @@ def test_invalid_connect_flags(flags, reason):
 
 def test_password_without_user_name_v311():
     """[MQTT-3.1.2-22] 3.1.1: the password flag without the user name flag is malformed."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker)
     client.send_bytes(connect_bytes(flags=0x42, tail=b"\x00\x01c\x00\x02pw"))
     assert client.closed and client.transport.value() == b""
@@ -173,7 +164,7 @@ def test_password_without_user_name_v311():
 
 def test_will_topic_with_wildcard_v5():
     """[MQTT-3.1.3-11] A will topic must be a valid topic name: 5.0 CONNACK 0x90."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     client.send(Connect("w", protocol_level=MQTT_5, will=Will("a/+", b"x")))
     (connack,) = client.received()
@@ -184,7 +175,7 @@ def test_will_topic_with_wildcard_v5():
 def test_zero_length_client_id():
     """[MQTT-3.1.3-7/8] 3.1.1: empty client id with clean session 0 → 0x02 and close; with
     clean session 1 it is accepted. [MQTT-3.1.3-6/7] 5.0: accepted and assigned either way."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     refused = FakeClient(broker)
     assert refused.connect("", clean_start=False) == ConnAck(0x02)
     assert refused.closed
@@ -198,7 +189,7 @@ def test_zero_length_client_id():
 
 def test_session_present_flag():
     """[MQTT-3.2.2-1/2/3] Session present is 0 with clean start, 1 when a session resumes."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     for version in (MQTT_3_1_1, MQTT_5):
         props = Properties(session_expiry_interval=60) if version == MQTT_5 else Properties()
         cid = f"s{version}"
@@ -219,7 +210,7 @@ def test_refused_connack_has_no_session_present():
         def authenticate(self, connection):
             return AuthResult(Reason.NOT_AUTHORIZED)
 
-    broker, _ = setup(hooks=Refuse())
+    broker, _ = make_broker(hooks=Refuse())
     connected_before = FakeClient(broker, MQTT_5)
     connack = connected_before.connect("x", clean_start=False)
     assert connack.reason_code == Reason.NOT_AUTHORIZED and not connack.session_present
@@ -228,7 +219,7 @@ def test_refused_connack_has_no_session_present():
 
 def test_enhanced_authentication_not_supported():
     """[MQTT-4.12.0-1] An unsupported authentication method gets CONNACK 0x8C."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = FakeClient(broker, MQTT_5)
     connack = client.connect("a", properties=Properties(authentication_method="SCRAM-SHA-1"))
     assert connack.reason_code == Reason.BAD_AUTHENTICATION_METHOD
@@ -241,7 +232,7 @@ def test_enhanced_authentication_not_supported():
 def test_keep_alive_zero_v311_never_times_out():
     """[MQTT-3.1.2-10] Keep alive 0 switches the mechanism off (3.1.1): with no idle limit
     (EDGE_MAX_IDLE=0) the client is never closed."""
-    broker, clock = setup(BrokerConfig(max_idle=0))
+    broker, clock = make_broker(config=BrokerConfig(max_idle=0))
     client = connected(broker, "k", MQTT_3_1_1, keep_alive=0)
     clock.advance(24 * 3600)
     assert not client.closed
@@ -251,7 +242,7 @@ def test_keep_alive_zero_v311_idle_limit():
     """The spec lets a server close an inactive client whatever its keep alive (3.1.2.10):
     a 3.1.1 client without keep alive is closed after max_idle seconds of silence (L8); any
     packet starts the count again."""
-    broker, clock = setup(BrokerConfig(max_idle=600))
+    broker, clock = make_broker(config=BrokerConfig(max_idle=600))
     client = connected(broker, "k", MQTT_3_1_1, keep_alive=0)
     clock.advance(500)
     client.send(PingReq())
@@ -266,7 +257,7 @@ def test_keep_alive_zero_v311_idle_limit():
 def test_server_keep_alive_default():
     """[MQTT-3.2.2-21] A 5.0 client asking 120 s (or 0) is told the server's 60 s, and held to
     it: silence beyond 1.5 x 60 s closes with 0x8D. A client asking less keeps its value."""
-    broker, clock = setup()
+    broker, clock = make_broker()
     clients = []
     for asked in (120, 0):
         client = FakeClient(broker, MQTT_5)
@@ -301,7 +292,7 @@ def test_server_keep_alive_default():
 )
 def test_invalid_publish_disconnects_with_reason(data, reason):
     """An invalid PUBLISH closes the connection with a DISCONNECT saying why (4.13)."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     watcher = subscribed(broker, "w", Subscription("#", 0))
     client = connected(broker, "p")
     client.send_bytes(data)
@@ -314,7 +305,7 @@ def test_invalid_publish_disconnects_with_reason(data, reason):
 
 def test_topic_aliases_do_not_survive_the_connection():
     """[MQTT-3.3.2-7] Topic alias mappings end with the network connection."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     watcher = subscribed(broker, "w", Subscription("long/topic", 0))
     props = Properties(session_expiry_interval=60)
     client = connected(broker, "p", clean_start=False, properties=props)
@@ -330,7 +321,7 @@ def test_topic_aliases_do_not_survive_the_connection():
 
 def test_payload_format_indicator_checked():
     """[MQTT-3.3.2-4] A payload flagged UTF-8 that is not: PUBACK 0x99, not forwarded."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     watcher = subscribed(broker, "w", Subscription("t", 1))
     client = connected(broker, "p")
     utf8 = Properties(payload_format_indicator=1)
@@ -347,7 +338,7 @@ def test_payload_format_indicator_checked():
 def test_receive_maximum_exceeded_counts_unreleased_qos2():
     """[MQTT-3.3.4-7/8] More QoS 2 PUBLISH packets than Receive Maximum awaiting PUBREL
     → DISCONNECT 0x93; within the limit, a PUBREL frees a slot."""
-    broker, _ = setup(BrokerConfig(receive_maximum=3))
+    broker, _ = make_broker(config=BrokerConfig(receive_maximum=3))
     client = connected(broker, "q")
     for packet_id in (1, 2, 3):
         client.send(Publish("t", b"", qos=2, packet_id=packet_id))
@@ -363,7 +354,7 @@ def test_receive_maximum_exceeded_counts_unreleased_qos2():
 
 def test_qos2_resend_before_pubrel_is_not_counted_or_delivered():
     """[MQTT-4.3.3-9] A QoS 2 PUBLISH resent before PUBREL is acknowledged, not delivered."""
-    broker, _ = setup(BrokerConfig(receive_maximum=1))
+    broker, _ = make_broker(config=BrokerConfig(receive_maximum=1))
     watcher = subscribed(broker, "w", Subscription("t", 0))
     client = connected(broker, "q")
     client.send(Publish("t", b"once", qos=2, packet_id=9))
@@ -379,7 +370,7 @@ def test_qos2_resend_before_pubrel_is_not_counted_or_delivered():
 def test_retained_flags_and_clearing():
     """[MQTT-3.3.1-5..12] A retained message reaches new subscribers with RETAIN 1, live
     subscribers with RETAIN 0; a zero-byte retained message clears it and is not stored."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     live = subscribed(broker, "live", Subscription("r/#", 1))
     pub = connected(broker, "p", MQTT_3_1_1)
     pub.send(Publish("r/1", b"on", qos=1, retain=True, packet_id=1))
@@ -401,7 +392,7 @@ def test_retained_flags_and_clearing():
 def test_retained_qos0_replaces_and_expired_is_dropped():
     """[MQTT-3.3.1-7] A retained QoS 0 message replaces the previous one; an expired
     retained message is neither sent nor kept."""
-    broker, clock = setup()
+    broker, clock = make_broker()
     pub = connected(broker, "p")
     pub.send(Publish("r", b"old", qos=1, retain=True, packet_id=1))
     pub.send(Publish("r", b"new", retain=True))
@@ -417,7 +408,7 @@ def test_retained_qos0_replaces_and_expired_is_dropped():
 def test_retain_handling_on_persistent_session_resubscribe():
     """[MQTT-3.8.4-?] Retain handling 1 sends retained messages only for a new subscription,
     also after the session resumed; 2 never sends them."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     connected(broker, "p").send(Publish("r", b"kept", retain=True))
     props = Properties(session_expiry_interval=60)
     client = connected(broker, "s", clean_start=False, properties=props)
@@ -436,7 +427,7 @@ def test_retain_handling_on_persistent_session_resubscribe():
 
 def test_pubrel_for_unknown_packet_identifier():
     """[MQTT-3.6.2-?] PUBREL for an unknown id gets PUBCOMP 0x92 (5.0), a plain PUBCOMP (3.1.1)."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     new = connected(broker, "n")
     new.send(PubRel(77))
     (comp,) = new.received()
@@ -448,7 +439,7 @@ def test_pubrel_for_unknown_packet_identifier():
 
 def test_puback_for_unknown_packet_identifier_is_ignored():
     """An acknowledgement for nothing in flight changes nothing and keeps the connection."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = connected(broker, "n")
     client.send(PubAck(5), PingReq())
     assert client.received() == [PingResp()]
@@ -460,7 +451,7 @@ def test_puback_for_unknown_packet_identifier_is_ignored():
 @pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5])
 def test_subscribe_without_filters_closes(version):
     """[MQTT-3.8.3-3] A SUBSCRIBE without a topic filter is a protocol violation."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = connected(broker, "s", version)
     client.send_bytes(b"\x82\x03\x00\x01\x00" if version == MQTT_5 else b"\x82\x02\x00\x01")
     packets = client.received()
@@ -472,7 +463,7 @@ def test_subscribe_without_filters_closes(version):
 @pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5])
 def test_unsubscribe_without_filters_closes(version):
     """[MQTT-3.10.3-2] An UNSUBSCRIBE without a topic filter is a protocol violation."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = connected(broker, "s", version)
     client.send_bytes(b"\xa2\x03\x00\x01\x00" if version == MQTT_5 else b"\xa2\x02\x00\x01")
     client.received()
@@ -481,7 +472,7 @@ def test_unsubscribe_without_filters_closes(version):
 
 def test_subscription_identifier_zero_is_protocol_error():
     """[MQTT-3.8.2-?] A subscription identifier of 0 is a protocol error."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = connected(broker, "s")
     client.send_bytes(b"\x82\x08\x00\x01\x02\x0b\x00\x00\x01a\x00")
     (disconnect,) = client.received()
@@ -490,7 +481,7 @@ def test_subscription_identifier_zero_is_protocol_error():
 
 def test_unsubscribe_reason_codes():
     """[MQTT-3.11.3-1] One UNSUBACK code per filter: 0x00, 0x11 not subscribed, 0x8F invalid."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     client = subscribed(broker, "u", Subscription("a/b", 1))
     client.send(Unsubscribe(2, ("a/b", "c", "a/#/b", "$share/g")))
     assert client.received() == [UnsubAck(2, (0x00, 0x11, 0x8F, 0x8F))]
@@ -499,7 +490,7 @@ def test_unsubscribe_reason_codes():
 def test_subscription_quota():
     """More subscriptions than the session may hold are refused with 0x97 (0x80 in 3.1.1)
     and a reason string; replacing an existing one is always allowed."""
-    broker, _ = setup(BrokerConfig(max_subscriptions=2))
+    broker, _ = make_broker(config=BrokerConfig(max_subscriptions=2))
     new = subscribed(broker, "q", Subscription("a", 0), Subscription("b", 0))
     new.send(Subscribe(2, (Subscription("c", 0), Subscription("a", 1))))
     why = Properties(reason_string="too many subscriptions in this session")
@@ -519,7 +510,7 @@ def test_subscription_quota():
 def test_disconnect_reason_decides_the_will(reason, will_sent):
     """[MQTT-3.1.2-8/10] Only a normal disconnection (0x00) discards the will; 0x04 and the
     error codes a client may send publish it."""
-    broker, _ = setup()
+    broker, _ = make_broker()
     watcher = subscribed(broker, "w", Subscription("will", 0))
     client = connected(broker, "c", will=Will("will", b"bye"))
     client.send(Disconnect(reason))
@@ -529,7 +520,7 @@ def test_disconnect_reason_decides_the_will(reason, will_sent):
 
 def test_will_on_keep_alive_timeout_v311():
     """[MQTT-3.1.2-8] A keep alive timeout publishes the will (3.1.1 closes silently)."""
-    broker, clock = setup()
+    broker, clock = make_broker()
     watcher = subscribed(broker, "w", Subscription("will", 0), version=MQTT_3_1_1)
     watcher.send(PingReq())
     client = connected(broker, "c", MQTT_3_1_1, keep_alive=2, will=Will("will", b"gone"))
@@ -542,7 +533,7 @@ def test_will_on_keep_alive_timeout_v311():
 
 def test_packet_too_large_disconnects_with_0x95():
     """[MQTT-3.2.2-15] A packet above the server's Maximum Packet Size → DISCONNECT 0x95."""
-    broker, _ = setup(BrokerConfig(max_packet_size=100))
+    broker, _ = make_broker(config=BrokerConfig(max_packet_size=100))
     client = connected(broker, "big")
     client.send(Publish("t", b"x" * 200))
     (disconnect,) = client.received()
@@ -554,7 +545,7 @@ def test_reason_strings_left_out_when_too_large_for_the_client():
     """[MQTT-3.1.2-25] Packets above the client's Maximum Packet Size are not sent as such:
     the reason string is left out."""
 
-    broker, _ = setup(hooks=DenyHooks())
+    broker, _ = make_broker(hooks=DenyHooks())
     client = connected(broker, "small", properties=Properties(maximum_packet_size=8))
     client.send(Publish("secret/t", b"", qos=1, packet_id=1))
     broker.flush()
@@ -564,7 +555,7 @@ def test_reason_strings_left_out_when_too_large_for_the_client():
 def test_retained_store_is_bounded():
     """Beyond max_retained topics a new retained message is delivered but not kept; replacing
     or clearing a kept one still works."""
-    broker, _ = setup(BrokerConfig(max_retained=2))
+    broker, _ = make_broker(config=BrokerConfig(max_retained=2))
     live = subscribed(broker, "live", Subscription("r/#", 0))
     pub = connected(broker, "p")
     for name in ("a", "b", "c"):

@@ -25,9 +25,9 @@ from edge.mqtt.packets import (
     Subscription,
 )
 from edge.thinglinks.mqtt import EdgeHooks
+from tests.support.broker import FakeClient
 from tests.support.fake_redis import FakeRedis
 
-from .mqtt_helpers import FakeClient
 from .thinglinks_memory import Directory, Sink, device
 
 NOW = 1_700_000_000.0

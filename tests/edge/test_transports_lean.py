@@ -164,8 +164,7 @@ def test_slow_subscriber_loses_qos0_not_memory_nor_qos1():
     from edge.mqtt.packets import MQTT_3_1_1, Connect, Publish, Subscribe
     from edge.mqtt.packets import Subscription as Sub
     from edge.transports.tcp import MqttTransportFactory, TransportCounter
-
-    from .mqtt_helpers import FakeClient
+    from tests.support.broker import FakeClient
 
     reactor = MemoryReactorClock()
     broker = Broker(reactor)

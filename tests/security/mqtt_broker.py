@@ -1,5 +1,5 @@
 """An in-memory broker for the MQTT security tests: clients on StringTransports (the
-FakeClient of tests/edge), identities from the user name, a clock the test moves."""
+FakeClient of tests/support/broker.py), identities from the user name, a clock the test moves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from twisted.internet.task import Clock
 from edge.mqtt.broker import Broker, BrokerConfig
 from edge.mqtt.packets import MQTT_5, Publish
 from edge.mqtt.policy import OPEN_ACL, Acl, AuthResult, BrokerHooks
-from tests.edge.mqtt_helpers import FakeClient
+from tests.support.broker import FakeClient
+from tests.support.broker import make_broker as started_broker
 
 APP = "app:"
 
@@ -48,10 +49,8 @@ class Identities(BrokerHooks):
 
 
 def make_broker(config: BrokerConfig | None = None) -> tuple[Broker, Identities, Clock]:
-    clock = Clock()
     hooks = Identities()
-    broker = Broker(clock, hooks, config)
-    broker.start()
+    broker, clock = started_broker(hooks, config)
     return broker, hooks, clock
 
 

@@ -1,14 +1,25 @@
-"""An in-memory MQTT client for broker tests: a StringTransport and the codec."""
+"""The MQTT broker in memory: a started broker on a clock the test moves, and clients on
+StringTransports speaking through the codec."""
 
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from edge.mqtt.broker import Broker
+from edge.mqtt.broker import Broker, BrokerConfig
 from edge.mqtt.codec import Decoder, encode
 from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect, Packet
+from edge.mqtt.policy import BrokerHooks
 from edge.mqtt.protocol import MqttProtocol
+
+
+def make_broker(hooks: BrokerHooks | None = None, config: BrokerConfig | None = None
+                ) -> tuple[Broker, Clock]:
+    clock = Clock()
+    broker = Broker(clock, hooks, config)
+    broker.start()
+    return broker, clock
 
 
 class FakeClient:
