@@ -8,7 +8,7 @@ Run under valgrind's callgrind, which counts instructions whatever else the mach
 and subtract the count of `… base 0` (start-up and set-up alone); divide by N. Modes:
 `connect N` (N clean-start MQTT 3.1.1 clients from distinct addresses), `fanout N` (N QoS 0
 messages to 10 subscribers), `fanin N` (N QoS 0 messages to one subscriber). No sockets, no
-hooks, no Redis: `FakeClient`s of tests/edge/mqtt_helpers.py on a `Broker` (docs/performance.md).
+hooks, no Redis: `FakeClient`s of tests/support/broker.py on a `Broker` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from edge.mqtt.broker import Broker
 from edge.mqtt.codec import encode
 from edge.mqtt.packets import MQTT_3_1_1, Connect, Publish, Subscribe, Subscription
-from tests.edge.mqtt_helpers import FakeClient
+from tests.support.broker import FakeClient
 
 BATCH = 100
 
