@@ -11,7 +11,7 @@ from edge.mqtt.broker import Broker
 from edge.mqtt.message import Message
 
 from .endpoints import Downlink as DeviceDownlink
-from .endpoints import Endpoints
+from .endpoints import Endpoints, Queued
 from .interfaces import Clock, EventSink
 from .registration import Registrations
 
@@ -54,7 +54,8 @@ class Downlink:
             )
         elif split is not None and self.endpoints is not None and split[0] in self.endpoints:
             reason = self.endpoints.deliver(split[0], DeviceDownlink(split[1], payload))
-            reached = reason is None
+            # A queued message is no failure: it goes out when the device next asks.
+            reached = reason is None or isinstance(reason, Queued)
         else:
             reached = self.broker.publish(Message(topic, payload, qos)) > 0
             reason = None if reached else "no subscriber"

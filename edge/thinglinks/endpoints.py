@@ -42,12 +42,22 @@ class Downlink:
     payload: bytes
 
 
+class Queued(str):
+    """What an endpoint returns for a message it keeps until the device asks (a mailbox): no
+    failure, so the message log says it was queued and the command stays sent."""
+
+    __slots__ = ()
+
+
+QUEUED = Queued("queued until the device asks for it")
+
+
 class Endpoint(Protocol):
     """Where a device's downlink goes on this node."""
 
     def deliver(self, message: Downlink) -> str | None:
-        """Send or keep ``message``; None when it was taken, else why not (the message log
-        says so)."""
+        """Send or keep ``message``; None when it was taken, :data:`QUEUED` when it waits for
+        the device to ask, else why not (the message log says so)."""
         ...
 
 
@@ -80,7 +90,7 @@ class Mailbox:
         if len(self.queue) >= self.limit:
             return "mailbox full"
         self.queue.append((self.clock.seconds(), message))
-        return None
+        return QUEUED
 
     def take(self) -> Downlink | None:
         """The oldest waiting message, or None."""
@@ -200,7 +210,8 @@ class Endpoints:
         return attachment.endpoint if attachment is not None else None
 
     def deliver(self, device: str, message: Downlink) -> str | None:
-        """Hand ``message`` to the device's endpoint: None when taken, else why not."""
+        """Hand ``message`` to the device's endpoint: None when taken, :data:`QUEUED` when
+        kept for the device's next request, else why not."""
         attachment = self.attached.get(device)
         if attachment is None:
             return "not attached"
@@ -281,4 +292,4 @@ def _close(endpoint: Endpoint) -> None:
         close()
 
 
-__all__ = ["Attachment", "Downlink", "Endpoint", "Endpoints", "Mailbox"]
+__all__ = ["QUEUED", "Attachment", "Downlink", "Endpoint", "Endpoints", "Mailbox", "Queued"]
