@@ -46,6 +46,16 @@ class Product(models.Model):
     department = models.ForeignKey("system.Department", verbose_name=_("department"),
                                    null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="products")
+    # A raw TCP or UDP product's binary frames (`edge.frames`, docs/devices.md "Codecs"): the
+    # codec document, the sample frames that must keep decoding to what they expect, and a
+    # version bumped whenever either changes (the edge gets the document with the product).
+    codec = models.JSONField(_("codec"), null=True, blank=True, help_text=_(
+        "The binary frame codec of a tcp or udp product; empty: the default JSON codec."))
+    codec_samples = models.JSONField(_("codec sample frames"), default=list, blank=True,
+                                     help_text=_(
+        'Frames that must decode to what they expect: [{"name", "hex", "expect": {field: '
+        'value}, "secret"?, "device"?}].'))
+    codec_version = models.PositiveIntegerField(_("codec version"), default=0, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
                                    null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
@@ -204,6 +214,9 @@ class ProductTemplate(models.Model):
                                    default=DataFormat.JSON)
     services = models.JSONField(_("thing model"), default=list, blank=True, help_text=_(
         "The `services` list in the form `POST /api/v1/products/` accepts."))
+    codec = models.JSONField(_("codec"), null=True, blank=True, help_text=_(
+        "The binary frame codec products made from it get (tcp and udp only)."))
+    codec_samples = models.JSONField(_("codec sample frames"), default=list, blank=True)
     status = models.CharField(_("status"), max_length=16, choices=ProductStatus.choices,
                               default=ProductStatus.ENABLED)
     built_in = models.BooleanField(_("built in"), default=False, editable=False)
