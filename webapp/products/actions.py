@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy
 
 from webapp.core.errors import Conflict, DomainError, NotFound
 from webapp.core.types import Actor
-from webapp.products import followers
+from webapp.products import codecs, followers
 from webapp.products.choices import ParameterDirection
 from webapp.products.models import (
     Command,
@@ -25,6 +25,7 @@ from webapp.products.models import (
     Property,
     Service,
 )
+from webapp.products.thingmodel import thing_model
 from webapp.system import scope
 from webapp.system.actors import recorded_user
 
@@ -147,6 +148,9 @@ def _from_template(data: dict[str, Any]) -> dict[str, Any]:
         template = found
     for key in ("product_type", "protocol", "data_format"):
         data.setdefault(key, getattr(template, key))
+    if data.get("codec") is None and template.codec:
+        data["codec"] = copy.deepcopy(template.codec)
+        data.setdefault("codec_samples", copy.deepcopy(template.codec_samples))
     if not data.get("services"):
         data["services"] = copy.deepcopy(template.services)
     if not data.get("description"):
@@ -167,8 +171,10 @@ def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
         raise Conflict(_("product {identifier!r} already exists").format(
             identifier=data["identifier"]), code="duplicate")
     # `created_by` is the acting user, whatever a form sent along (the admin's does).
-    product = Product.objects.create(**{**data, "created_by": recorded_user(acting_user)})
+    product = Product.objects.create(**{**data, "created_by": recorded_user(acting_user),
+                                        "codec_version": 1 if data.get("codec") else 0})
     _create_services(product, services)
+    _check_codec(product)
     _after_model_change(product)
     return product
 
@@ -185,14 +191,39 @@ def update_product(*, product: Product, data: dict[str, Any],
     data = dict(data)
     services = data.pop("services", None)
     drops = _check_model_change(product, services, migrate) if services is not None else []
+    if any(key in data and data[key] != getattr(product, key)
+           for key in ("codec", "codec_samples")):
+        product.codec_version += 1
     for key, value in data.items():
         setattr(product, key, value)
     product.save()
     if services is not None:
         product.services.all().delete()
         _create_services(product, services)
+    _check_codec(product)
     _after_model_change(product, drops)
     return product
+
+
+def _check_codec(product: Product) -> None:
+    """Refuse (and so roll back) a product whose codec does not fit its protocol, or whose
+    sample frames no longer decode to what they expect under its codec and thing model;
+    run after every change of either (docs/devices.md "Codecs")."""
+    try:
+        codec = codecs.check(product.protocol, product.codec, product.codec_samples)
+    except codecs.CodecInvalid as exc:
+        raise DomainError(exc.reason, code="invalid_codec",
+                          extra={"errors": {exc.field: [exc.reason]}}) from None
+    if codec is None or not product.codec_samples:
+        return
+    # A fresh read: the product a view fetched holds its old model in its prefetch cache.
+    model = thing_model(Product.objects.get(pk=product.pk))
+    failures = codecs.failing_samples(codec, model, product.codec_samples)
+    if failures:
+        first = failures[0]
+        raise DomainError(
+            _("the sample frame {sample!r} fails: {reason}").format(**first),
+            code="codec_sample_failed", extra={"samples": failures})
 
 
 @transaction.atomic
@@ -339,7 +370,8 @@ def save_as_template(*, acting_user: Actor, product: Product, identifier: str,
         "department": product.department,
         "identifier": identifier, "name": name, "description": product.description,
         "product_type": product.product_type, "protocol": product.protocol,
-        "data_format": product.data_format, "services": services})
+        "data_format": product.data_format, "services": services,
+        "codec": product.codec, "codec_samples": product.codec_samples})
 
 
 def _without_ids(value: Any) -> Any:

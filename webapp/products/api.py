@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -14,20 +15,23 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from edge.frames import FrameError
 from webapp.core import uploads
 from webapp.core.errors import DomainError
 from webapp.core.parsers import JSONParser
-from webapp.products import actions
+from webapp.products import actions, codecs
 from webapp.products.filtersets import ProductFilterSet
 from webapp.products.models import Product, ProductTemplate
 from webapp.products.serializers import (
+    CodecDecodeSerializer,
+    CodecEncodeSerializer,
     ProductImportSerializer,
     ProductSerializer,
     ProductTemplateSerializer,
     SaveAsTemplateSerializer,
 )
 from webapp.products.thinglinks import to_thinglinks
-from webapp.products.thingmodel import export_services
+from webapp.products.thingmodel import export_services, thing_model
 from webapp.products.visibility import visible_templates
 from webapp.system.viewsets import ScopedModelViewSet
 
@@ -43,6 +47,8 @@ class ProductViewSet(ScopedModelViewSet):
         "thing_model": ["products.view_product"],
         "import_product": ["products.add_product"],
         "save_as_template": ["products.view_product", "products.add_producttemplate"],
+        "codec_decode": ["products.view_product"],
+        "codec_encode": ["products.view_product"],
     }
 
     def get_queryset(self):
@@ -81,7 +87,8 @@ class ProductViewSet(ScopedModelViewSet):
             "data_format": product.data_format, "manufacturer": product.manufacturer,
             "model": product.model, "device_type": product.device_type,
             "description": product.description, "status": product.status,
-            "services": services,
+            "services": services, "codec": product.codec,
+            "codec_samples": product.codec_samples,
         }
         return Response(body, status=status.HTTP_200_OK)
 
@@ -131,6 +138,58 @@ class ProductViewSet(ScopedModelViewSet):
                                             **body.validated_data)
         return Response(ProductTemplateSerializer(template).data,
                         status=status.HTTP_201_CREATED)
+
+
+    @extend_schema(request=CodecDecodeSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="codec/decode")
+    def codec_decode(self, request: Request, identifier: str | None = None) -> Response:
+        """Decode frames with the product's codec: each frame's message, its values, the
+        MQTT message it stands for (`topic` suffix and `body`) and what the thing model says
+        of each value. Bytes that are not frames of the codec get 400 with the reason."""
+        product = self.get_object()
+        body = CodecDecodeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = body.validated_data
+        codec = _codec(product)
+        try:
+            data = codecs.frame_bytes(options.get("hex"), options.get("base64"))
+            messages = codecs.decode(codec, thing_model(product), data,
+                                     secret=options.get("secret"), device=options.get("device"))
+        except FrameError as exc:
+            raise _frame_refused(exc) from None
+        return Response({"codec_version": product.codec_version, "messages": messages})
+
+    @extend_schema(request=CodecEncodeSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="codec/encode")
+    def codec_encode(self, request: Request, identifier: str | None = None) -> Response:
+        """The frame the product's codec makes of a command (its parameters checked against
+        the thing model first), as hex and base64."""
+        product = self.get_object()
+        body = CodecEncodeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = body.validated_data
+        codec = _codec(product)
+        try:
+            frame = codecs.encode(codec, thing_model(product), options["service"],
+                                  options["command"], options["params"], mid=options["mid"],
+                                  device=options.get("device"), secret=options.get("secret"))
+        except FrameError as exc:
+            raise _frame_refused(exc) from None
+        return Response({"hex": frame.hex(), "base64": base64.b64encode(frame).decode(),
+                         "length": len(frame), "codec_version": product.codec_version})
+
+
+def _codec(product: Product) -> Any:
+    if not product.codec:
+        raise DomainError(_("the product has no codec"), code="no_codec")
+    try:
+        return codecs.load(product.codec)
+    except codecs.CodecInvalid as exc:  # stored before a stricter engine: say so
+        raise DomainError(exc.reason, code="invalid_codec") from None
+
+
+def _frame_refused(exc: FrameError) -> DomainError:
+    return DomainError(exc.reason, code="bad_frame", extra={"frame_error": exc.code})
 
 
 def _flag(request: Request, name: str) -> bool:

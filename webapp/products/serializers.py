@@ -7,6 +7,7 @@ from typing import Any
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
+from webapp.products import codecs
 from webapp.products.choices import AccessMode, Datatype, ProductStatus
 from webapp.products.models import CODE_RE, IDENTIFIER_RE, Product, ProductTemplate
 from webapp.products.thingmodel import export_services
@@ -102,8 +103,9 @@ class ProductSerializer(serializers.ModelSerializer):
         model = Product
         fields = ("id", "identifier", "name", "product_type", "protocol", "data_format",
                   "manufacturer", "model", "device_type", "description", "status",
-                  "department", "template", "services", "device_count", "created", "updated")
-        read_only_fields = ("id", "created", "updated")
+                  "department", "template", "services", "codec", "codec_samples",
+                  "codec_version", "device_count", "created", "updated")
+        read_only_fields = ("id", "codec_version", "created", "updated")
 
     def validate_template(self, value: ProductTemplate) -> ProductTemplate:
         if self.instance is not None:
@@ -132,10 +134,32 @@ class ProductSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(_("the identifier of a product cannot change"))
         return value
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The codec, its samples and the protocol as they will be after the write (what
+        the request does not give: the product's, else the template's) must fit."""
+        check_codec_fields(attrs, self.instance or attrs.get("template"))
+        return attrs
+
     def to_representation(self, instance: Product) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["services"] = export_services(instance)
         return data
+
+
+def check_codec_fields(attrs: dict[str, Any], current: Any) -> None:
+    """Refuse a codec that is invalid or does not fit the protocol, as a field error with the
+    codec's reason (``current``: the product or template the values not in ``attrs`` come
+    from)."""
+    def value(key: str, default: Any) -> Any:
+        if key in attrs:
+            return attrs[key]
+        return getattr(current, key) if current is not None else default
+
+    try:
+        codecs.check(value("protocol", "mqtt"), value("codec", None),
+                     value("codec_samples", []))
+    except codecs.CodecInvalid as exc:
+        raise serializers.ValidationError({exc.field: [exc.reason]}) from None
 
 
 class ProductTemplateSerializer(serializers.ModelSerializer):
@@ -144,12 +168,17 @@ class ProductTemplateSerializer(serializers.ModelSerializer):
     class Meta:
         model = ProductTemplate
         fields = ("id", "identifier", "name", "description", "product_type", "protocol",
-                  "data_format", "services", "status", "built_in", "department", "created")
+                  "data_format", "services", "codec", "codec_samples", "status", "built_in",
+                  "department", "created")
         read_only_fields = ("id", "built_in", "created")
 
     def validate_services(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         _unique_codes(value, "service")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        check_codec_fields(attrs, self.instance)
+        return attrs
 
     def to_representation(self, instance: ProductTemplate) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -176,3 +205,33 @@ class ProductImportSerializer(serializers.Serializer):
         "Replace the model of an existing product instead of refusing the duplicate."))
     migrate = serializers.BooleanField(required=False, default=False, help_text=_(
         "Allow removing or retyping properties that have stored data (it is dropped)."))
+
+
+class CodecDecodeSerializer(serializers.Serializer):
+    """`POST /api/v1/products/{id}/codec/decode/`: one frame (a datagram) or a stream of
+    frames, as hex or base64."""
+
+    hex = serializers.CharField(required=False, max_length=3 * codecs.MAX_INPUT_BYTES,
+                                trim_whitespace=True)
+    base64 = serializers.CharField(required=False, max_length=2 * codecs.MAX_INPUT_BYTES)
+    secret = serializers.CharField(required=False, max_length=256, help_text=_(
+        "The device secret a MAC is keyed with (codecs with MAC authentication)."))
+    device = serializers.RegexField(IDENTIFIER_RE, max_length=64, required=False, help_text=_(
+        "The device a connection logged in as (for frames that do not name theirs)."))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("hex") and not attrs.get("base64"):
+            raise serializers.ValidationError(_("give the frame as hex or base64"))
+        return attrs
+
+
+class CodecEncodeSerializer(serializers.Serializer):
+    """`POST /api/v1/products/{id}/codec/encode/`: a command to its frame."""
+
+    service = serializers.RegexField(CODE_RE, max_length=50)
+    command = serializers.RegexField(CODE_RE, max_length=50)
+    params = serializers.DictField(required=False, default=dict)
+    mid = serializers.IntegerField(required=False, default=1, min_value=0,
+                                   max_value=2**32 - 1, help_text=_("The command id."))
+    device = serializers.RegexField(IDENTIFIER_RE, max_length=64, required=False)
+    secret = serializers.CharField(required=False, max_length=256)

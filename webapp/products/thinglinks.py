@@ -6,7 +6,8 @@ ThingLinks writes camelCase keys and numbers as strings: ``{"productName", "prod
 "max": "100", "method": "RE", "required": "1", ...}], "commands": [{"commandCode", "requests":
 [{"parameterCode", ...}], "responses": [...]}]}]}``. The legacy form (``serviceId``, properties
 with ``name``) is read too. A ThingLinks export imports unchanged; our export in this form
-re-imports to the same model (events travel in an ``events`` list ThingLinks does not have).
+re-imports to the same model (events travel in an ``events`` list ThingLinks does not have,
+a binary codec and its sample frames in ``codec`` and ``codecSamples``).
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ def from_thinglinks(data: dict[str, Any], identifier: str | None = None) -> dict
                 "params": _parameters(e.get("params"), f"{path}.events[{j}].params"),
             } for j, e in enumerate(events)],
         })
+    codec = data.get("codec") or None
+    samples = data.get("codecSamples") or []
     return {
+        **({"codec": codec, "codec_samples": samples} if codec is not None else {}),
         "identifier": _identifier(data, identifier),
         "name": _text(data.get("productName") or data.get("name") or "")[:100] or "Product",
         "product_type": product_type,
@@ -249,7 +253,10 @@ def _export_field(field: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def to_thinglinks(product: Product, services: list[dict[str, Any]]) -> dict[str, Any]:
     """The ThingLinks product JSON of a product (`services` in our API form)."""
+    codec = {"codec": product.codec, "codecSamples": product.codec_samples} \
+        if product.codec else {}
     return {
+        **codec,
         "productIdentification": product.identifier,
         "productName": product.name,
         "productType": 2 if product.product_type == "gateway" else 1,

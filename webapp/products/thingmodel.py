@@ -78,6 +78,32 @@ def compact_model(product: Product) -> dict[str, Any]:
     return {"services": services}
 
 
+def _spec(field: dict[str, Any]) -> dict[str, Any]:
+    spec = {key: field.get(key) for key in ("datatype", "min", "max", "step", "max_length",
+                                            "unit")}
+    return {**spec, "enum": field.get("enum_values") or None,
+            "required": bool(field.get("required")), "access": field.get("access") or "RE"}
+
+
+def model_of_services(services: list[dict[str, Any]]) -> ThingModel:
+    """The validating model of a `services` list in the API form (a model not saved yet)."""
+    return ThingModel.from_json({"services": {
+        svc["code"]: {
+            "properties": {p["code"]: _spec(p) for p in svc.get("properties") or []},
+            "commands": {
+                c["code"]: {"requests": {p["code"]: _spec(p) for p in c.get("requests") or []},
+                            "responses": {p["code"]: _spec(p)
+                                          for p in c.get("responses") or []}}
+                for c in svc.get("commands") or []
+            },
+            "events": {e["code"]: {"params": {p["code"]: _spec(p)
+                                              for p in e.get("params") or []}}
+                       for e in svc.get("events") or []},
+        }
+        for svc in services
+    }})
+
+
 def thing_model(product: Product) -> ThingModel:
     """The validating model of a product, the same one the edge uses."""
     return ThingModel.from_json(compact_model(product))
