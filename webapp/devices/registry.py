@@ -102,6 +102,10 @@ def publish_product(product: Product) -> None:
         "model": json.dumps(compact_model(product), separators=(",", ":")),
         "type": product.product_type,
         "status": product.status,
+        # The transport its devices use, and for raw TCP and UDP its binary codec (empty:
+        # the default JSON codec); the edge re-checks connected devices when either changes.
+        "protocol": product.protocol,
+        "codec": json.dumps(product.codec, separators=(",", ":")) if product.codec else "",
     }
     for provider in product_field_providers:
         fields.update(provider(product))
