@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import ValidationError
 
-from webapp.products import actions, followers
+from webapp.products import actions, codecs, followers
 from webapp.products.models import (
     Command,
     CommandParameter,
@@ -23,7 +23,7 @@ from webapp.products.models import (
 )
 from webapp.products.serializers import ServiceSerializer
 from webapp.products.thinglinks import ThingLinksFormatError, from_thinglinks, is_thinglinks
-from webapp.products.thingmodel import export_services
+from webapp.products.thingmodel import export_services, model_of_services, thing_model
 from webapp.products.visibility import visible_templates
 from webapp.system.admin_scope import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
@@ -49,6 +49,9 @@ class ProductForm(forms.ModelForm):
     class Meta:
         model = Product
         fields = "__all__"
+        widgets = {name: forms.Textarea(attrs={"rows": 12, "cols": 100,
+                                               "style": "font-family:monospace"})
+                   for name in ("codec", "codec_samples")}
 
     def clean_thing_model(self) -> list[dict[str, Any]] | None:
         value = self.cleaned_data.get("thing_model")
@@ -68,6 +71,7 @@ class ProductForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        self._check_codec(cleaned)
         services = cleaned.get("thing_model")
         if self.instance.pk and services is not None and not cleaned.get("migrate"):
             blocked = _blocked_changes(self.instance, actions.model_changes(self.instance,
@@ -78,6 +82,34 @@ class ProductForm(forms.ModelForm):
                     "Keep them, or tick \"Migrate stored data\" to drop that data.").format(
                         changes=", ".join(blocked)))
         return cleaned
+
+
+    def _check_codec(self, cleaned: dict[str, Any]) -> None:
+        """The codec fits the protocol and its sample frames decode as they expect under
+        the model being saved (the JSON one given, else the product's current one)."""
+        if any(name in self.errors for name in ("protocol", "codec", "codec_samples",
+                                                "thing_model")):
+            return
+        samples = cleaned.get("codec_samples") or []
+        try:
+            codec = codecs.check(cleaned.get("protocol", ""), cleaned.get("codec"), samples)
+        except codecs.CodecInvalid as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, exc.reason)
+            return
+        if codec is None or not samples:
+            return
+        services = cleaned.get("thing_model")
+        if services is not None:
+            model = model_of_services(services)
+        elif self.instance.pk:
+            model = thing_model(Product.objects.get(pk=self.instance.pk))
+        else:  # a new product: the model of its template, if any
+            template = cleaned.get("template")
+            model = model_of_services(template.services if template is not None else [])
+        failures = codecs.failing_samples(codec, model, samples)
+        if failures:
+            self.add_error("codec_samples", "; ".join(
+                f"{f['sample']}: {f['reason']}" for f in failures))
 
 
 def _blocked_changes(product: Product, changes: list[actions.ModelChange]) -> list[str]:
