@@ -25,16 +25,26 @@ from .bus.registry import Registry
 from .bus.sessions import SessionStore
 from .bus.uplink import Uplink
 from .crypto import MissingSecretKey, load_secret_key
+from .http.api import DeviceApi
+from .http.config import HttpConfig
 from .metrics import MetricsResource, QuietSite
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
 from .thinglinks.mqtt import EdgeHooks
+from .transports.coap import CoapConfig, CoapServer, listen_coap
+from .transports.http_device import HttpDeviceFactory
 from .transports.listeners import TransportConfig, Transports
+from .transports.rawcommon import CodecCatalog, RawConfig
+from .transports.rawtcp import RawTcpFactory
+from .transports.rawudp import RawUdpProtocol, listen_udp
+from .transports.tcp import listen
 from .transports.tls import CertificateLookup
 
 log = Logger(namespace="edge")
 
 HEARTBEAT_SECONDS = 5.0
+# How often the binary codecs of raw TCP and UDP products are read again whole.
+CODEC_REFRESH_SECONDS = 60.0
 
 
 class ConfigError(ValueError):
@@ -65,6 +75,12 @@ class EdgeConfig:
     transports: TransportConfig = field(default_factory=TransportConfig)
     # Limits and budgets (EDGE_MAX_*, EDGE_IDENTITY_*, EDGE_PUBLISH_*: BrokerConfig.from_env).
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    # Raw TCP and UDP devices (EDGE_TCP_PORT, EDGE_UDP_PORT, 0 = off) and their budgets.
+    raw: RawConfig = field(default_factory=RawConfig)
+    # The HTTP device API (EDGE_HTTP_PORT, 0 = off) and its budgets (EDGE_HTTP_*).
+    http: HttpConfig = field(default_factory=HttpConfig)
+    # CoAP devices on UDP (EDGE_COAP_PORT, 0 = off) and their budgets (EDGE_COAP_MAX_*).
+    coap: CoapConfig = field(default_factory=CoapConfig)
     # Set by the worker launcher (edge.workers) when several processes share the ports.
     reuse_port: bool = False
 
@@ -81,6 +97,9 @@ class EdgeConfig:
             metrics_port = int(env.get("EDGE_METRICS_PORT") or 19100)
             transports = TransportConfig.from_env(env)
             broker = BrokerConfig.from_env(env)
+            raw = RawConfig.from_env(env)
+            http = HttpConfig.from_env(env)
+            coap = CoapConfig.from_env(env)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deny = tuple(f.strip() for f in (env.get("EDGE_ACL_DENY") or "").split(",") if f.strip())
@@ -101,6 +120,9 @@ class EdgeConfig:
             secret_key=secret_key,
             transports=transports,
             broker=broker,
+            raw=raw,
+            http=http,
+            coap=coap,
             reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
         )
 
@@ -133,7 +155,12 @@ class EdgeService:
         self.broker = Broker(reactor, self.hooks, broker_config or config.broker)
         self.transports = Transports(reactor, self.broker, config.transports, self.certificates)
         self.hooks.broker = self.broker
-        self.registry.on_change = self.hooks.registry_changed
+        self.registry.on_change = self._registry_changed
+        self.codecs = CodecCatalog(self.redis, self.keys)
+        self._codec_refresh = LoopingCall(self.codecs.refresh)
+        self._codec_refresh.clock = reactor
+        self.rawtcp = RawTcpFactory(reactor, self.hooks, self.codecs, config.raw)
+        self.rawudp = RawUdpProtocol(reactor, self.hooks, self.codecs, config.raw)
         self.cluster = Cluster(
             reactor, connector, self.redis, self.keys, config.node_id, self.broker
         )
@@ -152,6 +179,12 @@ class EdgeService:
             self.hooks.deliver_downlink,
             on_batch_done=self._downlink_done,
         )
+        self.coap = CoapServer(
+            reactor, self.hooks.auth, self.hooks.pipeline, self.hooks.endpoints, config.coap
+        )
+        self.http = HttpDeviceFactory(
+            DeviceApi(self.hooks, config.http, reactor), self.broker, config.http, reactor
+        )
         self.listeners: dict[str, Any] = {}
         self.started_at = 0.0
         self._heartbeat = LoopingCall(self._beat)
@@ -168,6 +201,10 @@ class EdgeService:
     @property
     def ws_port(self) -> int:
         return int(self.listeners["ws"].getHost().port)
+
+    @property
+    def http_port(self) -> int:
+        return int(self.listeners["http"].getHost().port)
 
     @property
     def metrics_port(self) -> int:
@@ -193,6 +230,16 @@ class EdgeService:
         self.listeners.update(
             self.transports.listen(config.host, config.mqtt_port, reuse_port=config.reuse_port)
         )
+        if config.coap.port:
+            self.listeners["coap"] = listen_coap(
+                self.reactor, self.coap, config.coap.port, config.host, config.reuse_port
+            )
+        if config.http.port:
+            self.listeners["http"] = listen(
+                self.reactor, config.http.port, self.http, config.host,
+                reuse_port=config.reuse_port,
+            )  # fmt: skip
+        self._listen_raw()
         site = QuietSite(MetricsResource(self.samples, lambda: self.redis.connected))
         self.listeners["metrics"] = self.reactor.listenTCP(
             config.metrics_port, site, interface=config.metrics_host
@@ -208,7 +255,7 @@ class EdgeService:
             more="".join(
                 f", {name.upper()} on {port.getHost().port}"
                 for name, port in self.listeners.items()
-                if name in ("tls", "ws", "wss")
+                if name in ("tls", "ws", "wss", "coap", "http")
             ),
             metrics_host=config.metrics_host,
             metrics=self.metrics_port,
@@ -225,6 +272,12 @@ class EdgeService:
             await listener.stopListening()
         if self._heartbeat.running:
             self._heartbeat.stop()
+        if self._codec_refresh.running:
+            self._codec_refresh.stop()
+        self.http.close_all()
+        # Devices without a connection of their own (HTTP, CoAP…) go offline with the node.
+        self.hooks.endpoints.stop()
+        self.coap.stop()
         for connection in list(self.broker.connections):
             connection.close(Reason.SERVER_SHUTTING_DOWN, "shutdown")
         self.broker.flush()
@@ -251,6 +304,28 @@ class EdgeService:
         }
         d = self.redis.execute("HSET", self.keys.nodes, self.config.node_id, json.dumps(info))
         d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.getErrorMessage()))
+
+    def _listen_raw(self) -> None:
+        """Raw TCP and UDP devices; their products' binary codecs are read now and then."""
+        config = self.config
+        self._codec_refresh.start(CODEC_REFRESH_SECONDS, now=True)
+        if config.raw.tcp_port:
+            self.listeners["rawtcp"] = listen(
+                self.reactor, config.raw.tcp_port, self.rawtcp, config.host,
+                reuse_port=config.reuse_port,
+            )  # fmt: skip
+        if config.raw.udp_port:
+            self.listeners["rawudp"] = listen_udp(
+                self.reactor, config.raw.udp_port, self.rawudp, config.host, config.reuse_port
+            )
+        for name in ("rawtcp", "rawudp"):
+            if name in self.listeners:
+                port = self.listeners[name].getHost().port
+                log.info("{name} devices on {host}:{port}", name=name, host=config.host, port=port)
+
+    def _registry_changed(self, kind: str, identifier: str) -> None:
+        self.hooks.registry_changed(kind, identifier)
+        self.codecs.changed(kind, identifier)
 
     def _bus_message(self, channel: bytes, data: bytes) -> None:
         """``tl:registry`` (webapp's changes), or an address over its failed-authentication
@@ -329,6 +404,8 @@ class EdgeService:
         ]
         samples.extend(self.broker.samples())
         samples.extend(self.transports.samples())
+        samples.extend(self.http.samples())
+        samples.extend(self.coap.samples())
         samples.extend(self.cluster.samples())
         samples.extend(self._queue_samples())
         return samples

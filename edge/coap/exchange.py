@@ -30,9 +30,10 @@ What the layer does on its own, so the application only sees whole, new requests
   [1, ACK_RANDOM_FACTOR) from the injected ``rng``, doubled each time, MAX_RETRANSMIT times.
 
 Everything a peer can make the endpoint remember is bounded, per peer and overall, by the
-constructor's budgets: remembered exchanges, observations and block transfers (each transfer
-holds at most ``max_body`` bytes). Past a budget the request gets 5.03 Service Unavailable
-(or an Observe registration is declined: the response simply carries no Observe option).
+constructor's budgets: peers, remembered exchanges, observations and block transfers (each
+transfer holds at most ``max_body`` bytes). Past a budget the request gets 5.03 Service
+Unavailable (or an Observe registration is declined: the response simply carries no Observe
+option; a Non-confirmable request of a peer past ``max_peers`` is dropped).
 
 Message ids of server-originated messages come from a per-peer counter that starts at a random
 value; a peer's counter is kept while the peer has anything remembered and for
@@ -233,6 +234,7 @@ class Endpoint:
         max_observations: int = 50_000,
         max_transfers_per_peer: int = 4,
         max_transfers: int = 512,
+        max_peers: int = 10_000,
     ) -> None:
         if not 0 <= preferred_szx <= MAX_SZX:
             raise ValueError("preferred_szx is 0..6")
@@ -245,6 +247,7 @@ class Endpoint:
         self.max_observations = max_observations
         self.max_transfers_per_peer = max_transfers_per_peer
         self.max_transfers = max_transfers
+        self.max_peers = max_peers
         self._peers: dict[Peer, _PeerState] = {}
         self._seen: dict[tuple[Peer, int], _Seen] = {}
         self._seen_con: deque[tuple[float, tuple[Peer, int]]] = deque()
@@ -280,6 +283,13 @@ class Endpoint:
     def observing(self, peer: Peer, token: bytes) -> bool:
         return (peer, token) in self._observations
 
+    def awaiting_ack(self, peer: Peer, token: bytes) -> bool:
+        """Whether a Confirmable notification of the observation is still unacknowledged: a
+        caller whose notifications are distinct events (not states, where the newer replaces
+        the older) waits for its ACK before it sends the next."""
+        observation = self._observations.get((peer, token))
+        return observation is not None and observation.in_flight is not None
+
     # --- input -----------------------------------------------------------------------------
 
     def receive(self, peer: Peer, data: bytes, now: float) -> list[Output]:
@@ -311,6 +321,8 @@ class Endpoint:
             if message.type is Type.CON and seen.reply is not None:
                 return [Transmit(peer, seen.reply)]
             return [Refused(peer, f"duplicate of message {message.mid}")]
+        if peer not in self._peers and len(self._peers) >= self.max_peers:
+            return self._stranger(peer, message)
         state = self._peer(peer)
         if state.exchanges >= self.max_exchanges_per_peer or len(self._seen) >= self.max_exchanges:
             return self._uncached(
@@ -701,6 +713,16 @@ class Endpoint:
             mid = self._next_mid(peer)
             reply = self._message(Type.NON, mid, request.token, Response(code, reason))
         return [Refused(peer, reason.decode()), Transmit(peer, reply)]
+
+    def _stranger(self, peer: Peer, request: Message) -> list[Output]:
+        """A request of a new peer past ``max_peers``: a Confirmable one gets 5.03 in its ACK,
+        a Non-confirmable one is dropped (its answer would need state: a message id)."""
+        refused: list[Output] = [Refused(peer, "too many peers")]
+        if request.type is Type.CON:
+            answer = Response(Code.SERVICE_UNAVAILABLE, b"too many peers")
+            reply = self._message(Type.ACK, request.mid, request.token, answer)
+            refused.append(Transmit(peer, reply))
+        return refused
 
     def _send_confirmable(
         self, peer: Peer, token: bytes, response: Response, now: float, *, observation: bool

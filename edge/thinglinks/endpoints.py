@@ -76,6 +76,7 @@ class Mailbox:
         self.queue: deque[tuple[float, Downlink]] = deque()
         self.waiters: deque[Deferred[Downlink | None]] = deque()
         self.listeners: list[Callable[[Downlink], bool]] = []
+        self.closers: list[Callable[[], None]] = []
 
     def deliver(self, message: Downlink) -> str | None:
         for listener in list(self.listeners):
@@ -92,10 +93,14 @@ class Mailbox:
         self.queue.append((self.clock.seconds(), message))
         return QUEUED
 
-    def take(self) -> Downlink | None:
-        """The oldest waiting message, or None."""
+    def take(self, suffix: str | None = None) -> Downlink | None:
+        """The oldest waiting message (of topic suffix ``suffix`` when given), or None."""
         self._expire()
-        return self.queue.popleft()[1] if self.queue else None
+        for index, (_, message) in enumerate(self.queue):
+            if suffix is None or message.suffix == suffix:
+                del self.queue[index]
+                return message
+        return None
 
     def take_all(self) -> list[Downlink]:
         self._expire()
@@ -136,13 +141,27 @@ class Mailbox:
 
         return stop
 
+    def on_close(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the device goes away (its lease ended, the platform dropped
+        it): a CoAP observation then ends. Returns the function that cancels it."""
+        self.closers.append(callback)
+
+        def cancel() -> None:
+            if callback in self.closers:
+                self.closers.remove(callback)
+
+        return cancel
+
     def close(self) -> None:
-        """The device went away: pending polls end with None."""
+        """The device went away: pending polls end with None, listeners are told."""
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.called:
                 waiter.callback(None)
         self.listeners.clear()
+        closers, self.closers = self.closers, []
+        for closed in closers:
+            closed()
 
     def _timed_out(self, waiter: Deferred[Downlink | None]) -> None:
         self._forget(waiter)

@@ -74,6 +74,7 @@ def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[E
         "EDGE_MQTT_PORT": str(mqtt_port),
         "EDGE_METRICS_PORT": str(metrics_port),
         "EDGE_WS_PORT": str(free_port()),
+        "EDGE_COAP_PORT": "0",  # UDP 15683 by default: several test edges run at once
         "EDGE_HOST": "127.0.0.1",
         "EDGE_NODE_ID": node,
         "EDGE_ALLOW_ANONYMOUS": "0",

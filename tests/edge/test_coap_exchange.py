@@ -442,3 +442,27 @@ def test_server_message_ids_count_per_peer() -> None:
         for peer in (PEER, PEER, OTHER, PEER)
     ]
     assert mids == [0x8000, 0x8001, 0x8000, 0x8002]
+
+
+def test_new_peers_past_the_peer_budget_are_refused_known_ones_served():
+    ep = endpoint(max_peers=1)
+    request(ep.receive(PEER, datagram(Type.CON, 1), 0.0))
+    refused = ep.receive(OTHER, datagram(Type.CON, 2), 0.0)
+    reply = only_sent(refused)
+    assert (reply.type, reply.code, reply.mid) == (Type.ACK, Code.SERVICE_UNAVAILABLE, 2)
+    assert ep.peers == 1
+    assert sent(ep.receive(OTHER, datagram(Type.NON, 3), 0.0)) == []  # dropped, no state
+    request(ep.receive(PEER, datagram(Type.CON, 4), 0.0))  # a known peer still is served
+
+
+def test_awaiting_ack_follows_the_confirmable_notification_in_flight():
+    ep = endpoint()
+    registration = request(
+        ep.receive(PEER, datagram(Type.CON, 1, options=(*COMMAND, option(Opt.OBSERVE, 0))), 0.0)
+    )
+    ep.respond(registration, Response(Code.CONTENT), 0.0, observe=True)
+    assert not ep.awaiting_ack(PEER, b"tk")
+    note = only_sent(ep.notify(PEER, b"tk", Response(Code.CONTENT, b"1"), 1.0, confirmable=True))
+    assert ep.awaiting_ack(PEER, b"tk")
+    ep.receive(PEER, encode(empty(Type.ACK, note.mid)), 1.5)
+    assert not ep.awaiting_ack(PEER, b"tk") and not ep.awaiting_ack(OTHER, b"tk")

@@ -61,6 +61,7 @@ class Platform:
         platform.env.update({"EDGE_MQTT_PORT": str(platform.mqtt_port),
                              "EDGE_METRICS_PORT": str(platform.metrics_port),
                              "EDGE_WS_PORT": str(free_port()),
+                             "EDGE_COAP_PORT": str(free_port()),
                              "EDGE_HOST": "127.0.0.1"})
         return platform
 
