@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from config.embedded_redis import EmbeddedRedis
 from tests.support.slow import is_slow
@@ -19,6 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fixtures every area uses: `commit_hooks` (on-commit callbacks without transaction=True).
 pytest_plugins = ["tests.support.commits"]
+
+# Property tests judge behaviour, not speed: Hypothesis's 200 ms deadline per example fails
+# them at random on a loaded two-core machine (parallel workers, CI).
+hypothesis_settings.register_profile("suite", deadline=None)
+hypothesis_settings.load_profile("suite")
 
 # There is no built-in secret key. The suite runs on a random one of its own, in os.environ so
 # that every process a test starts (edge, ingest, Daphne) inherits it. pytest-django loads the

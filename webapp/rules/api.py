@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
@@ -13,6 +12,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from edge.clock import now_ms
 from webapp.core.permissions import ModelPermissions
 from webapp.core.redis import get_redis, keys
 from webapp.devices.models import Device
@@ -93,7 +93,7 @@ def explain_rule(rule: Rule, data: dict[str, Any], user: Any) -> dict[str, Any]:
     latest = data["latest"] if data.get("latest") is not None else _latest_of(device, user)
     msg = Message(kind=compiled.trigger_type, device=device, product=compiled.product,
                   service=data.get("service") or compiled.service,
-                  ts=data.get("ts") or int(time.time() * 1000), values=data.get("values") or {},
+                  ts=data.get("ts") or now_ms(), values=data.get("values") or {},
                   event=data.get("event") or "", command=data.get("command") or "",
                   status=data.get("status") or "", err=data.get("err"), latest=latest,
                   prev=data.get("previous") or {})

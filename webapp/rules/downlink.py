@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import json
-import time
 import zlib
 from typing import Any
 
+from edge.clock import now_ms
 from webapp.core.redis import get_redis, keys
 
 NODE_STALE_MS = 30_000
@@ -25,7 +25,7 @@ DOWNLINK_MAXLEN = 100_000
 
 
 def live_nodes() -> list[str]:
-    now = int(time.time() * 1000)
+    now = now_ms()
     nodes = []
     for node, raw in get_redis().hgetall(keys().nodes).items():
         try:

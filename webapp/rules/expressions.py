@@ -21,13 +21,13 @@ import json
 import math
 import operator
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
+from edge.clock import now_ms
 from webapp.core.errors import DomainError
 
 MAX_SOURCE = 4000
@@ -476,7 +476,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "endswith": lambda s, p: isinstance(s, str) and isinstance(p, str) and s.endswith(p),
     "coalesce": lambda *xs: next((x for x in xs if x is not None), None),
     "json": lambda x: _text(x) if isinstance(x, dict | list) else json.dumps(x),
-    "now": lambda: int(time.time() * 1000),
+    "now": lambda: now_ms(),
     "exists": lambda x: x is not None,
 }
 

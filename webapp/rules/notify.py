@@ -30,6 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 
+from edge.clock import now_ms as clock_ms
 from webapp.core import outbound
 from webapp.core.outbound import HttpReply
 from webapp.rules.choices import ChannelType
@@ -66,7 +67,7 @@ def hmac_signature(secret: str, timestamp_ms: int, body: bytes) -> str:
 def webhook_request(url: str, secret: str, payload: Any, *, now_ms: int | None = None,
                     headers: dict[str, str] | None = None) -> HttpRequest:
     body = payload if isinstance(payload, bytes) else _json(payload)
-    ts = now_ms if now_ms is not None else int(time.time() * 1000)
+    ts = now_ms if now_ms is not None else clock_ms()
     out = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
            "User-Agent": "ThingLinks-Rules/1"}
     out.update(headers or {})
@@ -79,7 +80,7 @@ def dingtalk_request(url: str, secret: str, title: str, text: str, *,
                      config: dict[str, Any] | None = None,
                      now_ms: int | None = None) -> HttpRequest:
     config = config or {}
-    ts = now_ms if now_ms is not None else int(time.time() * 1000)
+    ts = now_ms if now_ms is not None else clock_ms()
     if secret:
         digest = hmac.new(secret.encode(), f"{ts}\n{secret}".encode(), hashlib.sha256).digest()
         sign = urllib.parse.quote_plus(base64.b64encode(digest))

@@ -11,10 +11,10 @@ from typing import Any
 
 from django.db.models import Q
 
+from edge.codecs.thinglinks import TOPIC_PREFIX as DEVICE_TOPIC_PREFIX
 from webapp.rules.choices import ActionType
 
 MAX_ID = 2**63 - 1  # a larger number is no row's id (and no database integer)
-DEVICE_TOPIC_PREFIX = "/v1/devices/"
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _TRIGGERING_DEVICE = re.compile(r"\{\{\s*device\s*\}\}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from celery import shared_task
 
+from edge.clock import now_ms
 from webapp.core.redis import get_redis, keys
 from webapp.devices.models import Device
 from webapp.rules import actions, deliveries, sinks
@@ -84,7 +84,7 @@ def run_schedule(rule_id: int) -> int:
         devices = list(Device.objects.filter(product=rule.product).values_list(
             "identifier", flat=True))
     service = str(trigger.get("service") or "")
-    now = int(time.time() * 1000)
+    now = now_ms()
     fired = 0
     for device in devices or [""]:
         latest = _latest(device) if device else {}
@@ -121,7 +121,7 @@ def sample_message(message: dict[str, Any] | None) -> tuple[dict[str, Any], dict
     """A sink test's message (the one given, or a sample) and the names its templates see."""
     message = message or {
         "kind": "property", "device": "test-device", "product": "test", "service": "env",
-        "ts": int(time.time() * 1000), "values": {"temperature": 25.0}}
+        "ts": now_ms(), "values": {"temperature": 25.0}}
     env = {**(message.get("values") or {}), **message, "params": message.get("values"),
            "value": None, "rule": "test"}
     return message, env
