@@ -27,17 +27,13 @@ from .bus.uplink import Uplink
 from .crypto import MissingSecretKey, load_secret_key
 from .http.api import DeviceApi
 from .http.config import HttpConfig
-from .http.api import DeviceApi
-from .http.config import HttpConfig
 from .metrics import MetricsResource, QuietSite
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
 from .thinglinks.mqtt import EdgeHooks
 from .transports.coap import CoapConfig, CoapServer, listen_coap
 from .transports.http_device import HttpDeviceFactory
-from .transports.http_device import HttpDeviceFactory
 from .transports.listeners import TransportConfig, Transports
-from .transports.tcp import listen
 from .transports.rawcommon import CodecCatalog, RawConfig
 from .transports.rawtcp import RawTcpFactory
 from .transports.rawudp import RawUdpProtocol, listen_udp
@@ -79,8 +75,6 @@ class EdgeConfig:
     transports: TransportConfig = field(default_factory=TransportConfig)
     # Limits and budgets (EDGE_MAX_*, EDGE_IDENTITY_*, EDGE_PUBLISH_*: BrokerConfig.from_env).
     broker: BrokerConfig = field(default_factory=BrokerConfig)
-    # The HTTP device API (EDGE_HTTP_PORT, 0 = off) and its budgets (EDGE_HTTP_*).
-    http: HttpConfig = field(default_factory=HttpConfig)
     # Raw TCP and UDP devices (EDGE_TCP_PORT, EDGE_UDP_PORT, 0 = off) and their budgets.
     raw: RawConfig = field(default_factory=RawConfig)
     # The HTTP device API (EDGE_HTTP_PORT, 0 = off) and its budgets (EDGE_HTTP_*).
@@ -103,7 +97,6 @@ class EdgeConfig:
             metrics_port = int(env.get("EDGE_METRICS_PORT") or 19100)
             transports = TransportConfig.from_env(env)
             broker = BrokerConfig.from_env(env)
-            http = HttpConfig.from_env(env)
             raw = RawConfig.from_env(env)
             http = HttpConfig.from_env(env)
             coap = CoapConfig.from_env(env)
@@ -127,7 +120,6 @@ class EdgeConfig:
             secret_key=secret_key,
             transports=transports,
             broker=broker,
-            http=http,
             raw=raw,
             http=http,
             coap=coap,
@@ -193,9 +185,6 @@ class EdgeService:
         self.http = HttpDeviceFactory(
             DeviceApi(self.hooks, config.http, reactor), self.broker, config.http, reactor
         )
-        self.http = HttpDeviceFactory(
-            DeviceApi(self.hooks, config.http, reactor), self.broker, config.http, reactor
-        )
         self.listeners: dict[str, Any] = {}
         self.started_at = 0.0
         self._heartbeat = LoopingCall(self._beat)
@@ -212,10 +201,6 @@ class EdgeService:
     @property
     def ws_port(self) -> int:
         return int(self.listeners["ws"].getHost().port)
-
-    @property
-    def http_port(self) -> int:
-        return int(self.listeners["http"].getHost().port)
 
     @property
     def http_port(self) -> int:
@@ -255,11 +240,6 @@ class EdgeService:
                 reuse_port=config.reuse_port,
             )  # fmt: skip
         self._listen_raw()
-        if config.http.port:
-            self.listeners["http"] = listen(
-                self.reactor, config.http.port, self.http, config.host,
-                reuse_port=config.reuse_port,
-            )  # fmt: skip
         site = QuietSite(MetricsResource(self.samples, lambda: self.redis.connected))
         self.listeners["metrics"] = self.reactor.listenTCP(
             config.metrics_port, site, interface=config.metrics_host
@@ -275,7 +255,7 @@ class EdgeService:
             more="".join(
                 f", {name.upper()} on {port.getHost().port}"
                 for name, port in self.listeners.items()
-                if name in ("tls", "ws", "wss", "coap", "http", "http")
+                if name in ("tls", "ws", "wss", "coap", "http")
             ),
             metrics_host=config.metrics_host,
             metrics=self.metrics_port,
@@ -292,14 +272,9 @@ class EdgeService:
             await listener.stopListening()
         if self._heartbeat.running:
             self._heartbeat.stop()
-        self.http.close_all()
-        # Devices without a connection of their own (HTTP, CoAP…) go offline with the node.
-        self.hooks.endpoints.stop()
         if self._codec_refresh.running:
             self._codec_refresh.stop()
         self.http.close_all()
-        # Devices without a connection of their own (HTTP, CoAP…) go offline with the node.
-        self.hooks.endpoints.stop()
         # Devices without a connection of their own (HTTP, CoAP…) go offline with the node.
         self.hooks.endpoints.stop()
         self.coap.stop()
@@ -429,7 +404,6 @@ class EdgeService:
         ]
         samples.extend(self.broker.samples())
         samples.extend(self.transports.samples())
-        samples.extend(self.http.samples())
         samples.extend(self.http.samples())
         samples.extend(self.coap.samples())
         samples.extend(self.cluster.samples())
