@@ -195,6 +195,7 @@ def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker
         "EDGE_METRICS_PORT": str(metrics_port),
         "EDGE_WS_PORT": str(free_port()),
         "EDGE_COAP_PORT": "0",
+        "EDGE_HTTP_PORT": "0",
         "EDGE_HOST": "127.0.0.1",
         "EDGE_NODE_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "EDGE_WORKERS": str(workers),

@@ -188,7 +188,8 @@ def run(small: bool) -> dict[str, Any]:
         mqtt_port = free_port()
         edge_env = {**env, "EDGE_MQTT_PORT": str(mqtt_port), "EDGE_HOST": "127.0.0.1",
                     "EDGE_METRICS_PORT": str(free_port()), "EDGE_WS_PORT": str(free_port()),
-                    "EDGE_COAP_PORT": "0", "EDGE_NODE_ID": f"{prefix}n1"}
+                    "EDGE_COAP_PORT": "0", "EDGE_HTTP_PORT": "0",
+                    "EDGE_NODE_ID": f"{prefix}n1"}
         # BENCH_PROFILE=dir: run the edge and the ingest workers under cProfile, one
         # .prof file per process in dir (for `python -m pstats`).
         profile_dir = os.environ.get("BENCH_PROFILE")

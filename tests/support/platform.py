@@ -62,6 +62,7 @@ class Platform:
                              "EDGE_METRICS_PORT": str(platform.metrics_port),
                              "EDGE_WS_PORT": str(free_port()),
                              "EDGE_COAP_PORT": str(free_port()),
+                             "EDGE_HTTP_PORT": str(free_port()),
                              "EDGE_HOST": "127.0.0.1"})
         return platform
 
