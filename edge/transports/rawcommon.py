@@ -198,7 +198,7 @@ def verify_mac_frame(
     if device is None:
         raise FrameError("no_device", "the frame names no device")
 
-    def check(found: tuple[DeviceRecord | None, ProductRecord | None]) -> Verified:
+    def check(found: Any) -> Verified:
         record, product = found
         try:
             admitted(record, product, device, transport, candidate)

@@ -67,6 +67,8 @@ class _Answer:
 
 
 class RawTcpProtocol(Protocol):
+    transport: Any
+
     def __init__(self, factory: RawTcpFactory) -> None:
         self.factory = factory
         self.hooks = factory.hooks
@@ -91,7 +93,7 @@ class RawTcpProtocol(Protocol):
         counter = self.factory.counter
         counter.open += 1
         counter.accepted += 1
-        address = self.transport.getPeer()  # type: ignore[attr-defined]
+        address = self.transport.getPeer()
         self.peer = f"{address.host}:{address.port}"
         if counter.open > self.config.max_connections:
             self._close(f"over {self.config.max_connections} raw TCP connections", notify=True)
@@ -146,10 +148,10 @@ class RawTcpProtocol(Protocol):
             return
         self.closing = reason
         if notify and self.frames is None:
-            self.transport.write(jl.error_line(reason))  # type: ignore[union-attr]
+            self.transport.write(jl.error_line(reason))
         log.info("raw TCP {peer} ({device}) closed: {reason}", peer=self.peer,
                  device=self.device or "-", reason=reason)  # fmt: skip
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     # the device's endpoint ------------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class RawTcpProtocol(Protocol):
         if self.closing is not None:
             return "the connection is closing"
         if self.codec is None:
-            self.transport.write(jl.topic_line(message.suffix, message.payload))  # type: ignore[union-attr]
+            self.transport.write(jl.topic_line(message.suffix, message.payload))
             return None
         if message.suffix != "command":
             return f"the product's codec has no frame for {message.suffix}"
@@ -168,7 +170,7 @@ class RawTcpProtocol(Protocol):
             log.info("command for {device} not encoded: {reason}", device=self.device,
                      reason=exc.reason)  # fmt: skip
             return f"the codec cannot encode the command: {exc.reason}"
-        self.transport.write(frame)  # type: ignore[union-attr]
+        self.transport.write(frame)
         return None
 
     def close(self) -> None:
@@ -188,11 +190,11 @@ class RawTcpProtocol(Protocol):
             if self.closing is not None:
                 return
             if isinstance(action, jl.Send):
-                self.transport.write(action.data)  # type: ignore[union-attr]
+                self.transport.write(action.data)
             elif isinstance(action, jl.Uplink):
                 self._uplink(action.suffix, action.payload, json_answer)
             elif isinstance(action, jl.Login):
-                checked = maybeDeferred(
+                checked: Deferred[Any] = maybeDeferred(
                     self.hooks.auth.check, action.device, action.password, self.peer,
                     transport="tcp",
                 )  # fmt: skip
@@ -224,8 +226,8 @@ class RawTcpProtocol(Protocol):
         self.answers.append(slot)
         if len(self.answers) >= self.config.max_pending and not self.paused:
             self.paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
-        handled = maybeDeferred(
+            self.transport.pauseProducing()
+        handled: Deferred[Any] = maybeDeferred(
             self.hooks.pipeline.handle, self.device, self.device, suffix, payload, True
         )
 
@@ -244,10 +246,10 @@ class RawTcpProtocol(Protocol):
         while self.answers and self.answers[0].done:
             data = self.answers.popleft().data
             if data is not None and self.closing is None:
-                self.transport.write(data)  # type: ignore[union-attr]
+                self.transport.write(data)
         if self.paused and len(self.answers) < self.config.max_pending and self.closing is None:
             self.paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
 
     # binary frames --------------------------------------------------------------------------
 
@@ -267,18 +269,18 @@ class RawTcpProtocol(Protocol):
         while self.backlog and not self.busy and self.closing is None:
             frame = self.backlog.popleft()
             self.busy = True
-            done = maybeDeferred(self._frame, frame)
+            done: Deferred[Any] = maybeDeferred(self._frame, frame)
             done.addErrback(self._frame_refused, frame)
             done.addBoth(self._frame_done)
         if len(self.backlog) > self.config.max_pending and not self.paused:
             self.paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.pauseProducing()
 
     def _frame_done(self, _: object) -> None:
         self.busy = False
         if self.paused and len(self.answers) < self.config.max_pending:
             self.paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
         self._pump()
 
     def _frame(self, frame: bytes) -> Any:
@@ -299,7 +301,7 @@ class RawTcpProtocol(Protocol):
             if decoded.message.kind != "login" or decoded.device is None:
                 raise FrameError("not_logged_in", "the first frame must be the login frame")
             password = (decoded.password or "").encode()
-            checked = maybeDeferred(
+            checked: Deferred[Any] = maybeDeferred(
                 self.hooks.auth.check, decoded.device, password, self.peer, transport="tcp"
             )
             return checked.addCallback(self._frame_login, decoded)
@@ -321,7 +323,7 @@ class RawTcpProtocol(Protocol):
             self._attach(device)
             answer = binary.login_answer(self.codec or candidate.codec, True)
             if answer is not None:
-                self.transport.write(answer)  # type: ignore[union-attr]
+                self.transport.write(answer)
 
         found = device_product(self.hooks.pipeline.directory, device)
         if isinstance(found, Deferred):
@@ -359,7 +361,7 @@ class RawTcpProtocol(Protocol):
                 except FrameError:
                     answer = None
                 if answer is not None:
-                    self.transport.write(answer)  # type: ignore[union-attr]
+                    self.transport.write(answer)
             self._close(reason)
             return
         topic = f"{tl.TOPIC_PREFIX}{self.device}/frame"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -44,6 +44,7 @@ Address = tuple[str, int]
 
 class RawUdpProtocol(DatagramProtocol):
     noisy = False
+    transport: Any
 
     def __init__(
         self, clock: Any, hooks: EdgeHooks, catalog: CodecCatalog, config: RawConfig
@@ -84,7 +85,7 @@ class RawUdpProtocol(DatagramProtocol):
 
     def _send(self, data: bytes, addr: Address) -> None:
         if self.transport is not None:
-            self.transport.write(data, addr)  # type: ignore[attr-defined]
+            self.transport.write(data, addr)
 
     # JSON -----------------------------------------------------------------------------------
 
@@ -94,14 +95,16 @@ class RawUdpProtocol(DatagramProtocol):
         except jl.BadInput as exc:
             self._send(_datagram(jl.error_line(exc.reason)), addr)
             return
-        checked = maybeDeferred(self.hooks.auth.check, device, password, peer, transport="udp")
+        checked: Deferred[Any] = maybeDeferred(
+            self.hooks.auth.check, device, password, peer, transport="udp"
+        )
 
         def admitted(result: AuthResult) -> Any:
             if not result.ok or result.identity != device:
                 self._send(_datagram(jl.status_line(1, result.detail or "refused")), addr)
                 return None
             mailbox = self.hooks.endpoints.touch(device, peer, "udp")
-            handled = maybeDeferred(
+            handled: Deferred[Any] = maybeDeferred(
                 self.hooks.pipeline.handle, device, device, suffix, payload, True
             )
             return handled.addCallback(_stored).addCallbacks(
@@ -131,7 +134,7 @@ class RawUdpProtocol(DatagramProtocol):
         except FrameError as exc:
             log.info("UDP datagram of {peer} refused: {reason}", peer=peer, reason=exc.reason)
             return
-        verified = maybeDeferred(
+        verified: Deferred[Any] = maybeDeferred(
             verify_mac_frame, self.hooks.pipeline.directory, self.hooks.throttle, candidate,
             frame, peer, "udp",
         )  # fmt: skip
@@ -150,7 +153,7 @@ class RawUdpProtocol(DatagramProtocol):
         if message is None:
             self._commands(device, codec, verified.record.secret, mailbox, addr)
             return None
-        handled = maybeDeferred(
+        handled: Deferred[Any] = maybeDeferred(
             self.hooks.pipeline.handle, device, device, message[0], message[1], True
         )
         return handled.addCallback(_stored).addBoth(

@@ -76,6 +76,8 @@ def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[E
         "EDGE_WS_PORT": str(free_port()),
         "EDGE_COAP_PORT": "0",  # UDP 15683 by default: several test edges run at once
         "EDGE_HTTP_PORT": "0",  # TCP 18080 by default, for the same reason
+        "EDGE_TCP_PORT": "0",  # raw TCP 18901 and UDP 18902 by default, likewise
+        "EDGE_UDP_PORT": "0",
         "EDGE_HOST": "127.0.0.1",
         "EDGE_NODE_ID": node,
         "EDGE_ALLOW_ANONYMOUS": "0",

@@ -72,6 +72,7 @@ def test_a_refused_login_is_answered_with_the_reason_and_closes() -> None:
     session = jl.LineSession(1024)
     session.receive(LOGIN)
     send, close = session.refused("wrong secret for device d1")
+    assert isinstance(send, jl.Send)
     assert json.loads(send.data) == {"statusCode": 1, "statusDesc": "wrong secret for device d1"}
     assert close == jl.Close("wrong secret for device d1")
     assert session.receive(DATAS) == []

@@ -108,6 +108,7 @@ def test_first_make_run_creates_the_key_and_gives_it_to_the_processes_it_starts(
                       REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix, PYTHONUNBUFFERED="1",
                       EDGE_MQTT_PORT=str(mqtt_port), EDGE_METRICS_PORT=str(metrics_port),
                       EDGE_WS_PORT="0", EDGE_COAP_PORT="0", EDGE_HTTP_PORT="0",
+                      EDGE_TCP_PORT="0", EDGE_UDP_PORT="0",
                       EDGE_HOST="127.0.0.1",
                       EDGE_NODE_ID=node)
     process = subprocess.Popen(

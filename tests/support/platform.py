@@ -63,6 +63,8 @@ class Platform:
                              "EDGE_WS_PORT": str(free_port()),
                              "EDGE_COAP_PORT": str(free_port()),
                              "EDGE_HTTP_PORT": str(free_port()),
+                             "EDGE_TCP_PORT": str(free_port()),
+                             "EDGE_UDP_PORT": str(free_port()),
                              "EDGE_HOST": "127.0.0.1"})
         return platform
 
