@@ -20,6 +20,7 @@ from webapp.rules.choices import (
     TraceKind,
     TriggerType,
 )
+from webapp.system.models import DepartmentOwned
 
 # Rule actions name a channel or sink by id or by name: a name of digits only could be
 # mistaken for another record's id, so names have at least one other character.
@@ -182,22 +183,6 @@ class AlarmEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alarm_id} {self.kind}"
-
-
-class DepartmentOwned(models.Model):
-    """Configuration owned by a department (data scope, webapp/system/scope.py) and its maker."""
-
-    department = models.ForeignKey("system.Department", verbose_name=_("department"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", help_text=_(
-        "The department that owns it: only users whose data scope reaches this department "
-        "see it and use it in rules."))
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", editable=False)
-
-    class Meta:
-        abstract = True
 
 
 class NotificationChannel(DepartmentOwned):

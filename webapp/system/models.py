@@ -222,7 +222,26 @@ class User(AbstractUser):
                     timezone.now() - self.password_changed > timedelta(days=max_age))
 
 
-class Notice(models.Model):
+class DepartmentOwned(models.Model):
+    """Something owned by a department (data scope, webapp/system/scope.py) and its maker: the
+    shared fields of configuration that lives in one department (notices, notification
+    channels, sinks). Models whose department and maker have reverse accessors of their own
+    (products, devices, users) declare the fields themselves."""
+
+    department = models.ForeignKey(
+        "system.Department", verbose_name=_("department"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+", help_text=_(
+            "The department that owns it: only users whose data scope reaches this "
+            "department see it and use it."))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
+                                   null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class Notice(DepartmentOwned):
     """An announcement; publishing it sends an in-site message to its audience."""
 
     title = models.CharField(_("title"), max_length=200)
@@ -239,11 +258,6 @@ class Notice(models.Model):
     users = models.ManyToManyField(settings.AUTH_USER_MODEL, verbose_name=_("users"),
                                    blank=True, related_name="+")
     published = models.DateTimeField(_("published"), null=True, blank=True, editable=False)
-    department = models.ForeignKey(Department, verbose_name=_("department"), null=True,
-                                   blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"),
-                                   null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", editable=False)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 
