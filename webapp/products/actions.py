@@ -191,8 +191,10 @@ def update_product(*, product: Product, data: dict[str, Any],
     data = dict(data)
     services = data.pop("services", None)
     drops = _check_model_change(product, services, migrate) if services is not None else []
-    if any(key in data and data[key] != getattr(product, key)
-           for key in ("codec", "codec_samples")):
+    # Compared with the stored row: an admin form has already put its values on ``product``.
+    stored = Product.objects.filter(pk=product.pk).values("codec", "codec_samples").first()
+    if stored is not None and any(key in data and data[key] != stored[key]
+                                  for key in ("codec", "codec_samples")):
         product.codec_version += 1
     for key, value in data.items():
         setattr(product, key, value)

@@ -69,6 +69,10 @@ class ProductForm(forms.ModelForm):
             raise forms.ValidationError(json.dumps(exc.detail, default=str)) from exc
         return serializer.validated_data
 
+    def clean_codec_samples(self) -> Any:
+        """No samples (an empty or missing field) is an empty list, as the API stores it."""
+        return self.cleaned_data.get("codec_samples") or []
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         self._check_codec(cleaned)
@@ -294,6 +298,19 @@ class ProductTemplateForm(forms.ModelForm):
             raise forms.ValidationError(json.dumps(exc.detail, default=str)) from exc
         return json.loads(json.dumps(serializer.validated_data))
 
+    def clean_codec_samples(self) -> Any:
+        return self.cleaned_data.get("codec_samples") or []
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not any(name in self.errors for name in ("protocol", "codec", "codec_samples")):
+            try:
+                codecs.check(cleaned.get("protocol", ""), cleaned.get("codec"),
+                             cleaned.get("codec_samples") or [])
+            except codecs.CodecInvalid as exc:
+                self.add_error(exc.field if exc.field in self.fields else None, exc.reason)
+        return cleaned
+
 
 @admin.register(ProductTemplate)
 class ProductTemplateAdmin(ScopedAdminMixin, admin.ModelAdmin):
@@ -356,7 +373,8 @@ class ProductTemplateAdmin(ScopedAdminMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = {f: form.cleaned_data[f] for f in ("identifier", "name", "description",
                                                   "product_type", "protocol", "data_format",
-                                                  "services", "status", "department")
+                                                  "services", "codec", "codec_samples",
+                                                  "status", "department")
                 if f in form.cleaned_data}
         if change:
             actions.update_template(acting_user=request.user, template=obj, data=data)

@@ -43,7 +43,9 @@ class CodecInvalid(ValueError):
 
 def load(document: Any) -> Codec:
     """The codec of a stored or submitted codec document (raises CodecInvalid)."""
-    text = document if isinstance(document, str) else json.dumps(document)
+    if not isinstance(document, dict):
+        raise CodecInvalid("codec", "a codec is a JSON object")
+    text = json.dumps(document)
     if len(text.encode()) > MAX_SPEC_BYTES:
         raise CodecInvalid("codec", f"a codec has at most {MAX_SPEC_BYTES} bytes of JSON")
     try:
