@@ -301,7 +301,7 @@ def test_a_scoped_operator_decodes_only_their_departments_products(redis_prefix)
     org = Org()
     example_product("th-a", department=org.a)
     example_product("th-b", department=org.b)
-    alice = org.user("alice", org.a, ("products.view_product",), scope="department")
+    org.user("alice", org.a, ("products.view_product",), scope="department")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {login(client, 'alice').json()['access']}")
     assert decode(client, "th-a", hex=TH_REPORT).status_code == 200
