@@ -122,7 +122,8 @@ class Session:
 
 
 def json_response(status: int, body: dict[str, Any], *headers: tuple[str, str]) -> Response:
-    return Response(status, json.dumps(body, ensure_ascii=False).encode(), headers)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)  # as datasResponse
+    return Response(status, text.encode(), headers)
 
 
 class DeviceApi:
