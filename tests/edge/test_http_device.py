@@ -23,6 +23,7 @@ from .test_thinglinks_mqtt import Edge
 from .thinglinks_memory import MODEL, device
 
 CONFIG = HttpConfig(port=0, max_body=64)
+DEFAULTS = HttpConfig(port=0)
 SECRET = "s3cret"  # every in-memory device's
 
 
@@ -144,7 +145,7 @@ class Http:
     """An in-memory edge with HTTP devices h1 (gateway gw with sub-device s1) of a product
     whose protocol is http, and d1 of an MQTT product."""
 
-    def __init__(self, config: HttpConfig = HttpConfig(port=0)) -> None:
+    def __init__(self, config: HttpConfig = DEFAULTS) -> None:
         self.edge = Edge()
         directory = self.edge.directory
         directory.products["hp"] = ProductRecord("hp", "direct", MODEL, None, protocol="http")
