@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,7 @@ class CoapConfig:
     budgets": ``EDGE_COAP_MAX_BODY`` (bytes of one request body, Block1 reassembled),
     ``EDGE_COAP_MAX_PEERS`` (addresses remembered at once), ``EDGE_COAP_MAX_OBSERVATIONS``,
     ``EDGE_COAP_MAX_BLOCKS`` (block-wise transfers in progress) and ``EDGE_COAP_MAX_PENDING``
-    (requests waiting for authentication or storage)."""
+    (requests waiting for authentication or storage); 0 is no limit."""
 
     port: int = 15683
     max_body: int = 64 * 1024
@@ -140,11 +141,12 @@ class CoapServer(DatagramProtocol):
         self.config = config = config or CoapConfig()
         self.exchange = Endpoint(
             rng=rng,
-            max_body=config.max_body,
-            max_peers=config.max_peers,
-            max_observations=config.max_observations,
-            max_transfers=config.max_blocks,
+            max_body=_budget(config.max_body),
+            max_peers=_budget(config.max_peers),
+            max_observations=_budget(config.max_observations),
+            max_transfers=_budget(config.max_blocks),
         )
+        self.max_pending = _budget(config.max_pending)
         self.pending: dict[Any, int] = {}
         self.pending_total = 0
         self.observers: dict[Any, dict[bytes, _Observer]] = {}  # peer -> token -> observer
@@ -221,7 +223,7 @@ class CoapServer(DatagramProtocol):
         peer = request.peer
         if (
             self.pending.get(peer, 0) >= MAX_PENDING_PER_PEER
-            or self.pending_total >= self.config.max_pending
+            or self.pending_total >= self.max_pending
         ):
             self._answer(request, resources.text(Code.SERVICE_UNAVAILABLE, "too many requests"))
             return
@@ -371,6 +373,11 @@ class CoapServer(DatagramProtocol):
                 self.stats["refused"],
             ),
         ]
+
+
+def _budget(value: int) -> int:
+    """A budget of 0 is no limit, as for every edge budget."""
+    return value or sys.maxsize
 
 
 def _cancel(call: Any, result: Any) -> Any:
