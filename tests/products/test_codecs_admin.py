@@ -81,3 +81,34 @@ def test_admin_template_codec_is_checked_and_saved(client, admin_user, redis_pre
 
     assert ProductTemplate.objects.get(identifier="tpl-meter").codec == example_codec(
         "meter-udp")
+
+
+def test_admin_property_edits_keep_the_samples_passing(client, admin_user, redis_prefix):
+    """Editing a service's properties inline re-runs the samples with the edited model."""
+    product = example_product("th")
+    service = product.services.get(code="env")
+    client.force_login(admin_user)
+    props = list(service.properties.all())
+    form = {"product": str(product.pk), "code": "env", "name": "Environment",
+            "description": "", "order": "0",
+            "properties-TOTAL_FORMS": str(len(props)),
+            "properties-INITIAL_FORMS": str(len(props)),
+            "commands-TOTAL_FORMS": "0", "commands-INITIAL_FORMS": "0",
+            "events-TOTAL_FORMS": "0", "events-INITIAL_FORMS": "0"}
+    for i, prop in enumerate(props):
+        form.update({f"properties-{i}-{key}": "" if value is None else str(value)
+                     for key, value in (("id", prop.pk), ("service", service.pk),
+                                        ("code", prop.code), ("name", prop.name),
+                                        ("datatype", prop.datatype), ("unit", prop.unit),
+                                        ("min", prop.min), ("max", prop.max),
+                                        ("step", prop.step), ("max_length", prop.max_length),
+                                        ("access", prop.access))})
+        form[f"properties-{i}-enum_values"] = "[]"
+    url = f"/admin/products/service/{service.pk}/change/"
+    refused = client.post(url, {**form, "properties-1-max": "40"})
+    assert refused.status_code == 200
+    assert "report 25.3 C 45 %: the thing model refuses humidity" in refused.content.decode()
+    assert service.properties.get(code="humidity").max == 100
+    saved = client.post(url, {**form, "properties-1-max": "90"})
+    assert saved.status_code == 302
+    assert service.properties.get(code="humidity").max == 90

@@ -213,6 +213,29 @@ class GuardedPropertyFormSet(BaseInlineFormSet):
                     "{code} has stored data: it cannot be removed, renamed or retyped here. "
                     "Use the product's thing model with \"Migrate stored data\".").format(
                         code=original["code"]))
+        self._check_samples(service)
+
+    def _check_samples(self, service: Service) -> None:
+        """The product's codec samples must still pass with the properties as edited."""
+        product = service.product
+        if not product.codec or not product.codec_samples:
+            return
+        properties = [form.cleaned_data for form in self.forms
+                      if getattr(form, "cleaned_data", None)
+                      and not (self.can_delete and self._should_delete_form(form))]  # type: ignore[attr-defined]
+        services = [{**s, "code": service.code, "properties": properties}
+                    if s["id"] == service.pk else s for s in export_services(product)]
+        try:
+            codec = codecs.load(product.codec)
+        except codecs.CodecInvalid:
+            return  # the product's own form reports it
+        failures = codecs.failing_samples(codec, model_of_services(services),
+                                          product.codec_samples)
+        if failures:
+            raise forms.ValidationError(_("The codec's sample frames would fail: {failures}")
+                                        .format(failures="; ".join(
+                                            f"{f['sample']}: {f['reason']}"
+                                            for f in failures)))
 
 
 class PropertyInline(admin.TabularInline):
