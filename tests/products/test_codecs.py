@@ -308,3 +308,29 @@ def test_a_scoped_operator_decodes_only_their_departments_products(redis_prefix)
     assert decode(client, "th-b", hex=TH_REPORT).status_code == 404
     assert encode(client, "th-b", service="config", command="setReportInterval",
                   params={"interval": 60}).status_code == 404
+
+
+def test_templates_carry_checked_codecs(api, redis_prefix):
+    """A template's codec is checked like a product's; a product overriding the template's
+    protocol must still fit the codec it gets."""
+    meter = example_codec("meter-udp")
+    refused = api.post("/api/v1/product-templates/", {
+        "identifier": "tpl-m", "name": "M", "protocol": "http", "codec": meter},
+        format="json")
+    assert refused.status_code == 400
+    assert "only tcp and udp" in refused.json()["errors"]["codec"][0]
+    made = api.post("/api/v1/product-templates/", {
+        "identifier": "tpl-m", "name": "M", "protocol": "udp", "codec": meter},
+        format="json")
+    assert made.status_code == 201 and made.json()["codec"] == meter
+    mismatch = api.post("/api/v1/products/", {"identifier": "m1", "name": "M",
+                                              "template": "meter-udp", "protocol": "tcp"},
+                        format="json")
+    assert mismatch.status_code == 400
+    assert "the codec is for udp" in mismatch.json()["errors"]["codec"][0]
+    saved = api.post("/api/v1/products/", {"identifier": "m2", "name": "M",
+                                           "template": "tpl-m"}, format="json")
+    assert saved.status_code == 201 and saved.json()["codec"] == meter
+    again = api.post("/api/v1/products/m2/save-as-template/",
+                     {"identifier": "tpl-m2", "name": "M2"}, format="json")
+    assert again.status_code == 201 and again.json()["codec"] == meter
