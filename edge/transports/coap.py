@@ -114,8 +114,9 @@ class _Observer:
     stop_closing: Callable[[], None] = _nothing
 
 
-def peer_text(address: tuple[Any, ...]) -> str:
-    """``host:port`` (``[v6]:port``), as the authenticator and presence name a peer."""
+def peer_text(address: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a ``(host, port, …)`` address, as the authenticator
+    and presence name a peer."""
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -177,10 +178,11 @@ class CoapServer(DatagramProtocol):
         self._arm()
 
     def _send(self, transmit: Transmit) -> None:
-        if self.transport is None:
+        transport: Any = self.transport  # IUDPTransport.write's stub lacks its address
+        if transport is None:
             return
         try:
-            self.transport.write(transmit.data, transmit.peer)
+            transport.write(transmit.data, transmit.peer)
         except OSError as exc:  # an unreachable peer: its retransmissions give up in time
             log.debug("CoAP send to {peer} failed: {e}", peer=transmit.peer, e=str(exc))
 
