@@ -10,7 +10,13 @@ from typing import Any
 from edge.bus.registry import ProductRecord
 from edge.coap.message import Code, Message, Type, build, decode, empty, encode, option
 from edge.coap.message import OptionNumber as Opt
-from edge.transports.coap import DEFER_AFTER, MAX_PENDING_PER_PEER, CoapConfig, CoapServer
+from edge.transports.coap import (
+    DEFER_AFTER,
+    MAX_PENDING_PER_PEER,
+    CoapConfig,
+    CoapServer,
+    listen_coap,
+)
 
 from .test_thinglinks_mqtt import Edge
 from .thinglinks_memory import MODEL, device
@@ -263,3 +269,27 @@ def test_config_from_env():
     assert CoapConfig.from_env({}) == CoapConfig()
     config = CoapConfig.from_env({"EDGE_COAP_PORT": "0", "EDGE_COAP_MAX_PEERS": "5"})
     assert (config.port, config.max_peers) == (0, 5)
+
+
+def test_a_refused_registration_observes_nothing():
+    node = Node()
+    register = node.request(
+        Code.GET, "/v1/devices/c1/command", ("p=wrong",), extra=(option(Opt.OBSERVE, 0),)
+    )
+    (reply,) = node.send(register)
+    assert reply.code == Code.UNAUTHORIZED and reply.observe is None
+    assert node.server.observers == {} and node.server.exchange.observations == 0
+
+
+def test_workers_share_the_port_with_reuse_port():
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol
+
+    first = listen_coap(reactor, DatagramProtocol(), 0, "127.0.0.1", reuse_port=True)
+    port = first.getHost().port
+    second = listen_coap(reactor, DatagramProtocol(), port, "127.0.0.1", reuse_port=True)
+    try:
+        assert second.getHost().port == port
+    finally:
+        first.stopListening()
+        second.stopListening()
