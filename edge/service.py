@@ -406,6 +406,8 @@ class EdgeService:
         samples.extend(self.transports.samples())
         samples.extend(self.http.samples())
         samples.extend(self.coap.samples())
+        samples.extend(self.rawtcp.samples())
+        samples.extend(self.rawudp.samples())
         samples.extend(self.cluster.samples())
         samples.extend(self._queue_samples())
         return samples

@@ -55,6 +55,17 @@ class RawTcpFactory(Factory):
     def buildProtocol(self, addr: Any) -> RawTcpProtocol:  # type: ignore[override]
         return RawTcpProtocol(self)
 
+    def samples(self) -> list[tuple[Any, ...]]:
+        """Open and accepted raw TCP connections (``/metrics``)."""
+        labels = {"transport": "rawtcp"}
+        counter = self.counter
+        return [
+            ("edge_transport_connections", "gauge", "Open network connections per transport",
+             counter.open, labels),
+            ("edge_transport_accepted_total", "counter",
+             "Accepted network connections per transport", counter.accepted, labels),
+        ]  # fmt: skip
+
 
 class _Answer:
     """A message's place in the answer order, and its answer once known."""

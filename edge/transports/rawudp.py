@@ -68,6 +68,16 @@ class RawUdpProtocol(DatagramProtocol):
         else:
             self._binary(data, addr, peer)
 
+    def samples(self) -> list[tuple[Any, ...]]:
+        """Datagrams received and dropped unanswered (too large, over the rate) for
+        ``/metrics``."""
+        return [
+            ("edge_udp_datagrams_total", "counter", "UDP device datagrams received",
+             self.received),
+            ("edge_udp_dropped_total", "counter",
+             "UDP device datagrams dropped (too large, over the rate)", self.dropped),
+        ]  # fmt: skip
+
     def _allowed(self, host: str) -> bool:
         """A token bucket per source address: ``udp_rate`` a second, as many at once."""
         now = self.clock.seconds()

@@ -212,6 +212,10 @@ def test_login_and_idle_timeouts_and_the_connection_budget() -> None:
     assert conn.closed
     conn.lose()
     assert made.counter.open == 0
+    assert [(name, value) for name, _, _, value, _ in made.samples()] == [
+        ("edge_transport_connections", 0),
+        ("edge_transport_accepted_total", 3),
+    ]
 
 
 def test_many_waiting_messages_pause_reading_until_they_are_answered() -> None:

@@ -185,3 +185,7 @@ def test_size_and_rate_budgets_drop_datagrams_unanswered() -> None:
     assert len(transport.take()) == 1
     protocol.datagramReceived(b"{oops", ("10.0.0.3", 1))  # another source has its own budget
     assert len(transport.take()) == 1
+    assert [(name, value) for name, _, _, value in protocol.samples()] == [
+        ("edge_udp_datagrams_total", 6),
+        ("edge_udp_dropped_total", 2),
+    ]
