@@ -20,6 +20,7 @@ from aiocoap import GET, POST, Context, Message
 
 from edge.auth import sign_password
 from edge.crypto import encrypt_secret
+from tests.conftest import missing
 
 from .edge_process import Edge, running_edge
 from .redis_server import free_port
@@ -153,8 +154,9 @@ def test_an_observed_command_arrives_as_a_notification(edge: Edge) -> None:
     assert logged["dev"] == "c2" and logged["ok"] is True
 
 
-@pytest.mark.skipif(shutil.which("coap-client-notls") is None, reason="libcoap3-bin is absent")
 def test_libcoap_coap_client_posts_data(edge: Edge) -> None:
+    if shutil.which("coap-client-notls") is None:
+        missing("libcoap's coap-client (Debian package libcoap3-bin; .ci/run installs it)")
     target = uri(edge, "/v1/devices/c1/datas", "p=c1-secret")
     done = subprocess.run(
         ["coap-client-notls", "-m", "post", "-e", datas("c1", 55).decode(), "-B", "10", target],
