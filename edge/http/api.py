@@ -34,7 +34,7 @@ from .connection import Request, Response, problem
 
 log = Logger(namespace="edge")
 
-PREFIX = "/v1/devices/"
+PREFIX = tl.TOPIC_PREFIX
 # What a device may post: the uplink topic suffixes of MQTT.
 UPLINK = frozenset({"datas", "events", "commandResponse", *tl.SIMPLE_TOPICS})
 COMMAND = "command"
