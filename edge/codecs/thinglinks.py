@@ -495,6 +495,11 @@ def datas_response(errors: list[DataError], mid: int | None) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# The message log's reason on the line of a message the edge kept for a device without a
+# connection (a UDP device in queue mode) and handed to it when the device next asked: webapp
+# waits for a command's response from then on.
+DELIVERED_ON_REQUEST = "delivered when the device asked for it"
+
 # The payload bytes a message-log event keeps (H9): the log is for reading what a device
 # sent, and every byte goes to Redis and the SQL message log.
 LOG_PAYLOAD_BYTES = 4096

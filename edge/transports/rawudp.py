@@ -37,7 +37,7 @@ log = Logger(namespace="edge")
 
 # Source addresses whose rate is tracked at once; past it the oldest half is forgotten.
 MAX_SOURCES = 100_000
-DELIVERED = "delivered in answer to a datagram"
+DELIVERED = tl.DELIVERED_ON_REQUEST
 
 Address = tuple[str, int]
 

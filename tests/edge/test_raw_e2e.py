@@ -202,7 +202,7 @@ def test_a_json_udp_device_reports_and_gets_its_command_with_its_next_datagram(
     assert sent["topic"] == "command" and sent["payload"]["head"]["mid"] == 42
     edge.wait_for_events(
         lambda e: e["t"] == "log" and e["dev"] == "udp-1" and e["dir"] == "down"
-        and e.get("reason") == "delivered in answer to a datagram"
+        and e.get("reason") == "delivered when the device asked for it"
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edge.codecs import thinglinks as tl
 from webapp.devices import actions
 from webapp.devices.models import Device
 from webapp.telemetry.hooks import after_store, on_uplink
@@ -36,6 +37,15 @@ def command_responses(events: list[dict[str, Any]]) -> None:
                      event.get("dev"), event.get("mid"))
 
 
+def _command_mid(payload: str) -> int | None:
+    """The command id (``head.mid``) of a logged command payload."""
+    try:
+        mid = json.loads(payload)["head"]["mid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return mid if isinstance(mid, int) else None
+
+
 @after_store
 def undelivered_commands(batch: Batch) -> None:
     """A command the edge could not deliver (no subscriber) goes back to pending."""
@@ -43,13 +53,26 @@ def undelivered_commands(batch: Batch) -> None:
     for message in batch.messages:
         if (message.direction == "down" and message.result == "rejected"
                 and message.topic.endswith("/command")):
-            try:
-                mid = json.loads(message.payload)["head"]["mid"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if isinstance(mid, int):
+            mid = _command_mid(message.payload)
+            if mid is not None:
                 mids.append(mid)
     actions.undelivered(mids)
+
+
+@after_store
+def commands_delivered_on_request(batch: Batch) -> None:
+    """A command the edge kept for a device until it asked (a UDP device in queue mode: its
+    first log line says it was queued, and it stays sent) went out: its response is waited
+    for from then on."""
+    sent_at = {}
+    for message in batch.messages:
+        if (message.direction == "down" and message.reason == tl.DELIVERED_ON_REQUEST
+                and message.topic.endswith("/command")):
+            mid = _command_mid(message.payload)
+            if mid is not None:
+                sent_at[mid] = message.ts
+    if sent_at:
+        actions.delivered(sent_at)
 
 
 @after_store

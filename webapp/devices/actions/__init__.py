@@ -7,6 +7,7 @@ The package keeps one public namespace, ``webapp.devices.actions``, over modules
 from webapp.devices.actions.commands import (
     cancel_command,
     complete_command,
+    delivered,
     dispatch_command,
     dispatch_pending,
     expire_commands,
@@ -53,6 +54,7 @@ __all__ = [
     "create_group",
     "delete_device",
     "delete_group",
+    "delivered",
     "dispatch_command",
     "dispatch_pending",
     "expire_commands",

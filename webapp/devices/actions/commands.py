@@ -190,6 +190,18 @@ def undelivered(command_ids: Iterable[int]) -> int:
         status=CommandStatus.PENDING, sent=None, deadline=None)
 
 
+def delivered(sent_at: dict[int, datetime]) -> int:
+    """Commands the edge kept for a device until it asked (a UDP device in queue mode) reached
+    it at the given times: the wait for each response starts then. A command no longer sent
+    (answered, timed out) is left as it is."""
+    done = 0
+    for record in DeviceCommand.objects.filter(pk__in=list(sent_at), status=CommandStatus.SENT):
+        at = sent_at[record.pk]
+        done += DeviceCommand.objects.filter(pk=record.pk, status=CommandStatus.SENT).update(
+            sent=at, deadline=at + timedelta(seconds=record.timeout))
+    return done
+
+
 def retry_pending() -> int:
     """Send the pending commands of devices that are online now (a command created during a
     reconnect, or one the device was not yet subscribed for), a few attempts each."""
