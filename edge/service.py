@@ -81,6 +81,11 @@ class EdgeConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     # CoAP devices on UDP (EDGE_COAP_PORT, 0 = off) and their budgets (EDGE_COAP_MAX_*).
     coap: CoapConfig = field(default_factory=CoapConfig)
+    # A device without a connection (HTTP, CoAP, UDP) stays online this many seconds after it
+    # was last heard from (EDGE_DEVICE_LEASE); at most EDGE_MAILBOX_MAX downlink messages wait
+    # for it, none longer than the lease (edge.thinglinks.endpoints).
+    device_lease: float = 300.0
+    mailbox_max: int = 16
     # Set by the worker launcher (edge.workers) when several processes share the ports.
     reuse_port: bool = False
 
@@ -100,6 +105,12 @@ class EdgeConfig:
             raw = RawConfig.from_env(env)
             http = HttpConfig.from_env(env)
             coap = CoapConfig.from_env(env)
+            device_lease = float(env.get("EDGE_DEVICE_LEASE") or 300)
+            mailbox_max = int(env.get("EDGE_MAILBOX_MAX") or 16)
+            if not (1 <= device_lease <= 86_400) or not (1 <= mailbox_max <= 10_000):
+                raise ValueError(
+                    "EDGE_DEVICE_LEASE must be 1..86400 seconds and EDGE_MAILBOX_MAX 1..10000"
+                )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deny = tuple(f.strip() for f in (env.get("EDGE_ACL_DENY") or "").split(",") if f.strip())
@@ -123,6 +134,8 @@ class EdgeConfig:
             raw=raw,
             http=http,
             coap=coap,
+            device_lease=device_lease,
+            mailbox_max=mailbox_max,
             reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
         )
 
@@ -151,6 +164,8 @@ class EdgeService:
             allow_anonymous=config.allow_anonymous,
             acl_deny=config.acl_deny,
             certificates=self.certificates,
+            device_lease=config.device_lease,
+            mailbox_limit=config.mailbox_max,
         )
         self.broker = Broker(reactor, self.hooks, broker_config or config.broker)
         self.transports = Transports(reactor, self.broker, config.transports, self.certificates)

@@ -54,6 +54,18 @@ def test_config_from_env():
     assert (config.mqtt_port, config.metrics_port, config.prefix) == (11883, 19100, "tl:")
     assert config.metrics_host == "127.0.0.1" and config.secret_key == "k" * 50
     assert config.acl_deny == ("a/#", "b/+") and config.allow_anonymous
+    assert (config.device_lease, config.mailbox_max) == (300.0, 16)
+
+
+def test_device_lease_and_mailbox_from_env():
+    """How long a device without a connection stays online, and how many commands wait for
+    it, come from EDGE_DEVICE_LEASE and EDGE_MAILBOX_MAX; nonsense is refused at start."""
+    base = {"REDIS_URL": "redis://x/1", "DJANGO_SECRET_KEY": "k" * 50}
+    config = EdgeConfig.from_env({**base, "EDGE_DEVICE_LEASE": "90", "EDGE_MAILBOX_MAX": "4"})
+    assert (config.device_lease, config.mailbox_max) == (90.0, 4)
+    for bad in ({"EDGE_DEVICE_LEASE": "0"}, {"EDGE_MAILBOX_MAX": "-1"}, {"EDGE_DEVICE_LEASE": "x"}):
+        with pytest.raises(ConfigError):
+            EdgeConfig.from_env({**base, **bad})
 
 
 def test_resp_protocol_pipelines_and_errors():
