@@ -194,8 +194,12 @@ def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker
         "EDGE_MQTT_PORT": str(port),
         "EDGE_METRICS_PORT": str(metrics_port),
         "EDGE_WS_PORT": str(free_port()),
+        # The device transports are off unless a bench asks for one (their default ports
+        # may be taken by another edge on the machine).
         "EDGE_COAP_PORT": "0",
         "EDGE_HTTP_PORT": "0",
+        "EDGE_TCP_PORT": "0",
+        "EDGE_UDP_PORT": "0",
         "EDGE_HOST": "127.0.0.1",
         "EDGE_NODE_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "EDGE_WORKERS": str(workers),
