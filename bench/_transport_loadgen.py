@@ -34,6 +34,8 @@ from edge.coap.message import Code, OptionNumber, Type, build, encode, option
 # A CoAP request not answered (nor acknowledged) after this long is sent again with the same
 # message id: the edge deduplicates it and repeats its answer (RFC 7252 section 4.2).
 COAP_RETRANSMIT_S = 2.0
+# The edge's success answer on each transport.
+ACCEPTED = {"http": "200", "coap": "2.04", "mqtt": "puback"}
 P = TypeVar("P")
 
 
@@ -57,14 +59,18 @@ class Device:
         self.idle = asyncio.get_running_loop().create_future()
 
     def answer(self, status: str, sent_at: float, now: float) -> None:
+        """Latencies are those of accepted messages only (a refusal may come much faster)."""
         self.answered += 1
         self.statuses[status] = self.statuses.get(status, 0) + 1
-        if self.run.measuring:
+        if self.run.measuring and status == self.run.accepted:
             self.latencies.append(int((now - sent_at) * 1e6))
 
     def refill(self) -> None:
-        """Send as many as the window allows (nothing once the run is over)."""
+        """Send as many as the window allows (nothing once the run is over, nor past
+        ``--count``)."""
         missing = self.run.window - (self.sent - self.answered)
+        if self.run.count:
+            missing = min(missing, self.run.count - self.sent)
         if self.run.sending and missing > 0:
             self.send(missing)
         elif self.sent == self.answered and not self.idle.done():
@@ -77,6 +83,8 @@ class Device:
 class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.window: int = args.window
+        self.count: int = args.count
+        self.accepted = ACCEPTED[args.transport]
         # Off until ``go``: the warm-up sends its one message per device by itself.
         self.sending = False
         self.measuring = False
@@ -333,6 +341,11 @@ async def until_idle(devices: list[Any], timeout: float) -> None:
             raise device.idle.exception()  # type: ignore[misc]
 
 
+def all_sent(devices: list[Any], run: Run) -> bool:
+    """Every device sent its ``--count`` and has every answer."""
+    return bool(run.count) and all(d.sent >= run.count and d.answered == d.sent for d in devices)
+
+
 def restart(devices: list[Any]) -> None:
     """Before a phase (warm-up, timed run): statuses counted afresh, a new ``idle`` to wait
     for (a CONNACK may have resolved the last one)."""
@@ -364,7 +377,7 @@ async def main_async(args: argparse.Namespace) -> None:
     start = time.time()
     for device in devices:
         device.refill()
-    while time.time() - start < args.duration:
+    while time.time() - start < args.duration and not all_sent(devices, run):
         await asyncio.sleep(0.05)
         for device in devices:
             if isinstance(device, CoapDevice):
@@ -399,6 +412,9 @@ def main() -> None:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--count", type=int, default=0, help="messages per device at most (0: no limit)"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
