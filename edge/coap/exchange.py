@@ -31,9 +31,13 @@ What the layer does on its own, so the application only sees whole, new requests
 
 Everything a peer can make the endpoint remember is bounded, per peer and overall, by the
 constructor's budgets: peers, remembered exchanges, observations and block transfers (each
-transfer holds at most ``max_body`` bytes). Past a budget the request gets 5.03 Service
-Unavailable (or an Observe registration is declined: the response simply carries no Observe
-option; a Non-confirmable request of a peer past ``max_peers`` is dropped).
+transfer holds at most ``max_body`` bytes). Past the exchange budget the *oldest* remembered
+exchanges are forgotten to make room (deduplication is a SHOULD in RFC 7252 section 4.5: the
+cost of forgetting early is that a duplicate of a forgotten request is processed twice,
+while refusing would cap a node at budget / EXCHANGE_LIFETIME requests per second). Past the
+other budgets the request gets 5.03 Service Unavailable (or an Observe registration is
+declined: the response simply carries no Observe option; a Non-confirmable request of a peer
+past ``max_peers`` is dropped).
 
 Message ids of server-originated messages come from a per-peer counter that starts at a random
 value; a peer's counter is kept while the peer has anything remembered and for
@@ -201,6 +205,9 @@ class _Transfer:
 class _PeerState:
     next_mid: int
     exchanges: int = 0
+    # The message ids of its remembered exchanges, oldest first (the ones forgotten first
+    # when it is over its budget).
+    remembered: dict[int, None] = field(default_factory=dict)
     observations: int = 0
     transfers: int = 0
     pending: int = 0
@@ -323,11 +330,7 @@ class Endpoint:
             return [Refused(peer, f"duplicate of message {message.mid}")]
         if peer not in self._peers and len(self._peers) >= self.max_peers:
             return self._stranger(peer, message)
-        state = self._peer(peer)
-        if state.exchanges >= self.max_exchanges_per_peer or len(self._seen) >= self.max_exchanges:
-            return self._uncached(
-                peer, message, Code.SERVICE_UNAVAILABLE, b"too many exchanges in progress"
-            )
+        self._make_room(peer, self._peer(peer))
         self._remember(key, message.type, now)
         problem = bad_option(message)
         if problem:
@@ -629,19 +632,47 @@ class Endpoint:
 
     def _remember(self, key: tuple[Peer, int], type_: Type, now: float) -> None:
         self._seen[key] = _Seen()
-        self._peer(key[0]).exchanges += 1
+        state = self._peer(key[0])
+        state.exchanges += 1
+        state.remembered[key[1]] = None
         if type_ is Type.CON:
             self._seen_con.append((now + EXCHANGE_LIFETIME, key))
         else:
             self._seen_non.append((now + NON_LIFETIME, key))
+
+    def _forget(self, key: tuple[Peer, int]) -> None:
+        if self._seen.pop(key, None) is not None:
+            state = self._peers.get(key[0])
+            if state is not None:
+                state.exchanges -= 1
+                state.remembered.pop(key[1], None)
+
+    def _make_room(self, peer: Peer, state: _PeerState) -> None:
+        """Forget the oldest exchanges of ``peer``, then of anyone, until one more fits."""
+        while state.exchanges >= self.max_exchanges_per_peer and state.remembered:
+            self._forget((peer, next(iter(state.remembered))))
+        while len(self._seen) >= self.max_exchanges:
+            con, non = self._seen_con, self._seen_non
+            # The queue whose front was remembered first (fronts may be forgotten already).
+            if not non or (con and con[0][0] - EXCHANGE_LIFETIME <= non[0][0] - NON_LIFETIME):
+                _, key = con.popleft()
+            else:
+                _, key = non.popleft()
+            self._forget(key)
+        # Keys forgotten for a peer's budget stay in the expiry queues until they expire:
+        # compact the queues when those are most of them, so a flood cannot grow them.
+        for queue in (self._seen_con, self._seen_non):
+            if len(queue) > 2 * self.max_exchanges + 1024:
+                kept = [(t, key) for t, key in queue if key in self._seen]
+                queue.clear()
+                queue.extend(kept)
 
     def _expire(self, now: float) -> None:
         self._now = max(self._now, now)
         for queue in (self._seen_con, self._seen_non):
             while queue and queue[0][0] <= now:
                 _, key = queue.popleft()
-                if self._seen.pop(key, None) is not None:
-                    self._peer(key[0]).exchanges -= 1
+                self._forget(key)
         if now - self._last_sweep < SWEEP_INTERVAL:
             return
         self._last_sweep = now

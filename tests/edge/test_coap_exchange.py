@@ -420,17 +420,26 @@ def test_a_deferred_request_gets_an_empty_ack_then_a_confirmable_response() -> N
     assert len(sent(outputs)) == 4
 
 
-def test_remembered_exchanges_are_bounded_per_peer_and_overall() -> None:
+def test_remembered_exchanges_are_bounded_by_forgetting_the_oldest() -> None:
+    """Past its budget a peer's oldest exchange is forgotten, not the new request refused
+    (refusing would cap a node at budget / EXCHANGE_LIFETIME requests per second); past the
+    overall budget the oldest of anyone's goes. A forgotten request sent again is new."""
     ep = endpoint(max_exchanges_per_peer=3, max_exchanges=4)
     for mid in range(3):
-        request(ep.receive(PEER, datagram(Type.CON, mid), 0.0))
-    refused = ep.receive(PEER, datagram(Type.CON, 3), 0.0)
-    assert isinstance(refused[0], Refused)
-    assert only_sent(refused).code == Code.SERVICE_UNAVAILABLE
-    request(ep.receive(OTHER, datagram(Type.CON, 1), 0.0))
-    assert only_sent(ep.receive(OTHER, datagram(Type.NON, 2), 0.0)).type is Type.NON
+        req = request(ep.receive(PEER, datagram(Type.CON, mid), float(mid)))
+        ep.respond(req, Response(Code.CHANGED), float(mid))
+    request(ep.receive(PEER, datagram(Type.CON, 3), 3.0))  # forgets mid 0
+    assert ep.exchanges == 3
+    again = ep.receive(PEER, datagram(Type.CON, 1), 3.0)  # still remembered: the cached answer
+    assert only_sent(again).code == Code.CHANGED and not any(isinstance(o, Request) for o in again)
+    request(ep.receive(PEER, datagram(Type.CON, 0), 3.0))  # forgotten: served again
+    request(ep.receive(OTHER, datagram(Type.NON, 7), 4.0))  # overall budget: PEER's oldest goes
     assert ep.exchanges == 4
-    request(ep.receive(PEER, datagram(Type.CON, 3), EXCHANGE_LIFETIME + 1))
+    request(ep.receive(PEER, datagram(Type.CON, 1), 4.0))
+    for mid in range(1000):  # a flood keeps memory at the budget
+        request(ep.receive(OTHER, datagram(Type.NON, 100 + mid), 5.0))
+    assert ep.exchanges == 4
+    assert len(ep._seen_con) + len(ep._seen_non) <= 2 * 4 + 1024 + 2
 
 
 def test_server_message_ids_count_per_peer() -> None:
