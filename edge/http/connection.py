@@ -72,7 +72,12 @@ class HttpConnection:
 
     def __init__(self, config: HttpConfig) -> None:
         self.config = config
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header)
+        # h11 refuses a head once its bytes so far, short of the last, pass this; a head that
+        # came whole is measured in ``_started``: either way a head of more than
+        # ``max_header`` bytes is refused, however the reads split it.
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=max(config.max_header - 1, 0)
+        )
         self._incoming: _Incoming | None = None
         # A request was handed out and is not answered yet.
         self.busy = False
@@ -106,6 +111,8 @@ class HttpConnection:
         if self.busy or self.closing:
             return None
         while True:
+            # the bytes buffered before a request head is read, to measure the head
+            waiting = len(self.h11.trailing_data[0]) if self._incoming is None else 0
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -116,7 +123,7 @@ class HttpConnection:
                 self.closing = True
                 return None
             if isinstance(event, h11.Request):
-                refused = self._started(event)
+                refused = self._started(event, waiting - len(self.h11.trailing_data[0]))
                 if refused is not None:
                     return refused
             elif isinstance(event, h11.Data):
@@ -128,10 +135,9 @@ class HttpConnection:
             elif isinstance(event, h11.EndOfMessage):
                 return self._complete()
 
-    def _started(self, head: h11.Request) -> Response | None:
+    def _started(self, head: h11.Request, size: int) -> Response | None:
+        """``size``: the bytes of the head as they came (its request line and fields)."""
         self._incoming = _Incoming(head)
-        # h11 bounds a head that arrives in pieces; one that came whole is measured here.
-        size = len(head.target) + sum(len(n) + len(v) + 4 for n, v in head.headers)
         if size > self.config.max_header:
             return self._refuse(
                 431, f"the request head is larger than {self.config.max_header} bytes"

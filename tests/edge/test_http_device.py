@@ -396,3 +396,21 @@ def test_the_publish_budget_of_mqtt_applies_to_http_posts():
         protocol.dataReceived(post("/v1/devices/h1/datas", DATAS, auth("h1")))
         http.store()
     assert [s for s, _, _ in answers(transport.value())] == [200, 429]
+
+
+def test_a_head_is_refused_past_max_header_however_its_bytes_arrive():
+    """Found by the fuzzer: a head a little over the limit passed when it came in one read
+    (the fields were measured without the request line) and got 431 when it came in pieces."""
+    config = HttpConfig(port=0, max_header=128)
+    for size in (127, 128, 129, 140):
+        start = b"GET /v1/devices/dev-1/commands HTTP/1.1\r\nHost: e\r\nX-Pad:   "
+        head = start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+        assert len(head) == size
+        outcomes = set()
+        for cut in range(1, size + 1):
+            connection = HttpConnection(config)
+            seen = requests_of(connection, head[:cut], size) + requests_of(
+                connection, head[cut:], size
+            )
+            outcomes.add(tuple(item.status if isinstance(item, Response) else 200 for item in seen))
+        assert outcomes == {(200,) if size <= 128 else (431,)}, size
