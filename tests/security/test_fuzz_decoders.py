@@ -7,7 +7,11 @@ from tests.security import fuzzing
 CASES = 3000
 
 
-@pytest.mark.parametrize("name", ["mqtt", "websocket", "envelope", "upload"])
+@pytest.mark.parametrize(
+    "name",
+    ["mqtt", "websocket", "envelope", "upload", "coap", "coap-exchange", "http", "jsonlines",
+     "udp-json", "frames", "frame-spec"],
+)
 def test_decoder_keeps_its_contract_on_mutated_input(name, db):
     target = fuzzing.targets()[name]
     assert fuzzing.run(target, max(50, int(CASES * target.weight * 10)), seed=7) > 0
