@@ -21,7 +21,9 @@ __all__ = ["Org", "admin_form", "csv_upload", "fast_hasher", "form_data", "org_f
 
 @pytest.fixture(autouse=True)
 def fast_hasher(settings: Any) -> None:
-    """As in tests/system/: logins are frequent, a fast hasher keeps them quick."""
+    """For the browser tests: tests/conftest.py leaves slow tests the platform's hashers, but
+    their live server runs in this process, so a fast hasher applies to it and keeps the
+    frequent logins quick (other tests get one from tests/conftest.py)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

@@ -18,7 +18,6 @@ import pytest
 
 from tests.security.rbac import (  # noqa: F401  (fixtures)
     admin_form,
-    fast_hasher,
     form_data,
     org_fixture,
     own_cache_prefix,

@@ -12,7 +12,6 @@ from django.test import RequestFactory
 from tests.security.rbac import (  # noqa: F401  (fixtures)
     admin_form,
     csv_upload,
-    fast_hasher,
     form_data,
     org_fixture,
     own_cache_prefix,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.rbac import fast_hasher, org_fixture, own_cache_prefix, rights  # noqa: F401
+from tests.security.rbac import org_fixture, own_cache_prefix, rights  # noqa: F401
 from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import PASSWORD, login
 from webapp.system.models import Menu, Role, User

@@ -29,7 +29,6 @@ from django.test import Client, RequestFactory
 from rest_framework import serializers
 
 from tests.security.rbac import (  # noqa: F401  (fixtures)
-    fast_hasher,
     form_data,
     org_fixture,
     own_cache_prefix,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.rules.test_scope import World
-from tests.security.rbac import fast_hasher, own_cache_prefix  # noqa: F401  (fixtures)
+from tests.security.rbac import own_cache_prefix  # noqa: F401  (fixtures)
 from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org
 

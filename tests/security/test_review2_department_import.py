@@ -9,7 +9,6 @@ import pytest
 
 from tests.security.rbac import (  # noqa: F401  (fixtures)
     csv_upload,
-    fast_hasher,
     org_fixture,
     own_cache_prefix,
     rights,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from tests.security.rbac import fast_hasher, org_fixture, own_cache_prefix  # noqa: F401
+from tests.security.rbac import org_fixture, own_cache_prefix  # noqa: F401
 from tests.system.conftest import PASSWORD, make_device, make_product
 from webapp.telemetry.models import DeviceMessage
 

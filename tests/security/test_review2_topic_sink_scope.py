@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.rules.test_scope import World
-from tests.security.rbac import fast_hasher, own_cache_prefix  # noqa: F401  (fixtures)
+from tests.security.rbac import own_cache_prefix  # noqa: F401  (fixtures)
 from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import Org, make_device
 from webapp.core.redis import get_redis, keys

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from tests.security.rbac import fast_hasher, org_fixture, own_cache_prefix  # noqa: F401
+from tests.security.rbac import org_fixture, own_cache_prefix  # noqa: F401
 from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import PASSWORD, login
 from webapp.system.models import User

@@ -11,7 +11,7 @@ import json
 import pytest
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from tests.security.rbac import fast_hasher, org_fixture, own_cache_prefix  # noqa: F401
+from tests.security.rbac import org_fixture, own_cache_prefix  # noqa: F401
 from tests.security.scoped_operator import jwt_client
 from tests.system.conftest import PASSWORD, make_product
 from webapp.rules.models import Rule

@@ -30,10 +30,9 @@ TRIGGER = {"type": "property", "product": "thermo", "service": "env",
 
 
 @pytest.fixture
-def operator(redis_prefix, settings):
+def operator(redis_prefix):
     """Department A's operator (rules only), with product thermo and devices dev-1, dev-2
     of the department."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     org = Org()
     user = org.user("olga", org.a, OPERATOR, scope="department_and_below")
     product = make_product("thermo", org.a)
