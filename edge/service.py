@@ -31,13 +31,13 @@ from .metrics import MetricsResource, QuietSite
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
 from .thinglinks.mqtt import EdgeHooks
-from .transports.coap import CoapConfig, CoapServer, listen_coap
+from .transports.coap import CoapConfig, CoapServer
 from .transports.http_device import HttpDeviceFactory
 from .transports.listeners import TransportConfig, Transports
 from .transports.rawcommon import CodecCatalog, RawConfig
 from .transports.rawtcp import RawTcpFactory
-from .transports.rawudp import RawUdpProtocol, listen_udp
-from .transports.tcp import listen
+from .transports.rawudp import RawUdpProtocol
+from .transports.tcp import listen, listen_datagram
 from .transports.tls import CertificateLookup
 
 log = Logger(namespace="edge")
@@ -246,8 +246,8 @@ class EdgeService:
             self.transports.listen(config.host, config.mqtt_port, reuse_port=config.reuse_port)
         )
         if config.coap.port:
-            self.listeners["coap"] = listen_coap(
-                self.reactor, self.coap, config.coap.port, config.host, config.reuse_port
+            self.listeners["coap"] = listen_datagram(
+                self.reactor, config.coap.port, self.coap, config.host, config.reuse_port
             )
         if config.http.port:
             self.listeners["http"] = listen(
@@ -330,7 +330,7 @@ class EdgeService:
                 reuse_port=config.reuse_port,
             )  # fmt: skip
         if config.raw.udp_port:
-            self.listeners["rawudp"] = listen_udp(
+            self.listeners["rawudp"] = listen_datagram(
                 self.reactor, config.raw.udp_port, self.rawudp, config.host, config.reuse_port
             )
         for name in ("rawtcp", "rawudp"):

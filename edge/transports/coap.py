@@ -23,7 +23,6 @@ oldest waiting message, or 2.05 with an empty payload when none waits.
 from __future__ import annotations
 
 import random
-import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -386,22 +385,3 @@ def _cancel(call: Any, result: Any) -> Any:
     if call.active():
         call.cancel()
     return result
-
-
-def listen_coap(
-    reactor: Any, server: CoapServer, port: int, interface: str, reuse_port: bool = False
-) -> Any:
-    """Listen on UDP ``interface:port``; with ``reuse_port`` (several edge workers) the socket
-    has SO_REUSEPORT, and the kernel keeps each client address on one worker."""
-    if not reuse_port:
-        return reactor.listenUDP(port, server, interface=interface)
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((interface, port))
-        sock.setblocking(False)
-        return reactor.adoptDatagramPort(sock.fileno(), family, server)
-    finally:
-        sock.close()

@@ -13,7 +13,6 @@ from an address over ``udp_rate`` datagrams a second, is dropped unanswered.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -223,23 +222,3 @@ def _stored(handled: Handled) -> Any:
 def _datagram(line: bytes) -> bytes:
     """A JSON line as a datagram (no line end)."""
     return line.rstrip(b"\n")
-
-
-def listen_udp(
-    reactor: Any, port: int, protocol: RawUdpProtocol, interface: str, reuse_port: bool = False
-) -> Any:
-    """Listen on UDP ``interface:port``; with ``reuse_port`` (several edge workers) the socket
-    has SO_REUSEPORT, and the kernel keeps each source address on one worker (so its rate
-    budget and its mailbox stay on one)."""
-    if not reuse_port:
-        return reactor.listenUDP(port, protocol, interface=interface)
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((interface, port))
-        sock.setblocking(False)
-        return reactor.adoptDatagramPort(sock.fileno(), family, protocol)
-    finally:
-        sock.close()

@@ -1,5 +1,5 @@
-"""MQTT over plain TCP, the listening-socket helper shared by every transport, and the
-per-transport connection counters reported on ``/metrics``."""
+"""MQTT over plain TCP, the listening-socket helpers shared by every transport (stream and
+datagram), and the per-transport connection counters reported on ``/metrics``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,26 @@ def listen(
         sock.setblocking(False)
         # adoptStreamPort duplicates the descriptor; ours is closed below.
         return reactor.adoptStreamPort(sock.fileno(), family, factory)
+    finally:
+        sock.close()
+
+
+def listen_datagram(
+    reactor: Any, port: int, protocol: Any, interface: str = "0.0.0.0", reuse_port: bool = False
+) -> Any:
+    """Listen on UDP ``interface:port`` (CoAP, UDP devices); with ``reuse_port`` (several
+    edge workers) the socket has SO_REUSEPORT, and the kernel keeps each client address on
+    one worker, so its exchanges, budgets and mailbox stay on one."""
+    if not reuse_port:
+        return reactor.listenUDP(port, protocol, interface=interface)
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, port))
+        sock.setblocking(False)
+        return reactor.adoptDatagramPort(sock.fileno(), family, protocol)
     finally:
         sock.close()
 

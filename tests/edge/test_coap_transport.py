@@ -15,8 +15,8 @@ from edge.transports.coap import (
     MAX_PENDING_PER_PEER,
     CoapConfig,
     CoapServer,
-    listen_coap,
 )
+from edge.transports.tcp import listen_datagram
 
 from .test_thinglinks_mqtt import Edge
 from .thinglinks_memory import MODEL, device
@@ -285,9 +285,9 @@ def test_workers_share_the_port_with_reuse_port():
     from twisted.internet import reactor
     from twisted.internet.protocol import DatagramProtocol
 
-    first = listen_coap(reactor, DatagramProtocol(), 0, "127.0.0.1", reuse_port=True)
+    first = listen_datagram(reactor, 0, DatagramProtocol(), "127.0.0.1", reuse_port=True)
     port = first.getHost().port
-    second = listen_coap(reactor, DatagramProtocol(), port, "127.0.0.1", reuse_port=True)
+    second = listen_datagram(reactor, port, DatagramProtocol(), "127.0.0.1", reuse_port=True)
     try:
         assert second.getHost().port == port
     finally:
