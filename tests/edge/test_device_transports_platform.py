@@ -25,6 +25,7 @@ from edge.frames.codec import Codec
 from tests.support.platform import Platform, datas, running_platform
 from tests.support.waiting import wait_for, wait_for_port
 
+from .raw_client import Lines
 from .test_frames_codec import EXAMPLES, th_frame, th_login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -151,26 +152,6 @@ def check_coap(platform: Platform, product: dict[str, Any]) -> None:
 
 
 # Raw TCP, JSON lines ---------------------------------------------------------------------
-
-
-class Lines:
-    """A raw TCP connection exchanging JSON lines."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.reader = self.sock.makefile("rb")
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def read(self) -> dict[str, Any]:
-        line = self.reader.readline()
-        assert line, "the edge closed the connection"
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 def check_json_tcp(platform: Platform, product: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from edge.codecs import thinglinks as tl
 from edge.frames import Codec, FrameError
 from edge.frames.checksums import crc16_modbus, frame_mac
-from edge.thingmodel import ThingModel
+from tests.support.example_models import TH_SENSOR_MODEL
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "edge" / "frames" / "examples"
 TH = Codec.loads((EXAMPLES / "th-sensor-tcp.json").read_text())
@@ -89,27 +89,7 @@ def test_th_report_is_a_datas_message_of_the_logged_in_device() -> None:
 def test_th_uplinks_land_like_mqtt_messages() -> None:
     """The uplink body goes through the transport-independent reader and validation of the
     MQTT path unchanged."""
-    model = ThingModel.from_json(
-        {
-            "services": {
-                "env": {
-                    "properties": {
-                        "temperature": {"datatype": "decimal", "min": -40, "max": 125},
-                        "humidity": {"datatype": "decimal", "min": 0, "max": 100},
-                    }
-                },
-                "config": {
-                    "commands": {
-                        "setReportInterval": {
-                            "requests": {"interval": {"datatype": "int", "min": 1, "max": 3600}},
-                            "responses": {"interval": {"datatype": "int"}},
-                        }
-                    }
-                },
-            }
-        }
-    )
-    contexts = {"th-001": tl.DeviceContext("th-001", "th-sensor", model)}
+    contexts = {"th-001": tl.DeviceContext("th-001", "th-sensor", TH_SENSOR_MODEL)}
     uplink = TH.decode(TH_REPORT).uplink("th-001")
     assert uplink is not None
     parsed = tl.read("th-001", uplink.suffix, json.dumps(uplink.body).encode())

@@ -17,8 +17,10 @@ import redis
 
 from edge.auth import sign_password
 from edge.crypto import encrypt_secret
+from tests.support.example_models import METER_SOURCE, TH_SENSOR_SOURCE
 
 from .edge_process import Edge, running_edge
+from .raw_client import Lines
 from .redis_server import free_port
 from .test_frames_codec import EXAMPLES, METER, METER_READING, SECRET, TH, TH_REPORT, th_login
 from .test_raw_udp import METER_ID
@@ -50,7 +52,7 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
     model = json.dumps(MODEL)
     put(r, prefix, "prod", "jtcp", model=model, type="common", protocol="tcp")
     put(r, prefix, "prod", "judp", model=model, type="common", protocol="udp")
-    put(r, prefix, "prod", "th", model=json.dumps(TH_SOURCE), type="common", protocol="tcp",
+    put(r, prefix, "prod", "th", model=json.dumps(TH_SENSOR_SOURCE), type="common", protocol="tcp",
         codec=(EXAMPLES / "th-sensor-tcp.json").read_text())  # fmt: skip
     put(r, prefix, "prod", "meter", model=json.dumps(METER_SOURCE), type="common",
         protocol="udp", codec=(EXAMPLES / "meter-udp.json").read_text())  # fmt: skip
@@ -71,41 +73,6 @@ def edge(edge_redis_url: str) -> Iterator[Edge]:
     r.close()
 
 
-TH_SOURCE = {
-    "services": {
-        "env": {
-            "properties": {
-                "temperature": {"datatype": "decimal"},
-                "humidity": {"datatype": "decimal"},
-            }
-        },
-        "config": {
-            "commands": {
-                "setReportInterval": {
-                    "params": {"interval": {"datatype": "int"}},
-                    "response": {"interval": {"datatype": "int"}},
-                }
-            }
-        },
-    }
-}
-METER_SOURCE = {
-    "services": {
-        "meter": {
-            "properties": {
-                "energy": {"datatype": "decimal"},
-                "voltage": {"datatype": "decimal"},
-                "current": {"datatype": "decimal"},
-                "relay": {"datatype": "bool"},
-                "mode": {"datatype": "string"},
-                "tamper": {"datatype": "bool"},
-            },
-            "commands": {"setRelay": {"params": {"on": {"datatype": "bool"}}}},
-        }
-    }
-}
-
-
 def wait_listening(edge: Edge) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -113,26 +80,6 @@ def wait_listening(edge: Edge) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(edge.log())
-
-
-class Lines:
-    """A raw TCP connection reading JSON lines."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.reader = self.sock.makefile("rb")
-
-    def send(self, obj: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
-
-    def read(self) -> dict[str, Any]:
-        line = self.reader.readline()
-        assert line, "the edge closed the connection"
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 def udp_exchange(port: int, data: bytes, answers: int = 1) -> list[bytes]:
@@ -157,7 +104,7 @@ def datas(device: str, service: str = "env", **values: Any) -> dict[str, Any]:
 
 
 def test_a_json_tcp_device_reports_and_gets_a_command_at_once(edge: Edge) -> None:
-    conn = Lines(edge.tcp_port)  # type: ignore[attr-defined]
+    conn = Lines(edge.tcp_port, timeout=10)  # type: ignore[attr-defined]
     try:
         conn.send({"deviceId": "tcp-1", "password": SECRET})
         assert conn.read() == {"statusCode": 0, "statusDesc": "successful"}
@@ -207,7 +154,7 @@ def test_a_json_udp_device_reports_and_gets_its_command_with_its_next_datagram(
 
 
 def test_wrong_credentials_are_refused_on_tcp_and_udp(edge: Edge) -> None:
-    conn = Lines(edge.tcp_port)  # type: ignore[attr-defined]
+    conn = Lines(edge.tcp_port, timeout=10)  # type: ignore[attr-defined]
     try:
         conn.send({"deviceId": "tcp-1", "password": "wrong"})
         assert conn.read() == {"statusCode": 1, "statusDesc": "wrong secret for device tcp-1"}

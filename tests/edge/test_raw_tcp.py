@@ -12,34 +12,14 @@ from twisted.internet.testing import StringTransport
 
 from edge.bus.registry import ProductRecord
 from edge.rawdevices.frames import Candidate
-from edge.thingmodel import ThingModel
 from edge.transports.rawcommon import CodecCatalog, RawConfig
 from edge.transports.rawtcp import RawTcpFactory, RawTcpProtocol
+from tests.support.example_models import TH_SENSOR_MODEL
 
 from .test_frames_codec import SECRET, TH, TH_INTERVAL_SET, TH_REPORT, th_login
 from .test_thinglinks_mqtt import Edge
 from .thinglinks_memory import MODEL, device
 
-TH_MODEL = ThingModel.from_json(
-    {
-        "services": {
-            "env": {
-                "properties": {
-                    "temperature": {"datatype": "decimal", "min": -40, "max": 125},
-                    "humidity": {"datatype": "decimal", "min": 0, "max": 100},
-                }
-            },
-            "config": {
-                "commands": {
-                    "setReportInterval": {
-                        "params": {"interval": {"datatype": "int"}},
-                        "response": {"interval": {"datatype": "int"}},
-                    }
-                }
-            },
-        }
-    }
-)
 COMMAND = json.dumps(
     {
         "head": {"mid": 7, "cipherFlag": 0},
@@ -58,7 +38,7 @@ def raw_edge() -> Edge:
     edge = Edge()
     products = edge.directory.products
     products["rawthermo"] = ProductRecord("rawthermo", "direct", MODEL, None, protocol="tcp")
-    products["th"] = ProductRecord("th", "direct", TH_MODEL, None, protocol="tcp", codec=TH)
+    products["th"] = ProductRecord("th", "direct", TH_SENSOR_MODEL, None, protocol="tcp", codec=TH)
     edge.directory.devices["t1"] = device("t1", product="rawthermo")
     edge.directory.devices["th-001"] = device("th-001", product="th")
     return edge

@@ -10,10 +10,10 @@ from typing import Any
 from edge.auth import sign_password
 from edge.bus.registry import ProductRecord
 from edge.rawdevices.frames import Candidate
-from edge.thingmodel import ThingModel
 from edge.throttle import FAILURE_LIMIT
 from edge.transports.rawcommon import CodecCatalog, RawConfig
 from edge.transports.rawudp import DELIVERED, RawUdpProtocol
+from tests.support.example_models import METER_MODEL
 
 from .test_frames_codec import METER, METER_READING, SECRET, meter_frame
 from .test_thinglinks_mqtt import NOW, Edge
@@ -21,25 +21,6 @@ from .thinglinks_memory import MODEL, device
 
 SOURCE = ("10.0.0.2", 5000)
 METER_ID = "000012345678"
-METER_MODEL = ThingModel.from_json(
-    {
-        "services": {
-            "meter": {
-                "properties": {
-                    "energy": {"datatype": "decimal"},
-                    "voltage": {"datatype": "decimal"},
-                    "current": {"datatype": "decimal"},
-                    "relay": {"datatype": "bool"},
-                    "mode": {"datatype": "string"},
-                    "tamper": {"datatype": "bool"},
-                },
-                "commands": {"setRelay": {"params": {"on": {"datatype": "bool"}}}},
-            }
-        }
-    }
-)
-
-
 class Transport:
     """The datagrams a protocol sent, by destination."""
 
