@@ -9,11 +9,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from twisted.internet.task import Clock
 
 from edge.bus.cluster import Cluster
 from edge.bus.cluster_records import KIND_SHARED, decode_records, encode_record
-from edge.bus.keys import Keys
 from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
 from edge.mqtt.message import Message
@@ -26,19 +24,11 @@ from edge.mqtt.packets import (
     Subscription,
     Unsubscribe,
 )
-from edge.mqtt.policy import AuthResult, BrokerHooks
 from edge.mqtt.properties import Properties as EdgeProperties
 from tests.support.broker import FakeClient
 from tests.support.fake_redis import FakeRedis
 
-KEYS = Keys("tl:")
-START = 1_700_000_000.0
-
-
-class UserIsIdentity(BrokerHooks):
-    def authenticate(self, connection):
-        assert connection.connect is not None
-        return AuthResult(identity=connection.connect.username)
+from .bus_memory import KEYS, UserIsIdentity, fake_redis
 
 
 class Node:
@@ -85,9 +75,7 @@ class Node:
 
 @pytest.fixture
 def redis() -> FakeRedis:
-    clock = Clock()
-    clock.advance(START)
-    return FakeRedis(clock)
+    return fake_redis()
 
 
 @pytest.fixture

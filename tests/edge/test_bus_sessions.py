@@ -6,28 +6,15 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet.task import Clock
-
-from edge.bus.keys import Keys
 from edge.bus.sessions import SessionStore
 from edge.mqtt.broker import Broker
 from edge.mqtt.packets import MQTT_5, ConnAck, Connect, Publish, Subscribe, Subscription
-from edge.mqtt.policy import AuthResult, BrokerHooks
 from edge.mqtt.properties import Properties
 from edge.mqtt.session import Loaded
 from tests.support.broker import FakeClient
 from tests.support.fake_redis import FakeRedis
 
-KEYS = Keys("tl:")
-START = 1_700_000_000.0
-
-
-class UserIsIdentity(BrokerHooks):
-    """Every client is accepted as the identity named by its user name."""
-
-    def authenticate(self, connection):
-        assert connection.connect is not None
-        return AuthResult(identity=connection.connect.username)
+from .bus_memory import KEYS, UserIsIdentity, fake_redis
 
 
 class Node:
@@ -60,9 +47,7 @@ class Node:
 
 
 def setup() -> tuple[FakeRedis, Node, Node]:
-    clock = Clock()
-    clock.advance(START)
-    redis = FakeRedis(clock)
+    redis = fake_redis()
     return redis, Node(redis, "A"), Node(redis, "B")
 
 

@@ -9,21 +9,9 @@ import json
 import pytest
 
 from edge.codecs import thinglinks as tl
-from edge.thingmodel import ThingModel
 
-MODEL = ThingModel.from_json(
-    {
-        "services": {
-            "env": {
-                "properties": {
-                    "temperature": {"datatype": "decimal", "min": -40, "max": 125},
-                    "humidity": {"datatype": "int", "min": 0, "max": 100},
-                },
-                "events": {"overheat": {"params": {"level": {"datatype": "int"}}}},
-            }
-        }
-    }
-)
+from .thinglinks_memory import MODEL
+
 CONTEXTS = {
     "d1": tl.DeviceContext("d1", "thermo", MODEL),
     "s1": tl.DeviceContext("s1", "thermo", MODEL),
