@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.forms.fields import InvalidJSONInput
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -28,13 +29,22 @@ from webapp.products.visibility import visible_templates
 from webapp.system.admin_scope import ScopedAdminMixin, ScopedRelatedFieldListFilter
 
 
+class IndentedJSONField(forms.JSONField):
+    """A JSON box that shows its value indented, for people to read and edit."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
 class ProductForm(forms.ModelForm):
     template = forms.ModelChoiceField(
         label=_("Start from template"), required=False,
         queryset=ProductTemplate.objects.filter(status="enabled"),
         help_text=_("New products only: the template's model is used when the thing model "
                     "below is empty."))
-    thing_model = forms.JSONField(
+    thing_model = IndentedJSONField(
         label=_("Thing model (JSON)"), required=False,
         help_text=_("The `services` list of the API form, or a whole ThingLinks product JSON. "
                     "Leave empty to edit services below one by one; when given, it replaces "
@@ -52,6 +62,14 @@ class ProductForm(forms.ModelForm):
         widgets = {name: forms.Textarea(attrs={"rows": 12, "cols": 100,
                                                "style": "font-family:monospace"})
                    for name in ("codec", "codec_samples")}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            # This form's own initial: the declared field is shared by every form class the
+            # admin builds, so an initial set on it showed the product last opened on the
+            # next add page.
+            self.initial.setdefault("thing_model", export_services(self.instance))
 
     def clean_thing_model(self) -> list[dict[str, Any]] | None:
         value = self.cleaned_data.get("thing_model")
@@ -146,12 +164,6 @@ class ProductAdmin(ScopedAdminMixin, admin.ModelAdmin):
     search_fields = ("identifier", "name", "manufacturer", "model")
     inlines = [ServiceInline]
     readonly_fields = ("created_by", "created", "updated")
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change, **kwargs)
-        if obj is not None:
-            form.base_fields["thing_model"].initial = json.dumps(export_services(obj), indent=2)
-        return form
 
     def get_fields(self, request, obj=None):
         fields = list(super().get_fields(request, obj))
