@@ -32,6 +32,7 @@ import psycopg
 from bench import benchmark
 from bench.edge_loadgen import connect_packet, publish_packet
 from bench.edge_support import cpu_seconds, free_port, wait_port
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "tl_bench_ingest"
@@ -290,12 +291,7 @@ def run(small: bool) -> dict[str, Any]:
         }
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process, 15)
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         admin.close()
         import redis

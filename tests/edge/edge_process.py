@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import redis
 
 from edge.mqtt.codec import Decoder, encode
 from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect
+from tests.support.processes import stop_process
 from tests.support.waiting import wait_for, wait_for_port
 
 from .redis_server import free_port
@@ -94,13 +94,7 @@ def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[E
         wait_for_port(mqtt_port, process, 60, log_path)
         yield Edge(prefix, node, mqtt_port, metrics_port, process, log_path, r)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 10)
         for key in r.scan_iter(f"{prefix}*"):
             r.delete(key)
         r.close()

@@ -21,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from tests.support.processes import stop_process
 from tests.support.waiting import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,13 +93,7 @@ class Platform:
 
     def stop(self, name: str) -> str:
         process = self.processes.pop(name)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 15)
         return process.stdout.read().decode(errors="replace") if process.stdout else ""
 
     def stop_all(self) -> dict[str, str]:
