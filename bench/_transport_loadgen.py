@@ -28,7 +28,7 @@ import time
 from collections import deque
 from typing import Any, TypeVar
 
-from bench.edge_loadgen import _str, connect_packet, cpu_seconds, emit, vbi
+from bench.edge_loadgen import _str, connect_packet, cpu_seconds, emit, read_vbi, vbi
 from edge.coap.message import Code, OptionNumber, Type, build, encode, option
 
 # A CoAP request not answered (nor acknowledged) after this long is sent again with the same
@@ -190,16 +190,10 @@ class MqttDevice(Device, asyncio.Protocol):
         pos = 0
         while len(buffer) - pos >= 2:
             kind = buffer[pos] & 0xF0
-            length, shift, i = 0, 0, pos + 1
-            while i < len(buffer):
-                byte = buffer[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            else:
+            header = read_vbi(buffer, pos + 1)
+            if header is None:
                 break
+            length, i = header
             if len(buffer) < i + length:
                 break
             if kind == 0x20:  # CONNACK

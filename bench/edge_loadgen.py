@@ -42,6 +42,19 @@ def vbi(value: int) -> bytes:
             return bytes(out)
 
 
+def read_vbi(buffer: bytes, pos: int) -> tuple[int, int] | None:
+    """The variable byte integer (an MQTT remaining length) starting at `pos` and where what
+    follows it starts; None while `buffer` ends inside it."""
+    value, shift = 0, 0
+    for i in range(pos, len(buffer)):
+        byte = buffer[i]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i + 1
+    return None
+
+
 def _str(raw: bytes) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
@@ -127,18 +140,10 @@ class Counter(asyncio.Protocol):
         acks = []
         while len(buffer) - pos >= 2:
             kind = buffer[pos] >> 4
-            length = 0
-            shift = 0
-            i = pos + 1
-            while True:
-                if i >= len(buffer):
-                    return buffer[pos:]
-                byte = buffer[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
+            header = read_vbi(buffer, pos + 1)
+            if header is None:
+                break
+            length, i = header
             end = i + length
             if end > len(buffer):
                 break
