@@ -63,7 +63,10 @@ class TelemetryQuerySerializer(serializers.Serializer):
         "One property, or several separated by commas; all of the service when omitted."))
     start = serializers.DateTimeField(required=False)
     end = serializers.DateTimeField(required=False)
-    interval = serializers.RegexField(r"^\d+(ms|s|m|h|d)$", required=False)
+    interval = serializers.RegexField(r"^(\d+(ms|s|m|h|d)|1w|1M)$", required=False)
+    tz = serializers.CharField(required=False, max_length=64, help_text=_(
+        "IANA time zone (e.g. Asia/Shanghai) of the calendar intervals 1d, 1w and 1M; "
+        "TIME_ZONE when omitted."))
     agg = serializers.ChoiceField(choices=["avg", "min", "max", "sum", "count", "first",
                                            "last"], required=False, default="avg")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=10000,

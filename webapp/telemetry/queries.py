@@ -13,7 +13,9 @@ import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.utils import timezone
 
 from webapp.core.errors import DomainError
@@ -23,10 +25,13 @@ from webapp.core.timestamps import iso
 from webapp.devices.models import Device
 from webapp.products.models import Product
 from webapp.telemetry.backends import Fill, SeriesQuery, get_backend
+from webapp.telemetry.backends.base import CALENDAR_INTERVALS, calendar_boundaries
 from webapp.telemetry.models import RetentionPolicy
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_BUCKETS = 100_000
+# Calendar buckets are bound one by one into the statement (two values each).
+MAX_CALENDAR_BUCKETS = 1000
 MAX_DEVICES = 100
 EXPORT_PAGE = 5000
 
@@ -40,6 +45,21 @@ def parse_interval(text: str) -> int:
     if value < 1000 or value > 86_400_000:
         raise DomainError("the interval must be between 1s and 1d", code="invalid_interval")
     return value
+
+
+def parse_zone(name: str | None) -> ZoneInfo:
+    """The IANA time zone a request names, settings.TIME_ZONE when it names none (users have
+    no time zone of their own: the console sends the browser's)."""
+    name = name or settings.TIME_ZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DomainError(f"unknown time zone {name!r}; use an IANA name like Asia/Shanghai",
+                          code="invalid_tz") from exc
+
+
+def _local_iso(ms: int, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=zone).isoformat()
 
 
 def _ms(moment: datetime) -> int:
@@ -80,16 +100,27 @@ def telemetry(device: Device | Sequence[Device], params: dict[str, Any]) -> dict
     query = _series_query(devices, params)
     backend = get_backend()
     next_cursor = None
+    zone: ZoneInfo | None = None
     if params.get("interval"):
-        interval = parse_interval(params["interval"])
-        buckets = -(-(query.end - query.start) // interval) * len(devices)
+        calendar: list[int] = []
+        if params["interval"] in CALENDAR_INTERVALS:
+            zone = parse_zone(params.get("tz"))
+            calendar = calendar_boundaries(query.start, query.end, params["interval"], zone)
+            interval = 0
+            buckets = (len(calendar) - 1) * len(devices)
+            if len(calendar) - 1 > MAX_CALENDAR_BUCKETS:
+                raise DomainError(f"at most {MAX_CALENDAR_BUCKETS} calendar intervals per "
+                                  f"query; narrow the range", code="invalid_interval")
+        else:
+            interval = parse_interval(params["interval"])
+            buckets = -(-(query.end - query.start) // interval) * len(devices)
         if buckets > MAX_BUCKETS:
             raise DomainError("too many intervals in the range; widen the interval",
                               code="invalid_interval")
         fill = Fill(params.get("fill") or "none", params.get("fill_value"))
         # Every interval of the range: a day at 1-minute averages is 1440 rows, not a page.
         whole = SeriesQuery(**{**_fields(query), "limit": buckets})
-        rows = backend.aggregate(whole, interval, params.get("agg") or "avg", fill)
+        rows = backend.aggregate(whole, interval, params.get("agg") or "avg", fill, calendar)
     else:
         if len(devices) > query.limit:
             raise DomainError("limit must be at least the number of devices",
@@ -105,7 +136,11 @@ def telemetry(device: Device | Sequence[Device], params: dict[str, Any]) -> dict
     single = query.properties[0] if len(query.properties) == 1 else None
     results = []
     for row in rows:
-        item: dict[str, Any] = {"ts": iso(row["ts"])}
+        # Calendar buckets start at a local midnight: shown with the zone's offset, and as
+        # epoch milliseconds.
+        item: dict[str, Any] = (
+            {"ts": iso(row["ts"])} if zone is None
+            else {"ts": _local_iso(row["ts"], zone), "ts_ms": row["ts"]})
         if len(devices) > 1:
             item["device"] = row["device"]
         if single is not None:
@@ -114,6 +149,8 @@ def telemetry(device: Device | Sequence[Device], params: dict[str, Any]) -> dict
             item.update({k: v for k, v in row.items() if k not in ("ts", "device")})
         results.append(item)
     body: dict[str, Any] = {"service": query.service, "results": results, "next": next_cursor}
+    if zone is not None:
+        body["tz"] = zone.key
     if len(devices) == 1:
         body["device"] = devices[0].identifier
     else:

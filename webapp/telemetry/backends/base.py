@@ -14,7 +14,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 from webapp.core.errors import DomainError
 from webapp.products.models import Product
@@ -116,12 +118,66 @@ def merge_points(points: Iterable[Point]) -> dict[tuple[str, str], dict[tuple[st
     return grouped
 
 
-def pick_rollup(q: SeriesQuery, interval_ms: int, function: str) -> int | None:
-    """The coarsest rollup that answers this aggregate exactly, if the range is long."""
+# Calendar intervals: cut at local midnights of a time zone, not every N milliseconds.
+CALENDAR_INTERVALS = ("1d", "1w", "1M")
+
+
+def _first_of(unit: str, day: date) -> date:
+    if unit == "1w":
+        return day - timedelta(days=day.weekday())  # weeks start on Monday
+    if unit == "1M":
+        return day.replace(day=1)
+    return day
+
+
+def _next_of(unit: str, day: date) -> date:
+    if unit == "1w":
+        return day + timedelta(days=7)
+    if unit == "1M":
+        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return day + timedelta(days=1)
+
+
+def _midnight_ms(day: date, zone: ZoneInfo) -> int:
+    # A midnight that a DST change skips (fold=0 takes the offset before the change) maps to
+    # the first instant of that local day.
+    return int(datetime.combine(day, time(), tzinfo=zone).timestamp() * 1000)
+
+
+def calendar_boundaries(start: int, end: int, unit: str, zone: ZoneInfo) -> list[int]:
+    """The starts (epoch ms) of the calendar buckets (`1d`, `1w`, `1M`) of `zone` that cover
+    [start, end), then the end of the last one. Each start is a local midnight, so a day is
+    23 or 25 hours long when the clocks change."""
+    if unit not in CALENDAR_INTERVALS:
+        raise DomainError(f"{unit!r} is not a calendar interval", code="invalid_interval")
+    day = _first_of(unit, datetime.fromtimestamp(start / 1000, tz=UTC).astimezone(zone).date())
+    bounds = [_midnight_ms(day, zone)]
+    while bounds[-1] < end:
+        day = _next_of(unit, day)
+        bounds.append(_midnight_ms(day, zone))
+    return bounds
+
+
+def pick_rollup(q: SeriesQuery, interval_ms: int, function: str,
+                calendar: Sequence[int] = ()) -> int | None:
+    """The coarsest rollup that answers this aggregate exactly, if the range is long: its
+    buckets must nest in the query's, so for calendar buckets every boundary must fall on one
+    of its bucket edges (1h rollups serve Shanghai's or Berlin's days, 1d rollups only UTC's)."""
     if function not in ROLLUP_AGGREGATES or q.end - q.start < ROLLUP_MIN_RANGE_MS:
         return None
-    fitting = [r for r in q.rollups if r <= interval_ms and interval_ms % r == 0]
+    if calendar:
+        fitting = [r for r in q.rollups if all(b % r == 0 for b in calendar)]
+    else:
+        fitting = [r for r in q.rollups if r <= interval_ms and interval_ms % r == 0]
     return max(fitting) if fitting else None
+
+
+def bucket_starts(start: int, end: int, interval_ms: int,
+                  calendar: Sequence[int] = ()) -> list[int]:
+    """The start of every bucket that covers [start, end)."""
+    if calendar:
+        return list(calendar[:-1])
+    return list(range(start - start % interval_ms, end, interval_ms))
 
 
 def plain(value: Any, datatype: str, function: str) -> Any:
@@ -140,8 +196,9 @@ def plain(value: Any, datatype: str, function: str) -> Any:
 
 
 def fill_buckets(rows: list[dict[str, Any]], devices: Sequence[str], properties: Sequence[str],
-                 start: int, end: int, interval_ms: int, fill: Fill) -> list[dict[str, Any]]:
-    """Add the empty intervals of [start, end) to aggregate rows, as `fill` asks.
+                 starts: Sequence[int], fill: Fill) -> list[dict[str, Any]]:
+    """Add the empty intervals (`starts`: every bucket's start) to aggregate rows, as `fill`
+    asks.
 
     The aggregation itself is the database's; this only places the intervals it had no rows
     for (SQL has no portable FILL clause; TDengine fills natively and does not call this).
@@ -149,10 +206,9 @@ def fill_buckets(rows: list[dict[str, Any]], devices: Sequence[str], properties:
     if fill.mode == "none":
         return rows
     by_key = {(r["device"], r["ts"]): r for r in rows}
-    first = start - start % interval_ms
     out: list[dict[str, Any]] = []
     previous: dict[str, dict[str, Any]] = {d: dict.fromkeys(properties) for d in devices}
-    for bucket in range(first, end, interval_ms):
+    for bucket in starts:
         for device in sorted(devices):
             row = by_key.get((device, bucket))
             if row is not None:
@@ -199,9 +255,13 @@ class TimeSeriesBackend(ABC):
 
     @abstractmethod
     def aggregate(self, q: SeriesQuery, interval_ms: int, function: str,
-                  fill: Fill = NO_FILL) -> list[dict[str, Any]]:
+                  fill: Fill = NO_FILL, calendar: Sequence[int] = ()) -> list[dict[str, Any]]:
         """Rows `{"device", "ts" (bucket start), <property>: aggregated value}`, computed by
-        the database, ordered by bucket then device; empty buckets as `fill` asks."""
+        the database, ordered by bucket then device; empty buckets as `fill` asks.
+
+        Buckets are every `interval_ms` from the epoch, or, when `calendar` is given (from
+        `calendar_boundaries`), the ranges between its consecutive boundaries: those of a time
+        zone's days, weeks or months are not a fixed length."""
 
     @abstractmethod
     def latest(self, q: SeriesQuery) -> dict[str, dict[str, dict[str, Any]]]:

@@ -38,6 +38,7 @@ from webapp.telemetry.backends.base import (
     Point,
     SchemaCache,
     SeriesQuery,
+    bucket_starts,
     check_aggregate,
     derived_name,
     fill_buckets,
@@ -408,13 +409,13 @@ class SQLBackend(SchemaCache[_ProductSchema]):
         ]
 
     def aggregate(self, q: SeriesQuery, interval_ms: int, function: str,
-                  fill: Fill = NO_FILL) -> list[dict[str, Any]]:
+                  fill: Fill = NO_FILL, calendar: Sequence[int] = ()) -> list[dict[str, Any]]:
         table, types = self._columns_for(q)
         check_aggregate(function, types)
         if not q.devices:
             return []
         interval_ms = int(interval_ms)
-        rollup = pick_rollup(q, interval_ms, function)
+        rollup = pick_rollup(q, interval_ms, function, calendar)
         rows: list[dict[str, Any]] = []
         start = q.start
         if rollup is not None:
@@ -423,31 +424,36 @@ class SQLBackend(SchemaCache[_ProductSchema]):
             watermark = self._rollup_watermark(rtable, rollup) if numeric == types else None
             if watermark is not None and watermark > q.start:
                 # Whole query intervals before the watermark come from the rollup.
-                split = min(q.end, watermark - watermark % interval_ms)
+                split = min(q.end, _bucket_of(watermark, interval_ms, calendar))
                 if split > q.start:
-                    rows = self._aggregate_rollup(q, rtable, types, interval_ms, function, split)
+                    rows = self._aggregate_rollup(q, rtable, types, interval_ms, function,
+                                                  split, calendar)
                     start = split
         if start < q.end and len(rows) < q.limit:
             if function in ("first", "last"):
-                rows += self._first_last(q, table, types, interval_ms, function, start)
+                rows += self._first_last(q, table, types, interval_ms, function, start,
+                                         calendar)
             else:
-                rows += self._aggregate_raw(q, table, types, interval_ms, function, start)
-        rows = fill_buckets(rows, q.devices, list(types), q.start, q.end, interval_ms, fill)
+                rows += self._aggregate_raw(q, table, types, interval_ms, function, start,
+                                            calendar)
+        rows = fill_buckets(rows, q.devices, list(types),
+                            bucket_starts(q.start, q.end, interval_ms, calendar), fill)
         return rows[:q.limit]
 
     def _aggregate_raw(self, q: SeriesQuery, table: str, types: dict[str, str],
-                       interval_ms: int, function: str, start: int) -> list[dict[str, Any]]:
+                       interval_ms: int, function: str, start: int,
+                       calendar: Sequence[int]) -> list[dict[str, Any]]:
         qn = connection.ops.quote_name
         device_marks = ", ".join(["%s"] * len(q.devices))
         fn = _SQL_FUNCTIONS[function]
         selects = "".join(f", {fn}({qn(c)})" for c in types)
-        # The bucket is integer arithmetic on the bound interval; %% is a literal %.
+        bucket, bucket_params = _bucket_sql("ts", interval_ms, calendar)
         sql = (
-            f"SELECT device, (ts - (ts %% %s)) AS bucket{selects} FROM {qn(table)} "  # noqa: S608
+            f"SELECT device, {bucket} AS bucket{selects} FROM {qn(table)} "  # noqa: S608
             f"WHERE device IN ({device_marks}) AND ts >= %s AND ts < %s "
             f"GROUP BY device, bucket ORDER BY bucket, device LIMIT %s"
         )
-        params: list[Any] = [interval_ms, *q.devices, start, q.end, q.limit]
+        params: list[Any] = [*bucket_params, *q.devices, start, q.end, q.limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -457,7 +463,7 @@ class SQLBackend(SchemaCache[_ProductSchema]):
                 for r in rows]
 
     def _first_last(self, q: SeriesQuery, table: str, types: dict[str, str], interval_ms: int,
-                    function: str, start: int) -> list[dict[str, Any]]:
+                    function: str, start: int, calendar: Sequence[int]) -> list[dict[str, Any]]:
         """First/last non-null value of each property per bucket (TDengine's FIRST/LAST)."""
         qn = connection.ops.quote_name
         device_marks = ", ".join(["%s"] * len(q.devices))
@@ -467,13 +473,14 @@ class SQLBackend(SchemaCache[_ProductSchema]):
             f"CASE WHEN {qn(c)} IS NULL THEN 1 ELSE 0 END, ts {direction})"
             for c in types)
         inner = "".join(f", {qn(c)}" for c in types)
+        bucket, bucket_params = _bucket_sql("ts", interval_ms, calendar)
         sql = (
             f"SELECT DISTINCT device, bucket{windows} FROM ("  # noqa: S608
-            f"SELECT device, ts, (ts - (ts %% %s)) AS bucket{inner} FROM {qn(table)} "
+            f"SELECT device, ts, {bucket} AS bucket{inner} FROM {qn(table)} "
             f"WHERE device IN ({device_marks}) AND ts >= %s AND ts < %s) r "
             f"ORDER BY bucket, device LIMIT %s"
         )
-        params: list[Any] = [interval_ms, *q.devices, start, q.end, q.limit]
+        params: list[Any] = [*bucket_params, *q.devices, start, q.end, q.limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -603,7 +610,8 @@ class SQLBackend(SchemaCache[_ProductSchema]):
         return written
 
     def _aggregate_rollup(self, q: SeriesQuery, rtable: str, types: dict[str, str],
-                          interval_ms: int, function: str, end: int) -> list[dict[str, Any]]:
+                          interval_ms: int, function: str, end: int,
+                          calendar: Sequence[int]) -> list[dict[str, Any]]:
         qn = connection.ops.quote_name
         device_marks = ", ".join(["%s"] * len(q.devices))
         selects = []
@@ -616,14 +624,15 @@ class SQLBackend(SchemaCache[_ProductSchema]):
             else:
                 part = {"min": "_min", "max": "_max", "sum": "_sum"}[function]
                 selects.append(f"{_SQL_FUNCTIONS[function]}({qn(code + part)})")
+        bucket, bucket_params = _bucket_sql("bucket", interval_ms, calendar)
         sql = (
-            f"SELECT device, (bucket - (bucket %% %s)) AS b, {', '.join(selects)} "  # noqa: S608
+            f"SELECT device, {bucket} AS b, {', '.join(selects)} "  # noqa: S608
             f"FROM {qn(rtable)} WHERE device IN ({device_marks}) AND bucket >= %s "
             f"AND bucket < %s GROUP BY device, b ORDER BY b, device LIMIT %s"
         )
         # Rollup buckets that start in [start, end): a start that is not on a rollup
         # boundary leaves out the points of the partial rollup bucket before it.
-        params: list[Any] = [interval_ms, *q.devices, q.start, end, q.limit]
+        params: list[Any] = [*bucket_params, *q.devices, q.start, end, q.limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -652,3 +661,25 @@ class SQLBackend(SchemaCache[_ProductSchema]):
         return dropped
 
 
+def _bucket_sql(column: str, interval_ms: int,
+                calendar: Sequence[int]) -> tuple[str, list[int]]:
+    """The SQL expression (and its bound values) of the bucket start of `column`: integer
+    arithmetic for a fixed interval; for calendar buckets, whose lengths vary, the latest
+    boundary at or before it (the boundaries are computed in Python from the time zone, so
+    the same statement runs on PostgreSQL and SQLite without their time zone functions).
+    `%%` is a literal `%`."""
+    if not calendar:
+        return f"({column} - ({column} %% %s))", [interval_ms]
+    starts = list(calendar[:-1])[::-1]
+    cases = " ".join(f"WHEN {column} >= %s THEN %s" for _ in starts)
+    params: list[int] = []
+    for boundary in starts:
+        params += [boundary, boundary]
+    return f"(CASE {cases} END)", params
+
+
+def _bucket_of(moment: int, interval_ms: int, calendar: Sequence[int]) -> int:
+    """The start of the bucket that holds `moment` (the last boundary at or before it)."""
+    if not calendar:
+        return moment - moment % interval_ms
+    return max((b for b in calendar if b <= moment), default=calendar[0])

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import json
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -53,6 +54,7 @@ from webapp.telemetry.backends.base import (
     SchemaCache,
     SeriesQuery,
     check_aggregate,
+    fill_buckets,
     merge_points,
     plain,
     safe_identifier,
@@ -464,9 +466,11 @@ class TDengineBackend(SchemaCache[_Schema]):
         return list(heapq.merge(*per_device, key=key))[:query.limit]
 
     def aggregate(self, query: SeriesQuery, interval_ms: int, function: str,
-                  fill: Fill = NO_FILL) -> list[dict[str, Any]]:
+                  fill: Fill = NO_FILL, calendar: Sequence[int] = ()) -> list[dict[str, Any]]:
         stable, types = self._columns_for(query)
         check_aggregate(function, types)
+        if calendar:
+            return self._aggregate_calendar(query, stable, types, function, fill, calendar)
         fn = _TD_FUNCTIONS[function]
         selects = "".join(f", {fn}({q(c)})" for c in types)
         fill_sql = ""
@@ -484,12 +488,42 @@ class TDengineBackend(SchemaCache[_Schema]):
                    f"FROM {self._table(stable)} WHERE {where} "
                    f"INTERVAL({literal(int(interval_ms), 'int')}a){fill_sql}")
             rows = self._query(sql)
-            decode = (lambda c, v: _decode(types[c], v)) if function in ("first", "last") \
-                else (lambda c, v: plain(v, types[c], function))
             per_device.append([
                 {"device": device, "ts": int(r[0]),
-                 **{c: decode(c, v) for c, v in zip(types, r[1:])}} for r in rows])
+                 **{c: self._value(types, function, c, v) for c, v in zip(types, r[1:])}}
+                for r in rows])
         merged = list(heapq.merge(*per_device, key=lambda r: (r["ts"], r["device"])))
+        return merged[:query.limit]
+
+    @staticmethod
+    def _value(types: dict[str, str], function: str, code: str, value: Any) -> Any:
+        if function in ("first", "last"):
+            return _decode(types[code], value)
+        return plain(value, types[code], function)
+
+    def _aggregate_calendar(self, query: SeriesQuery, stable: str, types: dict[str, str],
+                            function: str, fill: Fill,
+                            calendar: Sequence[int]) -> list[dict[str, Any]]:
+        """Calendar buckets (a time zone's days, weeks, months): one statement per device,
+        a UNION ALL of one aggregate per bucket over its boundaries computed in Python.
+        TDengine's INTERVAL(1d) cuts at fixed offsets, which a DST change breaks. COUNT(*)
+        tells the empty buckets, which `fill` then treats as on the SQL backend."""
+        fn = _TD_FUNCTIONS[function]
+        selects = "".join(f", {fn}({q(c)})" for c in types)
+        per_device = []
+        for device in query.devices:
+            parts = []
+            for low, high in itertools.pairwise(calendar):
+                where = self._where(device, max(low, query.start), min(high, query.end))
+                parts.append(f"SELECT {literal(low, 'bigint')}, COUNT(*){selects} "  # noqa: S608
+                             f"FROM {self._table(stable)} WHERE {where}")
+            rows = self._query(" UNION ALL ".join(parts))
+            per_device.append([
+                {"device": device, "ts": int(r[0]),
+                 **{c: self._value(types, function, c, v) for c, v in zip(types, r[2:])}}
+                for r in rows if r[1]])
+        merged = list(heapq.merge(*per_device, key=lambda r: (r["ts"], r["device"])))
+        merged = fill_buckets(merged, query.devices, list(types), list(calendar[:-1]), fill)
         return merged[:query.limit]
 
     def latest(self, query: SeriesQuery) -> dict[str, dict[str, dict[str, Any]]]:

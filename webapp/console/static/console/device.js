@@ -177,6 +177,9 @@
                                       limit: "5000"});
     var interval = INTERVALS[seconds];
     if (interval) { params.set("interval", interval); params.set("agg", "avg"); }
+    // Calendar intervals (1d, 1w, 1M) cut at the viewer's local midnights.
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (interval && zone) { params.set("tz", zone); }
     chartStatus.textContent = L.loading;
     Console.getJSON(config.telemetry + "?" + params.toString()).then(function (body) {
       var rows = body.results || [];
