@@ -195,6 +195,10 @@ TSDB_URL = env("TSDB_URL", "sql")
 # recomputes buckets for points that arrive late (per-product retention: telemetry.RetentionPolicy).
 TELEMETRY_MESSAGE_DAYS = int(env("TELEMETRY_MESSAGE_DAYS", "30"))
 TELEMETRY_ROLLUP_LOOKBACK = timedelta(minutes=int(env("TELEMETRY_ROLLUP_LOOKBACK_MINUTES", "60")))
+# Device connection history retention (days; 0 keeps it forever), and how often at most
+# ingest moves a device's "last seen" forward on its messages (seconds).
+CONNECTION_HISTORY_DAYS = int(env("CONNECTION_HISTORY_DAYS", "30"))
+DEVICE_LAST_SEEN_INTERVAL = int(env("DEVICE_LAST_SEEN_INTERVAL", "30"))
 
 # The address devices and users reach the web process at (OTA download links and password
 # reset links are built on it, never on the request's Host header), and how long an OTA

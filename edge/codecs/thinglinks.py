@@ -592,8 +592,16 @@ def register_response(
 
 
 def status_event(
-    device: str, online: bool, ts: int, node: str, addr: str, reason: str | None
+    device: str,
+    online: bool,
+    ts: int,
+    node: str,
+    addr: str,
+    reason: str | None,
+    transport: str = "mqtt",
 ) -> dict[str, Any]:
+    """A connect/disconnect event; ``transport`` (``mqtt``, ``http``, ``coap``, ``tcp``,
+    ``udp``) was added later, so a reader treats its absence as ``mqtt``."""
     return {
         "t": "status",
         "dev": device,
@@ -602,4 +610,5 @@ def status_event(
         "node": node,
         "addr": addr,
         "reason": reason,
+        "transport": transport,
     }

@@ -244,7 +244,7 @@ class Endpoints:
             self._stop_lease(previous)
             _close(previous.endpoint)
         else:
-            self.presence.online(device, peer)
+            self.presence.online(device, peer, transport)
         self.attached[device] = Attachment(endpoint, peer, transport)
 
     def disconnect(self, device: str, endpoint: Endpoint, reason: str) -> None:
@@ -253,7 +253,7 @@ class Endpoints:
         if attachment is None or attachment.endpoint is not endpoint:
             return
         del self.attached[device]
-        self.presence.offline(device, attachment.peer, reason, False)
+        self.presence.offline(device, attachment.peer, reason, False, attachment.transport)
 
     def touch(self, device: str, peer: str, transport: str) -> Mailbox:
         """A device without a connection (HTTP, CoAP, UDP) was heard from: it is online for
@@ -270,7 +270,7 @@ class Endpoints:
             del self.attached[device]
             _close(attachment.endpoint)
         else:
-            self.presence.online(device, peer)
+            self.presence.online(device, peer, transport)
         mailbox = Mailbox(self.clock, self.mailbox_limit, self.mailbox_ttl)
         attachment = Attachment(mailbox, peer, transport)
         attachment.lease = self.clock.callLater(self.lease, self._expired, device, mailbox)
@@ -284,7 +284,7 @@ class Endpoints:
             return
         self._stop_lease(attachment)
         _close(attachment.endpoint)
-        self.presence.offline(device, attachment.peer, reason, False)
+        self.presence.offline(device, attachment.peer, reason, False, attachment.transport)
 
     def stop(self) -> None:
         """The node shuts down: every attached device goes offline (reason ``shutdown``)."""

@@ -35,17 +35,23 @@ class Presence:
         self.sink = sink
         self.node = node
 
-    def online(self, device: str, peer: str) -> None:
+    def online(self, device: str, peer: str, transport: str = "mqtt") -> None:
         self.sink.emit(
-            tl.status_event(device, True, now_ms(self.clock.seconds), self.node, peer, None)
+            tl.status_event(
+                device, True, now_ms(self.clock.seconds), self.node, peer, None, transport
+            )
         )
         self.redis.execute("HSET", self.keys.route, device, self.node).addErrback(self._failed)
 
-    def offline(self, device: str, peer: str, reason: str, still_here: bool) -> None:
+    def offline(
+        self, device: str, peer: str, reason: str, still_here: bool, transport: str = "mqtt"
+    ) -> None:
         """``still_here``: a newer connection of the device on this node took over (the
         route stays)."""
         self.sink.emit(
-            tl.status_event(device, False, now_ms(self.clock.seconds), self.node, peer, reason)
+            tl.status_event(
+                device, False, now_ms(self.clock.seconds), self.node, peer, reason, transport
+            )
         )
         if still_here:
             return

@@ -197,6 +197,8 @@ CASES: list[Case] = [
         {"identifier": ctx.device().identifier}, None), query="service=env"),
     Case("device-messages", "get", ("devices.view_device",), (200,), lambda ctx: (
         {"identifier": ctx.device().identifier}, None)),
+    Case("device-connections", "get", ("devices.view_device",), (200,), lambda ctx: (
+        {"identifier": ctx.device().identifier}, None)),
     Case("device-commands", "get", ("devices.view_device", "devices.view_devicecommand"),
          (200,), lambda ctx: ({"identifier": ctx.device().identifier}, None)),
     Case("device-commands", "post", ("devices.view_device", "devices.add_devicecommand"),

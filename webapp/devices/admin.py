@@ -15,7 +15,13 @@ from webapp.core.admin import BoundedImportMixin
 from webapp.devices import actions, secrets_once
 from webapp.devices.actions.shadow import validate_desired
 from webapp.devices.choices import CommandSource, CommandStatus, DeviceStatus
-from webapp.devices.models import Device, DeviceCommand, DeviceGroup, DeviceShadow
+from webapp.devices.models import (
+    Device,
+    DeviceCommand,
+    DeviceConnection,
+    DeviceGroup,
+    DeviceShadow,
+)
 from webapp.devices.resources import DeviceResource
 from webapp.products.thingmodel import thing_model
 from webapp.system.admin_scope import (
@@ -68,6 +74,29 @@ class CommandHistoryInline(admin.TabularInline):
         return super().get_queryset(request).filter(pk__in=list(recent[:200]))
 
 
+class ConnectionHistoryInline(admin.TabularInline):
+    """The device's latest connects and disconnects, read-only (kept
+    `CONNECTION_HISTORY_DAYS`; all of them in the API's ``connections``)."""
+
+    model = DeviceConnection
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("-at", "-id")
+    fields = ("at", "event", "reason", "transport", "address", "node")
+    readonly_fields = fields
+    verbose_name_plural = _("latest connections")
+
+    def get_queryset(self, request):
+        device = request.resolver_match.kwargs.get("object_id") if request.resolver_match \
+            else None
+        if not str(device or "").isdigit():
+            device = None
+        recent = DeviceConnection.objects.filter(device_id=device).order_by(
+            "-at", "-id").values_list("pk", flat=True)
+        return super().get_queryset(request).filter(pk__in=list(recent[:50]))
+
+
 @admin.register(Device)
 class DeviceAdmin(ScopedChoicesMixin, BoundedImportMixin, ImportExportModelAdmin):
     list_display = ("identifier", "name", "product", "status", "connect_status", "last_seen",
@@ -87,7 +116,8 @@ class DeviceAdmin(ScopedChoicesMixin, BoundedImportMixin, ImportExportModelAdmin
     formats = [spreadsheet.CSV, spreadsheet.XLSX]  # cells escaped against formulas
 
     def get_inlines(self, request, obj):
-        return [ShadowInline, CommandHistoryInline] if obj is not None else []
+        return ([ShadowInline, CommandHistoryInline, ConnectionHistoryInline] if obj is not None
+                else [])
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not DeviceShadow:

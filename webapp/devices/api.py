@@ -24,11 +24,12 @@ from webapp.devices.filtersets import (
     DeviceFilterSet,
     DeviceGroupFilterSet,
 )
-from webapp.devices.models import Device, DeviceCommand, DeviceGroup
+from webapp.devices.models import Device, DeviceCommand, DeviceConnection, DeviceGroup
 from webapp.devices.serializers import (
     CommandRequestSerializer,
     CreatedDeviceSerializer,
     DeviceCommandSerializer,
+    DeviceConnectionSerializer,
     DeviceGroupSerializer,
     DeviceImportResultSerializer,
     DeviceImportSerializer,
@@ -135,6 +136,16 @@ class DeviceViewSet(ScopedModelViewSet):
             request.query_params, DeviceCommand.objects.filter(device=device)).qs
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(DeviceCommandSerializer(page, many=True).data)
+
+    @extend_schema(responses=DeviceConnectionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def connections(self, request: Request, identifier: str | None = None) -> Response:
+        """The device's connection history (connects and disconnects with their reason,
+        address, edge node and transport), newest first."""
+        device = self.get_object()
+        page = self.paginate_queryset(
+            DeviceConnection.objects.filter(device=device).order_by("-at", "-id"))
+        return self.get_paginated_response(DeviceConnectionSerializer(page, many=True).data)
 
     @extend_schema(request=CommandRequestSerializer, responses={201: DeviceCommandSerializer})
     @commands.mapping.post

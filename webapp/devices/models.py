@@ -85,6 +85,36 @@ class Device(models.Model):
         return self.identifier
 
 
+class DeviceConnection(models.Model):
+    """One connect or disconnect of a device, as the edge reported it (its ``status`` event):
+    the connection history shown per device, kept `CONNECTION_HISTORY_DAYS`."""
+
+    device = models.ForeignKey(Device, verbose_name=_("device"), on_delete=models.CASCADE,
+                               related_name="connections")
+    event = models.CharField(_("event"), max_length=16, choices=[
+        (ConnectStatus.ONLINE.value, ConnectStatus.ONLINE.label),
+        (ConnectStatus.OFFLINE.value, ConnectStatus.OFFLINE.label)])
+    at = models.DateTimeField(_("at"))
+    reason = models.CharField(_("reason"), max_length=32, blank=True)
+    address = models.CharField(_("address"), max_length=64, blank=True)
+    node = models.CharField(_("node"), max_length=64, blank=True)
+    transport = models.CharField(_("transport"), max_length=8, blank=True)
+    # The stream entry and position the event came in (a redelivered entry adds no second
+    # row); empty for the events the platform infers itself (a node that stopped).
+    source = models.CharField(_("source"), max_length=64, unique=True, null=True,
+                              blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("device connection")
+        verbose_name_plural = _("device connections")
+        ordering = ("-at", "-id")
+        indexes = [models.Index(fields=("device", "-at"), name="devconn_device_at"),
+                   models.Index(fields=("at",), name="devconn_at")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.event} {self.at:%Y-%m-%d %H:%M:%S}"
+
+
 class DeviceShadow(models.Model):
     """Desired and reported state of a device, versioned for optimistic concurrency."""
 

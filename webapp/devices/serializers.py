@@ -6,7 +6,7 @@ from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from webapp.devices.choices import NodeType
-from webapp.devices.models import Device, DeviceCommand, DeviceGroup
+from webapp.devices.models import Device, DeviceCommand, DeviceConnection, DeviceGroup
 from webapp.products.models import IDENTIFIER_RE, Product
 
 
@@ -103,6 +103,15 @@ class DeviceCommandSerializer(serializers.ModelSerializer):
         fields = ("id", "device", "service", "command", "params", "status", "timeout",
                   "expires", "deadline", "response", "err_code", "error", "source", "created",
                   "sent", "completed")
+        read_only_fields = fields
+
+
+class DeviceConnectionSerializer(serializers.ModelSerializer):
+    """One connect (``online``) or disconnect (``offline``) of the device."""
+
+    class Meta:
+        model = DeviceConnection
+        fields = ("event", "at", "reason", "address", "node", "transport")
         read_only_fields = fields
 
 

@@ -42,6 +42,10 @@ def sweep_offline() -> int:
         if routes.get(identifier) in alive:
             continue
         if actions.record_connect_status(identifier, ConnectStatus.OFFLINE, now):
+            # The node cannot report this disconnect: the history says why it was inferred.
+            actions.record_connections([("", {
+                "dev": identifier, "s": ConnectStatus.OFFLINE, "ts": now,
+                "node": routes.get(identifier, ""), "reason": "node_lost", "transport": ""})])
             marked += 1
     return marked
 

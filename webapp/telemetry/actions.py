@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from edge import clock
 from webapp.core.redis import get_redis, keys
+from webapp.devices import actions as device_actions
 from webapp.devices.models import Device, DeviceShadow
 from webapp.products.models import Product
 from webapp.telemetry.backends import get_backend
@@ -71,11 +72,11 @@ def refresh_rollups(now_ms: int | None = None) -> int:
 
 
 def apply_retention(now_ms: int | None = None) -> dict[str, int]:
-    """Drop raw points and rollup buckets past their product's retention, and device
-    messages past `TELEMETRY_MESSAGE_DAYS`."""
+    """Drop raw points and rollup buckets past their product's retention, device messages
+    past `TELEMETRY_MESSAGE_DAYS` and connection history past `CONNECTION_HISTORY_DAYS`."""
     backend = get_backend()
     now_ms = now_ms or clock.now_ms()
-    dropped = {"raw": 0, "rollups": 0, "messages": 0}
+    dropped = {"raw": 0, "rollups": 0, "messages": 0, "connections": 0}
     for policy in RetentionPolicy.objects.select_related("product"):
         if policy.raw_days:
             dropped["raw"] += backend.expire(policy.product, now_ms - policy.raw_days * DAY_MS)
@@ -83,6 +84,7 @@ def apply_retention(now_ms: int | None = None) -> dict[str, int]:
             dropped["rollups"] += backend.expire_rollups(
                 policy.product, policy.rollup_intervals, now_ms - policy.rollup_days * DAY_MS)
     dropped["messages"] = expire_messages(settings.TELEMETRY_MESSAGE_DAYS)
+    dropped["connections"] = device_actions.expire_connections(settings.CONNECTION_HISTORY_DAYS)
     return dropped
 
 

@@ -19,6 +19,9 @@ class Batch:
     points: list[Point] = field(default_factory=list)
     messages: list[LoggedMessage] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    # The status events again, each with the stream entry / position it came in (the key of
+    # its connection history row).
+    connections: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     others: list[dict[str, Any]] = field(default_factory=list)
     # Some entries were delivered before (a worker's own pending list after a restart, or
     # taken over from a dead worker): they may have been processed already, up to the XACK.
@@ -39,5 +42,20 @@ class Batch:
                 event.get("reason") or "", source or None))
         elif kind == "status":
             self.statuses.append(event)
+            self.connections.append((source, event))
         else:
             self.others.append(event)
+
+    def seen(self) -> dict[str, int]:
+        """When each device was last heard from in these events (ms): its newest uplink
+        message or data point (the time it was received)."""
+        latest: dict[str, int] = {}
+        for point in self.points:
+            if point.received > latest.get(point.device, 0):
+                latest[point.device] = point.received
+        for message in self.messages:
+            if message.direction == "up":
+                ms = int(message.ts.timestamp() * 1000)
+                if ms > latest.get(message.device_identifier, 0):
+                    latest[message.device_identifier] = ms
+        return latest

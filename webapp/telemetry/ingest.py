@@ -31,6 +31,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -188,6 +189,9 @@ class IngestWorker:
         self._successes = 0
         # Own pending entries (failed ones) are read again from then on (time.monotonic).
         self._retry_at = 0.0
+        # Device → the "last seen" (ms) this worker last wrote: written again only when the
+        # device's messages are DEVICE_LAST_SEEN_INTERVAL newer, not on every message.
+        self._last_seen: dict[str, int] = {}
 
     def ensure_group(self) -> None:
         try:
@@ -381,8 +385,10 @@ class IngestWorker:
         with transaction.atomic():
             written = self.backend.write(batch.points) if batch.points else 0
             messagelog.store(batch.messages)
+            device_actions.record_connections(batch.connections)
         for event in sorted(batch.statuses, key=lambda e: e["ts"]):
             device_actions.record_connect_status(event["dev"], event["s"], int(event["ts"]))
+        self.touch_last_seen(batch)
         self.update_latest(batch.points)
         unclaimed = hooks.run(batch)
         if unclaimed:
@@ -390,6 +396,22 @@ class IngestWorker:
             log.warning("no handler for %d uplink events of kind %s", len(unclaimed),
                         ", ".join(kinds))
         return written
+
+    def touch_last_seen(self, batch: Batch) -> None:
+        """Move "last seen" of the devices heard from in the batch: one UPDATE for the batch,
+        and a device at most once per `DEVICE_LAST_SEEN_INTERVAL` seconds."""
+        from django.conf import settings
+
+        interval = settings.DEVICE_LAST_SEEN_INTERVAL * 1000
+        due = {device: ms for device, ms in batch.seen().items()
+               if ms - self._last_seen.get(device, 0) >= interval}
+        if not due:
+            return
+        device_actions.touch_last_seen(
+            {device: datetime.fromtimestamp(ms / 1000, tz=UTC) for device, ms in due.items()})
+        if len(self._last_seen) > 100_000:  # bounded: forgetting only costs an UPDATE
+            self._last_seen.clear()
+        self._last_seen.update(due)
 
     def update_latest(self, points: list[Point]) -> None:
         """Merge the batch's newest values into `tl:latest:{device}` (compare-and-set)."""

@@ -22,7 +22,7 @@ from webapp.core.errors import DomainError
 from webapp.devices import actions as device_actions
 from webapp.devices.choices import CommandSource, CommandStatus, ConnectStatus, DeviceStatus
 from webapp.devices.filtersets import DeviceFilterSet
-from webapp.devices.models import Device, DeviceCommand
+from webapp.devices.models import Device, DeviceCommand, DeviceConnection
 from webapp.products.choices import Datatype
 from webapp.products.thingmodel import export_services
 from webapp.rules.choices import OPEN_ALARM_STATUSES
@@ -32,6 +32,7 @@ from webapp.telemetry.models import DeviceMessage
 PAGE_SIZE = 25
 LOG_ROWS = 50
 COMMAND_ROWS = 10
+CONNECTION_ROWS = 10
 MAP_LIMIT = 5000
 
 
@@ -139,6 +140,8 @@ def device_detail(request: HttpRequest, identifier: str) -> HttpResponse:
         "shadow": doc, "desired_json": json.dumps(doc["desired"], indent=2),
         "delta_json": json.dumps(doc["delta"]) if doc["delta"] else "",
         "log": log, "log_filter": log_filter,
+        "connections": list(DeviceConnection.objects.filter(device=device)
+                            .order_by("-at", "-id")[:CONNECTION_ROWS]),
         "can_command": user.has_perms(["devices.view_device", "devices.add_devicecommand"]),
         "can_shadow": user.has_perm("devices.change_device"),
         "admin_url": (reverse("admin:devices_device_change", args=[device.pk])

@@ -17,6 +17,11 @@ from webapp.devices.actions.commands import (
     undelivered,
     wait_for_command,
 )
+from webapp.devices.actions.connections import (
+    expire_connections,
+    record_connections,
+    touch_last_seen,
+)
 from webapp.devices.actions.devices import (
     create_device,
     delete_device,
@@ -58,11 +63,13 @@ __all__ = [
     "dispatch_command",
     "dispatch_pending",
     "expire_commands",
+    "expire_connections",
     "export_devices",
     "handle_topology_request",
     "import_devices",
     "read_dataset",
     "record_connect_status",
+    "record_connections",
     "report_shadow",
     "retry_pending",
     "rotate_secret",
@@ -72,6 +79,7 @@ __all__ = [
     "set_device_status",
     "shadow_document",
     "sync_wait_slot",
+    "touch_last_seen",
     "undelivered",
     "update_device",
     "update_group",

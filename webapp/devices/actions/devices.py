@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils.translation import gettext as _
 
 from edge.crypto import encrypt_secret, generate_secret
@@ -124,8 +124,11 @@ def record_connect_status(identifier: str, status: str, ts_ms: int) -> bool:
     A gateway going offline takes its sub-devices offline. Returns whether anything changed.
     """
     moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    # "Last seen" also moves on the device's messages: an event never takes it back.
     fields: dict[str, Any] = {"connect_status": status, "last_status_ts": ts_ms,
-                              "last_seen": moment}
+                              "last_seen": Case(When(last_seen__gt=moment, then=F("last_seen")),
+                                                default=Value(moment),
+                                                output_field=DateTimeField())}
     with transaction.atomic():
         changed = Device.objects.filter(identifier=identifier, last_status_ts__lt=ts_ms).update(
             **fields)
