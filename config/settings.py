@@ -206,6 +206,16 @@ DEVICE_LAST_SEEN_INTERVAL = int(env("DEVICE_LAST_SEEN_INTERVAL", "30"))
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 OTA_URL_TTL = int(env("OTA_URL_TTL", "86400"))
 
+# Where devices reach the edge, for the ready-to-copy snippets the console shows after adding a
+# device: the host name (empty: the host the console was opened at) and each transport's port
+# (the same variables the edge listens on; 0 means the transport is off).
+EDGE_PUBLIC_HOST = env("EDGE_PUBLIC_HOST", "")
+EDGE_MQTT_PORT = int(env("EDGE_MQTT_PORT", "11883"))
+EDGE_HTTP_PORT = int(env("EDGE_HTTP_PORT", "18080"))
+EDGE_COAP_PORT = int(env("EDGE_COAP_PORT", "15683"))
+EDGE_TCP_PORT = int(env("EDGE_TCP_PORT", "18901"))
+EDGE_UDP_PORT = int(env("EDGE_UDP_PORT", "18902"))
+
 # How long a command waits for an offline device before it times out (seconds).
 DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
 # A synchronous command call (`"sync": true`) waits at most this long (seconds), and at most

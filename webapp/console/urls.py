@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.console.views import alarms, auth, dashboard, devices, products
+from webapp.console.views import alarms, auth, dashboard, device_new, devices, products
 
 app_name = "console"
 
@@ -18,6 +18,8 @@ urlpatterns = [
     path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
     path("devices/", devices.device_list, name="devices"),
     path("map/", devices.device_map, name="map"),
+    # before the device page: "new" is read as this page, not as a device's identifier
+    path("devices/new/", device_new.device_new, name="device-new"),
     path(f"devices/{IDENTIFIER}/", devices.device_detail, name="device"),
     path(f"devices/{IDENTIFIER}/commands/", devices.send_command, name="device-command"),
     path(f"devices/{IDENTIFIER}/desired/", devices.set_desired, name="device-desired"),

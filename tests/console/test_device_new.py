@@ -1,0 +1,158 @@
+"""Adding a device in the console: the form, the data scope it keeps, the secret shown once
+and the snippets for the product's transport."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from edge.crypto import decrypt_secret
+from tests.console.conftest import OPERATOR_PERMISSIONS, create_product
+from webapp.console import snippets
+from webapp.devices.models import Device
+
+pytestmark = pytest.mark.django_db
+
+ADDER = (*OPERATOR_PERMISSIONS, "devices.add_device")
+
+
+@pytest.fixture
+def adder(world):
+    """An operator of department A who may add devices."""
+    return world.org.user("adder", world.org.a, ADDER, scope="department")
+
+
+def text(response) -> str:
+    return response.content.decode()
+
+
+def test_superuser_adds_a_device_and_sees_its_secret_once(world, client_of):
+    client = client_of(world.root)
+    page = client.get("/devices/new/")
+    assert page.status_code == 200
+    assert 'value="thermo-a"' in text(page) and 'value="thermo-b"' in text(page)
+    response = client.post("/devices/new/", {"product": "thermo-b", "identifier": "new-b1",
+                                             "name": "New B", "department": world.org.b.pk,
+                                             "secret": "s3cret-value"})
+    assert response.status_code == 200, text(response)
+    assert response["Cache-Control"] == "no-store"
+    body = text(response)
+    device = Device.objects.get(identifier="new-b1")
+    assert device.product == world.product_b and device.department == world.org.b
+    assert device.name == "New B" and device.created_by == world.root
+    # Stored only encrypted; the page shows it in the secret field and in the snippets.
+    assert "s3cret-value" not in device.secret_encrypted
+    assert decrypt_secret(device.secret_encrypted) == "s3cret-value"
+    assert 'data-testid="device-secret">s3cret-value<' in body
+    assert "mosquitto_pub -h testserver -p 11883 -u new-b1 -P s3cret-value" in body
+    assert "-t /v1/devices/new-b1/datas" in body
+    # The sample report is built from the thing model and is a valid datas body.
+    assert "&quot;serviceCode&quot;:&quot;env&quot;" in body
+    # No later page shows it again: not the device page, not a reload of the form.
+    assert "s3cret-value" not in text(client.get("/devices/new-b1/"))
+    assert "s3cret-value" not in text(client.get("/devices/new/"))
+    assert "s3cret-value" not in text(client.get("/devices/"))
+
+
+def test_a_generated_secret_is_shown_once(world, client_of):
+    client = client_of(world.root)
+    response = client.post("/devices/new/", {"product": "thermo-a", "identifier": "gen-1"})
+    assert response.status_code == 200
+    secret = decrypt_secret(Device.objects.get(identifier="gen-1").secret_encrypted)
+    assert secret in text(response)
+    again = client.post("/devices/new/", {"product": "thermo-a", "identifier": "gen-1"})
+    assert again.status_code == 400
+    assert "already exists" in text(again) and secret not in text(again)
+
+
+def test_scoped_operator_adds_in_their_own_department(world, client_of, adder):
+    client = client_of(adder)
+    page = text(client.get("/devices/new/"))
+    assert 'value="thermo-a"' in page and "thermo-b" not in page
+    assert f'value="{world.org.b.pk}"' not in page
+    response = client.post("/devices/new/", {"product": "thermo-a", "identifier": "a-new"})
+    assert response.status_code == 200, text(response)
+    device = Device.objects.get(identifier="a-new")
+    assert device.department == world.org.a and device.created_by == adder
+
+
+def test_scoped_operator_cannot_use_another_department_or_product(world, client_of, adder):
+    client = client_of(adder)
+    response = client.post("/devices/new/", {"product": "thermo-b", "identifier": "x-1"})
+    assert response.status_code == 400
+    assert 'data-field="product"' in text(response)
+    response = client.post("/devices/new/", {"product": "thermo-a", "identifier": "x-2",
+                                             "department": world.org.b.pk})
+    assert response.status_code == 400
+    assert 'data-field="department"' in text(response)
+    assert not Device.objects.filter(identifier__in=["x-1", "x-2"]).exists()
+
+
+def test_bad_input_shows_the_form_again_with_reasons(world, client_of):
+    client = client_of(world.root)
+    response = client.post("/devices/new/", {"product": "", "identifier": "bad id!",
+                                             "secret": "short"})
+    assert response.status_code == 400
+    body = text(response)
+    for field in ("product", "identifier", "secret"):
+        assert f'data-field="{field}"' in body
+    assert 'value="bad id!"' in body
+    assert Device.objects.count() == 2
+
+
+def test_an_http_product_gets_curl_with_the_edge_url(world, client_of, settings):
+    settings.EDGE_PUBLIC_HOST = "iot.example.com"
+    settings.EDGE_HTTP_PORT = 18080
+    product = create_product("hthermo", world.org.a)
+    product.protocol = "http"
+    product.save(update_fields=["protocol"])
+    response = client_of(world.root).post("/devices/new/", {
+        "product": "hthermo", "identifier": "http-9", "secret": "pa55word-x"})
+    assert response.status_code == 200, text(response)
+    body = text(response)
+    assert "curl -s -u http-9:pa55word-x http://iot.example.com:18080/v1/devices/http-9/datas" \
+        in body
+    assert "mosquitto_pub" not in body
+
+
+@pytest.mark.parametrize("protocol, expected", [
+    ("coap", "coap-client-notls -m post"), ("tcp", "socket.create_connection"),
+    ("udp", "SOCK_DGRAM"), ("websocket", "mosquitto_pub")])
+def test_each_transport_gets_its_snippet(world, rf, settings, protocol, expected):
+    settings.ALLOWED_HOSTS = ["console.example.com"]
+    product = world.product_a
+    product.protocol = protocol
+    device = Device(identifier="d-1", product=product)
+    request = rf.get("/devices/new/", HTTP_HOST="console.example.com:8000")
+    connection = snippets.connection_for(request, device, "it's a secret")
+    assert connection.host == "console.example.com"
+    code = "\n".join(s.code for s in connection.snippets)
+    assert expected in code
+    if protocol in ("tcp", "udp"):  # the Python snippet is valid Python with the report
+        compile(connection.snippets[0].code, "snippet", "exec")
+        report = json.loads(ast.literal_eval(code.split("REPORT = ", 1)[1].split("\n", 1)[0]))
+        assert report["devices"][0]["services"][0]["serviceCode"] == "env"
+
+
+def test_a_transport_turned_off_gets_no_snippet(world, rf, settings):
+    settings.EDGE_COAP_PORT = 0
+    product = world.product_a
+    product.protocol = "coap"
+    connection = snippets.connection_for(rf.get("/"), Device(identifier="d", product=product),
+                                         "secret-1")
+    assert connection.snippets == []
+
+
+def test_adding_needs_the_permission(world, client_of):
+    client = client_of(world.alice)  # views and changes devices, may not add
+    assert client.get("/devices/new/").status_code == 403
+    assert client.post("/devices/new/", {"product": "thermo-a",
+                                         "identifier": "nope"}).status_code == 403
+    assert not Device.objects.filter(identifier="nope").exists()
+    assert "/devices/new/" not in text(client.get("/devices/"))
+
+
+def test_the_device_list_links_to_the_form(world, client_of, adder):
+    assert 'href="/devices/new/"' in text(client_of(adder).get("/devices/"))
