@@ -156,3 +156,50 @@ def test_adding_needs_the_permission(world, client_of):
 
 def test_the_device_list_links_to_the_form(world, client_of, adder):
     assert 'href="/devices/new/"' in text(client_of(adder).get("/devices/"))
+
+
+def _csv(text: str):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("devices.csv", text.encode(), content_type="text/csv")
+
+
+def test_import_creates_devices_and_offers_their_secrets_once(world, client_of, adder):
+    client = client_of(adder)
+    assert client.get("/devices/import/").status_code == 200
+    response = client.post("/devices/import/", {"file": _csv(
+        "identifier,product,name\nimp-1,thermo-a,One\nimp-2,thermo-a,Two\n")})
+    assert response.status_code == 200, text(response)
+    assert 'data-testid="import-done"' in text(response)
+    assert set(Device.objects.filter(identifier__startswith="imp-").values_list(
+        "department", flat=True)) == {world.org.a.pk}
+    link = response.context["secrets_url"]
+    secrets = client.get(link)
+    assert secrets.status_code == 200 and "imp-1," in secrets.content.decode()
+    assert client.get(link).status_code == 404
+
+
+def test_import_lists_each_bad_row_and_imports_nothing(world, client_of, adder):
+    response = client_of(adder).post("/devices/import/", {"file": _csv(
+        "identifier,product\nok-1,thermo-a\nbad-1,thermo-b\nbad 2,thermo-a\n")})
+    assert response.status_code == 400
+    errors = response.context["errors"]
+    assert [e["row"] for e in errors] == [2, 3]
+    assert errors[0]["identifier"] == "bad-1"
+    assert 'data-testid="import-errors"' in text(response)
+    assert not Device.objects.filter(identifier__in=["ok-1", "bad-1"]).exists()
+
+
+def test_import_checks_only_when_asked(world, client_of):
+    response = client_of(world.root).post("/devices/import/", {
+        "file": _csv("identifier,product\ndry-1,thermo-a\n"), "dry_run": "on"})
+    assert response.status_code == 200
+    assert not Device.objects.filter(identifier="dry-1").exists()
+
+
+def test_import_needs_the_permission(world, client_of):
+    client = client_of(world.alice)
+    assert client.get("/devices/import/").status_code == 403
+    assert client.post("/devices/import/", {"file": _csv(
+        "identifier,product\nno-1,thermo-a\n")}).status_code == 403
+    assert not Device.objects.filter(identifier="no-1").exists()

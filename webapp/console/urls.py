@@ -2,7 +2,15 @@
 
 from django.urls import path
 
-from webapp.console.views import alarms, auth, dashboard, device_new, devices, products
+from webapp.console.views import (
+    alarms,
+    auth,
+    dashboard,
+    device_import,
+    device_new,
+    devices,
+    products,
+)
 
 app_name = "console"
 
@@ -18,8 +26,9 @@ urlpatterns = [
     path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
     path("devices/", devices.device_list, name="devices"),
     path("map/", devices.device_map, name="map"),
-    # before the device page: "new" is read as this page, not as a device's identifier
+    # before the device page: "new" and "import" are these pages, not devices' identifiers
     path("devices/new/", device_new.device_new, name="device-new"),
+    path("devices/import/", device_import.device_import, name="device-import"),
     path(f"devices/{IDENTIFIER}/", devices.device_detail, name="device"),
     path(f"devices/{IDENTIFIER}/commands/", devices.send_command, name="device-command"),
     path(f"devices/{IDENTIFIER}/desired/", devices.set_desired, name="device-desired"),
