@@ -203,3 +203,46 @@ def test_import_needs_the_permission(world, client_of):
     assert client.post("/devices/import/", {"file": _csv(
         "identifier,product\nno-1,thermo-a\n")}).status_code == 403
     assert not Device.objects.filter(identifier="no-1").exists()
+
+
+GROUPER = (*OPERATOR_PERMISSIONS, "devices.view_devicegroup", "devices.add_devicegroup",
+           "devices.change_devicegroup")
+
+
+def test_groups_are_created_and_filled_within_the_scope(world, client_of):
+    from webapp.devices.models import DeviceGroup
+
+    grouper = world.org.user("grouper", world.org.a, GROUPER, scope="department")
+    client = client_of(grouper)
+    assert client.get("/devices/groups/").status_code == 200
+    response = client.post("/devices/groups/new/", {"name": "Boilers", "description": "hot"})
+    assert response.status_code == 302
+    group = DeviceGroup.objects.get(name="Boilers")
+    assert group.department == world.org.a
+    assert client.post("/devices/groups/new/", {"name": "Boilers"}).status_code == 400
+    assert client.post("/devices/groups/new/", {
+        "name": "Elsewhere", "department": world.org.b.pk}).status_code == 400
+    # Another department's device refuses the whole change.
+    client.post(f"/devices/groups/{group.pk}/members/", {"add": "dev-a1, dev-b1"})
+    assert not group.devices.exists()
+    client.post(f"/devices/groups/{group.pk}/members/", {"add": "dev-a1"})
+    assert list(group.devices.values_list("identifier", flat=True)) == ["dev-a1"]
+    page = text(client.get("/devices/groups/"))
+    assert "Boilers" in page and f"?group={group.pk}" in page
+    assert "dev-a1" in text(client.get(f"/devices/?group={group.pk}"))
+    client.post(f"/devices/groups/{group.pk}/members/", {"remove": "dev-a1"})
+    assert not group.devices.exists()
+    # Another department's group is out of reach.
+    other = DeviceGroup.objects.create(name="B only", department=world.org.b)
+    assert "B only" not in text(client.get("/devices/groups/"))
+    client.post(f"/devices/groups/{other.pk}/members/", {"add": "dev-a1"})
+    assert not other.devices.exists()
+
+
+def test_groups_need_their_permissions(world, client_of):
+    from webapp.devices.models import DeviceGroup
+
+    client = client_of(world.alice)
+    assert client.get("/devices/groups/").status_code == 403
+    assert client.post("/devices/groups/new/", {"name": "Nope"}).status_code == 403
+    assert not DeviceGroup.objects.filter(name="Nope").exists()

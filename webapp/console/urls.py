@@ -6,6 +6,7 @@ from webapp.console.views import (
     alarms,
     auth,
     dashboard,
+    device_groups,
     device_import,
     device_new,
     devices,
@@ -26,9 +27,13 @@ urlpatterns = [
     path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
     path("devices/", devices.device_list, name="devices"),
     path("map/", devices.device_map, name="map"),
-    # before the device page: "new" and "import" are these pages, not devices' identifiers
+    # before the device page: "new", "import", "groups" are these pages, not devices' identifiers
     path("devices/new/", device_new.device_new, name="device-new"),
     path("devices/import/", device_import.device_import, name="device-import"),
+    path("devices/groups/", device_groups.group_list, name="device-groups"),
+    path("devices/groups/new/", device_groups.group_create, name="device-group-new"),
+    path("devices/groups/<int:pk>/members/", device_groups.group_members,
+         name="device-group-members"),
     path(f"devices/{IDENTIFIER}/", devices.device_detail, name="device"),
     path(f"devices/{IDENTIFIER}/commands/", devices.send_command, name="device-command"),
     path(f"devices/{IDENTIFIER}/desired/", devices.set_desired, name="device-desired"),
