@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +28,7 @@ from bench import benchmark
 from edge.crypto import encrypt_secret
 
 from ._transport_loadgen import ACCEPTED, datas
-from .edge_support import ROOT, Broker, LoadGen, cpu_seconds, edge, free_port, save, wait_port
+from .edge_support import Broker, LoadGen, cpu_seconds, edge, free_port, save, wait_port
 
 SECRET_KEY = "bench-transports-secret-key"
 DEVICE_SECRET = "bench-device-secret"
@@ -51,15 +48,7 @@ MODEL = {
 class TransportLoad(LoadGen):
     """One ``bench._transport_loadgen`` process."""
 
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench._transport_loadgen", *args],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.started = time.time()
+    module = "bench._transport_loadgen"
 
     def go(self) -> None:
         assert self.process.stdin is not None

@@ -246,11 +246,13 @@ def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker
 
 
 class LoadGen:
-    """One ``bench.edge_loadgen`` process: JSON lines out, ``stop`` in."""
+    """One ``bench.edge_loadgen`` process (``module``): JSON lines out, ``stop`` in."""
+
+    module = "bench.edge_loadgen"
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.edge_loadgen", *args],
+            [sys.executable, "-m", self.module, *args],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

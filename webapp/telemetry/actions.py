@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from edge import clock
 from webapp.core.redis import get_redis, keys
+from webapp.core.retention import delete_older_than
 from webapp.devices import actions as device_actions
 from webapp.devices.models import Device, DeviceShadow
 from webapp.products.models import Product
@@ -90,16 +89,7 @@ def apply_retention(now_ms: int | None = None) -> dict[str, int]:
 
 def expire_messages(days: int, chunk: int = 10_000) -> int:
     """Delete device messages older than `days`, in chunks so no transaction grows large."""
-    if not days:
-        return 0
-    cutoff = timezone.now() - timedelta(days=days)
-    deleted = 0
-    while True:
-        ids = list(DeviceMessage.objects.filter(ts__lt=cutoff).values_list("pk", flat=True)
-                   [:chunk])
-        if not ids:
-            return deleted
-        deleted += DeviceMessage.objects.filter(pk__in=ids).delete()[0]
+    return delete_older_than(DeviceMessage, "ts", days, chunk)
 
 
 def persist_latest(chunk: int = 500) -> int:

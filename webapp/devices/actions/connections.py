@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Case, DateTimeField, F, Q, Value, When
-from django.utils import timezone
 
+from webapp.core.retention import delete_older_than
 from webapp.devices.choices import ConnectStatus
 from webapp.devices.models import Device, DeviceConnection
 
@@ -56,13 +56,4 @@ def touch_last_seen(seen: Mapping[str, datetime]) -> int:
 def expire_connections(days: int, chunk: int = 10_000) -> int:
     """Delete connection history older than `days` (0 keeps it), in chunks so no transaction
     grows large."""
-    if not days:
-        return 0
-    cutoff = timezone.now() - timedelta(days=days)
-    deleted = 0
-    while True:
-        ids = list(DeviceConnection.objects.filter(at__lt=cutoff).values_list("pk", flat=True)
-                   [:chunk])
-        if not ids:
-            return deleted
-        deleted += DeviceConnection.objects.filter(pk__in=ids).delete()[0]
+    return delete_older_than(DeviceConnection, "at", days, chunk)
