@@ -196,7 +196,7 @@ def parse_product(
     raw_codec = fields.get(b"codec")
     if raw_codec:
         try:
-            codec = Codec.loads(raw_codec)
+            codec = Codec.published(raw_codec)
         except (SpecError, ValueError) as exc:
             codec_error = f"invalid codec: {exc}"
             log.error("product {product}: {error}", product=identifier, error=codec_error)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from edge.frames import fields
@@ -101,6 +102,13 @@ class Codec:
     def loads(cls, text: str | bytes) -> Codec:
         """A codec from its JSON text (raises ``SpecError``)."""
         return cls(loads(text))
+
+    @staticmethod
+    def published(text: bytes) -> Codec:
+        """The codec of a product hash's ``codec`` field: parsed once per distinct text and
+        shared (a codec is immutable), since the registry and the raw transports' catalog
+        read the same text again on every reload (raises ``SpecError``)."""
+        return _published(text)
 
     def framer(self) -> StreamFramer:
         """A framer for one connection's stream."""
@@ -350,3 +358,8 @@ def _device_value(field: fields.Field, device: str) -> str | int:
     if not device.isdigit():
         raise FrameError("bad_value", f"the {field.type} field {field.name} holds a number")
     return int(device)
+
+
+@lru_cache(maxsize=1024)
+def _published(text: bytes) -> Codec:
+    return Codec.loads(text)

@@ -130,7 +130,7 @@ class CodecCatalog:
         if transport not in found or not raw:
             return
         try:
-            found[transport][product] = Candidate(product, Codec.loads(raw))
+            found[transport][product] = Candidate(product, Codec.published(raw))
         except (SpecError, ValueError) as exc:
             log.warn("product {p}: codec not usable: {e}", p=product, e=exc)
 
