@@ -159,3 +159,7 @@ def log_event(device: str, ok: bool, reason: str = "", ts: int | None = None
 def status_event(device: str, status: str, ts: int | None = None) -> dict[str, Any]:
     return {"t": "status", "dev": device, "s": status, "ts": ts or now_ms(), "node": "n1",
             "addr": ""}
+
+
+# The browser tests' fixtures (tests/console/browsing.py), for every module here.
+from tests.console.browsing import browser, web_process  # noqa: E402, F401

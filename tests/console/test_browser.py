@@ -11,59 +11,15 @@ skip, or fail when CI_REQUIRE_SERVICES=1 (CI must not pass without them).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from django.db import connection, connections
 
-from tests.conftest import missing
-from tests.console.conftest import PASSWORD, data_event, log_event, now_ms, status_event
-from tests.support.platform import ROOT, database_url, free_port
-from tests.support.waiting import wait_for_port
+from tests.console.browsing import sign_in
+from tests.console.conftest import data_event, log_event, now_ms, status_event
 from webapp.devices.models import DeviceCommand
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-
-@pytest.fixture
-def browser(monkeypatch) -> Iterator[Any]:
-    # Playwright's sync API keeps an event loop in this thread; the test's own database
-    # calls are synchronous all the same (Django's documented setting for this case).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        missing(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            # The test's database calls ran beside Playwright's event loop, on a connection
-            # of their own context: close it, or PostgreSQL's test database stays busy.
-            connections.close_all()
-
-
-def sign_in(page: Any, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/devices/")
-    assert "/login/" in page.url
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/devices/")
 
 
 def test_sign_in_browse_devices_chart_and_send_a_command(world, ingest, browser, live_server):
@@ -101,38 +57,6 @@ def test_sign_in_browse_devices_chart_and_send_a_command(world, ingest, browser,
     assert '"result":"ok"' in form.locator("output").inner_text()
     page.select_option("#language-select", "zh-hans")
     page.wait_for_selector("text=消息日志")
-
-
-@pytest.fixture
-def web_process(world, redis_prefix) -> Iterator[str]:
-    """Daphne serving the console (HTTP and WebSockets) on the test database, with this
-    test's Redis prefix so that its Channels layer is the one ingest pushes to."""
-    env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict),
-           "REDIS_PREFIX": redis_prefix, "PYTHONUNBUFFERED": "1"}
-    daphne = str(Path(sys.executable).parent / "daphne")
-    for attempt in range(3):
-        # Another test may take the free port before Daphne binds it: try another one.
-        port = free_port()
-        process = subprocess.Popen([daphne, "-b", "127.0.0.1", "-p", str(port),
-                                    "config.asgi:application"], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, process)
-            break
-        except RuntimeError:
-            if attempt == 2:
-                raise
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-        print(f"----- daphne -----\n{output[-4000:]}")
 
 
 def test_a_value_arrives_live_after_an_ingest_batch(world, ingest, browser, web_process):

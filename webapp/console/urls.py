@@ -5,12 +5,18 @@ from django.urls import path
 from webapp.console.views import (
     alarms,
     auth,
+    bigscreen,
     dashboard,
+    dashboards,
+    debug,
     device_groups,
     device_import,
     device_new,
     devices,
+    ota,
+    product_edit,
     products,
+    rules,
 )
 
 app_name = "console"
@@ -24,6 +30,8 @@ urlpatterns = [
     path("language/", auth.language, name="language"),
     path("password/", auth.password, name="password"),
     path("products/", products.product_list, name="products"),
+    # before the product page: "new" is this module's page, not a product's identifier
+    *product_edit.urlpatterns,
     path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
     path("devices/", devices.device_list, name="devices"),
     path("map/", devices.device_map, name="map"),
@@ -40,4 +48,10 @@ urlpatterns = [
     path("alarms/", alarms.alarm_list, name="alarms"),
     path("alarms/<int:pk>/acknowledge/", alarms.acknowledge, name="alarm-acknowledge"),
     path("alarms/<int:pk>/clear/", alarms.clear, name="alarm-clear"),
+    # Each of these modules names its own routes (its `urlpatterns`).
+    *rules.urlpatterns,
+    *dashboards.urlpatterns,
+    *bigscreen.urlpatterns,
+    *debug.urlpatterns,
+    *ota.urlpatterns,
 ]
