@@ -17,6 +17,7 @@ from django.db.models.functions import Concat, Length, Substr
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from webapp.core.zones import validate_time_zone
 from webapp.system.cache import param
 from webapp.system.choices import (
     Audience,
@@ -184,6 +185,11 @@ class User(AbstractUser):
     phone = models.CharField(_("phone"), max_length=32, blank=True)
     language = models.CharField(_("language"), max_length=10, blank=True,
                                 choices=settings.LANGUAGES)
+    time_zone = models.CharField(
+        _("time zone"), max_length=64, blank=True, validators=[validate_time_zone],
+        help_text=_("An IANA name such as Asia/Shanghai: the zone the console shows times in "
+                    "and calendar aggregates (days, weeks, months) follow. Empty: the "
+                    "platform's TIME_ZONE."))
     nickname = models.CharField(_("nickname"), max_length=100, blank=True)
     gender = models.CharField(_("gender"), max_length=8, choices=Gender.choices, blank=True)
     avatar = models.FileField(_("avatar"), upload_to=avatar_path, blank=True, validators=[
