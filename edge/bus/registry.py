@@ -353,7 +353,8 @@ class Registry:
 
     def changed(self, message: bytes) -> None:
         """A ``tl:registry`` message: ``dev:{identifier}``, ``prod:{identifier}`` or ``all``
-        (webapp republished everything)."""
+        (webapp republished everything); ``kick:{identifier}`` asks that the device's
+        connections end now (nothing cached changes)."""
         text = message.decode("utf-8", "replace")
         kind, _, identifier = text.partition(":")
         if text == "all":
@@ -364,6 +365,8 @@ class Registry:
             self.products.drop(identifier)
         elif kind == "app":
             self.apps.drop(identifier)
+        elif kind == "kick":
+            pass
         else:
             log.warn("unknown registry message {message!r}", message=text)
             return

@@ -25,6 +25,9 @@ from .interfaces import Clock, Directory
 
 log = Logger(namespace="edge")
 
+# The offline reason of a device webapp disconnected on purpose (``kick:`` on tl:registry).
+KICKED = "kicked"
+
 
 class RegistryFollower:
     def __init__(
@@ -62,6 +65,9 @@ class RegistryFollower:
         their new ACL; a device that was locked or deleted, whose product was disabled or
         whose credentials changed, is disconnected (0x98); so is an application client whose
         key was revoked or changed, or that follows a device which left its user's scope."""
+        if kind == "kick":
+            self.kick(identifier)
+            return
         if self.endpoints is not None:
             self._recheck_endpoints(kind, identifier)
         broker = self.broker
@@ -85,6 +91,22 @@ class RegistryFollower:
                 app = app_of(app_connection)
                 if app is not None and app.app.key_id == identifier:
                     self._recheck_app(app_connection, app)
+
+    def kick(self, identifier: str) -> None:
+        """Webapp asked that the device's connections end now (the console's "disconnect"):
+        its MQTT connection is closed (0x98) and a device of another transport dropped,
+        both going offline with reason ``kicked``. It may connect again at once."""
+        text = f"device {identifier} was disconnected by the platform"
+        if self.endpoints is not None and identifier in self.endpoints:
+            log.info("{device} dropped: {text}", device=identifier, text=text)
+            self.endpoints.drop(identifier, KICKED)
+        broker = self.broker
+        connection = broker.by_identity.get(identifier) if broker is not None else None
+        if connection is not None:
+            log.info("{device} disconnected: {text}", device=identifier, text=text)
+            connection.close(Reason.ADMINISTRATIVE_ACTION, KICKED, text)
+            assert broker is not None
+            broker.flush()
 
     def _recheck_endpoints(self, kind: str, identifier: str) -> None:
         """A device of another transport that is now locked, deleted or in a disabled
