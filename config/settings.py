@@ -216,6 +216,14 @@ EDGE_COAP_PORT = int(env("EDGE_COAP_PORT", "15683"))
 EDGE_TCP_PORT = int(env("EDGE_TCP_PORT", "18901"))
 EDGE_UDP_PORT = int(env("EDGE_UDP_PORT", "18902"))
 
+# The console's device map (docs/console.md "The map"): the base tiles' URL template, e.g.
+# https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png or an intranet tile server (empty: no tiles,
+# a plain background; markers, clusters and popups still work), their attribution (HTML shown in
+# the map's corner) and the deepest zoom level.
+MAP_TILE_URL = env("MAP_TILE_URL", "")
+MAP_TILE_ATTRIBUTION = env("MAP_TILE_ATTRIBUTION", "")
+MAP_MAX_ZOOM = int(env("MAP_MAX_ZOOM", "18"))
+
 # How long a command waits for an offline device before it times out (seconds).
 DEVICE_COMMAND_TTL = int(env("DEVICE_COMMAND_TTL", "86400"))
 # A synchronous command call (`"sync": true`) waits at most this long (seconds), and at most

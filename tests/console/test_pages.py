@@ -3,8 +3,6 @@ through the other apps' actions."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.test import Client
 from django.utils import timezone
@@ -143,7 +141,7 @@ def test_department_a_never_sees_department_b(world, client_of, ingest):
     assert "reason-of-a" in dashboard
     assert 'data-testid="devices-unconnected">1<' in dashboard
     assert "dev-a1" in text(client.get("/devices/"))
-    assert "dev-a1" in text(client.get("/map/"))
+    assert "dev-a1" in text(client.get("/map/devices.json"))
     assert "Alarm of A" in text(client.get("/alarms/"))
     for path in ["/devices/dev-b1/", "/products/thermo-b/"]:
         assert client.get(path).status_code == 404
@@ -316,17 +314,6 @@ def test_alarms_page_acknowledges_and_clears(world, client_of):
     again = client.post(f"/alarms/{alarm.pk}/clear/")
     assert again.status_code == 302  # refused by the action, shown as a message
     assert "already cleared" in text(client.get("/alarms/?status=cleared"))
-
-
-def test_map_draws_devices_with_a_location(world, client_of):
-    """The map page hands the scoped devices with coordinates to the offline SVG map."""
-    create_device("no-location", world.product_a, world.org.a)
-    page = client_of(world.root).get("/map/")
-    points = json.loads(page.content.decode().split('id="map-points" type="application/json">'
-                                                    )[1].split("</script>")[0])
-    assert {p["id"] for p in points} == {"dev-a1", "dev-b1"}
-    shanghai = next(p for p in points if p["id"] == "dev-a1")
-    assert shanghai["lat"] == pytest.approx(31.2304) and shanghai["url"] == "/devices/dev-a1/"
 
 
 def test_navigation_follows_permissions_and_the_menu_tree(world, client_of):

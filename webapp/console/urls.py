@@ -11,6 +11,7 @@ from webapp.console.views import (
     debug,
     device_groups,
     device_import,
+    device_map,
     device_new,
     devices,
     ota,
@@ -29,12 +30,13 @@ urlpatterns = [
     path("logout/", auth.ConsoleLogoutView.as_view(), name="logout"),
     path("language/", auth.language, name="language"),
     path("password/", auth.password, name="password"),
+    path("profile/", auth.profile, name="profile"),
     path("products/", products.product_list, name="products"),
     # before the product page: "new" is this module's page, not a product's identifier
     *product_edit.urlpatterns,
     path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
     path("devices/", devices.device_list, name="devices"),
-    path("map/", devices.device_map, name="map"),
+    *device_map.urlpatterns,
     # before the device page: "new", "import", "groups" are these pages, not devices' identifiers
     path("devices/new/", device_new.device_new, name="device-new"),
     path("devices/import/", device_import.device_import, name="device-import"),
@@ -48,6 +50,7 @@ urlpatterns = [
     path("alarms/", alarms.alarm_list, name="alarms"),
     path("alarms/<int:pk>/acknowledge/", alarms.acknowledge, name="alarm-acknowledge"),
     path("alarms/<int:pk>/clear/", alarms.clear, name="alarm-clear"),
+    *alarms.urlpatterns,
     # Each of these modules names its own routes (its `urlpatterns`).
     *rules.urlpatterns,
     *dashboards.urlpatterns,

@@ -1,4 +1,4 @@
-"""Devices: the filtered list, the map, and the device page (latest values, telemetry chart,
+"""Devices: the filtered list and the device page (latest values, telemetry chart,
 message log, live updates, commands and the desired shadow)."""
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ PAGE_SIZE = 25
 LOG_ROWS = 50
 COMMAND_ROWS = 10
 CONNECTION_ROWS = 10
-MAP_LIMIT = 5000
 
 
 def _query_without(request: HttpRequest, *names: str) -> str:
@@ -55,25 +54,6 @@ def device_list(request: HttpRequest) -> HttpResponse:
             "identifier", "name"),
         "statuses": DeviceStatus.choices, "connections": ConnectStatus.choices,
         "invalid": not filterset.is_valid(),
-    })
-
-
-@console_view("devices.view_device")
-def device_map(request: HttpRequest) -> HttpResponse:
-    user: Any = request.user
-    filterset = DeviceFilterSet(request.GET, queryset=access.devices_for(user).filter(
-        latitude__isnull=False, longitude__isnull=False).order_by("identifier"))
-    rows = list(filterset.qs.values("identifier", "name", "latitude", "longitude",
-                                    "connect_status")[:MAP_LIMIT + 1])
-    points = [{"id": r["identifier"], "name": r["name"], "lat": float(r["latitude"]),
-               "lon": float(r["longitude"]), "status": r["connect_status"],
-               "url": reverse("console:device", args=[r["identifier"]])}
-              for r in rows[:MAP_LIMIT]]
-    return TemplateResponse(request, "console/devices/map.html", {
-        "points": points, "truncated": len(rows) > MAP_LIMIT, "limit": MAP_LIMIT,
-        "filters": request.GET, "connections": ConnectStatus.choices,
-        "products": access.products_for(user).order_by("name").values_list(
-            "identifier", "name"),
     })
 
 
