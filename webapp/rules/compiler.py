@@ -76,13 +76,22 @@ def _str(spec: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None,
     return value
 
 
-def group_members(name: str) -> list[str]:
-    """The device identifiers of a device group (resolved when the index is compiled)."""
+def group_id(ref: Any) -> int | None:
+    """The device group a trigger names: its id (an integer). A name left in a stored
+    trigger (from before rules named groups by id) names no group: a deleted group's name
+    re-created by another department must not be watched."""
+    return ref if isinstance(ref, int) and not isinstance(ref, bool) and ref > 0 else None
+
+
+def group_members(ref: Any) -> list[str]:
+    """The device identifiers of the trigger's device group (by id; resolved when the index
+    is compiled)."""
     from webapp.devices.models import DeviceGroup
 
-    group = DeviceGroup.objects.filter(name=name).first()
+    pk = group_id(ref)
+    group = DeviceGroup.objects.filter(pk=pk).first() if pk is not None else None
     if group is None:
-        raise ExpressionError(_("There is no device group {name!r}.").format(name=name))
+        raise ExpressionError(_("There is no device group {name!r}.").format(name=ref))
     return list(group.devices.values_list("identifier", flat=True))
 
 
@@ -103,8 +112,11 @@ def check_trigger(trigger: Any) -> dict[str, Any]:
                                 or not all(isinstance(d, str) and _IDENTIFIER.match(d)
                                            for d in devices)):
         raise ExpressionError(_("'devices' is a list of device identifiers."))
-    if trigger.get("group"):
-        group_members(str(trigger["group"]))
+    group = trigger.get("group")
+    # An id; a name is resolved to one within the user's data scope by the actions layer
+    # (`check_trigger_scope`) before the rule is saved, and never matches a group here.
+    if group not in (None, "") and not isinstance(group, str):
+        group_members(group)
     if kind == TriggerType.STATUS and trigger.get("status") not in (None, "", "online",
                                                                     "offline"):
         raise ExpressionError(_("A status trigger watches 'online', 'offline' or both."))
@@ -182,7 +194,7 @@ def compile_rule(*, id: int, name: str, trigger: dict[str, Any], condition: Any,
     service = trigger.get("service") or ""
     devices: set[str] | None = set(trigger["devices"]) if trigger.get("devices") else None
     if trigger.get("group") and resolve_groups:
-        devices = (devices or set()) | set(group_members(str(trigger["group"])))
+        devices = (devices or set()) | set(group_members(trigger["group"]))
     compiled_condition = compile_condition(
         condition, service=service, prop=trigger.get("property") or "",
         prop_in_message=trigger["type"] == TriggerType.PROPERTY and bool(trigger.get("property")))

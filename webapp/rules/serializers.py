@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from webapp.rules import actions, notify, secrets
 from webapp.rules.choices import FireMode
+from webapp.rules.compiler import group_id
 from webapp.rules.expressions import ExpressionError, Template
 from webapp.rules.models import (
     Alarm,
@@ -29,7 +30,8 @@ class RuleSerializer(serializers.ModelSerializer):
     trigger = serializers.JSONField(help_text=_(
         '{"type": "property", "product": "thermo", "service": "env", "property": '
         '"temperature"}; also event, cmdrsp, status, schedule (with "cron"); optional '
-        '"devices": [...] or "group".'))
+        '"devices": [...] or "group" (a device group\'s id; a name is accepted and stored as '
+        'the id of the group of that name within your data scope).'))
     condition = serializers.JSONField(required=False, help_text=_(
         '{"op": ">", "value": 30}, or {"all": [...]} / {"any": [...]} / {"not": ...} / '
         '{"expr": "..."}'))
@@ -37,12 +39,15 @@ class RuleSerializer(serializers.ModelSerializer):
     debounce = serializers.JSONField(required=False, help_text=_(
         '{"count": N, "window": M} (N of the last M messages) or {"duration": seconds}'))
     fire_mode = serializers.ChoiceField(choices=FireMode.choices, required=False)
+    group = serializers.SerializerMethodField(help_text=_(
+        'The device group the trigger watches: {"id": …, "name": …} (name null for a group '
+        'deleted since), or null.'))
 
     class Meta:
         model = Rule
         fields = ("id", "name", "description", "enabled", "trigger_type", "product", "trigger",
                   "condition", "actions", "debounce", "cooldown", "fire_mode", "auto_clear",
-                  "failed_at", "failure_reason", "created", "updated")
+                  "failed_at", "failure_reason", "group", "created", "updated")
         # failed_at / failure_reason: set by the rule engine when evaluating the rule failed
         # (it was disabled then); enabling the rule clears them.
         read_only_fields = ("id", "trigger_type", "product", "failed_at", "failure_reason",
@@ -72,10 +77,27 @@ class RuleSerializer(serializers.ModelSerializer):
                 raise serializers.ValidationError({"actions": problems})
         return attrs
 
+    def get_group(self, instance: Rule) -> dict[str, Any] | None:
+        return trigger_group(instance.trigger)
+
     def to_representation(self, instance: Rule) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["actions"] = secrets.masked_actions(instance.actions or [])
         return data
+
+
+def trigger_group(trigger: Any) -> dict[str, Any] | None:
+    """The device group the trigger watches, `{"id", "name"}` (name null for a group deleted
+    since), or None."""
+    from webapp.devices.models import DeviceGroup
+
+    ref = trigger.get("group") if isinstance(trigger, dict) else None
+    if ref in (None, ""):
+        return None
+    pk = group_id(ref)
+    name = DeviceGroup.objects.filter(pk=pk).values_list("name", flat=True).first() \
+        if pk is not None else None
+    return {"id": pk, "name": name}
 
 
 class OwnedSerializerMixin:

@@ -79,7 +79,7 @@ def run_schedule(rule_id: int) -> int:
     trigger = rule.trigger
     devices: list[str] = list(trigger.get("devices") or [])
     if trigger.get("group"):
-        devices += group_members(str(trigger["group"]))
+        devices += group_members(trigger["group"])
     if not devices and rule.product_id:
         devices = list(Device.objects.filter(product=rule.product).values_list(
             "identifier", flat=True))

@@ -162,18 +162,17 @@ def check_trigger_scope(trigger: Any, user: Any,
     exist (no telling what exists elsewhere). A scoped user's listed devices must exist, or
     one made later in another department would be watched. What the rule already watched
     (`previous`) is kept."""
-    if not isinstance(trigger, dict) or scope.user_scope(user).everything:
+    if not isinstance(trigger, dict):
         return
     previous = previous if isinstance(previous, dict) else {}
+    resolve_trigger_group(trigger, user, previous)
+    if scope.user_scope(user).everything:
+        return
     product = trigger.get("product")
     if isinstance(product, str) and product and product != previous.get("product") and \
             not scope.restrict(Product.objects.all(), user).filter(identifier=product).exists():
         raise NotFound(_("There is no product {identifier!r}.").format(identifier=product),
                        code="unknown_product")
-    group = trigger.get("group")
-    if group and str(group) != str(previous.get("group")) and not scope.restrict(
-            DeviceGroup.objects.all(), user).filter(name=str(group)).exists():
-        raise RuleInvalid(_("There is no device group {name!r}.").format(name=group))
     devices = trigger.get("devices")
     if isinstance(devices, list):
         wanted = {d for d in devices if isinstance(d, str)} - set(previous.get("devices") or [])
@@ -182,6 +181,29 @@ def check_trigger_scope(trigger: Any, user: Any,
         if wanted - reached:
             raise RuleInvalid(_("There is no device {identifiers} within your data scope.")
                               .format(identifiers=", ".join(sorted(wanted - reached)[:10])))
+
+
+def resolve_trigger_group(trigger: dict[str, Any], user: Any,
+                          previous: dict[str, Any]) -> None:
+    """Replace the trigger's device group (its id, or for older clients its name) by the
+    id of a group within `user`'s data scope, in place: the rule watches that group, not
+    whichever group bears the name later (a deleted group's name re-created by another
+    department). The group the rule already watched (`previous`, by id) is kept. Refused as
+    for a group that does not exist (no telling what exists elsewhere)."""
+    group = trigger.get("group")
+    if group is None or group == "":
+        return
+    if isinstance(group, bool) or not isinstance(group, int | str):
+        raise RuleInvalid(_("The trigger's 'group' is a device group's id (or its name)."))
+    groups = DeviceGroup.objects.all()
+    match = groups.filter(name=group) if isinstance(group, str) else groups.filter(pk=group)
+    kept = previous.get("group")
+    found = match.filter(pk=kept).first() if isinstance(kept, int) else None
+    if found is None:
+        found = scope.restrict(match, user).first()
+    if found is None:
+        raise RuleInvalid(_("There is no device group {name!r}.").format(name=group))
+    trigger["group"] = found.pk
 
 
 def check_channel_destination(channel_type: str, config: Any) -> None:
