@@ -48,6 +48,12 @@ def walk(page: Any, base: str) -> list[str]:
         if path in seen:
             continue
         seen.append(path)
+        # Downloads (exports, files) are checked for their status only: a browser does not
+        # render them.
+        head = page.request.get(f"{base}{path}")
+        assert head.status < 400, (path, head.status)
+        if "text/html" not in head.headers.get("content-type", ""):
+            continue
         response = page.goto(f"{base}{path}")
         assert response is not None and response.status < 400, (path, response and
                                                                  response.status)
@@ -77,3 +83,24 @@ def test_every_console_page_in_both_languages(world, ingest, browser, live_serve
     chinese = walk(page, live_server.url)
     assert set(chinese) == set(english)
     assert page.locator("html").get_attribute("lang") == "zh-hans"
+
+
+def test_times_follow_the_users_own_zone_after_the_page_script_runs(world, browser,
+                                                                     live_server):
+    """The page script rewrites every time for the viewer: in the zone of My settings, not the
+    browser's (headless Chromium runs in UTC here)."""
+    from datetime import UTC, datetime
+
+    from webapp.devices.models import Device
+
+    Device.objects.filter(pk=world.device_a.pk).update(
+        last_seen=datetime(2026, 1, 1, 0, 0, tzinfo=UTC))
+    page = new_page(browser)
+    sign_in(page, live_server.url, "alice", start="/profile/")
+    page.fill('[data-testid="time-zone"]', "Asia/Shanghai")
+    page.click('[data-testid="profile"] button[type=submit]')
+    page.wait_for_url(f"{live_server.url}/profile/")
+    shoot(page, "profile")
+    page.goto(f"{live_server.url}/devices/dev-a1/")
+    assert page.inner_text("#last-seen time") == "2026-01-01 08:00:00"
+    assert page.js_errors == []

@@ -133,7 +133,8 @@ class UserAdmin(ScopedAdminMixin, BoundedImportMixin, ImportExportModelAdmin, Ba
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         (_("Profile"), {"fields": ("nickname", "first_name", "last_name", "email", "phone",
-                                   "gender", "avatar", "language", "remark")}),
+                                   "gender", "avatar", "language", "time_zone",
+                                   "remark")}),
         (_("Organisation"), {"fields": ("department", "positions", "roles")}),
         (_("Status"), {"fields": ("is_active", "is_staff", "is_superuser",
                                   "must_change_password", "last_login", "password_changed",

@@ -18,6 +18,7 @@ from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication as BaseJWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
+from webapp.core.zones import user_zone_name
 from webapp.system import sessions
 from webapp.system.models import ApiKey
 
@@ -26,10 +27,12 @@ KEY_PREFIX = "tl"
 
 
 def activate_language(request: Any, user: Any) -> None:
+    """The user's own language and time zone for this request (docs/system.md)."""
     language = getattr(user, "language", "")
     if language:
         translation.activate(language)
         request.LANGUAGE_CODE = translation.get_language()
+    timezone.activate(user_zone_name(user))
 
 
 def check_session(token: Any) -> None:

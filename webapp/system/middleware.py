@@ -1,5 +1,5 @@
 """Admin-session middleware: ends sessions whose login was revoked (forced logout), and
-activates the user's own language."""
+activates the user's own language and time zone."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 
+from webapp.core.zones import user_zone_name
 from webapp.system import sessions
 from webapp.system.signals import SESSION_ID
 
@@ -29,6 +30,9 @@ class SessionMiddleware:
             if getattr(user, "language", ""):
                 translation.activate(user.language)
                 request.LANGUAGE_CODE = translation.get_language()
+            timezone.activate(user_zone_name(user))
+        else:
+            timezone.deactivate()
             if (getattr(user, "password_change_required", False)
                     and request.path.startswith("/admin/") and not _may_pass(request.path)):
                 return redirect("admin:password_change")

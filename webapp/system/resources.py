@@ -122,8 +122,8 @@ class UserResource(GrantCheckedResource):
         model = User
         import_id_fields = ("username",)
         fields = ("username", "nickname", "first_name", "last_name", "email", "phone",
-                  "gender", "language", "department", "roles", "positions", "is_active",
-                  "is_staff", "remark")
+                  "gender", "language", "time_zone", "department", "roles", "positions",
+                  "is_active", "is_staff", "remark")
 
     def before_import(self, dataset: Any, **kwargs: Any) -> None:
         super().before_import(dataset, **kwargs)

@@ -109,9 +109,9 @@ class UserSerializer(serializers.ModelSerializer):
     class Meta:
         model = User
         fields = ("id", "username", "nickname", "first_name", "last_name", "email", "phone",
-                  "gender", "avatar", "language", "department", "positions", "roles",
-                  "is_active", "is_staff", "must_change_password", "last_login", "date_joined",
-                  "password_changed", "remark", "password")
+                  "gender", "avatar", "language", "time_zone", "department", "positions",
+                  "roles", "is_active", "is_staff", "must_change_password", "last_login",
+                  "date_joined", "password_changed", "remark", "password")
         read_only_fields = ("last_login", "date_joined", "password_changed")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +127,7 @@ class ProfileSerializer(serializers.ModelSerializer):
     class Meta:
         model = User
         fields = ("nickname", "first_name", "last_name", "email", "phone", "gender", "avatar",
-                  "language")
+                  "language", "time_zone")
 
 
 class PasswordSerializer(serializers.Serializer):

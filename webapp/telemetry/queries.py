@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.conf import settings
 from django.utils import timezone
 
 from webapp.core.errors import DomainError
@@ -48,9 +47,9 @@ def parse_interval(text: str) -> int:
 
 
 def parse_zone(name: str | None) -> ZoneInfo:
-    """The IANA time zone a request names, settings.TIME_ZONE when it names none (users have
-    no time zone of their own: the console sends the browser's)."""
-    name = name or settings.TIME_ZONE
+    """The IANA time zone a request names; when it names none, the zone active for the request
+    (the signed-in user's own, else settings.TIME_ZONE)."""
+    name = name or timezone.get_current_timezone_name()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""Signing in and out, the language switch and one's own password."""
+"""Signing in and out, the language switch, one's own password and settings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.views import LoginView, LogoutView
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -19,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.console.access import console_view
 from webapp.core.errors import DomainError
+from webapp.core.zones import zone_choices, zone_named
 from webapp.system import actions as system_actions
 
 
@@ -90,3 +93,41 @@ def _error_lines(exc: DomainError) -> list[str]:
         return [str(line) for lines in nested.values() for line in
                 (lines if isinstance(lines, list) else [lines])]
     return [str(exc.detail)]
+
+
+@console_view()
+def profile(request: HttpRequest) -> HttpResponse:
+    """One's own settings: name, e-mail, language and time zone (times on every page and the
+    calendar days of the charts follow the zone)."""
+    user: Any = request.user
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        data = {name: request.POST.get(name, "").strip()[:limit] for name, limit in
+                (("nickname", 100), ("email", 254), ("language", 10), ("time_zone", 64))}
+        if data["language"] and data["language"] not in dict(settings.LANGUAGES):
+            errors["language"] = _("Choose one of the languages offered.")
+        if data["time_zone"] and zone_named(data["time_zone"]) is None:
+            errors["time_zone"] = _("Unknown time zone: use an IANA name like Asia/Shanghai.")
+        if data["email"]:
+            try:
+                validate_email(data["email"])
+            except ValidationError:
+                errors["email"] = _("Enter a valid e-mail address.")
+        if not errors:
+            system_actions.update_user(acting_user=user, user=user, data=data)
+            if data["language"]:
+                translation.activate(data["language"])
+            messages.success(request, _("Your settings were saved."))
+            response = redirect(reverse("console:profile"))
+            if data["language"]:
+                response.set_cookie(settings.LANGUAGE_COOKIE_NAME, data["language"],
+                                    max_age=settings.LANGUAGE_COOKIE_AGE, samesite="Lax",
+                                    secure=request.is_secure())
+            return response
+        values = data
+    else:
+        values = {"nickname": user.nickname, "email": user.email, "language": user.language,
+                  "time_zone": user.time_zone}
+    return TemplateResponse(request, "console/profile.html", {
+        "values": values, "errors": errors, "zones": zone_choices(),
+        "default_zone": settings.TIME_ZONE}, status=400 if errors else 200)

@@ -1,10 +1,27 @@
-/* Console-wide behaviour: local times, the language switch, and a CSRF-aware fetch. */
+/* Console-wide behaviour: times in the user's zone, the language switch, and a CSRF-aware fetch. */
 (function () {
   "use strict";
 
   function pad(n) { return String(n).padStart(2, "0"); }
 
+  // The user's own time zone (My settings) when they chose one, else the browser's.
+  var zoneParts = null;
+  try {
+    var zone = document.documentElement.getAttribute("data-tz");
+    if (zone) {
+      zoneParts = new Intl.DateTimeFormat("en-GB", {
+        timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+        minute: "2-digit", second: "2-digit", hourCycle: "h23"});
+    }
+  } catch (error) { zoneParts = null; }
+
   function formatTime(date) {
+    if (zoneParts) {
+      var p = {};
+      zoneParts.formatToParts(date).forEach(function (part) { p[part.type] = part.value; });
+      return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" +
+        p.second;
+    }
     return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
       " " + pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds());
   }

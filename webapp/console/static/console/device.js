@@ -177,8 +177,10 @@
                                       limit: "5000"});
     var interval = INTERVALS[seconds];
     if (interval) { params.set("interval", interval); params.set("agg", "avg"); }
-    // Calendar intervals (1d, 1w, 1M) cut at the viewer's local midnights.
-    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    // Calendar intervals (1d, 1w, 1M) cut at midnights of the user's own time zone (My
+    // settings), else of the browser's.
+    var zone = document.documentElement.getAttribute("data-tz") ||
+      Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (interval && zone) { params.set("tz", zone); }
     chartStatus.textContent = L.loading;
     Console.getJSON(config.telemetry + "?" + params.toString()).then(function (body) {
