@@ -27,7 +27,7 @@ BUILTIN_MENU_NAMES = [
     gettext_noop("Login log"),
 ]
 # Admin pages the console's own sections already lead to.
-COVERED_ADMIN_PATHS = ("/admin/devices/", "/admin/products/", "/admin/rules/")
+COVERED_ADMIN_PATHS = ("/admin/devices/", "/admin/products/", "/admin/rules/", "/admin/ota/")
 
 
 @dataclass
@@ -54,6 +54,9 @@ def build(user: Any, current: str) -> list[Section]:
     """The sections `user` sees; `current` is the URL name of the page shown."""
     sections = [Section(gettext_lazy("Overview"), "home", [
         _page(gettext_lazy("Dashboard"), "dashboard", current, "home")])]
+    if user.has_perm("console.view_dashboard"):
+        sections[0].items.append(_page(gettext_lazy("Dashboards"), "dashboards", current,
+                                       "layout", "dashboard-view"))
     if user.has_perm("products.view_product"):
         sections.append(Section(gettext_lazy("Products"), "box", [
             _page(gettext_lazy("Products"), "products", current, "box", "product")]))
@@ -61,12 +64,25 @@ def build(user: Any, current: str) -> list[Section]:
         sections.append(Section(gettext_lazy("Devices"), "cpu", [
             _page(gettext_lazy("Devices"), "devices", current, "cpu", "device"),
             _page(gettext_lazy("Device map"), "map", current, "map")]))
+        if user.has_perm("telemetry.view_devicemessage"):
+            sections[-1].items.append(_page(gettext_lazy("Device debugging"), "debug",
+                                            current, "terminal"))
+        sections[0].items.append(_page(gettext_lazy("Big screen"), "bigscreen", current,
+                                       "monitor"))
+    ota = Section(gettext_lazy("OTA"), "download")
+    if user.has_perm("ota.view_otapackage"):
+        ota.items.append(_page(gettext_lazy("OTA packages"), "ota", current, "package"))
+    if user.has_perm("ota.view_otacampaign"):
+        ota.items.append(_page(gettext_lazy("OTA campaigns"), "ota-campaigns", current,
+                               "refresh-cw", "ota-campaign", "ota-campaign-new"))
+    if ota.items:
+        sections.append(ota)
     rules = Section(gettext_lazy("Rules & alarms"), "bell")
     if user.has_perm("rules.view_alarm"):
-        rules.items.append(_page(gettext_lazy("Alarms"), "alarms", current, "bell"))
-    if user.is_staff and user.has_perm("rules.view_rule"):
-        rules.items.append(Item(gettext_lazy("Rules"), reverse("admin:rules_rule_changelist"),
-                                "git-branch", external=True))
+        rules.items.append(_page(gettext_lazy("Alarms"), "alarms", current, "bell", "alarm"))
+    if user.has_perm("rules.view_rule"):
+        rules.items.append(_page(gettext_lazy("Rules"), "rules", current, "git-branch",
+                                 "rule", "rule-new"))
     if rules.items:
         sections.append(rules)
     if user.is_staff:
