@@ -58,3 +58,13 @@ def test_calendar_aggregates_default_to_the_users_zone(world, client_of):
 
 def test_the_profile_needs_a_login(client):
     assert client.get("/profile/").status_code == 302
+
+
+def test_the_api_profile_sets_and_checks_the_time_zone(world, client_of):
+    client = client_of(world.alice)
+    bad = client.patch("/api/v1/auth/me/", {"time_zone": "Mars/Olympus"},
+                       content_type="application/json")
+    assert bad.status_code == 400 and "time_zone" in bad.json().get("errors", bad.json())
+    good = client.patch("/api/v1/auth/me/", {"time_zone": "Asia/Shanghai"},
+                        content_type="application/json")
+    assert good.status_code == 200 and good.json()["time_zone"] == "Asia/Shanghai"

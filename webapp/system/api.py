@@ -161,7 +161,7 @@ class MeView(APIView):
 
     @extend_schema(request=s.ProfileSerializer, responses=s.MeSerializer)
     def patch(self, request: Request) -> Response:
-        """Change one's own profile (name, contact, avatar, language)."""
+        """Change one's own profile (name, contact, avatar, language, time zone)."""
         me: Any = request.user
         body = s.ProfileSerializer(me, data=request.data, partial=True)
         body.is_valid(raise_exception=True)

@@ -158,9 +158,9 @@ class MeSerializer(serializers.ModelSerializer):
     class Meta:
         model = User
         fields = ("id", "username", "nickname", "first_name", "last_name", "email", "phone",
-                  "gender", "avatar", "language", "department", "department_name", "roles",
-                  "is_superuser", "must_change_password", "last_login", "permissions", "menus",
-                  "data_scope")
+                  "gender", "avatar", "language", "time_zone", "department", "department_name",
+                  "roles", "is_superuser", "must_change_password", "last_login", "permissions",
+                  "menus", "data_scope")
         read_only_fields = fields  # the caller as they are; changes go through PATCH me
 
 
