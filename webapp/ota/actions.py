@@ -71,8 +71,11 @@ def max_package_bytes() -> int:
 @transaction.atomic
 def create_package(*, acting_user: Actor, product: Product, name: str, version: str,
                    package_type: str, upload: Any, description: str = "",
-                   custom_info: dict[str, Any] | None = None) -> OtaPackage:
-    """Store an uploaded package with its size and checksums (at most `OTA_MAX_BYTES`)."""
+                   custom_info: dict[str, Any] | None = None,
+                   expected_checksum: str = "") -> OtaPackage:
+    """Store an uploaded package with its size and checksums (at most `OTA_MAX_BYTES`);
+    with ``expected_checksum`` (SHA-256 hex, the uploader's own), a file whose digest differs
+    is refused (`checksum_mismatch`)."""
     limit = max_package_bytes()
     uploads.check_size(getattr(upload, "size", None), limit, "OTA_MAX_BYTES")
     if OtaPackage.objects.filter(product=product, package_type=package_type,
@@ -87,6 +90,11 @@ def create_package(*, acting_user: Actor, product: Product, name: str, version: 
         uploads.check_size(size, limit, "OTA_MAX_BYTES")
     if size == 0:
         raise DomainError(_("the package file is empty"), code="empty_file")
+    expected = expected_checksum.strip().lower()
+    if expected and expected != sha256.hexdigest():
+        raise DomainError(_("the file's SHA-256 is {actual}, not {expected}: the upload is "
+                            "damaged or not the intended file").format(
+            actual=sha256.hexdigest(), expected=expected[:64]), code="checksum_mismatch")
     upload.seek(0)
     return OtaPackage.objects.create(
         product=product, name=name, version=version, package_type=package_type, file=upload,
