@@ -11,6 +11,10 @@ The same round trip counts the batch's messages per minute of ingest and keeps t
 rejected ones for the dashboard (`webapp.console.stats`), so that the dashboard never scans the
 message log of the whole platform.
 
+While a debug page is open (`Keys.console_debug`, read in the same round trip), each batch's
+message log lines also go to the debug group (`webapp.console.consumers_debug`), whose sockets
+keep only the lines of devices in their user's scope.
+
 Pushing is best effort: a failure is logged and never fails the batch (that would make ingest
 retry data that is already stored).
 """
@@ -47,6 +51,11 @@ MAX_PAYLOAD = 2000
 COUNTER_TTL_S = 2 * 3600
 REJECTED_KEPT = 20
 SEND_TIMEOUT_S = 2.0
+# The debug page's stream (`/debug/`): one group for every open stream, which each socket
+# filters by its user's scope; what one batch pushes at most.
+DEBUG_GROUP = "console.debug"
+MAX_DEBUG_LINES = 200
+DEBUG_PAYLOAD = 1000
 
 
 def group_name(identifier: str) -> str:
@@ -66,6 +75,33 @@ def watched(identifiers: list[str]) -> list[str]:
     scores = get_redis().zmscore(keys().console_watched, identifiers)
     now = now_ms()
     return [i for i, score in zip(identifiers, scores) if score is not None and score > now]
+
+
+def debug_watch(member: str) -> None:
+    """Keep the debug stream `member` (a socket's channel name) open for WATCH_TTL_MS more,
+    and forget the streams that lapsed."""
+    now = now_ms()
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.zadd(keys().console_debug, {member: now + WATCH_TTL_MS}, gt=True)
+    pipe.zremrangebyscore(keys().console_debug, "-inf", now - WATCH_TTL_MS)
+    pipe.execute()
+
+
+def debug_unwatch(member: str) -> None:
+    get_redis().zrem(keys().console_debug, member)
+
+
+def debug_lines(batch: Batch) -> list[dict[str, Any]]:
+    """The batch's message log lines for the debug streams (newest last, at most
+    MAX_DEBUG_LINES, payloads cut at DEBUG_PAYLOAD characters)."""
+    lines = []
+    for message in sorted(batch.messages, key=lambda m: m.ts)[-MAX_DEBUG_LINES:]:
+        line = _log_json(message)
+        payload = message.payload or ""
+        line["payload"] = payload[:DEBUG_PAYLOAD]
+        line["truncated"] = line["truncated"] or len(payload) > DEBUG_PAYLOAD
+        lines.append(line)
+    return lines
 
 
 def _log_json(message: Any) -> dict[str, Any]:
@@ -97,7 +133,9 @@ def updates(batch: Batch, devices: set[str]) -> dict[str, dict[str, Any]]:
     for message in batch.messages:
         if message.device_identifier in devices:
             out[message.device_identifier]["logs"].append(_log_json(message))
-    for update in out.values():
+    for device, update in out.items():
+        # A dashboard's socket follows several devices' groups: each update names its device.
+        update["device"] = device
         update["points"] = sorted(update["points"], key=lambda p: p["ts"])[-MAX_POINTS:]
         update["logs"] = sorted(update["logs"], key=lambda m: m["ts"])[-MAX_LOGS:]
     return dict(out)
@@ -120,18 +158,23 @@ def _on_batch(batch: Batch) -> None:
     # batch: a batch touches far more devices than anyone watches.
     pipe.zrangebyscore(k.console_watched, now, "+inf")
     pipe.zremrangebyscore(k.console_watched, "-inf", now - WATCH_TTL_MS)
+    # Whether a debug stream is open (same round trip).
+    pipe.zcount(k.console_debug, now, "+inf")
     if batch.messages:
         _count_messages(pipe, batch, now)
-    watching = {member.decode() for member in pipe.execute()[0]}
+    replies = pipe.execute()
+    sends: list[tuple[str, dict[str, Any]]] = []
+    if replies[2] and batch.messages:
+        sends.append((DEBUG_GROUP, {"type": "debug.lines", "lines": debug_lines(batch)}))
+    watching = {member.decode() for member in replies[0]}
     if not watching:
+        sender.send(sends)
         return
     live = watching & ({p.device for p in batch.points}
                        | {m.device_identifier for m in batch.messages}
                        | {str(s.get("dev")) for s in batch.statuses})
-    if not live:
-        return
-    sends = [(group_name(device), {"type": "device.update", "data": update})
-             for device, update in updates(batch, live).items()]
+    sends += [(group_name(device), {"type": "device.update", "data": update})
+              for device, update in updates(batch, live).items()]
     sender.send(sends)
 
 
