@@ -322,8 +322,16 @@ class OperationLog(models.Model):
     path = models.CharField(_("path"), max_length=300, blank=True)
     request_id = models.CharField(_("request id"), max_length=32, blank=True, db_index=True)
     task = models.CharField(_("task"), max_length=200, blank=True)
+    # Who may read the entry: the department of the changed record (the actor's for a record
+    # without one), so that the before/after values of B's records stay with B's auditors
+    # when a user of A who also reaches B changes them.
     department = models.ForeignKey(Department, verbose_name=_("department"), null=True,
-                                   blank=True, on_delete=models.SET_NULL, related_name="+")
+                                   blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   help_text=_("The changed record's department (the "
+                                               "actor's for a record without one)."))
+    actor_department = models.ForeignKey(Department, verbose_name=_("actor's department"),
+                                         null=True, blank=True, on_delete=models.SET_NULL,
+                                         related_name="+")
 
     class Meta:
         verbose_name = _("operation log")

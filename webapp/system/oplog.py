@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
@@ -66,13 +67,46 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
     return _json(data)
 
 
+def record_department(instance: models.Model) -> int | None:
+    """The department the changed record belongs to, by its data-scope lookups
+    (`webapp.system.scope`: `department`, `product__department`, `pk` for a department),
+    or None for a record that belongs to none."""
+    from webapp.system import scope
+
+    fields = scope.scope_fields(type(instance))
+    for lookup in fields.departments if fields is not None else ():
+        *path, last = lookup.split("__")
+        target: Any = instance
+        try:
+            for part in path:
+                target = getattr(target, part, None)
+                if not isinstance(target, models.Model):
+                    break
+            else:
+                if last == "pk":
+                    value = target.pk
+                else:
+                    field = target._meta.get_field(last)
+                    value = getattr(target, field.attname) \
+                        if isinstance(field, models.ForeignKey) else None
+                if isinstance(value, int):
+                    return value
+        except (ObjectDoesNotExist, FieldDoesNotExist):
+            continue
+    return None
+
+
 def _write(context: OperationContext, action: str, instance: models.Model | None, *,
            before: Any = None, after: Any = None, label: tuple[str, str] | None = None,
-           object_id: str = "", object_repr: str = "") -> None:
+           object_id: str = "", object_repr: str = "",
+           department_id: int | None = None) -> None:
     from webapp.system.models import OperationLog, User
 
     actor = context.actor
     user = actor if isinstance(actor, User) else None
+    if instance is not None and department_id is None:
+        department_id = record_department(instance)
+    actor_department = user.department_id if user else None
     request = context.request
     if instance is not None:
         meta = instance._meta
@@ -82,7 +116,8 @@ def _write(context: OperationContext, action: str, instance: models.Model | None
     app_label, model_name = label or ("", "")
     OperationLog.objects.create(
         user=user, username=user.get_username() if user else "",
-        department_id=user.department_id if user else None,
+        department_id=department_id if department_id is not None else actor_department,
+        actor_department_id=actor_department,
         source=context.source, action=action, app_label=app_label, model=model_name,
         object_id=object_id[:64], object_repr=object_repr[:200], before=before, after=after,
         address=context.address, user_agent=context.user_agent,
@@ -139,6 +174,7 @@ def _secret_digests(instance: models.Model) -> dict[str, str]:
 def _on_pre_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     if current() is not None and is_audited(sender):
         instance._tl_deleted = snapshot(instance)  # type: ignore[attr-defined]
+        instance._tl_deleted_department = record_department(instance)  # type: ignore[attr-defined]
 
 
 def _on_post_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
@@ -148,7 +184,8 @@ def _on_post_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
         return
     _write(context, OperationAction.DELETE, None, before=before,
            label=(instance._meta.app_label, instance._meta.model_name or ""),
-           object_id=str(before.get("id", "")), object_repr=str(instance))
+           object_id=str(before.get("id", "")), object_repr=str(instance),
+           department_id=instance.__dict__.pop("_tl_deleted_department", None))
 
 
 def _on_m2m(sender: Any, instance: models.Model, action: str, reverse: bool, model: Any,
