@@ -21,7 +21,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext, pgettext_lazy
 
 from webapp.console import access
 from webapp.console.access import console_view
@@ -69,7 +69,8 @@ class NewProductForm(forms.Form):
                                   max_length=64, error_messages={"invalid": gettext_lazy(
                                       "Letters, digits, '.', '_' and '-', starting with a "
                                       "letter or a digit (at most 64).")})
-    name = forms.CharField(label=gettext_lazy("Name"), max_length=100)
+    # "Name" alone is translated by django-celery-beat's catalogue (a task's name)
+    name = forms.CharField(label=pgettext_lazy("product", "Name"), max_length=100)
     department = forms.ModelChoiceField(label=gettext_lazy("Department"),
                                         queryset=Department.objects.none(), required=False)
     product_type = forms.ChoiceField(label=gettext_lazy("Type"), choices=ProductType.choices,
@@ -254,7 +255,7 @@ def _editor_texts() -> dict[str, str]:
         "add_event": _("Add event"), "requests": _("Request parameters"),
         "responses": _("Response parameters"), "params": _("Event fields"),
         "add_parameter": _("Add parameter"), "add_field": _("Add field"),
-        "code": _("Code"), "name": _("Name"), "datatype": _("Datatype"),
+        "code": _("Code"), "name": pgettext("product", "Name"), "datatype": _("Datatype"),
         "unit": _("Unit"), "min": _("Minimum"), "max": _("Maximum"), "step": _("Step"),
         "max_length": _("Max length"), "enum_values": _("Enum values"),
         "add_value": _("Add value"), "access": _("Access"), "required": _("Required"),
@@ -268,14 +269,12 @@ def _editor_texts() -> dict[str, str]:
         "err_number": _("Not a number."),
         "err_integer": _("Give a whole number from 1 to 65535."),
         "err_min_max": _("min is greater than max"),
-        "err_step": _("The step is greater than zero."),
         "err_enum": _("an enum needs its values"),
         "err_enum_value": _("An enum value is not empty."),
         "err_enum_duplicate": _("This value is listed twice."),
         "err_too_long": _("At most {n} characters."),
         "err_too_many": _("The thing model has more than {n} elements."),
         "errors_summary": _("{n} problem(s) in the thing model: fix them before saving."),
-        "errors_none": _("No problems found."),
     }
 
 
