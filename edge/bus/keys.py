@@ -130,6 +130,13 @@ class Keys:
         when the watch lapses (ms); ingest pushes live updates for these devices only."""
         return f"{self.prefix}console:watched"
 
+    @property
+    def console_debug(self) -> str:
+        """webapp only: a sorted set of the console's open debug streams (one member per
+        socket), scored by when each lapses (ms); ingest pushes message log lines to the debug
+        group only while one is open."""
+        return f"{self.prefix}console:debug"
+
     def console_messages(self, minute: int) -> str:
         """webapp only: a hash of the device messages ingested in one minute (epoch minute),
         counted by result (`accepted`, `rejected`), for the console dashboard."""

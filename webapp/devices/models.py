@@ -80,6 +80,7 @@ class Device(models.Model):
         verbose_name_plural = _("devices")
         ordering = ("identifier",)
         indexes = [models.Index(fields=("product", "connect_status"))]
+        permissions = [("debug_device", _("Can publish and simulate device messages"))]
 
     def __str__(self) -> str:
         return self.identifier
