@@ -159,6 +159,9 @@ def test_create_a_product_with_the_editor_export_and_reimport(world, browser, li
     with page.expect_navigation():
         page.click('[data-testid="import-button"]')
     assert page.locator('[data-testid="model-errors"]').is_visible()
+    assert page.locator('[data-field="import_file"]').is_visible()
+    # the model being edited is still there
+    assert page.input_value(editor_input(page, "services.0.events.0.code")) == "overload"
     shoot(page, "products-model-import-error")
     page.set_input_files('[data-testid="import-file"]', str(thinglinks_file))
     with page.expect_navigation():

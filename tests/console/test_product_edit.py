@@ -241,7 +241,7 @@ def test_an_import_into_a_new_product_fills_its_empty_fields(world, editor, clie
 
 @pytest.mark.parametrize("content, reason", [
     (b"{not json", "not JSON"),
-    (b"[1, 2]", ""),
+    (b'"text"', "object"),
     (json.dumps({"productName": "X", "services": [{"serviceCode": "s", "properties": [
         {"propertyCode": "p", "datatype": "nonsense"}]}]}).encode(), "unknown datatype"),
 ])
@@ -249,10 +249,25 @@ def test_an_invalid_import_lists_its_errors(world, editor, client_of, content, r
     upload = io.BytesIO(content)
     upload.name = "bad.json"
     response = client_of(editor).post("/products/thermo-a/model/", {
+        "model": json.dumps(MODEL), "action": "import", "import_file": upload})
+    assert response.status_code == 400
+    assert response.context["model_errors"]["import_file"]
+    assert reason in json.dumps(response.context["model_errors"])
+    assert 'data-field="import_file"' in text(response)
+    # the model being edited stays in the editor
+    assert json.loads(response.context["model_json"])[0]["events"][0]["code"] == "overheat"
+
+
+def test_an_import_with_an_invalid_model_shows_it_with_its_problems(world, editor, client_of):
+    bad = json.loads(json.dumps(MODEL))
+    bad[0]["properties"][0]["max"] = -100
+    upload = io.BytesIO(json.dumps({"identifier": "x", "services": bad}).encode())
+    upload.name = "bad.json"
+    response = client_of(editor).post("/products/thermo-a/model/", {
         "model": "[]", "action": "import", "import_file": upload})
     assert response.status_code == 400
-    assert response.context["model_errors"]
-    assert reason in json.dumps(response.context["model_errors"])
+    assert "services.0.properties.0.min" in response.context["model_errors"]
+    assert json.loads(response.context["model_json"])[0]["properties"][0]["max"] == -100
 
 
 def test_hostile_models_are_refused_or_rendered_safely(world, editor, client_of):

@@ -167,9 +167,13 @@ def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
-def _cleaned(services: list[Any]) -> list[Any]:
+def _cleaned(value: Any) -> Any:
     """The model without ids (an export's `id`s are not ours to keep)."""
-    return actions._without_ids(services)
+    if isinstance(value, dict):
+        return {k: _cleaned(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_cleaned(v) for v in value]
+    return value
 
 
 # pages ----------------------------------------------------------------------------------
@@ -310,13 +314,22 @@ def _imported(request: HttpRequest) -> tuple[dict[str, Any], dict[str, list[str]
         data = dict(payload)
     services = data.get("services")
     if not isinstance(services, list):
-        return data, {"import_file": [_("The file has no list of services.")]}
+        return {}, {"import_file": [_("The file has no list of services.")]}
     try:
         services = read_model(json.dumps(services))
     except ModelRefused as exc:
         return {}, {"import_file": exc.errors["model"]}
     data["services"] = _cleaned(services)
     return data, validate_services(data["services"])
+
+
+def _posted_model(request: HttpRequest, product: Product | None = None) -> list[Any]:
+    """The model the form carried (an import that could not be read keeps it in the editor);
+    the product's when that is unreadable too."""
+    try:
+        return _cleaned(read_model(request.POST.get("model", "")))
+    except ModelRefused:
+        return _cleaned(export_services(product)) if product is not None else []
 
 
 def validate_services(services: list[Any], product: Product | None = None
@@ -373,8 +386,9 @@ def product_new(request: HttpRequest) -> HttpResponse:
                     "description"):
             if not post.get(key) and isinstance(data.get(key), str):
                 post[key] = data[key]
-        return _new_page(request, NewProductForm(user, initial=post.dict()),
-                         data.get("services") or [], errors, status=200 if not errors else 400)
+        services = data.get("services") if "services" in data else _posted_model(request)
+        return _new_page(request, NewProductForm(user, initial=post.dict()), services or [],
+                         errors, status=200 if not errors else 400)
     form = NewProductForm(user, post)
     try:
         services = read_model(post.get("model", ""))
@@ -442,7 +456,8 @@ def product_model(request: HttpRequest, identifier: str) -> HttpResponse:
         return _model_page(request, product, _cleaned(export_services(product)), {})
     if request.POST.get("action") == "import":
         data, errors = _imported(request)
-        return _model_page(request, product, data.get("services") or [], errors,
+        services = data["services"] if "services" in data else _posted_model(request, product)
+        return _model_page(request, product, services or [], errors,
                            status=400 if errors else 200)
     try:
         services = _cleaned(read_model(request.POST.get("model", "")))
