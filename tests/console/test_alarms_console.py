@@ -188,6 +188,8 @@ def test_assign_only_to_users_in_scope_who_may_view_alarms(world, client_of):
     client.post(f"/alarms/{alarm.pk}/assign/", {"assignee": ""})
     alarm.refresh_from_db()
     assert alarm.assignee is None
+    history = text(client.get(f"/alarms/{alarm.pk}/"))
+    assert "Assignee: carol" in history and "Assignee: —" in history
     # the superuser sees everything: may assign B's alarm to bob, not to nobody
     alarm_b = make_alarm(world.device_b)
     root = client_of(world.root)

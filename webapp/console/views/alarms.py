@@ -24,6 +24,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from webapp.console import access
@@ -42,6 +43,22 @@ BULK_LIMIT = 200
 AROUND = timedelta(minutes=10)
 AROUND_ROWS = 20
 COMMENT_MAX = 2000
+#: What an alarm event's detail names, as the history shows it (a comment is shown itself).
+DETAIL_LABELS = {"assignee": gettext_lazy("Assignee"), "reason": gettext_lazy("Reason"),
+                 "severity": gettext_lazy("Severity"), "message": gettext_lazy("Message")}
+
+
+def _detail(detail: Any) -> list[tuple[Any, str]]:
+    if not isinstance(detail, dict):
+        return []
+    rows = []
+    for key, label in DETAIL_LABELS.items():
+        value = detail.get(key)
+        if key in detail:
+            if key == "severity" and value in Severity.values:
+                value = Severity(value).label
+            rows.append((label, str(value) if value not in (None, "") else "—"))
+    return rows
 
 
 def assignable_users(user: Any) -> QuerySet[Any]:
@@ -102,7 +119,8 @@ def alarm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     alarm = _alarm(request, pk)
     context: dict[str, Any] = {
         "alarm": alarm,
-        "history": list(alarm.history.select_related("actor").order_by("-created", "-id")[:200]),
+        "history": [(event, _detail(event.detail)) for event in alarm.history.select_related(
+            "actor").order_by("-created", "-id")[:200]],
         "comments": list(alarm.comments.select_related("author").order_by("created", "id")),
         "can_change": user.has_perm("rules.change_alarm"),
         "comment_max": COMMENT_MAX,

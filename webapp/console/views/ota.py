@@ -22,7 +22,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.console import access
@@ -60,7 +60,7 @@ def groups_for(user: Any) -> QuerySet[DeviceGroup]:
 class PackageForm(forms.Form):
     product = forms.ModelChoiceField(label=gettext_lazy("Product"),
                                      queryset=Product.objects.none(), to_field_name="identifier")
-    name = forms.CharField(label=gettext_lazy("Name"), max_length=100)
+    name = forms.CharField(label=pgettext_lazy("ota", "Name"), max_length=100)
     package_type = forms.ChoiceField(label=gettext_lazy("Type"), choices=PackageType.choices,
                                      initial=PackageType.FIRMWARE)
     version = forms.CharField(label=gettext_lazy("Version"), max_length=50)
@@ -90,10 +90,11 @@ class PackageForm(forms.Form):
 
 
 class CampaignForm(forms.Form):
-    name = forms.CharField(label=gettext_lazy("Name"), max_length=100)
+    name = forms.CharField(label=pgettext_lazy("ota", "Name"), max_length=100)
     package = forms.ModelChoiceField(label=gettext_lazy("Package"),
                                      queryset=OtaPackage.objects.none())
-    target_type = forms.ChoiceField(label=gettext_lazy("Devices"), choices=TargetType.choices,
+    target_type = forms.ChoiceField(label=pgettext_lazy("ota", "Devices"),
+                                    choices=TargetType.choices,
                                     initial=TargetType.DEVICES, widget=forms.RadioSelect)
     group = forms.ModelChoiceField(label=gettext_lazy("Group"), required=False,
                                    queryset=DeviceGroup.objects.none())
