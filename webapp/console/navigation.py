@@ -59,7 +59,8 @@ def build(user: Any, current: str) -> list[Section]:
                                        "layout", "dashboard-view"))
     if user.has_perm("products.view_product"):
         sections.append(Section(gettext_lazy("Products"), "box", [
-            _page(gettext_lazy("Products"), "products", current, "box", "product")]))
+            _page(gettext_lazy("Products"), "products", current, "box", "product",
+                  "product-dashboard")]))
     if user.has_perm("devices.view_device"):
         sections.append(Section(gettext_lazy("Devices"), "cpu", [
             _page(gettext_lazy("Devices"), "devices", current, "cpu", "device"),

@@ -235,7 +235,7 @@
         return typeof value === "number" ? value : null;
       }
       function size() {
-        return {width: Math.max(120, body.clientWidth - 4),
+        return {width: Math.max(120, body.clientWidth - 24),
                 height: Math.max(80, body.clientHeight - note.offsetHeight - 40)};
       }
       Console.getJSON(config.urls.series + "?" + params.toString()).then(function (result) {
@@ -261,7 +261,7 @@
             return {label: s.device + " · " + s.name + (s.unit ? " (" + s.unit + ")" : ""),
                     stroke: COLOURS[n % COLOURS.length], width: 2, spanGaps: true};
           })),
-          axes: [{}, {size: 50}], legend: {show: true}
+          axes: [{}, {size: 50}], legend: {live: false}
         }), data, box);
       }).catch(function (e) { fail(body, e); });
       return {
