@@ -194,19 +194,32 @@
   function follow(results, output) {
     var known = {};
     results.forEach(function (r) { known[r.device] = r; });
+    function openIds() {
+      return Object.keys(known).filter(function (d) { return known[d].open; })
+        .map(function (d) { return known[d].id; });
+    }
+    function report() {
+      var ids = openIds();
+      if (ids.length) {
+        show(output, format(L.pending_count, {open: ids.length, total: results.length}), true);
+        output.removeAttribute("data-done");
+      } else {
+        show(output, L.done, true);
+        output.setAttribute("data-done", "");
+      }
+      return ids;
+    }
     function poll() {
-      var open = Object.keys(known).filter(function (d) { return known[d].open; });
-      var ids = open.map(function (d) { return known[d].id; });
-      if (!ids.length) { show(output, L.done, true); return; }
-      show(output, format(L.pending_count, {open: ids.length, total: results.length}), true);
+      var ids = openIds();
+      if (!ids.length) { return; }
       Console.getJSON(config.status + "?ids=" + ids.join(",")).then(function (body) {
         body.results.forEach(function (r) { known[r.device] = r; });
         renderResults(Object.keys(known).sort().map(function (d) { return known[d]; }));
-        setTimeout(poll, 1000);
+        if (report().length) { setTimeout(poll, 1000); }
       }).catch(function () { setTimeout(poll, 3000); });
     }
     renderResults(results);
-    poll();
+    if (report().length) { setTimeout(poll, 1000); }
   }
 
   document.querySelectorAll("form.debug-form").forEach(function (form) {
