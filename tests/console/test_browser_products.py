@@ -15,6 +15,7 @@ from webapp.products.models import Product
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 MIN_MAX = {"en": "min is greater than max", "zh-hans": ""}
+HOSTILE = '<img src=x onerror="window.hacked=1">Meter'
 
 
 def editor_input(page, path: str) -> str:
@@ -48,7 +49,7 @@ def test_create_a_product_with_the_editor_export_and_reimport(world, browser, li
     page.select_option("#id_protocol", "http")
     page.click('#tm-editor [data-act="add-service"]')
     page.fill(editor_input(page, "services.0.code"), "meter")
-    page.fill(editor_input(page, "services.0.name"), "Meter")
+    page.fill(editor_input(page, "services.0.name"), HOSTILE)
 
     # an integer property with a range and a unit; a wrong range is flagged as it is typed
     add(page, "services.0.properties", "add-property")
@@ -112,6 +113,8 @@ def test_create_a_product_with_the_editor_export_and_reimport(world, browser, li
     with page.expect_navigation():
         page.click('[data-testid="save-product"]')
     assert page.url == f"{live_server.url}/products/{identifier}/"
+    assert page.locator("main img").count() == 0
+    assert HOSTILE in page.locator('[data-testid="service-meter"] h3').inner_text()
     product = Product.objects.get(identifier=identifier)
     assert product.protocol == "http" and product.department == world.org.a
     service = product.services.get()
@@ -145,6 +148,8 @@ def test_create_a_product_with_the_editor_export_and_reimport(world, browser, li
     page.wait_for_url(f"{live_server.url}/products/{identifier}/model/")
     page.click('#tm-editor [data-element="services.0.events.0"] > .tm-head [data-act="remove"]')
     assert page.locator(editor_input(page, "services.0.events.0.code")).count() == 0
+    assert page.input_value(editor_input(page, "services.0.name")) == HOSTILE
+    assert page.locator("#tm-editor img").count() == 0
     shoot(page, "products-model")
     page.set_input_files('[data-testid="import-file"]', str(thinglinks_file))
     with page.expect_navigation():
@@ -172,4 +177,32 @@ def test_create_a_product_with_the_editor_export_and_reimport(world, browser, li
     assert product.services.get().events.get().code == "overload"
     assert page.locator(".flash li").is_visible()
     shoot(page, "products-model-saved")
+    assert page.evaluate("window.hacked") is None
     assert page.js_errors == []
+    if lang == "en":
+        without_javascript(browser, live_server.url, identifier)
+
+
+def without_javascript(browser, base_url: str, identifier: str) -> None:
+    """Without JavaScript the page shows the model readably and its JSON can be edited."""
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1440,
+                                                                       "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, base_url, "maker", start=f"/products/{identifier}/model/")
+        assert not page.locator("#tm-editor").is_visible()
+        readable = page.locator('[data-testid="model-readable"]')
+        assert readable.is_visible() and "voltage" in readable.inner_text()
+        page.click("#tm-json summary")
+        services = json.loads(page.input_value('[data-testid="model-json"]'))
+        services[0]["properties"][0]["max"] = 300
+        page.fill('[data-testid="model-json"]', json.dumps(services))
+        shoot(page, "products-model-nojs")
+        with page.expect_navigation():
+            page.click('[data-testid="save-model"]')
+        assert page.url == f"{base_url}/products/{identifier}/"
+        voltage = Product.objects.get(identifier=identifier).services.get().properties.get(
+            code="voltage")
+        assert voltage.max == 300
+    finally:
+        context.close()
