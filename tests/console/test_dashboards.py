@@ -392,3 +392,17 @@ def test_a_dashboard_socket_follows_layout_changes_and_watches_only_devices_in_s
 
     async_to_sync(scenario)()
     assert live.watched(["dev-a1", "dev-b1"]) == ["dev-a1"]
+
+
+def test_names_reach_the_page_as_json_never_as_markup(boards, client_of):
+    """A hostile title or device name is data for the script (json_script escapes it; the
+    script writes it with textContent)."""
+    boards.device_a.name = "<img src=x onerror=alert(1)>"
+    boards.device_a.save(update_fields=["name"])
+    layout = {"widgets": [{**chart(("dev-a1", "temperature")),
+                           "title": "<script>alert(1)</script>"}]}
+    assert save(client_of(boards.alice), boards.board_a.pk, layout).status_code == 200
+    html = client_of(boards.alice).get(f"/dashboards/{boards.board_a.pk}/").content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "<img src=x onerror" not in html
+    assert "\\u003Cscript\\u003Ealert(1)\\u003C/script\\u003E" in html
