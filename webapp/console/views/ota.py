@@ -16,7 +16,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -192,6 +192,12 @@ def package_upload(request: HttpRequest) -> HttpResponse:
 # campaigns --------------------------------------------------------------------------------
 
 
+def _totals(campaign: Any) -> dict[str, int]:
+    """The task counts annotated on a campaign of the list (`n_total`, `n_<status>`)."""
+    return {"total": campaign.n_total,
+            **{value: getattr(campaign, f"n_{value}") for value in TaskStatus.values}}
+
+
 @console_view("ota.view_otacampaign")
 def campaign_list(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
@@ -199,8 +205,12 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     if status in CampaignStatus.values:
         queryset = queryset.filter(status=status)
+    queryset = queryset.annotate(
+        n_total=Count("tasks"),
+        **{f"n_{value}": Count("tasks", filter=Q(tasks__status=value))
+           for value in TaskStatus.values})
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(c, ota_actions.summary(c)) for c in page.object_list]
+    rows = [(c, _totals(c)) for c in page.object_list]
     return TemplateResponse(request, "console/ota/campaigns.html", {
         "page": page, "rows": rows, "status": status, "statuses": CampaignStatus.choices,
         "query": f"status={status}" if status else "",
