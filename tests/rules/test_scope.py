@@ -399,7 +399,6 @@ def test_command_shadow_and_publish_targets_stop_at_the_scope(world, client):
     assert malformed.status_code == 400, malformed.content  # the compiler's answer, no crash
     accepted = api.post("/api/v1/rules/", _rule(
         "p-a", _command("dev-a"), _command(), _command("{{ device }}"),
-        {"type": "shadow", "service": "env", "values": {"t": 1}},
         {"type": "shadow", "device": "dev-a", "service": "env", "values": {"t": 1}},
         {"type": "publish", "topic": "/v1/devices/dev-a/command"},
         {"type": "publish", "topic": "/v1/devices/{{device}}/x/{{value}}"},

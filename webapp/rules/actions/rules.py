@@ -18,22 +18,53 @@ from webapp.core.types import Actor
 from webapp.products.models import Product
 from webapp.rules.actions.validation import RuleInvalid, check_webhook_destinations, validate_rule
 from webapp.rules.choices import TriggerType
+from webapp.rules.expressions import MAX_STRING
 from webapp.rules.keys import bump_version
+from webapp.rules.modelcheck import model_problems
 from webapp.rules.models import Rule, RuleTrace
 from webapp.rules.secrets import seal_action_secrets
 from webapp.system.actors import recorded_user
 
+# What is checked against the product's thing model (webapp/rules/modelcheck.py).
+_MODELLED = ("trigger", "condition", "actions")
 RULE_FIELDS = ("name", "description", "enabled", "trigger", "condition", "actions", "debounce",
                "cooldown", "fire_mode", "auto_clear")
+
+
+def _longest_text(value: Any) -> int:
+    """The length of the longest string in a JSON structure (iteratively: any depth)."""
+    longest, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            longest = max(longest, len(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return longest
+
+
+def check_text_sizes(actions: Any) -> None:
+    """Refuse an action holding a text longer than a template may render (MAX_STRING):
+    a message, body or payload that large is no notification."""
+    if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+        raise RuleInvalid(_("'actions' is a list of objects, each with a 'type'."))
+    for position, action in enumerate(actions, start=1):
+        if _longest_text(action) > MAX_STRING:
+            raise RuleInvalid(_("Action {n}: a text is longer than {max} characters.").format(
+                n=position, max=MAX_STRING))
 
 
 def _apply(rule: Rule, data: dict[str, Any]) -> None:
     """Copy `data` onto the rule, secrets sealed, and refuse it unless it compiles and its
     webhooks reach allowed destinations."""
     previous = rule.actions if rule.pk else None
+    before = {name: getattr(rule, name) for name in _MODELLED} if rule.pk else None
     for name in RULE_FIELDS:
         if name in data:
             setattr(rule, name, data[name])
+    check_text_sizes(rule.actions or [])
     rule.actions = seal_action_secrets(list(rule.actions or []), previous)
     validate_rule({name: getattr(rule, name) for name in RULE_FIELDS})
     check_webhook_destinations(rule.actions, previous)
@@ -47,6 +78,13 @@ def _apply(rule: Rule, data: dict[str, Any]) -> None:
         rule.product = product
     else:
         rule.product = None
+    if rule.product is not None and before != {name: getattr(rule, name) for name in _MODELLED}:
+        # Only what changed is checked: disabling a rule whose model changed since is allowed.
+        problems = model_problems(rule.trigger, rule.condition, rule.actions, rule.product)
+        if problems:
+            raise RuleInvalid(" ".join(f"{p.path}: {p.message}" for p in problems),
+                              code="model_mismatch",
+                              extra={"problems": [p.as_dict() for p in problems]})
 
 
 def _sync_schedule(rule: Rule) -> None:
