@@ -273,3 +273,18 @@ def test_admin_accepts_thinglinks_json_and_guards_data(client, admin_user, redis
                        {**form, "migrate": "on"})
     assert done.status_code == 302
     assert [s.code for s in product.services.all()] == ["Light"]
+
+
+@pytest.mark.parametrize("values, reason", [
+    (["eco", ""], "empty"), (["eco", "eco"], "repeated"), (["eco", " eco "], "repeated"),
+    ([{"a": 1}], "texts or numbers"), ([True, False], "texts or numbers"),
+    ([str(n) for n in range(1001)], "at most"),
+])
+def test_an_enum_with_unusable_values_is_refused(api, thermo_payload, values, reason):
+    payload = json.loads(json.dumps(thermo_payload))
+    payload["services"][0]["properties"].append(
+        {"code": "mode", "datatype": "enum", "enum_values": values})
+    response = api.post("/api/v1/products/", payload, format="json")
+    assert response.status_code == 400
+    assert reason in json.dumps(response.json())
+    assert not Product.objects.filter(identifier=payload["identifier"]).exists()

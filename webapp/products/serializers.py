@@ -34,9 +34,34 @@ class TypedFieldSerializer(serializers.Serializer):
         if attrs.get("min") is not None and attrs.get("max") is not None \
                 and attrs["min"] > attrs["max"]:
             raise serializers.ValidationError({"min": _("min is greater than max")})
-        if attrs.get("datatype") == Datatype.ENUM and not attrs.get("enum_values"):
-            raise serializers.ValidationError({"enum_values": _("an enum needs its values")})
+        if attrs.get("datatype") == Datatype.ENUM:
+            values = attrs.get("enum_values") or []
+            if not values:
+                raise serializers.ValidationError({"enum_values": _("an enum needs its values")})
+            problem = _enum_problem(values)
+            if problem:
+                raise serializers.ValidationError({"enum_values": problem})
         return attrs
+
+
+MAX_ENUM_VALUES = 1000
+
+
+def _enum_problem(values: list[Any]) -> str:
+    """Why an enum's values cannot be used (empty, repeated, not a text or number), or ""."""
+    if len(values) > MAX_ENUM_VALUES:
+        return _("at most {count} enum values").format(count=MAX_ENUM_VALUES)
+    seen: set[str] = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return _("enum values are texts or numbers")
+        text = str(value).strip()
+        if not text:
+            return _("an enum value is empty")
+        if text in seen:
+            return _("the enum value {value} is repeated").format(value=text)
+        seen.add(text)
+    return ""
 
 
 class PropertySerializer(TypedFieldSerializer):
