@@ -100,12 +100,15 @@ def _write(context: OperationContext, action: str, instance: models.Model | None
            before: Any = None, after: Any = None, label: tuple[str, str] | None = None,
            object_id: str = "", object_repr: str = "",
            department_id: int | None = None) -> None:
-    from webapp.system.models import OperationLog, User
+    from webapp.system.models import Department, OperationLog, User
 
     actor = context.actor
     user = actor if isinstance(actor, User) else None
     if instance is not None and department_id is None:
         department_id = record_department(instance)
+    elif department_id is not None and action == OperationAction.DELETE and \
+            not Department.objects.filter(pk=department_id).exists():
+        department_id = None  # deleted with the record (or before it): the actor's
     actor_department = user.department_id if user else None
     request = context.request
     if instance is not None:
@@ -174,7 +177,10 @@ def _secret_digests(instance: models.Model) -> dict[str, str]:
 def _on_pre_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     if current() is not None and is_audited(sender):
         instance._tl_deleted = snapshot(instance)  # type: ignore[attr-defined]
-        instance._tl_deleted_department = record_department(instance)  # type: ignore[attr-defined]
+        # A deleted department's entry goes to its parent (who reached the department).
+        department = getattr(instance, "parent_id", None) if sender._meta.label_lower == \
+            "system.department" else record_department(instance)
+        instance._tl_deleted_department = department  # type: ignore[attr-defined]
 
 
 def _on_post_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
