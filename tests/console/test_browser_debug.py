@@ -40,19 +40,26 @@ def walk(page, lang: str, base: str, ingest, redis_client, redis_prefix) -> None
                            timeout=15_000)
 
     # 1. a message arrives live (dev-b1's, another department's, never shows)
+    # (a hostile payload and reason are shown as text)
     ts = now_ms()
-    ingest.send(log_event("dev-a1", True, ts=ts), log_event("dev-b1", True, ts=ts))
+    hostile = {**log_event("dev-a1", False, "<b>bold</b><img src=x onerror=window.xss=1>",
+                           ts=ts), "payload": "<img src=x onerror=window.xss=2>"}
+    ingest.send(hostile, log_event("dev-b1", True, ts=ts))
     wait_until(page, lambda: rows(page, device="dev-a1") == 1)
     assert rows(page, device="dev-b1") == 0
+    stream = page.locator('[data-testid="debug-stream"]')
+    assert "<img src=x onerror=window.xss=2>" in stream.inner_text()
+    assert stream.locator("img, b").count() == 0
+    assert page.evaluate("window.xss") is None
     shoot(page, "debug-stream")
 
     # 2. filter: rejected only
     page.select_option('[data-testid="filter-result"]', "rejected")
-    assert rows(page) == 0
+    assert rows(page) == 1  # the hostile line is the rejected one
     page.wait_for_timeout(300)  # the socket has the filter
     ingest.send(log_event("dev-a1", True, ts=ts + 1),
                 log_event("dev-a1", False, "temperature=500 is above max 125", ts=ts + 2))
-    wait_until(page, lambda: rows(page, result="rejected") == 1)
+    wait_until(page, lambda: rows(page, result="rejected") == 2)  # the hostile one too
     assert rows(page, result="accepted") == 0
     assert "above max 125" in page.inner_text('[data-testid="debug-stream"]')
     shoot(page, "debug-filtered")

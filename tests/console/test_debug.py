@@ -444,3 +444,35 @@ def test_a_broadcast_to_a_group_reaches_its_members_only(world, client_of):
         "product": "thermo-a", "group": str(other.pk), "service": "env",
         "command": "set_interval", "p.seconds": "5"})
     assert reply.status_code == 404
+
+
+def test_a_device_moved_out_of_scope_stops_showing_and_a_lost_permission_closes(
+        debuggers, client_of, ingest, monkeypatch, redis_client, redis_prefix):
+    """The socket forgets what it learnt of the scope at each check (with the user read
+    afresh): a device moved to another department stops showing; losing the message log's
+    permission closes the socket; the check also renews the watch."""
+    from webapp.devices.models import Device
+
+    monkeypatch.setattr(live, "RENEW_S", 0.2)
+    headers = headers_of(client_of(debuggers.alice))
+
+    async def scenario() -> None:
+        socket, connected, _code = await open_socket("/ws/debug/", headers)
+        assert connected
+        await socket.receive_json_from(timeout=5)
+        await database_sync_to_async(ingest.send)(log_event("dev-a1", True))
+        assert (await socket.receive_json_from(timeout=10))["lines"][0]["device"] == "dev-a1"
+        await database_sync_to_async(
+            Device.objects.filter(identifier="dev-a1").update)(department=debuggers.org.b)
+        await asyncio.sleep(0.6)
+        key = f"{redis_prefix}console:debug"
+        [(_member, score)] = await sync_to_async(redis_client.zrange)(key, 0, -1,
+                                                                      withscores=True)
+        assert score > now_ms() + live.WATCH_TTL_MS / 2
+        await database_sync_to_async(ingest.send)(log_event("dev-a1", True))
+        assert await socket.receive_nothing(timeout=0.5)
+        await database_sync_to_async(debuggers.alice.roles.clear)()
+        closed = await socket.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 4403}
+
+    async_to_sync(scenario)()
