@@ -189,17 +189,22 @@
         alt: device.id, keyboard: true, tlStatus: status, tlDevice: device.id
       });
       if (popups) {
+        // Leaflet calls this again on popup.update(): the open popup keeps its one box.
+        var parts = null;
+        marker.on("popupclose", function () { parts = null; });
         marker.bindPopup(function () {
-          var parts = popupContent(device);
+          if (parts) { return parts.box; }
+          parts = popupContent(device);
+          var shown = parts;
           if (device.detail) {
             getJSON(device.detail).then(function (answer) {
-              fillValues(parts, answer);
-              if (marker.getPopup()) { marker.getPopup().update(); }
-            }, function () { parts.body.textContent = labels.failed; });
+              fillValues(shown, answer);
+              if (marker.isPopupOpen()) { marker.getPopup().update(); }
+            }, function () { shown.body.textContent = labels.failed; });
           } else {
-            parts.values.remove();
+            shown.values.remove();
           }
-          return parts.box;
+          return shown.box;
         }, {minWidth: 220, maxWidth: 360});
       }
       return marker;
@@ -222,7 +227,7 @@
       if (clustered) { layer.addLayers(markers); } else { markers.forEach(function (m) { layer.addLayer(m); }); }
       if ((fitNext || fit === "always") && markers.length) {
         var bounds = L.latLngBounds(markers.map(function (m) { return m.getLatLng(); }));
-        map.fitBounds(bounds.pad(0.15), {maxZoom: Math.min(12, maxZoom)});
+        map.fitBounds(bounds.pad(0.15), {maxZoom: Math.min(12, maxZoom), animate: false});
       }
       fitNext = false;
       if (open && handle.markers[open] && !clustered) { handle.markers[open].openPopup(); }
