@@ -14,12 +14,14 @@ from channels.layers import get_channel_layer
 
 from tests.console.conftest import log_event, now_ms, status_event
 from tests.console.test_live import headers_of, open_socket
+from tests.support.slow import starts_processes
 from webapp.console import live
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 STREAM = ("devices.view_device", "telemetry.view_devicemessage")
 DEBUG = ("devices.view_device", "devices.debug_device")
+ADMINISTRATIVE_ACTION = 0x98
 
 
 def grant(world, user, *permissions: str) -> None:
@@ -476,3 +478,47 @@ def test_a_device_moved_out_of_scope_stops_showing_and_a_lost_permission_closes(
         assert closed == {"type": "websocket.close", "code": 4403}
 
     async_to_sync(scenario)()
+
+
+# Through a real edge -------------------------------------------------------------------
+
+
+@pytest.fixture
+@starts_processes
+def edge(transactional_db, redis_url, redis_prefix, settings):
+    from tests.security.access_edge import webapp_edge
+
+    with webapp_edge(redis_url, redis_prefix, settings) as e:
+        yield e
+
+
+def test_publish_and_disconnect_reach_a_connected_device_through_the_edge(
+        world, client_of, edge, ingest):
+    """A message published from the console arrives on the device's MQTT connection; the
+    disconnect closes that connection (0x98) and its connection history says `kicked`."""
+    from tests.security.access_edge import mqtt_clients_of
+    from webapp.devices import actions as device_actions
+    from webapp.devices.models import DeviceConnection
+
+    grant(world, world.alice, *DEBUG)
+    _device, secret = device_actions.create_device(
+        acting_user=None, product=world.product_a, identifier="dev-a3", department=world.org.a)
+    client = client_of(world.alice)
+    with mqtt_clients_of(edge) as make:
+        device = make("dev-a3")
+        assert device.connect("dev-a3", secret) == 0
+        assert device.subscribe("/v1/devices/dev-a3/debug/#") == [1]
+        reply = client.post("/debug/publish/", {"device": "dev-a3", "suffix": "debug/ping",
+                                                "qos": "1", "format": "text",
+                                                "payload": "hello"})
+        assert reply.status_code == 200, reply.content
+        message = device.next_message()
+        assert (message.topic, message.payload) == ("/v1/devices/dev-a3/debug/ping", b"hello")
+
+        reply = client.post("/debug/disconnect/", {"device": "dev-a3"})
+        assert reply.json() == {"device": "dev-a3", "online": True}
+        assert device.disconnected() == ADMINISTRATIVE_ACTION
+    edge.wait_for_events(lambda e: e["t"] == "status" and e.get("reason") == "kicked")
+    ingest.run()
+    assert list(DeviceConnection.objects.filter(device__identifier="dev-a3").order_by(
+        "at", "id").values_list("event", "reason")) == [("online", ""), ("offline", "kicked")]
