@@ -1,8 +1,8 @@
 """Dashboards in a real browser (Chromium under Playwright, Daphne serving HTTP and WebSockets):
 the product dashboard of thermo-a/dev-a1 with stored values and a value arriving live, then a
-custom dashboard built in the page (a chart with two series, a gauge, a value card), one widget
-moved and one resized with the pointer, saved, and kept after a reload. Every step is shot in
-English and in Simplified Chinese."""
+custom dashboard built in the page (a chart with two series, a gauge, a value card, a map), one
+widget moved and one resized with the pointer, saved, and kept after a reload. Every step is shot
+in English and in Simplified Chinese."""
 
 from __future__ import annotations
 
@@ -96,8 +96,13 @@ def test_product_dashboard_then_a_custom_dashboard_kept_after_reload(world, inge
     form.locator('[data-testid="widget-type"]').select_option("value")
     form.locator('[data-testid="widget-property"]').select_option("env.mode")
     page.click('[data-testid="widget-add"]')
+    form.locator('[data-testid="widget-type"]').select_option("map")
+    form.locator('[data-testid="widget-devices"]').select_option(["dev-a1"])
+    page.click('[data-testid="widget-add"]')
     page.wait_for_selector(".widget-chart[data-series='2']")
-    assert page.locator("#board .widget").count() == 3
+    page.wait_for_selector('.widget-map[data-loaded="1"] .leaflet-marker-icon, '
+                           '.widget-map[data-loaded="1"] .marker-cluster')
+    assert page.locator("#board .widget").count() == 4
     assert page.locator(".widget-chart canvas").count() == 1
     gauge = page.locator('.widget[data-type="gauge"]')
     value = page.locator('.widget[data-type="value"]')
@@ -117,6 +122,9 @@ def test_product_dashboard_then_a_custom_dashboard_kept_after_reload(world, inge
     stored = {w["type"]: w for w in board.layout["widgets"]}
     assert (stored["gauge"]["x"], stored["gauge"]["y"]) == (6, 0)
     assert (stored["value"]["w"], stored["value"]["h"]) == (5, 3)
+    # The value card floated up under the chart; the map was pushed below the value card.
+    assert (stored["value"]["x"], stored["value"]["y"]) == (0, 4)
+    assert (stored["map"]["x"], stored["map"]["y"]) == (0, 7)
     assert [s["property"] for s in stored["chart"]["series"]] == ["temperature", "humidity"]
     assert stored["chart"]["window"] == {"hours": 3}
 

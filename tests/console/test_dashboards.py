@@ -305,6 +305,9 @@ def test_series_latest_and_alarms_read_through_the_scope(boards, client_of, inge
     assert latest["devices"][0]["values"]["env"]["temperature"]["value"] == 24.0
     assert latest["devices"][0]["lat"] == pytest.approx(31.2304)
     assert alice.get("/dashboards/data/alarms/").json() == {"alarms": []}
+    positions = alice.get("/dashboards/data/positions/", {"d": ["dev-a1", "dev-b1"]}).json()
+    assert [(d["id"], d["lat"]) for d in positions["devices"]] == [("dev-a1", 31.2304)]
+    assert positions["unplaced"] == []
 
 
 def test_the_dashboard_page_carries_only_devices_in_scope(boards, client_of):

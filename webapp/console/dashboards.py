@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -521,6 +522,25 @@ def latest_values(user: Any, identifiers: list[str]) -> dict[str, Any]:
         "lat": float(d.latitude) if d.latitude is not None else None,
         "lon": float(d.longitude) if d.longitude is not None else None,
         "values": values.get(d.identifier, {})} for d in devices]}
+
+
+def positions(user: Any, identifiers: list[str]) -> dict[str, Any]:
+    """The devices of a map widget in the shape `TLMap.mount` reads (`static/console/map.js`):
+    those in scope with a location, and how many have none."""
+    devices = list(access.devices_for(user).filter(identifier__in=identifiers[
+        :MAX_WIDGET_DEVICES]).select_related("product").order_by("identifier"))
+    markers = [{
+        "id": d.identifier, "name": d.name, "product": d.product.identifier,
+        "product_name": d.product.name, "status": d.connect_status,
+        "lat": float(d.latitude), "lon": float(d.longitude),
+        "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+        "url": reverse("console:device", args=[d.identifier]),
+        "detail": reverse("console:map-device", args=[d.identifier])}
+        for d in devices if d.latitude is not None and d.longitude is not None]
+    placed = {m["id"] for m in markers}
+    return {"devices": markers, "count": len(markers), "truncated": False,
+            "limit": MAX_WIDGET_DEVICES,
+            "unplaced": [d.identifier for d in devices if d.identifier not in placed]}
 
 
 def open_alarms(user: Any, identifiers: list[str]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from webapp.console import dashboards as boards
 from webapp.console.access import console_view
 from webapp.console.inputs import CHARTABLE, NUMERIC
 from webapp.console.models import Dashboard
+from webapp.console.views.device_map import map_labels, tile_settings
 from webapp.console.views.products import thing_model_rows
 from webapp.core.errors import DomainError
 from webapp.devices import actions as device_actions
@@ -230,12 +231,13 @@ def _widget_labels() -> dict[str, Any]:
     return {
         **_labels(),
         "types": {"chart": _("Time-series chart"), "gauge": _("Gauge"),
-                  "value": _("Value card"), "map": _("Map (positions)"),
+                  "value": _("Value card"), "map": _("Device map"),
                   "alarms": _("Alarm list"), "table": _("Table of latest values"),
                   "command": _("Command button")},
         "remove": _("Remove"), "saved": _("Layout saved."), "saving": _("Saving…"),
         "unsaved": _("Unsaved changes"), "device": _("Device"), "property": _("Property"),
-        "no_position": _("No position"), "send": _("Send"), "sent": _("Command queued"),
+        "no_position": _("No position"), "unplaced": _("Without a position:"),
+        "send": _("Send"), "sent": _("Command queued"),
         "last_hours": _("Last {n} hours"), "position": _("Position"),
         "status": _("Status"), "drag": _("Drag to move"), "resize": _("Drag to resize"),
         "empty_board": _("No widgets yet."),
@@ -256,8 +258,10 @@ def dashboard_view(request: HttpRequest, pk: int) -> HttpResponse:
                  "series": reverse("console:dashboard-series"),
                  "latest": reverse("console:dashboard-latest"),
                  "alarms": reverse("console:dashboard-alarms"),
+                 "positions": reverse("console:dashboard-positions"),
                  "device": reverse("console:device", args=["__id__"])},
         "labels": _widget_labels(), "meta": _meta(user, dashboard.layout),
+        "map": {**tile_settings(), "labels": map_labels()},
         "limits": {"widgets": boards.MAX_WIDGETS, "series": boards.MAX_SERIES,
                    "devices": boards.MAX_WIDGET_DEVICES, "columns": boards.COLUMNS,
                    "hours": boards.MAX_HOURS},
@@ -343,6 +347,12 @@ def data_latest(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@console_view("devices.view_device")
+def data_positions(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(boards.positions(request.user, _identifiers(request)))
+
+
+@require_GET
 @console_view("devices.view_device", "rules.view_alarm")
 def data_alarms(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"alarms": boards.open_alarms(request.user, _identifiers(request))})
@@ -357,6 +367,7 @@ urlpatterns: list[URLPattern] = [
     path("dashboards/data/series/", data_series, name="dashboard-series"),
     path("dashboards/data/latest/", data_latest, name="dashboard-latest"),
     path("dashboards/data/alarms/", data_alarms, name="dashboard-alarms"),
+    path("dashboards/data/positions/", data_positions, name="dashboard-positions"),
     path("dashboards/<int:pk>/", dashboard_view, name="dashboard-view"),
     path("dashboards/<int:pk>/layout/", dashboard_layout, name="dashboard-layout"),
     path("dashboards/<int:pk>/rename/", dashboard_rename, name="dashboard-rename"),

@@ -85,6 +85,7 @@
         handle.removeEventListener("pointercancel", up);
         node.classList.remove("resizing", "dragging");
         if (start.x !== w.x || start.y !== w.y || start.w !== w.w || start.h !== w.h) {
+          settle(w);
           markDirty();
           if (views[w.id] && views[w.id].resize) { views[w.id].resize(); }
         }
@@ -92,6 +93,37 @@
       handle.addEventListener("pointermove", move);
       handle.addEventListener("pointerup", up);
       handle.addEventListener("pointercancel", up);
+    });
+  }
+
+  function overlap(a, b) {
+    return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  }
+
+  /* After `moved` was dropped: push every widget it (or a widget pushed) now covers down below
+     it, top to bottom, so that no two widgets overlap; then float every widget up as far as
+     it goes, so that no empty rows are left between them. */
+  function settle(moved) {
+    var settled = [moved];
+    var byRow = function (a, b) { return a.y - b.y || a.x - b.x; };
+    widgets.filter(function (o) { return o !== moved; }).sort(byRow).forEach(function (o) {
+      var pushed = true;
+      while (pushed) {
+        pushed = false;
+        settled.forEach(function (s) {
+          if (overlap(o, s)) { o.y = s.y + s.h; pushed = true; }
+        });
+      }
+      settled.push(o);
+    });
+    var placed = [];
+    widgets.slice().sort(byRow).forEach(function (o) {
+      while (o.y > 0 && !placed.some(function (p) {
+        return overlap({x: o.x, y: o.y - 1, w: o.w, h: o.h}, p);
+      })) { o.y -= 1; }
+      placed.push(o);
+      var node = board.querySelector('.widget[data-id="' + CSS.escape(o.id) + '"]');
+      if (node) { place(node, o); }
     });
   }
 
@@ -319,22 +351,45 @@
     },
 
     map: function (w, body) {
-      // A list of positions (the console's map helper offers no embeddable map yet).
+      // The console's map (TLMap, static/console/map.js); a list of positions without it.
+      var params = new URLSearchParams();
+      w.devices.forEach(function (d) { params.append("d", d); });
+      var url = config.urls.positions + "?" + params.toString();
+      var note = el("div", "muted map-note");
+      if (window.TLMap && window.L) {
+        var box = el("div", "widget-map");
+        body.appendChild(box);
+        body.appendChild(note);
+        var handle = window.TLMap.mount(box, {
+          url: url, tileUrl: config.map.tileUrl, attribution: config.map.attribution,
+          maxZoom: config.map.maxZoom, labels: config.map.labels, fit: "first",
+          onLoad: function (data) {
+            box.setAttribute("data-loaded", String(data.count));
+            note.textContent = data.unplaced.length ? L.unplaced + " " + data.unplaced.join(", ") : "";
+          }
+        });
+        return {resize: function () { handle.invalidate(); }};
+      }
       var table = el("table", "table compact");
       var tbody = el("tbody");
       table.appendChild(tbody);
       body.appendChild(table);
-      latest(w.devices).then(function (data) {
+      Console.getJSON(url).then(function (data) {
         data.devices.forEach(function (d) {
           var tr = el("tr");
-          var link = el("a", "", d.device);
-          link.href = config.urls.device.replace("__id__", encodeURIComponent(d.device));
+          var link = el("a", "", d.id);
+          link.href = d.url;
           var first = el("td");
           first.appendChild(link);
           tr.appendChild(first);
-          tr.appendChild(el("td", "", d.lat === null ? L.no_position :
-            d.lat.toFixed(4) + ", " + d.lon.toFixed(4)));
-          tr.appendChild(el("td", "badge " + d.connect_status, d.connect_label));
+          tr.appendChild(el("td", "", d.lat.toFixed(4) + ", " + d.lon.toFixed(4)));
+          tr.appendChild(el("td", "", config.map.labels[d.status] || d.status));
+          tbody.appendChild(tr);
+        });
+        data.unplaced.forEach(function (id) {
+          var tr = el("tr");
+          tr.appendChild(el("td", "", id));
+          tr.appendChild(el("td", "muted", L.no_position));
           tbody.appendChild(tr);
         });
       }).catch(function (e) { fail(body, e); });
