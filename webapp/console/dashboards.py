@@ -296,7 +296,17 @@ def validate_layout(user: Any, layout: Any) -> dict[str, Any]:
             "w": width, "h": _int(widget, "h", 1, MAX_HEIGHT, 3)}
         item.update(_CLEANERS[kind](models, widget))
         cleaned.append(item)
+    for index, one in enumerate(cleaned):
+        for other in cleaned[:index]:
+            if _overlap(one, other):
+                raise _fail(_("Widgets {first} and {second} overlap.").format(
+                    first=other["id"], second=one["id"]))
     return {"widgets": cleaned}
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+            and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
 
 
 def _one_property(models: _Models, widget: dict[str, Any], kinds: set[str] | None

@@ -593,7 +593,8 @@
       w.device = form.elements.device.value;
       w.service = command.slice(0, cdot);
       w.command = command.slice(cdot + 1);
-      try { w.params = JSON.parse(form.elements.params.value || "{}"); } catch (e) { w.params = null; }
+      // Text that is not JSON goes as it is: the server refuses it with the reason.
+      try { w.params = JSON.parse(form.elements.params.value || "{}"); } catch (e) { w.params = form.elements.params.value; }
     }
     return w;
   }
