@@ -5,6 +5,7 @@ import uuid
 from typing import Any
 
 from django.db.models import Count, Q
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -101,12 +102,15 @@ def explain_rule(rule: Rule, data: dict[str, Any], user: Any) -> dict[str, Any]:
     trigger_notes = []
     if compiled.property and compiled.property not in msg.values and \
             compiled.trigger_type == "property":
-        trigger_notes.append(f"the message does not carry {compiled.property}: the rule is "
-                             "only evaluated on messages that do")
+        trigger_notes.append(gettext(
+            "the message does not carry {property}: the rule is only evaluated on messages "
+            "that do").format(property=compiled.property))
     if compiled.service and msg.service and compiled.service != msg.service:
-        trigger_notes.append(f"the rule watches service {compiled.service}, not {msg.service}")
+        trigger_notes.append(gettext("the rule watches service {service}, not {other}").format(
+            service=compiled.service, other=msg.service))
     if device and not compiled.watches(device):
-        trigger_notes.append(f"the rule does not watch device {device}")
+        trigger_notes.append(gettext("the rule does not watch device {device}").format(
+            device=device))
     env = template_env(rule, msg)
     preview = []
     for act in secrets.masked_actions(rule.actions or []):

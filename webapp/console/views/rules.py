@@ -126,7 +126,7 @@ def _builder_text() -> dict[str, str]:
         "all": _("All of"), "any": _("Any of"), "not": _("Not"),
         "add_condition": _("Add condition"), "add_group": _("Add group"),
         "add_expression": _("Add expression"), "remove": _("Remove"),
-        "property": _("Property"), "operator": _("Operator"), "value": _("Value"),
+        "property": _("Property"), "operator": _("Comparison"), "value": _("Value"),
         "low": _("From"), "high": _("To"), "list_hint": _("Values separated by commas"),
         "other": _("Other (type a name)…"), "expression": _("Expression"),
         "service": _("Service"), "any_property": _("Any property of the service"),

@@ -164,6 +164,7 @@
     function add(service, spec, note) {
       out.push({service: service, code: spec.code, spec: spec,
         label: (service ? service + " · " : "") + (spec.name || spec.code) +
+          (spec.name && spec.name !== spec.code ? " [" + spec.code + "]" : "") +
           " (" + spec.datatype + (spec.unit ? ", " + spec.unit : "") +
           (spec.range ? ", " + spec.range : "") + ")" + (note ? " — " + note : "")});
     }
