@@ -32,12 +32,15 @@ urlpatterns = [
     path("password/", auth.password, name="password"),
     path("profile/", auth.profile, name="profile"),
     path("products/", products.product_list, name="products"),
-    # before the product page: "new" is this module's page, not a product's identifier
+    # before the product page: "new" is this module's page, not a product's identifier (no
+    # product may be created as "new": webapp.products.models.RESERVED_PRODUCT_IDENTIFIERS)
     *product_edit.urlpatterns,
     path(f"products/{IDENTIFIER}/", products.product_detail, name="product"),
     path("devices/", devices.device_list, name="devices"),
     *device_map.urlpatterns,
-    # before the device page: "new", "import", "groups" are these pages, not devices' identifiers
+    # before the device page: "new", "import", "groups" are these pages, not devices'
+    # identifiers (none may be created so: webapp.products.models.RESERVED_DEVICE_IDENTIFIERS;
+    # a new literal route under devices/ or products/ goes into that list too)
     path("devices/new/", device_new.device_new, name="device-new"),
     path("devices/import/", device_import.device_import, name="device-import"),
     path("devices/groups/", device_groups.group_list, name="device-groups"),

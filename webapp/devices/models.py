@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -13,7 +14,11 @@ from webapp.devices.choices import (
     DeviceStatus,
     NodeType,
 )
-from webapp.products.models import identifier_validator
+from webapp.products.models import (
+    RESERVED_DEVICE_IDENTIFIERS,
+    identifier_validator,
+    reserved_identifier_problem,
+)
 
 
 class DeviceGroup(models.Model):
@@ -81,6 +86,13 @@ class Device(models.Model):
         ordering = ("identifier",)
         indexes = [models.Index(fields=("product", "connect_status"))]
         permissions = [("debug_device", _("Can publish and simulate device messages"))]
+
+    def clean(self) -> None:
+        super().clean()
+        problem = reserved_identifier_problem(self.identifier, RESERVED_DEVICE_IDENTIFIERS) \
+            if self._state.adding else ""
+        if problem:
+            raise ValidationError({"identifier": problem})
 
     def __str__(self) -> str:
         return self.identifier

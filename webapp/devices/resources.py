@@ -28,7 +28,11 @@ from edge.crypto import encrypt_secret, generate_secret
 from webapp.devices import registry
 from webapp.devices.choices import DeviceStatus, NodeType
 from webapp.devices.models import Device, DeviceGroup, DeviceShadow
-from webapp.products.models import Product
+from webapp.products.models import (
+    RESERVED_DEVICE_IDENTIFIERS,
+    Product,
+    reserved_identifier_problem,
+)
 from webapp.system import scope
 from webapp.system.actors import recorded_user
 from webapp.system.models import Department
@@ -297,6 +301,10 @@ class DeviceResource(resources.ModelResource):
             errors = exc.update_error_dict(errors)
         if instance.product_id is None and "product" not in errors:
             errors["product"] = [_("a device needs a product")]
+        reserved = reserved_identifier_problem(instance.identifier, RESERVED_DEVICE_IDENTIFIERS) \
+            if instance.pk is None else ""
+        if reserved:
+            errors.setdefault("identifier", []).append(reserved)
         gateway = instance.gateway
         if gateway is not None and instance.product_id is not None \
                 and instance.product.product_type == "gateway":

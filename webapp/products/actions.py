@@ -16,6 +16,7 @@ from webapp.core.types import Actor
 from webapp.products import codecs, followers
 from webapp.products.choices import ParameterDirection
 from webapp.products.models import (
+    RESERVED_PRODUCT_IDENTIFIERS,
     Command,
     CommandParameter,
     Event,
@@ -24,6 +25,7 @@ from webapp.products.models import (
     ProductTemplate,
     Property,
     Service,
+    reserved_identifier_problem,
 )
 from webapp.products.thingmodel import thing_model
 from webapp.system import scope
@@ -170,6 +172,9 @@ def create_product(*, acting_user: Actor, data: dict[str, Any]) -> Product:
     if Product.objects.filter(identifier=data["identifier"]).exists():
         raise Conflict(_("product {identifier!r} already exists").format(
             identifier=data["identifier"]), code="duplicate")
+    reserved = reserved_identifier_problem(data["identifier"], RESERVED_PRODUCT_IDENTIFIERS)
+    if reserved:
+        raise DomainError(reserved, code="reserved_identifier")
     # `created_by` is the acting user, whatever a form sent along (the admin's does).
     product = Product.objects.create(**{**data, "created_by": recorded_user(acting_user),
                                         "codec_version": 1 if data.get("codec") else 0})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -24,6 +25,22 @@ identifier_validator = RegexValidator(
     IDENTIFIER_RE, _("Use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit."))
 code_validator = RegexValidator(
     CODE_RE, _("Use 1-50 letters, digits or '_', starting with a letter."))
+
+# Identifiers the console's own pages take in its URLs (webapp/console/urls.py): a device
+# `new` would be shadowed by /devices/new/, a product `new` by /products/new/. Refused,
+# whatever their case, when a device or product is created (API, admin, imports, dynamic
+# registration, gateway topology, console); existing ones keep working elsewhere.
+RESERVED_DEVICE_IDENTIFIERS = frozenset({"new", "import", "groups"})
+RESERVED_PRODUCT_IDENTIFIERS = frozenset({"new"})
+
+
+def reserved_identifier_problem(identifier: object, reserved: frozenset[str]) -> str:
+    """Why `identifier` may not name a new device or product ("" when it may)."""
+    if isinstance(identifier, str) and identifier.lower() in reserved:
+        return str(_("The identifier {identifier!r} is reserved: the console's pages use "
+                     "it ({reserved}). Choose another one.").format(
+                         identifier=identifier, reserved=", ".join(sorted(reserved))))
+    return ""
 
 
 class Product(models.Model):
@@ -66,6 +83,13 @@ class Product(models.Model):
         verbose_name = _("product")
         verbose_name_plural = _("products")
         ordering = ("identifier",)
+
+    def clean(self) -> None:
+        super().clean()
+        problem = reserved_identifier_problem(self.identifier, RESERVED_PRODUCT_IDENTIFIERS) \
+            if self._state.adding else ""
+        if problem:
+            raise ValidationError({"identifier": problem})
 
     def __str__(self) -> str:
         return f"{self.name} ({self.identifier})"

@@ -15,7 +15,11 @@ from webapp.core.types import Actor
 from webapp.devices import registry
 from webapp.devices.choices import ConnectStatus, DeviceStatus, NodeType
 from webapp.devices.models import Device, DeviceShadow
-from webapp.products.models import Product
+from webapp.products.models import (
+    RESERVED_DEVICE_IDENTIFIERS,
+    Product,
+    reserved_identifier_problem,
+)
 from webapp.system.actors import recorded_user
 
 
@@ -52,6 +56,9 @@ def create_device(*, acting_user: Actor, product: Product, identifier: str,
     if Device.objects.filter(identifier=identifier).exists():
         raise Conflict(_("device {identifier!r} already exists").format(identifier=identifier),
                        code="duplicate")
+    reserved = reserved_identifier_problem(identifier, RESERVED_DEVICE_IDENTIFIERS)
+    if reserved:
+        raise DomainError(reserved, code="reserved_identifier")
     if secret is not None and len(secret) < 8:
         raise DomainError(_("a device secret has at least 8 characters"), code="weak_secret")
     groups = fields.pop("groups", None)

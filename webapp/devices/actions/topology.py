@@ -22,7 +22,12 @@ from webapp.devices.actions.devices import create_device, delete_device, record_
 from webapp.devices.actions.shadow import send_deltas
 from webapp.devices.choices import ConnectStatus, DeviceStatus, NodeType
 from webapp.devices.models import Device
-from webapp.products.models import IDENTIFIER_RE, Product
+from webapp.products.models import (
+    IDENTIFIER_RE,
+    RESERVED_DEVICE_IDENTIFIERS,
+    Product,
+    reserved_identifier_problem,
+)
 
 MAX_ITEMS = 100
 OK = {"statusCode": 0, "statusDesc": "successful"}
@@ -105,6 +110,10 @@ def _add(gateway: Device, body: dict[str, Any]) -> list[dict[str, Any]]:
         if product.product_type == "gateway":
             results.append({**_failed("a gateway product cannot be a sub-device"),
                             "deviceInfo": {"nodeId": node_id}})
+            continue
+        reserved = reserved_identifier_problem(node_id, RESERVED_DEVICE_IDENTIFIERS)
+        if reserved:
+            results.append({**_failed(reserved), "deviceInfo": {"nodeId": node_id}})
             continue
         device, _secret = create_device(
             acting_user=None, product=product, identifier=node_id,
