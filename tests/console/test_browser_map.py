@@ -135,3 +135,31 @@ def test_map_and_big_screen(world, ingest, browser, live_server):
     assert page.locator("[data-bs-login]").get_attribute("href").startswith("/login/?next=")
     shoot(page, "bigscreen-signed-out")
     assert page.js_errors == []
+
+
+def test_map_draws_the_configured_tiles(world, browser, live_server, settings):
+    """With MAP_TILE_URL set, the map loads its tiles from there (answered here by the test:
+    no internet) and shows the attribution; the big screen darkens them."""
+    from tests.support.platform import ROOT
+
+    settings.MAP_TILE_URL = "https://tiles.example.invalid/{z}/{x}/{y}.png"
+    settings.MAP_TILE_ATTRIBUTION = "© Example tiles"
+    tile = (ROOT / "webapp/console/static/console/vendor/leaflet/images/layers.png").read_bytes()
+    requested: list[str] = []
+
+    def answer(route: Any) -> None:
+        requested.append(route.request.url)
+        route.fulfill(status=200, content_type="image/png", body=tile)
+
+    page = new_page(browser)
+    page.route("https://tiles.example.invalid/**", answer)
+    sign_in(page, live_server.url, "alice", start="/map/")
+    page.wait_for_selector(LOADED)
+    page.wait_for_selector("img.leaflet-tile-loaded")
+    assert requested and all(u.startswith("https://tiles.example.invalid/") for u in requested)
+    assert "© Example tiles" in page.inner_text(".leaflet-control-attribution")
+    assert page.locator(".tl-map-note").count() == 0
+    assert page.get_attribute(LOADED, "data-loaded") == "1"  # alice: dev-a1 only
+    page.goto(f"{live_server.url}/bigscreen/")
+    page.wait_for_selector("[data-testid=bigscreen-map] img.leaflet-tile-loaded")
+    assert page.js_errors == []
