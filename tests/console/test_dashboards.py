@@ -288,6 +288,7 @@ def test_series_latest_and_alarms_read_through_the_scope(boards, client_of, inge
     ingest.send(*[data_event("dev-a1", "thermo-a", {"temperature": 20.0 + n, "humidity": 40 + n,
                                                     "mode": "eco" if n % 2 else "boost"},
                              start + n * 60_000) for n in range(5)],
+                data_event("dev-a1", "thermo-a", {"temperature": 24.0}, start + 5 * 60_000),
                 data_event("dev-b1", "thermo-b", {"temperature": 99.0}))
     alice = client_of(boards.alice)
     response = alice.get("/dashboards/data/series/", {
@@ -295,9 +296,10 @@ def test_series_latest_and_alarms_read_through_the_scope(boards, client_of, inge
         "hours": "1"})
     assert response.status_code == 200, response.content
     temperature, humidity, mode = response.json()["series"]
-    assert [p[1] for p in temperature["points"]] == [20.0, 21.0, 22.0, 23.0, 24.0]
+    assert [p[1] for p in temperature["points"]] == [20.0, 21.0, 22.0, 23.0, 24.0, 24.0]
     assert temperature["unit"] == "C" and temperature["interval"] == 8  # 3600 s / 500
     assert len(humidity["points"]) == 5
+    # The report of the temperature alone is no state of the mode.
     assert [p[1] for p in mode["points"]] == ["boost", "eco", "boost", "eco", "boost"]
     for query in ({"s": "dev-b1:env.temperature"}, {"s": "dev-a1:env.pressure"}):
         assert alice.get("/dashboards/data/series/", query).status_code == 400

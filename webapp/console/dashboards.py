@@ -464,7 +464,9 @@ def series(user: Any, specs: list[tuple[str, str, str]], start: datetime, end: d
         else:
             params.update(interval=f"{seconds}s", agg="avg", limit=MAX_BUCKETS)
         body = _telemetry(models.devices[device], params)
-        points = [[_ms(r["ts"]), r.get("value")] for r in body["results"]]
+        # Rows of reports that carried other properties of the service have no value here.
+        points = [[_ms(r["ts"]), r.get("value")] for r in body["results"]
+                  if r.get("value") is not None]
         if raw:
             points.reverse()
         out.append({"device": device, "service": service, "property": code,
