@@ -28,6 +28,7 @@ from .topics import TopicTrie, matches, split_shared
 
 ROUTE_CACHE_SIZE = 50_000
 CLIENT_ID_TAKEN = "client id in use by another client identity"
+CLIENT_ID_NOT_IDENTIFIER = "the client id must be the device identifier"
 # Publish budgets that filled up again are dropped every this many sweeps.
 BUDGET_SWEEP_EVERY = 60
 # What refusals are counted by (edge_budget_refusals_total{budget=…}).
@@ -79,6 +80,7 @@ ENVIRONMENT = {
     "publish_burst": "EDGE_PUBLISH_BURST",
     "publish_bytes_rate": "EDGE_PUBLISH_BYTES_RATE",
     "publish_bytes_burst": "EDGE_PUBLISH_BYTES_BURST",
+    "client_id_must_be_identity": "EDGE_CLIENT_ID_MUST_BE_IDENTIFIER",
 }
 
 
@@ -137,6 +139,10 @@ class BrokerConfig:
     publish_bytes_burst: int = 4 << 20
     # Subscriptions per session; more are refused with 0x97 Quota exceeded.
     max_subscriptions: int = 10_000
+    # Opt-in: a device must connect with its identifier as client id (0x85 / return code 2
+    # otherwise), so that no device can squat another's client id. Clients without a device
+    # identity (application keys, registration, anonymous) are not concerned.
+    client_id_must_be_identity: bool = False
     sweep_interval: float = 1.0
 
     @classmethod
@@ -159,6 +165,11 @@ class BrokerConfig:
                 values[spec.name] = networks
                 continue
             if not raw:
+                continue
+            if isinstance(spec.default, bool):
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(f"{name} must be 1 or 0, not {raw!r}")
+                values[spec.name] = raw.lower() in ("1", "true", "yes", "on")
                 continue
             kind = float if isinstance(spec.default, float) else int
             try:

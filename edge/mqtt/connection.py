@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from edge.deferreds import gather
 
-from .broker import CLIENT_ID_TAKEN, Broker
+from .broker import CLIENT_ID_NOT_IDENTIFIER, CLIENT_ID_TAKEN, Broker
 from .codec import CONNACK_REASONS, Decoder, encode, encode_publish_fields
 from .errors import (
     MqttError,
@@ -320,6 +320,11 @@ class MqttConnection:
         self.identity = result.identity
         self.owner = result.owner if result.owner is not None else result.identity
         self.acl = result.acl
+        if self.broker.config.client_id_must_be_identity and self.identity is not None and \
+                self.client_id != self.identity:
+            self.broker.refused("client_id")
+            self.refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, CLIENT_ID_NOT_IDENTIFIER)
+            return None
         will = self.connect.will if self.connect is not None else None
         if will is None:
             return self._admit()
