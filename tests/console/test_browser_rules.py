@@ -9,6 +9,7 @@ import pytest
 
 from tests.console.browsing import new_page, set_language, shoot, sign_in
 from tests.console.conftest import OPERATOR_PERMISSIONS
+from webapp.rules import actions
 from webapp.rules.models import Alarm, Rule, RuleTrace
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -18,10 +19,12 @@ XSS = '<img src=x onerror="window.__pwned=1">'
 WORDS = {
     "en": {"unknown": "The service 'env' has no property 'pressure'.",
            "fires": "The rule would fire.", "not_fires": "The rule would not fire.",
-           "true": "true", "false": "false", "unknown_verdict": "unknown"},
+           "true": "true", "false": "false", "unknown_verdict": "unknown",
+           "failed": "The rule failed at"},
     "zh-hans": {"unknown": "服务 'env' 没有属性 'pressure'。",
                 "fires": "规则会触发。", "not_fires": "规则不会触发。",
-                "true": "真", "false": "假", "unknown_verdict": "未知"},
+                "true": "真", "false": "假", "unknown_verdict": "未知",
+                "failed": "执行失败并已停用"},
 }
 
 
@@ -115,6 +118,23 @@ def test_build_refuse_save_test_and_list_a_threshold_rule(world, browser, live_s
         .all_inner_texts() == [words["unknown_verdict"]]
     shoot(page, "rules-test-unknown")
     assert not Alarm.objects.exists() and not RuleTrace.objects.exists()
+
+    # the engine failed the rule after it fired once: its page says why and re-enables it
+    actions.record_trace(rule=rule, kind="fired", device="dev-a1", ts_ms=1_760_000_000_000,
+                         message={"values": {"temperature": 36}},
+                         conditions={"held": True}, results=[{"type": "alarm", "ok": True}])
+    Rule.objects.filter(pk=rule.pk).update(enabled=False, failed_at=rule.updated,
+                                           failure_reason="evaluation took 80 ms")
+    page.reload()
+    failure = page.inner_text('[data-testid="rule-failure"]')
+    assert words["failed"] in failure and "evaluation took 80 ms" in failure
+    assert "dev-a1" in page.inner_text('[data-testid="rule-traces"]')
+    shoot(page, "rules-failed-traces")
+    with page.expect_navigation():
+        page.click('[data-testid="rule-toggle"]')
+    rule.refresh_from_db()
+    assert rule.enabled and rule.failed_at is None
+    assert page.locator('[data-testid="rule-failure"]').count() == 0
 
     with page.expect_navigation():
         page.click('.sidebar a[href="/rules/"]')

@@ -527,6 +527,9 @@
         choose("sink", T.sink, model.sinks.map(function (s) { return [s.id, s.name]; }), true);
       } else if (action.type === "webhook") {
         text("url", T.url, "https://");
+        var secret = el("input", {type: "password", autocomplete: "new-password", value: action.secret || "", "data-testid": "action-secret"});
+        secret.addEventListener("input", function () { action.secret = secret.value; });
+        inputs.appendChild(labelled(T.secret, secret));
       } else if (action.type === "publish") {
         text("topic", T.topic, "alerts/{{device}}");
         text("payload", T.payload, "{{value}}");
