@@ -43,6 +43,8 @@ def test_figures_follow_the_data_scope(world, client_of, ingest):
     assert alice["devices"] == {"total": 1, "online": 0, "offline": 0, "unconnected": 1}
     assert alice["messages"]["accepted"] == 1 and alice["messages"]["rejected"] == 1
     assert alice["messages"]["per_minute"] == pytest.approx(2 / 60, abs=0.05)
+    assert len(alice["messages"]["series"]) == 30 and sum(alice["messages"]["series"]) == 2
+    assert alice["messages"]["series"][-1] + alice["messages"]["series"][-2] == 2
     assert alice["alarms"]["total"] == 1
     assert [a["name"] for a in alice["alarms"]["latest"]] == ["Alarm of A"]
     assert {a["severity"]: a["count"] for a in alice["alarms"]["levels"]}["critical"] == 1
@@ -55,6 +57,21 @@ def test_figures_follow_the_data_scope(world, client_of, ingest):
     root = figures(client_of(world.root))
     assert root["products"] == 2 and root["devices"]["total"] == 2
     assert root["alarms"]["total"] == 2
+    assert len(root["messages"]["series"]) == 30 and sum(root["messages"]["series"]) == 3
+
+
+def test_message_series_counts_each_minute_of_the_log(world, client_of, ingest):
+    """A scoped user's series comes from the log: a message 10 minutes ago lands 10 bars
+    before the current one, one older than the series is left out."""
+    from tests.console.conftest import now_ms
+
+    now = now_ms()
+    ingest.send(log_event("dev-a1", True, ts=now - 10 * 60_000),
+                log_event("dev-a1", True, ts=now - 10 * 60_000),
+                log_event("dev-a1", True, ts=now - 45 * 60_000),
+                log_event("dev-b1", True, ts=now))
+    series = figures(client_of(world.alice))["messages"]["series"]
+    assert sum(series) == 2 and 2 in (series[-11], series[-12])
 
 
 def test_cleared_alarms_are_not_shown(world, client_of):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.console.browsing import new_page, set_language, shoot, sign_in
-from tests.console.conftest import create_device, data_event, now_ms, status_event
+from tests.console.conftest import create_device, data_event, log_event, now_ms, status_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -74,6 +74,8 @@ def bigscreen_flow(page: Any, base: str, ingest: Any, online_after: int) -> None
     assert page.inner_text("[data-testid=bs-products]") == "2"
     assert page.inner_text("[data-testid=bs-alarms-total]") == "2"
     assert "Boiler overheating" in page.inner_text("[data-testid=bs-alarms]")
+    assert page.locator("[data-testid=bs-spark] span").count() == 30
+    assert page.inner_text("[data-testid=bs-rejected]") == "3"
     assert page.locator("[data-testid=bigscreen-map] .tl-marker, "
                         "[data-testid=bigscreen-map] .tl-cluster").count() >= 2
     # Another device comes online: the next poll shows it, without reloading the page.
@@ -115,6 +117,7 @@ def test_map_and_big_screen(world, ingest, browser, live_server):
                                    ("Pressure low", "minor", world.device_b)]:
         Alarm.objects.create(name=name, device=device, product=device.product,
                              severity=severity, message=name, first_seen=now, last_seen=now)
+    ingest.send(*[log_event("dev-a1", n % 5 != 0) for n in range(12)])
     base = live_server.url
     page = new_page(browser)
     sign_in(page, base, "root", start="/map/")

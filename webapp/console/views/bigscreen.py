@@ -5,9 +5,12 @@ read through the user's data scope (`webapp.console.stats`, `access`)."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q
+from django.db.models.functions import TruncMinute
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -18,6 +21,7 @@ from django.utils.translation import gettext as _
 from webapp.console import access, stats
 from webapp.console.access import console_view
 from webapp.console.views.device_map import json_view, map_labels, tile_settings
+from webapp.core.redis import get_redis, keys
 from webapp.devices.choices import ConnectStatus
 from webapp.rules.choices import OPEN_ALARM_STATUSES, Severity
 
@@ -26,6 +30,7 @@ REFRESH_MIN = 5
 REFRESH_MAX = 300
 LATEST_ALARMS = 8
 TOP_PRODUCTS = 5
+SERIES_MINUTES = 30
 
 
 def refresh_seconds(value: str | None) -> int:
@@ -35,6 +40,29 @@ def refresh_seconds(value: str | None) -> int:
     except ValueError:
         return REFRESH_DEFAULT
     return max(REFRESH_MIN, min(REFRESH_MAX, seconds))
+
+
+def message_series(user: Any, minutes: int = SERIES_MINUTES) -> list[int]:
+    """Device messages (accepted and rejected) per minute, the last `minutes` minutes oldest
+    first, the current minute last: the dashboard's per-minute counters in Redis for a user who
+    sees everything, else the message log of the devices in scope."""
+    minute = int(time.time()) // 60
+    first = minute - minutes + 1
+    if access.sees_everything(user):
+        pipe = get_redis().pipeline(transaction=False)
+        for m in range(first, minute + 1):
+            pipe.hgetall(keys().console_messages(m))
+        return [sum(int(n) for n in bucket.values()) for bucket in pipe.execute()]
+    series = [0] * minutes
+    since = datetime.fromtimestamp(first * 60, tz=UTC)
+    rows = (access.messages_for(user).filter(ts__gte=since, ts__lt=since + timedelta(
+        minutes=minutes)).order_by().annotate(minute=TruncMinute("ts", tzinfo=UTC))
+        .values("minute").annotate(n=Count("pk")))
+    for row in rows:
+        index = int(row["minute"].timestamp()) // 60 - first
+        if 0 <= index < minutes:
+            series[index] += row["n"]
+    return series
 
 
 def figures(user: Any) -> dict[str, Any]:
@@ -47,7 +75,8 @@ def figures(user: Any) -> dict[str, Any]:
     messages = stats.message_counts(user)
     total = sum(messages.values())
     data["messages"] = {**messages, "total": total, "window_minutes": stats.WINDOW_MINUTES,
-                        "per_minute": round(total / stats.WINDOW_MINUTES, 1)}
+                        "per_minute": round(total / stats.WINDOW_MINUTES, 1),
+                        "series": message_series(user)}
     top = (access.devices_for(user).order_by().values("product__identifier", "product__name")
            .annotate(devices=Count("pk"),
                      online=Count("pk", filter=Q(connect_status=ConnectStatus.ONLINE)))

@@ -40,7 +40,23 @@
     map = window.TLMap.mount(mapBox, {fit: "first"});
   }
 
+  var spark = root.querySelector("[data-bs-spark]");
+  function drawSeries(series) {
+    if (!spark || !series) { return; }
+    var top = Math.max.apply(null, series.concat([1]));
+    spark.textContent = "";
+    series.forEach(function (n) {
+      var bar = node("span", n ? "" : "zero");
+      bar.style.height = Math.max(4, Math.round(100 * n / top)) + "%";
+      bar.title = String(n);
+      spark.appendChild(bar);
+    });
+  }
+  var initial = document.getElementById("bigscreen-series");
+  if (initial) { drawSeries(JSON.parse(initial.textContent)); }
+
   function render(data) {
+    drawSeries(data.messages && data.messages.series);
     root.querySelectorAll("[data-field]").forEach(function (el) {
       var value = pick(data, el.getAttribute("data-field"));
       if (value !== undefined && value !== null) { el.textContent = String(value); }
