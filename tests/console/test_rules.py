@@ -297,3 +297,35 @@ def test_xss_in_names_is_escaped(world, alice, client_of):
     make_rule(hot(name="<script>alert(1)</script>"))
     text = client_of(alice).get("/rules/").content.decode()
     assert "<script>alert(1)</script>" not in text
+
+
+def test_own_departments_channel_sink_and_device_are_offered_and_accepted(world, alice,
+                                                                          client_of, settings):
+    from webapp.rules.models import NotificationChannel, Rule, Sink
+
+    channel = NotificationChannel.objects.create(name="ops-a", channel_type="site",
+                                                 department=world.org.a)
+    Sink.objects.create(name="kafka-a", sink_type="topic", department=world.org.a,
+                        config={"topic": "x"})
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # the webhook's receiver
+    client = client_of(alice)
+    model = client.get("/rules/model/thermo-a/").json()
+    assert [c["name"] for c in model["channels"]] == ["ops-a"]
+    assert [s["name"] for s in model["sinks"]] == ["kafka-a"]
+    answer = post_json(client, "/rules/new/", hot(actions=[
+        {"type": "notify", "channel": channel.pk}, {"type": "forward", "sink": "kafka-a"},
+        {"type": "command", "device": "dev-a1", "service": "env", "command": "set_interval",
+         "params": {"seconds": 5}},
+        {"type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s3cret"}]))
+    assert answer.status_code == 200, answer.content
+    rule = Rule.objects.get()
+    assert "secret" not in rule.actions[3] and rule.actions[3]["secret_encrypted"]
+    page = client.get(f"/rules/{rule.pk}/").content.decode()
+    assert "s3cret" not in page and "secret_encrypted" not in page
+    # saving again with the masked secret keeps it
+    body = hot(actions=[*rule.actions[:3], {"type": "webhook",
+                                            "url": "http://127.0.0.1:9/hook",
+                                            "secret": "********"}])
+    assert post_json(client, f"/rules/{rule.pk}/", body).status_code == 200
+    rule.refresh_from_db()
+    assert rule.actions[3]["secret_encrypted"]
