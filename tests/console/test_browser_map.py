@@ -18,6 +18,7 @@ from tests.console.conftest import create_device, data_event, log_event, now_ms,
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 LOADED = "[data-testid=device-map][data-loaded]"
+XSS = '<img src=x onerror="alert(1)"><b>bold</b>'
 
 
 def open_map(page: Any, base: str, query: str = "") -> None:
@@ -144,6 +145,7 @@ def test_map_draws_the_configured_tiles(world, browser, live_server, settings):
     """With MAP_TILE_URL set, the map loads its tiles from there (answered here by the test:
     no internet) and shows the attribution; the big screen darkens them."""
     from tests.support.platform import ROOT
+    from webapp.devices.models import Device
 
     settings.MAP_TILE_URL = "https://tiles.example.invalid/{z}/{x}/{y}.png"
     settings.MAP_TILE_ATTRIBUTION = "© Example tiles"
@@ -163,6 +165,19 @@ def test_map_draws_the_configured_tiles(world, browser, live_server, settings):
     assert "© Example tiles" in page.inner_text(".leaflet-control-attribution")
     assert page.locator(".tl-map-note").count() == 0
     assert page.get_attribute(LOADED, "data-loaded") == "1"  # alice: dev-a1 only
+    # A hostile name is shown as text in the marker's popup, never run.
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    Device.objects.filter(identifier="dev-a1").update(name=XSS)
+    page.reload()
+    page.wait_for_selector(LOADED)
+    page.locator(".tl-marker").click()
+    popup = page.locator(".leaflet-popup .tl-popup[data-device='dev-a1']")
+    popup.locator(".tl-popup-values p").wait_for()
+    assert popup.locator(".tl-popup-name").inner_text() == XSS
+    assert page.locator(".leaflet-popup img").count() == 0
+    page.wait_for_timeout(300)
+    assert dialogs == []
     page.goto(f"{live_server.url}/bigscreen/")
     page.wait_for_selector("[data-testid=bigscreen-map] img.leaflet-tile-loaded")
     assert page.js_errors == []
