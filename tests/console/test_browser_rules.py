@@ -119,6 +119,36 @@ def test_build_refuse_save_test_and_list_a_threshold_rule(world, browser, live_s
     shoot(page, "rules-test-unknown")
     assert not Alarm.objects.exists() and not RuleTrace.objects.exists()
 
+    # edit: a nested "any of" group (humidity < 20, or mode is eco) beside the threshold
+    page.click('[data-testid="cond-add-group"]')
+    group = page.locator('[data-testid="cond-group"]').nth(1)
+    group.locator('[data-testid="cond-add"]').click()
+    group = page.locator('[data-testid="cond-group"]').nth(1)
+    group.locator('[data-testid="cond-add"]').click()
+    first = page.locator('[data-testid="cond-group"]').nth(1).locator(
+        '[data-testid="cond-leaf"]').nth(0)
+    first.locator('[data-testid="cond-property"]').select_option("1")  # humidity
+    first = page.locator('[data-testid="cond-group"]').nth(1).locator(
+        '[data-testid="cond-leaf"]').nth(0)
+    first.locator('[data-testid="cond-op"]').select_option("<")
+    first = page.locator('[data-testid="cond-group"]').nth(1).locator(
+        '[data-testid="cond-leaf"]').nth(0)
+    first.locator('[data-testid="cond-value"]').fill("20")
+    second = page.locator('[data-testid="cond-group"]').nth(1).locator(
+        '[data-testid="cond-leaf"]').nth(1)
+    second.locator('[data-testid="cond-property"]').select_option("2")  # mode
+    second = page.locator('[data-testid="cond-group"]').nth(1).locator(
+        '[data-testid="cond-leaf"]').nth(1)
+    second.locator('[data-testid="cond-value"]').select_option(label="eco")
+    shoot(page, "rules-edit-nested")
+    with page.expect_navigation():
+        page.click('[data-testid="rule-save"]')
+    rule.refresh_from_db()
+    assert rule.condition == {"all": [
+        {"service": "env", "property": "temperature", "op": ">", "value": 30},
+        {"any": [{"service": "env", "property": "humidity", "op": "<", "value": 20},
+                 {"service": "env", "property": "mode", "op": "==", "value": "eco"}]}]}
+
     # the engine failed the rule after it fired once: its page says why and re-enables it
     actions.record_trace(rule=rule, kind="fired", device="dev-a1", ts_ms=1_760_000_000_000,
                          message={"values": {"temperature": 36}},
