@@ -329,3 +329,21 @@ def test_own_departments_channel_sink_and_device_are_offered_and_accepted(world,
     assert post_json(client, f"/rules/{rule.pk}/", body).status_code == 200
     rule.refresh_from_db()
     assert rule.actions[3]["secret_encrypted"]
+
+
+def test_trigger_device_group_within_scope(world, alice, client_of):
+    from webapp.devices.models import DeviceGroup
+    from webapp.rules.models import Rule
+
+    mine = DeviceGroup.objects.create(name="boilers-a", department=world.org.a)
+    theirs = DeviceGroup.objects.create(name="boilers-b", department=world.org.b)
+    client = client_of(alice)
+    groups = client.get("/rules/model/thermo-a/").json()["groups"]
+    assert groups == [{"id": mine.pk, "name": "boilers-a"}]
+    refused = post_json(client, "/rules/new/", hot(trigger={
+        "type": "property", "product": "thermo-a", "service": "env", "group": theirs.pk}))
+    assert refused.status_code == 400 and not Rule.objects.exists()
+    saved = post_json(client, "/rules/new/", hot(trigger={
+        "type": "property", "product": "thermo-a", "service": "env", "group": mine.pk}))
+    assert saved.status_code == 200, saved.content
+    assert Rule.objects.get().trigger["group"] == mine.pk

@@ -29,6 +29,7 @@ from webapp.console.access import console_view
 from webapp.console.inputs import range_text, widget
 from webapp.core.errors import DomainError
 from webapp.core.redis import get_redis
+from webapp.devices.models import DeviceGroup
 from webapp.products.thingmodel import export_services
 from webapp.rules import actions as rule_actions
 from webapp.rules import secrets
@@ -130,7 +131,8 @@ def _builder_text() -> dict[str, str]:
         "low": _("From"), "high": _("To"), "list_hint": _("Values separated by commas"),
         "other": _("Other (type a name)…"), "expression": _("Expression"),
         "service": _("Service"), "any_property": _("Any property of the service"),
-        "event": _("Event"), "command": _("Command"), "status": _("Status"),
+        "event": _("Event"), "command": _("Command"), "status": _("Status"), "group": _("Devices"),
+        "all_devices": _("Every device of the product"),
         "online": _("Online"), "offline": _("Offline"), "both": _("Online or offline"),
         "cron": _("Cron (minute hour day month weekday)"), "timezone": _("Time zone"),
         "severity": _("Severity"), "message": _("Message"), "alarm_name": _("Alarm name"),
@@ -371,6 +373,8 @@ def rule_model(request: HttpRequest, identifier: str) -> JsonResponse:
         "channels": named(NotificationChannel), "sinks": named(Sink),
         "devices": list(access.devices_for(user).filter(product=product).order_by(
             "identifier").values_list("identifier", flat=True)[:MAX_TARGETS]),
+        "groups": [{"id": g.pk, "name": g.name} for g in scope.restrict(
+            DeviceGroup.objects.all(), user).order_by("name")[:500]],
     })
 
 

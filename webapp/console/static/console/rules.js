@@ -261,6 +261,18 @@
       box.appendChild(labelled(T.cron, cron));
       box.appendChild(labelled(T.timezone, tz));
     }
+    var groups = (this.model.groups || []).map(function (g) { return [String(g.id), g.name]; });
+    var groupRef = trigger.group === undefined || trigger.group === null ? "" : String(
+      typeof trigger.group === "object" ? trigger.group.id : trigger.group);
+    if (groupRef && !groups.some(function (g) { return g[0] === groupRef; })) {
+      groups.unshift([groupRef, groupRef]);
+    }
+    if (groups.length) {
+      box.appendChild(labelled(T.group, select("group", [["", T.all_devices]].concat(groups),
+        groupRef, function (v) {
+          if (v === "") { delete trigger.group; } else { trigger.group = /^\d+$/.test(v) ? Number(v) : v; }
+        })));
+    }
   };
 
   Builder.prototype.renderCondition = function () {
