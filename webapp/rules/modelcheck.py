@@ -102,6 +102,8 @@ def _value_problem(spec: FieldSpec, value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
     text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(
         value, bool) else str(value)
     return text if len(text) <= 40 else text[:39] + "…"
