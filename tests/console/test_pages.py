@@ -327,6 +327,7 @@ def test_navigation_follows_permissions_and_the_menu_tree(world, client_of):
     assert "/admin/system/user/" in root_page and "/admin/system/loginsession/" in root_page
     # rules have their console page now (tests/console/test_rules.py), not the admin's
     assert 'href="/rules/"' in root_page and "/admin/rules/rule/" not in root_page
+    assert "/admin/rules/notificationchannel/" in root_page and "/admin/rules/sink/" in root_page
 
 
 def test_language_switch_translates_the_console(world, client_of):

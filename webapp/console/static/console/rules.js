@@ -278,7 +278,10 @@
   Builder.prototype.renderCondition = function () {
     var box = this.form.querySelector("[data-condition]");
     box.textContent = "";
-    if (!this.model) { return; }
+    if (!this.model) {
+      box.appendChild(el("p", {"class": "hint", text: this.T.pick_product}));
+      return;
+    }
     box.appendChild(this.renderGroup(this.tree, null));
   };
 
