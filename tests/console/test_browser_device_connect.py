@@ -6,7 +6,8 @@ and the `mosquitto_pub` snippet from the page as a user copies them (the copy bu
 runs that exact text through a shell with /usr/bin/mosquitto_pub, and sees on the device
 page, without reloading it (WebSockets), the reported values, the message-log line and its
 last-seen time; after a reload they are there from storage, with the MQTT connection in its
-history. The same for an HTTP product with the `curl` snippet.
+history. The same for an HTTP product with the `curl` snippet. The device page stays open for
+a few idle seconds first (the user goes to a terminal) and must keep its WebSocket all along.
 
 The console is opened at `localhost` while the web process has EDGE_PUBLIC_HOST=127.0.0.1:
 the snippet's host comes from the setting, not from the browser's address bar. Before running
@@ -137,6 +138,10 @@ def test_add_a_device_and_connect_it_with_the_snippet(platform, browser):
     mqtt_port, http_port = platform.env["EDGE_MQTT_PORT"], platform.env["EDGE_HTTP_PORT"]
     base = f"http://localhost:{platform.web_port}"
     page = new_page(browser)
+    # The page's WebSockets that closed (the device page then reconnects, and misses what
+    # ingest pushed meanwhile): one left open must keep its socket.
+    closed: list[str] = []
+    page.on("websocket", lambda ws: ws.on("close", lambda ws: closed.append(ws.url)))
     sign_in(page, base, "adder", start="/devices/new/")
     set_language(page, "en")
 
@@ -156,6 +161,11 @@ def test_add_a_device_and_connect_it_with_the_snippet(platform, browser):
     page.wait_for_selector('[data-testid="live-state"][data-state="live"]', timeout=15_000)
     assert page.inner_text('[data-testid="value-env.temperature"] .v') == "—"
     shoot(page, "device-connect-mqtt-waiting")
+    # The user goes to a terminal and pastes the snippet: seconds with nothing to push.
+    page.wait_for_timeout(6_000)
+    assert closed == [], ("the device page's WebSocket closed while idle: the web's Redis "
+                          "reads time out (redis-py's 5 s default) under channels_redis's "
+                          "5 s BZPOPMIN", closed)
     done = run(snippet)
     assert done.returncode == 0, done
     watch_it_arrive(page, "boiler-7", "/v1/devices/boiler-7/datas")
