@@ -347,3 +347,25 @@ def test_trigger_device_group_within_scope(world, alice, client_of):
         "type": "property", "product": "thermo-a", "service": "env", "group": mine.pk}))
     assert saved.status_code == 200, saved.content
     assert Rule.objects.get().trigger["group"] == mine.pk
+
+
+def test_status_and_event_rules_are_tested_with_their_fields(world, alice, client_of):
+    offline = make_rule({"name": "gone", "trigger": {"type": "status", "product": "thermo-a",
+                                                     "status": "offline"},
+                         "condition": {"property": "reason", "op": "contains",
+                                       "value": "kick"},
+                         "actions": [{"type": "alarm", "severity": "warning"}]})
+    client = client_of(alice)
+    page = client.get(f"/rules/{offline.pk}/").content.decode()
+    assert 'name="value.status"' in page and 'name="value.reason"' in page
+    answer = post_json(client, f"/rules/{offline.pk}/test/", {
+        "status": "offline", "values": {"status": "offline", "reason": "kicked"}})
+    assert answer.status_code == 200 and answer.json()["matched"] is True
+    event = make_rule({"name": "heat", "trigger": {"type": "event", "product": "thermo-a",
+                                                  "event": "overheat"},
+                       "condition": {"property": "level", "op": ">=", "value": 2}})
+    page = client.get(f"/rules/{event.pk}/").content.decode()
+    assert 'name="value.level"' in page and 'data-event="overheat"' in page
+    answer = post_json(client, f"/rules/{event.pk}/test/", {"event": "overheat",
+                                                            "values": {"level": 3}})
+    assert answer.json()["matched"] is True

@@ -250,6 +250,11 @@ def _sample_fields(rule: Rule) -> list[dict[str, Any]]:
             for command in service["commands"]:
                 if command["code"] == trigger.get("command") or not trigger.get("command"):
                     fields.extend(command["responses"])
+    if kind == TriggerType.STATUS:
+        fields = [{"code": "status", "datatype": "enum", "enum_values": ["online", "offline"]},
+                  {"code": "reason", "datatype": "string"}]
+    elif kind == TriggerType.COMMAND_RESPONSE:
+        fields.append({"code": "err", "datatype": "json"})
     seen: set[str] = set()
     out = []
     for field in fields:

@@ -746,6 +746,19 @@
     return item;
   }
 
+  /* The sample message: the values, and what the trigger's kind of message carries. */
+  function sample(section, device, values) {
+    var body = {device: device, values: values};
+    var kind = section.getAttribute("data-kind");
+    if (kind === "status" && typeof values.status === "string") { body.status = values.status; }
+    if (kind === "event") { body.event = section.getAttribute("data-event") || ""; }
+    if (kind === "cmdrsp") {
+      body.command = section.getAttribute("data-command") || "";
+      if (values.err !== undefined) { body.err = values.err; }
+    }
+    return body;
+  }
+
   function startTest(section) {
     var T = readJSON("rule-test-text") || {};
     var form = section.querySelector("[data-test-form]");
@@ -770,7 +783,7 @@
       out.appendChild(el("p", {"class": "muted", text: T.testing}));
       fetch(section.getAttribute("data-url"), {
         method: "POST", credentials: "same-origin",
-        body: JSON.stringify({device: form.elements.device.value, values: values}),
+        body: JSON.stringify(sample(section, form.elements.device.value, values)),
         headers: {"Content-Type": "application/json", "Accept": "application/json",
           "X-CSRFToken": window.Console.csrfToken()}
       }).then(function (response) {
