@@ -174,3 +174,35 @@ def test_build_refuse_save_test_and_list_a_threshold_rule(world, browser, live_s
     shoot(page, "rules-list")
     assert page.evaluate("window.__pwned") is None
     assert page.js_errors == []
+
+
+def test_an_api_made_rule_loads_into_the_builder_and_saves_unchanged(world, browser,
+                                                                     live_server):
+    """Groups, negations, expressions, lists and actions the builder does not edit survive
+    a save from the builder (same meaning; leaves gain their service)."""
+    world.org.user("ruth", world.org.a, OPERATOR_PERMISSIONS + RULE_PERMISSIONS,
+                   scope="department")
+    rule = actions.create_rule(acting_user=None, data={
+        "name": "mixed", "trigger": {"type": "property", "product": "thermo-a",
+                                     "service": "env", "property": "temperature"},
+        "condition": {"any": [{"expr": "temperature > humidity"},
+                              {"not": {"property": "mode", "op": "in", "value": ["eco"]}},
+                              {"op": "between", "value": [10, 20]}]},
+        "actions": [{"type": "shadow", "service": "env", "values": {"target": 21}},
+                    {"type": "alarm", "severity": "minor", "message": "m"}],
+        "debounce": {"count": 2, "window": 3}, "cooldown": 30, "fire_mode": "change"})
+    page = new_page(browser)
+    sign_in(page, live_server.url, "ruth", start=f"/rules/{rule.pk}/")
+    page.wait_for_selector('[data-testid="cond-leaf"]')
+    with page.expect_navigation():
+        page.click('[data-testid="rule-save"]')
+    saved = Rule.objects.get(pk=rule.pk)
+    assert saved.condition == {"any": [
+        {"expr": "temperature > humidity"},
+        {"not": {"all": [{"service": "env", "property": "mode", "op": "in",
+                          "value": ["eco"]}]}},
+        {"service": "env", "property": "temperature", "op": "between", "value": [10, 20]}]}
+    assert saved.actions == rule.actions
+    assert (saved.debounce, saved.cooldown, saved.fire_mode) == (
+        {"count": 2, "window": 3}, 30, "change")
+    assert page.js_errors == []
