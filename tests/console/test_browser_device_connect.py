@@ -134,7 +134,7 @@ def watch_it_arrive(page: Any, identifier: str, topic: str) -> None:
     page.wait_for_selector("#last-seen time", timeout=15_000)
 
 
-def test_add_a_device_and_connect_it_with_the_snippet(platform, browser):
+def test_add_a_device_and_connect_it_with_the_snippet(platform: Platform, browser: Any) -> None:
     mqtt_port, http_port = platform.env["EDGE_MQTT_PORT"], platform.env["EDGE_HTTP_PORT"]
     base = f"http://localhost:{platform.web_port}"
     page = new_page(browser)
@@ -149,7 +149,7 @@ def test_add_a_device_and_connect_it_with_the_snippet(platform, browser):
     secret, snippet = add_device(page, base, "thermo-a", "boiler-7", "Boiler 7", "mqtt")
     device = Device.objects.get(identifier="boiler-7")
     assert decrypt_secret(device.secret_encrypted) == secret
-    assert device.created_by.username == "adder" and device.connect_status != "online"
+    assert device.created_by is not None and device.created_by.username == "adder"
     words = shell_words(snippet)
     assert words == ["mosquitto_pub", "-h", EDGE_HOST, "-p", mqtt_port, "-u", "boiler-7",
                      "-P", secret, "-q", "1", "-t", "/v1/devices/boiler-7/datas", "-m",
@@ -172,6 +172,8 @@ def test_add_a_device_and_connect_it_with_the_snippet(platform, browser):
     shoot(page, "device-connect-mqtt-reported")
     assert DeviceMessage.objects.filter(device_identifier="boiler-7", direction="up",
                                         result="accepted").exists()
+    device.refresh_from_db()
+    assert device.last_seen is not None
     page.reload()  # what got stored: the page rendered from the database and time series
     assert page.inner_text('[data-testid="value-env.temperature"] .v') == "42.5"
     assert "/v1/devices/boiler-7/datas" in page.inner_text('[data-testid="message-log"]')
