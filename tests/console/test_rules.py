@@ -213,7 +213,7 @@ def test_rule_page_shows_failure_counters_traces_and_reenables(world, alice, cli
     client = client_of(alice)
     text = client.get(f"/rules/{rule.pk}/").content.decode()
     assert "over its budget" in text and "Re-enable" in text
-    assert "dev-a1" in text and "temperature" in text and ">7<" in text
+    assert "dev-a1" in text and "{&quot;temperature&quot;: 35}" in text and ">7<" in text
     answer = client.post(f"/rules/{rule.pk}/enabled/", {"enabled": "true"})
     assert answer.status_code == 302
     rule.refresh_from_db()

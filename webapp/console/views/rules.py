@@ -211,6 +211,10 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
             return JsonResponse({"detail": _("You may not change rules.")}, status=403)
         return _save(request, rule)
     traces = list(RuleTrace.objects.filter(rule=rule).order_by("-created", "-id")[:TRACES_SHOWN])
+    for trace in traces:
+        shown = trace.message.get("values", trace.message) if isinstance(
+            trace.message, dict) else trace.message
+        trace.shown = json.dumps(shown, ensure_ascii=False, default=str)[:300]
     last_fired = RuleTrace.objects.filter(rule=rule, kind=TraceKind.FIRED).aggregate(
         last=Max("created"))["last"]
     can_change = user.has_perm("rules.change_rule")
