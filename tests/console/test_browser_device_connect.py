@@ -91,8 +91,9 @@ def report(identifier: str) -> dict[str, Any]:
 
 def add_device(page: Any, base: str, product: str, identifier: str, name: str, step: str
                ) -> tuple[str, str]:
-    """Fill /devices/new/ and submit it; the secret and the report snippet as the page's copy
-    buttons hold them (checked against the text the page shows)."""
+    """Fill /devices/new/ and submit it; the secret and the report snippet as the user gets
+    them: the report's Copy button clicked and the clipboard read (both checked against the
+    text the page shows)."""
     page.goto(f"{base}/devices/new/")
     page.select_option("#id_product", product)
     page.fill("#id_identifier", identifier)
@@ -107,9 +108,12 @@ def add_device(page: Any, base: str, product: str, identifier: str, name: str, s
         "data-copy")
     assert secret and secret == secret_el.inner_text()
     first = page.locator('[data-testid="snippet"]').first
-    snippet = first.locator("xpath=following-sibling::button[@data-copy][1]").get_attribute(
-        "data-copy")
-    assert snippet and snippet == first.inner_text()
+    button = first.locator("xpath=following-sibling::button[@data-copy][1]")
+    page.evaluate("navigator.clipboard.writeText('')")
+    button.click()
+    page.wait_for_function("b => b.textContent === '\\u2713'", arg=button.element_handle())
+    snippet = page.evaluate("navigator.clipboard.readText()")
+    assert snippet and snippet == first.inner_text() == button.get_attribute("data-copy")
     return secret, snippet
 
 
@@ -138,6 +142,7 @@ def test_add_a_device_and_connect_it_with_the_snippet(platform: Platform, browse
     mqtt_port, http_port = platform.env["EDGE_MQTT_PORT"], platform.env["EDGE_HTTP_PORT"]
     base = f"http://localhost:{platform.web_port}"
     page = new_page(browser)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     # The page's WebSockets that closed (the device page then reconnects, and misses what
     # ingest pushed meanwhile): one left open must keep its socket.
     closed: list[str] = []
