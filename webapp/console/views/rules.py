@@ -211,18 +211,17 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
             return JsonResponse({"detail": _("You may not change rules.")}, status=403)
         return _save(request, rule)
     traces = list(RuleTrace.objects.filter(rule=rule).order_by("-created", "-id")[:TRACES_SHOWN])
-    for trace in traces:
-        shown = trace.message.get("values", trace.message) if isinstance(
-            trace.message, dict) else trace.message
-        trace.shown = json.dumps(shown, ensure_ascii=False, default=str)[:300]
+    shown = {trace.pk: json.dumps(trace.message.get("values", trace.message) if isinstance(
+        trace.message, dict) else trace.message, ensure_ascii=False, default=str)[:300]
+        for trace in traces}
     last_fired = RuleTrace.objects.filter(rule=rule, kind=TraceKind.FIRED).aggregate(
         last=Max("created"))["last"]
     can_change = user.has_perm("rules.change_rule")
     sample = _sample_fields(rule)
     return TemplateResponse(request, "console/rules/detail.html", {
-        "rule": rule, "traces": traces, "counters": _counters([rule.pk]).get(rule.pk, {}),
+        "rule": rule, "traces": [(trace, shown[trace.pk]) for trace in traces],
+        "counters": _counters([rule.pk]).get(rule.pk, {}),
         "last_fired": last_fired, "can_change": can_change, "sample": sample,
-        "sample_json": json.dumps({"values": {f["code"]: None for f in sample}}),
         "rule_json": json.dumps({name: getattr(rule, name) for name in RULE_FIELDS}
                                 | {"actions": secrets.masked_actions(rule.actions or [])},
                                 indent=2, ensure_ascii=False),
