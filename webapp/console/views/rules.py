@@ -151,6 +151,17 @@ def _builder_text() -> dict[str, str]:
     }
 
 
+def _operator_labels() -> dict[str, str]:
+    """How the builder names the comparisons (the symbols stay symbols)."""
+    return {
+        "between": _("between (inclusive)"), "not_between": _("not between"),
+        "in": _("is one of"), "not_in": _("is not one of"), "contains": _("contains"),
+        "not_contains": _("does not contain"), "exists": _("is present"),
+        "changed": _("changed"), "increased_by": _("rose by at least"),
+        "decreased_by": _("fell by at least"),
+    }
+
+
 def _test_text() -> dict[str, str]:
     return {
         "fires": _("The rule would fire."), "not_fires": _("The rule would not fire."),
@@ -188,6 +199,7 @@ def _builder_context(user: Any, rule: Rule | None) -> dict[str, Any]:
             "action_types": [(v, label) for v, label in ActionType.choices
                              if v != ActionType.SHADOW],
             "operators": OPERATORS_BY_TYPE,
+            "operator_labels": _operator_labels(),
         },
     }
 

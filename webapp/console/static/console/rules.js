@@ -390,7 +390,8 @@
     var ops = datatype && this.config.operators[datatype] ? this.config.operators[datatype] : ALL_OPS;
     var op = el("select", {"data-testid": "cond-op", "aria-label": T.operator});
     if (ops.indexOf(leaf.op) < 0) { ops = ops.concat([leaf.op]); }
-    ops.forEach(function (o) { op.appendChild(option(o, o.replace(/_/g, " "), o === leaf.op)); });
+    var names = this.config.operator_labels || {};
+    ops.forEach(function (o) { op.appendChild(option(o, names[o] || o, o === leaf.op)); });
     pick.addEventListener("change", function () {
       if (pick.value === "other") {
         leaf.property = ""; leaf.service = "";
