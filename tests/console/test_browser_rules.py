@@ -191,9 +191,17 @@ def test_an_api_made_rule_loads_into_the_builder_and_saves_unchanged(world, brow
         "actions": [{"type": "shadow", "service": "env", "values": {"target": 21}},
                     {"type": "alarm", "severity": "minor", "message": "m"}],
         "debounce": {"count": 2, "window": 3}, "cooldown": 30, "fire_mode": "change"})
+    from webapp.products.models import Product, Property
+
+    Property.objects.filter(code="mode").update(name=XSS)  # names reach the builder's script
+    Product.objects.filter(pk=world.product_a.pk).update(name=f"Thermo {XSS}")
     page = new_page(browser)
     sign_in(page, live_server.url, "ruth", start=f"/rules/{rule.pk}/")
     page.wait_for_selector('[data-testid="cond-leaf"]')
+    labels = page.locator('[data-testid="cond-property"]').nth(1).locator(
+        "option").all_inner_texts()
+    assert f"env · {XSS} [mode] (enum)" in labels
+    assert page.evaluate("window.__pwned") is None
     with page.expect_navigation():
         page.click('[data-testid="rule-save"]')
     saved = Rule.objects.get(pk=rule.pk)
