@@ -171,7 +171,11 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX + "asgi"},
+        # channels_redis waits up to 5 s for a group message (BZPOPMIN); redis-py's default
+        # read timeout is 5 s too, so an idle console socket broke every 5 s and what was
+        # pushed while it reconnected was lost: the read timeout must exceed the wait.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                   "prefix": REDIS_PREFIX + "asgi"},
     }
 }
 

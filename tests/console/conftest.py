@@ -30,7 +30,8 @@ def _own_redis_names(settings, redis_prefix):
     settings.CACHES = caches
     settings.CHANNEL_LAYERS = {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": redis_prefix + "asgi"}}}
+        "CONFIG": {"hosts": [{"address": settings.REDIS_URL, "socket_timeout": 15}],
+                   "prefix": redis_prefix + "asgi"}}}
 
 
 @pytest.fixture(autouse=True)

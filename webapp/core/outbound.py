@@ -129,7 +129,8 @@ def _platform_urls() -> tuple[str, ...]:
         urls.extend(location if isinstance(location, list | tuple) else [str(location or "")])
     for layer in getattr(settings, "CHANNEL_LAYERS", {}).values():
         for host in (layer.get("CONFIG") or {}).get("hosts") or []:
-            urls.append(host if isinstance(host, str) else "")
+            address = host.get("address") if isinstance(host, dict) else host
+            urls.append(address if isinstance(address, str) else "")
     return tuple(url for url in urls if "://" in url)
 
 
