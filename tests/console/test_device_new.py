@@ -246,3 +246,20 @@ def test_groups_need_their_permissions(world, client_of):
     assert client.get("/devices/groups/").status_code == 403
     assert client.post("/devices/groups/new/", {"name": "Nope"}).status_code == 403
     assert not DeviceGroup.objects.filter(name="Nope").exists()
+
+
+@pytest.mark.parametrize("configured, opened", [("", "[::1]:8000"), ("::1", "localhost"),
+                                                ("[::1]", "localhost")])
+def test_an_ipv6_edge_host_is_bare_for_tools_and_bracketed_in_urls(world, rf, settings,
+                                                                   configured, opened):
+    settings.EDGE_PUBLIC_HOST = configured
+    settings.ALLOWED_HOSTS = ["*"]
+    request = rf.get("/", HTTP_HOST=opened)
+    assert snippets.public_host(request) == "::1"
+    for protocol, expected in (("mqtt", "-h ::1 "), ("http", "http://[::1]:"),
+                               ("coap", "coap://[::1]:")):
+        product = world.product_a
+        product.protocol = protocol
+        device = Device(identifier="d6", product=product)
+        code = "\n".join(s.code for s in snippets.connection_for(request, device, "s").snippets)
+        assert expected in code, (protocol, code)

@@ -51,12 +51,18 @@ def transport_of(protocol: str) -> str:
 
 
 def public_host(request: HttpRequest) -> str:
-    """`EDGE_PUBLIC_HOST`, else the host name the console was opened at (without its port)."""
+    """`EDGE_PUBLIC_HOST`, else the host name the console was opened at (without its port
+    and without the brackets of an IPv6 address)."""
     configured = str(getattr(settings, "EDGE_PUBLIC_HOST", "") or "")
     if configured:
-        return configured
+        return configured.strip("[]")
     domain, _port = split_domain_port(request.get_host())
-    return domain
+    return domain.strip("[]")  # bare: tools take -h ::1; URLs bracket it (_in_url)
+
+
+def _in_url(host: str) -> str:
+    """The host as a URL names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _sample(prop: dict[str, Any]) -> Any:
@@ -102,7 +108,7 @@ def _mqtt(host: str, port: int, ident: str, secret: str, body: str) -> list[Snip
 
 
 def _http(host: str, port: int, ident: str, secret: str, body: str) -> list[Snippet]:
-    base = f"http://{host}:{port}/v1/devices/{quote(ident)}"
+    base = f"http://{_in_url(host)}:{port}/v1/devices/{quote(ident)}"
     user = shlex.quote(f"{ident}:{secret}")
     return [
         Snippet(_("Report (curl)"), "sh",
@@ -114,7 +120,7 @@ def _http(host: str, port: int, ident: str, secret: str, body: str) -> list[Snip
 
 
 def _coap(host: str, port: int, ident: str, secret: str, body: str) -> list[Snippet]:
-    base = f"coap://{host}:{port}/v1/devices/{quote(ident)}"
+    base = f"coap://{_in_url(host)}:{port}/v1/devices/{quote(ident)}"
     query = "?p=" + quote(secret, safe="")
     return [
         Snippet(_("Report (coap-client, libcoap)"), "sh",

@@ -161,6 +161,11 @@
       series: [{}, {label: prop.name + (prop.unit ? " (" + prop.unit + ")" : ""),
                     stroke: "#409eff", width: 2, fill: "rgba(64,158,255,0.08)",
                     points: {show: rows.length < 200}}],
+      // One point (a new device) has no span: show five minutes around it, not uPlot's
+      // default of years.
+      scales: {x: {time: true, range: function (u, min, max) {
+        return max - min < 1 ? [min - 300, max + 300] : [min, max];
+      }}},
       axes: [{}, {size: 60}]
     }, data, chartBox)};
   }
