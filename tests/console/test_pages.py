@@ -393,3 +393,16 @@ def test_dashboard_counts_devices_messages_and_alarms(world, client_of, ingest):
     assert 'data-testid="messages-rejected">1<' in alice
     assert 'data-testid="alarms-critical">1<' in alice and 'data-testid="alarms-minor">0<' in alice
     assert "unknown service" not in alice
+
+
+def test_connection_history_says_why_in_words(world, client_of):
+    from django.utils import timezone
+
+    from webapp.devices.models import DeviceConnection
+
+    DeviceConnection.objects.create(device=world.device_a, event="offline", at=timezone.now(),
+                                    reason="kicked", transport="mqtt", node="n1")
+    DeviceConnection.objects.create(device=world.device_a, event="offline", at=timezone.now(),
+                                    reason="something-new", transport="mqtt", node="n1")
+    page = client_of(world.alice).get("/devices/dev-a1/").content.decode()
+    assert "disconnected by an operator" in page and "something-new" in page

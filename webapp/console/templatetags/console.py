@@ -7,6 +7,7 @@ from typing import Any
 
 from django import template
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 from webapp.console import navigation
 
@@ -57,3 +58,27 @@ def console_title() -> str:
 @register.simple_tag
 def languages() -> list[tuple[str, str]]:
     return [(code, str(name)) for code, name in settings.LANGUAGES]
+
+
+# Why a device went offline, as the edge reports it (docs/bus.md, `status` events).
+CONNECTION_REASONS = {
+    "disconnect": _("the device disconnected"),
+    "error": _("connection lost"),
+    "keepalive": _("keep-alive expired"),
+    "timeout": _("timed out"),
+    "idle": _("idle too long"),
+    "takeover": _("replaced by a new connection"),
+    "client_id": _("client id refused"),
+    "budget": _("over its budget"),
+    "refused": _("refused"),
+    "revoked": _("credentials revoked"),
+    "kicked": _("disconnected by an operator"),
+    "deleted": _("device deleted"),
+    "shutdown": _("edge node stopped"),
+}
+
+
+@register.filter
+def connection_reason(code: str) -> str:
+    """A connection event's reason in words (the code itself when it is not a known one)."""
+    return str(CONNECTION_REASONS.get(code, code)) if code else ""
