@@ -471,7 +471,7 @@ class OperationLogAdmin(ScopedAdminMixin, ExportMixin, ReadOnlyAdmin):
     date_hierarchy = "time"
     fields = ("time", "username", "source", "action", "app_label", "model", "object_id",
               "object_repr", "before_json", "after_json", "address", "user_agent", "method",
-              "path", "request_id", "task")
+              "path", "request_id", "task", "department")
     readonly_fields = fields
 
     @admin.display(description=_("before"))

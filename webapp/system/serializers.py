@@ -221,9 +221,11 @@ class CountSerializer(serializers.Serializer):
 class OperationLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = OperationLog
+        # department: the changed record's (the actor's for a record without one), which
+        # decides who reads the entry; actor_department: the actor's.
         fields = ("id", "time", "user", "username", "source", "action", "app_label", "model",
                   "object_id", "object_repr", "before", "after", "address", "user_agent",
-                  "method", "path", "request_id", "task")
+                  "method", "path", "request_id", "task", "department", "actor_department")
         read_only_fields = fields
 
 
