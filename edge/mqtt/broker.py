@@ -60,6 +60,8 @@ BUDGETS = (
 ENVIRONMENT = {
     "max_keep_alive": "EDGE_MAX_KEEPALIVE",
     "max_idle": "EDGE_MAX_IDLE",
+    "connect_timeout": "EDGE_CONNECT_TIMEOUT",
+    "connect_silent_timeout": "EDGE_CONNECT_SILENT_TIMEOUT",
     "max_packet_size": "EDGE_MAX_PACKET_SIZE",
     "max_connect_size": "EDGE_MAX_CONNECT_SIZE",
     "max_property_bytes": "EDGE_MAX_PROPERTY_BYTES",
@@ -100,7 +102,12 @@ class BrokerConfig:
     # ...except that a 3.1.1 client asking for none (0) is closed after this many seconds
     # without a packet (L8).
     max_idle: int = 600
+    # CONNECT must be complete (and authenticated) this many seconds after the connection's
+    # first byte was read: under a connect storm a device whose bytes wait in the kernel
+    # while the worker accepts others is not dropped for our delay.
     connect_timeout: float = 10.0
+    # A connection that sends nothing at all is closed this long after the accept.
+    connect_silent_timeout: float = 60.0
     max_packet_size: int = 1 << 20
     # Before authentication (M1): the largest CONNECT; and the property block of any packet.
     max_connect_size: int = 64 * 1024
@@ -315,6 +322,9 @@ class Broker:
         self.publish_budgets: dict[str, PublishBudget] = {}
         # Refusals (and drops, ends) per budget, for /metrics.
         self.refusals: dict[str, int] = dict.fromkeys(BUDGETS, 0)
+        # Connections closed before CONNACK: "connect" (CONNECT not done within
+        # connect_timeout of the first byte), "silent" (nothing sent at all).
+        self.connect_timeouts = {"connect": 0, "silent": 0}
         self._sweeps = 0
         # Client id → identity of the client whose will waits for its delay.
         self.will_identities: dict[str, str] = {}
@@ -666,6 +676,9 @@ class Broker:
     def refused(self, budget: str) -> None:
         self.refusals[budget] = self.refusals.get(budget, 0) + 1
 
+    def connect_timed_out(self, phase: str) -> None:
+        self.connect_timeouts[phase] = self.connect_timeouts.get(phase, 0) + 1
+
     def counted_host(self, peer: str) -> str | None:
         """The source address a connection from ``peer`` (``host:port``) counts against, or
         None when it is not counted (no limit, or an unlimited network)."""
@@ -802,6 +815,17 @@ class Broker:
                 {"budget": budget},
             )
             for budget, count in self.refusals.items()
+        ]
+        out += [
+            (
+                "edge_connect_timeouts_total",
+                "counter",
+                "Connections closed before CONNACK: CONNECT not complete within the timeout "
+                "of its first byte (phase connect), or nothing sent at all (phase silent)",
+                count,
+                {"phase": phase},
+            )
+            for phase, count in self.connect_timeouts.items()
         ]
         out += [
             (

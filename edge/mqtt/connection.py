@@ -55,6 +55,8 @@ from .session import Loaded, Session
 from .topics import split_shared, valid_filter
 
 AWAIT_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
+# ``last_seen`` of a connection from which nothing has been read yet.
+NOT_READ = -1.0
 
 # MQTT 5 CONNACK reason → MQTT 3.1.1 return code.
 V311_CONNACK = {
@@ -161,7 +163,10 @@ class MqttConnection:
         self.owner: str | None = None
         self.acl: Acl = OPEN_ACL
         self.keep_alive = 0
-        self.opened_at = self.last_seen = broker.clock.seconds()
+        self.opened_at = broker.clock.seconds()
+        # Before CONNACK: when the first byte was read (NOT_READ until then), from which the
+        # CONNECT timeout counts; afterwards: when the client was last heard from.
+        self.last_seen = NOT_READ
         self.send_quota = 65535
         self.max_outgoing_size: int | None = None
         self.aliases_in: dict[int, str] = {}
@@ -212,7 +217,8 @@ class MqttConnection:
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self.last_seen = self.broker.clock.seconds()
+        if self.state == CONNECTED or self.last_seen == NOT_READ:
+            self.last_seen = self.broker.clock.seconds()
         self.broker.stats["bytes_in"] += len(data)
         try:
             for packet in self.decoder.feed(data):
@@ -514,6 +520,7 @@ class MqttConnection:
                 self.client_id,
             )
         self.state = CONNECTED
+        self.last_seen = broker.clock.seconds()
         self.send(ConnAck(0, present, connack))
         if self.identity is not None:
             broker.by_identity[self.identity] = self
@@ -869,7 +876,14 @@ class MqttConnection:
 
     def check_timeouts(self, now: float) -> None:
         if self.state in (AWAIT_CONNECT, AUTHENTICATING):
-            if now - self.opened_at > self.broker.config.connect_timeout:
+            config = self.broker.config
+            if self.last_seen == NOT_READ:
+                # Accepted, nothing read yet: counted from the accept, with a longer bound.
+                if now - self.opened_at > config.connect_silent_timeout:
+                    self.broker.connect_timed_out("silent")
+                    self.close(None, "timeout")
+            elif now - self.last_seen > config.connect_timeout:
+                self.broker.connect_timed_out("connect")
                 self.close(None, "timeout")
         elif self.state == CONNECTED:
             if self.keep_alive:

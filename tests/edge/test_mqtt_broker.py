@@ -114,10 +114,13 @@ def test_ping_and_keepalive_with_grace():
 
 
 def test_connect_timeout():
-    """A connection that never sends CONNECT is closed."""
+    """A connection that never sends anything is closed (connect_silent_timeout after the
+    accept; the CONNECT timeout counts from the first byte: tests/edge/test_connect_storm.py)."""
     broker, clock = make_broker()
     client = FakeClient(broker)
     clock.advance(broker.config.connect_timeout + 2)
+    assert not client.closed
+    clock.advance(broker.config.connect_silent_timeout)
     assert client.closed
 
 
