@@ -2,11 +2,17 @@
 
 (d) ``edge-idle``: N devices authenticated with their secret (registered in Redis as the
     webapp does it), against the default single worker: connects per second and edge RSS per
-    connection (VmRSS before and after); Mosquitto holds the same number of anonymous
-    connections for comparison;
+    connection (VmRSS before and after); then as many anonymous clients
+    (``EDGE_ALLOW_ANONYMOUS=1``); Mosquitto holds the same number of anonymous connections for
+    comparison;
 (e) ``edge-100k``: 100,000 devices held across ``EDGE_WORKERS=6``, the load generator split
-    over six processes, each with its own loopback source address (127.0.0.2…7) so that
-    ephemeral ports do not run out and no process exceeds its 20,000 open files.
+    over six processes, each on loopback source addresses of its own (127.2.0.x, bound with
+    IP_BIND_ADDRESS_NO_PORT) so that ephemeral ports do not run out and no process exceeds its
+    20,000 open files.
+
+The load generator (``bench.edge_loadgen idle``) keeps 1,000 CONNECTs in flight per process
+and retries with exponential backoff and jitter; its CPU is reported (``loadgen``) to show
+that it is not what sets the connect rate. ``edge-1m`` (bench/edge_1m.py) is the million.
 
     REDIS_URL=redis://127.0.0.1:6379/0 python -m bench edge-idle [--small]
     REDIS_URL=redis://127.0.0.1:6379/0 python -m bench edge-100k [--small]
@@ -22,6 +28,7 @@ from typing import Any
 from bench import benchmark
 from edge.crypto import encrypt_secret
 
+from .edge_loadgen import addresses_needed, source_addresses
 from .edge_support import Broker, LoadGen, cpu_seconds, edge, mosquitto, save
 
 SECRET_KEY = "bench-edge-secret-key"
@@ -54,14 +61,27 @@ def register_devices(broker: Broker, count: int) -> float:
 
 
 def hold(
-    broker: Broker, count: int, processes: int, password: str | None, concurrency: int = 64
+    broker: Broker,
+    count: int,
+    processes: int,
+    password: str | None,
+    inflight: int = 1000,
+    rate: float = 0.0,
+    keepalive: int = 600,
+    first_address: int = 0,
 ) -> tuple[list[LoadGen], dict[str, Any]]:
-    """Open ``count`` connections from ``processes`` load generators; returns them (still
-    holding) and the combined figures."""
-    share = count // processes
+    """Open ``count`` connections from ``processes`` load generators (``bench.edge_loadgen
+    idle``: each on loopback source addresses of its own, at most 10,000 connections per
+    address, ``inflight`` CONNECTs open at once and ``rate`` new connects/s per process, 0
+    for no pacing); returns them (still holding) and the combined figures."""
+    share = -(-count // processes)
+    per_process = addresses_needed(share)
     generators = []
     for k in range(processes):
-        n = share if k < processes - 1 else count - share * (processes - 1)
+        n = min(share, count - share * k)
+        if n <= 0:
+            break
+        sources = source_addresses(first_address + k * per_process, per_process)
         args = [
             "idle",
             "--port",
@@ -71,17 +91,26 @@ def hold(
             "--start",
             str(k * share),
             "--source",
-            f"127.0.0.{2 + k}" if processes > 1 else "127.0.0.1",
-            "--concurrency",
-            str(concurrency),
+            ",".join(sources),
+            "--inflight",
+            str(inflight),
+            "--rate",
+            str(rate),
+            "--keepalive",
+            str(keepalive),
             "--client-prefix",
             f"bench-{broker.name}-",
         ]
         if password is not None:
             args += ["--password", password]
         generators.append(LoadGen(*args))
-    # On a loaded 2-core machine a connect may take milliseconds: wait long enough.
-    reports = [g.read(max(900.0, count / 20)) for g in generators]
+    try:
+        # On a loaded 2-core machine a connect may take milliseconds: wait long enough.
+        reports = [g.read(max(900.0, count / 20)) for g in generators]
+    except BaseException:
+        for generator in generators:
+            generator.close()
+        raise
     start = min(r["start"] for r in reports)
     end = max(r["end"] for r in reports)
     held = sum(r["held"] for r in reports)
@@ -89,13 +118,26 @@ def hold(
     for report in reports:
         for key, n in report["failures"].items():
             failures[key] = failures.get(key, 0) + n
+    seconds = end - start
+    cpu = sum(r.get("cpu", 0.0) for r in reports)
     return generators, {
         "held": held,
-        "seconds": round(end - start, 2),
-        "connects_per_second": round(held / (end - start)) if end > start else None,
+        "seconds": round(seconds, 2),
+        "connects_per_second": round(held / seconds) if seconds > 0 else None,
         "connect_p50_ms": max(r["p50_ms"] or 0 for r in reports),
         "connect_p99_ms": max(r["p99_ms"] or 0 for r in reports),
         "failed_attempts": failures,
+        "gave_up": sum(r.get("gave_up", 0) for r in reports),
+        "loadgen": {
+            "processes": len(generators),
+            "source_addresses": sum(r.get("sources", 1) for r in reports),
+            "inflight_per_process": inflight,
+            "cpu_seconds": round(cpu, 2),
+            # The generator's share of a core while connecting: well below 1 per process
+            # means the broker, not the generator, set the pace.
+            "cpu_cores_while_connecting": round(cpu / seconds, 2) if seconds > 0 else None,
+            "rss_kb": sum(r.get("rss_kb", 0) for r in reports),
+        },
     }
 
 
@@ -117,9 +159,10 @@ def measure(broker: Broker, count: int, processes: int, password: str | None) ->
     before = broker.rss_kb()
     cpu_before = cpu_seconds(broker.pid)
     generators, figures = hold(broker, count, processes, password)
-    figures["broker_cpu_ms_per_connect"] = round(
-        1000 * (cpu_seconds(broker.pid) - cpu_before) / max(figures["held"], 1), 3
-    )
+    broker_cpu = cpu_seconds(broker.pid) - cpu_before
+    figures["broker_cpu_ms_per_connect"] = round(1000 * broker_cpu / max(figures["held"], 1), 3)
+    if figures["seconds"]:
+        figures["broker_cpu_cores_while_connecting"] = round(broker_cpu / figures["seconds"], 2)
     try:
         time.sleep(3.0)  # let allocations settle (registry loads, heartbeat)
         after = broker.rss_kb()
@@ -155,6 +198,9 @@ def idle(small: bool) -> dict[str, Any]:
     with edge(env) as broker:
         results["register_devices_s"] = round(register_devices(broker, count), 2)
         results["edge_device_auth"] = measure(broker, count, 1, DEVICE_SECRET)
+    # The same number of anonymous clients (EDGE_ALLOW_ANONYMOUS, development): no dearer.
+    with edge({**env, "EDGE_ALLOW_ANONYMOUS": "1"}) as broker:
+        results["edge_anonymous"] = measure(broker, count, 1, None)
     results["load_average_after"] = list(os.getloadavg())
     return save("edge-idle-small" if small else "edge-idle", results)
 

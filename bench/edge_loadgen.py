@@ -6,7 +6,8 @@ JSON object per line on stdout and reads commands (``stop``) from stdin.
 
     python -m bench.edge_loadgen sub  --port P --topic T --qos Q --connections K
     python -m bench.edge_loadgen pub  --port P --topic T --qos Q --connections K --duration S
-    python -m bench.edge_loadgen idle --port P --count N --source 127.0.0.2 --user dev- ...
+    python -m bench.edge_loadgen idle --port P --count N --source 127.2.0.1,127.2.0.2 \
+        --inflight 1000 [--rate R] --user dev- --password S ...
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import heapq
 import json
 import os
+import random
 import resource
+import select
+import socket
 import sys
 import time
 from typing import Any
@@ -328,90 +334,337 @@ async def run_pub(args: argparse.Namespace) -> None:
         p.transport.close()
 
 
-class Idle(asyncio.Protocol):
-    __slots__ = ("done", "transport")
+# --- Idle connections (``idle``): many connections held by one process ---------------------
+#
+# The generator must not be what limits the connect rate: it drives non-blocking sockets on
+# one epoll directly (no asyncio transport per connection), binds each socket to one of many
+# loopback source addresses with IP_BIND_ADDRESS_NO_PORT (the kernel then picks the local port
+# at connect time, unique per (source, destination) 4-tuple, so ports do not run out at
+# 28,000 per process and bind never fails with EADDRINUSE), keeps up to ``--inflight`` CONNECTs
+# open at once, optionally paces new connects (``--rate``), and retries a refused, reset or
+# timed-out connect after an exponential backoff with full jitter, as a device would.
 
-    def __init__(self, done: asyncio.Future) -> None:
-        self.done = done
-        self.transport: Any = None
-
-    def data_received(self, data: bytes) -> None:
-        if not self.done.done():
-            if len(data) >= 4 and data[0] == 0x20 and data[3] == 0:
-                self.done.set_result(True)
-            else:
-                self.done.set_exception(RuntimeError(f"refused: {data[:4].hex()}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(RuntimeError(f"connection lost: {exc}"))
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+CONNACK_OK = b"\x20\x02\x00\x00"
+PINGRESP = b"\xd0\x00"
+# Loopback source addresses handed to the generators: 127.2.0.1 onwards (127.0.0.1 stays the
+# machine's; addresses ending in .0 or .255 are skipped).
+SOURCE_BASE = (127 << 24) | (2 << 16)
 
 
-async def run_idle(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(args.concurrency)
-    held: list[Any] = []
-    failures: dict[str, int] = {}
-    latencies: list[float] = []
+def source_addresses(first: int, count: int) -> list[str]:
+    """``count`` loopback source addresses starting at the ``first``-th of 127.2.0.1,
+    127.2.0.2, … (last octet 1 to 254 only); the k-th generator takes its own slice."""
+    out = []
+    for index in range(first, first + count):
+        block, offset = divmod(index, 254)
+        value = SOURCE_BASE + block * 256 + offset + 1
+        if value >> 24 != 127:
+            raise ValueError("out of loopback addresses")
+        out.append(socket.inet_ntoa(value.to_bytes(4, "big")))
+    return out
 
-    async def one(index: int) -> None:
-        ident = f"{args.user}{index}"
-        packet = connect_packet(
-            f"{args.client_prefix}{index}",
-            ident if args.password is not None else None,
-            args.password,
-            keepalive=args.keepalive,
+
+def addresses_needed(connections: int, per_address: int = 10_000) -> int:
+    """Source addresses for ``connections`` to one destination: at most ``per_address`` each
+    (well below the 28,232 ephemeral ports of a (source, destination) pair)."""
+    return max(1, -(-connections // per_address))
+
+
+def backoff_delay(
+    attempt: int, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before retry ``attempt`` (1 for the first retry): "full jitter",
+    uniform in [0, min(cap, base * 2**(attempt - 1))], so that refused devices do not all
+    come back at the same moment."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+CONNECTING, WAITING = 1, 2
+
+
+class Holder:
+    """Opens ``count`` MQTT connections and holds them (one process, one epoll)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.host = args.host
+        self.port = args.port
+        self.sources = [s for s in args.source.split(",") if s]
+        self.epoll = select.epoll()
+        self.rng = random.Random(args.seed if args.seed is not None else os.getpid())
+        # fd -> [socket, index, attempt, phase, started, buffer]
+        self.inflight: dict[int, list[Any]] = {}
+        self.held: dict[int, socket.socket] = {}
+        self.retries: list[tuple[float, int, int]] = []  # (due, index, attempt)
+        self.failures: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.attempts = 0
+        self.gave_up = 0
+        self.closed_by_peer = 0
+        self.next_index = args.start
+        self.last_index = args.start + args.count
+        self.started_new = 0
+        self.pongs: dict[int, int] = {}
+
+    def packet(self, index: int) -> bytes:
+        a = self.args
+        ident = f"{a.user}{index}"
+        return connect_packet(
+            f"{a.client_prefix}{index}",
+            ident if a.password is not None else None,
+            a.password,
+            keepalive=a.keepalive,
         )
-        for attempt in range(6):
-            async with gate:
-                done = loop.create_future()
-                began = time.perf_counter()
-                try:
-                    transport, _ = await loop.create_connection(
-                        lambda d=done: Idle(d), args.host, args.port, local_addr=(args.source, 0)
-                    )
-                    transport.write(packet)
-                    await asyncio.wait_for(done, 30)
-                except (OSError, RuntimeError, TimeoutError) as exc:
-                    key = type(exc).__name__ + ": " + str(exc)[:60]
-                    failures[key] = failures.get(key, 0) + 1
-                    await asyncio.sleep(0.2 * (attempt + 1))
-                    continue
-                latencies.append(time.perf_counter() - began)
-                held.append(transport)
+
+    def open(self, index: int, attempt: int) -> None:
+        self.attempts += 1
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((self.sources[index % len(self.sources)], 0))
+            code = sock.connect_ex((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            self.fail(None, index, attempt, errno.errorcode.get(exc.errno or 0, str(exc)))
+            return
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.fail(None, index, attempt, errno.errorcode.get(code, str(code)))
+            return
+        fd = sock.fileno()
+        self.inflight[fd] = [sock, index, attempt, CONNECTING, time.monotonic(), b""]
+        self.epoll.register(fd, select.EPOLLOUT)
+
+    def fail(self, fd: int | None, index: int, attempt: int, reason: str) -> None:
+        if fd is not None:
+            entry = self.inflight.pop(fd)
+            with contextlib.suppress(OSError):
+                self.epoll.unregister(fd)
+            entry[0].close()
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        if attempt + 1 >= self.args.attempts:
+            self.gave_up += 1
+            return
+        delay = backoff_delay(attempt + 1, self.args.backoff_base, self.args.backoff_cap, self.rng)
+        heapq.heappush(self.retries, (time.monotonic() + delay, index, attempt + 1))
+
+    def on_event(self, fd: int, events: int) -> None:
+        entry = self.inflight.get(fd)
+        if entry is None:
+            sock = self.held.get(fd)
+            if sock is not None:  # data or a close on a held connection
+                self.on_held(fd, sock)
+            return
+        sock, index, attempt, phase, began, buffer = entry
+        if phase == CONNECTING:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self.fail(fd, index, attempt, errno.errorcode.get(error, str(error)))
                 return
+            try:
+                sock.send(self.packet(index))
+            except OSError as exc:
+                self.fail(fd, index, attempt, errno.errorcode.get(exc.errno or 0, str(exc)))
+                return
+            entry[3] = WAITING
+            self.epoll.modify(fd, select.EPOLLIN)
+            return
+        try:
+            data = sock.recv(64)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.fail(fd, index, attempt, errno.errorcode.get(exc.errno or 0, str(exc)))
+            return
+        if not data:
+            self.fail(fd, index, attempt, "closed before CONNACK")
+            return
+        buffer += data
+        if len(buffer) < 4:
+            entry[5] = buffer
+            return
+        if buffer[:4] != CONNACK_OK:
+            self.fail(fd, index, attempt, f"CONNACK {buffer[:4].hex()}")
+            return
+        del self.inflight[fd]
+        self.held[fd] = sock
+        self.latencies.append(time.monotonic() - began)
 
-    async def progress() -> None:
+    def on_held(self, fd: int, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.pongs[fd] = self.pongs.get(fd, 0) + data.count(PINGRESP)
+            return
+        self.closed_by_peer += 1
+        del self.held[fd]
+        with contextlib.suppress(OSError):
+            self.epoll.unregister(fd)
+        sock.close()
+
+    def expire(self, now: float) -> None:
+        limit = now - self.args.timeout
+        for fd, entry in list(self.inflight.items()):
+            if entry[4] < limit:
+                self.fail(fd, entry[1], entry[2], "timeout")
+
+    def may_start(self, now: float, began: float) -> bool:
+        if len(self.inflight) >= self.args.inflight:
+            return False
+        rate = self.args.rate
+        return not rate or self.started_new < rate * (now - began) + 1
+
+    def connect_all(self) -> dict[str, Any]:
+        began = time.monotonic()
+        wall = time.time()
+        cpu0 = cpu_seconds()
+        last_expire = last_report = began
+        poll = self.epoll.poll
+        while self.inflight or self.retries or self.next_index < self.last_index:
+            now = time.monotonic()
+            while self.retries and self.retries[0][0] <= now and self.may_start(now, began):
+                _, index, attempt = heapq.heappop(self.retries)
+                self.open(index, attempt)
+            while self.next_index < self.last_index and self.may_start(now, began):
+                self.open(self.next_index, 0)
+                self.next_index += 1
+                self.started_new += 1
+            wait = 0.2
+            if self.retries:
+                wait = min(wait, max(0.0, self.retries[0][0] - now))
+            if self.args.rate and self.next_index < self.last_index:
+                wait = min(wait, 1.0 / self.args.rate)
+            for fd, events in poll(wait, 4096):
+                self.on_event(fd, events)
+            now = time.monotonic()
+            if now - last_expire > 0.5:
+                self.expire(now)
+                last_expire = now
+            if now - last_report > 10:
+                last_report = now
+                print(
+                    f"loadgen {self.sources[0]}…: {len(self.held)} held, {len(self.inflight)}"
+                    f" in flight, {len(self.retries)} waiting to retry,"
+                    f" {sum(self.failures.values())} failed attempts",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        end = time.monotonic()
+        return {
+            "held": len(self.held),
+            "failures": self.failures,
+            "attempts": self.attempts,
+            "gave_up": self.gave_up,
+            "start": wall,
+            "end": wall + (end - began),
+            "connects_per_second": len(self.held) / (end - began) if end > began else 0.0,
+            "p50_ms": _ms(percentile(self.latencies, 0.5)),
+            "p99_ms": _ms(percentile(self.latencies, 0.99)),
+            "cpu": round(cpu_seconds() - cpu0, 3),
+            "rss_kb": rss_kb(),
+            "sources": len(self.sources),
+        }
+
+    def watch(self, seconds: float) -> None:
+        """Serve events on the held connections (closes by the broker) for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for fd, events in self.epoll.poll(min(left, 0.5), 4096):
+                self.on_event(fd, events)
+
+    def ping(self, timeout: float) -> dict[str, Any]:
+        """PINGREQ on every held connection; counts the PINGRESPs that come back."""
+        cpu0 = cpu_seconds()
+        self.pongs = {}
+        sent = 0
+        for fd, sock in list(self.held.items()):
+            try:
+                sock.send(PINGREQ)
+                sent += 1
+            except OSError:
+                self.on_held(fd, sock)
+        deadline = time.monotonic() + timeout
+        while sum(self.pongs.values()) < sent and time.monotonic() < deadline:
+            for fd, events in self.epoll.poll(0.2, 4096):
+                self.on_event(fd, events)
+        answered = sum(1 for fd in self.held if self.pongs.get(fd))
+        return {
+            "pinged": sent,
+            "pongs": answered,
+            "held": len(self.held),
+            "closed_by_peer": self.closed_by_peer,
+            "ping_cpu": round(cpu_seconds() - cpu0, 3),
+            "rss_kb": rss_kb(),
+        }
+
+    def close(self) -> None:
+        for sock in self.held.values():
+            sock.close()
+        for entry in self.inflight.values():
+            entry[0].close()
+        self.held.clear()
+        self.inflight.clear()
+        self.epoll.close()
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 2)
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_idle(args: argparse.Namespace) -> None:
+    """Connect, report, then obey commands on stdin: ``ping`` (PINGREQ on every connection,
+    report PINGRESPs), ``stop`` or end of input (report closes by the broker, close all)."""
+    holder = Holder(args)
+    emit(**holder.connect_all())
+    stdin = sys.stdin.fileno()
+    holder.epoll.register(stdin, select.EPOLLIN)
+    lines = b""
+    try:
         while True:
-            await asyncio.sleep(10)
-            print(
-                f"loadgen {args.source}: {len(held)} held, {sum(failures.values())} failures",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    start = time.time()
-    reporter = asyncio.ensure_future(progress())
-    await asyncio.gather(*(one(args.start + i) for i in range(args.count)))
-    reporter.cancel()
-    end = time.time()
-    latencies.sort()
-    emit(
-        held=len(held),
-        failures=failures,
-        start=start,
-        end=end,
-        connects_per_second=len(held) / (end - start) if end > start else 0.0,
-        p50_ms=1000 * latencies[len(latencies) // 2] if latencies else None,
-        p99_ms=1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
-    )
-    stop = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), stop.set)
-    await stop.wait()
-    closed = sum(1 for t in held if t.is_closing())
-    emit(closed_by_peer=closed)
-    for transport in held:
-        transport.abort()
+            command = None
+            for fd, _events in holder.epoll.poll(1.0, 4096):
+                if fd == stdin:
+                    chunk = os.read(stdin, 4096)
+                    if not chunk:
+                        command = "stop"
+                        break
+                    lines += chunk
+                    if b"\n" in lines:
+                        line, _, lines = lines.partition(b"\n")
+                        command = line.decode().strip()
+                else:
+                    holder.on_event(fd, _events)
+            if command is None:
+                continue
+            if command.startswith("ping"):
+                emit(**holder.ping(float(command.split()[1]) if " " in command else 60.0))
+            else:
+                emit(closed_by_peer=holder.closed_by_peer, held=len(holder.held))
+                break
+    finally:
+        holder.close()
 
 
 def main() -> None:
@@ -428,15 +681,25 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--source", default="127.0.0.1")
-    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument(
+        "--source", default="127.0.0.1", help="source addresses, comma-separated (idle)"
+    )
+    parser.add_argument("--inflight", "--concurrency", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=0.0, help="new connects/s (0: no pacing)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="CONNECT to CONNACK, s")
+    parser.add_argument("--attempts", type=int, default=8)
+    parser.add_argument("--backoff-base", type=float, default=0.5)
+    parser.add_argument("--backoff-cap", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--user", default="bench-dev-")
     parser.add_argument("--password", default=None)
     parser.add_argument("--client-prefix", default="bench-idle-")
     parser.add_argument("--keepalive", type=int, default=600)
     args = parser.parse_args()
-    runner = {"sub": run_sub, "pub": run_pub, "idle": run_idle}[args.mode]
-    asyncio.run(runner(args))
+    if args.mode == "idle":
+        run_idle(args)
+        return
+    asyncio.run(run_sub(args) if args.mode == "sub" else run_pub(args))
 
 
 if __name__ == "__main__":
