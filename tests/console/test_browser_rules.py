@@ -81,6 +81,16 @@ def test_build_refuse_save_test_and_list_a_threshold_rule(world, browser, live_s
 
     page.locator('[data-testid="cond-leaf"]').nth(1).locator(
         '[data-testid="cond-remove"]').click()
+    # the draft is tested before it is saved
+    page.click('[data-testid="draft-test"] summary')
+    page.select_option('[data-testid="draft-device"]', "dev-a1")
+    page.fill('[data-testid="draft-values"]', '{"temperature": 35}')
+    page.click('[data-testid="draft-run"]')
+    draft = page.locator('[data-testid="draft-result"] [data-testid="test-outcome"]')
+    draft.wait_for()
+    assert draft.inner_text() == words["fires"]
+    assert not Rule.objects.exists()
+    shoot(page, "rules-new-draft-test")
     with page.expect_navigation():
         page.click('[data-testid="rule-save"]')
     rule = Rule.objects.get()

@@ -369,3 +369,86 @@ def test_status_and_event_rules_are_tested_with_their_fields(world, alice, clien
     answer = post_json(client, f"/rules/{event.pk}/test/", {"event": "overheat",
                                                             "values": {"level": 3}})
     assert answer.json()["matched"] is True
+
+
+def test_draft_is_tested_before_it_is_saved_within_the_scope(world, alice, client_of):
+    from webapp.rules.models import Alarm, Rule, RuleTrace
+
+    client = client_of(alice)
+    answer = post_json(client, "/rules/test/", {"rule": hot(), "device": "dev-a1",
+                                                "values": {"temperature": 35}})
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["matched"] is True and body["actions"][0]["type"] == "alarm"
+    assert post_json(client, "/rules/test/", {"rule": hot(), "values": {"temperature": 3}}
+                     ).json()["matched"] is False
+    # The builder's page carries the draft test.
+    page = client.get("/rules/new/").content.decode()
+    assert 'data-testid="draft-test"' in page and "/rules/test/" in page
+    # Another department's product: refused by the serializer, as when saving.
+    refused = post_json(client, "/rules/test/", {"rule": hot("thermo-b"),
+                                                 "values": {"temperature": 35}})
+    assert refused.status_code == 400 and refused.json()["errors"]
+    # An invalid draft names the part of the rule; hostile bodies get clear errors.
+    bad = post_json(client, "/rules/test/", {"rule": hot(condition={"all": [
+        {"service": "env", "property": "temperature", "op": "??", "value": 1}]}),
+        "values": {}})
+    assert bad.status_code == 400
+    for hostile in (b"{not json", b"[1]", b'{"rule": []}', b"x" * (300 * 1024)):
+        answer = client.post("/rules/test/", data=hostile, content_type="application/json")
+        assert answer.status_code in (400, 413) and answer.json()["detail"]
+    assert not Rule.objects.exists() and not Alarm.objects.exists()
+    assert not RuleTrace.objects.exists()
+
+
+def test_draft_test_needs_add_or_change(world, client_of):
+    viewer = grant(world.alice, "rules.view_rule")
+    answer = post_json(client_of(viewer), "/rules/test/", {"rule": hot(), "values": {}})
+    assert answer.status_code == 403
+
+
+def test_rule_is_deleted_from_its_page_and_logged(world, alice, client_of):
+    from webapp.rules.models import Rule
+    from webapp.system.models import OperationLog
+
+    rule = make_rule(hot())
+    client = client_of(alice)
+    # Without rules.delete_rule: no button, and the POST is refused.
+    assert 'data-testid="rule-delete"' not in client.get(f"/rules/{rule.pk}/").content.decode()
+    assert client.post(f"/rules/{rule.pk}/delete/").status_code == 403
+    deleter = grant(alice, "rules.delete_rule")
+    client = client_of(deleter)
+    assert 'data-testid="rule-delete"' in client.get(f"/rules/{rule.pk}/").content.decode()
+    assert client.get(f"/rules/{rule.pk}/delete/").status_code == 405
+    other = make_rule(hot("thermo-b"))
+    assert client.post(f"/rules/{other.pk}/delete/").status_code == 404
+    answer = client.post(f"/rules/{rule.pk}/delete/")
+    assert answer.status_code == 302 and answer["Location"] == "/rules/"
+    assert not Rule.objects.filter(pk=rule.pk).exists()
+    assert Rule.objects.filter(pk=other.pk).exists()
+    log = OperationLog.objects.get(action="delete", model="rule", object_id=str(rule.pk))
+    assert log.username == deleter.username
+
+
+def test_masked_webhook_secret_follows_its_action_when_reordered(world, alice, client_of):
+    from webapp.rules import secrets
+    from webapp.rules.models import Rule
+
+    hooks = [{"type": "webhook", "url": "http://192.0.43.8:9/a", "secret": "alpha"},
+             {"type": "webhook", "url": "http://192.0.43.8:9/b", "secret": "beta"}]
+    rule = make_rule(hot(actions=hooks))
+    client = client_of(alice)
+    swapped = [{"type": "webhook", "url": "http://192.0.43.8:9/b", "secret": secrets.MASK},
+               {"type": "alarm", "severity": "major", "message": "hot"},
+               {"type": "webhook", "url": "http://192.0.43.8:9/a", "secret": secrets.MASK}]
+    answer = post_json(client, f"/rules/{rule.pk}/", hot(actions=swapped))
+    assert answer.status_code == 200, answer.content
+    saved = Rule.objects.get(pk=rule.pk).actions
+    assert secrets.action_secret(saved[0]) == "beta"
+    assert not saved[1].get("secret_encrypted")
+    assert secrets.action_secret(saved[2]) == "alpha"
+    # A URL edited in place keeps the secret of the action at that place.
+    moved = [dict(saved[0], url="http://192.0.43.8:9/c", secret=secrets.MASK)]
+    moved[0].pop("secret_encrypted")
+    post_json(client, f"/rules/{rule.pk}/", hot(actions=moved))
+    assert secrets.action_secret(Rule.objects.get(pk=rule.pk).actions[0]) == "beta"

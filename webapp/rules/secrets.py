@@ -18,19 +18,50 @@ MASK = "********"
 URL_TOKEN_KEY = "url_token_encrypted"  # noqa: S105 (a key name)
 
 
+# What names an action's destination, so that a masked secret follows its action when the
+# list is reordered or an action before it is removed.
+IDENTITY_KEYS = ("url", "channel", "sink", "topic", "device", "service", "command")
+
+
+def _identity(action: dict[str, Any]) -> tuple[Any, ...]:
+    return (action.get("type"), *(str(action.get(key, "")) for key in IDENTITY_KEYS))
+
+
+def _previous_action(action: dict[str, Any], i: int, previous: list[dict[str, Any]],
+                     used: set[int]) -> dict[str, Any]:
+    """The stored action that `action` (at position i, with a masked secret) is: the one at
+    the same position with the same type and destination, else the only other one with
+    them, else the one at the same position with the same type (a destination edited in
+    place)."""
+    sealed = [j for j, old in enumerate(previous)
+              if old.get("secret_encrypted") and j not in used]
+    same = [j for j in sealed if _identity(previous[j]) == _identity(action)]
+    if i in same:
+        pick = i
+    elif len(same) == 1:
+        pick = same[0]
+    elif i in sealed and previous[i].get("type") == action.get("type"):
+        pick = i
+    else:
+        return {}
+    used.add(pick)
+    return previous[pick]
+
+
 def seal_action_secrets(actions: list[dict[str, Any]],
                         previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Replace each action's plain `secret` by its Fernet token; a masked or absent secret
-    keeps the token the same action had before."""
+    """Replace each action's plain `secret` by its Fernet token; a masked secret keeps the
+    token of the stored action it is (same type and destination, wherever it moved in the
+    list; see `_previous_action`), an absent one drops it."""
     sealed = []
+    used: set[int] = set()
     for i, action in enumerate(actions):
         action = dict(action)
         secret = action.pop("secret", None)
-        old = previous[i] if previous and i < len(previous) else {}
+        old = _previous_action(action, i, previous or [], used) if secret == MASK else {}
         if secret and secret != MASK:
             action["secret_encrypted"] = encrypt_secret(str(secret))
-        elif old.get("type") == action.get("type") and old.get("secret_encrypted") and \
-                secret == MASK:
+        elif old.get("secret_encrypted"):
             action["secret_encrypted"] = old["secret_encrypted"]
         else:
             action.pop("secret_encrypted", None)

@@ -175,6 +175,7 @@ def _test_text() -> dict[str, str]:
         "bad_json": _("The values are not a JSON object."),
         "debounce": _("Debounce and cool-down apply on the ingest path and are not "
                       "simulated here."),
+        "no_device": _("None (no latest values)"),
     }
 
 
@@ -193,6 +194,7 @@ def _builder_context(user: Any, rule: Rule | None) -> dict[str, Any]:
             "model_url": reverse("console:rule-model", args=["__product__"]),
             "save_url": reverse("console:rule", args=[rule.pk]) if rule else
             reverse("console:rule-new"),
+            "test_url": reverse("console:rule-test-draft"),
             "trigger_types": TriggerType.choices,
             "severities": Severity.choices,
             "fire_modes": FireMode.choices,
@@ -210,7 +212,8 @@ def rule_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _save(request, None)
     return TemplateResponse(request, "console/rules/edit.html",
-                            {"rule": None, **_builder_context(request.user, None)})
+                            {"rule": None, "test_text": _test_text(),
+                             **_builder_context(request.user, None)})
 
 
 @console_view("rules.view_rule")
@@ -234,6 +237,7 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "rule": rule, "traces": [(trace, shown[trace.pk]) for trace in traces],
         "counters": _counters([rule.pk]).get(rule.pk, {}),
         "last_fired": last_fired, "can_change": can_change, "sample": sample,
+        "can_delete": user.has_perm("rules.delete_rule"),
         "rule_json": json.dumps({name: getattr(rule, name) for name in RULE_FIELDS}
                                 | {"actions": secrets.masked_actions(rule.actions or [])},
                                 indent=2, ensure_ascii=False),
@@ -348,6 +352,18 @@ def _save(request: HttpRequest, rule: Rule | None) -> JsonResponse:
 
 
 @require_POST
+@console_view("rules.view_rule", "rules.delete_rule")
+def rule_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete a rule (its traces go with it) through `webapp.rules.actions.delete_rule`;
+    the operation log records it as it records every deletion."""
+    rule = get_object_or_404(rules_for(request.user), pk=pk)
+    name = rule.name
+    rule_actions.delete_rule(rule=rule)
+    messages.success(request, _("Rule “{name}” deleted.").format(name=name))
+    return redirect("console:rules")
+
+
+@require_POST
 @console_view("rules.view_rule", "rules.change_rule")
 def rule_test(request: HttpRequest, pk: int) -> JsonResponse:
     """Evaluate the saved rule on a sample message (the API's test; runs no action)."""
@@ -357,6 +373,43 @@ def rule_test(request: HttpRequest, pk: int) -> JsonResponse:
         return refused
     if not isinstance(body, dict):
         return JsonResponse({"detail": _("The sample message is a JSON object.")}, status=400)
+    return _explain(request, rule, body)
+
+
+@require_POST
+@console_view("rules.view_rule")
+def rule_test_draft(request: HttpRequest) -> JsonResponse:
+    """Evaluate the builder's unsaved rule (`rule`) on a sample message, as the API's draft
+    test does: the draft is validated by `RuleSerializer` (the data scope of its product,
+    devices, channels and sinks), nothing is saved and no action runs."""
+    user: Any = request.user
+    if not (user.has_perm("rules.add_rule") or user.has_perm("rules.change_rule")):
+        return JsonResponse({"detail": _("You may not change rules.")}, status=403)
+    body, refused = _read_json(request)
+    if refused is not None:
+        return refused
+    if not isinstance(body, dict) or not isinstance(body.get("rule"), dict):
+        return JsonResponse({"detail": _("The sample message is a JSON object.")}, status=400)
+    data = {name: body["rule"][name] for name in RULE_FIELDS if name in body["rule"]}
+    data.setdefault("name", "draft")
+    draft = RuleSerializer(data=data, context={"request": request})
+    try:
+        valid = draft.is_valid()
+    except DomainError as exc:
+        path_name = "trigger" if exc.code == "unknown_product" else ""
+        return JsonResponse({"detail": _("The rule cannot be tested yet."), "errors": [
+            {"path": path_name, "message": str(exc.detail)}]}, status=400)
+    except RecursionError:
+        return JsonResponse({"detail": _("The rule is nested too deeply.")}, status=400)
+    if not valid:
+        return JsonResponse({"detail": _("The rule cannot be tested yet."),
+                             "errors": _flatten(draft.errors)}, status=400)
+    rule = Rule(**dict(draft.validated_data))
+    return _explain(request, rule, {k: v for k, v in body.items() if k != "rule"})
+
+
+def _explain(request: HttpRequest, rule: Rule, body: dict[str, Any]) -> JsonResponse:
+    """`explain_rule` on the sample message `body`, for the saved rule and the draft."""
     params = RuleTestSerializer(data=body)
     if not params.is_valid():
         return JsonResponse({"detail": _("The sample message is invalid."),
@@ -405,4 +458,6 @@ urlpatterns: list[URLPattern] = [
     path("rules/<int:pk>/", rule_detail, name="rule"),
     path("rules/<int:pk>/enabled/", rule_enabled, name="rule-enabled"),
     path("rules/<int:pk>/test/", rule_test, name="rule-test"),
+    path("rules/<int:pk>/delete/", rule_delete, name="rule-delete"),
+    path("rules/test/", rule_test_draft, name="rule-test-draft"),
 ]

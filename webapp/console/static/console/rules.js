@@ -790,6 +790,16 @@
       }).then(function (response) {
         return response.json().then(function (body) { return {ok: response.ok, body: body}; });
       }).then(function (result) {
+        showResult(T, out, result);
+      }).catch(function () {
+        out.textContent = "";
+        out.appendChild(el("p", {"class": "error", text: T.failed}));
+      });
+    });
+  }
+
+  /* The answer of a test (saved rule or draft): verdicts, actions, notes. */
+  function showResult(T, out, result) {
         out.textContent = "";
         var body = result.body;
         if (!result.ok) {
@@ -812,16 +822,66 @@
         if ((body.debounce && Object.keys(body.debounce).length) || body.cooldown) {
           out.appendChild(el("p", {"class": "hint", text: T.debounce}));
         }
+  }
+
+  /* The test of the builder's draft: the rule as built now, posted with the sample. */
+  Builder.prototype.startDraftTest = function () {
+    var self = this;
+    var box = this.form.querySelector("[data-draft-test]");
+    if (!box || !this.config.test_url) { return; }
+    var T = readJSON("rule-test-text") || {};
+    var out = box.querySelector("[data-draft-result]");
+    var devices = box.querySelector("[name=draft_device]");
+    function fillDevices() {
+      var current = devices.value;
+      devices.textContent = "";
+      devices.appendChild(option("", T.no_device || "—", current === ""));
+      ((self.model && self.model.devices) || []).forEach(function (d) {
+        devices.appendChild(option(d, d, d === current));
+      });
+    }
+    box.addEventListener("toggle", fillDevices);
+    box.querySelector("[data-draft-run]").addEventListener("click", function () {
+      out.textContent = "";
+      var values = {};
+      var raw = box.querySelector("[name=draft_values]").value.trim();
+      if (raw) {
+        try { values = JSON.parse(raw); } catch (e) { values = null; }
+        if (!values || typeof values !== "object" || Array.isArray(values)) {
+          out.appendChild(el("p", {"class": "error", text: T.bad_json}));
+          return;
+        }
+      }
+      var rule = self.build();
+      var body = {rule: rule, device: devices.value, values: values};
+      var trigger = rule.trigger || {};
+      if (trigger.type === "status" && typeof values.status === "string") { body.status = values.status; }
+      if (trigger.type === "event") { body.event = trigger.event || ""; }
+      if (trigger.type === "cmdrsp") {
+        body.command = trigger.command || "";
+        if (values.err !== undefined) { body.err = values.err; }
+      }
+      out.appendChild(el("p", {"class": "muted", text: T.testing}));
+      fetch(self.config.test_url, {
+        method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+        headers: {"Content-Type": "application/json", "Accept": "application/json",
+          "X-CSRFToken": window.Console.csrfToken()}
+      }).then(function (response) {
+        return response.json().then(function (b) { return {ok: response.ok, body: b}; });
+      }).then(function (result) {
+        showResult(T, out, result);
       }).catch(function () {
         out.textContent = "";
         out.appendChild(el("p", {"class": "error", text: T.failed}));
       });
     });
-  }
+  };
 
   var form = document.querySelector("[data-rule-builder]");
   if (form) {
-    new Builder(form, readJSON("rule-builder-data"), readJSON("rule-builder-text")).start();
+    var builder = new Builder(form, readJSON("rule-builder-data"), readJSON("rule-builder-text"));
+    builder.start();
+    builder.startDraftTest();
   }
   var test = document.querySelector("[data-rule-test]");
   if (test) { startTest(test); }
