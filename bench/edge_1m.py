@@ -33,7 +33,14 @@ from typing import Any
 from bench import benchmark
 from edge.crypto import encrypt_secret
 
-from .edge_connections import DEVICE_SECRET, SECRET_KEY, hold, per_worker, release
+from .edge_connections import (
+    DEVICE_SECRET,
+    SECRET_KEY,
+    hold,
+    listen_counters,
+    per_worker,
+    release,
+)
 from .edge_support import Broker, LoadGen, cpu_seconds, edge, redis_url, save
 
 # A fixed key prefix (not the random one of other benches), so that --keep-devices can leave
@@ -282,12 +289,16 @@ def run(small: bool, argv: list[str]) -> dict[str, Any]:
             rss_before = broker.rss_kb()
             kernel_before = kernel_memory()
             cpu_before = cpu_seconds(broker.pid)
+            drops_before = listen_counters()
             rate = opts.rate / opts.generators if opts.rate else 0.0
             generators, figures = hold(
                 broker, n, opts.generators, DEVICE_SECRET, opts.inflight, rate, opts.keepalive
             )
             try:
                 edge_cpu = cpu_seconds(broker.pid) - cpu_before
+                figures["kernel_listen_drops"] = {
+                    k: v - drops_before.get(k, 0) for k, v in listen_counters().items()
+                }
                 figures["edge_cpu_seconds"] = round(edge_cpu, 2)
                 if figures["seconds"]:
                     figures["edge_cpu_cores_while_connecting"] = round(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import benchmark
@@ -141,6 +142,19 @@ def hold(
     }
 
 
+def listen_counters() -> dict[str, int]:
+    """The kernel's TcpExt counters of refused or dropped connection attempts (machine-wide:
+    ListenOverflows/ListenDrops count SYNs or handshakes dropped at a full accept queue, the
+    client then resends its SYN after 1 s, 3 s, ...)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:]), strict=False))
+            wanted = ("ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop")
+            return {k: table.get(k, 0) for k in wanted}
+    return {}
+
+
 def release(generators: list[LoadGen]) -> int:
     """Close the connections; returns how many the broker had closed meanwhile."""
     closed = 0
@@ -158,7 +172,11 @@ def measure(broker: Broker, count: int, processes: int, password: str | None) ->
     time.sleep(1.0)
     before = broker.rss_kb()
     cpu_before = cpu_seconds(broker.pid)
+    drops_before = listen_counters()
     generators, figures = hold(broker, count, processes, password)
+    figures["kernel_listen_drops"] = {
+        k: v - drops_before.get(k, 0) for k, v in listen_counters().items()
+    }
     broker_cpu = cpu_seconds(broker.pid) - cpu_before
     figures["broker_cpu_ms_per_connect"] = round(1000 * broker_cpu / max(figures["held"], 1), 3)
     if figures["seconds"]:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import functools
 import heapq
 import json
 import os
@@ -88,6 +89,11 @@ def subscribe_packet(packet_id: int, topic: str, qos: int) -> bytes:
 def publish_packet(topic: str, payload: bytes, qos: int, packet_id: int = 1) -> bytes:
     body = _str(topic.encode()) + (packet_id.to_bytes(2, "big") if qos else b"") + payload
     return bytes((0x30 | qos << 1,)) + vbi(len(body)) + body
+
+
+def _same(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    """A protocol factory returning the protocol made beforehand (functools.partial)."""
+    return protocol
 
 
 def cpu_seconds() -> float:
@@ -182,7 +188,7 @@ async def run_sub(args: argparse.Namespace) -> None:
     for i in range(args.connections):
         ready = loop.create_future()
         counter = Counter(f"bench-sub-{os.getpid()}-{i}", args.topic, args.qos, sample, ready)
-        await loop.create_connection(lambda c=counter: c, args.host, args.port)
+        await loop.create_connection(functools.partial(_same, counter), args.host, args.port)
         counters.append((counter, ready))
     await asyncio.gather(*(ready for _, ready in counters))
     emit(ready=True)
@@ -302,7 +308,7 @@ async def run_pub(args: argparse.Namespace) -> None:
     for i in range(args.connections):
         done = loop.create_future()
         publisher = Publisher(args, i, done)
-        await loop.create_connection(lambda p=publisher: p, args.host, args.port)
+        await loop.create_connection(functools.partial(_same, publisher), args.host, args.port)
         publishers.append(publisher)
     await asyncio.gather(*(p.connected for p in publishers))
     cpu0 = cpu_seconds()
