@@ -68,3 +68,21 @@ class QuietSite(Site):
 
     def log(self, request: Any) -> None:
         return None
+
+
+def listen_overflows(path: str = "/proc/net/netstat") -> int | None:
+    """The kernel's ListenOverflows counter (connections dropped because an accept queue was
+    full) for this network namespace, or None where it cannot be read. A gauge, not a
+    counter of ours: the supervisor reports it once, not summed over workers."""
+    try:
+        with open(path) as lines:
+            rows = [line.split() for line in lines if line.startswith("TcpExt:")]
+    except OSError:
+        return None
+    if len(rows) < 2:
+        return None
+    names, values = rows[0], rows[1]
+    try:
+        return int(values[names.index("ListenOverflows")])
+    except (ValueError, IndexError):
+        return None

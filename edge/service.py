@@ -27,7 +27,7 @@ from .bus.uplink import Uplink
 from .crypto import MissingSecretKey, load_secret_key
 from .http.api import DeviceApi
 from .http.config import HttpConfig
-from .metrics import MetricsResource, QuietSite
+from .metrics import MetricsResource, QuietSite, listen_overflows
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
 from .thinglinks.mqtt import EdgeHooks
@@ -88,6 +88,11 @@ class EdgeConfig:
     mailbox_max: int = 16
     # Set by the worker launcher (edge.workers) when several processes share the ports.
     reuse_port: bool = False
+    # The accept queue of each listening port (EDGE_LISTEN_BACKLOG; the kernel caps it at
+    # net.core.somaxconn, and tcp_max_syn_backlog bounds half-open connections), and how
+    # many MQTT connections one reactor turn accepts at most (EDGE_ACCEPT_BATCH).
+    listen_backlog: int = 4096
+    accept_batch: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
@@ -107,6 +112,12 @@ class EdgeConfig:
             coap = CoapConfig.from_env(env)
             device_lease = float(env.get("EDGE_DEVICE_LEASE") or 300)
             mailbox_max = int(env.get("EDGE_MAILBOX_MAX") or 16)
+            listen_backlog = int(env.get("EDGE_LISTEN_BACKLOG") or 4096)
+            accept_batch = int(env.get("EDGE_ACCEPT_BATCH") or 256)
+            if not (1 <= listen_backlog <= 1 << 20) or not (1 <= accept_batch <= 100_000):
+                raise ValueError(
+                    "EDGE_LISTEN_BACKLOG must be 1..1048576 and EDGE_ACCEPT_BATCH 1..100000"
+                )
             if not (1 <= device_lease <= 86_400) or not (1 <= mailbox_max <= 10_000):
                 raise ValueError(
                     "EDGE_DEVICE_LEASE must be 1..86400 seconds and EDGE_MAILBOX_MAX 1..10000"
@@ -137,6 +148,8 @@ class EdgeConfig:
             device_lease=device_lease,
             mailbox_max=mailbox_max,
             reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
+            listen_backlog=listen_backlog,
+            accept_batch=accept_batch,
         )
 
 
@@ -243,7 +256,13 @@ class EdgeService:
         self.started_at = self.reactor.seconds()
         self.broker.start()
         self.listeners.update(
-            self.transports.listen(config.host, config.mqtt_port, reuse_port=config.reuse_port)
+            self.transports.listen(
+                config.host,
+                config.mqtt_port,
+                backlog=config.listen_backlog,
+                reuse_port=config.reuse_port,
+                accept_batch=config.accept_batch,
+            )
         )
         if config.coap.port:
             self.listeners["coap"] = listen_datagram(
@@ -252,7 +271,7 @@ class EdgeService:
         if config.http.port:
             self.listeners["http"] = listen(
                 self.reactor, config.http.port, self.http, config.host,
-                reuse_port=config.reuse_port,
+                backlog=config.listen_backlog, reuse_port=config.reuse_port,
             )  # fmt: skip
         self._listen_raw()
         site = QuietSite(MetricsResource(self.samples, lambda: self.redis.connected))
@@ -327,7 +346,7 @@ class EdgeService:
         if config.raw.tcp_port:
             self.listeners["rawtcp"] = listen(
                 self.reactor, config.raw.tcp_port, self.rawtcp, config.host,
-                reuse_port=config.reuse_port,
+                backlog=config.listen_backlog, reuse_port=config.reuse_port,
             )  # fmt: skip
         if config.raw.udp_port:
             self.listeners["rawudp"] = listen_datagram(
@@ -425,7 +444,39 @@ class EdgeService:
         samples.extend(self.rawudp.samples())
         samples.extend(self.cluster.samples())
         samples.extend(self._queue_samples())
+        samples.extend(self._connect_samples())
         return samples
+
+    def _connect_samples(self) -> list[tuple[Any, ...]]:
+        """Connections the edge refused or could not take: by an accept error of the MQTT
+        port (out of descriptors…), by the per-address budget; and the kernel's listen
+        queue overflows (the whole host's: /proc/net/netstat)."""
+        refused: dict[str, int] = {"files": 0}
+        port = self.listeners.get("mqtt")
+        refused.update(getattr(port, "refused", {}))
+        refused["connections_per_address"] = self.broker.refusals.get("connections_per_address", 0)
+        out: list[tuple[Any, ...]] = [
+            (
+                "edge_connects_refused_total",
+                "counter",
+                "MQTT connections refused at accept, per reason",
+                count,
+                {"reason": reason},
+            )
+            for reason, count in refused.items()
+        ]
+        overflows = listen_overflows()
+        if overflows is not None:
+            out.append(
+                (
+                    "edge_host_listen_overflows",
+                    "gauge",
+                    "Connections the kernel dropped because an accept queue was full (whole "
+                    "host, TcpExtListenOverflows; raise EDGE_LISTEN_BACKLOG and somaxconn)",
+                    overflows,
+                )
+            )
+        return out
 
     def _queue_samples(self) -> list[tuple[Any, ...]]:
         """Messages waiting in sessions: queued (not yet sent) and in flight (sent, not yet

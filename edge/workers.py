@@ -175,6 +175,9 @@ class Supervisor:
     max_backoff = 10.0
     stable_after = 10.0
     stop_timeout = 20.0
+    # One collection of the workers' samples serves the scrapes of this many seconds, and
+    # scrapes arriving while one is collected share it (issue 11: 56 workers).
+    metrics_cache_seconds = 1.0
 
     def __init__(
         self,
@@ -202,9 +205,15 @@ class Supervisor:
         self._stopped: Deferred[None] | None = None
         self._all_ready: Deferred[None] = Deferred()
         self.listener: Any = None
-        pool = HTTPConnectionPool(reactor, persistent=False)
+        # One kept-alive connection per worker: a scrape costs no TCP handshakes.
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 1
+        pool.cachedConnectionTimeout = 300
         pool._factory = _QuietHTTPFactory  # no log line per scrape
+        self.pool = pool
         self.agent = Agent(reactor, pool=pool)
+        self._collected: tuple[float, list[str]] | None = None
+        self._collecting: list[Deferred[list[str]]] | None = None
 
     def start(self) -> Deferred[None]:
         """Spawn the workers and serve metrics; fires when every worker is ready."""
@@ -284,6 +293,7 @@ class Supervisor:
     def stop(self) -> Deferred[None]:
         """SIGTERM to every worker; SIGKILL to those still running after ``stop_timeout``."""
         self.stopping = True
+        self.pool.closeCachedConnections()
         if self.listener is not None:
             self.listener.stopListening()
         if not self.workers:
@@ -318,12 +328,32 @@ class Supervisor:
 
         return d.addCallback(body)
 
-    def collect(self) -> Deferred[str]:
+    def _worker_texts(self) -> Deferred[list[str]]:
+        """The workers' exposition texts: fetched once per ``metrics_cache_seconds``, all
+        workers in parallel, concurrent scrapes sharing one fetch."""
+        now = self.reactor.seconds()
+        if self._collected is not None and now - self._collected[0] < self.metrics_cache_seconds:
+            return succeed(self._collected[1])
+        waiter: Deferred[list[str]] = Deferred()
+        if self._collecting is not None:
+            self._collecting.append(waiter)
+            return waiter
+        self._collecting = [waiter]
         workers = [w for w in self.ready_workers() if w.metrics_port]
         requests = [self._get(w.metrics_port or 0, "/metrics") for w in workers]
 
-        def combine(results: list[tuple[bool, Any]]) -> str:
+        def done(results: list[tuple[bool, Any]]) -> None:
             texts = [r[1][1].decode() for r in results if r[0] and r[1][0] == 200]
+            self._collected = (self.reactor.seconds(), texts)
+            waiting, self._collecting = self._collecting or [], None
+            for each in waiting:
+                each.callback(texts)
+
+        DeferredList(requests, consumeErrors=True).addCallback(done)
+        return waiter
+
+    def collect(self) -> Deferred[str]:
+        def combine(texts: list[str]) -> str:
             extra: list[tuple[Any, ...]] = [
                 ("edge_workers", "gauge", "Edge worker processes configured", self.count, None),
             ]
@@ -343,7 +373,7 @@ class Supervisor:
                 )
             return aggregate(texts, extra)
 
-        return DeferredList(requests, consumeErrors=True).addCallback(combine)
+        return self._worker_texts().addCallback(combine)
 
     def healthy(self) -> Deferred[bool]:
         workers = self.ready_workers()
@@ -357,8 +387,12 @@ class Supervisor:
         return DeferredList(requests, consumeErrors=True).addCallback(check)
 
 
+HOST_PREFIX = "edge_host_"
+
+
 def aggregate(texts: list[str], extra: list[tuple[Any, ...]]) -> str:
-    """Sum Prometheus samples with the same name and labels over several exposition texts."""
+    """Sum Prometheus samples with the same name and labels over several exposition texts
+    (``edge_host_*`` samples, the same figure of the machine in every text, are not summed)."""
     meta: dict[str, tuple[str, str]] = {}
     sums: dict[tuple[str, str], float] = {}
     for text in texts:
@@ -378,7 +412,11 @@ def aggregate(texts: list[str], extra: list[tuple[Any, ...]]) -> str:
                 except ValueError:
                     continue
                 key = (name, brace + labels)
-                sums[key] = sums.get(key, 0.0) + amount
+                if name.startswith(HOST_PREFIX):
+                    # The same host-wide figure read by every worker: reported once.
+                    sums[key] = max(sums.get(key, amount), amount)
+                else:
+                    sums[key] = sums.get(key, 0.0) + amount
     samples: list[tuple[Any, ...]] = []
     for (name, labels), total in sums.items():
         help_text, kind = meta.get(name, ("", "untyped"))

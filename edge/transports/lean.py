@@ -25,6 +25,7 @@ from typing import Any
 
 from twisted.internet import address, error, main, tcp
 from twisted.internet.interfaces import IPushProducer, IReadWriteDescriptor, ITCPTransport
+from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -295,10 +296,67 @@ def _address(addr: tuple[Any, ...]) -> address.IPv4Address | address.IPv6Address
     return address.IPv4Address("TCP", host, port)
 
 
+class _AcceptCounter:
+    """The logger Twisted's accept loop reports to (it must not open files: it runs when
+    the process is out of descriptors); counts connections refused by accept errors."""
+
+    def __init__(self, refused: dict[str, int]) -> None:
+        self.refused = refused
+
+    def info(self, format: str, **kwargs: Any) -> None:
+        if format.startswith("EMFILE recovery: Closed socket"):
+            reason = "files"
+        elif "acceptError" in kwargs:
+            reason = str(kwargs["acceptError"]).lower()
+        else:
+            return
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def failure(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class LeanPort(tcp.Port):
-    """A listening port whose connections get a :class:`LeanServer`."""
+    """A listening port whose connections get a :class:`LeanServer`.
+
+    Each reactor turn in which the socket is readable accepts up to ``accept_batch``
+    connections (Twisted's port starts at 100 and falls to 1 after a quiet turn, then grows
+    by 20 a turn: a storm after a lull waited for many turns). Connections refused by an
+    accept error (out of descriptors: ``files``, ``enobufs``, ``enomem``…) are counted in
+    ``refused``."""
 
     transport = LeanServer  # type: ignore[assignment]
+    accept_batch = 256
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused: dict[str, int] = {}
+
+    def doRead(self) -> None:
+        refused = self.refused
+        limit = max(self.numberAccepts, self.accept_batch)
+        counter = _AcceptCounter(refused)
+        factory: Any = self.factory
+        build = factory.buildProtocol
+        make = self.transport
+        accepted = 0
+        try:
+            for skt, addr in tcp._accept(counter, range(limit), self.socket, tcp._reservedFD):
+                accepted += 1
+                if len(addr) == 4:
+                    host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                    addr = (host[0], *addr[1:])
+                protocol = build(self._buildAddr(addr))
+                if protocol is None:
+                    skt.close()
+                    continue
+                number = self.sessionno
+                self.sessionno = number + 1
+                protocol.makeConnection(make(skt, protocol, addr, self, number, self.reactor))
+        except BaseException:
+            log.deferr()
+        # A full batch: more may wait; grow for the next turn (never below accept_batch).
+        self.numberAccepts = limit + 20 if accepted == limit else self.accept_batch
 
 
 def listen_lean(
@@ -306,13 +364,16 @@ def listen_lean(
     port: int,
     factory: Any,
     interface: str = "0.0.0.0",
-    backlog: int = 1024,
+    backlog: int = 4096,
     reuse_port: bool = False,
+    accept_batch: int = LeanPort.accept_batch,
 ) -> LeanPort:
     """Like ``reactor.listenTCP`` (or the SO_REUSEPORT variant of
-    :func:`edge.transports.tcp.listen`) with lean connection transports."""
+    :func:`edge.transports.tcp.listen`) with lean connection transports. ``backlog`` is
+    capped by the kernel at ``net.core.somaxconn``."""
     if not reuse_port:
         listening = LeanPort(port, factory, backlog, interface, reactor)
+        listening.accept_batch = accept_batch
         listening.startListening()
         return listening
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
@@ -324,6 +385,8 @@ def listen_lean(
         sock.listen(backlog)
         sock.setblocking(False)
         listening = LeanPort._fromListeningDescriptor(reactor, sock.fileno(), family, factory)
+        listening.accept_batch = accept_batch
+        listening.backlog = backlog
         listening.startListening()
         return listening
     finally:

@@ -88,21 +88,32 @@ class Transports:
         )
 
     def listen(
-        self, host: str, mqtt_port: int, backlog: int = 1024, reuse_port: bool = False
+        self,
+        host: str,
+        mqtt_port: int,
+        backlog: int = 4096,
+        reuse_port: bool = False,
+        accept_batch: int = 256,
     ) -> dict[str, Any]:
         """Start every configured listener; returns
-        ``{"mqtt"|"tls"|"ws"|"wss": IListeningPort}``."""
+        ``{"mqtt"|"tls"|"ws"|"wss": IListeningPort}``. ``backlog`` (capped by the kernel's
+        ``net.core.somaxconn``) is the accept queue of each; plain MQTT accepts up to
+        ``accept_batch`` connections per reactor turn."""
         config = self.config
         listeners: dict[str, Any] = {}
 
         def start(name: str, port: int, factory: Any) -> None:
             # Plain MQTT, where the connections are counted in tens of thousands, gets the
             # lean transport; TLS and WebSocket keep Twisted's.
-            opener = listen_lean if name == "mqtt" else listen
             try:
-                listeners[name] = opener(
-                    self.reactor, port, factory, host, backlog=backlog, reuse_port=reuse_port
-                )
+                if name == "mqtt":
+                    listeners[name] = listen_lean(
+                        self.reactor, port, factory, host, backlog, reuse_port, accept_batch
+                    )
+                else:
+                    listeners[name] = listen(
+                        self.reactor, port, factory, host, backlog=backlog, reuse_port=reuse_port
+                    )
             except Exception:
                 for started in listeners.values():
                     started.stopListening()
