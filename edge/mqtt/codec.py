@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from . import properties as P
 from .errors import (
     MalformedPacket,
+    MqttError,
     PacketTooLarge,
     ProtocolError,
     Reason,
@@ -116,28 +117,98 @@ class Decoder:
         self.connect_level: int | None = None
 
     def feed(self, data: bytes) -> Iterator[Packet]:
-        """Add ``data`` and yield every packet that is now complete, in order."""
+        """Add ``data`` and yield every packet that is now complete, in order; an invalid
+        packet raises its error after the packets before it were yielded."""
+        packets, error = self.decode_all(data)
+        yield from packets
+        if error is not None:
+            raise error
+
+    def decode_all(self, data: bytes) -> tuple[list[Packet], MqttError | None]:
+        """Add ``data`` and decode every packet now complete in one pass over the bytes:
+        the packets, in order, and the error of the first invalid packet (None when all
+        were valid; nothing after an invalid packet is decoded).
+
+        The hot path of the broker: a QoS 0 PUBLISH is read in the loop itself, and keeps
+        its received bytes (``Publish.raw``) when a subscriber may get them unchanged.
+        """
         buffer = self._buffer
-        buffer += data
-        while len(buffer) >= 2:
-            length, start = decode_vbi(buffer, 1, len(buffer))
-            if length < 0:
-                return
-            end = start + length
-            if end > self.max_packet_size:
-                raise PacketTooLarge(f"packet of {end} bytes exceeds {self.max_packet_size}")
-            if self.version is None and self.max_connect_size and end > self.max_connect_size:
-                # Refused from its fixed header; the level, when it came, says how to answer.
-                level_at = start + 6
-                if len(buffer) > level_at and buffer[start : start + 6] == b"\x00\x04MQTT":
-                    self.connect_level = buffer[level_at]
-                raise PacketTooLarge(f"CONNECT of {end} bytes exceeds {self.max_connect_size}")
-            if len(buffer) < end:
-                return
-            first = buffer[0]
-            body = bytes(buffer[start:end])
-            del buffer[:end]
-            yield self._decode(first, body)
+        max_packet_size = self.max_packet_size
+        out: list[Packet] = []
+        if buffer:
+            buffer += data
+            have = len(buffer)
+            if have < 2:
+                return out, None
+            try:
+                length, start = decode_vbi(buffer, 1, have)
+            except MqttError as exc:
+                return out, exc
+            if self.version is not None and have < start + length <= max_packet_size:
+                return out, None  # the first packet is still incomplete: nothing copied
+            data = bytes(buffer)
+            buffer.clear()
+        size = len(data)
+        pos = 0
+        append = out.append
+        try:
+            while size - pos >= 2:
+                length = data[pos + 1]
+                if length < 0x80:
+                    start = pos + 2
+                else:
+                    length, start = decode_vbi(data, pos + 1, size)
+                    if length < 0:
+                        break
+                end = start + length
+                if end - pos > max_packet_size:
+                    raise PacketTooLarge(
+                        f"packet of {end - pos} bytes exceeds {max_packet_size}"
+                    )
+                version = self.version
+                if version is None and self.max_connect_size and end - pos > self.max_connect_size:
+                    # Refused from its fixed header; the level, when it came, says how to answer.
+                    level_at = start + 6
+                    if size > level_at and data[start : start + 6] == b"\x00\x04MQTT":
+                        self.connect_level = data[level_at]
+                    raise PacketTooLarge(
+                        f"CONNECT of {end - pos} bytes exceeds {self.max_connect_size}"
+                    )
+                if end > size:
+                    break
+                first = data[pos]
+                if first == 0x30 and version is not None and length >= 2:
+                    # QoS 0, no retain, no DUP: the fields straight from the received bytes.
+                    topic_end = start + 2 + ((data[start] << 8) | data[start + 1])
+                    if topic_end <= end and version != MQTT_5:
+                        try:
+                            topic = data[start + 2 : topic_end].decode("utf-8")
+                        except UnicodeDecodeError:
+                            topic = ""
+                        if topic and "\x00" not in topic and "+" not in topic and "#" not in topic:
+                            append(
+                                Publish(
+                                    topic, data[topic_end:end], 0, False, False, None,
+                                    NO_PROPERTIES, data[pos:end],
+                                )
+                            )  # fmt: skip
+                            pos = end
+                            continue
+                    # Anything unusual (or MQTT 5 properties) takes the general path.
+                    append(
+                        _decode_publish(
+                            0, data[start:end], version == MQTT_5, self.property_limits,
+                            data[pos:end],
+                        )
+                    )  # fmt: skip
+                else:
+                    append(self._decode(first, data[start:end]))
+                pos = end
+        except MqttError as exc:
+            return out, exc
+        if pos < size:
+            buffer += data[pos:] if pos else data
+        return out, None
 
     def _decode(self, first: int, body: bytes) -> Packet:
         packet_type = first >> 4
@@ -262,7 +333,12 @@ def _decode_connack(r: Reader, v5: bool) -> ConnAck:
     return ConnAck(code, bool(flags), props)
 
 
-def _decode_publish(flags: int, body: bytes, v5: bool, limits: P.PropertyLimits = None) -> Publish:
+def _decode_publish(
+    flags: int, body: bytes, v5: bool, limits: P.PropertyLimits = None, frame: bytes | None = None
+) -> Publish:
+    """A PUBLISH from its fixed header flags and body. ``frame``, the whole received packet
+    of a QoS 0 PUBLISH without the retain flag, becomes ``raw`` when a subscriber of the same
+    version may get it unchanged: no topic alias and no message expiry to count down."""
     # The hot path: read the fields straight from the body rather than through a Reader.
     qos = (flags >> 1) & 0x03
     if qos == 3:
@@ -293,7 +369,11 @@ def _decode_publish(flags: int, body: bytes, v5: bool, limits: P.PropertyLimits 
         pos = reader.pos
     if not topic and props.topic_alias is None:
         raise ProtocolError("empty topic name without a topic alias")
-    return Publish(topic, body[pos:], qos, bool(flags & 0x01), dup, packet_id, props)
+    if frame is not None and (
+        props.topic_alias is not None or props.message_expiry_interval is not None
+    ):
+        frame = None
+    return Publish(topic, body[pos:], qos, bool(flags & 0x01), dup, packet_id, props, frame)
 
 
 def _packet_id(r: Reader) -> int:

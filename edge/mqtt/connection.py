@@ -217,21 +217,32 @@ class MqttConnection:
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
+        broker = self.broker
         if self.state == CONNECTED or self.last_seen == NOT_READ:
-            self.last_seen = self.broker.clock.seconds()
-        self.broker.stats["bytes_in"] += len(data)
+            self.last_seen = broker.clock.seconds()
+        broker.stats["bytes_in"] += len(data)
+        # Every packet the read completed, decoded in one pass (Decoder.decode_all).
+        packets, error = self.decoder.decode_all(data)
         try:
-            for packet in self.decoder.feed(data):
+            for packet in packets:
                 if self._blocked:
                     if self._backlog is None:
                         self._backlog = deque()
                     self._backlog.append(packet)
+                elif type(packet) is Publish and self.state == CONNECTED:
+                    # The hot path: straight to the PUBLISH handler (what _run does).
+                    waiting = self._on_publish(packet)
+                    if waiting is not None and not waiting.called:
+                        self._wait(waiting)
                 else:
                     self._run(packet)
                 if self.state == CLOSED:
                     return
         except MqttError as exc:
             self.protocol_violation(exc)
+            return
+        if error is not None:
+            self.protocol_violation(error)
 
     def _run(self, packet: Packet) -> None:
         try:
@@ -240,9 +251,13 @@ class MqttConnection:
             self.protocol_violation(exc)
             return
         if waiting is not None and not waiting.called:
-            self._blocked = True
-            waiting.addErrback(self._failed)
-            waiting.addBoth(self._unblock)
+            self._wait(waiting)
+
+    def _wait(self, waiting: Deferred[Any]) -> None:
+        """Later packets wait (in the backlog) until ``waiting`` fires."""
+        self._blocked = True
+        waiting.addErrback(self._failed)
+        waiting.addBoth(self._unblock)
 
     def _unblock(self, _: object) -> None:
         self._blocked = False
@@ -623,6 +638,12 @@ class MqttConnection:
             None if expiry is None else broker.clock.seconds() + expiry,
             self.client_id,
         )
+        if publish.raw is not None:
+            # Received as a subscriber of the same version gets it (Publish.raw).
+            if self.version == MQTT_5:
+                message.frame5 = publish.raw
+            else:
+                message.frame4 = publish.raw
         broker.stats["messages_in"] += 1
         allowed = self.acl.may_publish(topic)
         if allowed is not True and allowed is not False:
@@ -646,9 +667,11 @@ class MqttConnection:
             if over is not None:
                 self._refuse_publish(publish, Reason.QUOTA_EXCEEDED, over)
                 return
-        code = self.broker.hooks.message_published(self, message)
-        self.broker.publish(message, owner=self.owner)
-        self._ack(publish, code)
+        broker = self.broker
+        code = broker.hooks.message_published(self, message)
+        broker.publish(message, owner=self.owner)
+        if publish.qos or not isinstance(code, int):
+            self._ack(publish, code)
 
     def _refuse_publish(self, publish: Publish, code: int, budget: str) -> None:
         """A message over a budget is dropped; an MQTT 5 ack says why (``code`` and a reason
@@ -1012,6 +1035,37 @@ class MqttConnection:
             # than buffered without bound (QoS 1/2 are bounded by the send quota and queue).
             self.broker.stats["dropped"] += 1
             return False
+        if (
+            not qos
+            and not retain
+            and not subscription_ids
+            and not self.alias_out_max
+            and message.expires_at is None
+            and not message.qos
+            and not message.retain
+        ):
+            # The same bytes for every such receiver of a version: the received ones or
+            # those the first receiver encoded (Message.frame4/frame5).
+            if self.version == MQTT_5:
+                data = message.frame5
+                if data is None:
+                    data = message.frame5 = encode_publish_fields(
+                        message.topic, message.payload, 0, False, False, None,
+                        message.properties, True,
+                    )  # fmt: skip
+            else:
+                data = message.frame4
+                if data is None:
+                    data = message.frame4 = encode_publish_fields(
+                        message.topic, message.payload, 0, False, False, None,
+                        NO_PROPERTIES, False,
+                    )  # fmt: skip
+            if self.max_outgoing_size is not None and len(data) > self.max_outgoing_size:
+                self.broker.stats["dropped"] += 1
+                return False
+            self.broker.stats["messages_out"] += 1
+            self._queue(data)
+            return True
         props = message.properties
         if message.expires_at is not None:
             remaining = message.expires_at - self.broker.clock.seconds()

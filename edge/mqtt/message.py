@@ -14,7 +14,17 @@ class Message:
     frozen dataclasses are several times slower to construct.
     """
 
-    __slots__ = ("expires_at", "origin", "payload", "properties", "qos", "retain", "topic")
+    __slots__ = (
+        "expires_at",
+        "frame4",
+        "frame5",
+        "origin",
+        "payload",
+        "properties",
+        "qos",
+        "retain",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -33,6 +43,13 @@ class Message:
         self.properties = properties
         self.expires_at = expires_at
         self.origin = origin
+        # The message as a QoS 0 PUBLISH without the retain flag, subscription identifiers
+        # or topic alias, for MQTT 3.1.1 (frame4) and 5.0 (frame5) receivers: the received
+        # bytes when they do, else encoded by the first receiver that needs it and shared by
+        # the others (edge.mqtt.connection.MqttConnection.send_message). Only kept on QoS 0
+        # messages without the retain flag, which are never queued nor retained.
+        self.frame4: bytes | None = None
+        self.frame5: bytes | None = None
 
     def __repr__(self) -> str:
         size = len(self.payload)

@@ -6,7 +6,7 @@ and reason codes in 3.1.1) are left out by the encoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .properties import NO_PROPERTIES, Properties
 
@@ -47,8 +47,20 @@ class ConnAck:
     properties: Properties = NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Publish:
+    """A PUBLISH (treated as immutable, like the other packets).
+
+    Not frozen: one is decoded per received message, and a frozen dataclass's ``__init__``
+    (an ``object.__setattr__`` per field) was a tenth of the broker's fan-in CPU.
+
+    ``raw`` is set by the decoder on a QoS 0 PUBLISH without the retain flag whose received
+    bytes a subscriber of the same protocol version may get unchanged (no topic alias, no
+    message expiry): the whole packet, fixed header included. It is not part of the value
+    (not compared, not shown) and never encoded: ``encode`` always builds the bytes from the
+    fields.
+    """
+
     topic: str
     payload: bytes = b""
     qos: int = 0
@@ -56,6 +68,7 @@ class Publish:
     dup: bool = False
     packet_id: int | None = None
     properties: Properties = NO_PROPERTIES
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
