@@ -22,6 +22,16 @@ NUMERIC = INTEGER | {Datatype.DECIMAL}
 CHARTABLE = NUMERIC | {Datatype.BOOL}
 
 
+def record_id(value: Any) -> int | None:
+    """A record's id typed in a form or a query string: ASCII digits, at most 18 of them;
+    None otherwise. `str.isdigit()` also accepts "²" or "٣", which `int()` and the database
+    refuse (a server error), and a longer number overflows the database's integer."""
+    text = value if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def widget(field: dict[str, Any]) -> dict[str, Any]:
     """How to render a typed field (`webapp.products.thingmodel.field_json` form)."""
     datatype = field["datatype"]

@@ -25,8 +25,11 @@ class DeviceFilterSet(django_filters.FilterSet):
         return queryset.filter(Q(identifier__icontains=value) | Q(name__icontains=value))
 
     def in_group(self, queryset, name, value):
-        if value.isdigit():
-            return queryset.filter(groups__pk=int(value))
+        # ASCII digits only ("²".isdigit() is true but int() refuses it), and no more than
+        # the database's integer holds
+        if value.isascii() and value.isdigit():
+            return queryset.filter(groups__pk=int(value)) if len(value) <= 18 \
+                else queryset.none()
         return queryset.filter(groups__name=value)
 
     def tagged(self, queryset, name, value):

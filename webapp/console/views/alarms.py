@@ -29,6 +29,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.console import access
 from webapp.console.access import console_view
+from webapp.console.inputs import record_id
 from webapp.core.errors import DomainError
 from webapp.rules import actions as rule_actions
 from webapp.rules.choices import AlarmStatus, Severity
@@ -167,9 +168,10 @@ def _ids(values: list[str]) -> tuple[list[int], int]:
     ids: list[int] = []
     bad = 0
     for value in values[:BULK_LIMIT]:
-        if value.isdigit() and len(value) < 12:
-            if int(value) not in ids:
-                ids.append(int(value))
+        pk = record_id(value)
+        if pk is not None:
+            if pk not in ids:
+                ids.append(pk)
         else:
             bad += 1
     return ids, bad
@@ -256,8 +258,9 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     wanted = request.POST.get("assignee", "")
     assignee = None
     if wanted:
-        assignee = assignable_users(user).filter(pk=int(wanted)).first() \
-            if wanted.isdigit() and len(wanted) < 12 else None
+        user_pk = record_id(wanted)
+        assignee = assignable_users(user).filter(pk=user_pk).first() \
+            if user_pk is not None else None
         if assignee is None or not access.alarms_for(assignee).filter(pk=alarm.pk).exists():
             messages.error(request, _("This user does not exist, is outside your data scope "
                                       "or may not view this alarm."))

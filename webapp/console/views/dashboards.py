@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.console import access
 from webapp.console import dashboards as boards
 from webapp.console.access import console_view
-from webapp.console.inputs import CHARTABLE, NUMERIC
+from webapp.console.inputs import CHARTABLE, NUMERIC, record_id
 from webapp.console.models import Dashboard
 from webapp.console.views.device_map import map_labels, tile_settings
 from webapp.console.views.products import thing_model_rows
@@ -98,14 +98,14 @@ def product_counters(request: HttpRequest, identifier: str) -> HttpResponse:
     product = get_object_or_404(access.products_for(user), identifier=identifier)
     device = get_object_or_404(access.devices_for(user).filter(product=product).select_related(
         "product"), identifier=request.GET.get("device", ""))
-    days_text = request.GET.get("days", "7")
-    if not days_text.isdigit() or not 1 <= int(days_text) <= boards.MAX_DAYS:
+    days = record_id(request.GET.get("days", "7"))
+    if days is None or not 1 <= days <= boards.MAX_DAYS:
         return JsonResponse({"code": "invalid_days", "detail": _(
             "days is a whole number from 1 to {n}.").format(n=boards.MAX_DAYS)}, status=400)
     counters = boards.product_panels(export_services(product))["counter"]
     try:
         results = [{"key": c["key"], "days": boards.daily_deltas(
-            user, device, c["service"], c["code"], int(days_text), request.GET.get("tz", ""))}
+            user, device, c["service"], c["code"], days, request.GET.get("tz", ""))}
             for c in counters]
     except DomainError as exc:
         return _json_error(exc)
@@ -142,7 +142,7 @@ def dashboard_create(request: HttpRequest) -> HttpResponse:
     department_id = request.POST.get("department", "")
     if department_id:
         department = scope.department_queryset(user).filter(
-            pk=department_id if department_id.isdigit() else 0).first()
+            pk=record_id(department_id) or 0).first()
         if department is None:
             messages.error(request, _("That department is outside your data scope."))
             return redirect("console:dashboards")
@@ -241,6 +241,8 @@ def _widget_labels() -> dict[str, Any]:
         "last_hours": _("Last {n} hours"), "position": _("Position"),
         "status": _("Status"), "drag": _("Drag to move"), "resize": _("Drag to resize"),
         "empty_board": _("No widgets yet."),
+        "edit": _("Edit"), "edit_widget": _("Edit the widget"), "add_widget": _("Add a widget"),
+        "update": _("Apply to the widget"), "add": _("Add widget"), "cancel": _("Cancel"),
     }
 
 

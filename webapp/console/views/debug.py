@@ -145,6 +145,8 @@ def publish(request: HttpRequest) -> HttpResponse:
     if request.POST.get("format", "json") == "json":
         try:
             body = json.loads(payload)
+        except RecursionError:
+            return _refuse(_("The payload is nested too deeply."), "malformed_json")
         except ValueError as exc:
             return _refuse(_("The payload is not valid JSON: {error}").format(error=exc),
                            "malformed_json")
@@ -215,8 +217,9 @@ def broadcast(request: HttpRequest) -> HttpResponse:
         "product", "gateway").order_by("identifier")
     group_id = request.POST.get("group", "")
     if group_id:
-        group = scope.restrict(DeviceGroup.objects.filter(pk=group_id), user).first() \
-            if group_id.isdigit() else None
+        group_pk = inputs.record_id(group_id)
+        group = scope.restrict(DeviceGroup.objects.filter(pk=group_pk), user).first() \
+            if group_pk is not None else None
         if group is None:
             return _refuse(_("Device group {id} does not exist.").format(id=group_id[:20]),
                            "unknown_group", 404)
@@ -260,8 +263,9 @@ def _result_json(device: str, command: DeviceCommand | None, error: str = ""
 @console_view(*BROADCAST)
 def broadcast_status(request: HttpRequest) -> HttpResponse:
     """The status of a broadcast's commands (`?ids=1,2,3`), those of devices in scope."""
-    ids = [int(i) for i in request.GET.get("ids", "").split(",")[
-        :debug_actions.MAX_BROADCAST_DEVICES] if i.isdigit()]
+    named = (inputs.record_id(i) for i in request.GET.get("ids", "").split(",")[
+        :debug_actions.MAX_BROADCAST_DEVICES])
+    ids = [pk for pk in named if pk is not None]
     commands = DeviceCommand.objects.filter(
         pk__in=ids, device__in=access.devices_for(request.user).values("pk")).select_related(
         "device")

@@ -128,6 +128,8 @@ def read_model(text: str) -> list[dict[str, Any]]:
         return []
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ModelRefused({"model": [_("The thing model is nested too deeply.")]}) from None
     except ValueError as exc:
         raise ModelRefused({"model": [_("The thing model is not JSON: {error}").format(
             error=exc)]}) from None
@@ -299,6 +301,8 @@ def _imported(request: HttpRequest) -> tuple[dict[str, Any], dict[str, list[str]
             n=MODEL_MAX_BYTES // 1024)]}
     try:
         payload = json.loads(upload.read().decode("utf-8-sig"))
+    except RecursionError:
+        return {}, {"import_file": [_("The thing model is nested too deeply.")]}
     except (UnicodeDecodeError, ValueError) as exc:
         return {}, {"import_file": [_("the file is not JSON: {error}").format(error=exc)]}
     if isinstance(payload, list):
