@@ -253,6 +253,9 @@ class EdgeService:
         await self.downlink.start()
         await self.cluster.start()
         await self.sessions.start()
+        # Devices a killed previous process of this node held are offline (before listening:
+        # no connection of ours is among them).
+        await self.hooks.presence.forget_previous_process()
         self.started_at = self.reactor.seconds()
         self.broker.start()
         self.listeners.update(

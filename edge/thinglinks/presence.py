@@ -24,6 +24,19 @@ end
 return 0
 """
 
+# Of the devices named, removes the routes that point at this node; returns those removed.
+TAKE_ROUTES_OF_NODE = """
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+return gone
+"""
+ROUTE_SCAN_COUNT = 5000
+
 
 class Presence:
     def __init__(
@@ -58,6 +71,42 @@ class Presence:
         self.redis.execute(
             "EVAL", DELETE_ROUTE_IF_OURS, 1, self.keys.route, device, self.node
         ).addErrback(self._failed)
+
+    async def forget_previous_process(self) -> int:
+        """At start, before listening: the devices routed to this node were connected to a
+        previous process of it that died without saying so (a worker killed with SIGKILL
+        comes back under the same node id within a second, so its ``tl:nodes`` heartbeat
+        never lapses and webapp's sweep of silent nodes cannot see it). Their routes go and
+        each gets an offline event (reason ``node_lost``); returns how many."""
+        node = self.node.encode()
+        cursor: Any = b"0"
+        forgotten = 0
+        while True:
+            cursor, flat = await self.redis.execute(
+                "HSCAN", self.keys.route, cursor, "COUNT", ROUTE_SCAN_COUNT
+            )
+            ours = [flat[i] for i in range(0, len(flat), 2) if flat[i + 1] == node]
+            if ours:
+                gone = await self.redis.execute(
+                    "EVAL", TAKE_ROUTES_OF_NODE, 1, self.keys.route, self.node, *ours
+                )
+                ts = now_ms(self.clock.seconds)
+                self.sink.emit(
+                    *(
+                        tl.status_event(device.decode(), False, ts, self.node, "", "node_lost", "")
+                        for device in gone
+                    )
+                )
+                forgotten += len(gone)
+            if cursor in (b"0", 0, "0"):
+                break
+        if forgotten:
+            log.info(
+                "{count} devices routed to a previous process of node {node} are offline",
+                count=forgotten,
+                node=self.node,
+            )
+        return forgotten
 
     def _failed(self, failure: Any) -> None:
         log.warn("Redis route update failed: {error}", error=failure.getErrorMessage())
