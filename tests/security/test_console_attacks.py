@@ -347,10 +347,28 @@ def test_rule_mass_assignment_of_department_owner_or_product_is_ignored(arena, c
 
 def test_rule_test_with_another_departments_device_reads_nothing_of_it(arena, client_of,
                                                                       redis_client):
+    """The test reads the latest values of the device it names: B's humidity (77.25) must
+    not come back to alice as the value a condition compared."""
+    from webapp.core.redis import keys
+
+    redis_client.hset(keys().latest("dev-b1"), "env", json.dumps(
+        {"humidity": {"value": 77.25, "ts": 1}}))
+    redis_client.hset(keys().latest("dev-a1"), "env", json.dumps(
+        {"humidity": {"value": 66.5, "ts": 1}}))
+    rule = hot("thermo-a", name="humid", condition={"all": [
+        {"service": "env", "property": "humidity", "op": ">", "value": 30}]})
+    rule["trigger"] = {"type": "property", "product": "thermo-a", "service": "env",
+                       "property": "temperature"}
+    from webapp.rules import actions as rule_actions
+
+    humid = rule_actions.create_rule(acting_user=None, data=rule)
     client = client_of(arena.world.alice)
-    answer = post_json(client, f"/rules/{arena.rule_a.pk}/test/",
-                       {"device": "dev-b1", "values": {"env": {"temperature": 40}}})
-    assert answer.status_code in (400, 404) or "Boiler B" not in answer.content.decode()
+    mine = post_json(client, f"/rules/{humid.pk}/test/",
+                     {"device": "dev-a1", "values": {"temperature": 40}})
+    assert mine.status_code == 200 and "66.5" in mine.content.decode()  # the probe works
+    answer = post_json(client, f"/rules/{humid.pk}/test/",
+                       {"device": "dev-b1", "values": {"temperature": 40}})
+    assert "77.25" not in answer.content.decode()
 
 
 def test_debug_actions_on_another_departments_devices_are_refused(arena, client_of):
@@ -683,3 +701,55 @@ def test_a_dashboard_socket_closes_when_the_board_leaves_the_users_scope(arena, 
         await socket.disconnect()
 
     async_to_sync(scenario)()
+
+
+# Bounded pages --------------------------------------------------------------------------
+
+def test_pages_and_pickers_list_a_bounded_number_of_devices(arena, client_of, monkeypatch):
+    """A product with very many devices: each page, picker and JSON lists at most its cap
+    (lowered to 2 here, with 4 devices of thermo-a in alice's scope), and a broadcast that
+    would reach more than its cap is refused."""
+    from tests.console.conftest import create_device
+    from webapp.console.views import dashboards as dashboard_views
+    from webapp.console.views import debug as debug_views
+    from webapp.console.views import device_map
+    from webapp.console.views import rules as rule_views
+    from webapp.devices.actions import debug as debug_actions
+    from webapp.devices.models import DeviceCommand
+
+    world = arena.world
+    for n in (2, 3, 4):
+        create_device(f"dev-a{n}", world.product_a, world.org.a, latitude="31.1",
+                      longitude="121.1")
+    for module, name in ((debug_views, "DEVICE_CHOICES"), (dashboard_views, "PICKER_LIMIT"),
+                         (dashboard_views, "CATALOGUE_LIMIT"), (rule_views, "MAX_TARGETS"),
+                         (device_map, "MAP_LIMIT"), (debug_actions, "MAX_BROADCAST_DEVICES")):
+        monkeypatch.setattr(module, name, 2)
+    client = client_of(world.alice)
+    debug = client.get("/debug/").context
+    assert len(debug["devices"]) == 2 and len(debug["page_config"]["devices"]) == 2
+    product = client.get("/products/thermo-a/dashboard/").context
+    assert len(product["choices"]) == 2 and product["truncated"]
+    board = client.get(f"/dashboards/{arena.dashboard_a.pk}/").context["page_config"]
+    assert len(board["catalogue"]["devices"]) == 2 and board["catalogue"]["truncated"]
+    assert len(client.get("/rules/model/thermo-a/").json()["devices"]) == 2
+    assert len(client.get(f"/rules/{arena.rule_a.pk}/").context["devices"]) == 2
+    markers = client.get("/map/devices.json").json()
+    assert len(markers["devices"]) == 2 and markers["truncated"]
+    before = DeviceCommand.objects.count()
+    answer = client.post("/debug/broadcast/", {"product": "thermo-a", "service": "env",
+                                               "command": "set_interval", "p.seconds": "5"})
+    assert answer.status_code == 400 and answer.json()["code"] == "too_many_devices"
+    assert DeviceCommand.objects.count() == before
+
+
+def test_the_alarm_page_shows_a_bounded_number_of_comments(arena, client_of, monkeypatch):
+    from webapp.console.views import alarms
+    from webapp.rules.models import AlarmComment
+
+    monkeypatch.setattr(alarms, "COMMENTS_SHOWN", 3)
+    for n in range(5):
+        AlarmComment.objects.create(alarm=arena.alarm_a, author=arena.world.alice,
+                                    text=f"note {n}")
+    page = client_of(arena.world.alice).get(f"/alarms/{arena.alarm_a.pk}/")
+    assert [c.text for c in page.context["comments"]] == ["note 2", "note 3", "note 4"]

@@ -44,6 +44,7 @@ BULK_LIMIT = 200
 AROUND = timedelta(minutes=10)
 AROUND_ROWS = 20
 COMMENT_MAX = 2000
+COMMENTS_SHOWN = 200
 #: What an alarm event's detail names, as the history shows it (a comment is shown itself).
 DETAIL_LABELS = {"assignee": gettext_lazy("Assignee"), "reason": gettext_lazy("Reason"),
                  "severity": gettext_lazy("Severity"), "message": gettext_lazy("Message")}
@@ -122,7 +123,9 @@ def alarm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "alarm": alarm,
         "history": [(event, _detail(event.detail)) for event in alarm.history.select_related(
             "actor").order_by("-created", "-id")[:200]],
-        "comments": list(alarm.comments.select_related("author").order_by("created", "id")),
+        # the newest COMMENTS_SHOWN, oldest first (a script may comment without end)
+        "comments": list(reversed(alarm.comments.select_related("author").order_by(
+            "-created", "-id")[:COMMENTS_SHOWN])),
         "can_change": user.has_perm("rules.change_alarm"),
         "comment_max": COMMENT_MAX,
     }
