@@ -34,7 +34,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connections
 
 from tests.conftest import missing
-from tests.console.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.console.browsing import CHROMIUM, CHROMIUM_ARGS
 from tests.security.rbac import fast_hasher, org_fixture, own_cache_prefix  # noqa: F401
 from tests.system.conftest import PASSWORD, make_device, make_product
 

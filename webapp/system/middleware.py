@@ -31,11 +31,11 @@ class SessionMiddleware:
                 translation.activate(user.language)
                 request.LANGUAGE_CODE = translation.get_language()
             timezone.activate(user_zone_name(user))
-        else:
-            timezone.deactivate()
             if (getattr(user, "password_change_required", False)
                     and request.path.startswith("/admin/") and not _may_pass(request.path)):
                 return redirect("admin:password_change")
+        else:
+            timezone.deactivate()
         return self.get_response(request)
 
 

@@ -338,44 +338,10 @@ def _posted_model(request: HttpRequest, product: Product | None = None) -> list[
 
 def validate_services(services: list[Any], product: Product | None = None
                       ) -> dict[str, list[str]]:
-    """The problems of a model by path: the API's rules, and enum values that are empty or
-    listed twice (what the editor flags too)."""
+    """The problems of a model by path: the API's rules (enum values included: empty,
+    repeated, not texts or numbers)."""
     serializer = ProductSerializer(instance=product, data={"services": services}, partial=True)
-    errors = {} if serializer.is_valid() else flatten_errors(serializer.errors)
-    for where, field in _typed_fields(services):
-        values = field.get("enum_values")
-        if field.get("datatype") != Datatype.ENUM or not isinstance(values, list):
-            continue
-        seen: list[Any] = []
-        for value in values:
-            if isinstance(value, str) and not value.strip():
-                errors.setdefault(f"{where}.enum_values", []).append(
-                    _("An enum value is not empty."))
-            elif value in seen:
-                errors.setdefault(f"{where}.enum_values", []).append(
-                    _("{value} is listed twice.").format(value=json.dumps(value)))
-            seen.append(value)
-    return errors
-
-
-def _typed_fields(services: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(path, field) of every property and parameter of a model."""
-    found: list[tuple[str, dict[str, Any]]] = []
-
-    def items(value: Any) -> list[tuple[int, dict[str, Any]]]:
-        return [(i, v) for i, v in enumerate(value if isinstance(value, list) else [])
-                if isinstance(v, dict)]
-
-    for i, svc in items(services):
-        found += [(f"services.{i}.properties.{j}", p) for j, p in items(svc.get("properties"))]
-        for j, cmd in items(svc.get("commands")):
-            for key in ("requests", "responses"):
-                found += [(f"services.{i}.commands.{j}.{key}.{k}", p)
-                          for k, p in items(cmd.get(key))]
-        for j, ev in items(svc.get("events")):
-            found += [(f"services.{i}.events.{j}.params.{k}", p)
-                      for k, p in items(ev.get("params"))]
-    return found
+    return {} if serializer.is_valid() else flatten_errors(serializer.errors)
 
 
 @console_view("products.view_product", "products.add_product")
