@@ -276,7 +276,7 @@ def _editor_texts() -> dict[str, str]:
         "err_integer": _("Give a whole number from 1 to 65535."),
         "err_min_max": _("min is greater than max"),
         "err_enum": _("an enum needs its values"),
-        "err_enum_value": _("An enum value is not empty."),
+        "err_enum_value": _("An enum value must not be empty."),
         "err_enum_duplicate": _("This value is listed twice."),
         "err_too_long": _("At most {n} characters."),
         "err_too_many": _("The thing model has more than {n} elements."),
