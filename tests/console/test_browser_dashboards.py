@@ -112,7 +112,7 @@ def test_product_dashboard_then_a_custom_dashboard_kept_after_reload(world, inge
     # Move the gauge to the right of the chart, make the value card wider and taller.
     assert (gauge.get_attribute("data-x"), gauge.get_attribute("data-y")) == ("0", "4")
     cell = page.locator("#board").bounding_box()["width"] / 12
-    drag(page, gauge.locator(".widget-head"), cell * 6, -(80 + 12) * 4)
+    drag(page, gauge.locator(".widget-title"), cell * 6, -(80 + 12) * 4)  # by its header
     assert (gauge.get_attribute("data-x"), gauge.get_attribute("data-y")) == ("6", "0")
     drag(page, value.locator(".widget-resize"), cell * 2, 92)
     assert (value.get_attribute("data-w"), value.get_attribute("data-h")) == ("5", "3")
@@ -141,7 +141,30 @@ def test_product_dashboard_then_a_custom_dashboard_kept_after_reload(world, inge
     wait_text(page, '.widget[data-type="value"] .v', "eco")
     shoot_both(page, "dashboards-custom", '[data-testid="live-state"][data-state="live"]')
     page.goto(f"{web_process}/dashboards/{board.pk}/?edit=1")
-    shoot_both(page, "dashboards-custom-edit", '.widget-chart[data-series="2"] canvas')
+    # Edit the chart in place: its title, its series and its window; it keeps its id and place.
+    chart_id = stored["chart"]["id"]
+    page.click(f'[data-testid="edit-{chart_id}"]')
+    form = page.locator('[data-testid="widget-form"]')
+    assert form.locator('[data-testid="widget-type"]').is_disabled()
+    assert form.locator('[data-testid="widget-title"]').input_value() == "Climate"
+    assert form.locator('[data-testid="series-list"] li').count() == 2
+    form.locator('[data-testid="widget-title"]').fill("Temperature, 6 h")
+    form.locator('[data-testid="series-list"] li').nth(1).locator("button").click()
+    form.locator('[data-testid="widget-hours"]').fill("6")
+    shoot(page, "dashboards-widget-edit")
+    page.click('[data-testid="widget-add"]')
+    page.wait_for_selector(".widget-chart[data-series='1'] canvas")
+    assert page.locator("#board .widget").count() == 4
+    assert page.inner_text(f'[data-testid="widget-{chart_id}"] .widget-title') == \
+        "Temperature, 6 h"
+    page.click('[data-testid="save-layout"]')
+    page.wait_for_selector('[data-testid="board-status"][data-kind="saved"]')
+    board.refresh_from_db()
+    chart = next(w for w in board.layout["widgets"] if w["type"] == "chart")
+    assert chart["id"] == chart_id and (chart["x"], chart["y"]) == (0, 0)
+    assert chart["title"] == "Temperature, 6 h" and chart["window"] == {"hours": 6}
+    assert [s["property"] for s in chart["series"]] == ["temperature"]
+    shoot_both(page, "dashboards-custom-edit", '.widget-chart[data-series="1"] canvas')
     page.goto(f"{web_process}/dashboards/")
     assert "Boiler room" in page.inner_text('[data-testid="dashboard-list"]')
     shoot_both(page, "dashboards-list")

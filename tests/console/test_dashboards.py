@@ -84,6 +84,13 @@ def test_product_dashboard_scope_and_permissions(world, client_of):
     assert response.context["device"].identifier == "dev-a1"
 
 
+def test_the_device_page_links_its_product_dashboard_for_that_device(world, client_of):
+    page = client_of(world.alice).get("/devices/dev-a1/").content.decode()
+    assert 'href="/products/thermo-a/dashboard/?device=dev-a1"' in page
+    assert client_of(world.alice).get("/products/thermo-a/dashboard/?device=dev-a1"
+                                      ).context["device"].identifier == "dev-a1"
+
+
 def test_counters_are_daily_increases_in_the_viewers_time_zone(world, client_of, ingest):
     """Integer properties named as totals are counters: the page shows their increase per
     local day (maximum minus minimum of the day, in the zone the browser sends)."""

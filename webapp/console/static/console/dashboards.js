@@ -18,6 +18,7 @@
   var meta = config.meta || {};
   var views = {};  // widget id -> {live(device, point), resize(), refresh()}
   var editing = false;
+  var editHook = null;  // set by the editor: open a widget in the form
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -155,6 +156,13 @@
       empty();
       markDirty();
     });
+    if (config.can_change) {
+      var change = el("button", "link widget-edit", L.edit);
+      change.type = "button";
+      change.setAttribute("data-testid", "edit-" + w.id);
+      change.addEventListener("click", function () { if (editHook) { editHook(w, node); } });
+      head.appendChild(change);
+    }
     head.appendChild(remove);
     var body = el("div", "widget-body");
     var grip = el("span", "widget-resize");
@@ -474,7 +482,10 @@
     save.hidden = !on;
     toggle.setAttribute("aria-pressed", on ? "true" : "false");
   }
-  toggle.addEventListener("click", function () { setEditing(!editing); });
+  toggle.addEventListener("click", function () {
+    setEditing(!editing);
+    if (!editing && typeof resetForm === "function") { resetForm(); }
+  });
 
   function product(device) {
     var d = catalogue.devices.find(function (x) { return x.id === device; });
@@ -610,8 +621,91 @@
       });
   }
 
+  // Editing a widget in place: the form is filled with it, its type fixed; applying keeps
+  // its id and its place on the grid.
+  var changing = null;  // {w, node} while a widget is open in the form
+  var legend = form.querySelector("legend");
+  var submit = form.querySelector("[data-testid=widget-add]");
+  var cancel = document.getElementById("widget-cancel");
+
+  function localTime(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) { return ""; }
+    var pad = function (n) { return String(n).padStart(2, "0"); };
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" +
+      pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+
+  function pick(select, values) {
+    Array.from(select.options).forEach(function (o) { o.selected = values.indexOf(o.value) >= 0; });
+  }
+
+  function resetForm() {
+    changing = null;
+    form.elements.type.disabled = false;
+    legend.textContent = L.add_widget;
+    submit.textContent = L.add;
+    cancel.hidden = true;
+    series = [];
+    drawSeries();
+    form.elements.title.value = "";
+    document.querySelectorAll(".widget.changing").forEach(function (n) { n.classList.remove("changing"); });
+  }
+
+  editHook = function (w, node) {
+    resetForm();
+    changing = {w: w, node: node};
+    node.classList.add("changing");
+    form.elements.type.value = w.type;
+    form.elements.type.disabled = true;
+    showFields();
+    form.elements.title.value = w.title || "";
+    var device = w.device || (w.series && w.series[0] && w.series[0].device) || "";
+    if (device) { form.elements.device.value = device; }
+    pick(form.elements.devices, w.devices || []);
+    fillProperties();
+    if (w.service && w.property) { form.elements.property.value = w.service + "." + w.property; }
+    if (w.type === "table") { pick(form.elements.properties, w.properties || []); }
+    if (w.type === "command") {
+      form.elements.command.value = w.service + "." + w.command;
+      form.elements.params.value = typeof w.params === "string" ? w.params : JSON.stringify(w.params || {});
+    }
+    if (w.type === "chart") {
+      series = (w.series || []).map(function (x) { return Object.assign({}, x); });
+      drawSeries();
+      var win = w.window || {};
+      form.elements.hours.value = win.hours || 24;
+      form.elements.from.value = win.from ? localTime(win.from) : "";
+      form.elements.to.value = win.to ? localTime(win.to) : "";
+    }
+    legend.textContent = L.edit_widget + " · " + titleOf(w);
+    submit.textContent = L.update;
+    cancel.hidden = false;
+    form.scrollIntoView({block: "nearest"});
+  };
+  cancel.addEventListener("click", resetForm);
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
+    if (changing) {
+      var old = changing.w;
+      if (widgets.indexOf(old) < 0) { resetForm(); return; }  // removed meanwhile
+      var fresh = newWidget();
+      if (fresh.type === "chart" && !series.length && !(fresh.series || []).length) {
+        fresh.series = old.series;
+      }
+      fresh.id = old.id;
+      fresh.x = old.x; fresh.y = old.y; fresh.w = old.w; fresh.h = old.h;
+      addMeta(fresh);
+      widgets[widgets.indexOf(old)] = fresh;
+      delete views[old.id];
+      var oldNode = changing.node;
+      var node = render(fresh);
+      oldNode.replaceWith(node);
+      resetForm();
+      markDirty();
+      return;
+    }
     if (widgets.length >= config.limits.widgets) { return; }
     var w = newWidget();
     addMeta(w);
