@@ -285,6 +285,37 @@ class SharedGroup:
         return online[next(self.turn) % len(online)]
 
 
+class Route:
+    """What routing a topic takes: the plain subscriptions and shared groups matching it,
+    and, unless one of those subscriptions is "no local" (which depends on the sender),
+    ``plan``: each subscribed session once, with the highest QoS of its matching
+    subscriptions, their identifiers and whether any is retain-as-published (3.3.4)."""
+
+    __slots__ = ("entries", "groups", "plan")
+
+    def __init__(self, entries: list[SubscriptionEntry], groups: list[SharedGroup]) -> None:
+        self.entries = entries
+        self.groups = groups
+        self.plan: list[tuple[Session, int, tuple[int, ...], bool]] | None = None
+        if any(entry.options.no_local for entry in entries):
+            return
+        targets: dict[Session, list[Any]] = {}
+        for entry in entries:
+            options = entry.options
+            target = targets.get(entry.session)
+            if target is None:
+                target = targets[entry.session] = [options.qos, [], options.retain_as_published]
+            else:
+                target[0] = max(target[0], options.qos)
+                target[2] = target[2] or options.retain_as_published
+            if entry.identifier is not None:
+                target[1].append(entry.identifier)
+        self.plan = [
+            (session, qos, tuple(ids), keep_retain)
+            for session, (qos, ids, keep_retain) in targets.items()
+        ]
+
+
 class Broker:
     """All sessions of one edge process and the routing between them."""
 
@@ -303,8 +334,10 @@ class Broker:
         self.subscriptions: TopicTrie[SubscriptionEntry] = TopicTrie()
         self.shared: TopicTrie[SharedGroup] = TopicTrie()
         self.shared_groups: dict[tuple[str, str], SharedGroup] = {}
-        # topic → matching (entries, shared groups); cleared whenever a subscription changes.
-        self._routes: dict[str, tuple[list[SubscriptionEntry], list[SharedGroup]]] = {}
+        # topic → matching (entries, shared groups, plan); cleared whenever a subscription
+        # changes. The plan (Route) is what routing makes of the entries for any message
+        # that no "no local" subscription concerns.
+        self._routes: dict[str, Route] = {}
         self.retained = RetainedStore()
         # Budgets (BrokerConfig): persistent sessions by owner and client id, connections of
         # identity-less owners, connections per source address, publish token buckets.
@@ -582,16 +615,34 @@ class Broker:
                     message.expires_at,
                     message.origin,
                 )
-        targets: dict[Session, list[Any]] = {}
         route = self._routes.get(message.topic)
         if route is None:
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
-            route = self._routes[message.topic] = (
+            route = self._routes[message.topic] = Route(
                 self.subscriptions.match(message.topic),
                 self.shared.match(message.topic) if self.shared_groups else [],
             )
-        for entry in route[0]:
+        plan = route.plan
+        if plan is not None and (remote or not route.groups):
+            # The subscribers of the topic, each once with its highest QoS, its subscription
+            # identifiers and retain-as-published, worked out once per topic (Route).
+            mqos = message.qos
+            mretain = message.retain
+            for session, qos, ids, keep_retain in plan:
+                if qos > mqos:
+                    qos = mqos
+                if qos:
+                    self.deliver(session, message, qos, mretain and keep_retain, ids)
+                else:
+                    connection = session.connection
+                    if connection is not None:
+                        connection.send_message(message, 0, mretain and keep_retain, ids, None)
+            if self.forward is not None and not remote:
+                self.forward(kept)
+            return len(plan)
+        targets: dict[Session, list[Any]] = {}
+        for entry in route.entries:
             options = entry.options
             session = entry.session
             if options.no_local and message.origin == session.client_id:
@@ -605,7 +656,7 @@ class Broker:
                 target[2] = target[2] or options.retain_as_published
             if entry.identifier is not None:
                 target[1].append(entry.identifier)
-        for group in () if remote else route[1]:
+        for group in () if remote else route.groups:
             chosen = group.pick()
             if chosen is not None:
                 ids = [chosen.identifier] if chosen.identifier is not None else []
