@@ -9,7 +9,9 @@ a pipe (descriptor 3) once it listens. The supervisor:
   gives up (exit 1) when a worker fails before it ever became ready;
 - forwards SIGTERM/SIGINT to the workers, waits for them (SIGKILL after ``stop_timeout``) and
   exits 0;
-- serves ``/metrics`` on ``EDGE_METRICS_PORT`` with the sum of the workers' samples, plus
+- serves ``/metrics`` on ``EDGE_METRICS_PORT`` with the sum of the workers' samples (fetched
+  in parallel over kept-alive connections at most once a second: a scrape with 56 workers
+  costs one fetch, docs/performance.md), plus
   ``edge_workers``, ``edge_worker_up{worker}`` and ``edge_worker_restarts_total{worker}``, and
   ``/healthz`` (200 when every worker is up and healthy).
 
@@ -212,8 +214,8 @@ class Supervisor:
         pool._factory = _QuietHTTPFactory  # no log line per scrape
         self.pool = pool
         self.agent = Agent(reactor, pool=pool)
-        self._collected: tuple[float, list[str]] | None = None
-        self._collecting: list[Deferred[list[str]]] | None = None
+        self._collected: tuple[float, str] | None = None
+        self._collecting: list[Deferred[str]] | None = None
 
     def start(self) -> Deferred[None]:
         """Spawn the workers and serve metrics; fires when every worker is ready."""
@@ -242,6 +244,7 @@ class Supervisor:
 
     def worker_ready(self, worker: Worker) -> None:
         self.ever_ready.add(worker.index)
+        self._collected = None
         log.info(
             "worker {index} ready (pid {pid}, metrics on port {port})",
             index=worker.index,
@@ -255,6 +258,7 @@ class Supervisor:
         return [w for w in self.workers.values() if w.ready]
 
     def worker_ended(self, worker: Worker, reason: Failure) -> None:
+        self._collected = None
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
         code = getattr(reason.value, "exitCode", None)
@@ -328,13 +332,14 @@ class Supervisor:
 
         return d.addCallback(body)
 
-    def _worker_texts(self) -> Deferred[list[str]]:
-        """The workers' exposition texts: fetched once per ``metrics_cache_seconds``, all
-        workers in parallel, concurrent scrapes sharing one fetch."""
+    def collect(self) -> Deferred[str]:
+        """The exposition text: collected from all workers in parallel at most once per
+        ``metrics_cache_seconds`` (and again when a worker starts or ends), concurrent
+        scrapes sharing one collection."""
         now = self.reactor.seconds()
         if self._collected is not None and now - self._collected[0] < self.metrics_cache_seconds:
             return succeed(self._collected[1])
-        waiter: Deferred[list[str]] = Deferred()
+        waiter: Deferred[str] = Deferred()
         if self._collecting is not None:
             self._collecting.append(waiter)
             return waiter
@@ -344,36 +349,34 @@ class Supervisor:
 
         def done(results: list[tuple[bool, Any]]) -> None:
             texts = [r[1][1].decode() for r in results if r[0] and r[1][0] == 200]
-            self._collected = (self.reactor.seconds(), texts)
+            text = self._combine(texts)
+            self._collected = (self.reactor.seconds(), text)
             waiting, self._collecting = self._collecting or [], None
             for each in waiting:
-                each.callback(texts)
+                each.callback(text)
 
         DeferredList(requests, consumeErrors=True).addCallback(done)
         return waiter
 
-    def collect(self) -> Deferred[str]:
-        def combine(texts: list[str]) -> str:
-            extra: list[tuple[Any, ...]] = [
-                ("edge_workers", "gauge", "Edge worker processes configured", self.count, None),
-            ]
-            for index in range(self.count):
-                worker = self.workers.get(index)
-                labels = {"worker": str(index)}
-                up = int(worker is not None and worker.ready)
-                extra.append(("edge_worker_up", "gauge", "1 when the worker is ready", up, labels))
-                extra.append(
-                    (
-                        "edge_worker_restarts_total",
-                        "counter",
-                        "Times the supervisor restarted the worker",
-                        self.restarts[index],
-                        labels,
-                    )
+    def _combine(self, texts: list[str]) -> str:
+        extra: list[tuple[Any, ...]] = [
+            ("edge_workers", "gauge", "Edge worker processes configured", self.count, None),
+        ]
+        for index in range(self.count):
+            worker = self.workers.get(index)
+            labels = {"worker": str(index)}
+            up = int(worker is not None and worker.ready)
+            extra.append(("edge_worker_up", "gauge", "1 when the worker is ready", up, labels))
+            extra.append(
+                (
+                    "edge_worker_restarts_total",
+                    "counter",
+                    "Times the supervisor restarted the worker",
+                    self.restarts[index],
+                    labels,
                 )
-            return aggregate(texts, extra)
-
-        return self._worker_texts().addCallback(combine)
+            )
+        return aggregate(texts, extra)
 
     def healthy(self) -> Deferred[bool]:
         workers = self.ready_workers()
