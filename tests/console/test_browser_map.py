@@ -55,6 +55,24 @@ def map_flow(page: Any, base: str, lang: str, online: int) -> None:
     assert popup.locator("a.tl-popup-link").get_attribute("href") == "/devices/dev-a1/"
     page.wait_for_timeout(400)  # the popup's fade-in
     shoot(page, "map-popup")
+    # The markers refresh every 30 s while the tab is visible (TLMap's reload, the same call
+    # the timer makes): the open popup and the zoom are kept.
+    assert page.get_attribute(LOADED, "data-refresh-every") == "30"
+    assert page.get_attribute(LOADED, "data-refresh-state") == "on"
+    zoom = page.evaluate("window.TLMap.page.map.getZoom()")
+    page.evaluate("window.TLMap.page.reload().then(() => null)")
+    assert popup.is_visible()
+    assert page.evaluate("window.TLMap.page.map.getZoom()") == zoom
+    # A hidden tab stops polling; shown again, it reloads at once and polls again.
+    visibility = """state => {
+      Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+      document.dispatchEvent(new Event("visibilitychange")); }"""
+    page.evaluate(visibility, "hidden")
+    assert page.get_attribute(LOADED, "data-refresh-state") == "paused"
+    page.evaluate(visibility, "visible")
+    assert page.get_attribute(LOADED, "data-refresh-state") == "on"
+    page.wait_for_load_state("networkidle")
+    assert popup.is_visible()
 
     with page.expect_navigation():
         page.select_option("select[name=status]", "online")

@@ -181,12 +181,16 @@
       parts.values.replaceChild(table, parts.body);
     }
 
+    function iconFor(status) {
+      return L.divIcon({className: "tl-marker tl-marker-" + status, iconSize: [16, 16]});
+    }
+
     function markerFor(device) {
       var status = statusOf(device);
       var marker = L.marker([device.lat, device.lon], {
-        icon: L.divIcon({className: "tl-marker tl-marker-" + status, iconSize: [16, 16]}),
+        icon: iconFor(status),
         title: (device.name ? device.name + " · " : "") + device.id,
-        alt: device.id, keyboard: true, tlStatus: status, tlDevice: device.id
+        alt: device.id, keyboard: true, tlStatus: status, tlDevice: device.id, tlData: device
       });
       if (popups) {
         // Leaflet calls this again on popup.update(): the open popup keeps its one box.
@@ -194,6 +198,7 @@
         marker.on("popupclose", function () { parts = null; });
         marker.bindPopup(function () {
           if (parts) { return parts.box; }
+          device = marker.options.tlData;  // the newest answer's record
           parts = popupContent(device);
           var shown = parts;
           if (device.detail) {
@@ -212,25 +217,50 @@
 
     var handle = {map: map, data: null, url: url, markers: {}};
 
+    /* Markers are updated in place: a device still listed keeps its marker (moved, and
+       recoloured when its connection changed), so an open popup stays open and the view
+       (zoom, centre) is left alone unless `fit` asks for it. */
     function draw(data) {
-      var open = null;
-      map.eachLayer(function (l) { if (l.isPopupOpen && l.isPopupOpen()) { open = l.options.tlDevice; } });
-      layer.clearLayers();
-      handle.markers = {};
+      var seen = {};
+      var added = [];
+      var recoloured = [];
       var markers = (data.devices || []).filter(function (d) {
         return isFinite(d.lat) && isFinite(d.lon);
       }).map(function (d) {
-        var m = markerFor(d);
-        handle.markers[d.id] = m;
+        seen[d.id] = true;
+        var m = handle.markers[d.id];
+        if (!m) {
+          m = markerFor(d);
+          handle.markers[d.id] = m;
+          added.push(m);
+          return m;
+        }
+        var before = m.options.tlData;
+        m.options.tlData = d;
+        if (before.lat !== d.lat || before.lon !== d.lon) { m.setLatLng([d.lat, d.lon]); }
+        var status = statusOf(d);
+        if (m.options.tlStatus !== status) {
+          m.options.tlStatus = status;
+          m.setIcon(iconFor(status));
+          recoloured.push(m);
+        }
         return m;
       });
-      if (clustered) { layer.addLayers(markers); } else { markers.forEach(function (m) { layer.addLayer(m); }); }
+      var gone = Object.keys(handle.markers).filter(function (id) { return !seen[id]; })
+        .map(function (id) { var m = handle.markers[id]; delete handle.markers[id]; return m; });
+      if (clustered) {
+        if (gone.length) { layer.removeLayers(gone); }
+        if (added.length) { layer.addLayers(added); }
+        if (recoloured.length) { layer.refreshClusters(recoloured); }
+      } else {
+        gone.forEach(function (m) { layer.removeLayer(m); });
+        added.forEach(function (m) { layer.addLayer(m); });
+      }
       if ((fitNext || fit === "always") && markers.length) {
         var bounds = L.latLngBounds(markers.map(function (m) { return m.getLatLng(); }));
         map.fitBounds(bounds.pad(0.15), {maxZoom: Math.min(12, maxZoom), animate: false});
       }
       fitNext = false;
-      if (open && handle.markers[open] && !clustered) { handle.markers[open].openPopup(); }
     }
 
     handle.reload = function () {
@@ -267,15 +297,39 @@
     var notice = document.querySelector("[data-map-notice]");
     var failed = document.querySelector("[data-map-failed]");
     var labels = readLabels(element, {});
-    window.TLMap.page = mount(element, {
+    var page = window.TLMap.page = mount(element, {
       onLoad: function (data) {
         if (failed) { failed.hidden = true; }
         if (count) { count.textContent = data.count_text || labels.devices.replace("{count}", data.count); }
         if (notice) { notice.hidden = !data.truncated; }
         element.setAttribute("data-loaded", String(data.count));
       },
-      onError: function () { if (failed) { failed.hidden = false; } }
+      onError: function (status) {
+        if (failed) { failed.hidden = false; }
+        if (status === 401 || status === 403) { stop(); }  // signed out: no more polling
+      }
     });
+    // Markers refresh every data-refresh seconds (30) while the tab is visible; a hidden
+    // tab stops polling, and showing it again reloads at once.
+    var every = Math.max(5, parseInt(element.getAttribute("data-refresh") || "30", 10) || 30);
+    var timer = null;
+    var ended = false;
+    function tick() { page.reload().catch(function () { /* shown through onError */ }); }
+    function start() {
+      if (!timer && !ended) { timer = window.setInterval(tick, every * 1000); }
+      element.setAttribute("data-refresh-state", ended ? "stopped" : "on");
+    }
+    function stop(pauseOnly) {
+      if (timer) { window.clearInterval(timer); timer = null; }
+      if (pauseOnly !== false) { ended = true; }
+      element.setAttribute("data-refresh-state", ended ? "stopped" : "paused");
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "hidden") { stop(false); return; }
+      if (!ended) { tick(); start(); }
+    });
+    if (document.visibilityState !== "hidden") { start(); }
+    element.setAttribute("data-refresh-every", String(every));
   }
 
   if (document.readyState === "loading") {
