@@ -753,3 +753,33 @@ def test_the_alarm_page_shows_a_bounded_number_of_comments(arena, client_of, mon
                                     text=f"note {n}")
     page = client_of(arena.world.alice).get(f"/alarms/{arena.alarm_a.pk}/")
     assert [c.text for c in page.context["comments"]] == ["note 2", "note 3", "note 4"]
+
+
+@pytest.mark.parametrize("path", ["/ws/debug/", "/ws/dashboards/{a}/",
+                                  "/ws/devices/dev-a1/"])
+def test_malformed_frames_do_not_break_a_socket(arena, client_of, path):
+    """Text that is not JSON, JSON that is not an object, a binary frame, huge filters: the
+    socket answers the next ping (Channels' JSON consumer would end with an exception,
+    leaving its renewing task and groups behind)."""
+    headers = headers_of(client_of(arena.world.alice))
+    url = path.format(a=arena.dashboard_a.pk)
+
+    async def scenario() -> None:
+        socket, connected, _code = await connect(url, headers)
+        assert connected
+        await socket.receive_json_from(timeout=5)
+        for frame in ("{{{", "[]", "null", "1e999999", json.dumps(
+                {"type": "filter", "device": "x" * 100_000, "product": ["thermo-b"]})):
+            await socket.send_to(text_data=frame)
+        await socket.send_to(bytes_data=b"\x00\xff")
+        await socket.send_json_to({"type": "ping"})
+        answers = []
+        while True:
+            answer = await socket.receive_json_from(timeout=5)
+            answers.append(answer)
+            if answer["type"] == "pong":
+                break
+        assert all(a.get("filters") == {} for a in answers if a["type"] == "filter")
+        await socket.disconnect()
+
+    async_to_sync(scenario)()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -43,7 +44,24 @@ def may_watch(user_id: int | None, session_id: Any, identifier: str) -> int | No
     return None
 
 
-class DeviceConsumer(AsyncJsonWebsocketConsumer):
+class ConsoleJsonConsumer(AsyncJsonWebsocketConsumer):
+    """A JSON consumer that ignores the frames it cannot read (binary, not JSON, nested too
+    deeply): Channels' own raises, which ends the consumer without `disconnect` — its
+    renewing task and its groups would outlive the socket, one more for each such frame a
+    page sends."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
+                      **kwargs: Any) -> None:
+        if not text_data:
+            return
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):
+            return
+        await self.receive_json(content, **kwargs)
+
+
+class DeviceConsumer(ConsoleJsonConsumer):
     identifier: str
     group: str
     renewer: asyncio.Task | None = None

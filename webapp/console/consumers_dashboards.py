@@ -18,10 +18,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from webapp.console import live
-from webapp.console.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from webapp.console.consumers import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHENTICATED,
+    ConsoleJsonConsumer,
+)
 
 # At most this many devices are watched for one dashboard (a layout names at most
 # MAX_WIDGETS widgets of MAX_WIDGET_DEVICES devices each).
@@ -59,7 +62,7 @@ def watch_all(identifiers: list[str]) -> None:
         live.watch(identifier)
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):
+class DashboardConsumer(ConsoleJsonConsumer):
     pk: int
     devices: list[str]
     renewer: asyncio.Task | None = None

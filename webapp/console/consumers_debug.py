@@ -18,10 +18,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from webapp.console import live
-from webapp.console.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from webapp.console.consumers import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHENTICATED,
+    ConsoleJsonConsumer,
+)
 
 PERMISSIONS = ("devices.view_device", "telemetry.view_devicemessage")
 # Identifiers a socket remembers (in scope or not) before it starts again.
@@ -83,7 +86,7 @@ def keep(line: dict[str, Any], product: str | None, filters: dict[str, str]) -> 
     return "result" not in filters or filters["result"] == line.get("result")
 
 
-class DebugConsumer(AsyncJsonWebsocketConsumer):
+class DebugConsumer(ConsoleJsonConsumer):
     renewer: asyncio.Task | None = None
     joined = False
 
