@@ -221,3 +221,50 @@ def test_ota_pages_need_their_permissions(world, client_of):
     alice_page = text(client_of(world.alice).get("/"))
     assert 'href="/ota/"' not in alice_page
     assert 'href="/ota/"' in text(client.get("/"))
+
+
+def test_retry_failed_devices_makes_a_new_campaign_over_them(world, client_of, otto, bert):
+    from webapp.ota import actions
+
+    package = package_of(world.product_a)
+    extra = create_device("dev-a2", world.product_a, world.org.a)
+    campaign = actions.create_campaign(acting_user=otto, package=package, name="Roll 1.0",
+                                       target_type="product",
+                                       devices=[world.device_a, extra], task_timeout=900)
+    client = client_of(otto)
+    # Nothing failed yet: no button, and a POST creates nothing.
+    assert 'data-testid="campaign-retry"' not in text(client.get(f"/ota/campaigns/{campaign.pk}/"))
+    client.post(f"/ota/campaigns/{campaign.pk}/retry/")
+    assert OtaCampaign.objects.count() == 1
+    OtaTask.objects.filter(campaign=campaign, device=world.device_a).update(status="failed")
+    OtaTask.objects.filter(campaign=campaign, device=extra).update(status="succeeded")
+    assert 'data-testid="campaign-retry"' in text(client.get(f"/ota/campaigns/{campaign.pk}/"))
+    # Another department cannot retry it; a GET changes nothing.
+    assert client_of(bert).post(f"/ota/campaigns/{campaign.pk}/retry/").status_code == 404
+    assert client.get(f"/ota/campaigns/{campaign.pk}/retry/").status_code == 405
+    response = client.post(f"/ota/campaigns/{campaign.pk}/retry/")
+    retry = OtaCampaign.objects.exclude(pk=campaign.pk).get()
+    assert response.status_code == 302 and response["Location"] == f"/ota/campaigns/{retry.pk}/"
+    assert retry.package == package and retry.target_type == "devices"
+    assert retry.status == "running" and retry.task_timeout == 900
+    assert retry.name == "Roll 1.0 (retry)" and retry.created_by == otto
+    assert [t.device.identifier for t in retry.tasks.all()] == ["dev-a1"]
+    assert retry.tasks.get().status == "pending"
+    campaign.refresh_from_db()
+    assert OtaTask.objects.filter(campaign=campaign, status="failed").count() == 1
+
+
+def test_retry_needs_the_permission_to_create_campaigns(world, client_of):
+    from webapp.ota import actions
+
+    reader = world.org.user("reader", world.org.a, (
+        "products.view_product", "devices.view_device", "ota.view_otacampaign",
+        "ota.view_otatask"), scope="department")
+    campaign = actions.create_campaign(acting_user=None, package=package_of(world.product_a),
+                                       name="R", target_type="product",
+                                       devices=[world.device_a])
+    OtaTask.objects.filter(campaign=campaign).update(status="failed")
+    client = client_of(reader)
+    assert 'data-testid="campaign-retry"' not in text(client.get(f"/ota/campaigns/{campaign.pk}/"))
+    assert client.post(f"/ota/campaigns/{campaign.pk}/retry/").status_code == 403
+    assert OtaCampaign.objects.count() == 1

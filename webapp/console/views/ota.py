@@ -299,6 +299,8 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "campaign": campaign, "progress": progress,
         "statuses": TaskStatus.choices,
         "can_change": user.has_perm("ota.change_otacampaign"),
+        "can_retry": user.has_perm("ota.add_otacampaign")
+        and progress["summary"].get(TaskStatus.FAILED, 0) > 0,
         "live": campaign.status in (CampaignStatus.DRAFT, CampaignStatus.RUNNING),
     })
 
@@ -336,6 +338,36 @@ def campaign_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _change(request, pk, "cancel")
 
 
+@require_POST
+@console_view("ota.view_otacampaign", "ota.add_otacampaign")
+def campaign_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """A new campaign of the same package over the devices whose upgrade failed in this one
+    (those still in the user's reach), started at once; the old campaign is left as it is."""
+    user: Any = request.user
+    campaign = _campaign(request, pk)
+    failed = list(campaign.tasks.filter(status=TaskStatus.FAILED).values_list(
+        "device__identifier", flat=True))
+    devices = list(access.devices_for(user).filter(
+        product=campaign.package.product, identifier__in=failed).order_by("identifier"))
+    if not devices:
+        messages.error(request, _("No device of this campaign failed (or none is in your "
+                                  "reach): there is nothing to retry."))
+        return redirect("console:ota-campaign", pk=campaign.pk)
+    name = _("{name} (retry)").format(name=campaign.name)[:100]
+    try:
+        retry = ota_actions.create_campaign(
+            acting_user=user, package=campaign.package, name=name,
+            target_type=TargetType.DEVICES, devices=devices,
+            description=_("Retry of the devices that failed in campaign #{pk}.").format(
+                pk=campaign.pk), task_timeout=campaign.task_timeout, start=True)
+    except DomainError as exc:
+        messages.error(request, str(exc.detail))
+        return redirect("console:ota-campaign", pk=campaign.pk)
+    messages.success(request, _("Campaign {name} created for {count} devices.").format(
+        name=retry.name, count=len(devices)))
+    return redirect("console:ota-campaign", pk=retry.pk)
+
+
 urlpatterns: list[URLPattern] = [
     path("ota/", package_list, name="ota"),
     path("ota/packages/upload/", package_upload, name="ota-package-upload"),
@@ -345,4 +377,5 @@ urlpatterns: list[URLPattern] = [
     path("ota/campaigns/<int:pk>/progress/", campaign_progress, name="ota-campaign-progress"),
     path("ota/campaigns/<int:pk>/start/", campaign_start, name="ota-campaign-start"),
     path("ota/campaigns/<int:pk>/cancel/", campaign_cancel, name="ota-campaign-cancel"),
+    path("ota/campaigns/<int:pk>/retry/", campaign_retry, name="ota-campaign-retry"),
 ]
