@@ -511,7 +511,7 @@ class SessionStore:
                         continue
                     outgoing.message.expires_at = clock_now + left
                 if packet_id and packet_id not in session.inflight:
-                    session.inflight[packet_id] = outgoing
+                    session.hold(packet_id, outgoing)
                 else:
                     session.push(outgoing)
             budget = broker.config.max_queued_bytes

@@ -330,6 +330,7 @@ class Broker:
         self.config = config or BrokerConfig()
         self.sessions: dict[str, Session] = {}
         self.connections: set[Client] = set()
+        self._property_limits: tuple[int, int] | None = None
         self.by_identity: dict[str, Client] = {}
         self.subscriptions: TopicTrie[SubscriptionEntry] = TopicTrie()
         self.shared: TopicTrie[SharedGroup] = TopicTrie()
@@ -552,7 +553,7 @@ class Broker:
         self._routes.clear()
         entry = SubscriptionEntry(session, options, identifier)
         existed = topic_filter in session.subscriptions
-        session.subscriptions[topic_filter] = entry
+        session.subscription_map()[topic_filter] = entry
         shared = split_shared(topic_filter)
         if shared is None:
             self.subscriptions.add(topic_filter, session.client_id, entry)
@@ -730,12 +731,29 @@ class Broker:
     def connect_timed_out(self, phase: str) -> None:
         self.connect_timeouts[phase] = self.connect_timeouts.get(phase, 0) + 1
 
-    def counted_host(self, peer: str) -> str | None:
-        """The source address a connection from ``peer`` (``host:port``) counts against, or
-        None when it is not counted (no limit, or an unlimited network)."""
+    def property_limits(self) -> tuple[int, int]:
+        """The property limits of a connection's decoder (BrokerConfig), one tuple shared
+        by every connection while the configuration stays the same."""
+        config = self.config
+        limits = self._property_limits
+        if (
+            limits is None
+            or limits[0] != config.max_property_bytes
+            or limits[1] != config.max_user_properties
+        ):
+            limits = self._property_limits = (
+                config.max_property_bytes,
+                config.max_user_properties,
+            )
+        return limits
+
+    def counted_host(self, peer: str | tuple[Any, ...]) -> str | None:
+        """The source address a connection from ``peer`` (``host:port``, or the transport's
+        ``(host, port, …)`` tuple) counts against, or None when it is not counted (no limit,
+        or an unlimited network)."""
         if not self.config.max_connections_per_address:
             return None
-        host = (peer.rpartition(":")[0] or peer).strip("[]")
+        host = (peer.rpartition(":")[0] or peer).strip("[]") if type(peer) is str else peer[0]
         # ipaddress took a sixth of a connect's CPU: the address is read by inet_pton and
         # compared as an integer with the exempt networks.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

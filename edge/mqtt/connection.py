@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -55,6 +54,19 @@ from .session import Loaded, Session
 from .topics import split_shared, valid_filter
 
 AWAIT_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
+
+# A client's address: "host:port", or the (host, port, …) tuple its transport keeps.
+Peer = str | tuple[Any, ...]
+
+
+class Wire(Protocol):
+    """What a connection writes to and closes: a transport (``ITransport``'s two methods)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+
 # ``last_seen`` of a connection from which nothing has been read yet.
 NOT_READ = -1.0
 
@@ -101,6 +113,15 @@ def _forwarded(props: Properties) -> Properties:
     return props.with_(topic_alias=None, subscription_identifiers=())
 
 
+def _keeps_connect(connect: Connect) -> bool:
+    """Whether a connection still needs its CONNECT after CONNACK: for a reason-string
+    refusal (MQTT 5 Request Problem Information 0) or a delayed will (its delay)."""
+    if connect.properties.request_problem_information == 0:
+        return True
+    will = connect.will
+    return will is not None and bool(will.properties.will_delay_interval)
+
+
 class MqttConnection:
     """The server side of one MQTT network connection."""
 
@@ -108,11 +129,10 @@ class MqttConnection:
         "_acks",
         "_backlog",
         "_blocked",
-        "_close_transport",
-        "_dirty",
         "_inbound",
         "_out",
-        "_write",
+        "_peer",
+        "_transport",
         "acl",
         "address",
         "alias_out_max",
@@ -129,7 +149,6 @@ class MqttConnection:
         "max_outgoing_size",
         "opened_at",
         "owner",
-        "peer",
         "send_quota",
         "session",
         "state",
@@ -138,18 +157,18 @@ class MqttConnection:
         "will",
     )
 
-    def __init__(
-        self, broker: Broker, peer: str, write: Callable[[bytes], None], close: Callable[[], None]
-    ) -> None:
+    def __init__(self, broker: Broker, peer: Peer, transport: Wire) -> None:
         self.broker = broker
-        self.peer = peer
-        self._write = write
-        self._close_transport = close
+        # "host:port", or the address tuple the transport holds anyway (see ``peer``).
+        self._peer = peer
+        # Written to and closed through ``write`` and ``loseConnection`` (no bound methods
+        # kept: 64 bytes each).
+        self._transport = transport
         config = broker.config
         self.decoder = Decoder(
             max_packet_size=config.max_packet_size,
             max_connect_size=config.max_connect_size,
-            property_limits=(config.max_property_bytes, config.max_user_properties),
+            property_limits=broker.property_limits(),
         )
         self.version = MQTT_3_1_1
         self.state = AWAIT_CONNECT
@@ -169,12 +188,13 @@ class MqttConnection:
         self.last_seen = NOT_READ
         self.send_quota = 65535
         self.max_outgoing_size: int | None = None
-        self.aliases_in: dict[int, str] = {}
-        self.aliases_out: dict[str, int] = {}
+        # Topic aliases (MQTT 5), made on first use: most clients never use them.
+        self.aliases_in: dict[int, str] | None = None
+        self.aliases_out: dict[str, int] | None = None
         self.alias_out_max = 0
         self.will: Message | None = None
-        self._out: list[bytes] = []
-        self._dirty = False
+        # Output of this reactor turn (see _queue and flush); None when nothing waits.
+        self._out: list[bytes] | None = None
         self._backlog: deque[Packet] | None = None
         self._blocked = False
         self._acks: deque[list[Any]] | None = None
@@ -189,12 +209,21 @@ class MqttConnection:
             # Over the connections from this address: closed before reading anything.
             self.address = None
             self.state = CLOSED
-            close()
+            transport.loseConnection()
             return
         broker.connections.add(self)
 
     def __repr__(self) -> str:
         return f"<MqttConnection {self.client_id or '?'} {self.peer}>"
+
+    @property
+    def peer(self) -> str:
+        """The client's address as ``host:port`` (made when asked: kept as the transport's
+        address tuple, a string per connection costs 65 bytes)."""
+        peer = self._peer
+        if type(peer) is str:
+            return peer
+        return f"{peer[0]}:{peer[1]}"
 
     @property
     def v5(self) -> bool:
@@ -560,6 +589,10 @@ class MqttConnection:
             ):
                 del session.inflight[packet_id]
         self._drain_pending()
+        if self.state == CONNECTED and not _keeps_connect(connect):
+            # Nothing reads the CONNECT once it is answered (its client id is kept as
+            # ``client_id``, its will as ``will``): ~200 bytes per idle connection.
+            self.connect = None
 
     # -- PUBLISH from the client --------------------------------------------------------------
 
@@ -577,10 +610,13 @@ class MqttConnection:
                 raise ProtocolError(
                     f"topic alias {alias} above the maximum", Reason.TOPIC_ALIAS_INVALID
                 )
+            aliases = self.aliases_in
             if topic:
-                self.aliases_in[alias] = topic
+                if aliases is None:
+                    aliases = self.aliases_in = {}
+                aliases[alias] = topic
             else:
-                known = self.aliases_in.get(alias)
+                known = aliases.get(alias) if aliases is not None else None
                 if known is None:
                     raise ProtocolError(f"topic alias {alias} is not defined")
                 topic = known
@@ -959,7 +995,7 @@ class MqttConnection:
             self.send(Disconnect(reason, Properties(reason_string=text) if text else NO_PROPERTIES))
         self._teardown(why)
         self.flush()
-        self._close_transport()
+        self._transport.loseConnection()
 
     def connection_lost(self) -> None:
         """The transport is gone (closed by either side)."""
@@ -1090,33 +1126,39 @@ class MqttConnection:
     def _alias(self, topic: str, props: Properties) -> tuple[str, Properties]:
         """Use a topic alias towards a client that allows them (3.3.2.3.4): the first message on
         a topic names it and sets the alias, later ones send an empty topic and the alias."""
-        alias = self.aliases_out.get(topic)
+        aliases = self.aliases_out
+        if aliases is None:
+            aliases = self.aliases_out = {}
+        alias = aliases.get(topic)
         if alias is not None:
             return "", props.with_(topic_alias=alias)
-        if len(self.aliases_out) < self.alias_out_max:
-            alias = self.aliases_out[topic] = len(self.aliases_out) + 1
+        if len(aliases) < self.alias_out_max:
+            alias = aliases[topic] = len(aliases) + 1
             return topic, props.with_(topic_alias=alias)
         return topic, props
 
     def send_outgoing(self, outgoing: Outgoing, packet_id: int) -> None:
         assert self.session is not None
-        self.session.inflight[packet_id] = outgoing
+        self.session.hold(packet_id, outgoing)
         if not self.send_message(
             outgoing.message, outgoing.qos, outgoing.retain, outgoing.subscription_ids, packet_id
         ):
             del self.session.inflight[packet_id]
 
     def _queue(self, data: bytes) -> None:
-        self._out.append(data)
-        if not self._dirty:
-            self._dirty = True
+        out = self._out
+        if out is None:
+            # The turn's first output: the broker flushes this connection once the turn ends.
+            self._out = [data]
             self.broker.mark_dirty(self)
+        else:
+            out.append(data)
 
     def flush(self) -> None:
-        self._dirty = False
-        if not self._out:
+        out = self._out
+        if out is None:
             return
-        data = b"".join(self._out)
-        self._out.clear()
+        self._out = None
+        data = b"".join(out)
         self.broker.stats["bytes_out"] += len(data)
-        self._write(data)
+        self._transport.write(data)

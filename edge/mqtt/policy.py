@@ -106,11 +106,15 @@ class Client(Protocol):
     client_id: str
     identity: str | None
     owner: str | None
-    peer: str
     opened_at: float
     connect: Connect | None
     acl: Acl
     send_quota: int
+
+    @property
+    def peer(self) -> str:
+        """The client's address, ``host:port``."""
+        ...
 
     def close(self, reason: int | None, why: str, text: str | None = None) -> None: ...
 

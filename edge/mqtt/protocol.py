@@ -50,11 +50,10 @@ class MqttProtocol(CongestionProducer, Protocol):
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        # The lean transport's address tuple is shared, not formatted per connection.
+        peer = getattr(transport, "peer_address", None)
         self.connection = MqttConnection(
-            self.broker,
-            describe_peer(transport.getPeer()),
-            transport.write,
-            transport.loseConnection,
+            self.broker, peer if peer is not None else describe_peer(transport.getPeer()), transport
         )
         register = getattr(transport, "registerProducer", None)
         if register is not None:

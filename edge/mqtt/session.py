@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -50,6 +50,25 @@ class SubscriptionEntry:
         self.identifier = identifier
 
 
+class _Empty(dict[Any, Any]):
+    """The one empty mapping every session without subscriptions or messages in flight
+    shares (an empty dict costs 64 bytes; most idle devices never fill either). It reads
+    like any empty dict; writing to it is a mistake: writers go through
+    :meth:`Session.subscription_map` / :meth:`Session.hold`, which give the session its own
+    dict first."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("the shared empty session mapping is read-only")
+
+    __setitem__ = __delitem__ = setdefault = update = popitem = clear = _read_only
+    __ior__ = _read_only  # type: ignore[assignment]
+
+
+EMPTY: dict[Any, Any] = _Empty()
+
+
 class Session:
     """Per client identifier state that may outlive a network connection.
 
@@ -77,8 +96,10 @@ class Session:
         self.client_id = client_id
         self.owner = owner
         self.connection: Client | None = None
-        self.subscriptions: dict[str, SubscriptionEntry] = {}
-        self.inflight: dict[int, Outgoing] = {}
+        # The shared EMPTY until the first subscription / message in flight (see
+        # subscription_map and hold); read them like dicts, write through those methods.
+        self.subscriptions: dict[str, SubscriptionEntry] = EMPTY
+        self.inflight: dict[int, Outgoing] = EMPTY
         # Allocated on first use: most sessions of idle devices never need them.
         self.pending: deque[Outgoing] | None = None
         self.queued_bytes = 0  # topic and payload bytes of the pending messages
@@ -88,6 +109,20 @@ class Session:
         self.expires_at: float | None = None
         self.will: Message | None = None
         self.will_call: DelayedCall | None = None
+
+    def subscription_map(self) -> dict[str, SubscriptionEntry]:
+        """The session's own subscriptions dict, to add to (made on first use)."""
+        subscriptions = self.subscriptions
+        if subscriptions is EMPTY:
+            subscriptions = self.subscriptions = {}
+        return subscriptions
+
+    def hold(self, packet_id: int, outgoing: Outgoing) -> None:
+        """Keep ``outgoing`` in flight under ``packet_id``."""
+        inflight = self.inflight
+        if inflight is EMPTY:
+            inflight = self.inflight = {}
+        inflight[packet_id] = outgoing
 
     def push(self, outgoing: Outgoing) -> None:
         """Queue a message (after the ones already waiting)."""

@@ -237,6 +237,11 @@ class LeanServer:
     def getPeer(self) -> address.IPv4Address | address.IPv6Address:
         return _address(self._addr)
 
+    @property
+    def peer_address(self) -> tuple[Any, ...]:
+        """The peer's address as ``accept`` returned it, ``(host, port, …)``."""
+        return self._addr
+
     def getHost(self) -> address.IPv4Address | address.IPv6Address:
         try:
             with self._socket() as sock:

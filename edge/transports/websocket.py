@@ -33,6 +33,21 @@ PRE_CONNECT_MAX_FRAME = 64 * 1024
 FRAME_OVERHEAD = 16
 
 
+class _Frames:
+    """What the MQTT connection writes to and closes: the WebSocket's binary frames."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: WebSocketMqttProtocol) -> None:
+        self.protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self.protocol._send(data)
+
+    def loseConnection(self) -> None:
+        self.protocol._close()
+
+
 class WebSocketMqttProtocol(CongestionProducer, Protocol):
     factory: WebSocketMqttFactory
     transport: Any
@@ -85,7 +100,7 @@ class WebSocketMqttProtocol(CongestionProducer, Protocol):
         self.state = OPEN
         limit = min(self.factory.broker.config.max_packet_size, PRE_CONNECT_MAX_FRAME)
         self.decoder = ws.FrameDecoder(limit + FRAME_OVERHEAD)
-        self.connection = MqttConnection(self.factory.broker, self._peer(), self._send, self._close)
+        self.connection = MqttConnection(self.factory.broker, self._peer(), _Frames(self))
         if self.factory.certificates is not None:  # over TLS: the client's certificate
             self.factory.certificates.attach(self.connection, self.transport)
         # Paused while the socket's send buffer is full: QoS 0 to this client is then dropped.
