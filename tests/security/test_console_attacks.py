@@ -783,3 +783,82 @@ def test_malformed_frames_do_not_break_a_socket(arena, client_of, path):
         await socket.disconnect()
 
     async_to_sync(scenario)()
+
+
+ODD = ["²", "99999999999999999999999999", "-1", "'\"<x>", "\x00", "a" * 5000, "2026-13-45",
+       "nan", "1e999"]
+
+
+@pytest.mark.parametrize("odd", ODD)
+def test_odd_query_values_on_list_pages_are_no_server_error(arena, client_of, odd):
+    from urllib.parse import quote
+
+    client = client_of(arena.world.alice)
+    client.raise_request_exception = False
+    value = quote(odd)
+    for url in ("/alarms/?assignee={v}&rule={v}&severity={v}&status={v}&start={v}&end={v}"
+                "&page={v}&product={v}&device={v}&q={v}",
+                "/rules/?product={v}&enabled={v}&trigger_type={v}&fire_mode={v}&state={v}"
+                "&page={v}&q={v}",
+                "/ota/?product={v}&page={v}", "/ota/campaigns/?status={v}&page={v}",
+                "/ota/campaigns/new/?package={v}",
+                "/map/?product={v}&status={v}&group={v}&q={v}",
+                "/map/devices.json?product={v}&status={v}&group={v}&q={v}",
+                "/debug/?product={v}", "/bigscreen/?refresh={v}", "/bigscreen/data.json",
+                "/dashboards/data/series/?s={v}&hours={v}&start={v}&end={v}",
+                "/dashboards/data/latest/?d={v}", "/dashboards/data/positions/?d={v}",
+                "/dashboards/data/alarms/?d={v}",
+                "/products/thermo-a/dashboard/?device={v}",
+                "/products/thermo-a/dashboard/counters/?device=dev-a1&days={v}&tz={v}",
+                "/products/thermo-a/export/?dialect={v}",
+                "/debug/broadcast/status/?ids={v}",
+                f"/dashboards/{arena.dashboard_a.pk}/?edit={{v}}"):
+        answer = client.get(url.format(v=value))
+        assert answer.status_code < 500, (url, answer.status_code)
+
+
+def test_live_streams_carry_only_the_users_devices(arena, client_of):
+    """The debug stream drops B's lines for alice (even when she filters on dev-b1), and a
+    board of A naming dev-b1 (root may store it) does not follow dev-b1 for her."""
+    from channels.layers import get_channel_layer
+
+    from webapp.console import live
+
+    arena.dashboard_a.layout = {"widgets": [
+        {"id": "w1", "type": "table", "devices": ["dev-a1", "dev-b1"], "x": 0, "y": 0, "w": 4,
+         "h": 3}]}
+    arena.dashboard_a.save()
+    headers = headers_of(client_of(arena.world.alice))
+
+    def line(device: str) -> dict[str, Any]:
+        return {"device": device, "direction": "up", "result": "accepted", "topic": "t",
+                "payload": "{}", "ts": 1}
+
+    async def scenario() -> None:
+        layer = get_channel_layer()
+        board, connected, _code = await connect(f"/ws/dashboards/{arena.dashboard_a.pk}/",
+                                                headers)
+        assert connected
+        assert (await board.receive_json_from(timeout=5))["devices"] == ["dev-a1"]
+        await layer.group_send(live.group_name("dev-b1"), {
+            "type": "device.update", "data": {"device": "dev-b1", "points": []}})
+        assert await board.receive_nothing(timeout=0.5)
+        await board.disconnect()
+
+        debug, connected, _code = await connect("/ws/debug/", headers)
+        assert connected
+        await debug.receive_json_from(timeout=5)
+        await debug.send_json_to({"type": "filter", "device": "dev-b1"})
+        await debug.receive_json_from(timeout=5)
+        await layer.group_send(live.DEBUG_GROUP, {"type": "debug.lines",
+                                                  "lines": [line("dev-b1")]})
+        assert await debug.receive_nothing(timeout=0.5)
+        await debug.send_json_to({"type": "filter"})
+        await debug.receive_json_from(timeout=5)
+        await layer.group_send(live.DEBUG_GROUP, {"type": "debug.lines",
+                                                  "lines": [line("dev-b1"), line("dev-a1")]})
+        lines = (await debug.receive_json_from(timeout=5))["lines"]
+        assert [x["device"] for x in lines] == ["dev-a1"]
+        await debug.disconnect()
+
+    async_to_sync(scenario)()
