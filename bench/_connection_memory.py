@@ -29,9 +29,9 @@ from edge.crypto import encrypt_secret
 from edge.mqtt.broker import Broker
 from edge.mqtt.codec import encode
 from edge.mqtt.packets import MQTT_3_1_1, Connect
-from edge.mqtt.protocol import MqttProtocol
 from edge.thinglinks.mqtt import EdgeHooks
 from edge.transports.lean import LeanServer
+from edge.transports.tcp import MqttTransportFactory, TransportCounter
 from tests.support.fake_redis import FakeRedis
 
 SECRET_KEY = "bench-memory-secret-key"
@@ -86,15 +86,18 @@ class Edge:
         self.broker = Broker(self.reactor, self.hooks)
         self.hooks.broker = self.broker
         self.broker.start()
+        self.factory = MqttTransportFactory(self.broker, TransportCounter("tcp"))
         # The client ends (allocated here, before the measurement).
         self.peers: list[socket.socket | None] = [None] * (devices + 1000)
 
     def connect(self, i: int, username: str | None, password: bytes | None) -> None:
         ours, theirs = socket.socketpair()
         self.peers[i % len(self.peers)] = theirs
-        protocol = MqttProtocol(self.broker)
         host = f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
-        transport = LeanServer(ours, protocol, (host, 40000 + i % 20000), None, i, self.reactor)
+        addr = (host, 40000 + i % 20000)
+        # What the edge's LeanPort does on accept.
+        protocol = self.factory.buildProtocol(addr)
+        transport = LeanServer(ours, protocol, addr, None, i, self.reactor)
         protocol.makeConnection(transport)
         data = encode(
             Connect(f"client-{i}", protocol_level=MQTT_3_1_1, keep_alive=60,

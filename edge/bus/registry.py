@@ -4,6 +4,7 @@ Redis, cached in memory and dropped when ``tl:registry`` announces a change (doc
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,12 @@ def _text(fields: dict[bytes, bytes], name: str) -> str:
     return fields.get(name.encode(), b"").decode("utf-8", "replace")
 
 
+def _shared(fields: dict[bytes, bytes], name: str) -> str:
+    """A field whose values many records repeat (a product, a status, a department): one
+    string for all of them instead of ~55 bytes per cached record."""
+    return sys.intern(_text(fields, name))
+
+
 def _pairs(reply: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(reply[::2], reply[1::2]))
 
@@ -136,18 +143,18 @@ def parse_device(
     secret = _decrypted(fields, "secret", what, secret_key)
     return DeviceRecord(
         identifier=identifier,
-        product=_text(fields, "product"),
+        product=_shared(fields, "product"),
         secret=secret,
-        status=_text(fields, "status") or "activated",
-        node_type=_text(fields, "node_type") or "direct",
-        gateway=_text(fields, "gateway"),
+        status=_shared(fields, "status") or "activated",
+        node_type=_shared(fields, "node_type") or "direct",
+        gateway=_shared(fields, "gateway"),
         cert_fp=_text(fields, "cert_fp"),
         sign_key=_decrypted(fields, "sign_key", what, secret_key),
         encrypt_key=_decrypted(fields, "encrypt_key", what, secret_key),
         encrypt_vector=_decrypted(fields, "encrypt_vector", what, secret_key),
         acl=parse_rules(fields.get(b"acl")),
-        department=_text(fields, "department"),
-        owner=_text(fields, "owner"),
+        department=_shared(fields, "department"),
+        owner=_shared(fields, "owner"),
     )
 
 

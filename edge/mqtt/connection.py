@@ -369,6 +369,9 @@ class MqttConnection:
             return None
         self.identity = result.identity
         self.owner = result.owner if result.owner is not None else result.identity
+        if self.client_id == self.identity:
+            # A device whose client id is its identifier: one string for both.
+            self.client_id = self.identity
         self.acl = result.acl
         if self.broker.config.client_id_must_be_identity and self.identity is not None and \
                 self.client_id != self.identity:
