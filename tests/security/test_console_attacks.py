@@ -469,11 +469,15 @@ def test_dashboard_layout_extra_fields_are_dropped(arena, client_of):
                                     "/\\evil.example/", "javascript:alert(1)"])
 def test_next_never_leaves_the_site(arena, client_of, target):
     client = client_of(arena.world.alice)
+    page = client.get("/password/", {"next": target}).content.decode()
+    assert '<input type="hidden" name="next" value="">' in page
     for answer in (
             client.post("/alarms/bulk/", {"operation": "clear", "ids": [arena.alarm_a.pk],
                                           "next": target}),
             client.post(f"/alarms/{arena.alarm_a.pk}/acknowledge/", {"next": target}),
-            client.post("/language/", {"language": "en", "next": target})):
+            client.post("/language/", {"language": "en", "next": target}),
+            client.get("/login/", {"next": target}),
+            client.post(f"/alarms/{arena.alarm_a.pk}/clear/", {"next": target})):
         assert answer.status_code == 302
         assert answer["Location"].startswith("/") and not answer["Location"].startswith("//")
         assert "evil" not in answer["Location"] and "javascript" not in answer["Location"]
