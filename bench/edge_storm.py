@@ -276,6 +276,7 @@ def uplink_presence(broker: Any, devices: set[str]) -> dict[str, Any]:
     r = broker.extra["redis"]
     key = f"{broker.extra['prefix']}uplink"
     state: dict[str, tuple[int, str]] = {}
+    history: dict[str, list[tuple[int, str, str, str | None]]] = {}
     node_lost = 0
     start = "-"
     while True:
@@ -286,6 +287,9 @@ def uplink_presence(broker: Any, devices: set[str]) -> dict[str, Any]:
                     continue
                 if event["s"] == "offline" and event.get("reason") == "node_lost":
                     node_lost += 1
+                history.setdefault(event["dev"], []).append(
+                    (event["ts"], event["s"], event["node"], event.get("reason"))
+                )
                 last = state.get(event["dev"])
                 if last is None or last[0] < event["ts"]:
                     state[event["dev"]] = (event["ts"], event["s"])
@@ -293,7 +297,13 @@ def uplink_presence(broker: Any, devices: set[str]) -> dict[str, Any]:
             break
         start = "(" + entries[-1][0].decode()
     online = sum(1 for _, s in state.values() if s == "online")
-    return {"online": online, "offline": len(state) - online, "node_lost_events": node_lost}
+    wrong = [dev for dev, (_, s) in state.items() if s != "online"][:3]
+    return {
+        "online": online,
+        "offline": len(state) - online,
+        "node_lost_events": node_lost,
+        "offline_examples": {dev: history[dev] for dev in wrong},
+    }
 
 
 def routes_alive(broker: Any, devices: set[str]) -> dict[str, Any]:

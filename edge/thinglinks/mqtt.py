@@ -26,7 +26,7 @@ from .changes import RegistryFollower
 from .downlink import Downlink
 from .endpoints import Endpoints
 from .interfaces import Clock, Directory, EventSink
-from .presence import Presence
+from .presence import OnlineStamp, Presence
 from .registration import Registrations
 from .uplink import Handled, UplinkPipeline
 
@@ -64,7 +64,9 @@ class EdgeHooks(BrokerHooks):
         )
         self.pipeline = UplinkPipeline(registry, uplink, clock)
         self.registrations = Registrations(clock, uplink, node)
-        self.presence = Presence(clock, redis, keys, uplink, node)
+        self.presence = Presence(
+            clock, redis, keys, uplink, node, OnlineStamp.for_node(keys.prefix, node)
+        )
         # Devices of the other transports (HTTP, CoAP, raw TCP, UDP) on this node.
         self.endpoints = Endpoints(
             clock,

@@ -3,6 +3,11 @@ disconnection of a device, and its route (``tl:route``: device → node) for the
 
 from __future__ import annotations
 
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
 from typing import Any
 
 from twisted.logger import Logger
@@ -36,24 +41,67 @@ end
 return gone
 """
 ROUTE_SCAN_COUNT = 5000
+_STAMP = struct.Struct("<q")
+
+
+class OnlineStamp:
+    """The time (epoch ms) of the last online event of any process of one node, in a small
+    memory-mapped file that outlives the process (a SIGKILL does not lose the page): after a
+    crash the next process dates its devices' offline events just after it, which is after
+    every online event of the dead process and before any reconnection elsewhere (those come
+    after the death). Without the file (unwritable directory) it reads None."""
+
+    def __init__(self, path: str) -> None:
+        self.map: mmap.mmap | None = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < _STAMP.size:
+                    os.ftruncate(fd, _STAMP.size)
+                self.map = mmap.mmap(fd, _STAMP.size)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as exc:
+            log.warn("no online stamp file {path}: {error}", path=path, error=str(exc))
+
+    @classmethod
+    def for_node(cls, prefix: str, node: str) -> OnlineStamp:
+        digest = hashlib.sha256(f"{prefix}\0{node}".encode()).hexdigest()[:24]
+        return cls(os.path.join(tempfile.gettempdir(), f"thinglinks-edge-{digest}.online"))
+
+    def read(self) -> int | None:
+        if self.map is None:
+            return None
+        value: int = _STAMP.unpack_from(self.map)[0]
+        return value or None
+
+    def write(self, ts: int) -> None:
+        if self.map is not None:
+            _STAMP.pack_into(self.map, 0, ts)
 
 
 class Presence:
     def __init__(
-        self, clock: Clock, redis: Commands, keys: Keys, sink: EventSink, node: str
+        self,
+        clock: Clock,
+        redis: Commands,
+        keys: Keys,
+        sink: EventSink,
+        node: str,
+        stamp: OnlineStamp | None = None,
     ) -> None:
         self.clock = clock
         self.redis = redis
         self.keys = keys
         self.sink = sink
         self.node = node
+        self.stamp = stamp
 
     def online(self, device: str, peer: str, transport: str = "mqtt") -> None:
-        self.sink.emit(
-            tl.status_event(
-                device, True, now_ms(self.clock.seconds), self.node, peer, None, transport
-            )
-        )
+        ts = now_ms(self.clock.seconds)
+        if self.stamp is not None:
+            self.stamp.write(ts)
+        self.sink.emit(tl.status_event(device, True, ts, self.node, peer, None, transport))
         self.redis.execute("HSET", self.keys.route, device, self.node).addErrback(self._failed)
 
     def offline(
@@ -77,8 +125,14 @@ class Presence:
         previous process of it that died without saying so (a worker killed with SIGKILL
         comes back under the same node id within a second, so its ``tl:nodes`` heartbeat
         never lapses and webapp's sweep of silent nodes cannot see it). Their routes go and
-        each gets an offline event (reason ``node_lost``); returns how many."""
+        each gets an offline event (reason ``node_lost``); returns how many.
+
+        The events are dated 1 ms after the previous process's last online event
+        (:class:`OnlineStamp`), not now: a device of the dead process that has meanwhile
+        reconnected to another node, whose route write has not reached Redis yet, has an
+        online event dated after the death, which stays the last word."""
         node = self.node.encode()
+        last = self.stamp.read() if self.stamp is not None else None
         cursor: Any = b"0"
         forgotten = 0
         while True:
@@ -90,7 +144,7 @@ class Presence:
                 gone = await self.redis.execute(
                     "EVAL", TAKE_ROUTES_OF_NODE, 1, self.keys.route, self.node, *ours
                 )
-                ts = now_ms(self.clock.seconds)
+                ts = last + 1 if last is not None else now_ms(self.clock.seconds)
                 self.sink.emit(
                     *(
                         tl.status_event(device.decode(), False, ts, self.node, "", "node_lost", "")

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from edge.thinglinks import presence as presence_module
-from edge.thinglinks.presence import Presence
+from edge.thinglinks.presence import OnlineStamp, Presence
 from tests.edge.bus_memory import KEYS, fake_redis
 
 
@@ -43,3 +43,35 @@ def test_restarted_node_reports_its_previous_devices_offline(monkeypatch: Any) -
     }
     left = {k.decode(): v.decode() for k, v in redis.sync.hgetall(KEYS.route).items()}
     assert left == {dev: node for dev, node in routes.items() if node == "node-4"}
+
+
+def test_offline_events_are_dated_after_the_dead_process_last_online(tmp_path: Any) -> None:
+    """Dated just after the previous process's last online event (kept in a memory-mapped
+    file that a SIGKILL does not lose): a device that reconnected elsewhere after the death,
+    its route write still on the way, keeps its later online event as the last word."""
+    path = str(tmp_path / "stamp")
+    redis = fake_redis()
+    sink = Sink()
+    dead = Presence(redis.clock, redis.client(), KEYS, sink, "node-3", OnlineStamp(path))
+    dead.online("dev-1", "10.0.0.1:1")
+    last_online = sink.events[-1]["ts"]
+    redis.clock.advance(5)  # killed; dev-1 reconnects to node-4 (online at START + 5 s)
+    again = Presence(redis.clock, redis.client(), KEYS, sink, "node-3", OnlineStamp(path))
+    d = Deferred.fromCoroutine(again.forget_previous_process())
+    for _ in range(50):
+        redis.clock.advance(0)
+    assert d.called
+    offline = [e for e in sink.events if e["s"] == "offline"]
+    assert [(e["dev"], e["ts"]) for e in offline] == [("dev-1", last_online + 1)]
+
+
+def test_online_stamp_survives_the_process_and_tolerates_no_file(tmp_path: Any) -> None:
+    path = str(tmp_path / "stamp")
+    first = OnlineStamp(path)
+    assert first.read() is None
+    first.write(1_796_000_000_123)
+    assert OnlineStamp(path).read() == 1_796_000_000_123
+    nowhere = OnlineStamp(str(tmp_path / "missing-dir" / "stamp"))
+    assert nowhere.read() is None
+    nowhere.write(5)  # no error
+    assert OnlineStamp.for_node("tl:", "a").map is not None
