@@ -866,3 +866,23 @@ def test_live_streams_carry_only_the_users_devices(arena, client_of):
         await debug.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_simulating_a_message_cannot_report_for_another_departments_device(
+        arena, client_of, redis_client, redis_prefix):
+    """alice simulates, from her dev-a1, a datas message naming dev-b1 (as a gateway would
+    name its sub-devices), or publishes on a topic that climbs to dev-b1's: nothing is
+    stored for dev-b1."""
+    client = client_of(arena.world.alice)
+    payload = json.dumps({"devices": [{"deviceId": "dev-b1", "services": [
+        {"serviceCode": "env", "data": {"temperature": 99.5}}]}]})
+    answer = client.post("/debug/simulate/", {"device": "dev-a1", "suffix": "datas",
+                                              "payload": payload})
+    assert answer.status_code == 200 and not answer.json()["landed"]
+    stored = [fields for _id, fields in redis_client.xrange(f"{redis_prefix}uplink")]
+    assert all(b"dev-b1" not in value for fields in stored for value in fields.values()
+               if b'"t": "data"' in value or b'"t":"data"' in value), stored
+    for suffix in ("../dev-b1/datas", "x/../../dev-b1/command", "#", "+/datas"):
+        answer = client.post("/debug/publish/", {"device": "dev-a1", "suffix": suffix,
+                                                 "payload": "{}", "format": "raw"})
+        assert answer.status_code == 400, suffix
