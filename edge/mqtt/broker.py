@@ -630,15 +630,15 @@ class Broker:
             # identifiers and retain-as-published, worked out once per topic (Route).
             mqos = message.qos
             mretain = message.retain
-            for session, qos, ids, keep_retain in plan:
+            for session, qos, sub_ids, keep_retain in plan:
                 if qos > mqos:
                     qos = mqos
                 if qos:
-                    self.deliver(session, message, qos, mretain and keep_retain, ids)
+                    self.deliver(session, message, qos, mretain and keep_retain, sub_ids)
                 else:
                     connection = session.connection
                     if connection is not None:
-                        connection.send_message(message, 0, mretain and keep_retain, ids, None)
+                        connection.send_message(message, 0, mretain and keep_retain, sub_ids, None)
             if self.forward is not None and not remote:
                 self.forward(kept)
             return len(plan)

@@ -605,9 +605,10 @@ class MqttConnection:
         props = publish.properties
         broker = self.broker
         config = broker.config
-        if props.subscription_identifiers:
+        plain = props is NO_PROPERTIES  # the usual case: no property to look at
+        if not plain and props.subscription_identifiers:
             raise ProtocolError("a client PUBLISH may not carry a subscription identifier")
-        if self.v5 and props.topic_alias is not None:
+        if not plain and props.topic_alias is not None and self.version == MQTT_5:
             alias = props.topic_alias
             if alias > config.topic_alias_maximum:
                 raise ProtocolError(
@@ -652,7 +653,7 @@ class MqttConnection:
             self._inbound += 1
             if received is not None:
                 received.add(publish.packet_id)  # type: ignore[arg-type]
-        if props.payload_format_indicator == 1 and not _is_utf8(publish.payload):
+        if not plain and props.payload_format_indicator == 1 and not _is_utf8(publish.payload):
             # 3.3.2.3.2: a payload announced as UTF-8 that is not is refused (0x99).
             if not publish.qos:
                 raise ProtocolError("payload is not UTF-8", Reason.PAYLOAD_FORMAT_INVALID)
@@ -661,30 +662,45 @@ class MqttConnection:
         if over is not None:
             self._ack(publish, Reason.QUOTA_EXCEEDED, BUDGET_TEXT[over])
             return None
-        if config.max_topic_length and len(topic) > config.max_topic_length:
+        limit = config.max_topic_length
+        if limit and len(topic) > limit:
             self._refuse_publish(publish, Reason.TOPIC_NAME_INVALID, "topic_length")
             return None
-        if config.max_topic_levels and topic.count("/") >= config.max_topic_levels:
+        limit = config.max_topic_levels
+        if limit and topic.count("/") >= limit:
             self._refuse_publish(publish, Reason.TOPIC_NAME_INVALID, "topic_levels")
             return None
-        expiry = props.message_expiry_interval
-        message = Message(
-            topic,
-            publish.payload,
-            publish.qos,
-            publish.retain,
-            _forwarded(props),
-            None if expiry is None else broker.clock.seconds() + expiry,
-            self.client_id,
-        )
-        if publish.raw is not None:
+        if plain:
+            message = Message(
+                topic, publish.payload, publish.qos, publish.retain, props, None, self.client_id
+            )
+        else:
+            expiry = props.message_expiry_interval
+            message = Message(
+                topic,
+                publish.payload,
+                publish.qos,
+                publish.retain,
+                _forwarded(props),
+                None if expiry is None else broker.clock.seconds() + expiry,
+                self.client_id,
+            )
+        raw = publish.raw
+        if raw is not None:
             # Received as a subscriber of the same version gets it (Publish.raw).
             if self.version == MQTT_5:
-                message.frame5 = publish.raw
+                message.frame5 = raw
             else:
-                message.frame4 = publish.raw
+                message.frame4 = raw
         broker.stats["messages_in"] += 1
         allowed = self.acl.may_publish(topic)
+        if allowed is True and not publish.retain:
+            # What _publish_checked does for an allowed message that is not retained.
+            code = broker.hooks.message_published(self, message)
+            broker.publish(message, owner=self.owner)
+            if publish.qos or not isinstance(code, int):
+                self._ack(publish, code)
+            return None
         if allowed is not True and allowed is not False:
             return allowed.addCallback(self._publish_checked, publish, message)
         self._publish_checked(allowed, publish, message)
