@@ -70,9 +70,10 @@ def options(argv: list[str], small: bool) -> argparse.Namespace:
     if not opts.generators:
         opts.generators = max(1, math.ceil(opts.devices / per))
     if not opts.inflight:
-        # 1,000 per process, at most ~16,000 in all: a storm the edge's accept queues
-        # (1,024 per worker) take without dropping SYNs.
-        opts.inflight = max(100, min(1000, 16_000 // opts.generators))
+        # 1,000 per process, at most ~6,000 in all: more only lengthens each device's wait
+        # (connects/s times wait = in flight) until waits pass the timeouts and devices retry
+        # what the edge is still working on.
+        opts.inflight = max(50, min(1000, 6_000 // opts.generators))
     return opts
 
 

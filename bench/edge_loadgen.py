@@ -420,6 +420,7 @@ class Holder:
         self.last_index = args.start + args.count
         self.started_new = 0
         self.pongs: dict[int, int] = {}
+        self.stdin: int | None = None  # watched while connecting when set (run_idle)
 
     def packet(self, index: int) -> bytes:
         a = self.args
@@ -534,6 +535,14 @@ class Holder:
         rate = self.args.rate
         return not rate or self.started_new < rate * (now - began) + 1
 
+    def on_stdin_while_connecting(self) -> None:
+        """The bench gave up (``stop`` or its end of the pipe closed): stop at once."""
+        assert self.stdin is not None
+        chunk = os.read(self.stdin, 4096)
+        if not chunk or b"stop" in chunk:
+            self.close()
+            raise SystemExit(1)
+
     def connect_all(self) -> dict[str, Any]:
         began = time.monotonic()
         wall = time.time()
@@ -555,7 +564,10 @@ class Holder:
             if self.args.rate and self.next_index < self.last_index:
                 wait = min(wait, 1.0 / self.args.rate)
             for fd, events in poll(wait, 4096):
-                self.on_event(fd, events)
+                if fd == self.stdin:
+                    self.on_stdin_while_connecting()
+                else:
+                    self.on_event(fd, events)
             now = time.monotonic()
             if now - last_expire > 0.5:
                 self.expire(now)
@@ -565,7 +577,8 @@ class Holder:
                 print(
                     f"loadgen {self.sources[0]}…: {len(self.held)} held, {len(self.inflight)}"
                     f" in flight, {len(self.retries)} waiting to retry,"
-                    f" {sum(self.failures.values())} failed attempts",
+                    f" {sum(self.failures.values())} failed attempts"
+                    f" {sorted(self.failures.items(), key=lambda kv: -kv[1])[:3]}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -643,9 +656,9 @@ def run_idle(args: argparse.Namespace) -> None:
     """Connect, report, then obey commands on stdin: ``ping`` (PINGREQ on every connection,
     report PINGRESPs), ``stop`` or end of input (report closes by the broker, close all)."""
     holder = Holder(args)
-    emit(**holder.connect_all())
-    stdin = sys.stdin.fileno()
+    stdin = holder.stdin = sys.stdin.fileno()
     holder.epoll.register(stdin, select.EPOLLIN)
+    emit(**holder.connect_all())
     lines = b""
     try:
         while True:

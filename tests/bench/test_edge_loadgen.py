@@ -97,7 +97,7 @@ def test_sizing_for_a_million_stays_under_20000_files_per_process() -> None:
     assert opts.devices == 1_000_000
     assert opts.workers == opts.generators == 56
     assert 1_000_000 / 56 < 18_000
-    assert opts.inflight * opts.generators <= 16_000
+    assert opts.inflight * opts.generators <= 6_000
     assert opts.hold == 60.0
     small = options([], small=True)
     assert (small.devices, small.workers, small.generators, small.inflight) == (3000, 3, 1, 1000)
