@@ -47,6 +47,7 @@ def _labels() -> dict[str, Any]:
     return {
         "connect": dict(ConnectStatus.choices), "command": dict(CommandStatus.choices),
         "yes": _("Yes"), "no": _("No"), "live": _("Live"), "connecting": _("Connecting…"),
+        "time": _("Time"),
         "reconnecting": _("Reconnecting…"), "refused": _("Live updates not allowed"),
         "loading": _("Loading…"), "empty": _("No data in this time range."),
         "failed": _("Could not load the data."), "sending": _("Sending…"), "error": _("Error"),

@@ -156,7 +156,7 @@ def _page_config(device: Device, properties: list[dict[str, Any]]) -> dict[str, 
             "reconnecting": _("Reconnecting…"), "refused": _("Live updates not allowed"),
             "loading": _("Loading…"), "empty": _("No data in this time range."),
             "points": _("{count} points"), "failed": _("Could not load the data."),
-            "sending": _("Sending…"), "error": _("Error"),
+            "sending": _("Sending…"), "error": _("Error"), "time": _("Time"),
         },
     }
 

@@ -74,6 +74,16 @@
   });
   localiseTimes(document);
 
+  /* uPlot's `fmtDate`: the console's 24-hour, year-month-day dates instead of uPlot's
+     US ones ("12/6/26", "4:40am"), in every language. */
+  function chartDate(tpl) {
+    var fixed = tpl.replace(/\{M\}\/\{D\}\/\{YY\}/g, "{MM}-{DD}")
+      .replace(/\{M\}\/\{D\}/g, "{MM}-{DD}")
+      .replace(/\{h\}\{aa\}/g, "{HH}:00")
+      .replace(/\{h\}/g, "{HH}").replace(/\{aa\}/g, "");
+    return window.uPlot.fmtDate(fixed);
+  }
+
   window.Console = {formatTime: formatTime, localiseTimes: localiseTimes, csrfToken: csrfToken,
-                    postForm: postForm, getJSON: getJSON};
+                    postForm: postForm, getJSON: getJSON, chartDate: chartDate};
 })();

@@ -297,7 +297,8 @@
         if (!count) { note.textContent += " · " + L.empty; }
         state.data = data;
         state.plot = new uPlot(Object.assign(size(), {
-          series: [{}].concat(result.series.map(function (s, n) {
+          fmtDate: Console.chartDate,
+          series: [{label: L.time || "Time"}].concat(result.series.map(function (s, n) {
             return {label: s.device + " · " + s.name + (s.unit ? " (" + s.unit + ")" : ""),
                     stroke: COLOURS[n % COLOURS.length], width: 2, spanGaps: true};
           })),

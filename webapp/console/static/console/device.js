@@ -158,7 +158,8 @@
     chart = {key: key, raw: raw, data: data, plot: new uPlot({
       width: chartBox.clientWidth || 800,
       height: 300,
-      series: [{}, {label: prop.name + (prop.unit ? " (" + prop.unit + ")" : ""),
+      fmtDate: window.Console.chartDate,
+      series: [{label: L.time || "Time"}, {label: prop.name + (prop.unit ? " (" + prop.unit + ")" : ""),
                     stroke: "#409eff", width: 2, fill: "rgba(64,158,255,0.08)",
                     points: {show: rows.length < 200}}],
       // One point (a new device) has no span: show five minutes around it, not uPlot's
