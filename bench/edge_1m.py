@@ -14,7 +14,7 @@ keeps the devices for the next run, which then skips writing them).
 
     REDIS_URL=redis://127.0.0.1:6379/0 python -m bench edge-1m [--devices=N] [--hold=S]
         [--workers=W] [--generators=G] [--inflight=K] [--rate=R] [--keep-devices]
-        [--set-sysctl]
+        [--set-sysctl] [--force]
     python -m bench --small edge-1m          # CI: 3,000 devices, 3 workers, 5 s hold
 """
 
@@ -63,6 +63,7 @@ def options(argv: list[str], small: bool) -> argparse.Namespace:
     parser.add_argument("--keepalive", type=int, default=3600)
     parser.add_argument("--keep-devices", action="store_true")
     parser.add_argument("--set-sysctl", action="store_true", help="raise what the run needs")
+    parser.add_argument("--force", action="store_true", help="run even if memory looks short")
     opts = parser.parse_args(argv)
     per = PER_PROCESS
     if not opts.workers:
@@ -119,11 +120,28 @@ def check_limits(opts: argparse.Namespace) -> tuple[dict[str, Any], dict[str, st
         "open files per generator": per_generator,
         "ephemeral ports per source address": 10_000,
     }
+    # Memory, from the 200,000 run (docs/performance.md): per connection 2.2 KB of edge RSS,
+    # 1.6 KB of generator RSS, ~10 KB of kernel slab (both ends' sockets, files, epoll items),
+    # ~0.3 KB of Redis (the device's hash); ~65 MB per edge worker and 25 MB per generator.
+    needs["memory_kb"] = int(n * 14.1 + opts.workers * 65_000 + opts.generators * 25_000)
+    available = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemAvailable:")
+        )
+    )
+    limits["MemAvailable_kb"] = available
     limits["needs"] = needs
     problems = []
     if max(per_worker_max, per_generator) > soft:
         problems.append(
             f"ulimit -n is {soft}: use more workers/generators (--workers, --generators)"
+        )
+    if needs["memory_kb"] > available and not opts.force:
+        problems.append(
+            f"the run needs about {needs['memory_kb'] // 1024} MB, {available // 1024} MB are"
+            " available (--force to try anyway)"
         )
     if high - low + 1 < 10_000:
         problems.append(f"ip_local_port_range {low}-{high} has fewer than 10,000 ports")
