@@ -302,7 +302,8 @@ def run(small: bool, argv: list[str]) -> dict[str, Any]:
         clean(r, keep_devices=True)  # what an interrupted run left, devices aside
         results["register_devices_s"] = register(r, n)
         print(f"   devices written ({results['register_devices_s']} s)", flush=True)
-        with edge(env, workers=opts.workers) as broker:
+        # 56 workers importing at once take a while on 2 cores (longer on a busy machine).
+        with edge(env, workers=opts.workers, start_timeout=max(60.0, 5.0 * opts.workers)) as broker:
             broker.extra["prefix"] = PREFIX
             time.sleep(3.0)
             rss_before = broker.rss_kb()

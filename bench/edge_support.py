@@ -171,8 +171,12 @@ def redis_url() -> str:
 
 
 @contextmanager
-def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker]:
-    """``python -m edge`` on free ports with a key prefix of its own (removed after)."""
+def edge(
+    env: dict[str, str] | None = None, workers: int = 1, start_timeout: float = 60.0
+) -> Iterator[Broker]:
+    """``python -m edge`` on free ports with a key prefix of its own (removed after);
+    ``start_timeout`` seconds for it to become healthy (half of it to listen), more for
+    dozens of workers starting at once on a busy machine."""
     import redis
 
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
@@ -211,10 +215,10 @@ def edge(env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Broker
     broker = Broker("edge", port, process, metrics_port, log_path, {"prefix": prefix, "redis": r})
     try:
         try:
-            wait_port(port, process)
+            wait_port(port, process, start_timeout / 2)
         except RuntimeError as exc:
             raise RuntimeError(f"edge: {exc}:\n{log_path.read_text()[-3000:]}") from None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 with urllib.request.urlopen(
