@@ -358,6 +358,10 @@ def run(small: bool, argv: list[str]) -> dict[str, Any]:
                 results["load_average_after_hold"] = [round(x, 2) for x in os.getloadavg()]
             finally:
                 results["closed_by_edge_while_held"] = release(generators)
+    except BaseException as exc:  # keep what was measured up to the failure (or Ctrl-C)
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        save("edge-1m-small" if small else f"edge-1m-{n}", results)
+        raise
     finally:
         results["deleted_keys"] = clean(r, keep_devices=opts.keep_devices)
         r.close()
@@ -365,8 +369,8 @@ def run(small: bool, argv: list[str]) -> dict[str, Any]:
             write_sysctl(name, value)
     check = results.get("check", {})
     problems = []
-    if results["connect"]["held"] != n:
-        problems.append(f"{results['connect']['held']} of {n} CONNACKed")
+    if results.get("connect", {}).get("held") != n:
+        problems.append(f"{results.get('connect', {}).get('held')} of {n} CONNACKed")
     if check.get("pongs") != n:
         problems.append(f"{check.get('pongs')} of {n} answered a PINGREQ after the hold")
     if results.get("edge_connections_after_hold") != n:
