@@ -249,6 +249,11 @@ class EdgeService:
             redis=str(self.redis.address),
         )
         await self.redis.start()
+        # The heartbeat first: a node taking over thousands of sessions and filters at start
+        # (a restart after SIGKILL with many persistent sessions) takes a while, and without
+        # it the other nodes would take it for silent and drop its filters meanwhile.
+        self.started_at = self.reactor.seconds()
+        self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
         await self.subscriber.start()
         await self.downlink.start()
         await self.cluster.start()
@@ -256,7 +261,6 @@ class EdgeService:
         # Devices a killed previous process of this node held are offline (before listening:
         # no connection of ours is among them).
         await self.hooks.presence.forget_previous_process()
-        self.started_at = self.reactor.seconds()
         self.broker.start()
         self.listeners.update(
             self.transports.listen(
@@ -281,7 +285,6 @@ class EdgeService:
         self.listeners["metrics"] = self.reactor.listenTCP(
             config.metrics_port, site, interface=config.metrics_host
         )
-        self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
         log.info(
             "edge node {node} listening: MQTT on {host}:{mqtt}{more}, metrics on "
             "{metrics_host}:{metrics}"
