@@ -93,6 +93,8 @@ class StormHolder(Holder):
         self.back: list[float] = []
         self.last_back_wall = 0.0
         self.present = {0: 0, 1: 0}
+        self.stdin = -1
+        self.stopped = False
 
     def device(self, index: int) -> str:
         return f"{self.args.user}{index}"
@@ -182,7 +184,7 @@ class StormHolder(Holder):
         deadline = time.monotonic() + timeout
         began = self.storm_at
         poll = self.epoll.poll
-        last_expire = time.monotonic()
+        last_expire = last_report = time.monotonic()
         expected = self.args.count
         while time.monotonic() < deadline and (
             self.lost < expected or self.lost_at or self.inflight or self.retries
@@ -195,11 +197,24 @@ class StormHolder(Holder):
             if self.retries:
                 wait = min(wait, max(0.0, self.retries[0][0] - now))
             for fd, events in poll(wait, 4096):
+                if fd == self.stdin:
+                    self.stopped = True  # the bench gave up (stop, or end of input)
+                    break
                 self.on_event(fd, events)
+            if self.stopped:
+                break
             now = time.monotonic()
             if now - last_expire > 0.5:
                 self.expire(now)
                 last_expire = now
+            if now - last_report > 10:
+                last_report = now
+                print(
+                    f"storm {self.sources[0]}…: {self.lost} lost, {len(self.lost_at)} not back,"
+                    f" {len(self.inflight)} in flight, {len(self.retries)} waiting to retry",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return {
             "lost": self.lost,
             "back": self.lost - len(self.lost_at),
@@ -246,12 +261,13 @@ def run_gen(args: argparse.Namespace) -> None:
                 else:
                     holder.on_event(fd, events)
             if command == "storm":
-                holder.epoll.unregister(stdin)
+                holder.stdin = stdin  # any input during the storm stops it
                 holder.storming = True
                 holder.storm_at = time.monotonic()
                 emit(storming=True)
                 emit(**holder.recover(args.recover_timeout))
-                holder.epoll.register(stdin, select.EPOLLIN)
+                if holder.stopped:
+                    break
             elif command is not None:
                 emit(held=len(holder.held))
                 break
