@@ -201,6 +201,9 @@ def measure(broker: Broker, count: int, processes: int, password: str | None) ->
         # the connects (anonymous clients do not wait for a registry lookup); that backlog
         # is not what an idle connection costs. Both figures are kept.
         figures["settled_s"] = settle(broker.pid)
+        # The edge gives free C heap pages back once its connection count settles (checked
+        # every 2 s, edge.gctune.MemoryTrimmer).
+        time.sleep(5.0)
         after = broker.rss_kb()
         if broker.metrics_port is not None:
             figures["edge_connections_metric"] = int(broker.metrics()["edge_connections"])

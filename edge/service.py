@@ -25,6 +25,7 @@ from .bus.registry import Registry
 from .bus.sessions import SessionStore
 from .bus.uplink import Uplink
 from .crypto import MissingSecretKey, load_secret_key
+from .gctune import MemoryTrimmer
 from .http.api import DeviceApi
 from .http.config import HttpConfig
 from .metrics import MetricsResource, QuietSite, listen_overflows
@@ -43,6 +44,7 @@ from .transports.tls import CertificateLookup
 log = Logger(namespace="edge")
 
 HEARTBEAT_SECONDS = 5.0
+TRIM_CHECK_SECONDS = 2.0
 # How often the binary codecs of raw TCP and UDP products are read again whole.
 CODEC_REFRESH_SECONDS = 60.0
 
@@ -217,6 +219,11 @@ class EdgeService:
         self.started_at = 0.0
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
+        # After a connect burst (or a mass disconnect), free C heap pages go back to the
+        # system once the count settles (edge.gctune; docs/performance.md).
+        self.trimmer = MemoryTrimmer(lambda: len(self.broker.connections))
+        self._trim = LoopingCall(self.trimmer.check)
+        self._trim.clock = reactor
 
     @property
     def mqtt_port(self) -> int:
@@ -254,6 +261,7 @@ class EdgeService:
         # it the other nodes would take it for silent and drop its filters meanwhile.
         self.started_at = self.reactor.seconds()
         self._heartbeat.start(HEARTBEAT_SECONDS, now=True)
+        self._trim.start(TRIM_CHECK_SECONDS, now=False)
         await self.subscriber.start()
         await self.downlink.start()
         await self.cluster.start()
@@ -312,6 +320,8 @@ class EdgeService:
             await listener.stopListening()
         if self._heartbeat.running:
             self._heartbeat.stop()
+        if self._trim.running:
+            self._trim.stop()
         if self._codec_refresh.running:
             self._codec_refresh.stop()
         self.http.close_all()

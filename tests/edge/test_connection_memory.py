@@ -208,3 +208,33 @@ def test_connect_packet_fields_survive_its_release():
     clock.advance(46)
     broker.flush()
     assert client.closed  # 1.5 times the keep-alive without a packet
+
+
+def test_free_memory_is_given_back_once_the_connection_count_settles(monkeypatch):
+    """After a connect burst (or a mass disconnect) the C heap's free pages go back to the
+    system (glibc malloc_trim), once, when the count has stopped moving."""
+    from edge import gctune
+
+    calls: list[int] = []
+    monkeypatch.setattr(gctune, "_TRIM", lambda pad: calls.append(pad) or 1)
+    count = [0]
+    trimmer = gctune.MemoryTrimmer(lambda: count[0], threshold=1000)
+    for now in (400, 900, 1400):  # connecting: no trim while the count moves
+        count[0] = now
+        trimmer.check()
+    assert calls == []
+    count[0] = 1420  # settled (moved less than a tenth of the threshold)
+    trimmer.check()
+    assert calls == [0] and trimmer.trims == 1
+    trimmer.check()
+    count[0] = 1900  # fewer than the threshold since the last trim: nothing
+    trimmer.check()
+    trimmer.check()
+    assert trimmer.trims == 1
+    count[0] = 200  # most disconnected
+    trimmer.check()
+    trimmer.check()
+    assert trimmer.trims == 2
+    assert gctune.release_free_memory() is True
+    monkeypatch.setattr(gctune, "_TRIM", None)  # not glibc
+    assert gctune.release_free_memory() is False
