@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,8 @@ import pytest
 import redis
 
 from edge.crypto import encrypt_secret
+from edge.mqtt.codec import encode
+from edge.mqtt.packets import Connect
 from edge.workers import aggregate, worker_count, worker_env
 from tests.support.waiting import wait_for
 
@@ -192,6 +195,39 @@ def test_killed_worker_is_restarted(workers: Edge):
     assert 'edge_worker_restarts_total{worker="1"} 1' in text.splitlines()
     subs = workers.redis.hgetall(workers.key("mqtt:subs"))
     assert all(victim not in json.loads(nodes_json) for nodes_json in subs.values())
+
+
+def test_devices_of_a_killed_worker_are_reported_offline(workers: Edge):
+    """Its heartbeat never lapses (the worker is back under the same node id within a
+    second), so the restarted worker reports the devices its predecessor held offline
+    (reason node_lost) and drops their routes."""
+    sock = socket.create_connection(("127.0.0.1", workers.mqtt_port), timeout=10)
+    try:
+        sock.sendall(encode(Connect("wk-raw", keep_alive=600, username="wk-dev",
+                                    password=b"s3cret")))
+        assert sock.recv(4) == b"\x20\x02\x00\x00"
+        route: list[bytes | None] = [None]
+
+        def routed() -> bool:
+            route[0] = workers.redis.hget(workers.key("route"), "wk-dev")
+            return route[0] is not None
+
+        wait_for(routed, 10, interval=0.1)
+        assert route[0] is not None
+        node = route[0].decode()
+        pid = nodes(workers)[node]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: workers.redis.hget(workers.key("route"), "wk-dev") is None, 60,
+                 interval=0.1)
+        lost = [e for e in workers.events() if e.get("t") == "status" and e["dev"] == "wk-dev"
+                and e.get("reason") == "node_lost"]
+        assert [(e["s"], e["node"]) for e in lost] == [("offline", node)]
+        online = [e for e in workers.events() if e.get("t") == "status" and e["dev"] == "wk-dev"
+                  and e["s"] == "online"]
+        assert lost[0]["ts"] == max(e["ts"] for e in online if e["node"] == node) + 1
+        wait_for(lambda: healthy(workers), 60, interval=0.1)
+    finally:
+        sock.close()
 
 
 def test_sigterm_stops_supervisor_and_workers(edge_redis_url: str):
