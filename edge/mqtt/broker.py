@@ -747,13 +747,19 @@ class Broker:
             )
         return limits
 
-    def counted_host(self, peer: str | tuple[Any, ...]) -> str | None:
+    def counted_host(self, peer: str | bytes | tuple[Any, ...]) -> str | None:
         """The source address a connection from ``peer`` (``host:port``, or the transport's
         ``(host, port, …)`` tuple) counts against, or None when it is not counted (no limit,
         or an unlimited network)."""
         if not self.config.max_connections_per_address:
             return None
-        host = (peer.rpartition(":")[0] or peer).strip("[]") if type(peer) is str else peer[0]
+        host: str
+        if isinstance(peer, str):
+            host = (peer.rpartition(":")[0] or peer).strip("[]")
+        elif isinstance(peer, bytes):  # packed IPv4 address and port (edge.transports.lean)
+            host = socket.inet_ntop(socket.AF_INET, peer[:4])
+        else:
+            host = peer[0]
         # ipaddress took a sixth of a connect's CPU: the address is read by inet_pton and
         # compared as an integer with the exempt networks.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -8,6 +8,7 @@ once per batch by :meth:`Broker.flush`.
 from __future__ import annotations
 
 import math
+import socket
 from collections import deque
 from dataclasses import replace
 from typing import Any, Protocol
@@ -55,8 +56,9 @@ from .topics import split_shared, valid_filter
 
 AWAIT_CONNECT, AUTHENTICATING, CONNECTED, CLOSED = range(4)
 
-# A client's address: "host:port", or the (host, port, …) tuple its transport keeps.
-Peer = str | tuple[Any, ...]
+# A client's address: "host:port", or what its transport keeps: the (host, port, …) tuple, or
+# an IPv4 address and port packed in 6 bytes (edge.transports.lean.compact_address).
+Peer = str | bytes | tuple[Any, ...]
 
 
 class Wire(Protocol):
@@ -223,6 +225,9 @@ class MqttConnection:
         peer = self._peer
         if type(peer) is str:
             return peer
+        if type(peer) is bytes:
+            host = socket.inet_ntop(socket.AF_INET, peer[:4])
+            return f"{host}:{int.from_bytes(peer[4:6], 'big')}"
         return f"{peer[0]}:{peer[1]}"
 
     @property
