@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.system.conftest import PASSWORD
 from webapp.devices.models import Device
 
 pytestmark = pytest.mark.django_db
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.django_db
 def test_a_user_chooses_a_time_zone_and_pages_follow_it(world, client_of):
     client = client_of(world.alice)
     response = client.post("/profile/", {"nickname": "Al", "email": "al@example.com",
-                                         "language": "en", "time_zone": "Asia/Shanghai"})
+                                         "current_password": PASSWORD, "language": "en",
+                                         "time_zone": "Asia/Shanghai"})
     assert response.status_code == 302
     world.alice.refresh_from_db()
     assert (world.alice.time_zone, world.alice.nickname) == ("Asia/Shanghai", "Al")
@@ -68,3 +70,28 @@ def test_the_api_profile_sets_and_checks_the_time_zone(world, client_of):
     good = client.patch("/api/v1/auth/me/", {"time_zone": "Asia/Shanghai"},
                         content_type="application/json")
     assert good.status_code == 200 and good.json()["time_zone"] == "Asia/Shanghai"
+
+
+def test_a_stolen_session_cannot_move_the_e_mail_address(world, client_of):
+    """Password reset mails go to the e-mail address: changing it needs the current password
+    (console and API), so a session alone cannot take the account over for good."""
+    client = client_of(world.alice)
+    before = world.alice.email
+    for form in ({"email": "thief@example.com"},
+                 {"email": "thief@example.com", "current_password": "wrong"}):
+        response = client.post("/profile/", form)
+        assert response.status_code == 400 and "current password" in response.content.decode()
+        api = client.patch("/api/v1/auth/me/", {"email": "thief@example.com",
+                                                "current_password": form.get(
+                                                    "current_password", "")},
+                           content_type="application/json")
+        assert api.status_code == 400 and "current_password" in api.content.decode()
+    world.alice.refresh_from_db()
+    assert world.alice.email == before
+    ok = client.patch("/api/v1/auth/me/", {"email": "alice2@example.com",
+                                           "current_password": PASSWORD},
+                      content_type="application/json")
+    assert ok.status_code == 200 and ok.json()["email"] == "alice2@example.com"
+    # Other fields need no password; the same address again is no change.
+    assert client.post("/profile/", {"email": "alice2@example.com",
+                                     "time_zone": "UTC"}).status_code == 302

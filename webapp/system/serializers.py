@@ -122,12 +122,27 @@ class UserSerializer(serializers.ModelSerializer):
 
 
 class ProfileSerializer(serializers.ModelSerializer):
-    """What a user may change about themselves."""
+    """What a user may change about themselves. A new e-mail address needs the current
+    password: password reset mails go there, so a stolen session must not be able to move
+    them (and the account) to its own address."""
+
+    current_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, style={"input_type": "password"},
+        help_text=_("Required to change the e-mail address."))
 
     class Meta:
         model = User
         fields = ("nickname", "first_name", "last_name", "email", "phone", "gender", "avatar",
-                  "language", "time_zone")
+                  "language", "time_zone", "current_password")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        password = attrs.pop("current_password", "")
+        user = self.instance
+        if user is not None and "email" in attrs and attrs["email"] != user.email \
+                and not user.check_password(password or ""):
+            raise serializers.ValidationError({"current_password": _(
+                "Enter your current password to change the e-mail address.")})
+        return attrs
 
 
 class PasswordSerializer(serializers.Serializer):

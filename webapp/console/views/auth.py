@@ -113,6 +113,11 @@ def profile(request: HttpRequest) -> HttpResponse:
                 validate_email(data["email"])
             except ValidationError:
                 errors["email"] = _("Enter a valid e-mail address.")
+        # Password reset mails go to this address: moving it needs the current password, so
+        # that a stolen session cannot take the account over for good.
+        if "email" not in errors and data["email"] != user.email and not user.check_password(
+                request.POST.get("current_password", "")):
+            errors["email"] = _("Enter your current password to change the e-mail address.")
         if not errors:
             system_actions.update_user(acting_user=user, user=user, data=data)
             if data["language"]:
