@@ -94,6 +94,7 @@ class StormHolder(Holder):
         self.last_back_wall = 0.0
         self.present = {0: 0, 1: 0}
         self.stdin = -1
+        self.counted: set[int] = set()
         self.stopped = False
 
     def device(self, index: int) -> str:
@@ -173,7 +174,9 @@ class StormHolder(Holder):
         sock.close()
         now = time.monotonic()
         if self.storming:
-            self.lost += 1
+            if index not in self.counted:  # each device counts once, however often it drops
+                self.counted.add(index)
+                self.lost += 1
             self.lost_at[index] = now
         delay = backoff_delay(1, self.args.backoff_base, self.args.backoff_cap, self.rng)
         heapq.heappush(self.retries, (now + delay, index, 1))
@@ -264,6 +267,14 @@ def run_gen(args: argparse.Namespace) -> None:
                 holder.stdin = stdin  # any input during the storm stops it
                 holder.storming = True
                 holder.storm_at = time.monotonic()
+                # A device not held now (closed by the broker before, reconnecting) counts
+                # as lost at the kill: it is back when it has its CONNACK again.
+                held = set(holder.index_of.values())
+                for index in range(args.start, args.start + args.count):
+                    if index not in held:
+                        holder.counted.add(index)
+                        holder.lost += 1
+                        holder.lost_at[index] = holder.storm_at
                 emit(storming=True)
                 emit(**holder.recover(args.recover_timeout))
                 if holder.stopped:
