@@ -109,6 +109,7 @@ def test_backlog_and_accept_batch_from_the_environment() -> None:
             EdgeConfig.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", **bad})
 
 
+@pytest.mark.e2e  # reads the listen queue with `ss`, a process
 @pytest.mark.parametrize("reuse_port", [False, True])
 def test_listen_backlog_is_applied(reuse_port: bool) -> None:
     """The listening socket's accept queue is the backlog asked for (Linux reports it as

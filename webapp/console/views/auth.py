@@ -102,37 +102,39 @@ def profile(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
     errors: dict[str, str] = {}
     if request.method == "POST":
+        # A field the form does not carry is left as it is.
         data = {name: request.POST.get(name, "").strip()[:limit] for name, limit in
-                (("nickname", 100), ("email", 254), ("language", 10), ("time_zone", 64))}
-        if data["language"] and data["language"] not in dict(settings.LANGUAGES):
+                (("nickname", 100), ("email", 254), ("language", 10), ("time_zone", 64))
+                if name in request.POST}
+        if data.get("language") and data["language"] not in dict(settings.LANGUAGES):
             errors["language"] = _("Choose one of the languages offered.")
-        if data["time_zone"] and zone_named(data["time_zone"]) is None:
+        if data.get("time_zone") and zone_named(data["time_zone"]) is None:
             errors["time_zone"] = _("Unknown time zone: use an IANA name like Asia/Shanghai.")
-        if data["email"]:
+        if data.get("email"):
             try:
                 validate_email(data["email"])
             except ValidationError:
                 errors["email"] = _("Enter a valid e-mail address.")
         # Password reset mails go to this address: moving it needs the current password, so
         # that a stolen session cannot take the account over for good.
-        if "email" not in errors and data["email"] != user.email and not user.check_password(
-                request.POST.get("current_password", "")):
+        if data.get("email") and "email" not in errors and data["email"] != user.email \
+                and not user.check_password(request.POST.get("current_password", "")):
             errors["email"] = _("Enter your current password to change the e-mail address.")
         if not errors:
             system_actions.update_user(acting_user=user, user=user, data=data)
-            if data["language"]:
+            if data.get("language"):
                 translation.activate(data["language"])
             messages.success(request, _("Your settings were saved."))
             response = redirect(reverse("console:profile"))
-            if data["language"]:
+            if data.get("language"):
                 response.set_cookie(settings.LANGUAGE_COOKIE_NAME, data["language"],
                                     max_age=settings.LANGUAGE_COOKIE_AGE, samesite="Lax",
                                     secure=request.is_secure())
             return response
-        values = data
-    else:
-        values = {"nickname": user.nickname, "email": user.email, "language": user.language,
-                  "time_zone": user.time_zone}
+    values = {"nickname": user.nickname, "email": user.email, "language": user.language,
+              "time_zone": user.time_zone}
+    if errors:
+        values.update(data)
     return TemplateResponse(request, "console/profile.html", {
         "values": values, "errors": errors, "zones": zone_choices(),
         "default_zone": settings.TIME_ZONE}, status=400 if errors else 200)
