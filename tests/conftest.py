@@ -92,16 +92,23 @@ def redis_prefix(settings) -> str:
     settings.REDIS_PREFIX = prefix
     yield prefix
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
 def redis_client(redis_prefix):
     import redis
 
-    return redis.Redis.from_url(os.environ["REDIS_URL"])
+    # Closed after the test: over a suite, unclosed clients left the test process with more
+    # than 1024 sockets, past what paho's select() can watch.
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -176,3 +183,16 @@ def _drop_time_series_tables(request):
             if table.startswith("tl_ts_"):
                 cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)}")
     get_backend().forget_all()
+
+
+@pytest.fixture(autouse=True)
+def _close_channel_layer_connections(settings):
+    """Close the Channels layer connections of the test's finished event loops and the
+    Redis cache's connections (tests/support/channel_layers.py). It takes `settings` so that
+    it runs before a test's own CHANNEL_LAYERS and CACHES are restored, while theirs are still
+    the ones in use."""
+    yield
+    from tests.support.channel_layers import close_cache_connections, close_dead_loop_connections
+
+    close_dead_loop_connections()
+    close_cache_connections()
