@@ -94,11 +94,12 @@ def test_timeouts_from_the_environment() -> None:
 def test_backlog_and_accept_batch_from_the_environment() -> None:
     from edge.service import ConfigError, EdgeConfig
 
-    config = EdgeConfig.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0"})
+    base = {"REDIS_URL": "redis://127.0.0.1:6379/0", "DJANGO_SECRET_KEY": "k" * 50}
+    config = EdgeConfig.from_env(base)
     assert (config.listen_backlog, config.accept_batch) == (4096, 256)
     config = EdgeConfig.from_env(
         {
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            **base,
             "EDGE_LISTEN_BACKLOG": "8192",
             "EDGE_ACCEPT_BATCH": "64",
         }
@@ -106,7 +107,7 @@ def test_backlog_and_accept_batch_from_the_environment() -> None:
     assert (config.listen_backlog, config.accept_batch) == (8192, 64)
     for bad in ({"EDGE_LISTEN_BACKLOG": "0"}, {"EDGE_ACCEPT_BATCH": "x"}):
         with pytest.raises(ConfigError):
-            EdgeConfig.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", **bad})
+            EdgeConfig.from_env({**base, **bad})
 
 
 @pytest.mark.e2e  # reads the listen queue with `ss`, a process

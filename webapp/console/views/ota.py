@@ -143,7 +143,8 @@ class CampaignForm(forms.Form):
 def _packages_page(request: HttpRequest, form: PackageForm, status: int = 200) -> HttpResponse:
     user: Any = request.user
     queryset = packages_for(user).select_related("created_by").order_by("-created", "-id")
-    product = request.GET.get("product", "")
+    # An identifier is never longer than 64 and never holds NUL (PostgreSQL refuses it in text).
+    product = request.GET.get("product", "")[:64].replace("\x00", "")
     if product:
         queryset = queryset.filter(product__identifier=product)
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
