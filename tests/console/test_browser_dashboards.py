@@ -13,6 +13,7 @@ import pytest
 from tests.console.browsing import new_page, set_language, shoot, sign_in
 from tests.console.conftest import data_event, now_ms
 from webapp.console.models import Dashboard
+from webapp.devices.models import DeviceCommand
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -70,6 +71,19 @@ def test_product_dashboard_then_a_custom_dashboard_kept_after_reload(world, inge
     page.wait_for_selector('[data-testid="timeline-env.mode"][data-count="6"]')
     assert page.locator('[data-testid="timeline-env.mode"] .segment').count() == 6
     assert page.locator('[data-testid="command-env.set_interval"]').count() == 1
+    # Sending the command from the dashboard (the console's shared command form, followed
+    # until the device answers).
+    form = page.locator('[data-testid="command-env.set_interval"]')
+    form.locator('input[name="p.seconds"]').fill("15")
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector(
+        '[data-testid="command-env.set_interval"] output[data-status="pending"]')
+    command = DeviceCommand.objects.get()
+    assert command.params == {"seconds": 15}
+    ingest.send({"t": "cmdrsp", "dev": "dev-a1", "mid": command.pk, "svc": "env",
+                 "cmd": "set_interval", "err": 0, "params": {"result": "ok"}, "ts": now_ms()})
+    page.wait_for_selector(
+        '[data-testid="command-env.set_interval"] output[data-status="succeeded"]')
     ingest.send(data_event("dev-a1", "thermo-a", {"temperature": 30.5}))
     wait_text(page, '[data-testid="gauge-env.temperature"] .v', "30.5")
     shoot_both(page, "dashboards-product", '[data-testid="timeline-env.mode"][data-count]')

@@ -84,6 +84,95 @@
     return window.uPlot.fmtDate(fixed);
   }
 
+  /* A console WebSocket that reconnects with a doubling delay (1 s up to 30 s) and gives up
+     when the server refuses it (4401 signed out, 4403 no permission). `handlers.state` gets
+     "live" after each hello, "reconnecting" and "refused"; `handlers.message` every other
+     message (parsed). Returns {send}: a JSON message sent when the socket is open. */
+  function liveSocket(path, handlers) {
+    var retry = 1000;
+    var current = null;
+    function connect() {
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var ws = new WebSocket(scheme + location.host + path);
+      current = ws;
+      ws.onmessage = function (event) {
+        var message = JSON.parse(event.data);
+        if (message.type === "hello") {
+          retry = 1000;
+          handlers.state("live");
+          if (handlers.hello) { handlers.hello(message); }
+        } else {
+          handlers.message(message);
+        }
+      };
+      ws.onclose = function (event) {
+        if (event.code === 4401 || event.code === 4403) { handlers.state("refused"); return; }
+        handlers.state("reconnecting");
+        setTimeout(connect, retry);
+        retry = Math.min(retry * 2, 30000);
+      };
+    }
+    connect();
+    return {
+      send: function (message) {
+        if (current && current.readyState === WebSocket.OPEN) {
+          current.send(JSON.stringify(message));
+          return true;
+        }
+        return false;
+      }
+    };
+  }
+
+  /* Command forms (`form.command-form` with an <output>): posted as JSON, then the command
+     is followed every second until it leaves pending/sent or its timeout passes. `labels`:
+     sending, error and command[status]. */
+  function showCommand(output, command, labels) {
+    var text = labels.command[command.status] || command.status;
+    if (command.response && Object.keys(command.response).length) {
+      text += " · " + JSON.stringify(command.response);
+    }
+    if (command.error) { text += " · " + command.error; }
+    output.textContent = text;
+    output.setAttribute("data-status", command.status);
+  }
+
+  function followCommand(output, command, deadline, labels) {
+    if (command.status !== "pending" && command.status !== "sent") { return; }
+    if (!command.url || Date.now() > deadline) { return; }
+    setTimeout(function () {
+      getJSON(command.url).then(function (latest) {
+        latest.url = command.url;
+        showCommand(output, latest, labels);
+        followCommand(output, latest, deadline, labels);
+      }).catch(function () { /* no permission to read commands: keep the first answer */ });
+    }, 1000);
+  }
+
+  function commandForms(root, labels) {
+    root.querySelectorAll("form.command-form").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        var output = form.querySelector("output");
+        output.textContent = labels.sending;
+        output.removeAttribute("data-status");
+        postForm(form).then(function (result) {
+          if (!result.ok) {
+            output.textContent = labels.error + ": " + (result.body.detail || "");
+            output.setAttribute("data-status", "refused");
+            return;
+          }
+          showCommand(output, result.body, labels);
+          followCommand(output, result.body, Date.now() + ((result.body.timeout || 30) + 5) * 1000,
+                        labels);
+        }).catch(function (error) {
+          output.textContent = labels.error + ": " + error.message;
+        });
+      });
+    });
+  }
+
   window.Console = {formatTime: formatTime, localiseTimes: localiseTimes, csrfToken: csrfToken,
-                    postForm: postForm, getJSON: getJSON, chartDate: chartDate};
+                    postForm: postForm, getJSON: getJSON, chartDate: chartDate,
+                    liveSocket: liveSocket, commandForms: commandForms};
 })();

@@ -84,30 +84,15 @@
     });
   }
 
-  /* A WebSocket that reconnects; onHello/onUpdate/onState callbacks. */
+  /* The console's reconnecting WebSocket (console.js) with hello/update/state callbacks. */
   function socket(path, handlers) {
-    var retry = 1000;
-    function connect() {
-      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-      var ws = new WebSocket(scheme + location.host + path);
-      ws.onmessage = function (event) {
-        var message = JSON.parse(event.data);
-        if (message.type === "hello") {
-          retry = 1000;
-          handlers.state("live");
-          if (handlers.hello) { handlers.hello(message); }
-        } else if (message.type === "update") {
-          handlers.update(message);
-        }
-      };
-      ws.onclose = function (event) {
-        if (event.code === 4401 || event.code === 4403) { handlers.state("refused"); return; }
-        handlers.state("reconnecting");
-        setTimeout(connect, retry);
-        retry = Math.min(retry * 2, 30000);
-      };
-    }
-    connect();
+    return window.Console.liveSocket(path, {
+      state: handlers.state,
+      hello: handlers.hello,
+      message: function (message) {
+        if (message.type === "update") { handlers.update(message); }
+      }
+    });
   }
 
   function liveState(labels) {

@@ -94,9 +94,7 @@
   }
 
   function sendFilters() {
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify(Object.assign({type: "filter"}, filters())));
-    }
+    if (socket) { socket.send(Object.assign({type: "filter"}, filters())); }
   }
 
   filterForm.addEventListener("submit", function (event) { event.preventDefault(); });
@@ -123,31 +121,13 @@
     updateCount();
   });
 
-  var retry = 1000;
-  function connect() {
-    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + config.ws);
-    socket.onmessage = function (event) {
-      var message = JSON.parse(event.data);
-      if (message.type === "hello") {
-        retry = 1000;
-        setState(paused ? "paused" : "live");
-        sendFilters();
-      } else if (message.type === "lines") {
-        onLines(message.lines || []);
-      }
-    };
-    socket.onclose = function (event) {
-      if (event.code === 4401 || event.code === 4403) {
-        setState("refused");
-        return;
-      }
-      setState("reconnecting");
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 30000);
-    };
-  }
-  connect();
+  socket = window.Console.liveSocket(config.ws, {
+    state: function (name) { setState(name === "live" && paused ? "paused" : name); },
+    hello: sendFilters,
+    message: function (message) {
+      if (message.type === "lines") { onLines(message.lines || []); }
+    }
+  });
   updateCount();
 
   // The forms ----------------------------------------------------------------------------

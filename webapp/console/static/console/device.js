@@ -113,30 +113,12 @@
     (update.logs || []).forEach(applyLog);
   }
 
-  var retry = 1000;
-  function connect() {
-    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + location.host + config.ws);
-    socket.onmessage = function (event) {
-      var message = JSON.parse(event.data);
-      if (message.type === "hello") {
-        retry = 1000;
-        setState("live");
-      } else if (message.type === "update") {
-        applyUpdate(message);
-      }
-    };
-    socket.onclose = function (event) {
-      if (event.code === 4401 || event.code === 4403) {
-        setState("refused");
-        return;
-      }
-      setState("reconnecting");
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 30000);
-    };
-  }
-  connect();
+  window.Console.liveSocket(config.ws, {
+    state: setState,
+    message: function (message) {
+      if (message.type === "update") { applyUpdate(message); }
+    }
+  });
 
   // Telemetry chart --------------------------------------------------------------------
 
@@ -211,45 +193,5 @@
 
   // Commands ---------------------------------------------------------------------------
 
-  function showCommand(output, command) {
-    var text = L.command[command.status] || command.status;
-    if (command.response && Object.keys(command.response).length) {
-      text += " · " + JSON.stringify(command.response);
-    }
-    if (command.error) { text += " · " + command.error; }
-    output.textContent = text;
-    output.setAttribute("data-status", command.status);
-  }
-
-  function follow(output, command, deadline) {
-    if (command.status !== "pending" && command.status !== "sent") { return; }
-    if (Date.now() > deadline) { return; }
-    setTimeout(function () {
-      Console.getJSON(command.url).then(function (latest) {
-        latest.url = command.url;
-        showCommand(output, latest);
-        follow(output, latest, deadline);
-      }).catch(function () { /* no permission to read commands: keep the first answer */ });
-    }, 1000);
-  }
-
-  document.querySelectorAll("form.command-form").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var output = form.querySelector("output");
-      output.textContent = L.sending;
-      output.removeAttribute("data-status");
-      Console.postForm(form).then(function (result) {
-        if (!result.ok) {
-          output.textContent = L.error + ": " + (result.body.detail || "");
-          output.setAttribute("data-status", "refused");
-          return;
-        }
-        showCommand(output, result.body);
-        follow(output, result.body, Date.now() + (result.body.timeout + 5) * 1000);
-      }).catch(function (error) {
-        output.textContent = L.error + ": " + error.message;
-      });
-    });
-  });
+  Console.commandForms(document, L);
 })();

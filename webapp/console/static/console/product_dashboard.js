@@ -128,21 +128,5 @@
   setInterval(loadAlarms, 30000);
 
   // Commands, posted to the device page's view.
-  document.querySelectorAll("form.command-form").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var output = form.querySelector("output");
-      output.textContent = L.sending;
-      output.removeAttribute("data-status");
-      Console.postForm(form).then(function (result) {
-        if (!result.ok) {
-          output.textContent = L.error + ": " + (result.body.detail || "");
-          output.setAttribute("data-status", "refused");
-          return;
-        }
-        output.textContent = L.command[result.body.status] || result.body.status;
-        output.setAttribute("data-status", result.body.status);
-      }).catch(function (error) { output.textContent = L.error + ": " + error.message; });
-    });
-  });
+  Console.commandForms(document, L);
 })();
