@@ -64,6 +64,17 @@ def _payload(request: HttpRequest) -> bytes | JsonResponse:
     return payload
 
 
+def _target(request: HttpRequest) -> tuple[Device, bytes] | JsonResponse:
+    """The device in scope and the payload of a publish or simulate form, or the refusal."""
+    device = _device_in_scope(request)
+    if isinstance(device, JsonResponse):
+        return device
+    payload = _payload(request)
+    if isinstance(payload, JsonResponse):
+        return payload
+    return device, payload
+
+
 def _example(product: Product) -> str:
     """A `datas` payload for the product's devices, with a value for each property."""
     services = []
@@ -136,12 +147,10 @@ def debug(request: HttpRequest) -> HttpResponse:
 @console_view(*PUBLISH)
 def publish(request: HttpRequest) -> HttpResponse:
     """Send the user's payload to a connected device, on one of its own topics."""
-    device = _device_in_scope(request)
-    if isinstance(device, JsonResponse):
-        return device
-    payload = _payload(request)
-    if isinstance(payload, JsonResponse):
-        return payload
+    target = _target(request)
+    if isinstance(target, JsonResponse):
+        return target
+    device, payload = target
     if request.POST.get("format", "json") == "json":
         try:
             body = json.loads(payload)
@@ -169,12 +178,10 @@ def publish(request: HttpRequest) -> HttpResponse:
 @console_view(*PUBLISH)
 def simulate(request: HttpRequest) -> HttpResponse:
     """Handle a payload as if the device had published it (validated like a real one)."""
-    device = _device_in_scope(request)
-    if isinstance(device, JsonResponse):
-        return device
-    payload = _payload(request)
-    if isinstance(payload, JsonResponse):
-        return payload
+    target = _target(request)
+    if isinstance(target, JsonResponse):
+        return target
+    device, payload = target
     try:
         result = debug_actions.simulate_uplink(device=device,
                                                suffix=request.POST.get("suffix", "").strip(),
