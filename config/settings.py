@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -46,8 +47,10 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
 # /healthz answers the load balancer's plain-HTTP probe instead of redirecting it.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
-VAR_DIR = BASE_DIR / "var"
-VAR_DIR.mkdir(exist_ok=True)
+# Where the platform keeps its files (SQLite database, embedded Redis and its AOF, media, beat's
+# pid file): var/ of the checkout, or THINGLINKS_VAR_DIR (tests run a whole platform in a temp dir).
+VAR_DIR = Path(env("THINGLINKS_VAR_DIR") or BASE_DIR / "var")
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
     "daphne",
@@ -77,6 +80,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: counts and times every request (docs/metrics.md).
+    "webapp.core.metrics_web.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "webapp.core.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,6 +193,12 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# GET /metrics (docs/metrics.md): open to loopback requests no proxy forwarded (unless
+# METRICS_LOOPBACK_OPEN=0), else to staff users and superusers, or to
+# `Authorization: Bearer <METRICS_TOKEN>` when METRICS_TOKEN is set.
+METRICS_TOKEN = env("METRICS_TOKEN", "")
+METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", default=True)
 
 # Networks (comma-separated CIDRs) that sinks, notification channels and webhook actions may
 # reach although they are not public (loopback, private, link-local…); empty by default. The

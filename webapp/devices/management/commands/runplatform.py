@@ -1,8 +1,15 @@
 """Run the whole platform in the foreground with one log: `make run`.
 
 Starts the embedded Redis when `REDIS_URL` is not set, migrates, creates the admin and demo
-data, then supervises web (Daphne), edge, ingest, Celery worker and Celery beat. Ctrl-C stops
-them in order (edge first, so devices go offline cleanly; Redis last).
+data, then supervises web (Daphne), edge, ingest, Celery worker and Celery beat. A child that
+ends is started again after a backoff, the embedded Redis too (at once, from its AOF, on the
+same socket: the others' clients reconnect). Ctrl-C, SIGTERM or SIGHUP (the terminal went
+away) stops them in order (edge first, so devices go offline cleanly; Redis last). Every child
+is started with PR_SET_PDEATHSIG (config/children.py): if this process is killed (-9) they get
+SIGTERM from the kernel and end too, so nothing is left holding `var/` or the ports.
+
+Each child's environment names it (THINGLINKS_ROLE: redis, edge, ingest, web, worker, beat)
+and says how many times the supervisor has restarted it (THINGLINKS_RESTARTS).
 """
 
 from __future__ import annotations
@@ -18,11 +25,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from config.children import die_with_parent
 from config.embedded_redis import EmbeddedRedis
 
 RESTART_BACKOFF = (1, 2, 5, 10, 30)
+# Everything waits for Redis: the embedded server is started again at once the first time.
+REDIS_BACKOFF = (0, 1, 2, 5, 10, 30)
+# A child that ran this long before it ended starts a new backoff series.
+STABLE_AFTER = 60.0
 
 
 @dataclass
@@ -30,12 +42,18 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # the current series of restarts (the backoff), reset when stable
+    restarts_total: int = 0  # every restart since the supervisor started
     started: float = 0.0
     buffer: bytes = field(default=b"")
+    embedded: EmbeddedRedis | None = None  # the embedded redis-server, started by its class
+
+    @property
+    def backoff(self) -> tuple[int, ...]:
+        return REDIS_BACKOFF if self.embedded is not None else RESTART_BACKOFF
 
 
-def child_env() -> dict[str, str]:
+def child_env(role: str | None = None, restarts: int = 0) -> dict[str, str]:
     """The children's environment. Celery's INFO is a line per task run (beat sends some
     every few seconds): the combined log shows Celery's warnings and errors unless
     CELERY_LOG_LEVEL says otherwise (settings.LOGGING reads it; Celery's `-l` alone does not
@@ -45,6 +63,9 @@ def child_env() -> dict[str, str]:
     # The key the settings found (DJANGO_SECRET_KEY, else var/secret_key that manage.py
     # created on the first run): every child encrypts and signs with the same one.
     env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
+    if role is not None:
+        env["THINGLINKS_ROLE"] = role
+        env["THINGLINKS_RESTARTS"] = str(restarts)
     return env
 
 
@@ -61,16 +82,23 @@ class Command(BaseCommand):
 
     def log(self, name: str, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        sys.stdout.write(f"{stamp} {name:<7}| {line}\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(f"{stamp} {name:<7}| {line}\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # the terminal went away (SIGHUP follows): stopping must not fail on it
 
     def handle(self, *args: Any, **options: Any) -> None:
-        redis_server: EmbeddedRedis | None = None
+        redis_child: Child | None = None
         if not os.environ.get("REDIS_URL"):
             redis_server = EmbeddedRedis(settings.VAR_DIR, persistent=True)
-            url = redis_server.start()
-            os.environ["REDIS_URL"] = url
-            self.log("redis", f"embedded redis-server started at {url}")
+            redis_child = Child("redis", redis_server.argv(), embedded=redis_server)
+            self.start(redis_child)
+            if redis_child.process is None or redis_child.process.poll() is not None:
+                raise CommandError("the embedded redis-server did not start (see above)")
+            os.environ["REDIS_URL"] = redis_server.url
+            self.log("redis", f"embedded redis-server at {redis_server.url} (AOF: "
+                              f"appendfsync {redis_server.fsync})")
         else:
             self.log("redis", "using REDIS_URL")
         try:
@@ -83,11 +111,10 @@ class Command(BaseCommand):
                 call_command("bootstrap", show_password=True,
                              stdout=_LineWriter(lambda s: self.log("setup", s)))
                 self.check_stored_secrets()
-            self.supervise(self.children(options), options)
+            self.supervise(self.children(options), options, redis_child)
         finally:
-            if redis_server is not None:
-                redis_server.stop()
-                self.log("redis", "embedded redis-server stopped")
+            if redis_child is not None:
+                self.stop(redis_child)
 
     def check_stored_secrets(self) -> None:
         """Warn when the stored device secrets were encrypted with another key (an
@@ -129,15 +156,33 @@ class Command(BaseCommand):
         only = {s.strip() for s in options["only"].split(",") if s.strip()}
         return [c for c in all_children if not only or c.name in only]
 
-    def start(self, child: Child) -> None:
-        child.process = subprocess.Popen(
-            child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(),
-            cwd=settings.BASE_DIR, start_new_session=True)
+    def start(self, child: Child, others: list[Child] | None = None) -> None:
+        """Start `child` in a session of its own (Ctrl-C reaches only the supervisor, which
+        stops the children in order) that ends with this process (PR_SET_PDEATHSIG)."""
+        env = child_env(child.name, child.restarts_total)
+        again = f", restart {child.restarts_total}" if child.restarts_total else ""
         child.started = time.monotonic()
+        if child.embedded is not None:
+            def idle() -> None:  # keep the others' output flowing while Redis loads
+                for other in others or ():
+                    self.pump(other)
+            try:
+                child.embedded.start(env=env, idle=idle)
+            except RuntimeError as exc:
+                self.log(child.name, str(exc).strip())
+            child.process = child.embedded.process
+            if child.process is not None and child.process.poll() is None:
+                self.log(child.name, f"started (pid {child.process.pid}{again}; ready in "
+                                     f"{time.monotonic() - child.started:.2f} s)")
+            return
+        child.process = subprocess.Popen(
+            child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            cwd=settings.BASE_DIR, start_new_session=True, preexec_fn=die_with_parent())
         os.set_blocking(child.process.stdout.fileno(), False)  # type: ignore[union-attr]
-        self.log(child.name, f"started (pid {child.process.pid})")
+        self.log(child.name, f"started (pid {child.process.pid}{again})")
 
-    def supervise(self, children: list[Child], options: dict[str, Any]) -> None:
+    def supervise(self, children: list[Child], options: dict[str, Any],
+                  redis_child: Child | None = None) -> None:
         from webapp.devices.registry import republish_all
 
         products, devices = republish_all()
@@ -150,35 +195,42 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGHUP, on_signal)  # the terminal went away: an orderly stop
         selector = selectors.DefaultSelector()
         for child in children:
             self.start(child)
             selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[union-attr,arg-type]
+        watched = ([redis_child] if redis_child is not None else []) + children
         self.log("setup", f"ThingLinks is up: console http://localhost:{options['web_port']}/ "
                           f"(admin /admin/, API /api/docs/) "
                           f"· MQTT {os.environ.get('EDGE_MQTT_PORT', '11883')} · Ctrl-C stops")
         restart_at: dict[str, float] = {}
         while not stopping:
-            for key, _ in selector.select(timeout=0.5):
+            for key, _ in selector.select(timeout=0.5 if not restart_at else 0.1):
                 self.pump(key.data)
-            for child in children:
+            for child in watched:
+                if stopping:
+                    break
                 assert child.process is not None
                 if child.process.poll() is None:
                     continue
                 if child.name not in restart_at:
                     self.pump(child)
-                    delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
-                    self.log(child.name, f"exited with {child.process.returncode}; "
-                                         f"restarting in {delay} s")
+                    if time.monotonic() - child.started > STABLE_AFTER:
+                        child.restarts = 0
+                    delay = child.backoff[min(child.restarts, len(child.backoff) - 1)]
+                    self.log(child.name, f"exited with {describe_exit(child.process.returncode)}"
+                                         f"; restarting in {delay} s")
                     restart_at[child.name] = time.monotonic() + delay
-                    selector.unregister(child.process.stdout)  # type: ignore[arg-type]
+                    if child.process.stdout is not None:
+                        selector.unregister(child.process.stdout)
                 elif time.monotonic() >= restart_at[child.name]:
                     del restart_at[child.name]
-                    if time.monotonic() - child.started > 60:
-                        child.restarts = 0
                     child.restarts += 1
-                    self.start(child)
-                    selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[union-attr,arg-type]
+                    child.restarts_total += 1
+                    self.start(child, others=children)
+                    if child.process.stdout is not None:
+                        selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[arg-type]
         self.log("setup", "stopping")
         for child in children:  # edge first: devices go offline while ingest still runs
             self.stop(child)
@@ -213,6 +265,16 @@ class Command(BaseCommand):
             process.kill()
             process.wait()
         self.log(child.name, f"stopped ({process.returncode})")
+
+
+def describe_exit(returncode: int | None) -> str:
+    """`1`, or `-9 (SIGKILL)` for a child a signal ended."""
+    if returncode is None or returncode >= 0:
+        return str(returncode)
+    try:
+        return f"{returncode} ({signal.Signals(-returncode).name})"
+    except ValueError:
+        return str(returncode)
 
 
 class _LineWriter:
