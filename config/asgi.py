@@ -11,6 +11,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from webapp.core.processes import start_publisher  # noqa: E402
+
+# This process's metrics in Redis every 10 s, for GET /metrics of any web and /monitoring/.
+start_publisher("web")
 
 application = ProtocolTypeRouter({
     # Static files (console and admin) straight from the apps: the platform runs Daphne with

@@ -7,11 +7,14 @@ from django.urls import re_path
 from webapp.console.consumers import DeviceConsumer
 from webapp.console.consumers_dashboards import DashboardConsumer
 from webapp.console.consumers_debug import DebugConsumer
+from webapp.core.metrics_web import CountWebSockets
 
 websocket_urlpatterns: list = [
     re_path(r"^ws/devices/(?P<identifier>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})/$",
-            AllowedHostsOriginValidator(DeviceConsumer.as_asgi())),
+            AllowedHostsOriginValidator(CountWebSockets(DeviceConsumer.as_asgi(), "device"))),
     re_path(r"^ws/dashboards/(?P<pk>[0-9]{1,18})/$",
-            AllowedHostsOriginValidator(DashboardConsumer.as_asgi())),
-    re_path(r"^ws/debug/$", AllowedHostsOriginValidator(DebugConsumer.as_asgi())),
+            AllowedHostsOriginValidator(CountWebSockets(DashboardConsumer.as_asgi(),
+                                                    "dashboard"))),
+    re_path(r"^ws/debug/$",
+            AllowedHostsOriginValidator(CountWebSockets(DebugConsumer.as_asgi(), "debug"))),
 ]

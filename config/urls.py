@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from webapp.core.metrics_web import MetricsView
 from webapp.core.views import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("", include("webapp.system.urls")),  # password reset by email
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api")),

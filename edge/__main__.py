@@ -18,7 +18,9 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from .gctune import tune_gc
+from .metrics import render_metrics
 from .service import ConfigError, EdgeConfig, EdgeService
+from .snapshot import TwistedSnapshot
 from .workers import (
     WorkerConfigError,
     raise_file_limit,
@@ -83,6 +85,10 @@ def main() -> int:
     def start() -> None:
         d = service.start()
         d.addCallback(lambda _: report_ready(os.environ, service.metrics_port))
+        if not os.environ.get("EDGE_WORKER_INDEX"):  # a worker's supervisor publishes
+            d.addCallback(lambda _: TwistedSnapshot(
+                reactor, "edge", lambda: render_metrics(service.samples()), config.redis_url,
+                config.prefix).start())
         d.addErrback(failed)
         reactor.addSystemEventTrigger("before", "shutdown", service.stop)
         watch_parent(reactor, os.environ)

@@ -31,6 +31,7 @@ from .http.config import HttpConfig
 from .metrics import MetricsResource, QuietSite, listen_overflows
 from .mqtt.broker import Broker, BrokerConfig
 from .mqtt.errors import Reason
+from .snapshot import certificate_samples
 from .thinglinks.mqtt import EdgeHooks
 from .transports.coap import CoapConfig, CoapServer
 from .transports.http_device import HttpDeviceFactory
@@ -461,6 +462,7 @@ class EdgeService:
         samples.extend(self.cluster.samples())
         samples.extend(self._queue_samples())
         samples.extend(self._connect_samples())
+        samples.extend(certificate_samples(self.config.transports.tls_cert))
         return samples
 
     def _connect_samples(self) -> list[tuple[Any, ...]]:

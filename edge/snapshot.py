@@ -26,7 +26,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SNAPSHOT_INTERVAL = 10.0
-"""Seconds between two writes of a process's snapshot."""
+"""Seconds between two writes of a process's snapshot (``THINGLINKS_SNAPSHOT_INTERVAL``)."""
 SNAPSHOT_TTL = 45
 """Seconds a snapshot lives after its last write."""
 ALIVE_WITHIN = 30.0
@@ -45,6 +45,15 @@ def snapshot_key(prefix: str, role: str, host: str, pid: int) -> str:
 
 def snapshot_pattern(prefix: str) -> str:
     return f"{prefix}proc:*"
+
+
+def interval_from_env(env: dict[str, str] | None = None) -> float:
+    raw = (env if env is not None else os.environ).get("THINGLINKS_SNAPSHOT_INTERVAL", "")
+    try:
+        value = float(raw) if raw else SNAPSHOT_INTERVAL
+    except ValueError:
+        return SNAPSHOT_INTERVAL
+    return min(max(value, 0.1), 30.0)
 
 
 def restarts_from_env(env: dict[str, str] | None = None) -> int:
@@ -127,12 +136,12 @@ class SnapshotPublisher:
     callable returning a synchronous Redis client (so a broken connection is re-made)."""
 
     def __init__(self, role: str, render: Callable[[], str], client: Callable[[], Any],
-                 prefix: str, *, interval: float = SNAPSHOT_INTERVAL) -> None:
+                 prefix: str, *, interval: float | None = None) -> None:
         self.role = role
         self.render = render
         self.client = client
         self.prefix = prefix
-        self.interval = interval
+        self.interval = interval if interval is not None else interval_from_env()
         self.started = time.time()
         self.restarts = restarts_from_env()
         self.host = hostname()
@@ -142,6 +151,8 @@ class SnapshotPublisher:
         self.key = snapshot_key(prefix, role, self.host, self.pid)
 
     def publish(self) -> bool:
+        if os.getpid() != self.pid:  # a forked child: its own publisher speaks for it
+            return False
         try:
             write_snapshot(self.client(), self.prefix, self.role, self.render(),
                            started=self.started, restarts=self.restarts, host=self.host,
@@ -168,3 +179,115 @@ class SnapshotPublisher:
         self._stop.set()
         if final:
             self.publish()
+
+
+# -- the edge's side (Twisted) -------------------------------------------------------------------
+
+CERT_EXPIRY = "edge_tls_certificate_expiry_timestamp_seconds"
+_cert_cache: dict[str, tuple[float, float | None]] = {}
+
+
+def certificate_expiry(path: str) -> float | None:
+    """When the first certificate of a PEM file expires (unix seconds), None when it cannot be
+    read; read again only when the file changes."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    cached = _cert_cache.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as pem:
+            certificate = x509.load_pem_x509_certificate(pem.read())
+        expiry: float | None = certificate.not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        expiry = None
+    _cert_cache[path] = (mtime, expiry)
+    return expiry
+
+
+def certificate_samples(path: str | None) -> list[tuple[Any, ...]]:
+    """The ``edge_tls_certificate_expiry_timestamp_seconds`` sample of ``EDGE_TLS_CERT``
+    (none without TLS)."""
+    if not path:
+        return []
+    expiry = certificate_expiry(path)
+    if expiry is None:
+        return []
+    return [(CERT_EXPIRY, "gauge", "When the edge's TLS server certificate expires (unix seconds)",
+             float(expiry), {"certificate": os.path.basename(path)})]
+
+
+def sync_client(url: str) -> Any:
+    """A synchronous redis-py client of ``REDIS_URL`` (a Sentinel set's master too)."""
+    import redis
+
+    if url.lower().startswith("redis+sentinel://"):
+        from redis.sentinel import Sentinel
+
+        from edge.bus.redis_url import RedisAddress
+
+        address = RedisAddress.parse(url)
+        sentinel = Sentinel(
+            list(address.sentinels), socket_timeout=5,
+            sentinel_kwargs={"username": address.sentinel_username,
+                             "password": address.sentinel_password, "socket_timeout": 5})
+        return sentinel.master_for(address.master_name or "", db=address.db,
+                                   username=address.username, password=address.password,
+                                   socket_timeout=5, socket_connect_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+class TwistedSnapshot:
+    """Publishes the edge's snapshot from a Twisted process: ``render`` (its exposition text, or
+    a Deferred of it) every ``interval`` seconds, written by a synchronous Redis client in the
+    reactor's thread pool, and once more before the reactor shuts down."""
+
+    def __init__(self, reactor: Any, role: str, render: Callable[[], Any], redis_url: str,
+                 prefix: str, *, interval: float | None = None) -> None:
+        self.reactor = reactor
+        self.role = role
+        self.render = render
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.interval = interval if interval is not None else interval_from_env()
+        self.started = time.time()
+        self.restarts = restarts_from_env()
+        self._client: Any = None
+        self._loop: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = sync_client(self.redis_url)
+        return self._client
+
+    def start(self) -> TwistedSnapshot:
+        from twisted.internet.task import LoopingCall
+
+        self._loop = LoopingCall(self.publish)
+        self._loop.clock = self.reactor
+        self._loop.start(self.interval, now=True).addErrback(lambda f: None)
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.final)
+        return self
+
+    def publish(self) -> Any:
+        from twisted.internet.defer import maybeDeferred
+        from twisted.internet.threads import deferToThreadPool
+
+        def write(text: str) -> Any:
+            return deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), write_snapshot, self.client(),
+                self.prefix, self.role, text, started=self.started, restarts=self.restarts)
+
+        d = maybeDeferred(self.render)
+        d.addCallback(write)
+        d.addErrback(lambda f: log.debug("edge snapshot not written: %s", f.getErrorMessage()))
+        return d
+
+    def final(self) -> Any:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self.publish()

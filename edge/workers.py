@@ -38,6 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .metrics import QuietSite, render_metrics
+from .snapshot import TwistedSnapshot
 
 log = Logger(namespace="edge.workers")
 
@@ -415,8 +416,9 @@ def aggregate(texts: list[str], extra: list[tuple[Any, ...]]) -> str:
                 except ValueError:
                     continue
                 key = (name, brace + labels)
-                if name.startswith(HOST_PREFIX):
-                    # The same host-wide figure read by every worker: reported once.
+                if name.startswith(HOST_PREFIX) or name.endswith("_timestamp_seconds"):
+                    # The same host-wide figure (or a moment: a certificate's expiry) read
+                    # by every worker: reported once.
                     sums[key] = max(sums.get(key, amount), amount)
                 else:
                     sums[key] = sums.get(key, 0.0) + amount
@@ -502,6 +504,10 @@ def supervise(env: Mapping[str, str], count: int, host: str, metrics_port: int, 
             reactor.stop()
 
     reactor.callWhenRunning(begin)
+    # The supervisor's text (the workers' sum) is the edge's process snapshot (edge.snapshot).
+    reactor.callWhenRunning(lambda: TwistedSnapshot(
+        reactor, "edge", supervisor.collect, env.get("REDIS_URL", ""),
+        env.get("REDIS_PREFIX") or "tl:").start())
     reactor.addSystemEventTrigger("before", "shutdown", supervisor.stop)
     # SIGHUP (a closed terminal) stops as cleanly as SIGTERM.
     reactor.callWhenRunning(

@@ -2,13 +2,23 @@
 
 Each process counts in its own default registry; ``render_own()`` is its text, which the
 process publishes in Redis every ~10 s (``webapp.core.processes``). The web's ``GET /metrics``
-(``webapp.core.metrics_view``) adds the host, Redis and Celery queues, measured at scrape time,
+(``webapp.core.metrics_web``) adds the host, Redis and Celery queues, measured at scrape time,
 and every process's snapshot.
 """
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# No `_created` series: they double the document and no dashboard uses them.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -27,7 +37,7 @@ WEBSOCKETS_TOTAL = Counter(
 
 # -- ingest ------------------------------------------------------------------------------------
 INGEST_POINTS = Counter("thinglinks_ingest_points", "Telemetry points stored by ingest")
-INGEST_EVENTS = Counter("thinglinks_ingest_events", "Uplink events stored by ingest")
+INGEST_ENTRIES = Counter("thinglinks_ingest_entries", "Uplink stream entries ingest processed")
 INGEST_BATCHES = Counter("thinglinks_ingest_batches", "Uplink batches ingest processed")
 INGEST_BATCH_LATENCY = Histogram(
     "thinglinks_ingest_batch_duration_seconds",
@@ -38,9 +48,11 @@ INGEST_DB_WRITE = Histogram(
     buckets=LATENCY_BUCKETS)
 INGEST_REFUSED = Counter(
     "thinglinks_ingest_refused_entries",
-    "Uplink entries the database refused (retried later, or dead-lettered)")
+    "Uplink entries that failed to store by themselves (refused by the database or failing; "
+    "retried, or dead-lettered)")
 INGEST_DEAD_LETTERS = Counter(
-    "thinglinks_ingest_dead_letters", "Uplink entries moved to the dead-letter stream uplink:dead")
+    "thinglinks_ingest_dead_letters",
+    "Uplink events moved to the dead-letter stream uplink:dead")
 INGEST_LAG = Gauge(
     "thinglinks_ingest_stream_lag",
     "Entries of the stream not yet delivered to the consumer group (XINFO GROUPS lag)",
@@ -58,8 +70,10 @@ RULE_SUPPRESSED = Counter(
     "thinglinks_rule_suppressed",
     "Rule matches not fired (silence period, debounce or duration not reached), by rule id",
     ["rule"])
-RULE_FAILED = Counter("thinglinks_rule_failures", "Rule evaluations or actions that failed",
-                      ["rule"])
+RULE_FAILED = Counter(
+    "thinglinks_rule_failures",
+    "Rule failures, by rule id and stage: evaluation (the rule is disabled) or action",
+    ["rule", "stage"])
 
 # -- Celery ------------------------------------------------------------------------------------
 TASK_RUNS = Counter("thinglinks_celery_task_runs", "Celery task runs, by task name", ["task"])

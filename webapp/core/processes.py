@@ -45,3 +45,13 @@ def start_publisher(role: str, render: Callable[[], str] | None = None) -> Snaps
         publisher = SnapshotPublisher(role, render, get_redis, settings.REDIS_PREFIX)
         _publishers[key] = publisher.start()
     return publisher
+
+
+def stop_publishers() -> None:
+    """Write this process's snapshots one last time and stop publishing (at exit; a pool
+    process of Celery exits through os._exit, without atexit)."""
+    pid = os.getpid()
+    for key, publisher in list(_publishers.items()):
+        if key.endswith(f":{pid}"):
+            publisher.stop()
+            del _publishers[key]

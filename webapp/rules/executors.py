@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
+from webapp.core import metrics
 from webapp.rules import actions, deliveries, notify, references
 from webapp.rules.choices import ActionType, ChannelType, DeliveryStatus, TraceKind
 from webapp.rules.compiler import compile_model
@@ -282,6 +283,8 @@ def run_actions(rule: Rule, msg: Message, env: dict[str, Any]) -> list[dict[str,
             log.warning("rule %s: action %s failed: %s", rule.pk, kind, exc)
             detail = getattr(exc, "detail", None) or str(exc)
             result = {"type": kind, "ok": False, "error": f"{type(exc).__name__}: {detail}"}
+        if not result["ok"]:
+            metrics.RULE_FAILED.labels(str(rule.pk), "action").inc()
         results.append(result)
     return results
 

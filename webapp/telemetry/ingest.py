@@ -41,6 +41,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 
 from edge import fastjson
 from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
+from webapp.core import metrics
 from webapp.devices import actions as device_actions
 from webapp.telemetry import hooks, messagelog
 from webapp.telemetry.backends import Point, TimeSeriesBackend
@@ -249,6 +250,7 @@ class IngestWorker:
         stored, and those are retried later, then dead-lettered (`_retry_or_give_up`)."""
         if not entries:
             return 0
+        started = time.perf_counter()
         batch, ids = decode_entries(entries)
         batch.redelivered = self._was_redelivered(ids)
         try:
@@ -272,6 +274,10 @@ class IngestWorker:
             self.redis.xack(self.keys.uplink, UPLINK_GROUP, *ids)
             self._redelivered.difference_update(ids)
         self.stored_points += written
+        metrics.INGEST_BATCHES.inc()
+        metrics.INGEST_ENTRIES.inc(len(entries))
+        metrics.INGEST_POINTS.inc(written)
+        metrics.INGEST_BATCH_LATENCY.observe(time.perf_counter() - started)
         return written
 
     def _was_redelivered(self, ids: list[bytes]) -> bool:
@@ -307,6 +313,7 @@ class IngestWorker:
             failed.append((entry_id, fields, error))
             self._failing.setdefault(entry_id, self._successes)
         if failed:
+            metrics.INGEST_REFUSED.inc(len(failed))
             done += self._retry_or_give_up(failed)
         return written, done
 
@@ -318,7 +325,7 @@ class IngestWorker:
         try:
             return self.store(batch)
         except REFUSED_DATA:
-            pass
+            metrics.INGEST_REFUSED.inc()
         written = 0
         for position, event in enumerate(entry_events(entry_id, fields)):
             single = Batch(redelivered=batch.redelivered)
@@ -377,12 +384,13 @@ class IngestWorker:
                   entry_id.decode(), position,
                   event.get("dev") if isinstance(event, dict) else "?", what, reason,
                   self.keys.uplink_dead)
+        metrics.INGEST_DEAD_LETTERS.inc()
         self.redis.xadd(self.keys.uplink_dead, {
             "entry": entry_id, "position": str(position), "reason": reason,
             "event": fastjson.dumps(event)}, maxlen=UPLINK_MAXLEN, approximate=True)
 
     def store(self, batch: Batch) -> int:
-        with transaction.atomic():
+        with metrics.INGEST_DB_WRITE.time(), transaction.atomic():
             written = self.backend.write(batch.points) if batch.points else 0
             messagelog.store(batch.messages)
             device_actions.record_connections(batch.connections)
@@ -440,6 +448,22 @@ class IngestWorker:
             pending = {tried[int(i) - 1]: pending[tried[int(i) - 1]] for i in conflicts}
         log.warning("latest values of %d devices kept changing; left to the next batch",
                     len(pending))
+
+    def observe_stream(self) -> None:
+        """Set the lag of the uplink stream's consumer group and the entries pending per
+        consumer (XINFO GROUPS, XPENDING) in this process's metrics."""
+        stream = self.keys.uplink
+        label = stream[len(self.keys.prefix):]  # "uplink", as in thinglinks_redis_stream_length
+        for group in self.redis.xinfo_groups(stream):
+            name = group.get("name")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            metrics.INGEST_LAG.labels(label, name).set(group.get("lag") or 0)
+            summary = self.redis.xpending(stream, name)
+            counts = {(c.get("name") or b"").decode() if isinstance(c.get("name"), bytes)
+                      else str(c.get("name")): int(c.get("pending") or 0)
+                      for c in summary.get("consumers") or []}
+            for consumer in (self.consumer, *counts):
+                metrics.INGEST_PENDING.labels(label, name, consumer).set(counts.get(consumer, 0))
 
     def check_lag(self) -> None:
         for group in self.redis.xinfo_groups(self.keys.uplink):

@@ -10,6 +10,7 @@ import threading
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from webapp.core import metrics
 from webapp.core.redis import keys
 from webapp.rules.choices import TriggerType
 from webapp.rules.compiler import CompiledRule, compile_model
@@ -74,6 +75,7 @@ def record_failures(failures: dict[int, str]) -> None:
     try:
         for rule_id, reason in failures.items():
             log.error("rule %s failed and is disabled: %s", rule_id, reason)
+            metrics.RULE_FAILED.labels(str(rule_id), "evaluation").inc()
             Rule.objects.filter(pk=rule_id, enabled=True).update(
                 enabled=False, failed_at=now, failure_reason=reason[:2000], updated=now)
         bump_version()

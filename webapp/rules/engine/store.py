@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from edge import fastjson
+from webapp.core import metrics
 from webapp.core.redis import get_redis, keys
 from webapp.rules.choices import TriggerType
 from webapp.rules.conditions import _MISSING, Message
@@ -164,6 +165,7 @@ class Run(Evaluation):
         counters = [(rk.stats(rule_id), name, count)
                     for rule_id, stats in outcome.stats.items()
                     for name, count in stats.items() if count]
+        observe(outcome)
         if counters:
             pipe.eval(_INCREMENTS, len(counters), *[c[0] for c in counters],
                       *[x for c in counters for x in c[1:]])
@@ -177,6 +179,19 @@ class Run(Evaluation):
         if outcome.firings and replies[-1]:
             enqueue("rules.drain_firings")  # only one is ever waiting
         return outcome
+
+
+_PROMETHEUS = (("evaluated", metrics.RULE_EVALUATED), ("fired", metrics.RULE_FIRED),
+               ("suppressed", metrics.RULE_SUPPRESSED))
+
+
+def observe(outcome: Outcome) -> None:
+    """Add an evaluation's counts to this process's Prometheus counters (docs/metrics.md)."""
+    for rule_id, stats in outcome.stats.items():
+        for name, counter in _PROMETHEUS:
+            count = stats.get(name)
+            if count:
+                counter.labels(str(rule_id)).inc(count)
 
 
 def evaluate(items: list[Item], redelivered: bool = False) -> Outcome:

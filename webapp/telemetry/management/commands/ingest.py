@@ -7,12 +7,23 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from edge.gctune import tune_gc
+from webapp.core.metrics import render_own
+from webapp.core.processes import start_publisher
 from webapp.core.redis import get_redis, keys
 from webapp.devices.registry import republish_all
 from webapp.telemetry.backends import get_backend
 from webapp.telemetry.ingest import RECLAIM_IDLE_MS, IngestWorker
 
 log = logging.getLogger("webapp.telemetry.ingest")
+
+
+def ingest_metrics(worker: IngestWorker) -> str:
+    """The worker's metrics, with the stream's lag and pending entries measured now."""
+    try:
+        worker.observe_stream()
+    except Exception as exc:  # Redis down: the counters are still worth publishing
+        log.debug("stream lag not measured: %s", exc)
+    return render_own()
 
 
 class Command(BaseCommand):
@@ -48,6 +59,7 @@ class Command(BaseCommand):
                               count=options["count"], block_ms=options["block_ms"],
                               reclaim_idle_ms=options["reclaim_idle_ms"])
         log.info("ingest worker %s reading %s", options["consumer"], keys().uplink)
+        start_publisher("ingest", lambda: ingest_metrics(worker))
         tune_gc()
         worker.run(stop=lambda: stopping)
         log.info("ingest worker stopped")
