@@ -95,8 +95,23 @@ def build(user: Any, current: str) -> list[Section]:
                                 "share", external=True))
     if rules.items:
         sections.append(rules)
+    monitoring = Section(gettext_lazy("Monitoring"), "activity")
+    if user.has_perm("system.view_monitoring"):
+        monitoring.items.append(_page(gettext_lazy("Platform monitoring"), "monitoring",
+                                      current, "activity"))
     if user.is_staff:
-        sections.extend(_admin_sections(user))
+        admin = _admin_sections(user)
+        # The admin's monitoring pages (online users, scheduled tasks, task runs) join the
+        # console's monitoring section rather than repeating its title.
+        for section in list(admin):
+            if monitoring.items and str(section.title) == str(monitoring.title):
+                monitoring.items.extend(section.items)
+                admin.remove(section)
+        if monitoring.items:
+            sections.append(monitoring)
+        sections.extend(admin)
+    elif monitoring.items:
+        sections.append(monitoring)
     return sections
 
 

@@ -14,6 +14,7 @@ from webapp.console.views import (
     device_map,
     device_new,
     devices,
+    monitoring,
     ota,
     product_edit,
     products,
@@ -60,4 +61,5 @@ urlpatterns = [
     *bigscreen.urlpatterns,
     *debug.urlpatterns,
     *ota.urlpatterns,
+    *monitoring.urlpatterns,
 ]

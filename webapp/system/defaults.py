@@ -25,7 +25,8 @@ ROLES = [
 # Apps whose records operators manage (the IoT side); everything else they may only view.
 OPERATED_APPS = {"products", "devices", "telemetry", "rules", "console"}
 # What no one but administrators sees (credentials, the security trail).
-ADMIN_ONLY_MODELS = {"apikey", "loginsession", "session", "logentry", "permission"}
+# ("monitoring": system.view_monitoring, the console's monitoring page: hosts, databases, queues.)
+ADMIN_ONLY_MODELS = {"apikey", "loginsession", "session", "logentry", "permission", "monitoring"}
 
 
 def wants(role: str, app_label: str, codename: str) -> bool:

@@ -447,6 +447,8 @@ class TaskRun(models.Model):
         verbose_name = _("task run")
         verbose_name_plural = _("task runs")
         ordering = ("-started",)
+        # The console's monitoring page (/monitoring/) has no model of its own.
+        permissions = [("view_monitoring", _("Can view the monitoring page"))]
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.task_id}"
