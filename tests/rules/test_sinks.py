@@ -1,9 +1,8 @@
 """Forwarding sinks against the machine's real RabbitMQ, Mosquitto, MariaDB, PostgreSQL and
 Redis, a local HTTP server, the internal topic and the log; retries, dead letters, health.
-Kafka and RocketMQ: their messages are checked here, their servers when KAFKA_URL /
-ROCKETMQ_URL are set."""
+Kafka: its record is checked here, its server when KAFKA_URL is set. RocketMQ (both modes):
+tests/rules/test_rocketmq.py."""
 
-import base64
 import hashlib
 import hmac
 import json
@@ -20,7 +19,6 @@ from webapp.rules import secrets
 from webapp.rules.models import DeadLetter, Sink
 from webapp.rules.sinks.base import Outgoing
 from webapp.rules.sinks.kafka import kafka_record
-from webapp.rules.sinks.rocketmq import rocketmq_request
 from webapp.rules.sinks.sql import compile_insert
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
@@ -278,24 +276,6 @@ def test_kafka_record():
     assert record.headers == [("source", b"thinglinks"), ("dev", b"dev-1")]
 
 
-def test_rocketmq_http_request():
-    """The RocketMQ HTTP request: XML message, MQ signature over the documented string."""
-    date = "Thu, 26 Nov 2026 10:00:00 GMT"
-    request = rocketmq_request({"endpoint": "http://mq.example:8080", "topic": "iot",
-                                "tag": "{{product}}", "keys": "{{device}}",
-                                "instance_id": "inst", "access_key": "AK"},
-                               {"secret_key": "SK"}, OUTGOING, date=date)
-    assert request.url == "http://mq.example:8080/topics/iot/messages?ns=inst"
-    assert b"<MessageBody>{&quot;t&quot;:35}</MessageBody>" not in request.body
-    assert b'<MessageBody>{"t":35}</MessageBody>' in request.body
-    assert b"<MessageTag>thermo</MessageTag>" in request.body
-    assert b"<Properties>KEYS:dev-1|</Properties>" in request.body
-    to_sign = (f"POST\n\ntext/xml;charset=UTF-8\n{date}\nx-mq-version:2015-06-06\n"
-               "/topics/iot/messages?ns=inst")
-    signature = base64.b64encode(hmac.new(b"SK", to_sign.encode(), hashlib.sha1).digest())
-    assert request.headers["Authorization"] == f"MQ AK:{signature.decode()}"
-
-
 @pytest.mark.skipif(not os.environ.get("KAFKA_URL"), reason="KAFKA_URL is not set")
 def test_kafka_server(thermo, feed):
     """With a Kafka server: the forwarded message can be consumed back."""
@@ -312,18 +292,3 @@ def test_kafka_server(thermo, feed):
     records = list(consumer)
     consumer.close()
     assert records and records[0].key == b"dev-1"
-
-
-@pytest.mark.skipif(not os.environ.get("ROCKETMQ_URL"), reason="ROCKETMQ_URL is not set")
-def test_rocketmq_server(thermo, feed):
-    """With a RocketMQ HTTP endpoint (ROCKETMQ_URL, ROCKETMQ_TOPIC, ROCKETMQ_ACCESS_KEY,
-    ROCKETMQ_SECRET_KEY, ROCKETMQ_INSTANCE): the message is accepted."""
-    sink(thermo, name="rmq", sink_type="rocketmq",
-         config={"endpoint": os.environ["ROCKETMQ_URL"],
-                 "topic": os.environ.get("ROCKETMQ_TOPIC", "thinglinks"),
-                 "instance_id": os.environ.get("ROCKETMQ_INSTANCE", ""),
-                 "access_key": os.environ.get("ROCKETMQ_ACCESS_KEY", "")},
-         credentials={"secret_key": os.environ.get("ROCKETMQ_SECRET_KEY", "")})
-    forward_rule(thermo, "rmq")
-    feed.data(temperature=38)
-    assert Sink.objects.get(name="rmq").health == "healthy"

@@ -117,6 +117,8 @@ def test_other_sink_types_and_unix_sockets_are_refused(world):
                                           "topic": "t"}},
         {"sink_type": "rocketmq", "config": {"endpoint": "http://172.16.0.1:8080",
                                              "topic": "t"}},
+        {"sink_type": "rocketmq", "config": {"mode": "grpc", "endpoint": "127.0.0.1:8081",
+                                             "topic": "t"}},
     ]
     for body in bodies:
         refused(world.post("/api/v1/sinks/", {"name": "x", **body}, format="json"))

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_process_shutdown
 
 from edge.clock import now_ms
 from webapp.core.redis import get_redis, keys
@@ -185,3 +186,12 @@ def _redeliver(letter_id: int) -> dict[str, Any]:
     actions.record_sink_result(letter.sink, ok=True)
     actions.mark_redelivered(letter=letter)
     return {"ok": True}
+
+
+def close_sinks(**_kwargs: Any) -> None:
+    """A prefork child ends without running atexit hooks: close its sink connections (a
+    RocketMQ producer tells its proxy it ends) before it goes."""
+    sinks.close_all()
+
+
+worker_process_shutdown.connect(close_sinks, dispatch_uid="tl_rules_close_sinks", weak=False)

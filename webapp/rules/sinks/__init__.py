@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Mapping
@@ -28,7 +29,8 @@ from webapp.rules.sinks.kafka import KafkaDriver
 from webapp.rules.sinks.rocketmq import RocketMqDriver
 from webapp.rules.sinks.sql import SqlDriver
 
-__all__ = ["DRIVERS", "Outgoing", "SinkError", "check_sink", "deliver", "drop_driver"]
+__all__ = ["DRIVERS", "Outgoing", "SinkError", "check_sink", "close_all", "deliver",
+           "drop_driver"]
 
 DRIVERS: dict[str, type[Driver]] = {
     SinkType.HTTP: HttpDriver,
@@ -76,6 +78,7 @@ def check_sink(sink: Any, *, destination: bool = True) -> None:
 log = logging.getLogger("thinglinks.forward")
 _drivers: dict[int, tuple[Any, Driver]] = {}
 _lock = threading.Lock()
+_exit_hook: list[bool] = []
 
 
 def _driver(sink: Any, credentials: Mapping[str, Any]) -> Driver:
@@ -87,6 +90,9 @@ def _driver(sink: Any, credentials: Mapping[str, Any]) -> Driver:
             cached[1].close()
         driver = DRIVERS[sink.sink_type](sink.config, credentials)
         _drivers[sink.pk] = (sink.updated, driver)
+        if not _exit_hook:  # connections and producers end with the process
+            atexit.register(close_all)
+            _exit_hook.append(True)
         return driver
 
 
@@ -95,6 +101,20 @@ def drop_driver(sink_id: int) -> None:
         cached = _drivers.pop(sink_id, None)
     if cached is not None:
         cached[1].close()
+
+
+def close_all() -> None:
+    """Close every sink connection of this process (at exit, and when a Celery worker
+    process shuts down: webapp/rules/tasks.py): a RocketMQ producer tells its proxy it ends,
+    a Kafka producer flushes."""
+    with _lock:
+        cached = list(_drivers.values())
+        _drivers.clear()
+    for _updated, driver in cached:
+        try:
+            driver.close()
+        except Exception:
+            log.debug("closing a sink connection failed", exc_info=True)
 
 
 def passes(sink: Any, env: Mapping[str, Any]) -> bool:
