@@ -123,6 +123,9 @@ class Cluster:
         self._out: dict[str, list[bytes]] = {}
         self._out_bytes: dict[str, int] = {}
         self._retain_out: list[tuple[str, bytes]] = []
+        # Connections accepted and ended this turn (claims and removals of tl:mqtt:clients).
+        self._claims: list[tuple[MqttConnection, int]] = []
+        self._releases: list[str] = []
         self._flush_call: Any = None
         # Messages that arrive while a snapshot is loading are replayed after it.
         self._syncing = True
@@ -336,6 +339,10 @@ class Cluster:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
+        if self._claims:
+            self._send_claims()
+        if self._releases:
+            self._send_releases()
         if self._interest_ops:
             ops, self._interest_ops = self._interest_ops, {}
             self._send_interest(ops)
@@ -471,52 +478,68 @@ class Cluster:
 
     def claim(self, connection: MqttConnection) -> None:
         """Record that this node holds the connection's device and client id; close an older
-        connection of either on the node that held it."""
-        at = int(self.wall() * 1000)
-        device = connection.identity or ""
-        client_id = connection.client_id
+        connection of either on the node that held it. The claims of one reactor turn go to
+        Redis as one script call (a connect burst otherwise left a command and a Deferred per
+        connection waiting for Redis). A device's claim goes at once, with those waiting:
+        the presence hook writes its route right after this, and the claim must read the
+        route's previous node first."""
+        if self._releases:
+            self._send_releases()  # a release queued before this claim goes first
+        self._claims.append((connection, int(self.wall() * 1000)))
+        if connection.identity is not None:
+            self._send_claims()
+        else:
+            self._schedule()
+
+    def _send_claims(self) -> None:
+        claims, self._claims = self._claims, []
+        args: list[str] = []
+        for connection, _at in claims:
+            args += (connection.identity or "", connection.client_id)
         d = run_script(
-            self.redis,
-            CLAIM_SCRIPT,
-            2,
-            self.keys.route,
-            self.keys.mqtt_clients,
-            device,
-            client_id,
-            self.node,
+            self.redis, CLAIM_SCRIPT, 2, self.keys.route, self.keys.mqtt_clients, self.node, *args
         )
 
         def claimed(previous: list[bytes]) -> None:
-            before_dev, before_cid = (p.decode() for p in previous)
-            kicks: dict[str, dict[str, Any]] = {}
-            if before_dev and before_dev != self.node:
-                kicks.setdefault(before_dev, {})["dev"] = device
-            if before_cid and before_cid != self.node:
-                # Only a connection of the same identity is closed there (H1).
-                kicks.setdefault(before_cid, {}).update(cid=client_id, who=connection.owner)
-            for node, what in kicks.items():
-                self.stats["takeovers_sent"] += 1
-                body = json.dumps({**what, "at": at, "by": self.node}).encode()
-                self.redis.execute("PUBLISH", self.keys.mqtt_forward(node), KICK + body).addErrback(
-                    self._warn, "takeover message failed"
-                )
+            for index, (connection, at) in enumerate(claims):
+                before_dev = previous[2 * index].decode()
+                before_cid = previous[2 * index + 1].decode()
+                device = connection.identity or ""
+                kicks: dict[str, dict[str, Any]] = {}
+                if before_dev and before_dev != self.node:
+                    kicks.setdefault(before_dev, {})["dev"] = device
+                if before_cid and before_cid != self.node:
+                    # Only a connection of the same identity is closed there (H1).
+                    kicks.setdefault(before_cid, {}).update(
+                        cid=connection.client_id, who=connection.owner
+                    )
+                for node, what in kicks.items():
+                    self.stats["takeovers_sent"] += 1
+                    body = json.dumps({**what, "at": at, "by": self.node}).encode()
+                    self.redis.execute(
+                        "PUBLISH", self.keys.mqtt_forward(node), KICK + body
+                    ).addErrback(self._warn, "takeover message failed")
 
         d.addCallbacks(claimed, self._warn, errbackArgs=("client registration failed",))
+
+    def _send_releases(self) -> None:
+        releases, self._releases = self._releases, []
+        run_script(
+            self.redis, DELETE_IF_OURS, 1, self.keys.mqtt_clients, self.node, *releases
+        ).addErrback(self._warn, "client registration removal failed")
 
     def release(self, connection: MqttConnection, reason: str) -> bool:
         """A connection ended; False when a newer connection on another node took it over
         (that node reported it online: no offline status from here)."""
         kicked_at = self._kicked.pop(connection, None)
         session = connection.session
+        if self._claims:
+            # Its claim (or another's) may still wait for the end of the turn: Redis sees
+            # claims and removals in the order they happened.
+            self._send_claims()
         if session is None or session.expiry_interval == 0 or kicked_at is not None:
-            run_script(
-                self.redis,
-                DELETE_IF_OURS,
-                1,
-                self.keys.mqtt_clients,
-                connection.client_id,
-                self.node,
-            ).addErrback(self._warn, "client registration removal failed")
+            self._releases.append(connection.client_id)
+            self._schedule()
         if kicked_at is None:
             return True
         hooks = self.broker.hooks

@@ -63,25 +63,35 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS[1] = tl:route, KEYS[2] = tl:mqtt:clients; ARGV = device ('' for none), client id, node.
-# Returns the nodes that held the device and the client id before.
+# KEYS[1] = tl:route, KEYS[2] = tl:mqtt:clients; ARGV[1] = node, then device ('' for none) /
+# client id pairs: every connection a node accepted in one reactor turn. Returns, per pair,
+# the nodes that held the device and the client id before.
 CLAIM_SCRIPT = """
-local dev, cid, node = ARGV[1], ARGV[2], ARGV[3]
-local before_dev, before_cid = '', ''
-if dev ~= '' then
-  before_dev = redis.call('HGET', KEYS[1], dev) or ''
-  redis.call('HSET', KEYS[1], dev, node)
+local node, out = ARGV[1], {}
+for i = 2, #ARGV, 2 do
+  local dev, cid = ARGV[i], ARGV[i + 1]
+  local before_dev = ''
+  if dev ~= '' then
+    before_dev = redis.call('HGET', KEYS[1], dev) or ''
+    redis.call('HSET', KEYS[1], dev, node)
+  end
+  out[#out + 1] = before_dev
+  out[#out + 1] = redis.call('HGET', KEYS[2], cid) or ''
+  redis.call('HSET', KEYS[2], cid, node)
 end
-before_cid = redis.call('HGET', KEYS[2], cid) or ''
-redis.call('HSET', KEYS[2], cid, node)
-return {before_dev, before_cid}
+return out
 """
 
+# KEYS[1] = tl:mqtt:clients; ARGV[1] = node, then client ids: each registration that is
+# still this node's goes (the connections that ended in one reactor turn).
 DELETE_IF_OURS = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
 end
-return 0
+return n
 """
 
 SCRIPTS = (INTEREST_SCRIPT, PURGE_SCRIPT, RETAIN_SCRIPT, CLAIM_SCRIPT, DELETE_IF_OURS)

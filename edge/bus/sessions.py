@@ -88,6 +88,27 @@ end
 return 1
 """
 
+# The clean starts of one reactor turn in one call (a connect burst otherwise sent the whole
+# WRITE_SCRIPT and made a Deferred per connection). KEYS: index hash. ARGV: the session and
+# queue key prefixes, then client id / identity pairs; per pair 1 (forgotten) or 0 (the
+# session of another identity: left as it is), as WRITE_SCRIPT's 'forget'.
+FORGET_SCRIPT = """
+local out = {}
+for i = 3, #ARGV, 2 do
+  local cid, who = ARGV[i], ARGV[i + 1]
+  local key = ARGV[1] .. cid
+  local held = redis.call('HGET', key, 'who')
+  if held and held ~= who then
+    out[#out + 1] = 0
+  else
+    redis.call('DEL', key, ARGV[2] .. cid)
+    redis.call('HDEL', KEYS[1], cid)
+    out[#out + 1] = 1
+  end
+end
+return out
+"""
+
 # KEYS: session hash, queue list, index hash, node heartbeats. ARGV: node, client id, mode
 # ('restore': only from a node that is gone; 'connect': always), now (ms), silence (ms), the
 # connecting client's identity ('connect'; '' for anonymous). Returns false (no session),
@@ -338,11 +359,34 @@ class SessionStore:
         d.addBoth(self._written, d)
         return d
 
-    def _forgotten(self, result: Any, client_id: str, who: str) -> None:
+    def _forget(self, forgets: list[tuple[str, str]]) -> None:
+        """The 'forget' writes of one turn, in one FORGET_SCRIPT call."""
+        args: list[str] = []
+        for client_id, who in forgets:
+            args += (client_id, who)
+        keys = self.keys
+        d = self.redis.execute(
+            "EVAL",
+            FORGET_SCRIPT,
+            1,
+            keys.mqtt_sessions,
+            keys.mqtt_session(""),
+            keys.mqtt_session_queue(""),
+            *args,
+        )
+        self.stats["writes"] += 1
+        self._writing.add(d)
+        d.addCallback(self._forgotten, forgets)
+        who = forgets[0][0] if len(forgets) == 1 else f"{len(forgets)} clients"
+        d.addErrback(self._failed, who, "forget")
+        d.addBoth(self._written, d)
+
+    def _forgotten(self, results: list[int], forgets: list[tuple[str, str]]) -> None:
         """A clean start was accepted here, and Redis says the client id's persisted session
         is another identity's (the node had no copy to refuse it by): that connection ends."""
-        if result == 0:
-            self.broker.client_id_taken(client_id, who or None)
+        for result, (client_id, who) in zip(results, forgets):
+            if result == 0:
+                self.broker.client_id_taken(client_id, who or None)
 
     def _written(self, result: Any, d: Deferred[Any]) -> Any:
         self._writing.discard(d)
@@ -362,10 +406,17 @@ class SessionStore:
                 self._flush_call.cancel()
             self._flush_call = None
         ops, self._ops = self._ops, []
+        forgets: list[tuple[str, str]] = []
         for client_id, mode, args in ops:
-            d = self._write(client_id, mode, *args)
             if mode == "forget":
-                d.addCallback(self._forgotten, client_id, args[0])
+                forgets.append((client_id, args[0]))
+                continue
+            if forgets:
+                self._forget(forgets)  # in order: before this client id's next write
+                forgets = []
+            self._write(client_id, mode, *args)
+        if forgets:
+            self._forget(forgets)
         subs, self._subs = self._subs, {}
         for client_id, session in subs.items():
             self._write(client_id, "subs", session.owner or "", encode_subscriptions(session))

@@ -250,3 +250,44 @@ def test_scripts_lost_by_redis_are_sent_again(redis, nodes):
     redis.settle()
     assert subs(redis) == {"f/1": ["B"]} and a.cluster.remote == {"f/1": ("B",)}
     assert any(c[0] == "EVAL" for c in b.cluster.client.commands)  # type: ignore[attr-defined]
+
+
+def _script_calls(commands: list[tuple], source: str) -> int:
+    from edge.bus.cluster_scripts import _SHA1
+
+    return sum(1 for c in commands if c[0] == "EVALSHA" and c[1] == _SHA1[source])
+
+
+def test_the_claims_and_removals_of_one_turn_go_to_redis_in_one_call(redis, nodes):
+    """A connect burst of anonymous clients: one CLAIM_SCRIPT call for the turn's 50
+    connections (not a command and a Deferred each), each client id registered to the node;
+    their disconnects in one turn: one removal call. A device's claim goes at once (its route
+    is written by the presence hook right after)."""
+    from edge.bus.cluster_scripts import CLAIM_SCRIPT, DELETE_IF_OURS
+
+    a, _ = nodes
+    commands = a.cluster.redis.commands  # type: ignore[attr-defined]
+    before = _script_calls(commands, CLAIM_SCRIPT)
+    clients = []
+    for i in range(50):
+        client = FakeClient(a.broker, 4)
+        client.send(Connect(f"anon-{i}", protocol_level=4))
+        clients.append(client)
+    assert _script_calls(commands, CLAIM_SCRIPT) == before and len(a.cluster._claims) == 50
+    redis.settle()
+    assert _script_calls(commands, CLAIM_SCRIPT) == before + 1
+    held = redis.sync.hgetall(KEYS.mqtt_clients)
+    assert {f"anon-{i}".encode() for i in range(50)} <= {k for k, v in held.items() if v == b"A"}
+
+    removals = _script_calls(commands, DELETE_IF_OURS)
+    for client in clients:
+        client.drop()
+    redis.settle()
+    assert _script_calls(commands, DELETE_IF_OURS) == removals + 1
+    assert not any(k.startswith(b"anon-") for k in redis.sync.hgetall(KEYS.mqtt_clients))
+
+    device = FakeClient(a.broker, 4)
+    device.send(Connect("dev-1", protocol_level=4, username="dev-1"))
+    assert _script_calls(commands, CLAIM_SCRIPT) == before + 2  # without waiting for the turn
+    redis.settle()
+    assert redis.sync.hget(KEYS.route, "dev-1") == b"A"

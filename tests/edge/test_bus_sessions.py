@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from edge.bus.sessions import SessionStore
+from edge.bus.sessions import FORGET_SCRIPT, SessionStore
 from edge.mqtt.broker import Broker
 from edge.mqtt.packets import MQTT_5, ConnAck, Connect, Publish, Subscribe, Subscription
 from edge.mqtt.properties import Properties
@@ -171,3 +171,32 @@ def test_a_clean_start_forgets_the_persisted_session():
     assert not again.closed
     assert not redis.sync.exists(KEYS.mqtt_session("c1"))
     assert redis.sync.hget(KEYS.mqtt_sessions, "c1") is None
+
+
+def test_the_clean_starts_of_one_turn_are_forgotten_in_one_call():
+    """A connect burst with clean start: one FORGET_SCRIPT call for the turn (not the whole
+    WRITE_SCRIPT and a Deferred per connection); each persisted session of the same identity
+    is gone, another identity's session stays and its squatter is refused."""
+    redis, a, b = setup()
+    for i in range(5):
+        client, _ = b.connect(f"c{i}", f"user{i}", MQTT_5, expiry=600)
+        client.drop()
+    redis.settle()
+    commands = a.store.redis.commands  # type: ignore[attr-defined]
+    before = len(commands)
+    clients = []
+    for i in range(5):
+        client = FakeClient(a.broker, MQTT_5)
+        user = "mallory" if i == 4 else f"user{i}"
+        client.send(Connect(f"c{i}", protocol_level=MQTT_5, username=user, clean_start=True))
+        clients.append(client)
+    redis.settle()
+    forgets = [c for c in commands[before:] if c[0] == "EVAL" and c[1] == FORGET_SCRIPT]
+    assert len(forgets) == 1 and forgets[0][-10:] == tuple(
+        x for i in range(5) for x in (f"c{i}", "mallory" if i == 4 else f"user{i}")
+    )
+    for i in range(4):
+        assert not redis.sync.exists(KEYS.mqtt_session(f"c{i}"))
+        assert not clients[i].closed
+    assert stored(redis, "c4")["who"] == "user4"
+    assert clients[4].closed
