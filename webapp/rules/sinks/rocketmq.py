@@ -27,6 +27,7 @@ import hmac
 import ipaddress
 import logging
 import sys
+import threading
 import types
 import urllib.parse
 from collections.abc import Mapping
@@ -335,6 +336,7 @@ class RocketMqDriver(Driver):
     def __init__(self, config: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
         super().__init__(config, credentials)
         self.producer: GrpcProducer | None = None
+        self.starting = threading.Lock()  # one producer even if two threads send at once
 
     def send(self, outgoing: Outgoing) -> None:
         if mode_of(self.config) == "http":
@@ -344,9 +346,11 @@ class RocketMqDriver(Driver):
                 raise SinkError(str(exc)) from exc
             return
         message = rocketmq_message(self.config, outgoing)
-        if self.producer is None:
-            self.producer = GrpcProducer(self.config, self.credentials)
-        self.producer.send(message)
+        with self.starting:
+            if self.producer is None:
+                self.producer = GrpcProducer(self.config, self.credentials)
+            producer = self.producer
+        producer.send(message)
 
     def close(self) -> None:
         if self.producer is not None:
