@@ -96,16 +96,35 @@ class EdgeConfig:
     # many MQTT connections one reactor turn accepts at most (EDGE_ACCEPT_BATCH).
     listen_backlog: int = 4096
     accept_batch: int = 256
+    # Behind Redis Sentinel a QoS 1/2 message (an HTTP or CoAP report too) is acknowledged
+    # only once this many replicas have its stream entry (EDGE_REDIS_WAIT_REPLICAS: 1 with a
+    # redis+sentinel:// URL, else 0 = the master's reply is enough), waiting at most
+    # EDGE_REDIS_WAIT_TIMEOUT_MS (docs/bus.md, "Redis failover").
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
+    # Bytes forwarded to one other node (worker) and not yet taken by it before QoS 0 messages
+    # for it are dropped and QoS 1/2 publishers held (EDGE_CLUSTER_FORWARD_LIMIT; edge.bus.cluster).
+    cluster_forward_limit: int = 8 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url:
             raise ConfigError(
-                "REDIS_URL is required (redis://host:port/db or unix:///path.sock?db=N)"
+                "REDIS_URL is required (redis://host:port/db, unix:///path.sock?db=N or "
+                "redis+sentinel://host:26379,host2:26379/mymaster/db)"
             )
         try:
-            RedisAddress.parse(redis_url)
+            address = RedisAddress.parse(redis_url)
+            wait_replicas = int(
+                env.get("EDGE_REDIS_WAIT_REPLICAS") or (1 if address.is_sentinel else 0)
+            )
+            wait_timeout_ms = int(env.get("EDGE_REDIS_WAIT_TIMEOUT_MS") or 1000)
+            if not (0 <= wait_replicas <= 16) or not (1 <= wait_timeout_ms <= 60_000):
+                raise ValueError(
+                    "EDGE_REDIS_WAIT_REPLICAS must be 0..16 and EDGE_REDIS_WAIT_TIMEOUT_MS "
+                    "1..60000"
+                )
             mqtt_port = int(env.get("EDGE_MQTT_PORT") or 11883)
             metrics_port = int(env.get("EDGE_METRICS_PORT") or 19100)
             transports = TransportConfig.from_env(env)
@@ -117,6 +136,9 @@ class EdgeConfig:
             mailbox_max = int(env.get("EDGE_MAILBOX_MAX") or 16)
             listen_backlog = int(env.get("EDGE_LISTEN_BACKLOG") or 4096)
             accept_batch = int(env.get("EDGE_ACCEPT_BATCH") or 256)
+            forward_limit = int(env.get("EDGE_CLUSTER_FORWARD_LIMIT") or 8 * 1024 * 1024)
+            if not (64 * 1024 <= forward_limit <= 1 << 30):
+                raise ValueError("EDGE_CLUSTER_FORWARD_LIMIT must be 65536..1073741824 bytes")
             if not (1 <= listen_backlog <= 1 << 20) or not (1 <= accept_batch <= 100_000):
                 raise ValueError(
                     "EDGE_LISTEN_BACKLOG must be 1..1048576 and EDGE_ACCEPT_BATCH 1..100000"
@@ -153,6 +175,9 @@ class EdgeConfig:
             reuse_port=_flag(env.get("EDGE_REUSE_PORT")),
             listen_backlog=listen_backlog,
             accept_batch=accept_batch,
+            redis_wait_replicas=wait_replicas,
+            redis_wait_timeout_ms=wait_timeout_ms,
+            cluster_forward_limit=forward_limit,
         )
 
 
@@ -168,7 +193,17 @@ class EdgeService:
         connector = RedisConnector(reactor, RedisAddress.parse(config.redis_url))
         self.redis = connector.client("redis")
         self.registry = Registry(self.redis, self.keys, config.secret_key)
-        self.uplink = Uplink(self.redis, self.keys, reactor)
+        # Waiting for replicas (WAIT) holds its connection: the uplink gets its own then.
+        self.uplink_redis = (
+            connector.client("uplink") if config.redis_wait_replicas else self.redis
+        )
+        self.uplink = Uplink(
+            self.uplink_redis,
+            self.keys,
+            reactor,
+            wait_replicas=config.redis_wait_replicas,
+            wait_timeout_ms=config.redis_wait_timeout_ms,
+        )
         self.certificates = CertificateLookup()
         self.hooks = EdgeHooks(
             clock=reactor,
@@ -193,7 +228,13 @@ class EdgeService:
         self.rawtcp = RawTcpFactory(reactor, self.hooks, self.codecs, config.raw)
         self.rawudp = RawUdpProtocol(reactor, self.hooks, self.codecs, config.raw)
         self.cluster = Cluster(
-            reactor, connector, self.redis, self.keys, config.node_id, self.broker
+            reactor,
+            connector,
+            self.redis,
+            self.keys,
+            config.node_id,
+            self.broker,
+            forward_limit=config.cluster_forward_limit,
         )
         self.cluster.attach()
         self.sessions = SessionStore(self.redis, self.keys, config.node_id, self.broker)
@@ -257,6 +298,8 @@ class EdgeService:
             redis=str(self.redis.address),
         )
         await self.redis.start()
+        if self.uplink_redis is not self.redis:
+            await self.uplink_redis.start()
         # The heartbeat first: a node taking over thousands of sessions and filters at start
         # (a restart after SIGKILL with many persistent sessions) takes a while, and without
         # it the other nodes would take it for silent and drop its filters meanwhile.
@@ -343,6 +386,8 @@ class EdgeService:
                 log.warn("could not remove the node heartbeat: {error}", error=str(exc))
         await self.downlink.stop()
         await self.subscriber.stop()
+        if self.uplink_redis is not self.redis:
+            await self.uplink_redis.stop()
         await self.redis.stop()
         log.info("edge node {node} stopped", node=self.config.node_id)
 
@@ -445,6 +490,13 @@ class EdgeService:
                 "counter",
                 "Uplink writes that failed",
                 self.uplink.failures,
+            ),
+            (
+                "edge_uplink_unreplicated_total",
+                "counter",
+                "Acknowledged-on-store writes that fewer replicas than EDGE_REDIS_WAIT_REPLICAS "
+                "confirmed in time",
+                self.uplink.unreplicated,
             ),
             (
                 "edge_redis_connected",

