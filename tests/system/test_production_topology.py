@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(170)]
 
 PASSWORD = "Pw-topology-2468"
 APP_SERVICES = ("web", "edge", "ingest", "worker", "beat")
+# What each process without a port logs once it works.
+READY_LINES = {"ingest": "ingest worker", "worker": " ready.", "beat": "beat pidbox: Connected"}
 
 
 def machine_postgres() -> str:
@@ -58,6 +61,7 @@ class Topology:
         self.overrides = overrides
         self.logs = logs
         self.processes: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.last_health: dict[str, str] = {}
 
     def env(self, service: str) -> dict[str, str]:
         bin_dir = str(Path(sys.executable).parent)
@@ -80,8 +84,17 @@ class Topology:
 
     def healthy(self, service: str) -> bool:
         result = self.run(service, compose.healthcheck(self.spec[service]), timeout=30)
-        self.last_health = f"{service}: {result.returncode} {result.stdout}{result.stderr}"
+        self.last_health[service] = f"{result.returncode} {result.stdout}{result.stderr}"
         return result.returncode == 0
+
+    def said(self, service: str, text: str) -> bool:
+        """Whether every process of `service` wrote `text` to its output."""
+        logs = [log for name, _p, log in self.processes if name == service]
+        return bool(logs) and all(text in log.read_text(errors="replace") for log in logs)
+
+    def tail(self, service: str) -> str:
+        return "\n".join(log.read_text(errors="replace")[-2000:]
+                         for name, _p, log in self.processes if name == service)
 
     def stop_all(self) -> None:
         # The edge first (devices go offline while ingest still records it), as runplatform.
@@ -166,9 +179,18 @@ def test_device_telemetry_rule_command_through_the_compose_processes(topology):
     topo.start("beat")
     wait_for_port(platform.web_port, topo.start("web", web_command(topo)), timeout=60)
     wait_for_port(platform.mqtt_port, edge, timeout=60)
-    for service in APP_SERVICES:
-        wait_for(lambda s=service: topo.healthy(s), timeout=60, interval=1.0,
-                 message=lambda: topo.last_health)
+    # Cheap signs first (a health check loads Django: polling five of them while the
+    # processes start would slow everything on a small machine), then every healthcheck of
+    # the compose file passes, run side by side as Docker would.
+    for service, line in READY_LINES.items():
+        wait_for(lambda s=service, t=line: topo.said(s, t), timeout=60, interval=0.2,
+                 message=lambda s=service: topo.tail(s))
+    print(f"started: {time.monotonic() - started:.1f} s")
+    with ThreadPoolExecutor(len(APP_SERVICES)) as pool:
+        for future in [pool.submit(wait_for, lambda s=service: topo.healthy(s), timeout=60,
+                                   interval=1.0, message=lambda s=service: topo.last_health[s])
+                       for service in APP_SERVICES]:
+            future.result()
     print(f"healthy: {time.monotonic() - started:.1f} s")
 
     import redis
