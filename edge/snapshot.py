@@ -218,7 +218,7 @@ def certificate_samples(path: str | None) -> list[tuple[Any, ...]]:
     if expiry is None:
         return []
     return [(CERT_EXPIRY, "gauge", "When the edge's TLS server certificate expires (unix seconds)",
-             float(expiry), {"certificate": os.path.basename(path)})]
+             int(expiry), {"certificate": os.path.basename(path)})]
 
 
 def sync_client(url: str) -> Any:
