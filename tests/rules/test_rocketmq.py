@@ -41,13 +41,13 @@ OUTGOING = Outgoing(b'{"t":35}', {"device": "dev-1", "value": 35, "product": "th
 class Proxy:
     """A gRPC server speaking the RocketMQ proxy's MessagingService, on 127.0.0.1."""
 
-    def __init__(self, tls=None) -> None:
+    def __init__(self, tls=None, port=None) -> None:
         import grpc
 
         rocketmq.client()  # imported as the sink imports it (its logging set-up replaced)
         from rocketmq.grpc_protocol import service_pb2_grpc
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.sent: list[tuple[object, dict[str, str]]] = []
         self.routes: list[dict[str, str]] = []
         self.terminated: list[str] = []
@@ -233,6 +233,31 @@ def test_grpc_sink_sends_through_the_official_client(thermo, feed, proxy):
     assert proxy.terminated == list(clients)
 
 
+def test_a_proxy_that_goes_away_and_comes_back(thermo, feed, proxy):
+    """A send to a proxy that went away fails with the reason and drops the producer; the
+    next message, once the proxy is back, starts a new producer and is delivered."""
+    created = grpc_sink(thermo, proxy, timeout=2)
+    forward_rule(thermo, "rmq")
+    feed.data(temperature=35.5)
+    proxy.stop()
+    feed.data(temperature=36)
+    stored = Sink.objects.get(pk=created["id"])
+    assert stored.health == "failing", stored.last_error
+    assert "cannot connect to the RocketMQ proxy (unavailable)" in stored.last_error
+    back = Proxy(port=proxy.port)
+    try:
+        feed.data(temperature=37)
+        stored.refresh_from_db()
+        assert (stored.health, stored.delivered) == ("healthy", 2), stored.last_error
+        assert [json.loads(r.messages[0].body)["values"]["temperature"]
+                for r, _m in back.sent] == [37]
+        first, second = (m["x-mq-client-id"] for _r, m in (proxy.sent[0], back.sent[0]))
+        assert first != second  # a new producer
+    finally:
+        sinks.close_all()
+        back.stop()
+
+
 EXITING_WORKER = """
 import json, sys
 import django
@@ -273,6 +298,7 @@ def test_a_process_that_exits_closes_its_producer(proxy):
 
 @pytest.mark.parametrize(("case", "reason"), [
     ("missing topic", "the topic does not exist on the RocketMQ cluster"),
+    ("missing templated topic", "the topic does not exist on the RocketMQ cluster"),
     ("wrong secret", "the access key or secret key was refused"),
     ("no server", "cannot connect to the RocketMQ proxy (unavailable)"),
     ("internal route", "is refused: it is a private address"),
@@ -283,6 +309,8 @@ def test_grpc_failures_are_recorded_with_their_reason(thermo, feed, proxy, case,
     """What the proxy answers (or that nothing answers) is the sink's last error, in
     words, never the server's own text; a route to an internal address is refused."""
     config: dict = {"topic": "missing"} if case == "missing topic" else {}
+    if case == "missing templated topic":
+        config["topic"] = "iot-{{product}}"  # its route is asked for on the first message
     if case == "wrong secret":
         proxy.access = ("AK", "another")
     if case == "no server":

@@ -45,6 +45,7 @@ log = logging.getLogger("thinglinks.forward")
 MQ_VERSION = "2015-06-06"
 CONTENT_TYPE = "text/xml;charset=UTF-8"
 MODES = ("grpc", "http")
+ROUTE_FAILED = "the topic's route could not be fetched"
 DEFAULT_TIMEOUT_S = 5
 MAX_TIMEOUT_S = 60
 # What a RocketMQ status code means, in the words a sink's `last_error` shows (the server's
@@ -234,7 +235,7 @@ def failure(exc: BaseException) -> str:
         if type(item).__name__ == "IllegalArgumentException":
             return f"the message was refused by the client: {item}"
         if "route" in str(item) and type(item) is Exception:
-            return "the topic's route could not be fetched"
+            return ROUTE_FAILED
     return outbound.failure(exc)
 
 
@@ -264,6 +265,7 @@ class GrpcProducer:
             namespace=str(config.get("namespace") or ""), request_timeout=self.timeout)
         if configuration.rpc_endpoints is None:
             raise SinkError("cannot connect to RocketMQ: the endpoint is not host:port")
+        self.configuration = configuration
         topic = str(config.get("topic") or "")
         self.producer = mq.Producer(configuration, topics=None if "{{" in topic else [topic],
                                     tls_enable=self.tls)
@@ -319,7 +321,10 @@ class GrpcProducer:
         try:
             return str(self.producer.send(sent).message_id)
         except Exception as exc:
-            raise SinkError(f"RocketMQ send failed: {failure(exc)}") from exc
+            reason = failure(exc)
+            if reason == ROUTE_FAILED:  # a topic first seen now (a template): ask why
+                self.check_route(message.topic, self.configuration)
+            raise SinkError(f"RocketMQ send failed: {reason}") from exc
 
     def close(self) -> None:
         """Shut the producer down: the proxy is told the client ends, the channels close."""
