@@ -4,7 +4,8 @@ Root opens /monitoring/: the host's figures, a process that reported itself (a s
 written as the processes write theirs), an edge node's heartbeat and the uplink stream's
 consumer group. Entries added to the stream show up as lag on the next refresh without a
 reload; while data.json cannot be fetched the figures stay, marked stale, until it answers
-again. No JavaScript error on the way.
+again; once the session has ended it stops and links to the login page. No JavaScript error
+on the way.
 """
 
 from __future__ import annotations
@@ -92,4 +93,11 @@ def test_monitoring_page_live(world, redis_client, redis_prefix, browser, live_s
     flow(page, redis_client, redis_prefix, "en", live_server.url)
     set_language(page, "zh-hans")
     flow(page, redis_client, redis_prefix, "zh-hans", live_server.url)
+    # Signed out elsewhere: the page stops asking, says so and links to the login page.
+    page.context.clear_cookies()
+    page.wait_for_selector("[data-testid=live-state][data-state=refused]", timeout=15_000)
+    assert "重新登录" in page.inner_text("[data-testid=refreshed]")
+    assert page.get_attribute("[data-testid=refreshed] a", "href") == \
+        "/login/?next=%2Fmonitoring%2F"
+    shoot(page, "monitoring-ended")
     assert page.js_errors == []

@@ -67,8 +67,11 @@ def test_json_carries_real_figures(world, client_of, redis_client, redis_prefix,
     r.xreadgroup(UPLINK_GROUP, "ingest-host-1", {uplink: ">"}, count=1)
     # A process snapshot as the processes write it, an edge supervisor with two workers, and
     # an edge node's heartbeat.
-    write_snapshot(r, redis_prefix, "ingest", "", started=time.time() - 120, restarts=2,
-                   host="box", pid=4242)
+    write_snapshot(r, redis_prefix, "ingest", (
+        "# TYPE process_resident_memory_bytes gauge\n"
+        "process_resident_memory_bytes 5.24288e+07\n"
+        "process_cpu_seconds_total 12.5\n"), started=time.time() - 120, restarts=2,
+        host="box", pid=4242)
     write_snapshot(r, redis_prefix, "edge", (
         'edge_worker_up{worker="0"} 1\nedge_worker_up{worker="1"} 0\n'
         'edge_worker_restarts_total{worker="0"} 0.0\n'
@@ -96,6 +99,8 @@ def test_json_carries_real_figures(world, client_of, redis_client, redis_prefix,
     ingest = next(p for p in procs if p["role"] == "ingest")
     assert (ingest["host"], ingest["pid"], ingest["restarts"], ingest["alive"]) == \
         ("box", 4242, 2, True)
+    # The process collector's samples, when the process has them.
+    assert (ingest["memory"], ingest["cpu_seconds"]) == (52_428_800, 12.5)
     workers = data["processes"]["edge_workers"]
     assert [(w["worker"], w["up"], w["restarts"]) for w in workers] == \
         [(0, True, 0), (1, False, 3)]
@@ -208,3 +213,43 @@ def test_the_page_in_chinese(world, client_of):
     body = page.content.decode()
     assert page.status_code == 200
     assert "平台监控" in body and "内存" in body and "数据库" in body
+
+
+def test_edge_workers_from_the_metrics_endpoint(monkeypatch, redis_prefix):
+    """With no edge supervisor snapshot, the workers come from the edge's /metrics (its own
+    EDGE_METRICS_HOST / EDGE_METRICS_PORT), fetched over HTTP."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    text = ('# TYPE edge_worker_up gauge\nedge_worker_up{worker="0"} 1\n'
+            'edge_worker_up{worker="1"} 1\n# TYPE edge_worker_restarts_total counter\n'
+            'edge_worker_restarts_total{worker="0"} 4\n'
+            'edge_worker_restarts_total{worker="1"} 0\n')
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = text.encode() if self.path == "/metrics" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("EDGE_METRICS_HOST", "0.0.0.0")  # asked on loopback
+        monkeypatch.setenv("EDGE_METRICS_PORT", str(server.server_address[1]))
+        found = monitoring.processes()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(w["worker"], w["up"], w["restarts"]) for w in found["edge_workers"]] == \
+        [(0, True, 4), (1, True, 0)]
+    assert found["edge_workers_source"].endswith(f":{server.server_address[1]}/metrics")
+
+    monkeypatch.setenv("EDGE_METRICS_PORT", "0")  # the edge's metrics listener is off
+    assert monitoring.processes()["edge_workers"] == []

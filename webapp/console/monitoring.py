@@ -49,7 +49,10 @@ EDGE_METRICS_TIMEOUT = 0.5
 # kombu's Redis transport keeps a queue's priorities 3, 6 and 9 in lists of their own.
 CELERY_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
-_SAMPLE = re.compile(r'^(edge_worker_up|edge_worker_restarts_total)\{worker="(\d+)"\}\s+(\S+)')
+_PROCESS_SAMPLE = re.compile(
+    r"^(process_resident_memory_bytes|process_cpu_seconds_total)\s+(\S+)", re.M)
+_SAMPLE = re.compile(r'^(edge_worker_up|edge_worker_restarts_total)\{[^}]*\bworker="(\d+)"[^}]*\}'
+                     r"\s+(\S+)")
 
 
 def _text(value: Any) -> str:
@@ -136,6 +139,11 @@ def processes() -> dict[str, Any]:
     workers: list[dict[str, Any]] = []
     for p in snapshots():
         metrics = p.pop("metrics", "")
+        # prometheus-client's process collector, in the processes that use it.
+        own = {name: float(value) for name, value in _PROCESS_SAMPLE.findall(metrics)}
+        p["memory"] = int(own["process_resident_memory_bytes"]) \
+            if "process_resident_memory_bytes" in own else None
+        p["cpu_seconds"] = own.get("process_cpu_seconds_total")
         rows.append(p)
         if p["role"] == "edge":
             for worker in sorted(_edge_workers_from(metrics).values(),

@@ -86,8 +86,12 @@ def monitoring_page(request: HttpRequest) -> HttpResponse:
         "panels": _panels(request, snap),
         "page_config": {
             "url": reverse("console:monitoring-data"), "every": REFRESH_MS,
+            "login": reverse("console:login"),
             "labels": {"live": _("Live"), "stale": _("Stale: the last refresh failed"),
-                       "updated": _("Updated {time}")},
+                       "updated": _("Updated {time}"),
+                       "ended": _("Not refreshed any more: your session has ended or you "
+                                  "may no longer see this page."),
+                       "sign_in": _("Sign in again")},
         },
     })
 
