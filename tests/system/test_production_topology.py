@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -204,6 +206,17 @@ def test_device_telemetry_rule_command_through_the_compose_processes(topology):
         assert consumers == 2
     finally:
         client.close()
+
+    # With DJANGO_DEBUG=0 the web still serves the console's and admin's static files, and
+    # an unknown URL gets the plain 404, not the debug page.
+    base = f"http://127.0.0.1:{platform.web_port}"
+    with urllib.request.urlopen(f"{base}/static/admin/css/base.css",  # noqa: S310
+                                timeout=10) as response:
+        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as missing_page:
+        urllib.request.urlopen(f"{base}/no-such-page/", timeout=10)  # noqa: S310
+    assert missing_page.value.code == 404
+    assert b"DEBUG = True" not in missing_page.value.read()
 
     platform.login("admin", PASSWORD)
     status, body = platform.call("POST", "/api/v1/products/", THERMO)
