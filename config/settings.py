@@ -10,7 +10,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from config.env import BASE_DIR, env, env_bool, env_list, load_dotenv, redis_url_for_celery
+from config.env import BASE_DIR, env, env_bool, env_list, load_dotenv
+from config.redis_settings import cache_settings, celery_broker, channel_host
 from edge.crypto import MissingSecretKey, derive_key, load_secret_key, new_secret_key
 from webapp.core.spreadsheet import FORMATS as SPREADSHEET_FORMATS
 
@@ -162,17 +163,13 @@ MEDIA_ROOT = VAR_DIR / "media"
 # Redis: the event bus to the edge, Celery's broker, the Channels layer and the cache.
 # Unset means the embedded server that `make run` (and the test suite) start on a Unix socket.
 # Under pytest the default is the suite's own embedded server (tests/conftest.py starts it).
+# `redis+sentinel://host:26379,host2:26379/mymaster/0` names a Sentinel set: every process
+# follows its master across a failover (config/redis_settings.py; docs/bus.md, "Redis failover").
 _EMBEDDED_REDIS_DIR = VAR_DIR / "test-redis" if "PYTEST_VERSION" in os.environ else VAR_DIR
 REDIS_URL = env("REDIS_URL") or f"unix://{_EMBEDDED_REDIS_DIR / 'redis.sock'}"
 REDIS_PREFIX = env("REDIS_PREFIX", "tl:")
 
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": REDIS_PREFIX + "cache",
-    }
-}
+CACHES = {"default": cache_settings(REDIS_URL, REDIS_PREFIX + "cache")}
 
 CHANNEL_LAYERS = {
     "default": {
@@ -180,15 +177,17 @@ CHANNEL_LAYERS = {
         # channels_redis waits up to 5 s for a group message (BZPOPMIN); redis-py's default
         # read timeout is 5 s too, so an idle console socket broke every 5 s and what was
         # pushed while it reconnected was lost: the read timeout must exceed the wait.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+        "CONFIG": {"hosts": [channel_host(REDIS_URL, socket_timeout=15)],
                    "prefix": REDIS_PREFIX + "asgi"},
     }
 }
 
-CELERY_BROKER_URL = redis_url_for_celery(REDIS_URL)
+CELERY_BROKER_URL, _CELERY_SENTINEL_OPTIONS = celery_broker(REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_PREFIX + "celery:"}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": REDIS_PREFIX + "celery:", **_CELERY_SENTINEL_OPTIONS
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE

@@ -37,6 +37,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
+from edge.bus.redis_url import SENTINEL_SCHEME, RedisAddress
+
 log = logging.getLogger("thinglinks.outbound")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -131,7 +133,24 @@ def _platform_urls() -> tuple[str, ...]:
         for host in (layer.get("CONFIG") or {}).get("hosts") or []:
             address = host.get("address") if isinstance(host, dict) else host
             urls.append(address if isinstance(address, str) else "")
-    return tuple(url for url in urls if "://" in url)
+    return tuple(url for url in _sentinels_expanded(urls) if "://" in url)
+
+
+def _sentinels_expanded(urls: Iterable[str]) -> list[str]:
+    """A Sentinel URL (several hosts) stands for each of its sentinels; the master and its
+    replicas are where the sentinels say, found at run time, so not among these."""
+    out: list[str] = []
+    for url in urls:
+        if url.lower().startswith(SENTINEL_SCHEME + "://"):
+            try:
+                sentinels = RedisAddress.parse(url).sentinels
+            except ValueError:
+                continue
+            out.extend(f"redis://[{h}]:{p}" if ":" in h else f"redis://{h}:{p}"
+                       for h, p in sentinels)
+        else:
+            out.append(url)
+    return out
 
 
 def _platform_databases() -> tuple[tuple[str, int], ...]:

@@ -1,18 +1,66 @@
-"""The webapp's Redis connection (one pool per process) and the shared key names."""
+"""The webapp's Redis connection (one pool per process) and the shared key names.
+
+``REDIS_URL`` may name one server or a Sentinel set (``redis+sentinel://``, the grammar of
+:mod:`edge.bus.redis_url`): a client then asks the sentinels for the master, and asks again
+after a failover (redis-py's :class:`~redis.sentinel.SentinelConnectionPool`).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import redis
 from django.conf import settings
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from edge.bus.keys import Keys
+from edge.bus.redis_url import SENTINEL_SCHEME, RedisAddress
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.lower().startswith(SENTINEL_SCHEME + "://")
+
+
+def sentinel_options(address: RedisAddress) -> dict[str, Any]:
+    """What redis-py's Sentinel takes for the sentinels themselves (their credentials)."""
+    options: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    if address.sentinel_password is not None:
+        options["password"] = address.sentinel_password
+    if address.sentinel_username:
+        options["username"] = address.sentinel_username
+    return options
+
+
+def master_options(address: RedisAddress) -> dict[str, Any]:
+    """What a connection to the master takes: its database and credentials."""
+    options: dict[str, Any] = {"db": address.db}
+    if address.password is not None:
+        options["password"] = address.password
+    if address.username:
+        options["username"] = address.username
+    return options
+
+
+def sentinel_pool(url: str, **options: Any) -> SentinelConnectionPool:
+    """A connection pool to the master of the Sentinel set ``url`` names."""
+    address = RedisAddress.parse(url)
+    manager = Sentinel(list(address.sentinels), sentinel_kwargs=sentinel_options(address))
+    return SentinelConnectionPool(
+        address.master_name, manager, **master_options(address), **options
+    )
+
+
+def client_for(url: str, **options: Any) -> redis.Redis:
+    """A client of ``url``: one server (any URL redis-py reads) or a Sentinel set's master."""
+    if is_sentinel_url(url):
+        return redis.Redis(connection_pool=sentinel_pool(url, **options))
+    return redis.Redis.from_url(url, **options)
 
 
 @lru_cache(maxsize=1)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    return client_for(url, decode_responses=False, health_check_interval=30)
 
 
 def get_redis() -> redis.Redis:
