@@ -30,7 +30,9 @@ from webapp.rules.sinks import rocketmq
 from webapp.rules.sinks.base import Outgoing
 from webapp.rules.sinks.rocketmq import RocketMessage, rocketmq_message, rocketmq_request
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks"),
+              # the client logs with the deprecated Logger.warn
+              pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated")]
 
 RULE = {"trigger": {"type": "property", "product": "thermo", "service": "env",
                     "property": "temperature"}, "condition": {"op": ">", "value": 30}}
