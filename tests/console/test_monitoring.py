@@ -82,6 +82,8 @@ def test_json_carries_real_figures(world, client_of, redis_client, redis_prefix,
         {"pid": 4301, "started": now - 60_000, "conns": 17, "ts": now}))
     r.hset(f"{redis_prefix}nodes", "gone-0", json.dumps(
         {"pid": 1, "started": now - 600_000, "conns": 5, "ts": now - 120_000}))
+    # A downlink entry waiting for node box-0.
+    r.xadd(f"{redis_prefix}down:box-0", {"topic": "t", "payload": b"{}", "qos": "1"})
     # Two waiting Celery tasks on the default queue (kombu's list, under the prefix).
     r.lpush(f"{redis_prefix}celery:celery", "task-1", "task-2")
 
@@ -109,6 +111,7 @@ def test_json_carries_real_figures(world, client_of, redis_client, redis_prefix,
     assert nodes["box-0"]["connections"] == 17 and nodes["box-0"]["alive"]
     assert not nodes["gone-0"]["alive"]
     assert data["edge"]["connections"] == 17  # a lost node's connections are not counted
+    assert (nodes["box-0"]["downlink"], nodes["gone-0"]["downlink"]) == (1, 0)
 
     redis = data["redis"]
     assert redis["used_memory"] > 0

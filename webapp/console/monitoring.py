@@ -181,6 +181,12 @@ def nodes() -> dict[str, Any]:
                      "started": beat.get("started"), "connections": int(beat.get("conns") or 0),
                      "heartbeat": ts, "alive": now - ts < NODE_ALIVE_MS})
     rows.sort(key=lambda n: (not n["alive"], n["node"]))
+    # Each node's downlink stream: what webapp queued for its devices, not yet sent.
+    pipe = r.pipeline(transaction=False)
+    for row in rows:
+        pipe.xlen(keys().downlink(row["node"]))
+    for row, length in zip(rows, pipe.execute(), strict=True):
+        row["downlink"] = int(length)
     return {"nodes": rows,
             "connections": sum(n["connections"] for n in rows if n["alive"])}
 
