@@ -102,6 +102,9 @@ class EdgeConfig:
     # EDGE_REDIS_WAIT_TIMEOUT_MS (docs/bus.md, "Redis failover").
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
+    # Bytes forwarded to one other node (worker) and not yet taken by it before QoS 0 messages
+    # for it are dropped and QoS 1/2 publishers held (EDGE_CLUSTER_FORWARD_LIMIT; edge.bus.cluster).
+    cluster_forward_limit: int = 8 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
@@ -133,6 +136,9 @@ class EdgeConfig:
             mailbox_max = int(env.get("EDGE_MAILBOX_MAX") or 16)
             listen_backlog = int(env.get("EDGE_LISTEN_BACKLOG") or 4096)
             accept_batch = int(env.get("EDGE_ACCEPT_BATCH") or 256)
+            forward_limit = int(env.get("EDGE_CLUSTER_FORWARD_LIMIT") or 8 * 1024 * 1024)
+            if not (64 * 1024 <= forward_limit <= 1 << 30):
+                raise ValueError("EDGE_CLUSTER_FORWARD_LIMIT must be 65536..1073741824 bytes")
             if not (1 <= listen_backlog <= 1 << 20) or not (1 <= accept_batch <= 100_000):
                 raise ValueError(
                     "EDGE_LISTEN_BACKLOG must be 1..1048576 and EDGE_ACCEPT_BATCH 1..100000"
@@ -171,6 +177,7 @@ class EdgeConfig:
             accept_batch=accept_batch,
             redis_wait_replicas=wait_replicas,
             redis_wait_timeout_ms=wait_timeout_ms,
+            cluster_forward_limit=forward_limit,
         )
 
 
@@ -221,7 +228,13 @@ class EdgeService:
         self.rawtcp = RawTcpFactory(reactor, self.hooks, self.codecs, config.raw)
         self.rawudp = RawUdpProtocol(reactor, self.hooks, self.codecs, config.raw)
         self.cluster = Cluster(
-            reactor, connector, self.redis, self.keys, config.node_id, self.broker
+            reactor,
+            connector,
+            self.redis,
+            self.keys,
+            config.node_id,
+            self.broker,
+            forward_limit=config.cluster_forward_limit,
         )
         self.cluster.attach()
         self.sessions = SessionStore(self.redis, self.keys, config.node_id, self.broker)
@@ -366,6 +379,9 @@ class EdgeService:
         await self.sessions.stop()
         await self.cluster.stop()
         await self.uplink.drain()
+        # Stopped cleanly: the devices' offline events are written, the online stamp (needed
+        # after a crash only) goes.
+        self.hooks.presence.close()
         if self.redis.connected:
             try:
                 await self.redis.execute("HDEL", self.keys.nodes, self.config.node_id)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -482,6 +484,12 @@ def supervise(env: Mapping[str, str], count: int, host: str, metrics_port: int, 
     from twisted.internet import reactor as installed
 
     reactor: Any = installed
+    # The workers' online stamps (edge.thinglinks.presence.OnlineStamp) outlive a worker, not
+    # the run: a directory of this run's, removed at exit, unless EDGE_STAMP_DIR names one.
+    run_dir = None
+    if not env.get("EDGE_STAMP_DIR"):
+        run_dir = tempfile.mkdtemp(prefix="thinglinks-edge-run-")
+        env = {**env, "EDGE_STAMP_DIR": run_dir}
     supervisor = Supervisor(reactor, env, count, host, metrics_port, node)
 
     def started(_: None) -> None:
@@ -513,5 +521,9 @@ def supervise(env: Mapping[str, str], count: int, host: str, metrics_port: int, 
     reactor.callWhenRunning(
         lambda: signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
     )
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
     return 1 if supervisor.failed else 0

@@ -2,12 +2,17 @@
 
 Each node registers in ``tl:mqtt:subs`` the topic filters its sessions subscribe to, and keeps
 a copy of the other nodes' filters (loaded once, then kept current from ``tl:mqtt:interest``).
-A message published on a node is forwarded, batched per reactor turn, to the channel
-``tl:mqtt:fwd:{node}`` of each other node with a matching filter only: routing stays local when
-every subscriber is local. Retained messages live in ``tl:mqtt:retained`` and every change is
-broadcast on ``tl:mqtt:retain`` so that all nodes hold the same set. A client (same client id,
-or same device) connecting to a node closes its older connection on another node through a
-control message on that node's channel. docs/bus.md describes the semantics.
+A message published on a node is forwarded, batched per reactor turn, to the queue
+``tl:mqtt:fwdq:{node}`` of each other node with a matching filter only (routing stays local when
+every subscriber is local); a batch into an empty queue wakes that node through its channel
+``tl:mqtt:fwd:{node}``, and the node pops its queue. The bytes waiting in a node's queue are
+bounded (``forward_limit``): past it, QoS 0 messages for that node are dropped and counted, and
+a QoS 1/2 message is still queued but its publisher's connection is no longer read until the
+queue is back under half the limit (back-pressure). Retained messages live in
+``tl:mqtt:retained`` and every change is broadcast on ``tl:mqtt:retain`` so that all nodes
+hold the same set. A client (same client id, or same device) connecting to a node closes its
+older connection on another node through a control message on that node's channel.
+docs/bus.md describes the semantics.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from .cluster_scripts import (
     CLAIM_SCRIPT,
     DELETE_IF_OURS,
     INTEREST_SCRIPT,
+    POP_SCRIPT,
     PURGE_SCRIPT,
+    PUSH_SCRIPT,
     RETAIN_SCRIPT,
     SCRIPTS,
     run_script,
@@ -48,6 +55,12 @@ if TYPE_CHECKING:
 log = Logger(namespace="edge.cluster")
 
 MAX_BATCH = 512 * 1024  # bytes of records per forward batch
+FORWARD_LIMIT = 8 * 1024 * 1024  # bytes waiting for one node before the bound applies
+POP_COUNT = 8  # batches a node takes from its queue per call
+QUEUE_TTL_MS = 600_000  # a queue nobody pops goes this long after its last push
+POLL_INTERVAL = 1.0  # seconds: a node also pops without a wake (one lost with a pub/sub cut)
+WATCH_INTERVAL = 0.05  # seconds: how often a full queue's byte count is read again
+DROP_LOG_INTERVAL = 10.0  # seconds between two warnings about dropped or held messages
 
 
 def _nodes(value: Any) -> tuple[str, ...]:
@@ -93,8 +106,10 @@ class Cluster:
         node: str,
         broker: Broker,
         wall: Callable[[], float] = time.time,
+        forward_limit: int = FORWARD_LIMIT,
     ) -> None:
         self.reactor = reactor
+        self.forward_limit = forward_limit
         self.redis = redis  # shared with the hooks: route updates stay in order
         self.keys = keys
         self.node = node
@@ -103,10 +118,12 @@ class Cluster:
         self.channel = keys.mqtt_forward(node)
         # Its own connections: forwarding and snapshots do not wait behind the hooks' commands.
         self.client = connector.client("cluster")
+        self.queue = keys.mqtt_forward_queue(node)
+        self.queue_bytes = keys.mqtt_forward_bytes(node)
         self.subscriber = connector.subscriber(
             [self.channel, keys.mqtt_interest, keys.mqtt_retain_channel],
             on_message=self._message,
-            on_subscribed=self._resync,
+            on_subscribed=self._subscribed,
         )
         # Local interest: filter → number of sessions here subscribed to it.
         self.local: dict[str, int] = {}
@@ -135,8 +152,33 @@ class Cluster:
         self._janitor = LoopingCall(self._purge_silent)
         self._janitor.clock = reactor
         self._stopping = False
+        # The bound: bytes pushed to each node's queue and not yet answered, bytes its queue
+        # held at the last answer, the nodes at the limit, and the publishers not read meanwhile.
+        self._sending: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
+        self._full: set[str] = set()
+        self._paused: dict[Any, None] = {}  # MqttConnections
+        self._watch_call: Any = None
+        self._unreported = [0, 0]  # QoS 0 drops and holds since the last warning
+        self._reported_at = float("-inf")
+        # Popping this node's own queue.
+        self._popping = False
+        self._pop_again = False
+        self._poller = LoopingCall(self._drain)
+        self._poller.clock = reactor
+        self._subscriptions = 0
         self.stats = dict.fromkeys(
-            ("forwarded_out", "forwarded_in", "batches_out", "takeovers_sent", "takeovers_done"), 0
+            (
+                "forwarded_out",
+                "forwarded_in",
+                "batches_out",
+                "takeovers_sent",
+                "takeovers_done",
+                "forward_dropped",
+                "publishers_held",
+                "subscriber_reconnects",
+            ),
+            0,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -159,9 +201,12 @@ class Cluster:
         await run_script(
             self.client, PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
         )
+        # Nor are the messages forwarded to it meant for this process's sessions.
+        await self.client.execute("DEL", self.queue, self.queue_bytes)
         await self.subscriber.start()
         await self._synced
         self._janitor.start(self.silent_after / 2, now=False)
+        self._poller.start(POLL_INTERVAL, now=False)
 
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -170,6 +215,12 @@ class Cluster:
         self._stopping = True
         if self._janitor.running:
             self._janitor.stop()
+        if self._poller.running:
+            self._poller.stop()
+        if self._watch_call is not None and self._watch_call.active():
+            self._watch_call.cancel()
+        self._full.clear()
+        self._resume_publishers()
         self.flush()
         if self.client.connected:
             try:
@@ -295,15 +346,22 @@ class Cluster:
         if plain:
             record = encode_record(message, KIND_PUBLISH, "", expires)
             for node in plain:
-                self._queue(node, record)
+                self._queue(node, record, message)
         for key, nodes in shared:
             if key in self.broker.shared_groups:
                 continue  # a member on this node took it (local members first)
             node = nodes[next(self._turn) % len(nodes)]
             share = f"$share/{key[0]}/{key[1]}"
-            self._queue(node, encode_record(message, KIND_SHARED, share, expires))
+            self._queue(node, encode_record(message, KIND_SHARED, share, expires), message)
 
-    def _queue(self, node: str, record: bytes) -> None:
+    def _queue(self, node: str, record: bytes, message: Message) -> None:
+        if node in self._full:
+            if not message.qos:
+                self.stats["forward_dropped"] += 1
+                self._unreported[0] += 1
+                self._report()
+                return
+            self._hold(message)
         records = self._out.get(node)
         if records is None:
             records = self._out[node] = []
@@ -318,12 +376,124 @@ class Cluster:
     def _publish_batch(self, node: str) -> None:
         records = self._out.pop(node, None)
         self._out_bytes.pop(node, None)
-        if records:
-            self.stats["batches_out"] += 1
-            d = self.client.execute(
-                "PUBLISH", self.keys.mqtt_forward(node), BATCH + b"".join(records)
-            )
-            d.addErrback(self._warn, f"forwarding to {node} failed")
+        if not records:
+            return
+        self.stats["batches_out"] += 1
+        data = BATCH + b"".join(records)
+        size = len(data)
+        self._sending[node] = self._sending.get(node, 0) + size
+        keys = self.keys
+        d = run_script(
+            self.client,
+            PUSH_SCRIPT,
+            2,
+            keys.mqtt_forward_queue(node),
+            keys.mqtt_forward_bytes(node),
+            data,
+            keys.mqtt_forward(node),
+            QUEUE_TTL_MS,
+        )
+        d.addCallbacks(
+            self._pushed,
+            self._push_failed,
+            callbackArgs=(node, size),
+            errbackArgs=(node, size),
+        )
+        self._update(node)
+
+    def _pushed(self, waiting: int, node: str, size: int) -> None:
+        self._sending[node] -= size
+        self._waiting[node] = int(waiting)
+        self._update(node)
+
+    def _push_failed(self, failure: Any, node: str, size: int) -> None:
+        self._sending[node] -= size
+        self._warn(failure, f"forwarding to {node} failed")
+        self._update(node)
+
+    # -- the bound ----------------------------------------------------------------------------
+
+    def backlog(self, node: str) -> int:
+        """Bytes on their way to ``node``'s queue or waiting in it, as last seen."""
+        return self._sending.get(node, 0) + self._waiting.get(node, 0)
+
+    def _update(self, node: str) -> None:
+        backlog = self.backlog(node)
+        if backlog >= self.forward_limit:
+            if node not in self._full:
+                self._full.add(node)
+                self._watch_soon()
+        elif node in self._full and backlog <= self.forward_limit // 2:
+            self._full.discard(node)
+            if not self._full:
+                self._resume_publishers()
+
+    def _hold(self, message: Message) -> None:
+        """A QoS 1/2 message for a full queue: it is queued all the same, and its publisher is
+        not read until every queue is back under half the limit."""
+        session = self.broker.sessions.get(message.origin) if message.origin else None
+        connection = session.connection if session is not None else None
+        pause = getattr(connection, "pause_reading", None)  # an MqttConnection
+        if pause is None or connection in self._paused:
+            return
+        self._paused[connection] = None
+        self.stats["publishers_held"] += 1
+        self._unreported[1] += 1
+        self._report()
+        pause(True)
+
+    def _resume_publishers(self) -> None:
+        paused, self._paused = self._paused, {}
+        for connection in paused:
+            connection.pause_reading(False)
+
+    def _report(self) -> None:
+        now = self.reactor.seconds()
+        if now - self._reported_at < DROP_LOG_INTERVAL:
+            return
+        self._reported_at = now
+        dropped, held = self._unreported
+        self._unreported = [0, 0]
+        log.warn(
+            "forwarding to {nodes}: over {limit} bytes waiting; {dropped} QoS 0 messages "
+            "dropped, {held} publishers held since the last report",
+            nodes=",".join(sorted(self._full)),
+            limit=self.forward_limit,
+            dropped=dropped,
+            held=held,
+        )
+
+    def _watch_soon(self) -> None:
+        if self._watch_call is None or not self._watch_call.active():
+            self._watch_call = self.reactor.callLater(WATCH_INTERVAL, self._watch)
+
+    def _watch(self) -> None:
+        """Read the byte counts of the full queues again (their nodes pop them)."""
+        self._watch_call = None
+        if not self._full or self._stopping:
+            return
+        known = {n for nodes in self.remote.values() for n in nodes}
+        for node in [n for n in self._full if n not in known]:
+            # That node is gone (its filters were purged): nothing goes to it any more.
+            self._waiting.pop(node, None)
+            self._update(node)
+        nodes = sorted(self._full)
+        if not nodes:
+            return
+        d = self.client.execute("MGET", *(self.keys.mqtt_forward_bytes(n) for n in nodes))
+
+        def read(values: list[bytes | None]) -> None:
+            for node, value in zip(nodes, values):
+                self._waiting[node] = int(value or 0)
+                self._update(node)
+            if self._full:
+                self._watch_soon()
+
+        def failed(failure: Any) -> None:
+            self._warn(failure, "reading the forward queues failed")
+            self._watch_soon()
+
+        d.addCallbacks(read, failed)
 
     def _retain(self, message: Message) -> None:
         record = encode_record(message, KIND_PUBLISH, "", self._expires_ms(message))
@@ -372,6 +542,34 @@ class Cluster:
         """Records waiting for the end of the reactor turn."""
         return sum(len(records) for records in self._out.values())
 
+    # -- this node's queue ------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Pop this node's queue until it is empty (woken by a 'W', and every POLL_INTERVAL)."""
+        if self._popping:
+            self._pop_again = True
+            return
+        if self._stopping:
+            return
+        self._popping = True
+        self._pop_again = False
+        d = run_script(self.client, POP_SCRIPT, 2, self.queue, self.queue_bytes, POP_COUNT)
+        d.addCallbacks(self._popped, self._pop_failed)
+
+    def _popped(self, items: list[bytes] | None) -> None:
+        self._popping = False
+        for item in items or ():
+            try:
+                self._deliver(item)
+            except Exception:
+                log.failure("bad forwarded batch in {queue}", queue=self.queue)
+        if items or self._pop_again:
+            self._drain()
+
+    def _pop_failed(self, failure: Any) -> None:
+        self._popping = False
+        self._warn(failure, "reading this node's forward queue failed")
+
     # -- incoming ---------------------------------------------------------------------------
 
     def _message(self, channel: bytes, data: bytes) -> None:
@@ -390,6 +588,8 @@ class Cluster:
                 self._set_remote(topic_filter, _nodes(nodes))
         elif channel == keys.mqtt_retain_channel.encode():
             self._apply_retained(data[1:])
+        elif data == b"W":
+            self._drain()
         elif data[:1] == BATCH:
             self._deliver(data)
         elif data[:1] == KICK:
@@ -433,6 +633,16 @@ class Cluster:
 
     # -- snapshots --------------------------------------------------------------------------
 
+    def _subscribed(self) -> None:
+        """The pub/sub connection (re)subscribed. Again means Redis or the network cut it
+        (Redis does so at its pubsub output-buffer limit): what it carried meanwhile is lost;
+        the view is loaded again and the queue read (forwarded messages wait there)."""
+        self._subscriptions += 1
+        if self._subscriptions > 1:
+            self.stats["subscriber_reconnects"] += 1
+            log.warn("cluster pub/sub connection back; reloading the cluster view")
+        self._resync()
+
     def _resync(self) -> None:
         """After (re)subscribing: load both snapshots, then replay what arrived meanwhile."""
         self._syncing = True
@@ -458,6 +668,8 @@ class Cluster:
             self._syncing = False
             for channel, data in held:
                 self._message(channel, data)
+            if not self._stopping:
+                self._drain()
             log.info(
                 "cluster view loaded: {filters} remote filters, {retained} retained messages",
                 filters=len(self.remote),
@@ -532,6 +744,7 @@ class Cluster:
         """A connection ended; False when a newer connection on another node took it over
         (that node reported it online: no offline status from here)."""
         kicked_at = self._kicked.pop(connection, None)
+        self._paused.pop(connection, None)
         session = connection.session
         if self._claims:
             # Its claim (or another's) may still wait for the end of the turn: Redis sees
@@ -646,6 +859,36 @@ class Cluster:
                 "gauge",
                 "Forwarded messages waiting for the end of the reactor turn",
                 self.pending,
+            ),
+            (
+                "edge_cluster_forward_dropped_total",
+                "counter",
+                "QoS 0 messages not forwarded: the other node's queue was full",
+                stats["forward_dropped"],
+            ),
+            (
+                "edge_cluster_forward_backlog_bytes",
+                "gauge",
+                "Bytes forwarded to other nodes and not yet taken by them (as last seen)",
+                sum(self.backlog(node) for node in set(self._sending) | set(self._waiting)),
+            ),
+            (
+                "edge_cluster_publishers_held",
+                "gauge",
+                "Connections not read while a queue they publish to is full",
+                len(self._paused),
+            ),
+            (
+                "edge_cluster_publishers_held_total",
+                "counter",
+                "Times a QoS 1/2 publisher was held for a full queue",
+                stats["publishers_held"],
+            ),
+            (
+                "edge_cluster_subscriber_reconnects_total",
+                "counter",
+                "Times the cluster's pub/sub connection came back after being cut",
+                stats["subscriber_reconnects"],
             ),
             (
                 "edge_cluster_remote_filters",

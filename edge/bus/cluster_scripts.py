@@ -94,7 +94,44 @@ end
 return n
 """
 
-SCRIPTS = (INTEREST_SCRIPT, PURGE_SCRIPT, RETAIN_SCRIPT, CLAIM_SCRIPT, DELETE_IF_OURS)
+# Forwarded messages wait for their node in a list, not in a pub/sub connection's output
+# buffer (which Redis cuts at client-output-buffer-limit pubsub, losing what it held). KEYS[1] =
+# the node's queue, KEYS[2] = its byte count; ARGV[1] = a batch, ARGV[2] = the node's channel,
+# ARGV[3] = how long (ms) the keys of a node that stopped popping outlive the last push.
+# A batch into an empty queue wakes the node (a 'W' on its channel). Returns the bytes waiting.
+PUSH_SCRIPT = """
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+local waiting = redis.call('INCRBY', KEYS[2], #ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if n == 1 then redis.call('PUBLISH', ARGV[2], 'W') end
+return waiting
+"""
+
+# The node takes up to ARGV[1] batches from its queue (KEYS[1]) and counts their bytes off
+# KEYS[2]; returns them, oldest first (an empty list: nothing waits).
+POP_SCRIPT = """
+local items = redis.call('LPOP', KEYS[1], ARGV[1])
+if not items then
+  redis.call('DEL', KEYS[2])
+  return {}
+end
+local n = 0
+for _, item in ipairs(items) do n = n + #item end
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2])
+else redis.call('DECRBY', KEYS[2], n) end
+return items
+"""
+
+SCRIPTS = (
+    INTEREST_SCRIPT,
+    PURGE_SCRIPT,
+    RETAIN_SCRIPT,
+    CLAIM_SCRIPT,
+    DELETE_IF_OURS,
+    PUSH_SCRIPT,
+    POP_SCRIPT,
+)
 # Redis names scripts by their SHA-1.
 _SHA1 = {source: hashlib.sha1(source.encode()).hexdigest() for source in SCRIPTS}  # noqa: S324
 

@@ -55,6 +55,14 @@ class Keys:
     def mqtt_forward(self, node: str) -> str:
         return f"{self.prefix}mqtt:fwd:{node}"
 
+    def mqtt_forward_queue(self, node: str) -> str:
+        """List: batches of forwarded messages for one node, which it pops (edge.bus.cluster)."""
+        return f"{self.prefix}mqtt:fwdq:{node}"
+
+    def mqtt_forward_bytes(self, node: str) -> str:
+        """Integer: the bytes waiting in ``mqtt_forward_queue(node)`` (the senders' bound)."""
+        return f"{self.prefix}mqtt:fwdb:{node}"
+
     @property
     def mqtt_interest(self) -> str:
         """Channel: each change of ``mqtt_subs`` (filter and its new node list)."""

@@ -1011,6 +1011,16 @@ class MqttConnection:
         else:
             self.close(exc.reason, "error", str(exc))
 
+    def pause_reading(self, paused: bool) -> None:
+        """Stop reading from the client, or read again: back-pressure from a queue further on
+        (edge.bus.cluster holds a QoS 1/2 publisher while another node's backlog is full). A
+        transport that cannot pause reads on."""
+        if self.state == CLOSED and paused:
+            return
+        method = getattr(self._transport, "pauseProducing" if paused else "resumeProducing", None)
+        if method is not None:
+            method()
+
     def close(self, reason: int | None, why: str, text: str | None = None) -> None:
         """Close the connection; ``reason`` (and ``text``) go in a DISCONNECT to a 5.0 client."""
         if self.state == CLOSED:

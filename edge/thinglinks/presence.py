@@ -48,10 +48,14 @@ class OnlineStamp:
     """The time (epoch ms) of the last online event of any process of one node, in a small
     memory-mapped file that outlives the process (a SIGKILL does not lose the page): after a
     crash the next process dates its devices' offline events just after it, which is after
-    every online event of the dead process and before any reconnection elsewhere (those come
-    after the death). Without the file (unwritable directory) it reads None."""
+    after the death). Without the file (unwritable directory) it reads None.
+
+    The file is only needed after a crash: a node that stops cleanly removes it
+    (:meth:`remove`), and a supervisor (edge.workers) keeps its workers' files in a directory
+    of its own run (``EDGE_STAMP_DIR``), removed when it exits."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         self.map: mmap.mmap | None = None
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -65,9 +69,23 @@ class OnlineStamp:
             log.warn("no online stamp file {path}: {error}", path=path, error=str(exc))
 
     @classmethod
-    def for_node(cls, prefix: str, node: str) -> OnlineStamp:
+    def for_node(cls, prefix: str, node: str, directory: str | None = None) -> OnlineStamp:
+        """The node's file in ``directory``, else ``EDGE_STAMP_DIR``, else the system's
+        temporary directory."""
         digest = hashlib.sha256(f"{prefix}\0{node}".encode()).hexdigest()[:24]
-        return cls(os.path.join(tempfile.gettempdir(), f"thinglinks-edge-{digest}.online"))
+        where = directory or os.environ.get("EDGE_STAMP_DIR") or tempfile.gettempdir()
+        return cls(os.path.join(where, f"thinglinks-edge-{digest}.online"))
+
+    def remove(self) -> None:
+        """The node stopped cleanly (its devices' offline events are written): no later
+        process needs the stamp."""
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+            try:
+                os.unlink(self.path)
+            except OSError as exc:
+                log.warn("could not remove {path}: {error}", path=self.path, error=str(exc))
 
     def read(self) -> int | None:
         if self.map is None:
@@ -96,6 +114,11 @@ class Presence:
         self.sink = sink
         self.node = node
         self.stamp = stamp
+
+    def close(self) -> None:
+        """The node stopped cleanly: its online stamp goes (see :class:`OnlineStamp`)."""
+        if self.stamp is not None:
+            self.stamp.remove()
 
     def online(self, device: str, peer: str, transport: str = "mqtt") -> None:
         ts = now_ms(self.clock.seconds)

@@ -12,6 +12,7 @@ import pytest
 
 from edge.bus.cluster import Cluster
 from edge.bus.cluster_records import KIND_SHARED, decode_records, encode_record
+from edge.bus.cluster_scripts import _SHA1, PUSH_SCRIPT
 from edge.mqtt.broker import Broker
 from edge.mqtt.errors import Reason
 from edge.mqtt.message import Message
@@ -64,12 +65,12 @@ class Node:
         return [(p.topic, p.payload) for p in client.received() if isinstance(p, Publish)]
 
     def forwards(self) -> list[str]:
-        """The nodes this node published forward batches to."""
-        prefix = KEYS.mqtt_forward("")
+        """The nodes this node pushed forward batches to (PUSH_SCRIPT on their queues)."""
+        prefix = KEYS.mqtt_forward_queue("")
         return [
-            str(c[1])[len(prefix) :]
+            str(c[3])[len(prefix) :]
             for c in self.cluster.client.commands  # type: ignore[attr-defined]
-            if c[0] == "PUBLISH" and str(c[1]).startswith(prefix)
+            if c[0] == "EVALSHA" and c[1] == _SHA1[PUSH_SCRIPT]
         ]
 
 
@@ -291,3 +292,85 @@ def test_the_claims_and_removals_of_one_turn_go_to_redis_in_one_call(redis, node
     assert _script_calls(commands, CLAIM_SCRIPT) == before + 2  # without waiting for the turn
     redis.settle()
     assert redis.sync.hget(KEYS.route, "dev-1") == b"A"
+
+
+def _payloads(node: Node, client: FakeClient) -> list[bytes]:
+    return [payload for _topic, payload in node.published(client)]
+
+
+def test_a_full_forward_queue_drops_qos0_and_holds_qos1_publishers_until_it_drains(redis, nodes):
+    """Node B takes nothing from its queue for a while (busy): once what waits for it reaches
+    A's forward_limit, a QoS 0 message for B is dropped and counted, a QoS 1 message is still
+    queued and its publisher is no longer read; when B has taken its queue (and A has read the
+    count again) the publisher is read again, and B's subscriber got every QoS 1 message, in
+    order."""
+    a, b = nodes
+    subscriber = b.client("sub")
+    subscriber.send(Subscribe(1, (Subscription("f/#", 1),)))
+    redis.settle()
+    a.cluster.forward_limit = 4096
+    b.cluster._popping = True  # as if B's pop were still waiting for its reply: B reads nothing
+
+    publisher = a.client("pub")
+    noisy = a.client("noisy")
+    payloads = [b"%03d" % i + b"x" * 200 for i in range(30)]
+    publisher.send(*(Publish("f/1", p, qos=1, packet_id=i + 1) for i, p in enumerate(payloads)))
+    redis.settle()
+    assert a.cluster._full == {"B"} and a.cluster.backlog("B") >= 4096
+    assert publisher.transport.producerState == "producing"  # nothing held yet
+
+    noisy.send(Publish("f/0", b"qos 0, dropped"))
+    publisher.send(Publish("f/1", b"030 held", qos=1, packet_id=31))
+    redis.settle()
+    assert a.cluster.stats["forward_dropped"] == 1
+    assert publisher.transport.producerState == "paused"
+    assert noisy.transport.producerState == "producing"  # QoS 0 publishers are not held
+    samples = {name: value for name, _kind, _help, value in a.cluster.samples()}
+    assert samples["edge_cluster_forward_dropped_total"] == 1
+    assert samples["edge_cluster_publishers_held"] == 1
+    assert samples["edge_cluster_forward_backlog_bytes"] >= 4096
+
+    b.cluster._popping = False
+    b.cluster._drain()  # B is free again
+    redis.settle()
+    for _ in range(5):
+        redis.clock.advance(0.05)  # A reads the count of B's queue again
+        redis.settle()
+    assert a.cluster._full == set() and a.cluster.backlog("B") == 0
+    assert publisher.transport.producerState == "producing"
+    assert _payloads(b, subscriber) == [*payloads, b"030 held"]
+    assert redis.sync.llen(KEYS.mqtt_forward_queue("B")) == 0
+    assert redis.sync.get(KEYS.mqtt_forward_bytes("B")) is None
+
+
+def test_messages_forwarded_while_the_pubsub_connection_is_cut_are_not_lost(redis, nodes):
+    """Redis cut B's pub/sub connection (as at its pubsub output-buffer limit): the wake for
+    B's queue is lost with it, but the forwarded batch waits in the queue; B counts the
+    reconnect and reads its queue once subscribed again. A wake lost alone is made up for by
+    the poll every POLL_INTERVAL."""
+    a, b = nodes
+    subscriber = b.client("sub")
+    subscriber.send(Subscribe(1, (Subscription("g/#", 1),)))
+    redis.settle()
+    publisher = a.client("pub")
+    cut = b.cluster.subscriber
+    redis.subscribers.remove(cut)  # B's pub/sub connection hears nothing meanwhile
+    publisher.send(Publish("g/1", b"during the cut", qos=1, packet_id=1))
+    redis.settle()
+    cut.drop_pending()  # what the cut connection carried (B's wake) is lost
+    redis.subscribers.append(cut)
+    assert _payloads(b, subscriber) == []
+    redis.resubscribe()
+    redis.settle()
+    assert b.cluster.stats["subscriber_reconnects"] == 1
+    assert _payloads(b, subscriber) == [b"during the cut"]
+
+    redis.subscribers.remove(cut)
+    publisher.send(Publish("g/1", b"wake lost", qos=1, packet_id=2))
+    redis.settle()
+    cut.drop_pending()
+    redis.subscribers.append(cut)
+    assert _payloads(b, subscriber) == []
+    redis.clock.advance(1.0)
+    assert _payloads(b, subscriber) == [b"wake lost"]
+    assert b.cluster.stats["subscriber_reconnects"] == 1

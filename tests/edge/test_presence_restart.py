@@ -3,6 +3,7 @@ point at it and its heartbeat never lapsed, so it reports them offline itself at
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -74,4 +75,22 @@ def test_online_stamp_survives_the_process_and_tolerates_no_file(tmp_path: Any) 
     nowhere = OnlineStamp(str(tmp_path / "missing-dir" / "stamp"))
     assert nowhere.read() is None
     nowhere.write(5)  # no error
-    assert OnlineStamp.for_node("tl:", "a").map is not None
+    assert OnlineStamp.for_node("tl:", "a", str(tmp_path)).map is not None
+
+
+def test_a_clean_stop_removes_the_online_stamp_and_a_run_directory_holds_them(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Stamps no longer pile up in /tmp: a node that stops cleanly removes its file (only a
+    crash needs it), and EDGE_STAMP_DIR (a supervisor's run directory) says where they go."""
+    monkeypatch.setenv("EDGE_STAMP_DIR", str(tmp_path))
+    stamp = OnlineStamp.for_node("tl:", "node-7")
+    assert stamp.path.startswith(str(tmp_path)) and os.path.exists(stamp.path)
+    redis = fake_redis()
+    presence = Presence(redis.clock, redis.client(), KEYS, Sink(), "node-7", stamp)
+    presence.online("dev-1", "10.0.0.1:1")
+    presence.close()
+    assert not os.path.exists(stamp.path) and stamp.read() is None
+    presence.close()  # twice: no error
+    presence.online("dev-1", "10.0.0.1:1")  # after close: no file is made again
+    assert os.listdir(tmp_path) == []

