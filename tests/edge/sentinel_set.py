@@ -139,6 +139,18 @@ class SentinelSet:
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def kill_master(self, timeout: float = 20) -> tuple[float, float]:
+        """kill -9 the master and wait until the sentinels name another: (when it was
+        killed, monotonic clock; seconds until the promotion)."""
+        old = self.master()
+        self.kill(old[1])
+        killed = time.monotonic()
+        while self.master() == old:
+            if time.monotonic() - killed > timeout:
+                raise RuntimeError("no failover")
+            time.sleep(0.05)
+        return killed, time.monotonic() - killed
+
     def stop(self) -> None:
         for process in self.processes.values():
             stop_process(process, 5)
