@@ -4,7 +4,7 @@
 
 The set is a master, one replica and three sentinels from the machine's ``redis-server``
 (tests/edge/sentinel_set.py: down after 1 s, quorum 2). The figures printed (failover gap,
-QoS 0 loss) are those docs/bus.md quotes.
+QoS 0 loss) are those docs/operations.md quotes ("Redis failover").
 """
 
 from __future__ import annotations
