@@ -102,6 +102,9 @@ class EdgeConfig:
     # EDGE_REDIS_WAIT_TIMEOUT_MS (docs/bus.md, "Redis failover").
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
+    # EDGE_REDIS_WAIT_STRICT=1: never acknowledge with fewer replicas than that, even when the
+    # master has none left (after a failover of a one-replica set: QoS 1 is then refused).
+    redis_wait_strict: bool = False
     # Bytes forwarded to one other node (worker) and not yet taken by it before QoS 0 messages
     # for it are dropped and QoS 1/2 publishers held (EDGE_CLUSTER_FORWARD_LIMIT; edge.bus.cluster).
     cluster_forward_limit: int = 8 * 1024 * 1024
@@ -177,6 +180,7 @@ class EdgeConfig:
             accept_batch=accept_batch,
             redis_wait_replicas=wait_replicas,
             redis_wait_timeout_ms=wait_timeout_ms,
+            redis_wait_strict=_flag(env.get("EDGE_REDIS_WAIT_STRICT")),
             cluster_forward_limit=forward_limit,
         )
 
@@ -203,6 +207,7 @@ class EdgeService:
             reactor,
             wait_replicas=config.redis_wait_replicas,
             wait_timeout_ms=config.redis_wait_timeout_ms,
+            wait_strict=config.redis_wait_strict,
         )
         self.certificates = CertificateLookup()
         self.hooks = EdgeHooks(

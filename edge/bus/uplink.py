@@ -28,7 +28,10 @@ class Uplink:
     only once ``wait_replicas`` replicas have it, or every replica the master has when it has
     fewer: replication is asynchronous, and an entry only the master held would be lost with it
     after the acknowledgement if a replica took over. A master without any replica (the one
-    left after a failover) has none to hand over to, so its reply is enough; ``WAIT`` asks for
+    left after a failover) has none to hand over to, so its reply is enough — unless
+    ``wait_strict``: then fewer replicas than ``wait_replicas`` is a refusal (a master that
+    lost its replica because the replica was promoted, in a manual failover or a partition,
+    would otherwise acknowledge alone what the new master never gets); ``WAIT`` asks for
     as many replicas as the last ``ROLE`` listed, so that it does not sit out its timeout for a
     replica that is gone. A replica that does not confirm in time is a failed write (retried,
     then the acknowledgement is refused). ``WAIT`` blocks its connection, so one write is in
@@ -48,10 +51,12 @@ class Uplink:
         maxlen: int = UPLINK_MAXLEN,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        wait_strict: bool = False,
     ) -> None:
         self.redis = redis
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.wait_strict = wait_strict
         # Confirmed writes that fewer replicas than `wait_replicas` acknowledged in time.
         self.unreplicated = 0
         # Replicas of the master as its last ROLE listed them.
@@ -141,10 +146,11 @@ class Uplink:
         # ROLE on a master: ["master", offset, [[ip, port, offset], ...]], after the WAIT.
         replicas = len(role[2]) if isinstance(role, list) and len(role) > 2 else 0
         self.replicas = replicas
-        if int(confirmed) < min(self.wait_replicas, replicas):
+        needed = self.wait_replicas if self.wait_strict else min(self.wait_replicas, replicas)
+        if int(confirmed) < needed:
             self.unreplicated += 1
             raise RedisError(
-                f"WAIT: {confirmed} of {min(self.wait_replicas, replicas)} replica(s) "
+                f"WAIT: {confirmed} of {needed} replica(s) "
                 f"acknowledged within {self.wait_timeout_ms} ms"
             )
 

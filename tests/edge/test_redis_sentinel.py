@@ -124,6 +124,11 @@ def test_edge_config_waits_for_a_replica_behind_sentinel():
         "EDGE_REDIS_WAIT_TIMEOUT_MS": "250",
     })  # fmt: skip
     assert (tuned.redis_wait_replicas, tuned.redis_wait_timeout_ms) == (0, 250)
+    assert not sentinel.redis_wait_strict
+    strict = EdgeConfig.from_env(
+        {**env, "REDIS_URL": "redis+sentinel://h/m", "EDGE_REDIS_WAIT_STRICT": "1"}
+    )
+    assert strict.redis_wait_strict
     for bad in (
         {"REDIS_URL": "redis+sentinel://h"},
         {"REDIS_URL": "redis://h/0", "EDGE_REDIS_WAIT_REPLICAS": "-1"},
@@ -240,13 +245,17 @@ def test_a_readonly_reply_drops_the_connection():
     assert transport.disconnecting
 
 
-def connected_uplink(wait: int) -> tuple[MemoryReactorClock, Server, Uplink]:
+def connected_uplink(
+    wait: int, strict: bool = False
+) -> tuple[MemoryReactorClock, Server, Uplink]:
     reactor = MemoryReactorClock()
     client = RedisClient(reactor, RedisAddress())
     client.start()
     server = Server(reactor)
     server.accept()
-    uplink = Uplink(client, Keys("t:"), reactor, wait_replicas=wait, wait_timeout_ms=300)
+    uplink = Uplink(
+        client, Keys("t:"), reactor, wait_replicas=wait, wait_timeout_ms=300, wait_strict=strict
+    )
     return reactor, server, uplink
 
 
@@ -305,6 +314,22 @@ def test_uplink_refuses_when_the_replica_does_not_confirm_and_follows_the_replic
     uplink.emit_confirmed([{"e": 3}])
     reactor.advance(0)
     assert pack_command(("WAIT", 0, 300)) in server.sent()
+
+
+def test_strict_uplink_refuses_a_master_without_replicas():
+    """EDGE_REDIS_WAIT_STRICT: a master that has no replica (it may be one whose replica was
+    just promoted) does not acknowledge alone; WAIT does not sit out its timeout for it."""
+    reactor, server, uplink = connected_uplink(1, strict=True)
+    outcome: list[Any] = []
+    uplink.emit_confirmed([{"e": 1}]).addBoth(outcome.append)
+    reactor.advance(0)
+    alone = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"
+    for attempt in range(uplink.retries + 1):
+        sent = server.sent()
+        assert pack_command(("WAIT", 0 if attempt else 1, 300)) in sent
+        server.reply(b"$3\r\n1-0\r\n:0\r\n" + alone)
+        reactor.advance(uplink.retry_delay)
+    assert len(outcome) == 1 and "0 of 1 replica" in outcome[0].getErrorMessage()
 
 
 def test_uplink_without_waiters_or_replicas_writes_xadd_alone():
