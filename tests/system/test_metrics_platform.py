@@ -6,6 +6,9 @@ expression finds its metrics in."""
 from __future__ import annotations
 
 import datetime
+import signal
+import socket
+import subprocess
 import sys
 import urllib.request
 
@@ -17,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.platform import Client, Platform, database_url, datas, free_port
+from tests.support.platform import ROOT, Client, Platform, database_url, datas, free_port
 from tests.support.waiting import wait_for
 from tests.system.monitoring_files import PROMETHEUS_OWN, every_expr, exposed_names, metric_names
 
@@ -74,6 +77,9 @@ def platform(transactional_db, django_user_model, redis_url, tmp_path, thermo_pa
         assert p.call("POST", "/api/v1/products/", thermo_payload)[0] == 201
         yield p
     finally:
+        for process in p.processes.values():  # all at once: Celery takes seconds to stop
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for name, out in p.stop_all().items():
             print(f"----- {name} -----\n{out[-3000:]}")
 
@@ -151,6 +157,27 @@ def test_every_process_reports_in_one_document(platform):
         first = float(store.hget(key, "updated"))
         wait_for(lambda: float(store.hget(key, "updated")) > first, timeout=10)
         assert 0 < store.ttl(key) <= 45
+
+        # An edge of one process (EDGE_WORKERS=1, as `make run` starts it) publishes itself,
+        # its certificate's expiry included.
+        env = {**platform.env, "EDGE_WORKERS": "1", "EDGE_NODE_ID": f"{platform.prefix}single",
+               **{port: str(free_port()) for port in (
+                   "EDGE_MQTT_PORT", "EDGE_METRICS_PORT", "EDGE_WS_PORT", "EDGE_WSS_PORT",
+                   "EDGE_TLS_PORT", "EDGE_TCP_PORT", "EDGE_UDP_PORT", "EDGE_HTTP_PORT",
+                   "EDGE_COAP_PORT")}}
+        single = subprocess.Popen([sys.executable, "-m", "edge"], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        platform.processes["edge-single"] = single
+
+        def single_text() -> str | None:
+            raw = store.hget(f"{platform.prefix}proc:edge:{socket.gethostname()}:{single.pid}",
+                             "metrics")
+            return raw.decode() if raw else None
+
+        text = wait_for(single_text, timeout=30)
+        [expiry] = samples(text, "edge_tls_certificate_expiry_timestamp_seconds")
+        assert expiry.value == EXPIRY.timestamp()
+        assert samples(text, "edge_connections")
     finally:
         store.close()
 
