@@ -247,7 +247,8 @@ def test_celery_task_runs_failures_and_queue_depth(settings, redis_client, redis
                  for s in samples_of(parsed, "thinglinks_celery_queue_length")}
         assert depth[queue] == 2
     finally:
-        redis_client.delete(f"{prefix}{queue}")
+        redis_client.delete(f"{prefix}{queue}", f"{prefix}_kombu.binding.{queue}",
+                            f"{prefix}_kombu.binding_permanent.{queue}")
 
 
 def test_snapshots_carry_the_metrics_text(redis_client, redis_prefix):
