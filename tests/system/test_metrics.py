@@ -201,6 +201,12 @@ def test_ingest_and_rule_counters_move_with_real_work(api, device, redis_client,
     worker.observe_stream()
     assert value("thinglinks_ingest_stream_lag",
                  {"stream": "uplink", "group": "ingest"}) == 1
+    # The web measures it too at scrape time (no role: when no ingest runs, it still shows).
+    parsed = families(Client(REMOTE_ADDR="127.0.0.1").get("/metrics").content.decode())
+    web_lag = [s for s in samples_of(parsed, "thinglinks_ingest_stream_lag")
+               if "role" not in s.labels]
+    assert [(s.labels, s.value) for s in web_lag] == [({"stream": "uplink", "group": "ingest"},
+                                                       1)]
     worker.process(worker.read())
     if connection.vendor == "postgresql":  # SQLite stores text in a double column
         redis_client.xadd(f"{redis_prefix}uplink", {"b": json.dumps(

@@ -179,7 +179,7 @@ def redis_families() -> list[Metric]:
                               "Redis's maxmemory (0: no limit)")
     limit.add_metric([], int(info.get("maxmemory", 0)))
     lengths = GaugeMetricFamily("thinglinks_redis_stream_length", "Entries of a Redis stream",
-    labels=["stream"])
+                                labels=["stream"])
     for name, length in zip(streams, replies):
         lengths.add_metric([name], length)
     depth = GaugeMetricFamily("thinglinks_celery_queue_length",
@@ -189,7 +189,25 @@ def redis_families() -> list[Metric]:
     for i, queue in enumerate(queues):
         depth.add_metric([queue], sum(rest[i * len(_PRIORITY_SUFFIXES):
                                            (i + 1) * len(_PRIORITY_SUFFIXES)]))
-    return [up, used, peak, limit, lengths, depth]
+    return [up, used, peak, limit, lengths, depth, *stream_lag(client, k.uplink)]
+
+
+def stream_lag(client: Any, stream: str) -> list[Metric]:
+    """The uplink stream's consumer-group lag, measured by the web too: when no ingest process
+    runs (none publishes it), the lag still shows, and grows."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except Exception:  # no stream yet
+        return []
+    lag = GaugeMetricFamily(
+        "thinglinks_ingest_stream_lag",
+        "Entries of the stream not yet delivered to the consumer group (XINFO GROUPS lag)",
+        labels=["stream", "group"])
+    for group in groups:
+        name = group.get("name")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        lag.add_metric(["uplink", name], group.get("lag") or 0)
+    return [lag]
 
 
 # -- merging -------------------------------------------------------------------------------------
