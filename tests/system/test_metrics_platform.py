@@ -24,7 +24,7 @@ from tests.support.platform import ROOT, Client, Platform, database_url, datas, 
 from tests.support.waiting import wait_for
 from tests.system.monitoring_files import PROMETHEUS_OWN, every_expr, exposed_names, metric_names
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 EXPIRY = datetime.datetime(2031, 5, 17, 12, 0, tzinfo=datetime.UTC)
 
