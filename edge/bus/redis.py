@@ -285,6 +285,8 @@ class RedisClient:
         name: str = "redis",
         on_push: Callable[[list[Any]], None] | None = None,
         on_connect: Callable[[RedisClient], None] | None = None,
+        endpoint: Any = None,
+        group: SentinelGroup | None = None,
     ) -> None:
         self.reactor = reactor
         self.address = address
@@ -295,19 +297,29 @@ class RedisClient:
         self._queued: list[tuple[Sequence[Arg], Deferred[Any]]] = []
         self._stopping = False
         self._first: Deferred[None] = Deferred()
-        self.endpoint = _endpoint(reactor, address)
+        self.endpoint = endpoint if endpoint is not None else _endpoint(reactor, address)
+        # The connections of one connector behind Sentinel, which +switch-master moves.
+        self.group = group
+        sentinel = address.is_sentinel or endpoint is not None
         self._service = ClientService(
             self.endpoint,
             # mypy does not see zope's @implementer on Factory.
             cast(IProtocolFactory, _Factory(self)),
-            retryPolicy=SENTINEL_RETRY_POLICY if address.is_sentinel else RETRY_POLICY,
+            retryPolicy=SENTINEL_RETRY_POLICY if sentinel else RETRY_POLICY,
             clock=reactor,
         )
 
     def start(self) -> Deferred[None]:
         """Connect; the Deferred fires on the first successful connection."""
         self._service.startService()
+        if self.group is not None:
+            self.group.started(self)
         return self._first
+
+    def drop(self) -> None:
+        """Close the connection, to be made again (to wherever the sentinels say)."""
+        if self.protocol is not None:
+            _drop(self.protocol)
 
     def _prepare(self, proto: RespProtocol) -> None:
         """Authenticate and select the database before the connection carries commands. A
@@ -343,6 +355,9 @@ class RedisClient:
         self._connected(proto)
 
     def _where(self) -> str:
+        sentinel = getattr(self.endpoint, "sentinel", None)
+        if sentinel is not None:
+            return f"sentinel {sentinel[0]}:{sentinel[1]}"
         master = getattr(self.endpoint, "master", None)
         if master is None:
             return str(self.address)
@@ -408,6 +423,11 @@ class RedisClient:
         for _, d in queued:
             d.errback(ConnectionLost("Redis client stopped"))
         stopped: Deferred[None] = self._service.stopService()
+        if self.group is not None:
+            watch_stopped = self.group.stopped(self)
+            if watch_stopped is not None:
+                both = gatherResults([stopped, watch_stopped], consumeErrors=True)
+                return both.addCallback(lambda _: None)
         return stopped
 
 
@@ -424,12 +444,18 @@ class RedisSubscriber:
         channels: Sequence[str],
         on_message: Callable[[bytes, bytes], None],
         on_subscribed: Callable[[], None] | None = None,
+        group: SentinelGroup | None = None,
     ) -> None:
         self.channels = list(channels)
         self.on_message = on_message
         self.on_subscribed = on_subscribed
         self.client = RedisClient(
-            reactor, address, "pubsub", on_push=self._push, on_connect=self._subscribe
+            reactor,
+            address,
+            "pubsub",
+            on_push=self._push,
+            on_connect=self._subscribe,
+            group=group,
         )
 
     def start(self) -> Deferred[None]:
@@ -459,9 +485,10 @@ class RedisConnector:
     def __init__(self, reactor: Any, address: RedisAddress) -> None:
         self.reactor = reactor
         self.address = address
+        self.group = SentinelGroup(reactor, address) if address.is_sentinel else None
 
     def client(self, name: str) -> RedisClient:
-        return RedisClient(self.reactor, self.address, name)
+        return RedisClient(self.reactor, self.address, name, group=self.group)
 
     def subscriber(
         self,
@@ -469,4 +496,100 @@ class RedisConnector:
         on_message: Callable[[bytes, bytes], None],
         on_subscribed: Callable[[], None] | None = None,
     ) -> RedisSubscriber:
-        return RedisSubscriber(self.reactor, self.address, channels, on_message, on_subscribed)
+        return RedisSubscriber(
+            self.reactor, self.address, channels, on_message, on_subscribed, group=self.group
+        )
+
+
+@implementer(IStreamClientEndpoint)
+class _AnySentinel:
+    """Each connection attempt goes to the next sentinel of the list."""
+
+    def __init__(self, reactor: Any, sentinels: Sequence[tuple[str, int]]) -> None:
+        self.reactor = reactor
+        self.sentinels = list(sentinels)
+        self._next = 0
+        self.sentinel: tuple[str, int] | None = None
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        host, port = self.sentinels[self._next % len(self.sentinels)]
+        self._next += 1
+        self.sentinel = (host, port)
+        return cast(
+            "Deferred[Any]",
+            _tcp(self.reactor, host, port, SENTINEL_TIMEOUT).connect(protocolFactory),
+        )
+
+
+class SentinelGroup:
+    """The connections of one connector behind Sentinel, and a watch on the sentinels.
+
+    While any of them is started, one connection to a sentinel (the next one when it is
+    lost) is subscribed to ``+switch-master``; when the master named in the URL moves, every
+    connection that is not on the new master is dropped, and made again there. Without it a
+    connection would stay on a master demoted by a manual ``SENTINEL FAILOVER`` (or cut off
+    by a partition) until the sentinels reconfigure it, which takes seconds.
+    """
+
+    def __init__(self, reactor: Any, address: RedisAddress) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.clients: set[RedisClient] = set()
+        self.watch: RedisClient | None = None
+        self.switches = 0
+
+    def started(self, client: RedisClient) -> None:
+        self.clients.add(client)
+        if self.watch is None:
+            address = self.address
+            plain = RedisAddress(
+                host="",
+                port=0,
+                username=address.sentinel_username,
+                password=address.sentinel_password,
+            )
+            self.watch = RedisClient(
+                self.reactor,
+                plain,
+                "sentinel-watch",
+                on_push=self._push,
+                on_connect=self._subscribe,
+                endpoint=_AnySentinel(self.reactor, address.sentinels),
+            )
+            self.watch.start()
+
+    def stopped(self, client: RedisClient) -> Deferred[None] | None:
+        self.clients.discard(client)
+        if self.clients or self.watch is None:
+            return None
+        watch, self.watch = self.watch, None
+        return watch.stop()
+
+    def _subscribe(self, watch: RedisClient) -> None:
+        assert watch.protocol is not None
+        for reply in watch.protocol.send([("SUBSCRIBE", "+switch-master")]):
+            reply.addErrback(
+                lambda f: log.error("sentinel SUBSCRIBE failed: {e}", e=f.getErrorMessage())
+            )
+
+    def _push(self, reply: list[Any]) -> None:
+        if reply[0] != b"message" or reply[1] != b"+switch-master":
+            return
+        # "<master name> <old ip> <old port> <new ip> <new port>"
+        fields = reply[2].decode(errors="replace").split()
+        if len(fields) != 5 or fields[0] != self.address.master_name:
+            return
+        try:
+            new = (fields[3], int(fields[4]))
+        except ValueError:
+            return
+        self.switches += 1
+        log.warn(
+            "the sentinels moved the master {name} to {host}:{port}; reconnecting",
+            name=fields[0],
+            host=new[0],
+            port=new[1],
+        )
+        for client in list(self.clients):
+            if getattr(client.endpoint, "master", None) != new:
+                client.drop()

@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from edge.bus.keys import Keys
-from edge.bus.redis import RedisAddress, RedisClient, pack_command
+from edge.bus.redis import RedisAddress, RedisClient, RedisConnector, pack_command
 from edge.bus.uplink import Uplink
 from edge.service import ConfigError, EdgeConfig
 
@@ -341,3 +341,58 @@ def test_uplink_without_waiters_or_replicas_writes_xadd_alone():
     uplink.emit_confirmed([{"e": 1}])
     reactor.advance(0)
     assert commands(server.sent()) == [b"XADD"]
+
+
+def test_switch_master_moves_every_connection_of_the_connector():
+    """While a connection is started, one connection to a sentinel (the next one each time)
+    listens to +switch-master; a switch of our master drops the connections on the old one
+    (another master name is ignored); the watch ends with the last connection."""
+    reactor = MemoryReactorClock()
+    connector = RedisConnector(
+        reactor, RedisAddress.parse("redis+sentinel://10.0.0.1,10.0.0.2/tl?sentinel_password=s")
+    )
+    client = connector.client("redis")
+    started = results(client.start())
+    watch_server = Server(reactor)
+    # tcpClients[0]: the client asking a sentinel; [1]: the watch's connection.
+    assert [c[:2] for c in reactor.tcpClients] == [("10.0.0.1", 26379), ("10.0.0.1", 26379)]
+    asking = Server(reactor)
+    asking.accept()
+    asking.sent()
+    asking.reply(b"+OK\r\n")
+    answer_master(asking)
+    watch_server.seen = 1
+    watch_server.accept()
+    assert watch_server.sent() == pack_command(("AUTH", "s"))
+    watch_server.reply(b"+OK\r\n")
+    assert watch_server.sent() == pack_command(("SUBSCRIBE", "+switch-master"))
+    watch_server.reply(b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n")
+    master = Server(reactor)
+    master.seen = 2
+    master_transport = master.accept()
+    assert reactor.tcpClients[2][:2] == ("10.0.0.5", 6379)
+    master.sent()
+    master.reply(MASTER_REPLY)
+    assert started == [None]
+
+    def switch(text: bytes) -> None:
+        watch_server.reply(
+            b"*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$%d\r\n%s\r\n" % (len(text), text)
+        )
+
+    switch(b"other 10.0.0.5 6379 10.0.0.6 6379")
+    assert not master_transport.disconnecting
+    switch(b"tl 10.0.0.5 6379 10.0.0.5 6379")  # already there
+    assert not master_transport.disconnecting
+    switch(b"tl 10.0.0.5 6379 10.0.0.6 6380")
+    assert master_transport.disconnecting and connector.group is not None
+    assert connector.group.switches == 2
+    # The watch's connection lost: the next sentinel is watched.
+    watch_server.drop()
+    reactor.advance(0.1)
+    assert ("10.0.0.2", 26379) in [c[:2] for c in reactor.tcpClients]
+    attempts = len(reactor.tcpClients)
+    client.stop()
+    assert connector.group.watch is None and not connector.group.clients
+    reactor.advance(10)
+    assert len(reactor.tcpClients) == attempts  # neither retries any more
