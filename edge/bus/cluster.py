@@ -488,6 +488,11 @@ class Cluster:
                 self._update(node)
             if self._full:
                 self._watch_soon()
+                # A held publisher is not silent, it is not read: its keep alive must not
+                # close it meanwhile.
+                now = self.broker.clock.seconds()
+                for connection in self._paused:
+                    connection.last_seen = now
 
         def failed(failure: Any) -> None:
             self._warn(failure, "reading the forward queues failed")

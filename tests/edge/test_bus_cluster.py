@@ -311,7 +311,8 @@ def test_a_full_forward_queue_drops_qos0_and_holds_qos1_publishers_until_it_drai
     a.cluster.forward_limit = 4096
     b.cluster._popping = True  # as if B's pop were still waiting for its reply: B reads nothing
 
-    publisher = a.client("pub")
+    publisher = FakeClient(a.broker, 4)
+    publisher.send(Connect("pub", protocol_level=4, keep_alive=10))
     noisy = a.client("noisy")
     payloads = [b"%03d" % i + b"x" * 200 for i in range(30)]
     publisher.send(*(Publish("f/1", p, qos=1, packet_id=i + 1) for i, p in enumerate(payloads)))
@@ -329,6 +330,12 @@ def test_a_full_forward_queue_drops_qos0_and_holds_qos1_publishers_until_it_drai
     assert samples["edge_cluster_forward_dropped_total"] == 1
     assert samples["edge_cluster_publishers_held"] == 1
     assert samples["edge_cluster_forward_backlog_bytes"] >= 4096
+
+    held = a.broker.sessions["pub"].connection
+    assert held is not None
+    for _ in range(50):  # 25 s, over 1.5 times its keep alive: a held publisher stays
+        redis.clock.advance(0.5)
+    assert held in a.cluster._paused and not publisher.closed
 
     b.cluster._popping = False
     b.cluster._drain()  # B is free again
