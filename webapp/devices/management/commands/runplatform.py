@@ -6,7 +6,8 @@ ends is started again after a backoff, the embedded Redis too (at once, from its
 same socket: the others' clients reconnect). Ctrl-C, SIGTERM or SIGHUP (the terminal went
 away) stops them in order (edge first, so devices go offline cleanly; Redis last). Every child
 is started with PR_SET_PDEATHSIG (config/children.py): if this process is killed (-9) they get
-SIGTERM from the kernel and end too, so nothing is left holding `var/` or the ports.
+SIGTERM from the kernel and end too, and a watchdog process SIGKILLs the process groups of
+those that have not ended 5 s later, so nothing is left holding `var/` or the ports.
 
 Each child's environment names it (THINGLINKS_ROLE: redis, edge, ingest, web, worker, beat)
 and says how many times the supervisor has restarted it (THINGLINKS_RESTARTS).
@@ -27,7 +28,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from config.children import die_with_parent
+from config.children import Reaper, die_with_parent
 from config.embedded_redis import EmbeddedRedis
 
 RESTART_BACKOFF = (1, 2, 5, 10, 30)
@@ -88,20 +89,24 @@ class Command(BaseCommand):
         except (OSError, ValueError):
             pass  # the terminal went away (SIGHUP follows): stopping must not fail on it
 
+    reaper: Reaper | None = None
+
     def handle(self, *args: Any, **options: Any) -> None:
+        self.reaper = Reaper()
+        self.reaper.start()
         redis_child: Child | None = None
-        if not os.environ.get("REDIS_URL"):
-            redis_server = EmbeddedRedis(settings.VAR_DIR, persistent=True)
-            redis_child = Child("redis", redis_server.argv(), embedded=redis_server)
-            self.start(redis_child)
-            if redis_child.process is None or redis_child.process.poll() is not None:
-                raise CommandError("the embedded redis-server did not start (see above)")
-            os.environ["REDIS_URL"] = redis_server.url
-            self.log("redis", f"embedded redis-server at {redis_server.url} (AOF: "
-                              f"appendfsync {redis_server.fsync})")
-        else:
-            self.log("redis", "using REDIS_URL")
         try:
+            if not os.environ.get("REDIS_URL"):
+                redis_server = EmbeddedRedis(settings.VAR_DIR, persistent=True)
+                redis_child = Child("redis", redis_server.argv(), embedded=redis_server)
+                self.start(redis_child)
+                if redis_child.process is None or redis_child.process.poll() is not None:
+                    raise CommandError("the embedded redis-server did not start (see above)")
+                os.environ["REDIS_URL"] = redis_server.url
+                self.log("redis", f"embedded redis-server at {redis_server.url} (AOF: "
+                                  f"appendfsync {redis_server.fsync})")
+            else:
+                self.log("redis", "using REDIS_URL")
             if not options["no_bootstrap"]:
                 call_command("migrate", interactive=False, verbosity=0)
                 self.log("setup", f"database migrated ({settings.DATABASES['default']['ENGINE']})")
@@ -115,6 +120,7 @@ class Command(BaseCommand):
         finally:
             if redis_child is not None:
                 self.stop(redis_child)
+            self.reaper.close()
 
     def check_stored_secrets(self) -> None:
         """Warn when the stored device secrets were encrypted with another key (an
@@ -171,6 +177,8 @@ class Command(BaseCommand):
             except RuntimeError as exc:
                 self.log(child.name, str(exc).strip())
             child.process = child.embedded.process
+            if child.process is not None:
+                self.watch(child)
             if child.process is not None and child.process.poll() is None:
                 self.log(child.name, f"started (pid {child.process.pid}{again}; ready in "
                                      f"{time.monotonic() - child.started:.2f} s)")
@@ -178,8 +186,19 @@ class Command(BaseCommand):
         child.process = subprocess.Popen(
             child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             cwd=settings.BASE_DIR, start_new_session=True, preexec_fn=die_with_parent())
+        self.watch(child)
         os.set_blocking(child.process.stdout.fileno(), False)  # type: ignore[union-attr]
         self.log(child.name, f"started (pid {child.process.pid}{again})")
+
+    def watch(self, child: Child) -> None:
+        """The watchdog learns the child's process group (it leads a session of its own)."""
+        if self.reaper is not None and child.process is not None:
+            self.reaper.watch(child.process.pid)
+
+    def reaped(self, child: Child) -> None:
+        """The child ended and was reaped: the watchdog must not signal its id again."""
+        if self.reaper is not None and child.process is not None:
+            self.reaper.forget(child.process.pid)
 
     def supervise(self, children: list[Child], options: dict[str, Any],
                   redis_child: Child | None = None) -> None:
@@ -215,6 +234,7 @@ class Command(BaseCommand):
                 if child.process.poll() is None:
                     continue
                 if child.name not in restart_at:
+                    self.reaped(child)
                     self.pump(child)
                     if time.monotonic() - child.started > STABLE_AFTER:
                         child.restarts = 0
@@ -254,6 +274,7 @@ class Command(BaseCommand):
     def stop(self, child: Child, timeout: float = 15.0) -> None:
         process = child.process
         if process is None or process.poll() is not None:
+            self.reaped(child)
             return
         process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -264,6 +285,8 @@ class Command(BaseCommand):
             self.log(child.name, "did not stop in time; killed")
             process.kill()
             process.wait()
+        self.reaped(child)
+        self.pump(child)  # its last words before the supervisor's line
         self.log(child.name, f"stopped ({process.returncode})")
 
 
