@@ -52,3 +52,37 @@ def test_every_process_is_started_and_only_selects():
     assert names == ["edge", "ingest", "web", "worker", "beat"]
     assert [c.name for c in Command().children({**OPTIONS, "only": "edge,ingest"})] == [
         "edge", "ingest"]
+
+
+def test_embedded_redis_keeps_an_aof_with_the_fsync_policy_asked(monkeypatch, tmp_path):
+    from config.embedded_redis import EmbeddedRedis
+
+    def option(argv, name):
+        return argv[argv.index(name) + 1]
+
+    monkeypatch.delenv("EMBEDDED_REDIS_FSYNC", raising=False)
+    argv = EmbeddedRedis(tmp_path, persistent=True).argv()
+    assert option(argv, "--appendonly") == "yes"
+    assert option(argv, "--appendfsync") == "everysec"
+    monkeypatch.setenv("EMBEDDED_REDIS_FSYNC", "Always")
+    assert option(EmbeddedRedis(tmp_path).argv(), "--appendfsync") == "always"
+    assert option(EmbeddedRedis(tmp_path, persistent=False).argv(), "--appendonly") == "no"
+    monkeypatch.setenv("EMBEDDED_REDIS_FSYNC", "sometimes")
+    with pytest.raises(ValueError, match="EMBEDDED_REDIS_FSYNC must be one of always, "
+                                         "everysec, no, not 'sometimes'"):
+        EmbeddedRedis(tmp_path)
+
+
+def test_children_know_their_role_and_restarts():
+    env = child_env("ingest", 3)
+    assert env["THINGLINKS_ROLE"] == "ingest"
+    assert env["THINGLINKS_RESTARTS"] == "3"
+    assert "THINGLINKS_ROLE" not in child_env()
+
+
+def test_exit_status_names_the_signal():
+    from webapp.devices.management.commands.runplatform import describe_exit
+
+    assert describe_exit(-9) == "-9 (SIGKILL)"
+    assert describe_exit(1) == "1"
+    assert describe_exit(0) == "0"

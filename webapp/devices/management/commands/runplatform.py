@@ -97,7 +97,10 @@ class Command(BaseCommand):
         redis_child: Child | None = None
         try:
             if not os.environ.get("REDIS_URL"):
-                redis_server = EmbeddedRedis(settings.VAR_DIR, persistent=True)
+                try:
+                    redis_server = EmbeddedRedis(settings.VAR_DIR, persistent=True)
+                except ValueError as exc:  # EMBEDDED_REDIS_FSYNC
+                    raise CommandError(str(exc)) from None
                 redis_child = Child("redis", redis_server.argv(), embedded=redis_server)
                 self.start(redis_child)
                 if redis_child.process is None or redis_child.process.poll() is not None:
