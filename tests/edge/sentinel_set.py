@@ -151,6 +151,41 @@ class SentinelSet:
             time.sleep(0.05)
         return killed, time.monotonic() - killed
 
+    def manual_failover(self, timeout: float = 20) -> tuple[float, float]:
+        """``SENTINEL FAILOVER``: the master stays up and is demoted later by the sentinels;
+        returns like :meth:`kill_master`."""
+        old = self.master()
+        sentinel = redis.Redis(port=self.sentinel_ports[0])
+        try:
+            sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        finally:
+            sentinel.close()
+        started = time.monotonic()
+        while self.master() == old:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError("no failover")
+            time.sleep(0.05)
+        return started, time.monotonic() - started
+
+    def wait_replica_of_master(self, port: int, timeout: float = 30) -> None:
+        """Until the server on ``port`` is a replica, in sync, of the current master."""
+        deadline = time.monotonic() + timeout
+        server = redis.Redis(port=port, socket_timeout=2)
+        try:
+            while True:
+                info = server.info("replication")
+                if (
+                    info.get("role") == "slave"
+                    and info.get("master_port") == self.master()[1]
+                    and info.get("master_link_status") == "up"
+                ):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{port} did not become a replica")
+                time.sleep(0.1)
+        finally:
+            server.close()
+
     def stop(self) -> None:
         for process in self.processes.values():
             stop_process(process, 5)
