@@ -23,11 +23,12 @@ import redis
 from redis.sentinel import Sentinel
 
 from edge.crypto import encrypt_secret
+from tests.support.slow import starts_processes
 
 from .edge_process import Edge, running_edge
 from .sentinel_set import MASTER_NAME, SentinelSet, sentinel_set
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 SECRET_KEY = "failover-test-secret-key"
 MODEL = {"services": {"s": {"properties": {"seq": {"datatype": "int"}}}}}
@@ -39,6 +40,7 @@ LOAD_AFTER = 7.0  # seconds of load after it
 
 
 @pytest.fixture
+@starts_processes
 def sentinels() -> Iterator[SentinelSet]:
     with sentinel_set() as group:
         yield group

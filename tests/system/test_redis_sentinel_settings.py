@@ -19,6 +19,7 @@ from kombu import Connection
 
 from config.redis_settings import cache_settings, celery_broker, channel_host
 from tests.edge.sentinel_set import SentinelSet, sentinel_set
+from tests.support.slow import starts_processes
 from webapp.core.cache import SentinelRedisCache
 from webapp.core.outbound import _sentinels_expanded
 from webapp.core.redis import client_for
@@ -77,6 +78,7 @@ def test_the_sentinels_count_as_the_platform_own_redis():
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def sentinels() -> Iterator[SentinelSet]:
     with sentinel_set() as group:
         yield group
@@ -94,7 +96,6 @@ def eventually(action: Callable[[], T], timeout: float = 15.0) -> T:
             time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_every_web_client_follows_the_master_across_a_failover(sentinels: SentinelSet):
     """redis-py (get_redis, ingest), the Django cache, Channels and Celery's broker reach
     the master through the sentinels, and the new master after a kill -9 of the old one."""

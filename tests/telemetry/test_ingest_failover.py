@@ -15,17 +15,19 @@ from django.db import connection
 from tests.edge.edge_process import running_edge
 from tests.edge.sentinel_set import SentinelSet, sentinel_set
 from tests.edge.test_redis_failover import Publisher, master_client
+from tests.support.slow import starts_processes
 from tests.support.waiting import wait_for
 from tests.telemetry.conftest import BASE
 from tests.telemetry.test_ingest_failures import Ingest
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 DEVICES = [f"fo-{i}" for i in range(3)]
 SECRET = "failover-secret"
 
 
 @pytest.fixture
+@starts_processes
 def sentinels() -> Iterator[SentinelSet]:
     with sentinel_set() as group:
         yield group
