@@ -329,10 +329,28 @@ def test_redis_killed_under_qos1_load_then_the_supervisor_killed(tmp_path):
               f"{time.monotonic() - killed_at:.2f} s after the supervisor's kill -9")
 
 
-def test_sighup_stops_in_order(tmp_path):
-    """The terminal went away: the supervisor stops its children in order and exits 0."""
+def environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.decode(errors="replace").partition("=") for item in f.read().split(b"\0")]
+    return {key: value for key, _, value in pairs if key}
+
+
+def test_a_restarted_child_is_told_then_sighup_stops_in_order(tmp_path):
+    """A child killed -9 is started again, with THINGLINKS_RESTARTS=1 and its role in its
+    environment. The terminal goes away (SIGHUP): the supervisor stops its children in order
+    and exits 0."""
     with supervisor(tmp_path, only="edge,ingest,beat") as sup:
         sup.wait_log("reading tl:uplink")
+        ingest = sup.pid_of("ingest")
+        assert environ(ingest)["THINGLINKS_ROLE"] == "ingest"
+        assert environ(ingest)["THINGLINKS_RESTARTS"] == "0"
+        os.kill(ingest, signal.SIGKILL)
+        wait_for(lambda: sup.pid_of("ingest") != ingest, 15, interval=0.1)
+        again = sup.pid_of("ingest")
+        assert environ(again)["THINGLINKS_ROLE"] == "ingest"
+        assert environ(again)["THINGLINKS_RESTARTS"] == "1"
+        assert "ingest | exited with -9 (SIGKILL); restarting in 1 s" in sup.log()
+        wait_for(lambda: sup.log().count("reading tl:uplink") == 2, 30, interval=0.1)
         sup.process.send_signal(signal.SIGHUP)
         assert sup.process.wait(40) == 0
         log = sup.log()
