@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from edge import fastjson
+from edge.mqtt.errors import NotStored
 
 from .client import Commands, RedisError
 from .keys import UPLINK_MAXLEN, Keys
@@ -186,8 +187,9 @@ class Uplink:
             count=count,
             error=failure.getErrorMessage(),
         )
+        refused = Failure(NotStored(failure.getErrorMessage()))
         for waiter in waiters:
-            waiter.errback(failure)
+            waiter.errback(refused)
         self._done(done)
 
     def _done(self, done: Deferred[None]) -> None:

@@ -22,6 +22,7 @@ from .broker import CLIENT_ID_NOT_IDENTIFIER, CLIENT_ID_TAKEN, Broker
 from .codec import CONNACK_REASONS, Decoder, encode, encode_publish_fields
 from .errors import (
     MqttError,
+    NotStored,
     PacketTooLarge,
     ProtocolError,
     QuotaExceeded,
@@ -303,6 +304,12 @@ class MqttConnection:
     def _failed(self, failure: Failure) -> None:
         if failure.check(MqttError):
             self.protocol_violation(failure.value)
+        elif failure.check(NotStored):
+            # An expected outage, not a bug: a line, not a traceback per connection.
+            self.broker.log.warn("{connection}: message not stored ({error}); closing so "
+                                 "the client sends it again", connection=self,
+                                 error=failure.getErrorMessage())
+            self.close(Reason.SERVER_BUSY, "not_stored", "message not stored, send it again")
         else:
             self.broker.log_failure(failure, self)
             self.close(Reason.UNSPECIFIED_ERROR, "error")

@@ -60,6 +60,12 @@ class Reason(IntEnum):
 SUBACK_FAILURE_V311 = 0x80
 
 
+class NotStored(Exception):
+    """A message the broker's hooks could not store (the bus is unavailable, or behind
+    Sentinel no replica confirmed it): it is not acknowledged, the connection closes with
+    "server busy" and the client sends it again once it has reconnected."""
+
+
 class MqttError(Exception):
     """Base of every error the codec raises; ``reason`` is the MQTT 5 reason code."""
 

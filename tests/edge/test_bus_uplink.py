@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 
 from edge.bus.keys import Keys
 from edge.bus.uplink import Uplink
+from edge.mqtt.errors import NotStored
 from tests.support.fake_redis import FakeRedis
 
 KEYS = Keys("tl:")
@@ -49,4 +50,6 @@ def test_a_refused_write_is_retried_then_its_waiters_fail():
         redis.clock.advance(uplink.retry_delay)
         redis.settle()
     assert len(outcome) == 1 and isinstance(outcome[0], Failure)
+    # The MQTT connection knows this failure (not stored: closes with 'server busy').
+    assert outcome[0].check(NotStored) and "WRONGTYPE" in outcome[0].getErrorMessage()
     assert uplink.failures == 1 and redis.sync.get(KEYS.uplink) == b"not a stream"

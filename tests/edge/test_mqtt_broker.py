@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 
 from edge.mqtt.codec import encode
-from edge.mqtt.errors import Reason
+from edge.mqtt.errors import NotStored, Reason
 from edge.mqtt.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -241,6 +241,24 @@ def test_failed_hook_closes_connection_without_ack():
     hooks.acks[0].errback(RuntimeError("redis down"))
     assert client.received() == [Disconnect(Reason.UNSPECIFIED_ERROR)]
     assert client.closed
+
+
+def test_a_message_not_stored_closes_as_server_busy_without_a_traceback():
+    """The bus refused the write (Redis down, or no replica confirmed it): no PUBACK, a
+    5.0 client is told "server busy" and will resend; the offline reason says why, and
+    nothing is logged as an unexpected error."""
+    hooks = AclHooks()
+    broker, _ = make_broker(hooks)
+    failures: list[object] = []
+    broker.log_failure = lambda failure, connection: failures.append(failure)  # type: ignore[method-assign]
+    client = FakeClient(broker, MQTT_5)
+    client.connect("c")
+    client.send(Publish("mine/1", b"a", qos=1, packet_id=1))
+    hooks.acks[0].errback(NotStored("WAIT: 0 of 1 replica(s) acknowledged within 1000 ms"))
+    [disconnect] = client.received()
+    assert disconnect.reason_code == Reason.SERVER_BUSY
+    assert disconnect.properties.reason_string == "message not stored, send it again"
+    assert client.closed and failures == []
 
 
 def test_retained_messages():

@@ -75,6 +75,7 @@ CONNECTION_REASONS = {
     "kicked": _("disconnected by an operator"),
     "deleted": _("device deleted"),
     "shutdown": _("edge node stopped"),
+    "not_stored": _("a message could not be stored"),
 }
 
 
