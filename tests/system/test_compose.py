@@ -56,9 +56,10 @@ def published(service: dict) -> set[tuple[int, str]]:
 
 def test_every_service_port_volume_and_healthcheck(config):
     services = config["services"]
-    assert set(services) == {"postgres", "redis", "tdengine"} | APP
+    assert set(services) == {"postgres", "redis", "tdengine", "prometheus", "grafana"} | APP
     assert services["tdengine"]["profiles"] == ["tdengine"]
-    assert all("profiles" not in services[name] for name in services.keys() - {"tdengine"})
+    optional = {"tdengine", "prometheus", "grafana"}
+    assert all("profiles" not in services[name] for name in services.keys() - optional)
     every_port = published(services["web"]) | published(services["edge"])
     assert set(readme_ports()) == every_port
     assert (8000, "tcp") in published(services["web"])
@@ -105,6 +106,32 @@ def test_tdengine_is_a_profile(config):
     assert tdengine["volumes"][0].startswith("tdengine:/var/lib/taos")
     assert tdengine["healthcheck"]["test"] and not tdengine.get("ports")
     result = docker_compose("--profile", "tdengine", "config", "-q", extra=REQUIRED)
+    assert result.returncode == 0, result.stderr
+
+
+def test_prometheus_and_grafana_are_a_profile(config):
+    """`--profile monitoring`: Prometheus with the shipped scrape config and alerts (the
+    token written where prometheus.yml reads it), Grafana with the shipped provisioning and
+    dashboards; both only on the host's loopback, and neither starts without its secret."""
+    services = config["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
+    scrape = yaml.safe_load((ROOT / "docker/prometheus/prometheus.yml").read_text())
+    token_file = scrape["scrape_configs"][0]["authorization"]["credentials_file"]
+    script = " ".join(prometheus["entrypoint"])
+    assert f"> {token_file}" in script and 'exit 1' in script
+    mounts = {v.split(":")[1] for v in prometheus["volumes"]}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/alerts.yml"} <= mounts
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    mounts = {v.split(":")[1] for v in grafana["volumes"]}
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= mounts
+    assert "GF_SECURITY_ADMIN_PASSWORD" in " ".join(grafana["entrypoint"])
+    for service in (prometheus, grafana):
+        # docker-compose 1.29 writes a port bound to an address in the short form.
+        assert all((p.get("host_ip") if isinstance(p, dict) else p.split(":")[0])
+                   == "127.0.0.1" for p in service["ports"])
+        assert service["healthcheck"]["test"]
+    result = docker_compose("--profile", "monitoring", "config", "-q", extra=REQUIRED)
     assert result.returncode == 0, result.stderr
 
 
