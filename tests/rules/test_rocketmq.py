@@ -24,6 +24,8 @@ from concurrent import futures
 import pytest
 
 from tests.edge.redis_server import free_port
+from tests.rules.test_sinks import forward_rule
+from tests.rules.test_sinks import sink as create_sink
 from webapp.rules import sinks
 from webapp.rules.models import Sink
 from webapp.rules.sinks import rocketmq
@@ -34,8 +36,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commit_hooks"),
               # the client logs with the deprecated Logger.warn
               pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated")]
 
-RULE = {"trigger": {"type": "property", "product": "thermo", "service": "env",
-                    "property": "temperature"}, "condition": {"op": ">", "value": 30}}
 OUTGOING = Outgoing(b'{"t":35}', {"device": "dev-1", "value": 35, "product": "thermo",
                                   "service": "env"})
 
@@ -163,18 +163,6 @@ def tls_proxy_certificate(tmp_path_factory):
     authority = Authority(tmp_path_factory.mktemp("rocketmq-tls"))
     os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(authority.path)
     return authority.issue("localhost", server=True)
-
-
-def create_sink(api, **body):
-    response = api.post("/api/v1/sinks/", body, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
-def forward_rule(api, sink_name, name="fwd"):
-    response = api.post("/api/v1/rules/", {**RULE, "name": name, "actions": [
-        {"type": "forward", "sink": sink_name}]}, format="json")
-    assert response.status_code == 201, response.json()
 
 
 def grpc_sink(api, proxy, name="rmq", **config):

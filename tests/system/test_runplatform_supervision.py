@@ -28,21 +28,20 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from config.children import Reaper, die_with_parent
 from tests.support.platform import ROOT, free_port
+from tests.support.point_publisher import PointPublisher
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -153,74 +152,14 @@ def supervisor(tmp_path: Path, only: str = "", **extra: str) -> Iterator[Supervi
         print(f"----- runplatform -----\n{log_path.read_text(errors='replace')[-6000:]}")
 
 
-@dataclass
-class Device:
-    """The demo device publishing numbered points at a steady rate (QoS 1) from a thread;
-    each point's `eventTime` is `base + seq` (the time series keeps one row per device and
-    millisecond). Records which were acknowledged (PUBACK) and when."""
-
-    port: int
-    rate: float
-    base: int = field(default_factory=lambda: int(time.time() * 1000) - 600_000)
-    mids: dict[int, int] = field(default_factory=dict)
-    acked: list[tuple[int, float]] = field(default_factory=list)
-    sent: int = 0
-    disconnects: int = 0
-    running: bool = True
-
-    def __post_init__(self) -> None:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=DEMO_DEVICE,
-                             protocol=mqtt.MQTTv311)
-        client.username_pw_set(DEMO_DEVICE, DEMO_SECRET)
-        client.max_inflight_messages_set(50)
-        client.reconnect_delay_set(1, 2)
-        client.on_publish = lambda c, u, mid, rc, p: self.acked.append((mid, time.monotonic()))
-        connected = threading.Event()
-        client.on_connect = lambda c, u, flags, rc, p: connected.set() if not rc.is_failure \
-            else None
-        client.on_disconnect = self._on_disconnect
-        self.lock = threading.Lock()
-        self.client = client
-        client.connect("127.0.0.1", self.port, keepalive=30)
-        client.loop_start()
-        assert connected.wait(15), "the demo device did not connect"
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _on_disconnect(self, *args: Any) -> None:
-        self.disconnects += 1
-
-    def _run(self) -> None:
-        period = 1 / self.rate
-        next_at = time.monotonic()
-        seq = 0
-        while self.running:
-            body = {"devices": [{"deviceId": DEMO_DEVICE, "services": [{
-                "serviceCode": "env", "eventTime": self.base + seq,
-                "data": {"temperature": seq % 100, "humidity": (seq // 100) % 100}}]}]}
-            with self.lock:  # the mid is known before its PUBACK can arrive
-                info = self.client.publish(f"/v1/devices/{DEMO_DEVICE}/datas",
-                                           json.dumps(body), qos=1)
-                self.mids[info.mid] = seq
-            self.sent += 1
-            seq += 1
-            next_at += period
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def acked_seqs(self, after: float = 0.0) -> set[int]:
-        with self.lock:
-            return {self.mids[mid] for mid, at in list(self.acked) if at >= after}
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def demo_device(port: int, rate: float, base: int) -> PointPublisher:
+    """The demo device publishing numbered points (QoS 1); point `seq`'s `eventTime` is
+    `base + seq` (the time series keeps one row per device and millisecond)."""
+    return PointPublisher(port, DEMO_DEVICE, DEMO_SECRET, rate, point=lambda seq: (
+        "env", {"temperature": seq % 100, "humidity": (seq // 100) % 100}, base + seq)).start()
 
 
-def stored_seqs(sup: Supervisor, device: Device) -> set[int]:
+def stored_seqs(sup: Supervisor, base: int) -> set[int]:
     with sup.db() as db:
         tables = [r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'tl_ts_%env'")]
@@ -228,7 +167,7 @@ def stored_seqs(sup: Supervisor, device: Device) -> set[int]:
             return set()
         rows = db.execute(f'SELECT ts FROM "{tables[0]}" WHERE device = ?',  # noqa: S608
                           [DEMO_DEVICE]).fetchall()
-    return {ts - device.base for (ts,) in rows}
+    return {ts - base for (ts,) in rows}
 
 
 def task_runs_since(sup: Supervisor, since: float) -> list[tuple[str, str]]:
@@ -269,7 +208,8 @@ def test_redis_killed_under_qos1_load_then_the_supervisor_killed(tmp_path):
         sup.wait_log("reading tl:uplink")  # ingest reads the stream
         wait_for(lambda: healthz(sup).get("status") == "ok", 30, interval=0.2)
         wait_for(lambda: listening(sup.mqtt_port), 30, interval=0.2)  # both edge workers
-        device = Device(sup.mqtt_port, rate=RATE)
+        base = int(time.time() * 1000) - 600_000
+        device = demo_device(sup.mqtt_port, RATE, base)
         try:
             time.sleep(2.0)
             os.kill(redis_pid, signal.SIGKILL)
@@ -280,13 +220,13 @@ def test_redis_killed_under_qos1_load_then_the_supervisor_killed(tmp_path):
         finally:
             device.stop()
         # The last acknowledgements come back.
-        wait_for(lambda: len(device.acked) >= device.sent, 20, interval=0.1,
-                 message=lambda: f"{device.sent - len(device.acked)} not acknowledged")
+        wait_for(lambda: len(device.acked) >= len(device.sent), 20, interval=0.1,
+                 message=lambda: f"{len(device.sent) - len(device.acked)} not acknowledged")
         acked = device.acked_seqs()
         after_kill = sorted(at for _mid, at in device.acked if at > killed_at)
         started = time.monotonic()
-        wait_for(lambda: not acked - stored_seqs(sup, device), 30, interval=0.25,
-                 message=lambda: f"{len(acked - stored_seqs(sup, device))} acknowledged "
+        wait_for(lambda: not acked - stored_seqs(sup, base), 30, interval=0.25,
+                 message=lambda: f"{len(acked - stored_seqs(sup, base))} acknowledged "
                                  f"points not stored")
         stored_after = time.monotonic() - started
         disconnects = device.disconnects  # before our own DISCONNECT
@@ -311,7 +251,7 @@ def test_redis_killed_under_qos1_load_then_the_supervisor_killed(tmp_path):
         for name in ("edge", "ingest", "web", "worker", "beat"):
             assert [n for n, _ in sup.started()].count(name) == 1, name
         gap = max(b - a for a, b in zip([killed_at, *after_kill], after_kill, strict=False))
-        print(f"figures: sent {device.sent}, acknowledged {len(acked)}, lost 0; redis "
+        print(f"figures: sent {len(device.sent)}, acknowledged {len(acked)}, lost 0; redis "
               f"restarted after {restarted_after:.2f} s; longest PUBACK gap {gap:.2f} s; "
               f"device disconnects {disconnects}; all stored {stored_after:.2f} s after "
               f"the load; task runs after the restart: {len(runs)} {runs[:1]}")
