@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,15 @@ class Edge:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def metric(edge: Edge, name: str) -> float:
+    """The value of an unlabelled sample on the edge's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics") as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
 
 
 @contextmanager

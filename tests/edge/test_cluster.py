@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -20,7 +19,7 @@ from paho.mqtt.properties import Properties
 from edge.crypto import encrypt_secret
 from tests.support.waiting import wait_for
 
-from .edge_process import Client, Edge, running_edge
+from .edge_process import Client, Edge, metric, running_edge
 
 SECRET_KEY = "cluster-test-secret-key"
 
@@ -57,14 +56,6 @@ def connect(
     clients.append(client)
     assert client.connect(username, "s3cret" if username else None) == 0
     return client
-
-
-def metric(edge: Edge, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics") as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def drain(client: Client) -> list[mqtt.MQTTMessage]:

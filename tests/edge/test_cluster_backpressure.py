@@ -14,7 +14,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,7 @@ from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect, PubAck, Publish, Sub
 from edge.mqtt.packets import Subscription as Sub
 from tests.support.waiting import wait_for
 
-from .edge_process import Edge, running_edge
+from .edge_process import Edge, metric, running_edge
 from .redis_server import private_redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -41,14 +40,6 @@ def small_pubsub_redis() -> Iterator[str]:
     scaled to what a test can push in seconds)."""
     with private_redis_server("--client-output-buffer-limit", "pubsub", "256kb", "0", "0") as url:
         yield url
-
-
-def metric(edge: Edge, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics") as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 class RawClient:
