@@ -256,3 +256,22 @@ def test_edge_workers_from_the_metrics_endpoint(monkeypatch, redis_prefix):
 
     monkeypatch.setenv("EDGE_METRICS_PORT", "0")  # the edge's metrics listener is off
     assert monitoring.processes()["edge_workers"] == []
+
+
+def test_hostile_names_arrive_escaped_in_the_panels(world, client_of, redis_client,
+                                                    redis_prefix):
+    """The panels the page swaps in (`html`) come from the server's template with Django's
+    autoescaping: a process, host or consumer name holding markup is shown as text."""
+    hostile = '<img src=x onerror="alert(1)">'
+    write_snapshot(redis_client, redis_prefix, hostile, "", started=time.time(),
+                   host="<script>alert(2)</script>", pid=7)
+    uplink = f"{redis_prefix}uplink"
+    redis_client.xgroup_create(uplink, UPLINK_GROUP, id="0", mkstream=True)
+    redis_client.xadd(uplink, {"b": "[]"})
+    redis_client.xreadgroup(UPLINK_GROUP, "<b>consumer</b>", {uplink: ">"}, count=1)
+    world.alice.roles.first().permissions.add(*perms("system.view_monitoring"))
+    html = client_of(world.alice).get(DATA).json()["html"]
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+    assert "&lt;b&gt;consumer&lt;/b&gt;" in html
+    assert "<img" not in html and "<script" not in html and "<b>" not in html
