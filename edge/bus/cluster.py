@@ -884,7 +884,7 @@ class Cluster:
                 len(self._paused),
             ),
             (
-                "edge_cluster_publishers_held_total",
+                "edge_cluster_publisher_holds_total",
                 "counter",
                 "Times a QoS 1/2 publisher was held for a full queue",
                 stats["publishers_held"],

@@ -157,7 +157,7 @@ def test_qos1_published_faster_than_the_other_node_takes_it_is_not_lost(small_pu
         wait_for(lambda: len(subscriber.received) >= MESSAGES, timeout=60, message=progress)
         wait_for(lambda: publisher.acked >= MESSAGES, timeout=30, message=progress)
         assert len(subscriber.received) == MESSAGES and subscriber.duplicates == 0
-        assert metric(a, "edge_cluster_publishers_held_total") >= 1
+        assert metric(a, "edge_cluster_publisher_holds_total") >= 1
         # Read again once A has seen B's queue empty (it reads the count every 50 ms).
         wait_for(lambda: metric(a, "edge_cluster_publishers_held") == 0, timeout=10)
         assert metric(b, "edge_cluster_subscriber_reconnects_total") == 0

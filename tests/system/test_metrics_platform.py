@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -98,6 +99,8 @@ def test_every_process_reports_in_one_document(platform):
     assert client.connected() == 0
     for temperature in (21.0, 35.0):
         client.publish("/v1/devices/dev-m1/datas", datas("dev-m1", {"temperature": temperature}))
+        # Two points: the time series keeps one row per device and millisecond.
+        time.sleep(0.05)
     url = f"http://127.0.0.1:{platform.web_port}/metrics"
     rid = str(rule["id"])
 
@@ -121,6 +124,10 @@ def test_every_process_reports_in_one_document(platform):
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types))
     assert list(text_string_to_metric_families(text))
+    # No family of a process is dropped by the merge (a gauge `x` and a counter `x_total`
+    # are one family to Prometheus: the edge's held publishers once were both).
+    assert samples(text, "edge_cluster_publishers_held", role="edge")
+    assert samples(text, "edge_cluster_publisher_holds_total", role="edge")
     up = {s.labels["role"]: s.value for s in samples(text, "thinglinks_process_up")}
     assert {"edge", "ingest", "worker", "worker-pool", "beat", "web"} <= set(up)
     assert all(up[role] == 1 for role in ("edge", "ingest", "worker", "worker-pool", "beat"))
