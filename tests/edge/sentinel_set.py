@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from tests.support.processes import stop_process
+from tests.support.waiting import wait_for
 
 from .redis_server import free_port, ping
 
@@ -83,30 +84,33 @@ class SentinelSet:
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         for port, process in self.processes.items():
-            while not ping(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on {port} did not start")
-                time.sleep(0.05)
+            def up(port: int = port, process: subprocess.Popen[bytes] = process) -> bool:
+                if process.poll() is not None:
+                    raise RuntimeError(f"redis-server on {port} exited")
+                return ping(port)
+
+            wait_for(up, left(), message=f"redis-server on {port} did not start")
         replica = redis.Redis(port=self.replica_port)
         try:
-            while replica.info("replication").get("master_link_status") != "up":
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the replica did not sync")
-                time.sleep(0.05)
+            wait_for(lambda: replica.info("replication").get("master_link_status") == "up",
+                     left(), message="the replica did not sync")
         finally:
             replica.close()
         # Every sentinel has found the replica and the other sentinels.
         for port in self.sentinel_ports:
             sentinel = redis.Redis(port=port)
             try:
-                while True:
+                def found(sentinel: redis.Redis = sentinel) -> bool:
                     info = sentinel.sentinel_master(MASTER_NAME)
-                    if info["num-slaves"] >= 1 and info["num-other-sentinels"] >= 2:
-                        break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"sentinel {port} did not discover the set")
-                    time.sleep(0.1)
+                    return bool(info["num-slaves"] >= 1 and info["num-other-sentinels"] >= 2)
+
+                wait_for(found, left(), interval=0.1,
+                         message=f"sentinel {port} did not discover the set")
             finally:
                 sentinel.close()
 
@@ -159,20 +163,16 @@ class SentinelSet:
 
     def wait_replica_of_master(self, port: int, timeout: float = 30) -> None:
         """Until the server on ``port`` is a replica, in sync, of the current master."""
-        deadline = time.monotonic() + timeout
         server = redis.Redis(port=port, socket_timeout=2)
+
+        def replica() -> bool:
+            info = server.info("replication")
+            return bool(info.get("role") == "slave"
+                        and info.get("master_port") == self.master()[1]
+                        and info.get("master_link_status") == "up")
+
         try:
-            while True:
-                info = server.info("replication")
-                if (
-                    info.get("role") == "slave"
-                    and info.get("master_port") == self.master()[1]
-                    and info.get("master_link_status") == "up"
-                ):
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{port} did not become a replica")
-                time.sleep(0.1)
+            wait_for(replica, timeout, interval=0.1, message=f"{port} did not become a replica")
         finally:
             server.close()
 
