@@ -86,12 +86,17 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_prefix(settings) -> str:
     """A key prefix of this test's own, so tests sharing one Redis never see each other."""
-    import redis
-
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     settings.REDIS_PREFIX = prefix
     yield prefix
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    delete_prefixed(os.environ["REDIS_URL"], prefix)
+
+
+def delete_prefixed(url: str, prefix: str) -> None:
+    """Remove every key under ``prefix`` (what a test's processes left in a shared Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:

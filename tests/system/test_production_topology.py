@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import THERMO, require_service
+from tests.conftest import THERMO, delete_prefixed, require_service
 from tests.support import compose
 from tests.support.platform import Client, Platform, datas, free_port
 from tests.support.processes import stop_process
@@ -136,15 +136,7 @@ def topology(tmp_path, redis_url) -> Iterator[tuple[Topology, Platform]]:
     finally:
         topology.stop_all()
         admin_sql(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        try:
-            stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if stale:
-                client.delete(*stale)
-        finally:
-            client.close()
+        delete_prefixed(redis_url, prefix)
 
 
 def web_command(topology: Topology) -> list[str]:
