@@ -82,8 +82,13 @@ def load_secret_key(environ: Mapping[str, str] | None = None) -> str:
 
 
 def new_secret_key() -> str:
-    """A new random secret key (67 URL-safe characters)."""
-    return secrets.token_urlsafe(50)
+    """A new random secret key (67 URL-safe characters). It never begins with "-": one key in
+    64 would otherwise, and `rotate_secrets --old-key KEY` (like any command line) would read
+    such a key as an option."""
+    while True:
+        key = secrets.token_urlsafe(50)
+        if not key.startswith("-"):
+            return key
 
 
 def create_key_file(path: Path = DEFAULT_KEY_FILE) -> bool:

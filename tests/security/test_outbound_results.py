@@ -191,6 +191,6 @@ def test_robot_url_token_follows_a_key_rotation(redis_prefix, settings, monkeypa
     key_b = new_secret_key()
     monkeypatch.setenv("DJANGO_SECRET_KEY", key_b)
     settings.SECRET_KEY = key_b
-    call_command("rotate_secrets", "--old-key", key_a, "--no-republish")
+    call_command("rotate_secrets", f"--old-key={key_a}", "--no-republish")
     channel.refresh_from_db()
     assert secrets.channel_url(channel).endswith("access_token=rotate-me")

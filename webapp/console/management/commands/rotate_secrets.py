@@ -172,7 +172,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         old = parser.add_mutually_exclusive_group(required=True)
         old.add_argument("--old-key", help="the previous secret key (visible in the process "
-                                           "list: prefer --old-key-file)")
+                                           "list: prefer --old-key-file; write --old-key=KEY "
+                                           "when the key begins with '-')")
         old.add_argument("--old-key-file", type=Path,
                          help="a file holding the previous secret key")
         parser.add_argument("--no-republish", action="store_true",
