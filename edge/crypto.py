@@ -46,6 +46,7 @@ __all__ = [
     "hash_secret",
     "load_secret_key",
     "new_secret_key",
+    "random_token",
 ]
 
 
@@ -81,14 +82,20 @@ def load_secret_key(environ: Mapping[str, str] | None = None) -> str:
     return key
 
 
-def new_secret_key() -> str:
-    """A new random secret key (67 URL-safe characters). It never begins with "-": one key in
-    64 would otherwise, and `rotate_secrets --old-key KEY` (like any command line) would read
-    such a key as an option."""
+def random_token(nbytes: int) -> str:
+    """``secrets.token_urlsafe(nbytes)`` that never begins with "-". One in 64 would otherwise,
+    and a key, secret or password shown to an operator ends up on command lines, where
+    `rotate_secrets --old-key KEY` (or any other option parser) reads such a value as an
+    option."""
     while True:
-        key = secrets.token_urlsafe(50)
-        if not key.startswith("-"):
-            return key
+        token = secrets.token_urlsafe(nbytes)
+        if not token.startswith("-"):
+            return token
+
+
+def new_secret_key() -> str:
+    """A new random secret key (67 URL-safe characters)."""
+    return random_token(50)
 
 
 def create_key_file(path: Path = DEFAULT_KEY_FILE) -> bool:
@@ -145,7 +152,7 @@ def decrypt_secret(token: str, secret_key: str | None = None) -> str:
 
 def generate_secret(nbytes: int = 24) -> str:
     """A new random device secret (URL-safe text)."""
-    return secrets.token_urlsafe(nbytes)
+    return random_token(nbytes)
 
 
 def hash_secret(plain: str) -> str:

@@ -11,7 +11,13 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from edge.crypto import InvalidToken, decrypt_secret, encrypt_secret, new_secret_key
+from edge.crypto import (
+    InvalidToken,
+    decrypt_secret,
+    encrypt_secret,
+    generate_secret,
+    new_secret_key,
+)
 from tests.edge.edge_process import Client, running_edge
 from tests.system.conftest import make_product
 from webapp.access import actions as access_actions
@@ -123,8 +129,10 @@ def test_old_key_from_a_file(stored, key_a, monkeypatch, settings, tmp_path):
 
 def test_a_key_that_begins_with_a_dash(monkeypatch, settings):
     """One random key in 64 from token_urlsafe begins with "-" (CI once drew one). The keys
-    this platform makes never do, and an operator's own such key still works as --old-key=KEY."""
+    this platform makes (keys, device secrets, generated passwords) never do, and an operator's
+    own such key still works as --old-key=KEY."""
     assert not any(new_secret_key().startswith("-") for _ in range(2000))
+    assert not any(generate_secret().startswith("-") for _ in range(2000))
     dashed = "-" + new_secret_key()
     monkeypatch.setenv("DJANGO_SECRET_KEY", dashed)
     settings.SECRET_KEY = dashed

@@ -9,7 +9,6 @@ only when who acts decides something (what they may grant, whom they outrank).
 from __future__ import annotations
 
 import copy
-import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from edge.crypto import random_token
 from webapp.core.errors import Conflict, DomainError
 from webapp.core.types import Actor
 from webapp.system import cache as system_cache
@@ -553,7 +553,7 @@ def reset_password(*, acting_user: Actor, user: User, password: str | None = Non
     at next login; every login of the user ends. Returns the password (shown once).
     Refused for a user who holds more than the actor (`check_outranks`)."""
     check_outranks(acting_user, user)
-    password = password or secrets.token_urlsafe(12)
+    password = password or random_token(12)
     check_password(password, user)
     user.set_password(password)
     user.must_change_password = True  # after set_password, which clears it

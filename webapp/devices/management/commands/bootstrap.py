@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from edge.crypto import random_token
 from webapp.devices import actions as device_actions
 from webapp.devices.models import Device
 from webapp.products import actions as product_actions
@@ -100,7 +100,7 @@ class Command(BaseCommand):
             return
         # A generated password is kept in a file only its owner reads, not in the log (which
         # container platforms keep and ship), and must be changed at the first login.
-        password = secrets.token_urlsafe(12)
+        password = random_token(12)
         user = user_model.objects.create_superuser(username=username, email="",
                                                    password=password)
         user.must_change_password = True
