@@ -313,8 +313,12 @@ class EdgeService:
         self._trim.start(TRIM_CHECK_SECONDS, now=False)
         await self.subscriber.start()
         await self.downlink.start()
+        self.cluster.hold_queue()
         await self.cluster.start()
         await self.sessions.start()
+        # Then what was forwarded to a previous process of this node reaches those sessions
+        # (before listening: no new connection gets what was published before it came).
+        await self.cluster.open_queue()
         # Devices a killed previous process of this node held are offline (before listening:
         # no connection of ours is among them).
         await self.hooks.presence.forget_previous_process()

@@ -161,7 +161,8 @@ class Cluster:
         self._watch_call: Any = None
         self._unreported = [0, 0]  # QoS 0 drops and holds since the last warning
         self._reported_at = float("-inf")
-        # Popping this node's own queue.
+        # Popping this node's own queue (held while a restart restores sessions).
+        self._queue_held = False
         self._popping = False
         self._pop_again = False
         self._poller = LoopingCall(self._drain)
@@ -201,8 +202,9 @@ class Cluster:
         await run_script(
             self.client, PURGE_SCRIPT, 1, self.keys.mqtt_subs, self.node, self.keys.mqtt_interest
         )
-        # Nor are the messages forwarded to it meant for this process's sessions.
-        await self.client.execute("DEL", self.queue, self.queue_bytes)
+        # What was forwarded to the previous process and not taken stays in the queue: it is
+        # meant for the persistent sessions that process held, which this one restores before
+        # it opens the queue (open_queue).
         await self.subscriber.start()
         await self._synced
         self._janitor.start(self.silent_after / 2, now=False)
@@ -549,8 +551,41 @@ class Cluster:
 
     # -- this node's queue ------------------------------------------------------------------
 
+    def hold_queue(self) -> None:
+        """Take nothing from this node's queue until :meth:`open_queue` (the edge holds it
+        while it restores the persistent sessions of a previous process of this node)."""
+        self._queue_held = True
+
+    def open_queue(self) -> Deferred[int]:
+        """Deliver what waits in this node's queue, all of it (to the sessions there are now:
+        the restored persistent ones), then take the queue as it fills. Fires with the number
+        of batches that waited."""
+        return Deferred.fromCoroutine(self._open_queue())
+
+    async def _open_queue(self) -> int:
+        waited = 0
+        while True:
+            items = await run_script(
+                self.client, POP_SCRIPT, 2, self.queue, self.queue_bytes, POP_COUNT
+            )
+            if not items:
+                break
+            waited += len(items)
+            self._popped(items, again=False)
+        if waited:
+            log.info(
+                "delivered {count} forwarded batches that waited for this node while it was "
+                "down",
+                count=waited,
+            )
+        self._queue_held = False
+        self._drain()
+        return waited
+
     def _drain(self) -> None:
         """Pop this node's queue until it is empty (woken by a 'W', and every POLL_INTERVAL)."""
+        if self._queue_held:
+            return
         if self._popping:
             self._pop_again = True
             return
@@ -561,14 +596,15 @@ class Cluster:
         d = run_script(self.client, POP_SCRIPT, 2, self.queue, self.queue_bytes, POP_COUNT)
         d.addCallbacks(self._popped, self._pop_failed)
 
-    def _popped(self, items: list[bytes] | None) -> None:
-        self._popping = False
+    def _popped(self, items: list[bytes] | None, again: bool = True) -> None:
+        if again:
+            self._popping = False
         for item in items or ():
             try:
                 self._deliver(item)
             except Exception:
                 log.failure("bad forwarded batch in {queue}", queue=self.queue)
-        if items or self._pop_again:
+        if again and (items or self._pop_again):
             self._drain()
 
     def _pop_failed(self, failure: Any) -> None:

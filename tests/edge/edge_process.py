@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ import paho.mqtt.client as mqtt
 import redis
 
 from edge.mqtt.codec import Decoder, encode
-from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect
+from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect, PubAck, Publish
 from tests.support.processes import stop_process
 from tests.support.waiting import wait_for, wait_for_port
 
@@ -184,3 +186,63 @@ def raw_connack(port: int, username: str, password: bytes) -> ConnAck:
             packets = list(decoder.feed(data))
             if packets:
                 return packets[0]
+
+
+class RawClient:
+    """A 3.1.1 client on a plain socket; a thread reads, acknowledges QoS 1 PUBLISHes and
+    counts what arrives."""
+
+    def __init__(self, edge: Edge, client_id: str, clean_start: bool = True) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", edge.mqtt_port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = Decoder(MQTT_3_1_1)
+        self.received: set[bytes] = set()
+        self.duplicates = 0
+        self.acked = 0
+        self.other: list[object] = []
+        self.closed = False
+        self.sock.sendall(encode(Connect(client_id, clean_start=clean_start), MQTT_3_1_1))
+        packets = self._read()
+        assert isinstance(packets[0], ConnAck) and packets[0].reason_code == 0
+        self.connack: ConnAck = packets[0]
+        # What came in the same read (a resumed session's queued messages): the thread's first.
+        self._early = packets[1:]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> list[Any]:
+        while True:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                self.closed = True
+                return []
+            packets = list(self.decoder.feed(data))
+            if packets:
+                return packets
+
+    def _run(self) -> None:
+        try:
+            while not self.closed:
+                acks = []
+                packets, self._early = self._early or self._read(), []
+                for packet in packets:
+                    if isinstance(packet, Publish):
+                        key = packet.payload[:8]
+                        if key in self.received:
+                            self.duplicates += 1
+                        self.received.add(key)
+                        if packet.qos and packet.packet_id is not None:
+                            acks.append(encode(PubAck(packet.packet_id), MQTT_3_1_1))
+                    elif isinstance(packet, PubAck):
+                        self.acked += 1
+                    else:
+                        self.other.append(packet)
+                if acks:
+                    self.sock.sendall(b"".join(acks))
+        except OSError:
+            self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()

@@ -8,24 +8,21 @@ that queue is over EDGE_CLUSTER_FORWARD_LIMIT, and every message arrives. The bo
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from edge.mqtt.codec import Decoder, encode
-from edge.mqtt.packets import MQTT_3_1_1, ConnAck, Connect, PubAck, Publish, SubAck, Subscribe
+from edge.mqtt.codec import encode
+from edge.mqtt.packets import MQTT_3_1_1, Publish, SubAck, Subscribe
 from edge.mqtt.packets import Subscription as Sub
 from tests.support.waiting import wait_for
 
-from .edge_process import Edge, metric, running_edge
+from .edge_process import RawClient, metric, running_edge
 from .redis_server import private_redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -40,62 +37,6 @@ def small_pubsub_redis() -> Iterator[str]:
     scaled to what a test can push in seconds)."""
     with private_redis_server("--client-output-buffer-limit", "pubsub", "256kb", "0", "0") as url:
         yield url
-
-
-class RawClient:
-    """A 3.1.1 client on a plain socket; a thread reads, acknowledges QoS 1 PUBLISHes and
-    counts what arrives."""
-
-    def __init__(self, edge: Edge, client_id: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", edge.mqtt_port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.decoder = Decoder(MQTT_3_1_1)
-        self.received: set[bytes] = set()
-        self.duplicates = 0
-        self.acked = 0
-        self.other: list[object] = []
-        self.closed = False
-        self.sock.sendall(encode(Connect(client_id), MQTT_3_1_1))
-        packets = self._read()
-        assert isinstance(packets[0], ConnAck) and packets[0].reason_code == 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _read(self) -> list[Any]:
-        while True:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                self.closed = True
-                return []
-            packets = list(self.decoder.feed(data))
-            if packets:
-                return packets
-
-    def _run(self) -> None:
-        try:
-            while not self.closed:
-                acks = []
-                for packet in self._read():
-                    if isinstance(packet, Publish):
-                        key = packet.payload[:8]
-                        if key in self.received:
-                            self.duplicates += 1
-                        self.received.add(key)
-                        if packet.qos and packet.packet_id is not None:
-                            acks.append(encode(PubAck(packet.packet_id), MQTT_3_1_1))
-                    elif isinstance(packet, PubAck):
-                        self.acked += 1
-                    else:
-                        self.other.append(packet)
-                if acks:
-                    self.sock.sendall(b"".join(acks))
-        except OSError:
-            self.closed = True
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
 
 
 def test_qos1_published_faster_than_the_other_node_takes_it_is_not_lost(small_pubsub_redis):
