@@ -11,6 +11,10 @@ first or again, asks the sentinels where the master is (:class:`SentinelEndpoint
 sentinel when one does not answer), checks with ``ROLE`` that the server it reached is the
 master, and is dropped, to be made again, on a ``-READONLY`` reply: each connection follows
 the master across a failover (docs/bus.md, "Redis failover").
+
+With ``rediss://`` (``rediss+sentinel://``: the sentinels too) every connection is TLS
+(:mod:`edge.bus.redis_tls`), and counts as made once the handshake is done and the server has
+answered; a failed handshake is logged with its reason, and the connection tried again.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
 )
-from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .client import Arg, RedisError
+from .redis_tls import material, over_tls, tls_failure
 from .redis_url import RedisAddress
 
 __all__ = [
@@ -165,14 +171,21 @@ def _endpoint(reactor: Any, address: RedisAddress) -> Any:
         return SentinelEndpoint(reactor, address)
     if address.path:
         return UNIXClientEndpoint(reactor, address.path, timeout=5)
+    if address.tls is not None:
+        return _tcp(reactor, address.host, address.port, 5, address)
     return TCP4ClientEndpoint(reactor, address.host, address.port, timeout=5)
 
 
-def _tcp(reactor: Any, host: str, port: int, timeout: float) -> Any:
-    """A TCP endpoint: IPv6 for an IPv6 literal, else IPv4 (a name is resolved)."""
+def _tcp(
+    reactor: Any, host: str, port: int, timeout: float, address: RedisAddress | None = None
+) -> Any:
+    """A TCP endpoint: IPv6 for an IPv6 literal, else IPv4 (a name is resolved); over TLS
+    to ``host`` when ``address`` is a ``rediss`` one."""
     if ":" in host:
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        endpoint: Any = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    else:
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    return over_tls(endpoint, address.tls if address is not None else None, host)
 
 
 def _reason(exc: BaseException) -> str:
@@ -204,7 +217,7 @@ class SentinelEndpoint:
     async def _connect(self, factory: Any) -> Any:
         host, port = await self.resolve()
         self.master = (host, port)
-        endpoint = _tcp(self.reactor, host, port, 5)
+        endpoint = _tcp(self.reactor, host, port, 5, self.address)
         return await endpoint.connect(factory)
 
     def resolve(self) -> Deferred[tuple[str, int]]:
@@ -220,7 +233,7 @@ class SentinelEndpoint:
             try:
                 reply = await self._ask(host, port)
             except Exception as exc:  # any failure: ask the next one
-                errors.append(f"{host}:{port}: {_reason(exc)}")
+                errors.append(f"{host}:{port}: {tls_failure(exc) or _reason(exc)}")
                 continue
             if not isinstance(reply, list) or len(reply) != 2:
                 errors.append(f"{host}:{port}: does not know {self.address.master_name!r}")
@@ -231,7 +244,7 @@ class SentinelEndpoint:
         raise ConnectError(string="no sentinel gave the master's address")
 
     async def _ask(self, host: str, port: int) -> Any:
-        endpoint = _tcp(self.reactor, host, port, self.timeout)
+        endpoint = _tcp(self.reactor, host, port, self.timeout, self.address)
         proto = await endpoint.connect(_QuietFactory())
         try:
             address = self.address
@@ -249,6 +262,24 @@ class SentinelEndpoint:
             return answers[-1]
         finally:
             _drop(proto)
+
+
+@implementer(IStreamClientEndpoint)
+class _BackingOff:
+    """The client's endpoint, which waits before connecting after connections lost before
+    they were usable: ClientService's backoff starts again at every TCP connection, and would
+    make a connection that fails its TLS handshake ten times a second."""
+
+    def __init__(self, client: RedisClient, endpoint: Any) -> None:
+        self.client = client
+        self.endpoint = endpoint
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        failures = self.client._early_failures
+        if not failures:
+            return cast("Deferred[Any]", self.endpoint.connect(protocolFactory))
+        delay = self.client._policy(failures)
+        return deferLater(self.client.reactor, delay, self.endpoint.connect, protocolFactory)
 
 
 class _QuietFactory(Factory):
@@ -297,15 +328,22 @@ class RedisClient:
         self._queued: list[tuple[Sequence[Arg], Deferred[Any]]] = []
         self._stopping = False
         self._first: Deferred[None] = Deferred()
+        # The connection this client dropped during its setup (its loss is no news).
+        self._given_up: RespProtocol | None = None
+        if address.tls is not None:
+            material(address.tls)  # unreadable TLS files: a ValueError now, not at each retry
         self.endpoint = endpoint if endpoint is not None else _endpoint(reactor, address)
         # The connections of one connector behind Sentinel, which +switch-master moves.
         self.group = group
         sentinel = address.is_sentinel or endpoint is not None
+        self._policy = SENTINEL_RETRY_POLICY if sentinel else RETRY_POLICY
+        # Connections lost in a row before they were usable (a failed TLS handshake...).
+        self._early_failures = 0
         self._service = ClientService(
-            self.endpoint,
+            _BackingOff(self, self.endpoint),
             # mypy does not see zope's @implementer on Factory.
             cast(IProtocolFactory, _Factory(self)),
-            retryPolicy=SENTINEL_RETRY_POLICY if sentinel else RETRY_POLICY,
+            retryPolicy=self._policy,
             clock=reactor,
         )
 
@@ -336,6 +374,9 @@ class RedisClient:
             # The sentinels may still name a master that was just demoted (or may have been
             # asked while a failover was under way): connect only to a server that is master.
             setup.append(("ROLE",))
+        elif not setup and self.address.tls is not None:
+            # Over TLS the connection is usable once the handshake is done: the answer shows it.
+            setup.append(("PING",))
         replies = proto.send(setup) if setup else []
         done = DeferredList(replies, fireOnOneErrback=True, consumeErrors=True)
         done.addCallbacks(self._set_up, self._setup_failed, (proto,), errbackArgs=(proto,))
@@ -350,6 +391,7 @@ class RedisClient:
                     where=self._where(),
                     role=role[0].decode() if isinstance(role, list) and role else role,
                 )
+                self._given_up = proto
                 _drop(proto)
                 return
         self._connected(proto)
@@ -365,6 +407,7 @@ class RedisClient:
 
     def _connected(self, proto: RespProtocol) -> None:
         self.protocol = proto
+        self._early_failures = 0
         log.info("{name} connected to {address}", name=self.name, address=self._where())
         if self.on_connect is not None:
             self.on_connect(self)
@@ -377,15 +420,22 @@ class RedisClient:
             self._first.callback(None)
 
     def _setup_failed(self, failure: Failure, proto: RespProtocol) -> None:
+        if failure.value.subFailure.check(ConnectionLost):
+            return  # the connection went first: _lost said why
         log.error(
             "{name}: Redis AUTH/SELECT/ROLE failed: {error}",
             name=self.name,
             error=failure.value.subFailure.getErrorMessage(),
         )
+        self._given_up = proto
         _drop(proto)
 
     def _lost(self, proto: RespProtocol, reason: Failure | None) -> None:
         if self.protocol is not proto:
+            if proto is self._given_up:
+                self._given_up = None
+            elif not self._stopping and reason is not None:
+                self._lost_early(reason)
             return
         self.protocol = None
         if self._stopping:
@@ -395,6 +445,27 @@ class RedisClient:
             name=self.name,
             address=self._where(),
             error=reason.getErrorMessage() if reason is not None else "closed",
+        )
+
+    def _lost_early(self, reason: Failure) -> None:
+        """A connection lost before it was usable (not dropped by this client for a failed
+        AUTH/SELECT/ROLE): why, each time, as plainly as possible: a failed TLS handshake (a
+        wrong CA, a certificate for another name, a server without TLS), a server that
+        closed it unasked (a TLS port reached without TLS)."""
+        self._early_failures += 1
+        problem = tls_failure(reason)
+        if problem is None and reason.check(ConnectionDone, ConnectionLost) and (
+            self.address.tls is None
+        ):
+            problem = (
+                "the server closed the connection without answering "
+                "(a TLS port? then the URL is rediss://)"
+            )
+        log.error(
+            "{name}: Redis connection to {address} failed: {error}; retrying",
+            name=self.name,
+            address=self._where(),
+            error=problem or reason.getErrorMessage(),
         )
 
     @property
@@ -505,9 +576,15 @@ class RedisConnector:
 class _AnySentinel:
     """Each connection attempt goes to the next sentinel of the list."""
 
-    def __init__(self, reactor: Any, sentinels: Sequence[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        sentinels: Sequence[tuple[str, int]],
+        address: RedisAddress | None = None,
+    ) -> None:
         self.reactor = reactor
         self.sentinels = list(sentinels)
+        self.address = address  # its TLS options
         self._next = 0
         self.sentinel: tuple[str, int] | None = None
 
@@ -517,7 +594,9 @@ class _AnySentinel:
         self.sentinel = (host, port)
         return cast(
             "Deferred[Any]",
-            _tcp(self.reactor, host, port, SENTINEL_TIMEOUT).connect(protocolFactory),
+            _tcp(self.reactor, host, port, SENTINEL_TIMEOUT, self.address).connect(
+                protocolFactory
+            ),
         )
 
 
@@ -547,6 +626,7 @@ class SentinelGroup:
                 port=0,
                 username=address.sentinel_username,
                 password=address.sentinel_password,
+                tls=address.tls,
             )
             self.watch = RedisClient(
                 self.reactor,
@@ -554,7 +634,7 @@ class SentinelGroup:
                 "sentinel-watch",
                 on_push=self._push,
                 on_connect=self._subscribe,
-                endpoint=_AnySentinel(self.reactor, address.sentinels),
+                endpoint=_AnySentinel(self.reactor, address.sentinels, address),
             )
             self.watch.start()
 

