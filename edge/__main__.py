@@ -74,7 +74,11 @@ def main() -> int:
 
     reactor: Any = installed_reactor
 
-    service = EdgeService(config, reactor)
+    try:
+        service = EdgeService(config, reactor)
+    except ValueError as exc:  # a TLS file named in REDIS_URL that cannot be used
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
     exit_code = [0]
 
     def failed(failure: Failure) -> None:

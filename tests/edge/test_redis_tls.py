@@ -297,3 +297,16 @@ def test_the_edge_finds_the_master_through_tls_sentinels(tls_sentinels: Sentinel
         # Every connection the edge has is TLS: the sentinels and the master have no plain port.
         for port in (master_port, *tls_sentinels.sentinel_ports):
             assert ping(port, tls_sentinels.tls) and not ping(port)
+
+
+@pytest.mark.e2e
+def test_the_edge_stops_at_start_on_an_unusable_tls_file():
+    env = {**os.environ, "REDIS_URL": "rediss://127.0.0.1:1/0?ssl_ca_certs=/nonexistent/ca.pem",
+           "DJANGO_SECRET_KEY": SECRET_KEY, "EDGE_MQTT_PORT": str(free_port()),
+           "EDGE_METRICS_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-m", "edge"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "edge: Redis URL: ssl_ca_certs /nonexistent/ca.pem: No such file or directory"
+    )
