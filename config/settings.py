@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from config.env import BASE_DIR, env, env_bool, env_list, load_dotenv
-from config.redis_settings import cache_settings, celery_broker, channel_host
+from config.redis_settings import cache_settings, celery_broker, celery_ssl, channel_host
 from edge.crypto import MissingSecretKey, derive_key, load_secret_key, new_secret_key
 from webapp.core.spreadsheet import FORMATS as SPREADSHEET_FORMATS
 
@@ -165,6 +165,7 @@ MEDIA_ROOT = VAR_DIR / "media"
 # Under pytest the default is the suite's own embedded server (tests/conftest.py starts it).
 # `redis+sentinel://host:26379,host2:26379/mymaster/0` names a Sentinel set: every process
 # follows its master across a failover (config/redis_settings.py; docs/bus.md, "Redis failover").
+# `rediss://…` and `rediss+sentinel://…` are the same over TLS (docs/bus.md, "Redis over TLS").
 _EMBEDDED_REDIS_DIR = VAR_DIR / "test-redis" if "PYTEST_VERSION" in os.environ else VAR_DIR
 REDIS_URL = env("REDIS_URL") or f"unix://{_EMBEDDED_REDIS_DIR / 'redis.sock'}"
 REDIS_PREFIX = env("REDIS_PREFIX", "tl:")
@@ -183,6 +184,8 @@ CHANNEL_LAYERS = {
 }
 
 CELERY_BROKER_URL, _CELERY_SENTINEL_OPTIONS = celery_broker(REDIS_URL)
+# rediss:// / rediss+sentinel://: the URL's TLS settings, as kombu takes them (else None).
+CELERY_BROKER_USE_SSL = celery_ssl(REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {

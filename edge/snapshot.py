@@ -225,19 +225,21 @@ def sync_client(url: str) -> Any:
     """A synchronous redis-py client of ``REDIS_URL`` (a Sentinel set's master too)."""
     import redis
 
-    if url.lower().startswith("redis+sentinel://"):
+    from edge.bus.redis_url import RedisAddress, is_sentinel_url
+
+    address = RedisAddress.parse(url)  # rediss://: redis-py reads the same ssl_* options
+    if is_sentinel_url(url):
         from redis.sentinel import Sentinel
 
-        from edge.bus.redis_url import RedisAddress
-
-        address = RedisAddress.parse(url)
+        tls = address.tls.redis_py_options() if address.tls is not None else {}
         sentinel = Sentinel(
             list(address.sentinels), socket_timeout=5,
             sentinel_kwargs={"username": address.sentinel_username,
-                             "password": address.sentinel_password, "socket_timeout": 5})
+                             "password": address.sentinel_password, "socket_timeout": 5,
+                             **tls})
         return sentinel.master_for(address.master_name or "", db=address.db,
                                    username=address.username, password=address.password,
-                                   socket_timeout=5, socket_connect_timeout=5)
+                                   socket_timeout=5, socket_connect_timeout=5, **tls)
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 

@@ -1,5 +1,6 @@
 """Django's Redis cache behind Sentinel: ``CACHES`` names :class:`SentinelRedisCache` with
-``LOCATION`` a one-item list holding the ``redis+sentinel://`` URL (config.redis_settings).
+``LOCATION`` a one-item list holding the ``redis+sentinel://`` (or ``rediss+sentinel://``) URL
+(config.redis_settings).
 
 Django's own backend reads plain Redis URLs only (and splits a string ``LOCATION`` at commas,
 which the sentinel list contains); this one gives it a pool that asks the sentinels for the
@@ -31,6 +32,7 @@ class SentinelRedisCache(RedisCache):
         super().__init__(server, params)
         if len(vars(self)["_servers"]) != 1:
             raise ValueError(
-                "SentinelRedisCache: LOCATION is a list with one redis+sentinel:// URL"
+                "SentinelRedisCache: LOCATION is a list with one redis+sentinel:// "
+                "(or rediss+sentinel://) URL"
             )
         self._class = SentinelRedisCacheClient

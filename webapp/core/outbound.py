@@ -37,7 +37,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from edge.bus.redis_url import SENTINEL_SCHEME, RedisAddress
+from edge.bus.redis_url import RedisAddress, is_sentinel_url
 
 log = logging.getLogger("thinglinks.outbound")
 
@@ -141,7 +141,7 @@ def _sentinels_expanded(urls: Iterable[str]) -> list[str]:
     replicas are where the sentinels say, found at run time, so not among these."""
     out: list[str] = []
     for url in urls:
-        if url.lower().startswith(SENTINEL_SCHEME + "://"):
+        if is_sentinel_url(url):  # redis+sentinel:// or rediss+sentinel://
             try:
                 sentinels = RedisAddress.parse(url).sentinels
             except ValueError:

@@ -2,7 +2,9 @@
 
 ``REDIS_URL`` may name one server or a Sentinel set (``redis+sentinel://``, the grammar of
 :mod:`edge.bus.redis_url`): a client then asks the sentinels for the master, and asks again
-after a failover (redis-py's :class:`~redis.sentinel.SentinelConnectionPool`).
+after a failover (redis-py's :class:`~redis.sentinel.SentinelConnectionPool`). ``rediss://``
+and ``rediss+sentinel://`` are the same over TLS (to the sentinels too), with the URL's
+``ssl_*`` options.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from django.conf import settings
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from edge.bus.keys import Keys
-from edge.bus.redis_url import SENTINEL_SCHEME, RedisAddress
+from edge.bus.redis_url import RedisAddress, is_sentinel_url
 
 
-def is_sentinel_url(url: str) -> bool:
-    return url.lower().startswith(SENTINEL_SCHEME + "://")
+def tls_options(address: RedisAddress) -> dict[str, Any]:
+    """redis-py's ``ssl``/``ssl_*`` keyword arguments of a ``rediss`` address (none else)."""
+    return address.tls.redis_py_options() if address.tls is not None else {}
 
 
 def sentinel_options(address: RedisAddress) -> dict[str, Any]:
-    """What redis-py's Sentinel takes for the sentinels themselves (their credentials)."""
-    options: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    """What redis-py's Sentinel takes for the sentinels themselves (their credentials, TLS)."""
+    options: dict[str, Any] = {
+        "socket_timeout": 2, "socket_connect_timeout": 2, **tls_options(address)
+    }
     if address.sentinel_password is not None:
         options["password"] = address.sentinel_password
     if address.sentinel_username:
@@ -33,8 +38,8 @@ def sentinel_options(address: RedisAddress) -> dict[str, Any]:
 
 
 def master_options(address: RedisAddress) -> dict[str, Any]:
-    """What a connection to the master takes: its database and credentials."""
-    options: dict[str, Any] = {"db": address.db}
+    """What a connection to the master takes: its database, credentials and TLS."""
+    options: dict[str, Any] = {"db": address.db, **tls_options(address)}
     if address.password is not None:
         options["password"] = address.password
     if address.username:
@@ -52,9 +57,11 @@ def sentinel_pool(url: str, **options: Any) -> SentinelConnectionPool:
 
 
 def client_for(url: str, **options: Any) -> redis.Redis:
-    """A client of ``url``: one server (any URL redis-py reads) or a Sentinel set's master."""
+    """A client of ``url``: one server (any URL redis-py reads) or a Sentinel set's master.
+    The URL is checked first (a malformed ``rediss`` option is a clear ValueError)."""
     if is_sentinel_url(url):
         return redis.Redis(connection_pool=sentinel_pool(url, **options))
+    RedisAddress.parse(url)
     return redis.Redis.from_url(url, **options)
 
 
