@@ -340,8 +340,8 @@ class RedisClient:
         # Connections lost in a row before they were usable (a failed TLS handshake...).
         self._early_failures = 0
         self._service = ClientService(
-            _BackingOff(self, self.endpoint),
-            # mypy does not see zope's @implementer on Factory.
+            # mypy does not see zope's @implementer (on Factory either).
+            cast(IStreamClientEndpoint, _BackingOff(self, self.endpoint)),
             cast(IProtocolFactory, _Factory(self)),
             retryPolicy=self._policy,
             clock=reactor,
