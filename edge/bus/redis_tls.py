@@ -6,7 +6,12 @@ certificate must name the host connected to (a DNS name or an IP address), unles
 ``ssl_check_hostname=false`` (the chain only) or ``ssl_cert_reqs=none`` (nothing: the
 connection is encrypted, not authenticated). A client certificate (``ssl_certfile``, its key in
 ``ssl_keyfile`` or in the same file, then any intermediate certificates) is presented when
-given. The files are read once per process (at the first connection's setup).
+given. The files are read once per process (when the edge starts).
+
+The name is checked here, not by Twisted's ``optionsForClientTLS`` alone: its check logs and
+then *accepts* a certificate without any subjectAltName (service_identity raises
+``CertificateError``, which Twisted 26.10 does not catch as a failed verification), so a
+certificate of the right CA made out to another name in its CN only would have been taken.
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
+from service_identity.exceptions import CertificateError, VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet import ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .redis_url import RedisTls
 
@@ -79,14 +91,45 @@ def material(
     return trust, client, chain
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class _NameChecked:
+    """``optionsForClientTLS(host, ...)`` with a name check that refuses every certificate
+    that does not name ``host`` (module docstring)."""
+
+    def __init__(self, host: str, options: Any) -> None:
+        self.options = options
+        ip = isIPAddress(host) or isIPv6Address(host)
+        self.service: Any = IPAddress_ID(host) if ip else DNS_ID(host)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection: SSL.Connection = self.options.clientConnectionForTLS(tlsProtocol)
+        service = self.service
+
+        def verify(conn: Any, cert: Any, err: int, depth: int, ok: int) -> bool:
+            if not ok or depth != 0:  # the chain (OpenSSL's verdict), then the leaf's name
+                return bool(ok)
+            try:
+                verify_service_identity(extract_patterns(cert), [service], [])
+            except (VerificationError, CertificateError) as exc:
+                tlsProtocol.failVerification(Failure(exc))
+                return False
+            except Exception:  # nothing may escape an OpenSSL callback: refuse
+                tlsProtocol.failVerification(Failure())
+                return False
+            return True
+
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return connection
+
+
 def connection_creator(tls: RedisTls, host: str) -> Any:
     """What :func:`~twisted.internet.endpoints.wrapClientTLS` takes to connect to ``host``."""
     trust, client, chain = material(tls)
     if tls.checks_hostname:
         extra = {"extraCertChain": list(chain)} if chain else {}
-        return ssl.optionsForClientTLS(
+        return _NameChecked(host, ssl.optionsForClientTLS(
             host, trustRoot=trust, clientCertificate=client, extraCertificateOptions=extra
-        )
+        ))
     options: dict[str, Any] = {}
     if client is not None:
         options.update(
@@ -117,7 +160,6 @@ def tls_failure(reason: Any) -> str | None:
             if isinstance(entry, tuple) and entry:
                 parts.append(str(entry[-1]))
         return "TLS handshake failed: " + ("; ".join(p for p in parts if p) or str(value))
-    name = type(value).__name__
-    if name == "VerificationError":  # service_identity: the certificate names another host
+    if isinstance(value, VerificationError | CertificateError):
         return f"TLS: the server's certificate does not name the host ({value})"
     return None

@@ -28,7 +28,7 @@ from tests.support.waiting import wait_for
 from .edge_process import ROOT, Client, Edge, running_edge
 from .redis_server import RedisTlsFiles, free_port, ping, private_redis_server
 from .sentinel_set import SentinelSet, sentinel_set
-from .tls_material import Authority
+from .tls_material import Authority, self_signed
 
 SECRET_KEY = "redis-tls-test-secret-key"
 MODEL = {"services": {"s": {"properties": {"seq": {"datatype": "int"}}}}}
@@ -310,3 +310,22 @@ def test_the_edge_stops_at_start_on_an_unusable_tls_file():
     assert done.stderr.strip() == (
         "edge: Redis URL: ssl_ca_certs /nonexistent/ca.pem: No such file or directory"
     )
+
+
+@pytest.mark.e2e
+def test_the_name_check_and_the_whole_verification_can_be_turned_off(tmp_path: Path):
+    """A server whose certificate names another host: refused by default, accepted with
+    ssl_check_hostname=false (the chain is still verified); a certificate of an unknown CA is
+    accepted with ssl_cert_reqs=none only."""
+    elsewhere = self_signed(tmp_path, "elsewhere.example", "elsewhere")  # no 127.0.0.1 in it
+    files = RedisTlsFiles(elsewhere.cert, elsewhere.cert, elsewhere.key, elsewhere.cert,
+                          elsewhere.key)
+    with private_redis_server(tls=files) as url:
+        log = edge_log_until(url, "does not name the host")
+        assert "connected to" not in log
+        edge_log_until(url + "&ssl_check_hostname=false", "redis connected to rediss://")
+        other = Authority(tmp_path, "Another CA")
+        wrong = url.replace(str(elsewhere.cert), str(other.path))
+        log = edge_log_until(wrong + "&ssl_check_hostname=false", "certificate verify failed")
+        assert "connected to" not in log
+        edge_log_until(wrong + "&ssl_cert_reqs=none", "redis connected to rediss://")
