@@ -114,7 +114,8 @@ class EdgeConfig:
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url:
             raise ConfigError(
-                "REDIS_URL is required (redis://host:port/db, unix:///path.sock?db=N or "
+                "REDIS_URL is required (redis://host:port/db, rediss://host:port/db for TLS, "
+                "unix:///path.sock?db=N or "
                 "redis+sentinel://host:26379,host2:26379/mymaster/db)"
             )
         try:
