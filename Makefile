@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-fast lint typecheck migrations-check install install-test install-dev bench fuzz clean
+.PHONY: run test test-fast lint typecheck migrations-check install install-test install-dev bench fuzz trial clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ migrations-check: install
 ## Benchmarks (see docs/performance.md); BENCH_ARGS=--small for a quick proof run.
 bench: install-test
 	$(PY) -m bench $(BENCH_ARGS)
+
+## docker/compose.yml in containers with podman (root; docker/trial/run.sh): images built from
+## docker/Dockerfile, every service healthy, device -> telemetry -> rule -> command through them.
+trial: install-test
+	bash docker/trial/run.sh
 
 ## Mutation fuzzing of every decoder of outside bytes (tests/security/fuzzing.py); CI runs it small.
 FUZZ_CASES ?= 1000000

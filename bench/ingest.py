@@ -190,6 +190,7 @@ def run(small: bool) -> dict[str, Any]:
         edge_env = {**env, "EDGE_MQTT_PORT": str(mqtt_port), "EDGE_HOST": "127.0.0.1",
                     "EDGE_METRICS_PORT": str(free_port()), "EDGE_WS_PORT": str(free_port()),
                     "EDGE_COAP_PORT": "0", "EDGE_HTTP_PORT": "0",
+                    "EDGE_TCP_PORT": "0", "EDGE_UDP_PORT": "0",
                     "EDGE_NODE_ID": f"{prefix}n1"}
         # BENCH_PROFILE=dir: run the edge and the ingest workers under cProfile, one
         # .prof file per process in dir (for `python -m pstats`).
