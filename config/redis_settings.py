@@ -118,14 +118,7 @@ def celery_ssl(url: str) -> dict[str, Any] | None:
     tls = RedisAddress.parse(url).tls
     if tls is None:
         return None
-    options: dict[str, Any] = {
-        "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
-        "ssl_check_hostname": tls.checks_hostname,
-    }
-    if tls.ca_certs:
-        options["ssl_ca_certs"] = tls.ca_certs
-    if tls.certfile:
-        options["ssl_certfile"] = tls.certfile
-    if tls.keyfile:
-        options["ssl_keyfile"] = tls.keyfile
+    options = tls.redis_py_options()
+    del options["ssl"]
+    options["ssl_cert_reqs"] = ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE
     return options

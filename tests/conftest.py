@@ -105,6 +105,15 @@ def delete_prefixed(url: str, prefix: str) -> None:
         client.close()
 
 
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory):
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, for
+    TLS redis-servers (tests/edge/redis_server.py: private_redis_server(tls=...))."""
+    from tests.edge.redis_server import RedisTlsFiles
+
+    return RedisTlsFiles.make(tmp_path_factory.mktemp("tl-redis-tls-"))
+
+
 @pytest.fixture
 def redis_client(redis_prefix):
     import redis

@@ -165,12 +165,6 @@ def test_unusable_tls_files_are_a_clear_error(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def tls_files() -> Iterator[RedisTlsFiles]:
-    with tempfile.TemporaryDirectory(prefix="tl-redis-tls-") as directory:
-        yield RedisTlsFiles.make(Path(directory))
-
-
-@pytest.fixture(scope="module")
 @starts_processes
 def tls_redis(tls_files: RedisTlsFiles) -> Iterator[str]:
     """A TLS-only redis-server that asks clients for a certificate of the CA."""

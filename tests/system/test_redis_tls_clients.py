@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,12 +92,6 @@ def test_a_bad_tls_url_stops_the_settings_with_a_clear_error():
         celery_broker("redis://h/0?ssl_ca_certs=/ca.pem")
     with pytest.raises(ValueError, match="unsupported TLS option"):
         client_for("rediss://h/0?ssl_ca_path=/etc/ssl")
-
-
-@pytest.fixture(scope="module")
-def tls_files() -> Iterator[RedisTlsFiles]:
-    with tempfile.TemporaryDirectory(prefix="tl-redis-tls-") as directory:
-        yield RedisTlsFiles.make(Path(directory))
 
 
 @pytest.fixture(scope="module")
