@@ -1,7 +1,9 @@
 """The production topology of docker/compose.yml, running in containers (docker/trial/run.sh),
 used as a user would: a device reports through the edge container, ingest stores it in the
 PostgreSQL container, a rule fires an alarm, a command goes down and its answer comes back,
-and the web's /metrics (from inside its container) lists every process.
+the web's /metrics (from inside its container) lists every process, and the Prometheus of the
+monitoring profile scrapes the web (with METRICS_TOKEN) and the edge, evaluates every shipped
+alert without an error, and fires EdgeWorkerRestarts once an edge worker is killed.
 
     python docker/trial/check.py --secret <demo-001's secret> --password <admin's password>
 """
@@ -21,6 +23,21 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 WEB = "http://127.0.0.1:8000"
+PROMETHEUS = "http://127.0.0.1:9090"
+# Run in the edge container: SIGKILL one worker (a child of the supervisor, pid 1).
+KILL_A_WORKER = """
+import os, signal
+for pid in sorted(int(p) for p in os.listdir('/proc') if p.isdigit()):
+    try:
+        status = open(f'/proc/{pid}/status').read()
+        cmdline = open(f'/proc/{pid}/cmdline', 'rb').read()
+    except OSError:
+        continue
+    if 'PPid:\\t1\\n' in status and b'edge' in cmdline:
+        os.kill(pid, signal.SIGKILL)
+        print(pid)
+        break
+"""
 DEVICE = "demo-001"
 BASE = f"/v1/devices/{DEVICE}"
 
@@ -39,14 +56,25 @@ def api(method: str, path: str, token: str | None = None, body: Any = None) -> A
         raise SystemExit(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
 
 
-def until(what: str, check: Any, timeout: float = 30.0) -> Any:
+def prometheus(path: str) -> Any:
+    with urllib.request.urlopen(PROMETHEUS + path, timeout=20) as response:  # noqa: S310
+        body = json.loads(response.read())
+    if body.get("status") != "success":
+        raise SystemExit(f"Prometheus {path}: {body}")
+    return body["data"]
+
+
+def until(what: Any, check: Any, timeout: float = 30.0) -> Any:
+    """``check()`` once it is truthy; after ``timeout`` seconds exit with ``what`` (a text, or
+    a callable giving one)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise SystemExit(f"not reached in {timeout:.0f} s: {what} (last: {value!r})")
+            said = what() if callable(what) else what
+            raise SystemExit(f"not reached in {timeout:.0f} s: {said} (last: {value!r})")
         time.sleep(0.5)
 
 
@@ -100,8 +128,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--secret", required=True)
     parser.add_argument("--password", required=True)
-    parser.add_argument("--web-container", default="tltrial_web_1")
+    parser.add_argument("--project", default="tltrial")
     args = parser.parse_args()
+    web_container, edge_container = f"{args.project}_web_1", f"{args.project}_edge_1"
 
     token = api("POST", "/api/v1/auth/token/", body={"username": "admin",
                                                       "password": args.password})["access"]
@@ -142,7 +171,7 @@ def main() -> None:
 
     script = ("import urllib.request; print(urllib.request.urlopen("
               "'http://127.0.0.1:8000/metrics', timeout=20).read().decode())")
-    text = subprocess.run(["podman", "exec", args.web_container, "python", "-c", script],
+    text = subprocess.run(["podman", "exec", web_container, "python", "-c", script],
                           check=True, capture_output=True, text=True).stdout
     roles = {line.split('role="', 1)[1].split('"', 1)[0]
              for line in text.splitlines() if 'role="' in line}
@@ -151,7 +180,49 @@ def main() -> None:
     print(f"/metrics from inside the web container: roles {sorted(roles)}")
     device.client.loop_stop()
     device.client.disconnect()
+    check_prometheus(edge_container)
     print("trial: device -> telemetry -> rule -> command through the containers: ok")
+
+
+def check_prometheus(edge_container: str) -> None:
+    """The monitoring profile's Prometheus: both targets up, every alert evaluated without an
+    error, and EdgeWorkerRestarts firing once an edge worker is killed."""
+
+    seen: dict[str, str] = {}
+
+    def targets_up() -> bool:
+        active = prometheus("/api/v1/targets")["activeTargets"]
+        seen.clear()
+        seen.update({t["labels"]["job"]: t["health"] + " " + t["lastError"] for t in active})
+        return all(t["health"] == "up" for t in active) and len(active) == 2
+
+    until(lambda: f"Prometheus scraping the web (bearer METRICS_TOKEN) and the edge: {seen}",
+          targets_up, 60)
+
+    def evaluated() -> list[dict[str, Any]]:
+        rules = [rule for group in prometheus("/api/v1/rules")["groups"]
+                 for rule in group["rules"]]
+        return rules if rules and all(r.get("lastEvaluation", "").startswith("20")
+                                      and r["health"] != "unknown" for r in rules) else []
+
+    rules = until("every alerting rule evaluated", evaluated, 60)
+    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+    assert not broken, f"alerting rules that fail to evaluate: {broken}"
+    print(f"Prometheus: targets thinglinks and edge up, {len(rules)} alerting rules "
+          "evaluated without an error")
+    assert any(r["name"] == "EdgeWorkerRestarts" for r in rules)
+
+    killed = subprocess.run(["podman", "exec", edge_container, "python", "-c", KILL_A_WORKER],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    assert killed, "no edge worker process found in the edge container"
+
+    def firing() -> list[dict[str, Any]]:
+        return [a for a in prometheus("/api/v1/alerts")["alerts"]
+                if a["labels"]["alertname"] == "EdgeWorkerRestarts" and a["state"] == "firing"]
+
+    alert = until("EdgeWorkerRestarts firing", firing, 90)[0]
+    print(f"edge worker (pid {killed} in its container) killed: alert EdgeWorkerRestarts "
+          f"firing for worker {alert['labels'].get('worker')}")
 
 
 if __name__ == "__main__":

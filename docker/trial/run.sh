@@ -3,16 +3,18 @@
 # no container registry (this project's development and CI machines reach only Debian's and the
 # language package registries). `make trial` (root). It
 #   1. makes the base image python:3.11-slim-bookworm from Debian bookworm (debootstrap: its
-#      Python 3.11), and stand-ins for postgres:16 and redis:7 from Debian's PostgreSQL 15 and
-#      Redis 7.0 (postgres.Containerfile, redis.Containerfile), unless those images exist;
+#      Python 3.11), and stand-ins for postgres:16, redis:7 and prom/prometheus from Debian's
+#      PostgreSQL 15, Redis 7.0 and Prometheus 2.42 (*.Containerfile), unless those exist;
 #   2. builds the ThingLinks image from docker/Dockerfile;
-#   3. runs `docker-compose up` (Debian's Compose v1 on podman's Docker API) with a generated
-#      .env, two ingest replicas, and limits.yml (this machine cannot grant the edge 200,000
+#   3. runs `docker-compose --profile monitoring up` (Debian's Compose v1 on podman's Docker
+#      API) for every service but Grafana (not packaged by Debian), with a generated .env
+#      (METRICS_TOKEN for Prometheus), two ingest replicas, and limits.yml (this machine cannot grant the edge 200,000
 #      open files); podman runs healthchecks from systemd timers, which this machine has not:
 #      a loop here runs them (docker/healthcheck.py in the app containers);
 #   4. waits until every service is healthy and migrate has exited 0, creates the demo device
-#      in the web container, and runs check.py: device -> telemetry -> rule -> command, and
-#      /metrics listing every process;
+#      in the web container, and runs check.py: device -> telemetry -> rule -> command,
+#      /metrics listing every process, Prometheus scraping both targets and evaluating every
+#      shipped alert without error, and EdgeWorkerRestarts firing after a worker is killed;
 #   5. removes the containers and volumes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +30,12 @@ say() { echo "== trial ($(($(date +%s) - started)) s): $*"; }
 for tool in podman debootstrap docker-compose; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install podman debootstrap docker-compose)" >&2; exit 2; }
 done
-for port in 8000 11883 18999 18901 18080; do
+# What an earlier run left (TRIAL_KEEP=1, or a run that was killed).
+leftover=$(podman ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+[ -z "$leftover" ] || podman rm -f $leftover >/dev/null 2>&1
+leftover=$(podman volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
+[ -z "$leftover" ] || podman volume rm -f $leftover >/dev/null 2>&1
+for port in 8000 11883 18999 18901 18080 9090; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is in use: compose.yml publishes it (stop what listens there)" >&2; exit 2
   fi
@@ -55,11 +62,12 @@ if ! podman image exists "$BASE_IMAGE"; then
   tar -C "$WORK/rootfs" -c . | podman import -q - "$BASE_IMAGE" >/dev/null
   rm -rf "$WORK/rootfs"
 fi
-for name in postgres:16 redis:7; do
-  if ! podman image exists "docker.io/library/$name"; then
-    say "stand-in image $name"
+for image in library/postgres:16 library/redis:7 prom/prometheus:v3.5.0; do
+  if ! podman image exists "docker.io/$image"; then
+    say "stand-in image $image"
+    name=${image#*/}
     podman build -q --network host -f "docker/trial/${name%%:*}.Containerfile" \
-      -t "docker.io/library/$name" docker/trial >/dev/null
+      -t "docker.io/$image" docker/trial >/dev/null
   fi
 done
 say "building the ThingLinks image (docker/Dockerfile)"
@@ -72,7 +80,8 @@ from pathlib import Path
 from edge.crypto import random_token
 values = {"DJANGO_SECRET_KEY": random_token(50), "POSTGRES_PASSWORD": random_token(18),
           "REDIS_PASSWORD": random_token(18), "PUBLIC_BASE_URL": "http://localhost:8000",
-          "DJANGO_SUPERUSER_PASSWORD": "Trial-" + random_token(12)}
+          "DJANGO_SUPERUSER_PASSWORD": "Trial-" + random_token(12),
+          "METRICS_TOKEN": random_token(24)}
 lines = []
 for line in Path(".env.example").read_text().splitlines():
     key = line.split("=", 1)[0]
@@ -82,6 +91,7 @@ Path(sys.argv[1]).write_text("\n".join(lines) + "\n")
 PY
 chmod 600 "$WORK/env"
 ADMIN_PASSWORD=$(sed -n 's/^DJANGO_SUPERUSER_PASSWORD=//p' "$WORK/env")
+METRICS_TOKEN=$(sed -n 's/^METRICS_TOKEN=//p' "$WORK/env")
 
 rm -f "$WORK/podman.sock"
 podman system service --time=0 "unix://$WORK/podman.sock" > "$WORK/podman-service.log" 2>&1 &
@@ -97,7 +107,7 @@ HEALTH=$!
 export DOCKER_HOST="unix://$WORK/podman.sock"
 compose() {
   docker-compose -p "$PROJECT" --env-file "$WORK/env" -f docker/compose.yml \
-    -f docker/trial/limits.yml "$@"
+    -f docker/trial/limits.yml --profile monitoring "$@"
 }
 finish() {
   status=$?
@@ -109,7 +119,8 @@ finish() {
       echo "--- $c" >&2; podman logs --tail 30 "$c" >&2 2>&1 || true
     done
   fi
-  compose down -v >/dev/null 2>&1 || true
+  # TRIAL_KEEP=1 leaves the containers running (to look at them; `make trial` again removes them).
+  [ -n "${TRIAL_KEEP:-}" ] || compose down -v >/dev/null 2>&1 || true
   kill "$HEALTH" "$SERVICE" 2>/dev/null || true
   wait 2>/dev/null || true
   exit "$status"
@@ -117,14 +128,15 @@ finish() {
 trap finish EXIT
 for _ in $(seq 50); do [ -S "$WORK/podman.sock" ] && break; sleep 0.2; done
 
-say "docker-compose up (postgres, redis, migrate, web, edge with 2 workers, 2 ingest, worker, beat)"
-compose up -d --scale ingest=2 > "$WORK/compose-up.log" 2>&1 || { cat "$WORK/compose-up.log" >&2; exit 1; }
+say "docker-compose up (postgres, redis, migrate, web, edge with 2 workers, 2 ingest, worker, beat, prometheus)"
+compose up -d --scale ingest=2 postgres redis migrate web edge ingest worker beat prometheus \
+  > "$WORK/compose-up.log" 2>&1 || { cat "$WORK/compose-up.log" >&2; exit 1; }
 deadline=$(($(date +%s) + 300))
 while :; do
   states=$(podman ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Names}} {{.Status}}')
   healthy=$(grep -c '(healthy)' <<<"$states" || true)
   migrated=$(grep -c '_migrate_1 Exited (0)' <<<"$states" || true)
-  if [ "$healthy" -ge 8 ] && [ "$migrated" = 1 ]; then break; fi
+  if [ "$healthy" -ge 9 ] && [ "$migrated" = 1 ]; then break; fi
   if [ "$(date +%s)" -gt "$deadline" ]; then echo "not healthy in 300 s:" >&2; echo "$states" >&2; exit 1; fi
   sleep 3
 done
@@ -135,5 +147,5 @@ SECRET=$(podman exec "${PROJECT}_web_1" python manage.py bootstrap \
   | sed -n "s/.*demo device created: identifier 'demo-001' secret '\([^']*\)'.*/\1/p")
 [ -n "$SECRET" ] || { echo "bootstrap printed no demo device secret" >&2; exit 1; }
 "$PY" docker/trial/check.py --secret "$SECRET" --password "$ADMIN_PASSWORD" \
-  --web-container "${PROJECT}_web_1"
+  --project "$PROJECT"
 say "done"
