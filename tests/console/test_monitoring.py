@@ -14,6 +14,7 @@ from edge.bus.keys import UPLINK_GROUP
 from edge.snapshot import write_snapshot
 from tests.system.conftest import perms
 from webapp.console import monitoring
+from webapp.core.redis import group_lag
 
 pytestmark = pytest.mark.django_db
 
@@ -164,8 +165,8 @@ def test_lag_counted_without_redis_7(redis_client, redis_prefix):
     """Redis 6 has no `lag` in XINFO GROUPS: it is counted from the last delivered id."""
     uplink = f"{redis_prefix}uplink"
     ids = [redis_client.xadd(uplink, {"n": str(n)}) for n in range(4)]
-    assert monitoring._lag(redis_client, uplink, {"last-delivered-id": ids[1]}) == (2, True)
-    assert monitoring._lag(redis_client, uplink, {"last-delivered-id": b"0-0"}) == (4, True)
+    assert group_lag(redis_client, uplink, {"last-delivered-id": ids[1]}) == (2, True)
+    assert group_lag(redis_client, uplink, {"last-delivered-id": b"0-0"}) == (4, True)
 
 
 def test_last_task_runs_and_online_users(world, client_of):

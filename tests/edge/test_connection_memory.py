@@ -200,6 +200,7 @@ def test_cached_device_records_share_their_repeated_strings():
         assert getattr(a, name) is getattr(b, name), name
 
 
+@pytest.mark.e2e  # measured in a fresh interpreter (a process)
 def test_memory_per_idle_connection_within_budget():
     """Python heap per idle connection with the ThingLinks hooks over the lean transport
     (bench/_connection_memory.py): 2,467 B authenticated and 1,923 B anonymous before the

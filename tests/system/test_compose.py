@@ -19,6 +19,8 @@ from tests.support import compose
 REQUIRED = {"DJANGO_SECRET_KEY": "ci-dummy-key-" + "x" * 50, "POSTGRES_PASSWORD": "ci-pg",
             "REDIS_PASSWORD": "ci-redis", "PUBLIC_BASE_URL": "https://iot.example.com"}
 APP = {"migrate", "web", "edge", "ingest", "worker", "beat"}
+# docker-compose is a process: not for the fast suite (tests/support/slow.py).
+pytestmark = pytest.mark.e2e
 
 
 def docker_compose(*args: str, extra: dict[str, str] | None = None,

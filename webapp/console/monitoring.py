@@ -30,7 +30,7 @@ from django_celery_beat.models import PeriodicTask
 
 from edge.bus.keys import UPLINK_GROUP
 from webapp.core.processes import snapshots
-from webapp.core.redis import get_redis, keys
+from webapp.core.redis import get_redis, group_lag, keys
 from webapp.system.models import LoginSession, TaskRun
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ NODE_ALIVE_MS = 30_000
 LARGEST_TABLES = 10
 RECENT_RUNS = 10
 PERIODIC_TASKS = 20
-# Lag counted entry by entry (Redis before 7 has no `lag` in XINFO GROUPS) up to this many.
-LAG_COUNT_LIMIT = 10_000
 # A user seen within this long counts as online.
 ONLINE_WITHIN = timedelta(minutes=15)
 EDGE_METRICS_TIMEOUT = 0.5
@@ -191,17 +189,6 @@ def nodes() -> dict[str, Any]:
             "connections": sum(n["connections"] for n in rows if n["alive"])}
 
 
-def _lag(r: Any, stream: str, group: dict[str, Any]) -> tuple[int, bool]:
-    """(entries not yet delivered to the group, exact?)"""
-    if group.get("lag") is not None:
-        return int(group["lag"]), True
-    last = _text(group.get("last-delivered-id") or "0-0")
-    if last == "0-0":
-        return int(r.xlen(stream)), True
-    after = r.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_LIMIT + 1)
-    return min(len(after), LAG_COUNT_LIMIT), len(after) <= LAG_COUNT_LIMIT
-
-
 def redis_figures() -> dict[str, Any]:
     r = get_redis()
     k = keys()
@@ -216,7 +203,7 @@ def redis_figures() -> dict[str, Any]:
         for raw in r.xinfo_groups(name):
             group = {_text(key): value for key, value in raw.items()}
             group_name = _text(group.get("name"))
-            lag, exact = _lag(r, name, group)
+            lag, exact = group_lag(r, name, group)
             consumers = [{"name": _text(c.get("name")), "pending": int(c.get("pending") or 0),
                           "idle_ms": int(c.get("idle") or 0)}
                          for c in r.xinfo_consumers(name, group_name)]

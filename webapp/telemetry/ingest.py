@@ -42,6 +42,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from edge import fastjson
 from edge.bus.keys import UPLINK_GROUP, UPLINK_MAXLEN, Keys
 from webapp.core import metrics
+from webapp.core.redis import group_lag
 from webapp.devices import actions as device_actions
 from webapp.telemetry import hooks, messagelog
 from webapp.telemetry.backends import Point, TimeSeriesBackend
@@ -457,7 +458,7 @@ class IngestWorker:
         for group in self.redis.xinfo_groups(stream):
             name = group.get("name")
             name = name.decode() if isinstance(name, bytes) else str(name)
-            metrics.INGEST_LAG.labels(label, name).set(group.get("lag") or 0)
+            metrics.INGEST_LAG.labels(label, name).set(group_lag(self.redis, stream, group)[0])
             summary = self.redis.xpending(stream, name)
             counts = {(c.get("name") or b"").decode() if isinstance(c.get("name"), bytes)
                       else str(c.get("name")): int(c.get("pending") or 0)
@@ -470,7 +471,7 @@ class IngestWorker:
             name = group.get("name")
             if name not in (UPLINK_GROUP, UPLINK_GROUP.encode()):
                 continue
-            lag = group.get("lag") or 0
+            lag = group_lag(self.redis, self.keys.uplink, group)[0]
             if lag > UPLINK_MAXLEN // 2:
                 log.warning("ingest is %d entries behind; the edge trims the stream at %d",
                             lag, UPLINK_MAXLEN)
