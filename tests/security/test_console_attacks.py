@@ -629,13 +629,9 @@ def headers_of(client: Client | None, origin: bytes = b"http://testserver"
 
 
 async def connect(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[Any, bool, Any]:
-    from channels.testing import WebsocketCommunicator
+    from tests.console.test_live import open_socket
 
-    from config.asgi import application
-
-    socket = WebsocketCommunicator(application, path, headers=headers)
-    connected, code = await socket.connect(timeout=10)
-    return socket, connected, code
+    return await open_socket(path, headers)
 
 
 @pytest.mark.parametrize("who,path,origin", [
