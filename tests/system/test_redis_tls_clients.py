@@ -133,6 +133,25 @@ def through_kombu(url: str, prefix: str, tag: str) -> Any:
         broker.release()
 
 
+def the_other_clients_work(url: str, client: Any, prefix: str, cache_class: Any) -> None:
+    """After ``client`` stored ``prefix + "k"``: the snapshot writer reads it, and Django's
+    cache, a Channels layer and kombu, configured from ``url`` by config.redis_settings, each
+    make a round trip; then the test's keys are removed."""
+    snapshot = sync_client(url)
+    assert snapshot.get(prefix + "k") == b"one"
+    snapshot.close()
+    entry = cache_settings(url, prefix + "cache")
+    cache = cache_class(entry["LOCATION"], {"KEY_PREFIX": prefix + "cache"})
+    cache.set("k", "two")
+    assert cache.get("k") == "two"
+    layer = RedisChannelLayer(hosts=[channel_host(url, socket_timeout=15)],
+                              prefix=prefix + "asgi")
+    assert round_trip(layer, "three") == "three"
+    assert through_kombu(url, prefix, "four") == "four"
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
+
+
 def test_every_web_client_works_over_tls(tls_url: str, settings: Any):
     prefix = f"tlsw{uuid.uuid4().hex[:6]}:"
     settings.REDIS_URL = tls_url
@@ -140,20 +159,8 @@ def test_every_web_client_works_over_tls(tls_url: str, settings: Any):
     client.set(prefix + "k", "one")
     assert client.get(prefix + "k") == b"one"
     assert client.connection_pool.connection_class.__name__ == "SSLConnection"
-    snapshot = sync_client(tls_url)
-    assert snapshot.get(prefix + "k") == b"one"
-    snapshot.close()
-    # Django's cache as config.redis_settings configures it.
-    entry = cache_settings(tls_url, prefix + "cache")
-    cache = RedisCache(entry["LOCATION"], {"KEY_PREFIX": entry["KEY_PREFIX"]})
-    cache.set("k", "two")
-    assert cache.get("k") == "two"
-    layer = RedisChannelLayer(hosts=[channel_host(tls_url, socket_timeout=15)],
-                              prefix=prefix + "asgi")
-    assert round_trip(layer, "three") == "three"
-    assert through_kombu(tls_url, prefix, "four") == "four"
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
+    # Django's cache as config.redis_settings configures it, Channels, kombu.
+    the_other_clients_work(tls_url, client, prefix, RedisCache)
 
 
 def test_a_wrong_ca_or_a_plain_url_fails_at_once(tls_url: str, tls_files: RedisTlsFiles,
@@ -191,17 +198,5 @@ def test_every_web_client_finds_the_master_through_tls_sentinels(tls_sentinels: 
     assert client.get(prefix + "k") == b"one"
     assert client.execute_command("ROLE")[0] == b"master"
     assert client.connection_pool.get_master_address() == tls_sentinels.master()
-    snapshot = sync_client(url)
-    assert snapshot.get(prefix + "k") == b"one"
-    snapshot.close()
-    cache = SentinelRedisCache(cache_settings(url, prefix + "cache")["LOCATION"],
-                               {"KEY_PREFIX": prefix + "cache"})
-    cache.set("k", "two")
-    assert cache.get("k") == "two"
-    layer = RedisChannelLayer(hosts=[channel_host(url, socket_timeout=15)],
-                              prefix=prefix + "asgi")
-    assert round_trip(layer, "three") == "three"
-    assert through_kombu(url, prefix, "four") == "four"
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
+    the_other_clients_work(url, client, prefix, SentinelRedisCache)
     client.close()
